@@ -1,0 +1,1 @@
+"""The replicated record store: pysyncobj made safe (see docs/architecture.md)."""

@@ -1,0 +1,74 @@
+"""Rewrite overlapping AppendEntries so a follower never deletes what it acknowledged.
+
+Why. pysyncobj 0.3.17 (syncobj.py:991-1004) deletes every local entry after
+`prevLogIdx` whenever the local log is longer, even when the entries it holds
+are exactly the ones the leader is re-sending. Under pipelined load the leader
+re-sends overlapping batches all the time, so followers briefly drop entries
+they already acknowledged; a leader dying in that window can leave a majority
+without a committed entry. Raft's rule is narrower: delete only from the first
+entry that *conflicts* (same index, different term).
+
+How. Before pysyncobj sees an AppendEntries we skip the leading entries that
+the local log already holds with the same term, and move `prevLogIdx` past
+them. Then:
+- entries remain: pysyncobj deletes only if the next local entry conflicts,
+  which is the legitimate Raft truncation;
+- nothing remains and the local log ends there: the message is a plain append
+  of nothing;
+- nothing remains but the local log is longer: pysyncobj would delete the
+  tail, so we hand it a heartbeat instead (commit index clamped to the
+  verified prefix) and answer the leader ourselves with success up to the
+  verified prefix, exactly what Raft would answer.
+
+Pure: the local log is read through `term_at(idx)` and `last_index`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    message: dict[str, Any]            # what pysyncobj should process
+    reply: dict[str, Any] | None       # an answer we send to the leader ourselves
+    skipped: int                       # entries already held, not re-applied
+
+
+def plan_append(
+    message: dict[str, Any],
+    current_term: int,
+    term_at: Callable[[int], int | None],
+    last_index: int,
+) -> AppendPlan:
+    unchanged = AppendPlan(message, None, 0)
+    if "prevLogIdx" not in message or message["term"] < current_term:
+        return unchanged
+    prev_idx = message["prevLogIdx"]
+    prev_term = message["prevLogTerm"]
+    if prev_idx is None or term_at(prev_idx) != prev_term:
+        return unchanged  # pysyncobj answers "reset" and deletes nothing
+    entries = message.get("entries") or []
+    for offset, entry in enumerate(entries):
+        if entry[1] != prev_idx + 1 + offset:
+            raise ValueError("append_entries with non-contiguous indexes")
+    skipped = 0
+    for entry in entries:
+        if term_at(entry[1]) != entry[2]:
+            break
+        skipped += 1
+    if skipped == 0 and (entries or last_index == prev_idx):
+        return unchanged
+    new_prev = prev_idx + skipped
+    new_prev_term = entries[skipped - 1][2] if skipped else prev_term
+    rest = entries[skipped:]
+    if rest or last_index == new_prev:
+        rewritten = dict(message, prevLogIdx=new_prev, prevLogTerm=new_prev_term, entries=rest)
+        return AppendPlan(rewritten, None, skipped)
+    heartbeat = {
+        "type": "append_entries",
+        "term": message["term"],
+        "commit_index": min(message["commit_index"], new_prev),
+    }
+    reply = {"type": "next_node_idx", "next_node_idx": new_prev + 1, "reset": False, "success": True}
+    return AppendPlan(heartbeat, reply, skipped)

@@ -1,0 +1,527 @@
+"""Request/response RPC over raft.framing frames, on trio.
+
+How this works: the caller sends {"id", "method", "params", "deadline"} and
+the server answers {"id", "ok": true, "result"} or {"id", "ok": false,
+"error": {"code", "message"}}. The server reads frames in one task and runs
+each request in its own task in a per-connection nursery, under the smaller of
+the caller's deadline and the server's cap; at most `max_in_flight` run at
+once (past that it stops reading, so a peer cannot spawn unbounded work), and
+answers leave in any order under one send lock. The client multiplexes:
+each call registers a waiter under a fresh id and sends; one reader task, in
+a nursery the client owns, hands each answer to its waiter, and when the
+connection ends every waiter gets "unavailable". Between nodes the transport
+is TLS with client certificates and `identify` turns the verified certificate
+into the Peer whose role the Router checks; the CLI reaches its own daemon
+over a 0600 unix socket as role "local". Bad bytes, failed handshakes and
+crashing handlers cost one connection (or one call), never the server.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import math
+import os
+import socket
+import ssl
+import stat
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, MalformedFrame, encode_frame
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES = frozenset({"manager", "worker", "local"})
+MAX_IN_FLIGHT = 64
+MAX_DEADLINE = 60.0
+HANDSHAKE_TIMEOUT = 5.0
+_RECV_SIZE = 65536
+_LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class RPCError(Exception):
+    """An error answer: raised by handlers, and by clients when a call fails."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class BadMessage(MalformedFrame):
+    """A frame that decoded but is not a well-formed request or response."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    node_id: str
+    role: str  # "manager" | "worker" | "local"
+    cluster_id: str
+
+
+LOCAL_PEER = Peer(node_id="local", role="local", cluster_id="")
+Handler = Callable[[Peer, dict], Awaitable[Any]]
+
+
+class Router:
+    """Method name -> (handler, roles allowed to call it)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, tuple[Handler, frozenset[str]]] = {}
+
+    def route(self, name: str, handler: Handler | None = None, roles: Any = ALL_ROLES) -> Any:
+        """Register `handler` for `name`; without a handler, return a decorator."""
+        def register(fn: Handler) -> Handler:
+            if name in self._routes:
+                raise ValueError(f"method {name!r} is already registered")
+            self._routes[name] = (fn, frozenset(roles))
+            return fn
+        return register if handler is None else register(handler)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted(self._routes)
+
+    async def dispatch(self, peer: Peer, method: str, params: dict) -> Any:
+        if method not in self._routes:
+            raise RPCError("unknown_method", f"unknown method {method!r}")
+        handler, roles = self._routes[method]
+        if peer.role not in roles:
+            raise RPCError("forbidden", f"method {method!r} may not be called by a {peer.role} node")
+        return await handler(peer, params)
+
+
+# -- messages ------------------------------------------------------------------
+
+
+def _why(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    return str(cause) or type(cause).__name__
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _error(call_id: int, code: str, message: str) -> dict:
+    return {"id": call_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _check_response(msg: Any) -> dict:
+    if not isinstance(msg, dict) or not _is_int(msg.get("id")) or not isinstance(msg.get("ok"), bool):
+        raise BadMessage("a response must be a map with an integer id and a boolean ok")
+    err = msg.get("error")
+    if not msg["ok"] and not (isinstance(err, dict) and isinstance(err.get("code"), str)
+                              and isinstance(err.get("message"), str)):
+        raise BadMessage("an error response must carry a code and a message")
+    return msg
+
+
+def _result(resp: dict) -> Any:
+    if resp["ok"]:
+        return resp.get("result")
+    raise RPCError(resp["error"]["code"], resp["error"]["message"])
+
+
+def _as_peer(who: Any) -> Peer:
+    # identify may return a Peer or anything shaped like one (pki.NodeIdentity).
+    if isinstance(who, Peer):
+        return who
+    return Peer(node_id=str(who.node_id), role=str(who.role), cluster_id=str(who.cluster_id))
+
+
+# -- server --------------------------------------------------------------------
+
+
+async def _answer(router: Router, peer: Peer, req: dict, max_deadline: float) -> dict:
+    call_id, method = req["id"], req["method"]
+    params, deadline = req.get("params"), req.get("deadline")
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        return _error(call_id, "bad_request", "params must be a map")
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                 or math.isnan(deadline)):
+        return _error(call_id, "bad_request", "deadline must be a number of seconds or null")
+    budget = max_deadline if deadline is None else max(0.0, min(float(deadline), max_deadline))
+    try:
+        with trio.move_on_after(budget) as scope:
+            result = await router.dispatch(peer, method, params)
+        if scope.cancelled_caught:
+            return _error(call_id, "deadline", f"{method} did not finish within {budget:g} s")
+        return {"id": call_id, "ok": True, "result": result}
+    except RPCError as exc:
+        return _error(call_id, str(exc.code), str(exc.message))
+    except Exception:
+        log.exception("handler for %s failed (caller %s, role %s)", method, peer.node_id, peer.role)
+        return _error(call_id, "internal", f"internal error while handling {method}")
+
+
+async def _serve_stream(router: Router, stream: trio.abc.Stream, peer: Peer, remote: str,
+                        max_frame: int, max_deadline: float, max_in_flight: int) -> None:
+    decoder = FrameDecoder(max_frame)
+    send_lock = trio.Lock()
+    slots = trio.Semaphore(max_in_flight)
+
+    async def run_call(req: dict) -> None:
+        try:
+            resp = await _answer(router, peer, req, max_deadline)
+            try:
+                frame = encode_frame(resp, max_frame)
+            except Exception as exc:  # unserialisable or oversized result
+                log.error("cannot encode the answer to %s for %s: %s", req["method"], remote, exc)
+                frame = encode_frame(_error(req["id"], "internal", f"the result of {req['method']} could not be encoded"))
+            async with send_lock:
+                await stream.send_all(frame)
+        except _LOST:
+            pass  # the caller is gone; the reader notices and closes
+        finally:
+            slots.release()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                while data := await stream.receive_some(_RECV_SIZE):
+                    for msg in decoder.feed(data):
+                        if not (isinstance(msg, dict) and _is_int(msg.get("id"))
+                                and isinstance(msg.get("method"), str)):
+                            raise BadMessage("a request must be a map with an integer id and a string method")
+                        await slots.acquire()
+                        nursery.start_soon(run_call, msg)
+                decoder.close()
+            except FrameError as exc:
+                log.warning("closing the connection from %s: %s", remote, exc)
+            except _LOST as exc:
+                log.debug("connection from %s lost: %s", remote, _why(exc))
+            finally:
+                nursery.cancel_scope.cancel()  # nobody is left to read the answers
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def _guarded(handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    # A bug in one connection must not take down serve_listeners.
+    async def run(stream: Any) -> None:
+        try:
+            await handle(stream)
+        except Exception:
+            log.exception("unexpected error on an RPC connection")
+            await trio.aclose_forcefully(stream)
+    return run
+
+
+async def serve_tls(
+    router: Router, host: str | None, port: int, ssl_context: ssl.SSLContext,
+    identify: Callable[[Any], Any], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    max_frame: int = DEFAULT_MAX_FRAME, max_deadline: float = MAX_DEADLINE,
+    max_in_flight: int = MAX_IN_FLIGHT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+) -> None:
+    """Serve `router` over mutual TLS until cancelled; task_status gets the bound port.
+
+    After the handshake `identify(ssl_stream)` (anything with getpeercert())
+    returns a Peer, or an object with node_id/role/cluster_id such as
+    pki.peer_identity's; if it raises, the connection is refused.
+    """
+    async def handle(tcp: trio.SocketStream) -> None:
+        try:
+            remote = "%s:%s" % tcp.socket.getpeername()[:2]
+        except OSError:
+            remote = "an unknown address"
+        stream = trio.SSLStream(tcp, ssl_context, server_side=True, https_compatible=True)
+        try:
+            with trio.fail_after(handshake_timeout):
+                await stream.do_handshake()
+            peer = _as_peer(identify(stream))
+        except trio.TooSlowError:
+            log.warning("refused %s: TLS handshake not done within %g s", remote, handshake_timeout)
+        except trio.BrokenResourceError as exc:
+            log.warning("refused %s: TLS handshake failed: %s", remote, _why(exc))
+        except Exception as exc:
+            log.warning("refused %s: cannot identify its certificate: %s", remote, exc)
+        else:
+            return await _serve_stream(router, stream, peer, f"{remote} ({peer.role} {peer.node_id})",
+                                       max_frame, max_deadline, max_in_flight)
+        await trio.aclose_forcefully(stream)
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+    log.info("RPC listening on %s:%d (TLS)", host or "*", bound)
+    task_status.started(bound)
+    await trio.serve_listeners(_guarded(handle), listeners)
+
+
+async def _claim_socket_path(path: str) -> None:
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = await trio.open_unix_socket(path)
+    except FileNotFoundError:
+        return
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: left by a crashed daemon
+        return
+    await probe.aclose()
+    raise OSError(errno.EADDRINUSE, f"another swarm daemon is already listening on {path}")
+
+
+async def serve_unix(
+    router: Router, path: str | os.PathLike[str], *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED, peer: Peer = LOCAL_PEER,
+    max_frame: int = DEFAULT_MAX_FRAME, max_deadline: float = MAX_DEADLINE,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> None:
+    """Serve `router` on a mode-0600 unix socket until cancelled; every caller is `peer`."""
+    path = os.fspath(path)
+    await _claim_socket_path(path)
+    # Bind inside a private 0700 directory, chmod, then rename into place: the
+    # socket is never reachable with looser modes, and no process-wide umask.
+    private = tempfile.mkdtemp(prefix=".s", dir=os.path.dirname(os.path.abspath(path)))
+    staged = os.path.join(private, "s")
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(staged)
+        os.chmod(staged, 0o600)
+        sock.listen(128)
+        os.rename(staged, path)
+        inode = os.stat(path).st_ino
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if os.path.lexists(staged):
+            os.unlink(staged)
+        os.rmdir(private)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        await _serve_stream(router, stream, peer, f"unix:{path}", max_frame, max_deadline, max_in_flight)
+
+    try:
+        task_status.started(path)
+        await trio.serve_listeners(_guarded(handle), [trio.SocketListener(sock)])
+    finally:
+        sock.close()
+        try:  # remove the file only if it is still ours
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+# -- client --------------------------------------------------------------------
+
+
+@dataclass
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    response: dict | None = None
+    error: RPCError | None = None
+
+
+def _unreachable(name: str, exc: BaseException, timeout: float, unix: bool = False) -> RPCError:
+    if isinstance(exc, trio.TooSlowError):
+        return RPCError("unavailable", f"could not connect to {name} within {timeout:g} s")
+    if unix and isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        return RPCError("unavailable", f"the swarm daemon is not running (no socket at {name})")
+    if isinstance(exc, trio.BrokenResourceError):
+        return RPCError("unavailable", f"TLS handshake with {name} failed: {_why(exc)}")
+    return RPCError("unavailable", f"could not connect to {name}: {getattr(exc, 'strerror', None) or exc}")
+
+
+class RPCClient:
+    """One connection, many concurrent calls. Enter it with `async with` (which
+    owns the reader's nursery) or start `client.run` in a nursery of yours."""
+
+    def __init__(self, stream: trio.abc.Stream, name: str, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._stream = stream
+        self.name = name
+        self._max_frame = max_frame
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, _Waiter] = {}
+        self._ids = itertools.count(1)
+        self._closed: str | None = None
+        self._running = False
+        self._reader_scope: trio.CancelScope | None = None
+        self._stack: AsyncExitStack | None = None
+
+    @classmethod
+    async def connect_tls(cls, host: str, port: int, ssl_context: ssl.SSLContext, *, timeout: float = 5.0,
+                          server_hostname: str | None = None, max_frame: int = DEFAULT_MAX_FRAME) -> RPCClient:
+        if server_hostname is None and ssl_context.check_hostname:
+            server_hostname = host
+        try:
+            with trio.fail_after(timeout):
+                tcp = await trio.open_tcp_stream(host, port)
+                stream = trio.SSLStream(tcp, ssl_context, server_hostname=server_hostname, https_compatible=True)
+                try:
+                    await stream.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(tcp)
+                    raise
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            raise _unreachable(f"{host}:{port}", exc, timeout) from None
+        return cls(stream, f"{host}:{port}", max_frame=max_frame)
+
+    @classmethod
+    async def connect_unix(cls, path: str | os.PathLike[str], *, timeout: float = 5.0,
+                           max_frame: int = DEFAULT_MAX_FRAME) -> RPCClient:
+        path = os.fspath(path)
+        try:
+            with trio.fail_after(timeout):
+                stream = await trio.open_unix_socket(path)
+        except (trio.TooSlowError, OSError) as exc:
+            raise _unreachable(path, exc, timeout, unix=True) from None
+        return cls(stream, path, max_frame=max_frame)
+
+    @property
+    def ssl_object(self) -> Any:
+        """For TLS, an object with getpeercert() to check who the server is."""
+        return self._stream if isinstance(self._stream, trio.SSLStream) else None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read answers until the connection ends or the client is closed."""
+        if self._running:
+            raise RuntimeError("this client's reader is already running")
+        self._running = True
+        decoder = FrameDecoder(self._max_frame)
+        reason = f"the connection to {self.name} was closed"
+        try:
+            with trio.CancelScope() as self._reader_scope:
+                task_status.started()
+                while data := await self._stream.receive_some(_RECV_SIZE):
+                    for msg in decoder.feed(data):
+                        resp = _check_response(msg)
+                        waiter = self._pending.get(resp["id"])
+                        if waiter is not None and waiter.response is None:
+                            waiter.response = resp
+                            waiter.event.set()
+                decoder.close()
+                reason = f"{self.name} closed the connection"
+        except FrameError as exc:
+            reason = f"{self.name} sent a bad frame: {exc}"
+            log.warning("closing the connection: %s", reason)
+        except _LOST as exc:
+            reason = f"lost the connection to {self.name} ({_why(exc)})"
+        finally:
+            self._shut(reason)
+            await trio.aclose_forcefully(self._stream)
+
+    def _shut(self, reason: str) -> None:
+        if self._closed is None:
+            self._closed = reason
+        for waiter in self._pending.values():
+            if waiter.response is None and waiter.error is None:
+                waiter.error = RPCError("unavailable", self._closed)
+                waiter.event.set()
+        if self._reader_scope is not None:
+            self._reader_scope.cancel()
+
+    async def call(self, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
+        """Call `method` and return its result; raises RPCError."""
+        if not self._running:
+            raise RuntimeError("use 'async with client' or start client.run in a nursery before calling")
+        if self._closed is not None:
+            raise RPCError("unavailable", self._closed)
+        call_id = next(self._ids)
+        try:
+            frame = encode_frame({"id": call_id, "method": method, "params": params or {},
+                                  "deadline": timeout}, self._max_frame)
+        except FrameError as exc:
+            raise RPCError("bad_request", f"cannot send {method}: {exc}") from None
+        waiter = self._pending[call_id] = _Waiter()
+        try:
+            with trio.move_on_after(timeout):
+                async with self._send_lock:
+                    if self._closed is not None:
+                        raise RPCError("unavailable", self._closed)
+                    try:
+                        await self._stream.send_all(frame)
+                    except _LOST as exc:
+                        self._shut(f"lost the connection to {self.name} ({_why(exc)})")
+                    except BaseException:
+                        # Interrupted mid-frame: the framing of this stream is lost.
+                        self._shut(f"a call to {self.name} was interrupted while sending")
+                        raise
+                await waiter.event.wait()
+        finally:
+            del self._pending[call_id]
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.response is None:
+            raise RPCError("deadline", f"{method} got no answer from {self.name} within {timeout:g} s")
+        return _result(waiter.response)
+
+    async def aclose(self) -> None:
+        self._shut(f"the connection to {self.name} was closed")
+        await trio.aclose_forcefully(self._stream)
+
+    async def __aenter__(self) -> RPCClient:
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        await nursery.start(self.run)
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            # aclose cancelled the reader: exit its nursery cleanly, so that the
+            # body's own exception propagates unwrapped (no ExceptionGroup).
+            await stack.aclose()
+
+
+@asynccontextmanager
+async def open_client_tls(host: str, port: int, ssl_context: ssl.SSLContext, *,
+                          timeout: float = 5.0, **kwargs: Any) -> AsyncIterator[RPCClient]:
+    async with await RPCClient.connect_tls(host, port, ssl_context, timeout=timeout, **kwargs) as client:
+        yield client
+
+
+@asynccontextmanager
+async def open_client_unix(path: str | os.PathLike[str], *, timeout: float = 5.0,
+                           **kwargs: Any) -> AsyncIterator[RPCClient]:
+    async with await RPCClient.connect_unix(path, timeout=timeout, **kwargs) as client:
+        yield client
+
+
+def call_unix_sync(path: str | os.PathLike[str], method: str, params: dict | None = None,
+                   timeout: float = 5.0, *, max_frame: int = DEFAULT_MAX_FRAME) -> Any:
+    """One blocking call to the local daemon, for the CLI (no trio needed)."""
+    path = os.fspath(path)
+    try:
+        frame = encode_frame({"id": 1, "method": method, "params": params or {}, "deadline": timeout}, max_frame)
+    except FrameError as exc:
+        raise RPCError("bad_request", f"cannot send {method}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise RPCError("unavailable", f"the swarm daemon is not running (no socket at {path})") from None
+        sock.sendall(frame)
+        decoder = FrameDecoder(max_frame)
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            if not (data := sock.recv(_RECV_SIZE)):
+                decoder.close()
+                raise RPCError("unavailable", f"the swarm daemon at {path} closed the connection without answering")
+            for msg in decoder.feed(data):
+                if (resp := _check_response(msg))["id"] == 1:
+                    return _result(resp)
+        raise TimeoutError
+    except TimeoutError:
+        raise RPCError("deadline", f"{method} got no answer from the swarm daemon within {timeout:g} s") from None
+    except FrameError as exc:
+        raise RPCError("unavailable", f"the swarm daemon at {path} sent a bad reply: {exc}") from None
+    except OSError as exc:
+        raise RPCError("unavailable", f"cannot reach the swarm daemon at {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
