@@ -410,6 +410,9 @@ class RaftNode:
         atomic_write(self.members_path, msgpack.packb(sorted(snap["members"])))
         journal = self._journal
         if journal.term_at(prev[1]) == prev[2] and journal.term_at(last[1]) == last[2]:
+            if journal[0][1] < prev[1]:
+                log.warning("finishing a log compaction cut short by a crash (journal from %d, snapshot at %d)",
+                            journal[0][1], prev[1])
             journal.drop_before(prev[1])  # finish a compaction cut short by a crash
         # Peer objects, not names: pysyncobj filters itself out by Node equality.
         return last, prev, [Peer(name) for name in snap["members"]]
