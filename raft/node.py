@@ -270,10 +270,6 @@ class RaftNode:
 
     def __init__(self, config: RaftConfig) -> None:
         engine_hooks.install()
-        # The tick thread and trio hand the GIL back and forth for every
-        # commit; the default 5 ms switch interval would add up to 5 ms each.
-        if sys.getswitchinterval() > 0.0005:
-            sys.setswitchinterval(0.0005)
         self.config = config
         self.state = RecordStore()
         self.hub = WatchHub()

@@ -523,6 +523,13 @@ class TlsTransport(TCPTransport):
         # Runs after pysyncobj appended this tick's entries and before its
         # next commit computation counts the leader's own log.
         self.flush_acks()
+        sync_obj = self._syncObj
+        if not self._nodes and sync_obj._isLeader() and self._journal.last_index() > sync_obj.raftCommitIndex:
+            # A lone member commits on its own: nothing will arrive to wake
+            # the poll, so wake it now rather than after a whole tick period.
+            notifier = getattr(sync_obj, "_SyncObj__pipeNotifier", None)
+            if notifier is not None:
+                notifier.notify()
         super()._onTick()
         now = time.monotonic()
         for conn in list(self._connections.values()) + list(self._unknownConnections):
