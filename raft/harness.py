@@ -196,6 +196,21 @@ class RaftCluster:
                 raise TimeoutError("no leader elected")
             time.sleep(0.05)
 
+    def wait_caught_up(self, timeout: float = 15.0) -> None:
+        """Every running member is connected to every other and has applied the leader's commit index."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                statuses = [self.status(m) for m in self.running()]
+                commit = max(s["commit_index"] for s in statuses)
+                if all(s["applied_index"] >= commit and all(p["connected"] for p in s["peers"]) for s in statuses):
+                    return
+            except (OSError, ControlError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("members did not catch up")
+            time.sleep(0.05)
+
     def kill(self, member: Member, group: bool = False, sig: int = signal.SIGKILL) -> None:
         if member.proc is None:
             return
