@@ -282,6 +282,8 @@ class RaftNode:
         self._acting = False
         self._lease_until = 0.0
         self._tick_seen: tuple = (False, 0, None, 0.0)
+        self._tick_links: dict[str, bool] = {}
+        self._peer_links: dict[str, bool] = {}
         self._leader_name: str | None = None
         self._term = 0
         self._membership_lock = trio.Lock()
@@ -445,6 +447,10 @@ class RaftNode:
         leader = engine._getLeader()
         leader_name = leader.id if leader else None
         term = engine.raftCurrentTerm
+        links = {n.id: engine.isNodeConnected(n) for n in engine.otherNodes}
+        if links != self._tick_links:
+            self._tick_links = links
+            self._to_trio(setattr, self, "_peer_links", links)
         acting = lease_until > time.monotonic()
         seen_acting, seen_term, seen_leader, seen_lease = self._tick_seen
         # Tell trio when anything changes, and when the lease moved by 20 ms:
@@ -473,6 +479,10 @@ class RaftNode:
 
     def watch(self, kinds: Sequence[str] | None = None, maxlen: int = 4096) -> Watch:
         return self.hub.subscribe(kinds, maxlen)
+
+    def peer_links(self) -> dict[str, bool]:
+        """Other members' names -> whether this member is connected to them."""
+        return dict(self._peer_links)
 
     def is_leader(self) -> bool:
         """Acting leader: Raft leader with a quorum heard within the election timeout."""

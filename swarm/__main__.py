@@ -1,0 +1,5 @@
+"""`python -m swarm`: the same command line as the `swarm` script."""
+from swarm.cli import main
+
+if __name__ == "__main__":
+    main()

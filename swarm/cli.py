@@ -1,0 +1,510 @@
+"""The `swarm` command line: a thin client of the node's local daemon.
+
+How this works: every command resolves `--state-dir` (env SWARM_STATE_DIR)
+to a node and talks to that node's daemon over STATE_DIR/swarm.sock with one
+blocking RPC per request (`swarm.rpc.call_unix_sync`); the daemon does the
+work and the CLI only validates input, builds params and prints. `init`,
+`join` and `daemon` are the exceptions: they prepare the node's state and
+start its daemon through `swarm.bootstrap` (imported when used). Input is
+checked locally first (click usage error, exit 2); a failure reported by the
+daemon or the bootstrap is printed as "Error: <sentence>" on stderr with exit
+1; any other exception is an internal error, printed on one line, exit 1.
+Output mirrors docker's; `--format json` prints exactly one JSON document.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import ipaddress
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any, NoReturn
+
+import click
+
+from swarm.errors import SwarmError
+from swarm.rpc import RPCError, call_unix_sync
+
+DEFAULT_STATE_DIR = "/var/lib/swarm"
+DEFAULT_PORT = 2377
+SOCKET_NAME = "swarm.sock"
+CALL_TIMEOUT = 10.0
+SLOW_CALL_TIMEOUT = 30.0  # membership changes: leave, promote, demote, rm
+ROLES = ("worker", "manager")
+AVAILABILITIES = ("active", "pause", "drain")
+
+
+# -- the local daemon ----------------------------------------------------------
+
+
+class LocalDaemon:
+    """The node selected by --state-dir, reached over its unix socket."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.socket = os.path.join(self.state_dir, SOCKET_NAME)
+
+    def call(self, method: str, params: dict | None = None, timeout: float = CALL_TIMEOUT) -> Any:
+        return call_unix_sync(self.socket, method, params or {}, timeout)
+
+
+def with_daemon(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --state-dir to a command and hand it a LocalDaemon as `daemon`."""
+    @click.option("--state-dir", envvar="SWARM_STATE_DIR", default=DEFAULT_STATE_DIR, show_default=True,
+                  type=click.Path(file_okay=False), help="The node's state directory (env SWARM_STATE_DIR).")
+    @functools.wraps(fn)
+    def wrapper(state_dir: str, **kwargs: Any) -> Any:
+        return fn(daemon=LocalDaemon(state_dir), **kwargs)
+    return wrapper
+
+
+def bootstrap() -> ModuleType:
+    # import_module reads sys.modules, so tests can put a fake module there.
+    return importlib.import_module("swarm.bootstrap")
+
+
+# -- input types ---------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def parse_duration(text: str) -> float:
+    """Go's time.ParseDuration ("90s", "1h30m", "500ms"), in seconds; must be > 0."""
+    text = text.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration (use a number and a unit, like 90s, 5m or 2160h)")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as Go prints a time.Duration: 1s, 1m30s, 2160h0m0s, 500ms."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1e6), ("µs", 1e3), ("ns", 1)):
+            if ns >= size:
+                return f"{_trim(ns / size)}{unit}"
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    secs = f"{_trim(rest / 1e9)}s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
+
+
+def parse_addr(text: str, default_port: int = DEFAULT_PORT) -> str:
+    """HOST[:PORT] (IPv6 as [ADDR]:PORT) -> "HOST:PORT", port 1-65535."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not HOST[:PORT] (write IPv6 as [ADDR]:PORT)")
+        _check_ipv6(host)
+        return f"[{host}]:{_port(rest[1:], text) if rest else default_port}"
+    if text.count(":") > 1:  # a bare IPv6 address, no port
+        _check_ipv6(text)
+        return f"[{text}]:{default_port}"
+    host, sep, port = text.partition(":")
+    if not _HOSTNAME.match(host):
+        raise ValueError(f"{text!r} is not HOST[:PORT]: {host!r} is not a host name or IP address")
+    if re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not a valid IPv4 address") from None
+    return f"{host}:{_port(port, text) if sep else default_port}"
+
+
+def _check_ipv6(host: str) -> None:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not a valid IPv6 address") from None
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r} has an invalid port {text!r} (use 1-65535)")
+    return int(text)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Address(click.ParamType):
+    name = "host[:port]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return parse_addr(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+ADDRESS = Address()
+
+
+def parse_label_add(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str] | None:
+    """--label-add k=v (or just k: empty value, as docker does) -> {k: v}."""
+    if not values:
+        return None
+    labels: dict[str, str] = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        if not key.strip():
+            raise click.BadParameter(f"{item!r} has no key (use KEY=VALUE or KEY)", ctx, param)
+        labels[key] = value
+    return labels
+
+
+def parse_label_rm(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[str] | None:
+    if not values:
+        return None
+    for key in values:
+        if not key.strip() or "=" in key:
+            raise click.BadParameter(f"{key!r} is not a label key", ctx, param)
+    return list(values)
+
+
+# -- output --------------------------------------------------------------------
+
+
+def print_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> None:
+    """Columns padded like docker's tabwriter (min width 10, 3 spaces between)."""
+    table = [list(columns)] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(10, max(len(r[i]) for r in table) + 3) for i in range(len(columns) - 1)]
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + row[len(widths):]
+        click.echo("".join(cells).rstrip())
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=4, ensure_ascii=False))
+
+
+def _title(value: Any) -> str:
+    return str(value or "").capitalize()
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class SwarmGroup(click.Group):
+    """The root group: turns every failure of a command into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SwarmError as exc:
+            fail(exc.message)
+        except RPCError as exc:
+            fail(exc.message)
+        except Exception as exc:
+            fail(f"internal error: {one_line(exc)}")
+
+
+@click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def swarm() -> None:
+    """Run a cluster of nodes, the way `docker swarm` does."""
+
+
+# -- swarm init / join / daemon ------------------------------------------------
+
+
+def join_command_text(role: str, token: str, addr: str) -> str:
+    return (f"To add a {role} to this swarm, run the following command:\n\n"
+            f"    swarm join --token {token} {addr}\n")
+
+
+@swarm.command()
+@click.option("--advertise-addr", type=ADDRESS, help=f"Address other nodes reach this one at (port {DEFAULT_PORT}).")
+@click.option("--listen-addr", type=ADDRESS, help=f"Address to listen on (default 0.0.0.0:{DEFAULT_PORT}).")
+@click.option("--hostname", help="This node's name (default: the machine's hostname).")
+@click.option("--cert-expiry", type=DURATION, default="2160h0m0s", show_default=True,
+              help="Validity of node certificates.")
+@click.option("--dispatcher-heartbeat", type=DURATION, default="1s", show_default=True,
+              help="Heartbeat period of the nodes.")
+@click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
+@click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
+@with_daemon
+def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
+         cert_expiry: float, dispatcher_heartbeat: float, force_new_cluster: bool, foreground: bool) -> None:
+    """Initialize a swarm: this node becomes its first manager."""
+    if advertise_addr is None and not force_new_cluster:
+        raise click.UsageError("Missing option '--advertise-addr'.")
+    boot = bootstrap()
+    state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
+                            listen_addr=listen_addr, hostname=hostname, cert_expiry=cert_expiry,
+                            heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster)
+    click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
+    if foreground:
+        boot.start_daemon(daemon.state_dir, detach=False)
+        return
+    boot.start_daemon(daemon.state_dir, detach=True)
+    token = daemon.call("join_token", {"role": "worker", "rotate": False})
+    click.echo(join_command_text("worker", token["token"], token["addr"]))
+    click.echo("To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n")
+
+
+@swarm.command()
+@click.option("--token", required=True, help="The worker or manager join token.")
+@click.option("--advertise-addr", type=ADDRESS, help="Address other nodes reach this one at.")
+@click.option("--listen-addr", type=ADDRESS, help=f"Address to listen on (default 0.0.0.0:{DEFAULT_PORT}).")
+@click.option("--hostname", help="This node's name (default: the machine's hostname).")
+@click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
+@click.argument("remote_addr", metavar="HOST:PORT", type=ADDRESS)
+@with_daemon
+def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_addr: str | None,
+         hostname: str | None, foreground: bool, remote_addr: str) -> None:
+    """Join a swarm as a worker or a manager (the token decides)."""
+    if not token.strip():
+        raise click.BadParameter("the token is empty", param_hint="'--token'")
+    boot = bootstrap()
+    joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
+                             advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
+    if foreground:
+        click.echo(f"This node joined a swarm as a {joined['role']}.")
+        boot.start_daemon(daemon.state_dir, detach=False)
+        return
+    boot.start_daemon(daemon.state_dir, detach=True)
+    click.echo(f"This node joined a swarm as a {joined['role']}.")
+
+
+@swarm.command("daemon")
+@click.option("--detach", "-d", is_flag=True, help="Start in the background; return once it is ready.")
+@with_daemon
+def daemon_cmd(daemon: LocalDaemon, detach: bool) -> None:
+    """(Re)start the daemon of a node that already has its state."""
+    bootstrap().start_daemon(daemon.state_dir, detach=detach)
+
+
+# -- swarm join-token / leave / info -------------------------------------------
+
+
+@swarm.command("join-token")
+@click.option("--quiet", "-q", is_flag=True, help="Only print the token.")
+@click.option("--rotate", is_flag=True, help="Replace the token with a new one.")
+@click.argument("role", type=click.Choice(ROLES))
+@with_daemon
+def join_token(daemon: LocalDaemon, quiet: bool, rotate: bool, role: str) -> None:
+    """Print (or rotate) the token to join as a worker or a manager."""
+    result = daemon.call("join_token", {"role": role, "rotate": rotate})
+    if rotate and not quiet:
+        click.echo(f"Successfully rotated {role} join token.\n")
+    if quiet:
+        click.echo(result["token"])
+    else:
+        click.echo(join_command_text(role, result["token"], result["addr"]))
+
+
+@swarm.command()
+@click.option("--force", "-f", is_flag=True, help="Leave even if this breaks the managers' quorum.")
+@with_daemon
+def leave(daemon: LocalDaemon, force: bool) -> None:
+    """Leave the swarm; the daemon stops and the node's state is cleared."""
+    daemon.call("leave", {"force": force}, timeout=SLOW_CALL_TIMEOUT)
+    click.echo("Node left the swarm.")
+
+
+@swarm.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@with_daemon
+def info(daemon: LocalDaemon, fmt: str) -> None:
+    """Show this node's view of the swarm."""
+    result = daemon.call("info")
+    if fmt == "json":
+        print_json(result)
+    else:
+        click.echo("\n".join(info_lines(result)))
+
+
+def info_lines(info: Mapping[str, Any]) -> list[str]:
+    """The Swarm section of `docker info`, for our info object."""
+    def line(indent: int, label: str, key: str, show: Callable[[Any], str] = str) -> list[str]:
+        return [f"{' ' * indent}{label}: {show(info[key])}"] if info.get(key) is not None else []
+
+    lines = ["Swarm: active"] + line(1, "NodeID", "node_id") + line(1, "Hostname", "hostname")
+    lines.append(f" Is Manager: {str(info.get('role') == 'manager').lower()}")
+    lines += line(1, "ClusterID", "cluster_id") + line(1, "Managers", "managers") + line(1, "Nodes", "nodes")
+    lines += line(1, "Leader", "leader")
+    raft = info.get("raft")
+    if isinstance(raft, Mapping):
+        lines.append(" Raft:")
+        for label, key in (("Term", "term"), ("Commit Index", "commit_index"), ("Applied Index", "applied_index")):
+            if raft.get(key) is not None:
+                lines.append(f"  {label}: {raft[key]}")
+        if raft.get("members"):
+            lines.append("  Members:")
+            lines += [f"   {member}" for member in raft["members"]]
+    if info.get("heartbeat_period") is not None:
+        lines += [" Dispatcher:", f"  Heartbeat Period: {format_duration(float(info['heartbeat_period']))}"]
+    lines += line(1, "Certificate Expiry", "cert_expiry") + line(1, "Node Address", "addr")
+    if info.get("manager_addrs"):
+        lines.append(" Manager Addresses:")
+        lines += [f"  {addr}" for addr in info["manager_addrs"]]
+    lines += line(1, "State Dir", "state_dir")
+    return lines
+
+
+# -- swarm node ----------------------------------------------------------------
+
+NODE_COLUMNS = ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDR")
+refs_argument = click.argument("refs", metavar="NODE...", nargs=-1, required=True)
+
+
+@swarm.group()
+def node() -> None:
+    """Manage the swarm's nodes (on a manager)."""
+
+
+@node.command("ls")
+@click.option("--quiet", "-q", is_flag=True, help="Only print IDs.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@with_daemon
+def node_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
+    """List the nodes."""
+    rows = sorted(daemon.call("node.ls"), key=lambda r: (r["hostname"], r["id"]))
+    if fmt == "json":
+        print_json(rows)
+    elif quiet:
+        for row in rows:
+            click.echo(row["id"])
+    else:
+        self_id = daemon.call("ping").get("node_id")
+        print_table([node_row(row, row["id"] == self_id) for row in rows], NODE_COLUMNS)
+
+
+def node_row(row: Mapping[str, Any], is_self: bool) -> list[str]:
+    return [row["id"] + (" *" if is_self else ""), row["hostname"], _title(row["status"]),
+            _title(row["availability"]), _title(row["manager_status"]), row["addr"]]
+
+
+@node.command("inspect")
+@click.option("--format", "fmt", type=click.Choice(["json", "pretty"]), default="json", show_default=True)
+@refs_argument
+@with_daemon
+def node_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
+    """Show one or more nodes in detail (NODE: ID, ID prefix or hostname)."""
+    nodes = daemon.call("node.inspect", {"refs": list(refs)})
+    if fmt == "json":
+        print_json(nodes)
+    else:
+        click.echo("\n\n".join("\n".join(pretty_node(n)) for n in nodes))
+
+
+def pretty_node(n: Mapping[str, Any]) -> list[str]:
+    def kv(label: str, value: Any, indent: int = 0) -> str:
+        return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"
+
+    lines = [kv("ID", n["id"]), kv("Hostname", n["hostname"]), kv("Joined at", n.get("created_at", "")),
+             kv("Updated at", n.get("updated_at", "")), "Status:", kv("State", _title(n["status"]), 1)]
+    if n.get("status_message"):
+        lines.append(kv("Message", n["status_message"], 1))
+    lines += [kv("Availability", _title(n["availability"]), 1), kv("Address", n["addr"], 1)]
+    if n.get("role") == "manager":
+        lines += ["Manager Status:", kv("Address", n.get("raft_addr") or "", 1),
+                  kv("Raft Status", _title(n.get("manager_status")), 1),
+                  kv("Leader", "Yes" if n.get("manager_status") == "leader" else "No", 1)]
+    labels = n.get("labels") or {}
+    if labels:
+        lines += ["Labels:"] + [f" - {k}={v}" for k, v in sorted(labels.items())]
+    if n.get("cert_serial"):
+        lines.append(kv("Certificate serial", n["cert_serial"]))
+    return lines
+
+
+@node.command("update")
+@click.option("--availability", type=click.Choice(AVAILABILITIES, case_sensitive=False),
+              help="Whether the node takes tasks.")
+@click.option("--label-add", "label_add", multiple=True, callback=parse_label_add, metavar="KEY[=VALUE]",
+              help="Add or change a node label (repeatable).")
+@click.option("--label-rm", "label_rm", multiple=True, callback=parse_label_rm, metavar="KEY",
+              help="Remove a node label (repeatable).")
+@click.argument("ref", metavar="NODE")
+@with_daemon
+def node_update(daemon: LocalDaemon, availability: str | None, label_add: dict[str, str] | None,
+                label_rm: list[str] | None, ref: str) -> None:
+    """Change a node's availability or labels; only the flags given change."""
+    params: dict[str, Any] = {"ref": ref}
+    given = {"availability": availability, "label_add": label_add, "label_rm": label_rm}
+    params.update({key: value for key, value in given.items() if value is not None})
+    click.echo(daemon.call("node.update", params)["id"])
+
+
+@node.command("promote")
+@refs_argument
+@with_daemon
+def node_promote(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
+    """Make nodes managers."""
+    for result in daemon.call("node.promote", {"refs": list(refs)}, timeout=SLOW_CALL_TIMEOUT):
+        click.echo(result["message"])
+
+
+@node.command("demote")
+@refs_argument
+@with_daemon
+def node_demote(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
+    """Make managers workers."""
+    for result in daemon.call("node.demote", {"refs": list(refs)}, timeout=SLOW_CALL_TIMEOUT):
+        click.echo(result["message"])
+
+
+@node.command("rm")
+@click.option("--force", "-f", is_flag=True, help="Remove a node even if it is not down.")
+@refs_argument
+@with_daemon
+def node_rm(daemon: LocalDaemon, force: bool, refs: tuple[str, ...]) -> None:
+    """Remove nodes from the swarm."""
+    for node_id in daemon.call("node.rm", {"refs": list(refs), "force": force}, timeout=SLOW_CALL_TIMEOUT):
+        click.echo(node_id)
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`swarm` and `python -m swarm`: no traceback ever reaches the user."""
+    try:
+        swarm.main(args=list(argv) if argv is not None else None, prog_name="swarm")
+    except SystemExit:
+        raise
+    except Exception as exc:  # raised outside a command (while parsing, say)
+        click.echo(f"Error: internal error: {one_line(exc)}", err=True)
+        sys.exit(1)

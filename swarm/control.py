@@ -1,0 +1,160 @@
+"""The control API a manager answers: `swarm node ...`, `join-token`, `info`.
+
+Each handler validates its input, decides with `swarm.model`, and writes
+through `Manager` (compare-and-set transactions in Raft). Any manager answers
+any command: reads come from its local copy, writes are committed through
+Raft whoever the leader is.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from raft.store import Op
+from swarm import model, pki
+from swarm.manager import Manager, utcnow
+from swarm.rpc import RPCError
+
+READ_METHODS = ("info", "node.ls", "node.inspect")
+WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token")
+
+
+def _refs(params: dict) -> list[str]:
+    refs = params.get("refs")
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r for r in refs):
+        raise RPCError("bad_request", "give at least one node (ID, ID prefix or hostname)")
+    return refs
+
+
+class ControlAPI:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    def _view(self) -> tuple[str | None, set[str]]:
+        return self.m.leader_id(), self.m.reachable()
+
+    async def handle(self, method: str, params: dict) -> Any:
+        handler = {
+            "info": self.info, "node.ls": self.node_ls, "node.inspect": self.node_inspect,
+            "node.update": self.node_update, "node.promote": self.node_promote,
+            "node.demote": self.node_demote, "node.rm": self.node_rm, "join_token": self.join_token,
+        }.get(method)
+        if handler is None:
+            raise RPCError("unknown_method", f"unknown control method {method}")
+        return await handler(params)
+
+    async def info(self, params: dict) -> dict:
+        nodes = self.m.nodes()
+        status = await self.m.raft.status()
+        return {
+            "cluster_id": self.m.cluster()["id"],
+            "leader": status["leader"],
+            "managers": sum(1 for n in nodes.values() if n["role"] == "manager"),
+            "nodes": len(nodes),
+            "manager_addrs": self.m.manager_addrs(),
+            "raft": {"term": status["term"], "commit_index": status["commit_index"],
+                     "applied_index": status["applied_index"], "members": status["members"]
+                     if "members" in status else self.m.raft.members()},
+            "heartbeat_period": self.m.cluster()["heartbeat"],
+        }
+
+    async def node_ls(self, params: dict) -> list[dict]:
+        leader, reachable = self._view()
+        rows = [model.row(n, leader, reachable) for n in self.m.nodes().values()]
+        return sorted(rows, key=lambda r: (r["hostname"], r["id"]))
+
+    async def node_inspect(self, params: dict) -> list[dict]:
+        leader, reachable = self._view()
+        return [model.inspect_view(self.m.find(ref), leader, reachable) for ref in _refs(params)]
+
+    async def node_update(self, params: dict) -> dict:
+        target = self.m.find(str(params.get("ref", "")))
+        label_add = params.get("label_add") or {}
+        label_rm = params.get("label_rm") or []
+        if not isinstance(label_add, dict) or not isinstance(label_rm, list):
+            raise RPCError("bad_request", "label_add must be a map and label_rm a list")
+        availability = params.get("availability")
+
+        def change(node: dict) -> dict:
+            try:
+                return model.updated(node, utcnow(), availability=availability,
+                                     label_add={str(k): str(v) for k, v in label_add.items()},
+                                     label_rm=[str(k) for k in label_rm])
+            except ValueError as exc:
+                raise RPCError("bad_request", str(exc)) from None
+
+        node = await self.m.modify_node(target["id"], change)
+        leader, reachable = self._view()
+        return model.inspect_view(node, leader, reachable)
+
+    async def node_promote(self, params: dict) -> list[dict]:
+        out = []
+        for ref in _refs(params):
+            node = self.m.find(ref)
+            if node["role"] == "manager":
+                out.append({"id": node["id"], "hostname": node["hostname"],
+                            "message": f"Node {node['hostname']} is already a manager."})
+                continue
+            await self.m.modify_node(node["id"], lambda n: dict(n, role="manager",
+                                                               updated_at=model.timestamp(utcnow())))
+            out.append({"id": node["id"], "hostname": node["hostname"],
+                        "message": f"Node {node['hostname']} promoted to a manager in the swarm."})
+        return out
+
+    async def node_demote(self, params: dict) -> list[dict]:
+        out = []
+        for ref in _refs(params):
+            node = self.m.find(ref)
+            if node["role"] != "manager":
+                out.append({"id": node["id"], "hostname": node["hostname"],
+                            "message": f"Node {node['hostname']} is already a worker."})
+                continue
+            managers = [n for n in self.m.nodes().values() if n["role"] == "manager"]
+            reachable = self.m.reachable()
+            if len(managers) == 1:
+                raise RPCError("conflict", "cannot demote the last manager of the swarm")
+            if not model.removal_keeps_quorum(len(managers), len(reachable & {n["id"] for n in managers}),
+                                              node["id"] in reachable):
+                raise RPCError("conflict", f"demoting {node['hostname']} would lose the Raft quorum "
+                                           "(not enough reachable managers would remain)")
+            await self.m.modify_node(node["id"], lambda n: dict(n, role="worker", raft_addr="",
+                                                               updated_at=model.timestamp(utcnow())))
+            await self.m.remove_raft_member(node["id"])
+            out.append({"id": node["id"], "hostname": node["hostname"],
+                        "message": f"Manager {node['hostname']} demoted in the swarm."})
+        return out
+
+    async def node_rm(self, params: dict) -> list[str]:
+        force = bool(params.get("force"))
+        removed = []
+        for ref in _refs(params):
+            node = self.m.find(ref)
+            if node["role"] == "manager":
+                raise RPCError("conflict", f"node {node['hostname']} is a manager: demote it before removing it")
+            if node["status"] != "down" and not force:
+                raise RPCError("conflict", f"node {node['hostname']} is not down and can't be removed "
+                                           "(use --force to remove it anyway)")
+            rec = self.m.raft.get(model.NODE, node["id"])
+            ops = [Op.delete(model.NODE, node["id"], expect=rec.version)]
+            # Every certificate this node ever held is refused from now on.
+            for serial in {node.get("cert_serial", ""), *node.get("old_serials", [])} - {""}:
+                if self.m.raft.get(model.REVOKED, serial) is None:
+                    ops.append(Op.create(model.REVOKED, serial,
+                                         model.encode({"node_id": node["id"], "at": model.timestamp(utcnow())})))
+            await self.m.commit(ops)
+            removed.append(node["id"])
+        return removed
+
+    async def join_token(self, params: dict) -> dict:
+        role = params.get("role")
+        if role not in model.ROLES:
+            raise RPCError("bad_request", "the token role is worker or manager")
+        if params.get("rotate"):
+            def rotate(cluster: dict) -> dict:
+                tokens = dict(cluster["tokens"])
+                tokens[role] = pki.new_join_token(cluster["ca_cert_pem"]).secret
+                return dict(cluster, tokens=tokens)
+            await self.m.modify_cluster(rotate)
+        cluster = self.m.cluster()
+        token = pki.JoinToken(pki.ca_digest(cluster["ca_cert_pem"]), cluster["tokens"][role])
+        me = self.m.nodes().get(self.m.node_id, {})
+        return {"token": str(token), "addr": me.get("addr") or (self.m.manager_addrs() or [""])[0]}

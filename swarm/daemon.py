@@ -1,0 +1,437 @@
+"""The node daemon: one process per node, a trio main loop.
+
+How this works. The daemon always serves the local API on STATE_DIR/swarm.sock
+and runs the agent loop (heartbeats to the leader, certificate renewal, role
+changes). A manager additionally runs, inside one cancel scope it can drop
+on demotion: its RaftNode, the node API over mutual TLS on its listen
+address, and the dispatcher. A worker answers read commands by asking a
+manager and refuses the rest with one sentence.
+
+Role changes follow the node record: when a heartbeat answer says the node's
+role changed, the agent first gets a certificate for the new role, then (to
+manager) asks to join Raft and starts the manager scope, or (to worker)
+stops it and deletes its Raft data.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import ssl
+import time
+from typing import Any
+
+import trio
+
+from raft.node import RaftConfig, RaftNode
+from raft.store import Op
+from raft.transport import TlsSettings
+from swarm import model, pki
+from swarm.config import NodeConfig, Paths, load_cert_into, split_addr
+from swarm.control import READ_METHODS, WRITE_METHODS, ControlAPI
+from swarm.manager import Manager, utcnow
+from swarm.rpc import RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
+
+log = logging.getLogger(__name__)
+ANONYMOUS = "anonymous"
+NOT_MANAGER = ("this node is not a swarm manager: worker nodes can't change cluster state; "
+               "run the command on a manager node")
+
+
+class Daemon:
+    def __init__(self, state_dir: str) -> None:
+        self.paths = Paths(state_dir)
+        self.config = NodeConfig.load(state_dir)
+        ca, cert, key = (self.paths.read(p) for p in (self.paths.ca, self.paths.cert, self.paths.key))
+        self.ca_pem = ca
+        self.cluster_id = self.config.cluster_id
+        self.client_ctx = pki.client_ssl_context(cert, key, ca)
+        self.server_ctx = pki.server_ssl_context(cert, key, ca)
+        self.server_ctx.verify_mode = ssl.CERT_OPTIONAL  # a joining node has no certificate yet
+        self.raft_server_ctx = pki.server_ssl_context(cert, key, ca)
+        self.raft_client_ctx = pki.client_ssl_context(cert, key, ca)
+        self.cert_identity = pki.identity_from_cert(cert)
+        self.manager: Manager | None = None
+        self.control: ControlAPI | None = None
+        self._manager_scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        self._ready = False
+        self._stop = trio.Event()
+        self._leaving = False
+        self._leader_addr: str | None = None
+
+    # -- identity checks -------------------------------------------------------------
+    def _revoked(self, serial: int) -> bool:
+        m = self.manager
+        return m is not None and m.raft.get(model.REVOKED, format(serial, "x")) is not None
+
+    def identify_rpc(self, ssl_stream: Any) -> Peer:
+        if ssl_stream.getpeercert(binary_form=True) is None:
+            return Peer("", ANONYMOUS, "")
+        ident = pki.peer_identity(ssl_stream)
+        if ident.cluster_id != self.cluster_id:
+            raise PermissionError("certificate of another cluster")
+        if self._revoked(ident.serial):
+            raise PermissionError(f"certificate of removed node {ident.node_id}")
+        return Peer(ident.node_id, ident.role, ident.cluster_id)
+
+    def identify_raft(self, ssl_object: Any) -> str:
+        ident = pki.peer_identity(ssl_object)
+        if ident.cluster_id != self.cluster_id:
+            raise PermissionError(f"certificate of {ident.node_id} belongs to another cluster")
+        if ident.role != "manager":
+            raise PermissionError(f"{ident.node_id} presents a {ident.role} certificate; Raft needs a manager")
+        if self._revoked(ident.serial):
+            raise PermissionError(f"certificate of removed node {ident.node_id}")
+        return ident.node_id
+
+    # -- calling other nodes ------------------------------------------------------------
+    async def call_manager(self, addr: str, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
+        host, port = split_addr(addr)
+        async with await RPCClient.connect_tls(host, port, self.client_ctx, timeout=timeout) as client:
+            return await client.call(method, params or {}, timeout=timeout)
+
+    async def call_any_manager(self, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
+        addrs = list(self.config.managers) or []
+        if self._leader_addr and self._leader_addr not in addrs:
+            addrs.insert(0, self._leader_addr)
+        random.shuffle(addrs)
+        last: RPCError | None = None
+        for addr in addrs:
+            try:
+                return await self.call_manager(addr, method, params, timeout)
+            except RPCError as exc:
+                if exc.code not in ("unavailable", "deadline"):
+                    raise
+                last = exc
+        raise last or RPCError("unavailable", "no manager of this swarm is known to this node")
+
+    # -- local API ------------------------------------------------------------------------
+    def local_router(self) -> Router:
+        router = Router()
+        router.route("ping", self._ping)
+        router.route("leave", self._leave)
+        for method in READ_METHODS + WRITE_METHODS:
+            router.route(method, self._local_control(method))
+        return router
+
+    async def _ping(self, peer: Peer, params: dict) -> dict:
+        return {"node_id": self.config.node_id, "ready": self._ready}
+
+    def _local_control(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if method == "info":
+                return await self._info()
+            if self.control is not None:
+                return await self.control.handle(method, params)
+            if method in READ_METHODS:
+                return await self.call_any_manager(f"control.{method}", params)
+            raise RPCError("not_manager", NOT_MANAGER)
+        return handler
+
+    async def _info(self) -> dict:
+        info = {
+            "node_id": self.config.node_id, "hostname": self.config.hostname, "role": self.config.role,
+            "cluster_id": self.cluster_id, "addr": self.config.addr, "state_dir": self.paths.root,
+            "cert_expiry": model.timestamp(self.cert_identity.not_after),
+            "heartbeat_period": self.config.heartbeat, "manager_addrs": list(self.config.managers),
+        }
+        try:
+            cluster = await (self.control.info({}) if self.control else self.call_any_manager("control.info"))
+        except RPCError as exc:
+            info["error"] = exc.message
+        else:
+            info.update({k: cluster[k] for k in ("leader", "managers", "nodes", "manager_addrs")})
+            if self.control is not None:
+                info["raft"] = cluster["raft"]
+        return info
+
+    async def _leave(self, peer: Peer, params: dict) -> dict:
+        force = bool(params.get("force"))
+        if self.manager is not None:
+            m = self.manager
+            managers = [n for n in m.nodes().values() if n["role"] == "manager"]
+            reachable = m.reachable() & {n["id"] for n in managers}
+            if not force and not model.removal_keeps_quorum(len(managers), len(reachable), True):
+                raise RPCError("conflict", "leaving would make the swarm lose its Raft quorum; "
+                                           "demote this node first, or use --force")
+            if len(managers) > 1:
+                try:
+                    await m.modify_node(self.config.node_id, lambda n: dict(
+                        n, role="worker", raft_addr="", status="down", status_message="left the swarm"))
+                    await m.remove_raft_member(self.config.node_id)
+                except RPCError as exc:
+                    if not force:
+                        raise
+                    log.warning("leaving anyway: %s", exc.message)
+        else:
+            try:
+                await self.call_any_manager("control.left", {}, timeout=2)
+            except RPCError:
+                pass  # the managers notice the missing heartbeats
+        self._leaving = True
+        self._stop.set()
+        return {"left": True}
+
+    # -- node API (TLS) ---------------------------------------------------------------------
+    def node_router(self) -> Router:
+        router = Router()
+        anyone = {ANONYMOUS, "manager", "worker"}
+        members = {"manager", "worker"}
+        router.route("ca.bundle", self._ca_bundle, roles=anyone)
+        router.route("join", self._join, roles=anyone)
+        router.route("heartbeat", self._heartbeat, roles=members)
+        router.route("cert.renew", self._cert_renew, roles=members)
+        router.route("raft.join", self._raft_join, roles={"manager"})
+        router.route("raft.remove", self._raft_remove, roles={"manager"})
+        router.route("control.left", self._node_left, roles=members)
+        for method in READ_METHODS:
+            router.route(f"control.{method}", self._remote_control(method), roles=members)
+        for method in WRITE_METHODS:
+            router.route(f"control.{method}", self._remote_control(method), roles={"manager"})
+        return router
+
+    def _need_manager(self) -> Manager:
+        if self.manager is None:
+            raise RPCError("unavailable", "this node is no longer a manager")
+        return self.manager
+
+    async def _ca_bundle(self, peer: Peer, params: dict) -> dict:
+        return {"ca_pem": self.ca_pem}
+
+    async def _join(self, peer: Peer, params: dict) -> dict:
+        try:
+            return await self._need_manager().join(params)
+        except KeyError as exc:
+            raise RPCError("bad_request", f"join request lacks {exc}") from None
+
+    async def _heartbeat(self, peer: Peer, params: dict) -> dict:
+        return await self._need_manager().heartbeat(peer)
+
+    async def _node_left(self, peer: Peer, params: dict) -> dict:
+        m = self._need_manager()
+        await m.set_status(peer.node_id, "down", "left the swarm")
+        return {}
+
+    async def _cert_renew(self, peer: Peer, params: dict) -> dict:
+        m = self._need_manager()
+        node = m.nodes().get(peer.node_id)
+        if node is None:
+            raise RPCError("forbidden", "this node has been removed from the swarm")
+        cert = m.issue(params["csr_pem"], peer.node_id, node["role"])
+        serial = format(pki.identity_from_cert(cert).serial, "x")
+        await m.modify_node(peer.node_id, lambda n: dict(
+            n, cert_serial=serial, old_serials=([n["cert_serial"]] + n.get("old_serials", []))[:8]))
+        return {"cert_pem": cert}
+
+    async def _raft_join(self, peer: Peer, params: dict) -> dict:
+        m = self._need_manager()
+        node = m.nodes().get(peer.node_id)
+        if node is None or node["role"] != "manager":
+            raise RPCError("forbidden", "only a node promoted to manager may join Raft")
+        raft_addr = str(params["raft_addr"])
+        await m.modify_node(peer.node_id, lambda n: None if n.get("raft_addr") == raft_addr
+                            else dict(n, raft_addr=raft_addr))
+        return {"raft_members": await m.add_raft_member(peer.node_id, raft_addr)}
+
+    async def _raft_remove(self, peer: Peer, params: dict) -> dict:
+        return {"raft_members": await self._need_manager().remove_raft_member(str(params["node_id"]))}
+
+    def _remote_control(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if self.control is None:
+                raise RPCError("unavailable", "this node is no longer a manager")
+            return await self.control.handle(method, params)
+        return handler
+
+    # -- manager scope ----------------------------------------------------------------------
+    def _raft_config(self, peers: list[str]) -> RaftConfig:
+        return RaftConfig(
+            node_id=self.config.node_id, address=self.config.raft_addr, data_dir=self.paths.raft,
+            tls=TlsSettings(self.raft_server_ctx, self.raft_client_ctx, self.identify_raft), peers=peers,
+        )
+
+    async def _run_manager(self, peers: list[str], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            self._manager_scope = scope
+            async with trio.open_nursery() as nursery:
+                raft = RaftNode(self._raft_config(peers))
+                await nursery.start(raft.run)
+                self.manager = Manager(raft, self.config.node_id, self.call_manager)
+                await self._bootstrap_cluster()
+                self.control = ControlAPI(self.manager)
+                host, port = split_addr(self.config.listen_addr)
+                await nursery.start(serve_tls, self.node_router(), host, port, self.server_ctx, self.identify_rpc)
+                nursery.start_soon(self.manager.run_dispatcher)
+                task_status.started()
+        self.manager = None
+        self.control = None
+
+    async def _bootstrap_cluster(self) -> None:
+        """First start of `swarm init`: commit the cluster and this node's record."""
+        if not os.path.exists(self.paths.bootstrap):
+            return
+        with open(self.paths.bootstrap) as f:
+            boot = json.load(f)
+        raft = self.manager.raft
+        with trio.fail_after(15):
+            while not raft.is_leader():
+                await trio.sleep(0.02)
+        if raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
+            cluster = dict(boot["cluster"], ca_cert_pem=boot["cluster"]["ca_cert_pem"].encode(),
+                           ca_key_pem=boot["cluster"]["ca_key_pem"].encode())
+            node = model.new_node(self.config.node_id, self.config.hostname, "manager", self.config.addr,
+                                  self.config.raft_addr, self.cert_identity.serial, utcnow())
+            result = await raft.commit([Op.create(model.CLUSTER, model.CLUSTER_ID, model.encode(cluster)),
+                                        Op.create(model.NODE, self.config.node_id, model.encode(node))])
+            if not result.ok:
+                raise RuntimeError(f"could not create the cluster: {result.error}")
+        os.unlink(self.paths.bootstrap)
+
+    async def _become_manager(self, peers: list[str]) -> None:
+        await self._nursery.start(self._run_manager, peers)
+
+    async def _become_worker(self) -> None:
+        if self._manager_scope is not None:
+            self._manager_scope.cancel()
+            self._manager_scope = None
+        with trio.fail_after(10):
+            while self.manager is not None:
+                await trio.sleep(0.02)
+        shutil.rmtree(self.paths.raft, ignore_errors=True)
+
+    # -- agent ----------------------------------------------------------------------------
+    async def _renew_certificate(self) -> None:
+        key = pki.new_node_key()
+        result = await self.call_any_manager("cert.renew", {"csr_pem": pki.make_csr(key, self.config.node_id)})
+        cert, key_pem = result["cert_pem"], pki.key_to_pem(key)
+        pki.write_private(self.paths.key, key_pem)
+        pki.write_public(self.paths.cert, cert)
+        for ctx in (self.client_ctx, self.server_ctx, self.raft_server_ctx, self.raft_client_ctx):
+            load_cert_into(ctx, cert, key_pem)
+        self.cert_identity = pki.identity_from_cert(cert)
+        log.info("renewed this node's certificate (%s, expires %s)", self.cert_identity.role,
+                 self.cert_identity.not_after)
+
+    def _renewal_due(self, rng: random.Random) -> float:
+        now = utcnow()
+        delay = pki.renewal_delay(self.cert_identity.not_before, self.cert_identity.not_after, now, rng)
+        return time.monotonic() + delay
+
+    async def _change_role(self, role: str) -> None:
+        log.info("this node's role changed to %s", role)
+        await self._renew_certificate()
+        if role == "manager":
+            result = await self.call_any_manager("raft.join", {"raft_addr": self.config.raft_addr}, timeout=20)
+            self.config.role = "manager"
+            self.config.save(self.paths.root)
+            await self._become_manager([m for m in result["raft_members"]
+                                        if not m.startswith(self.config.node_id + "@")])
+        else:
+            self.config.role = "worker"
+            self.config.save(self.paths.root)
+            await self._become_worker()
+
+    async def run_agent(self) -> None:
+        rng = random.Random()
+        renew_at = self._renewal_due(rng)
+        while True:
+            period = self.config.heartbeat
+            try:
+                target = self._leader_addr or None
+                if target is None:
+                    answer = await self.call_any_manager("heartbeat", {}, timeout=max(1.0, period))
+                else:
+                    answer = await self.call_manager(target, "heartbeat", {}, timeout=max(1.0, period))
+            except RPCError as exc:
+                if exc.code == "not_leader":
+                    self._leader_addr = exc.message or None
+                    await trio.sleep(0.05 if exc.message else period / 2)
+                    continue
+                if exc.code == "forbidden":
+                    log.error("the swarm refused this node: %s", exc.message)
+                else:
+                    log.info("heartbeat failed: %s", exc.message)
+                self._leader_addr = None
+                await trio.sleep(period / 2)
+                continue
+            if target is None:
+                self._leader_addr = None
+            if answer["managers"] != self.config.managers or answer["period"] != self.config.heartbeat:
+                self.config.managers = answer["managers"]
+                self.config.heartbeat = answer["period"]
+                self.config.save(self.paths.root)
+            if answer["role"] != self.config.role:
+                try:
+                    await self._change_role(answer["role"])
+                except RPCError as exc:
+                    log.warning("role change to %s failed, will retry: %s", answer["role"], exc.message)
+            if time.monotonic() >= renew_at:
+                try:
+                    await self._renew_certificate()
+                    renew_at = self._renewal_due(rng)
+                except RPCError as exc:
+                    log.warning("certificate renewal failed, will retry: %s", exc.message)
+            await trio.sleep(period)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with open(self.paths.pid, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.config.role == "manager":
+                    await self._become_manager(self._initial_peers())
+                await nursery.start(serve_unix, self.local_router(), self.paths.socket)
+                nursery.start_soon(self.run_agent)
+                nursery.start_soon(self._watch_signals)
+                self._ready = True
+                task_status.started()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if os.path.exists(self.paths.pid):
+                os.unlink(self.paths.pid)
+            if self._leaving:
+                clear_state(self.paths)
+
+    def _initial_peers(self) -> list[str]:
+        return [m for m in read_members(self.paths.raft) if not m.startswith(self.config.node_id + "@")]
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                self._stop.set()
+                return
+
+
+def read_members(raft_dir: str) -> list[str]:
+    import msgpack
+
+    try:
+        with open(os.path.join(raft_dir, "members"), "rb") as f:
+            return [str(m) for m in msgpack.unpackb(f.read(), raw=False)]
+    except FileNotFoundError:
+        return []
+
+
+def clear_state(paths: Paths) -> None:
+    """What `swarm leave` leaves behind: nothing of the swarm."""
+    for path in (paths.raft, paths.certs):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (paths.node, paths.bootstrap, paths.socket):
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def main(state_dir: str) -> int:
+    logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    daemon = Daemon(state_dir)
+    trio.run(daemon.run)
+    return 0

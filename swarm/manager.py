@@ -1,0 +1,219 @@
+"""The manager role: the cluster's records in Raft, the CA, the control API
+and the dispatcher's node-liveness tracking.
+
+How this works. Every manager runs a RaftNode and answers the control API
+from its local copy of the records; writes are compare-and-set transactions
+that any manager can commit (pysyncobj forwards them to the leader), retried
+on conflict. Only the acting leader (RaftNode.is_leader, which is fenced by
+a quorum lease) runs the dispatcher: nodes send heartbeats to it, and it
+marks a node down when its last heartbeat is older than the grace period
+(3 heartbeat periods), and ready again when it hears from it. A node asks a
+non-leader manager for a heartbeat and is told where the leader is.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from raft.node import RaftNode, RaftUnavailable
+from raft.store import Op, TxnError
+from swarm import model, pki
+from swarm.rpc import Peer, RPCError
+
+log = logging.getLogger(__name__)
+GRACE_PERIODS = 3
+WRITE_RETRIES = 20
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class Manager:
+    def __init__(self, raft: RaftNode, node_id: str, call_manager: Callable[..., Awaitable[Any]]) -> None:
+        self.raft = raft
+        self.node_id = node_id
+        self.call_manager = call_manager  # (addr, method, params) -> result, over mTLS
+        self.last_seen: dict[str, float] = {}
+        self._was_leader = False
+
+    # -- reading -------------------------------------------------------------------
+    def cluster(self) -> dict:
+        rec = self.raft.get(model.CLUSTER, model.CLUSTER_ID)
+        if rec is None:
+            raise RPCError("unavailable", "this manager has not received the cluster's state yet; retry")
+        return model.decode(rec.data)
+
+    def nodes(self) -> dict[str, dict]:
+        return {k: model.decode(r.data) for k, r in self.raft.list(model.NODE).items()}
+
+    def revoked(self) -> set[str]:
+        return set(self.raft.list(model.REVOKED))
+
+    def ca(self) -> pki.ClusterCA:
+        c = self.cluster()
+        return pki.ClusterCA.from_pem(c["ca_cert_pem"], c["ca_key_pem"])
+
+    def leader_id(self) -> str | None:
+        return self.raft.leader_id
+
+    def reachable(self) -> set[str]:
+        """Managers this one can see: itself plus Raft peers it is connected to."""
+        seen = {self.node_id}
+        for name, connected in self.raft.peer_links().items():
+            if connected:
+                seen.add(name.split("@", 1)[0])
+        return seen
+
+    def find(self, ref: str) -> dict:
+        try:
+            return model.resolve(self.nodes(), ref)
+        except model.RefError as exc:
+            raise RPCError("not_found", str(exc)) from None
+
+    # -- writing ---------------------------------------------------------------------
+    async def commit(self, ops: list[Op]) -> None:
+        try:
+            result = await self.raft.commit(ops)
+        except RaftUnavailable as exc:
+            raise RPCError("unavailable", str(exc)) from None
+        except TxnError as exc:
+            raise RPCError("bad_request", str(exc)) from None
+        if not result.ok:
+            raise RPCError(result.error_code or "conflict", result.error)
+
+    async def modify_node(self, node_id: str, change: Callable[[dict], dict | None]) -> dict:
+        """Read-modify-write a node record with compare-and-set, retried on conflict."""
+        for _ in range(WRITE_RETRIES):
+            rec = self.raft.get(model.NODE, node_id)
+            if rec is None:
+                raise RPCError("not_found", f"node {node_id} not found")
+            new = change(model.decode(rec.data))
+            if new is None:
+                return model.decode(rec.data)
+            try:
+                await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
+                return new
+            except RPCError as exc:
+                if exc.code != "conflict":
+                    raise
+            await trio.sleep(random.uniform(0.005, 0.05))
+        raise RPCError("unavailable", f"node {node_id} kept changing under this update; retry")
+
+    async def modify_cluster(self, change: Callable[[dict], dict]) -> dict:
+        for _ in range(WRITE_RETRIES):
+            rec = self.raft.get(model.CLUSTER, model.CLUSTER_ID)
+            new = change(model.decode(rec.data))
+            try:
+                await self.commit([Op.update(model.CLUSTER, model.CLUSTER_ID, model.encode(new), expect=rec.version)])
+                return new
+            except RPCError as exc:
+                if exc.code != "conflict":
+                    raise
+            await trio.sleep(random.uniform(0.005, 0.05))
+        raise RPCError("unavailable", "the cluster record kept changing under this update; retry")
+
+    # -- CA ----------------------------------------------------------------------------
+    def issue(self, csr_pem: bytes, node_id: str, role: str) -> bytes:
+        lifetime = datetime.timedelta(seconds=self.cluster()["cert_expiry"])
+        try:
+            return self.ca().issue(csr_pem, node_id, role, utcnow(), lifetime)
+        except pki.PKIError as exc:
+            raise RPCError("bad_request", str(exc)) from None
+
+    async def join(self, params: dict) -> dict:
+        cluster = self.cluster()
+        secret = str(params.get("secret", ""))
+        if pki.token_matches(pki.JoinToken("", cluster["tokens"]["manager"]), secret):
+            role = "manager"
+        elif pki.token_matches(pki.JoinToken("", cluster["tokens"]["worker"]), secret):
+            role = "worker"
+        else:
+            raise RPCError("forbidden", "the join token is not valid for this swarm (wrong or rotated secret)")
+        hostname, addr, raft_addr = str(params["hostname"]), str(params["addr"]), str(params.get("raft_addr", ""))
+        node_id = pki.new_id()
+        cert_pem = self.issue(params["csr_pem"], node_id, role)
+        serial = pki.identity_from_cert(cert_pem).serial
+        record = model.new_node(node_id, hostname, role, addr, raft_addr, serial, utcnow())
+        await self.commit([Op.create(model.NODE, node_id, model.encode(record))])
+        self.last_seen[node_id] = time.monotonic()
+        members: list[str] = self.raft.members()
+        if role == "manager":
+            members = await self.add_raft_member(node_id, raft_addr)
+        return {"node_id": node_id, "cluster_id": cluster["id"], "role": role, "cert_pem": cert_pem,
+                "ca_pem": cluster["ca_cert_pem"], "managers": self.manager_addrs(), "raft_members": members}
+
+    async def add_raft_member(self, node_id: str, raft_addr: str) -> list[str]:
+        try:
+            await self.raft.add_member(node_id, raft_addr, timeout=15)
+        except RaftUnavailable as exc:
+            raise RPCError("unavailable", f"could not add the manager to Raft: {exc}") from None
+        return self.raft.members()
+
+    async def remove_raft_member(self, node_id: str) -> list[str]:
+        """Remove a manager from Raft; a leader removing itself hands over first."""
+        if node_id == self.node_id:
+            new_leader = await self.raft.transfer_leadership(timeout=5)
+            addr = self.nodes().get(new_leader, {}).get("addr")
+            if not addr:
+                raise RPCError("unavailable", "leadership moved but the new leader's address is unknown")
+            result = await self.call_manager(addr, "raft.remove", {"node_id": node_id})
+            return result["raft_members"]
+        try:
+            await self.raft.remove_member(node_id, timeout=15)
+        except RaftUnavailable as exc:
+            raise RPCError("unavailable", f"could not remove the manager from Raft: {exc}") from None
+        return self.raft.members()
+
+    def manager_addrs(self) -> list[str]:
+        return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
+
+    # -- dispatcher ----------------------------------------------------------------------
+    async def heartbeat(self, peer: Peer) -> dict:
+        if not self.raft.is_leader():
+            leader = self.nodes().get(self.leader_id() or "", {})
+            raise RPCError("not_leader", leader.get("addr", ""))
+        node = self.nodes().get(peer.node_id)
+        if node is None:
+            raise RPCError("forbidden", "this node has been removed from the swarm")
+        self.last_seen[peer.node_id] = time.monotonic()
+        if node["status"] != "ready":
+            await self.set_status(peer.node_id, "ready", "")
+        cluster = self.cluster()
+        return {"period": cluster["heartbeat"], "role": node["role"], "managers": self.manager_addrs(),
+                "raft_members": self.raft.members()}
+
+    async def set_status(self, node_id: str, status: str, message: str) -> None:
+        def change(node: dict) -> dict | None:
+            if node["status"] == status:
+                return None
+            return dict(node, status=status, status_message=message, updated_at=model.timestamp(utcnow()))
+        try:
+            await self.modify_node(node_id, change)
+        except RPCError as exc:
+            log.warning("could not mark node %s %s: %s", node_id, status, exc.message)
+
+    async def run_dispatcher(self) -> None:
+        """Leader-only: mark nodes down when they miss the grace period."""
+        while True:
+            leader = self.raft.is_leader()
+            now = time.monotonic()
+            if leader and not self._was_leader:
+                # A new leader has seen no heartbeats yet: give everyone a full grace period.
+                self.last_seen = {nid: now for nid in self.nodes()}
+            self._was_leader = leader
+            try:
+                period = self.cluster()["heartbeat"]
+            except RPCError:
+                period = 1.0
+            if leader:
+                for node_id in model.stale_nodes(self.nodes(), self.last_seen, now, period * GRACE_PERIODS):
+                    log.info("node %s missed its heartbeats: marking it down", node_id)
+                    await self.set_status(node_id, "down", "heartbeat failure")
+            await trio.sleep(min(0.25, period / 4))
+

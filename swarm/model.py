@@ -1,0 +1,119 @@
+"""Cluster and node records, and the pure decisions made about them.
+
+Records live in the Raft store as msgpack maps: kind "cluster" (one record,
+id "default": CA, join-token secrets, settings), "node" (one per node) and
+"revoked" (certificate serials of removed nodes). Nothing here does I/O or
+reads a clock: callers pass `now`.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import msgpack
+
+CLUSTER, NODE, REVOKED = "cluster", "node", "revoked"
+CLUSTER_ID = "default"
+ROLES = ("manager", "worker")
+AVAILABILITIES = ("active", "pause", "drain")
+
+
+def encode(record: dict) -> bytes:
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def decode(data: bytes) -> dict:
+    return msgpack.unpackb(data, raw=False)
+
+
+def timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_node(node_id: str, hostname: str, role: str, addr: str, raft_addr: str, cert_serial: int,
+             now: datetime.datetime) -> dict:
+    return {
+        "id": node_id, "hostname": hostname, "role": role, "availability": "active", "labels": {},
+        "addr": addr, "raft_addr": raft_addr if role == "manager" else "",
+        "status": "ready", "status_message": "", "cert_serial": format(cert_serial, "x"),
+        "created_at": timestamp(now), "updated_at": timestamp(now),
+    }
+
+
+class RefError(LookupError):
+    """A node reference that matches no node, or more than one."""
+
+
+def resolve(nodes: dict[str, dict], ref: str) -> dict:
+    """A node by full ID, hostname, or unique ID prefix (Docker's rules)."""
+    if ref in nodes:
+        return nodes[ref]
+    by_name = [n for n in nodes.values() if n["hostname"] == ref]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise RefError(f"node {ref} is ambiguous ({len(by_name)} nodes have that hostname); use an ID")
+    by_prefix = [n for n in nodes.values() if n["id"].startswith(ref)] if ref else []
+    if len(by_prefix) == 1:
+        return by_prefix[0]
+    if len(by_prefix) > 1:
+        raise RefError(f"node {ref} is ambiguous ({len(by_prefix)} matches)")
+    raise RefError(f"node {ref} not found")
+
+
+def updated(node: dict, now: datetime.datetime, *, availability: str | None = None,
+            label_add: dict[str, str] | None = None, label_rm: list[str] | None = None) -> dict:
+    """The node with the given changes; only what was given changes."""
+    out = dict(node, labels=dict(node.get("labels", {})))
+    if availability is not None:
+        if availability not in AVAILABILITIES:
+            raise ValueError(f"invalid availability {availability!r}: use active, pause or drain")
+        out["availability"] = availability
+    for key in label_rm or []:
+        if key not in out["labels"]:
+            raise ValueError(f"label {key} does not exist on node {node['hostname']}")
+        del out["labels"][key]
+    for key, value in (label_add or {}).items():
+        if not key:
+            raise ValueError("a label key cannot be empty")
+        out["labels"][key] = value
+    out["updated_at"] = timestamp(now)
+    return out
+
+
+def manager_status(node: dict, leader_id: str | None, reachable: set[str]) -> str:
+    if node["role"] != "manager":
+        return ""
+    if node["id"] == leader_id:
+        return "leader"
+    return "reachable" if node["id"] in reachable else "unreachable"
+
+
+def row(node: dict, leader_id: str | None, reachable: set[str]) -> dict:
+    return {
+        "id": node["id"], "hostname": node["hostname"], "role": node["role"], "status": node["status"],
+        "availability": node["availability"], "manager_status": manager_status(node, leader_id, reachable),
+        "addr": node["addr"],
+    }
+
+
+def inspect_view(node: dict, leader_id: str | None, reachable: set[str]) -> dict:
+    view = row(node, leader_id, reachable)
+    view.update({k: node.get(k) for k in ("labels", "created_at", "updated_at", "status_message",
+                                          "cert_serial", "raft_addr")})
+    return view
+
+
+def removal_keeps_quorum(members: int, reachable: int, target_reachable: bool) -> bool:
+    """Would removing one manager leave a reachable majority of the rest?"""
+    remaining = members - 1
+    if remaining <= 0:
+        return False
+    reachable_after = reachable - (1 if target_reachable else 0)
+    return reachable_after > remaining / 2
+
+
+def stale_nodes(nodes: dict[str, dict], last_seen: dict[str, float], now: float, grace: float) -> list[str]:
+    """Nodes believed ready whose last heartbeat is older than the grace period."""
+    return sorted(n["id"] for n in nodes.values()
+                  if n["status"] == "ready" and now - last_seen.get(n["id"], now) > grace)
