@@ -124,11 +124,17 @@ def _force_new_cluster(state_dir: str) -> dict:
 
 
 def _alive(pid_path: str) -> bool:
+    """Is the process named in a pid file running (not a zombie awaiting its reaper)?"""
     try:
         with open(pid_path) as f:
-            os.kill(int(f.read().strip()), 0)
-        return True
-    except (OSError, ValueError):
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"swarm" in f.read()  # a recycled PID belongs to someone else
+    except (OSError, ValueError, IndexError):
         return False
 
 

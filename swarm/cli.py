@@ -32,6 +32,7 @@ from swarm.rpc import RPCError, call_unix_sync
 DEFAULT_STATE_DIR = "/var/lib/swarm"
 DEFAULT_PORT = 2377
 SOCKET_NAME = "swarm.sock"
+NODE_FILE = "node.json"
 CALL_TIMEOUT = 10.0
 SLOW_CALL_TIMEOUT = 30.0  # membership changes: leave, promote, demote, rm
 ROLES = ("worker", "manager")
@@ -255,7 +256,7 @@ def join_command_text(role: str, token: str, addr: str) -> str:
 
 @swarm.command()
 @click.option("--advertise-addr", type=ADDRESS, help=f"Address other nodes reach this one at (port {DEFAULT_PORT}).")
-@click.option("--listen-addr", type=ADDRESS, help=f"Address to listen on (default 0.0.0.0:{DEFAULT_PORT}).")
+@click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
 @click.option("--hostname", help="This node's name (default: the machine's hostname).")
 @click.option("--cert-expiry", type=DURATION, default="2160h0m0s", show_default=True,
               help="Validity of node certificates.")
@@ -286,7 +287,7 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
 @swarm.command()
 @click.option("--token", required=True, help="The worker or manager join token.")
 @click.option("--advertise-addr", type=ADDRESS, help="Address other nodes reach this one at.")
-@click.option("--listen-addr", type=ADDRESS, help=f"Address to listen on (default 0.0.0.0:{DEFAULT_PORT}).")
+@click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
 @click.option("--hostname", help="This node's name (default: the machine's hostname).")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @click.argument("remote_addr", metavar="HOST:PORT", type=ADDRESS)
@@ -339,7 +340,13 @@ def join_token(daemon: LocalDaemon, quiet: bool, rotate: bool, role: str) -> Non
 @with_daemon
 def leave(daemon: LocalDaemon, force: bool) -> None:
     """Leave the swarm; the daemon stops and the node's state is cleared."""
-    daemon.call("leave", {"force": force}, timeout=SLOW_CALL_TIMEOUT)
+    try:
+        daemon.call("leave", {"force": force}, timeout=SLOW_CALL_TIMEOUT)
+    except RPCError as exc:
+        # The daemon stops as it leaves; if the answer was lost on the way but
+        # the node's state is gone, the node did leave.
+        if exc.code != "unavailable" or os.path.exists(os.path.join(daemon.state_dir, NODE_FILE)):
+            raise
     click.echo("Node left the swarm.")
 
 

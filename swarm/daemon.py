@@ -174,8 +174,12 @@ class Daemon:
             except RPCError:
                 pass  # the managers notice the missing heartbeats
         self._leaving = True
-        self._stop.set()
+        self._nursery.start_soon(self._stop_after_answer)
         return {"left": True}
+
+    async def _stop_after_answer(self) -> None:
+        await trio.sleep(0.2)  # let the answer to `leave` reach the CLI first
+        self._stop.set()
 
     # -- node API (TLS) ---------------------------------------------------------------------
     def node_router(self) -> Router:
@@ -261,7 +265,7 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 raft = RaftNode(self._raft_config(peers))
                 await nursery.start(raft.run)
-                self.manager = Manager(raft, self.config.node_id, self.call_manager)
+                self.manager = Manager(raft, self.config.node_id, self.call_manager, nursery)
                 await self._bootstrap_cluster()
                 self.control = ControlAPI(self.manager)
                 host, port = split_addr(self.config.listen_addr)

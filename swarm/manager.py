@@ -35,8 +35,10 @@ def utcnow() -> datetime.datetime:
 
 
 class Manager:
-    def __init__(self, raft: RaftNode, node_id: str, call_manager: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, raft: RaftNode, node_id: str, call_manager: Callable[..., Awaitable[Any]],
+                 nursery: trio.Nursery) -> None:
         self.raft = raft
+        self.nursery = nursery  # for changes that finish after the call returns
         self.node_id = node_id
         self.call_manager = call_manager  # (addr, method, params) -> result, over mTLS
         self.last_seen: dict[str, float] = {}
@@ -149,10 +151,27 @@ class Manager:
                 "ca_pem": cluster["ca_cert_pem"], "managers": self.manager_addrs(), "raft_members": members}
 
     async def add_raft_member(self, node_id: str, raft_addr: str) -> list[str]:
-        try:
-            await self.raft.add_member(node_id, raft_addr, timeout=15)
-        except RaftUnavailable as exc:
-            raise RPCError("unavailable", f"could not add the manager to Raft: {exc}") from None
+        """Add a manager to Raft; returns the member list once the change is appended.
+
+        Not once it is committed: growing a one-manager group to two needs the
+        newcomer's vote to commit anything, and the newcomer can only start
+        once it knows the members. The commit completes in the background."""
+        name = f"{node_id}@{raft_addr}"
+        failed: list[str] = []
+
+        async def add() -> None:
+            try:
+                await self.raft.add_member(node_id, raft_addr, timeout=60)
+            except (RaftUnavailable, RPCError) as exc:
+                failed.append(str(exc))
+                log.warning("adding manager %s to Raft failed: %s", node_id, exc)
+
+        self.nursery.start_soon(add)
+        with trio.move_on_after(15):
+            while name not in self.raft.members() and not failed:
+                await trio.sleep(0.02)
+        if name not in self.raft.members():
+            raise RPCError("unavailable", "could not add the manager to Raft: " + (failed[0] if failed else "timed out"))
         return self.raft.members()
 
     async def remove_raft_member(self, node_id: str) -> list[str]:
