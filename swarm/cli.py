@@ -17,9 +17,11 @@ import functools
 import importlib
 import ipaddress
 import json
+import logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any, NoReturn
@@ -28,6 +30,8 @@ import click
 
 from swarm.errors import SwarmError
 from swarm.rpc import RPCError, call_unix_sync
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = "/var/lib/swarm"
 DEFAULT_PORT = 2377
@@ -221,8 +225,21 @@ def fail(message: str) -> NoReturn:
 
 
 def one_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # name the real failure, not trio's wrapper
+        exc = exc.exceptions[0]
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def internal_error(exc: Exception) -> NoReturn:
+    # The details go where an operator looks, never to a user's terminal: the
+    # log of a daemon running in this process (`swarm daemon`), or stderr
+    # when SWARM_DEBUG is set.
+    if logging.getLogger().handlers:
+        log.error("internal error", exc_info=exc)
+    elif os.environ.get("SWARM_DEBUG"):
+        traceback.print_exception(exc)
+    fail(f"internal error: {one_line(exc)}")
 
 
 class SwarmGroup(click.Group):
@@ -238,7 +255,7 @@ class SwarmGroup(click.Group):
         except RPCError as exc:
             fail(exc.message)
         except Exception as exc:
-            fail(f"internal error: {one_line(exc)}")
+            internal_error(exc)
 
 
 @click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -513,5 +530,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # raised outside a command (while parsing, say)
-        click.echo(f"Error: internal error: {one_line(exc)}", err=True)
-        sys.exit(1)
+        try:
+            internal_error(exc)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)

@@ -428,3 +428,9 @@ def test_python_dash_m_swarm(state_dir):
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.startswith("Error: the swarm daemon is not running")
+
+
+def test_internal_error_names_the_real_failure_inside_a_group():
+    group = ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [ValueError("bad thing\nmore")])
+    assert cli.one_line(group) == "ValueError: bad thing"
+    assert cli.one_line(KeyError()) == "KeyError"
