@@ -267,6 +267,11 @@ class Daemon:
                 await nursery.start(raft.run)
                 self.manager = Manager(raft, self.config.node_id, self.call_manager, nursery)
                 await self._bootstrap_cluster()
+                with trio.move_on_after(10):
+                    # Answer commands once this manager holds the cluster's state
+                    # (loaded from its snapshot or received from the leader).
+                    while raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
+                        await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
                 host, port = split_addr(self.config.listen_addr)
                 await nursery.start(serve_tls, self.node_router(), host, port, self.server_ctx, self.identify_rpc)

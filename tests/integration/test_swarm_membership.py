@@ -226,3 +226,66 @@ def test_bad_bytes_and_anonymous_calls_on_the_node_port_are_refused(swarm):
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         raw.sendall(os.urandom(512))
     assert swarm.ls(m1)["m1"]["availability"] == "active"  # still serving, nothing changed
+
+
+def _client_context(cert_dir: str) -> ssl.SSLContext:
+    from swarm import pki
+
+    def read(name):
+        with open(os.path.join(cert_dir, name), "rb") as f:
+            return f.read()
+
+    ctx = pki.client_ssl_context(read("node.pem"), read("node-key.pem"), read("ca.pem"))
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_worker_certificate_and_foreign_ca_are_refused_for_manager_only_methods(swarm, tmp_path):
+    import datetime
+
+    from raft import framing
+    from swarm import pki
+
+    m1 = swarm.init("m1")
+    w1 = swarm.join("w1", m1, "worker")
+    request = framing.encode_frame({"id": 7, "method": "control.node.update",
+                                    "params": {"ref": "w1", "availability": "drain"}})
+    # a worker's own certificate: authenticated, but not allowed to write
+    reply = framing.FrameDecoder().feed(_tls_probe(m1.addr, _client_context(os.path.join(w1.state_dir, "certs")),
+                                                   request))[0]
+    assert reply["error"]["code"] == "forbidden" and "worker" in reply["error"]["message"]
+    # a manager certificate of another cluster's CA: refused at the handshake
+    other = pki.ClusterCA.create(pki.new_id(), datetime.datetime.now(datetime.timezone.utc))
+    key = pki.new_node_key()
+    cert = other.issue(pki.make_csr(key, "intruder"), "intruder", "manager",
+                       datetime.datetime.now(datetime.timezone.utc))
+    ctx = pki.client_ssl_context(cert, pki.key_to_pem(key), other.cert_pem())
+    ctx.verify_mode = ssl.CERT_NONE
+    assert _tls_probe(m1.addr, ctx, request) == b""
+    # truncated frames on the node port and on the local socket
+    anon = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anon.check_hostname = False
+    anon.verify_mode = ssl.CERT_NONE
+    _tls_probe(m1.addr, anon, request[:9])
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(os.path.join(m1.state_dir, "swarm.sock"))
+        s.sendall(request[:9])
+    log = open(os.path.join(m1.state_dir, "daemon.log")).read()
+    assert "refused" in log
+    assert swarm.ls(m1)["w1"]["availability"] == "active"  # still serving; nothing changed
+
+
+def test_force_new_cluster_recovers_a_lone_surviving_manager(swarm):
+    m1 = swarm.init("m1")
+    m2 = swarm.join("m2", m1, "manager")
+    m3 = swarm.join("m3", m1, "manager")
+    swarm.run(m1, "node", "update", "--label-add", "keep=me", "m1")
+    eventually(lambda: swarm.json(m3, "node", "inspect", "m1")[0]["labels"] == {"keep": "me"}, 10, "replication")
+    for m in (m2, m3, m1):
+        swarm.kill(m)  # the majority is gone for good
+    out = swarm.run(m1, "init", "--force-new-cluster").stdout
+    assert "Swarm initialized" in out
+    assert swarm.json(m1, "node", "inspect", "m1")[0]["labels"] == {"keep": "me"}
+    info = swarm.json(m1, "info")
+    assert len(info["raft"]["members"]) == 1 and info["leader"] == info["node_id"]
+    swarm.run(m1, "node", "update", "--label-add", "after=recovery", "m1")
