@@ -269,3 +269,25 @@ def test_force_new_cluster_keeps_a_survivors_records(make_cluster):
     assert c.call("commit", ops=[put("k", "new", b"y")])["ok"]
     assert cluster.status(survivor)["peers"] == []
     c.close()
+
+
+def test_idle_links_stay_up_and_failover_after_idling_is_fast(make_cluster):
+    """Keepalive pings: an idle follower-follower link is not torn down
+    (pysyncobj drops a link after 3.5 s without reads), so the first
+    RequestVote after a long quiet spell is not lost."""
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    time.sleep(5)  # longer than the connection timeout, no client traffic
+    for m in cluster.members:
+        assert all(p["connected"] for p in cluster.status(m)["peers"])
+    survivor = next(m for m in cluster.members if m is not leader)
+    cluster.kill(leader)
+    killed = time.monotonic()
+    while True:
+        try:
+            if commit(cluster, survivor, put("k", "after-idle", b"1"), timeout=0.5)["ok"]:
+                break
+        except ControlError:
+            pass
+        assert time.monotonic() - killed < 5
+    assert time.monotonic() - killed < 1.5
