@@ -10,6 +10,8 @@ checked locally first (click usage error, exit 2); a failure reported by the
 daemon or the bootstrap is printed as "Error: <sentence>" on stderr with exit
 1; any other exception is an internal error, printed on one line, exit 1.
 Output mirrors docker's; `--format json` prints exactly one JSON document.
+`swarm service ...` and `swarm image ...` live in swarm/cli_service.py and
+swarm/cli_image.py, which use the helpers here and add their groups to `swarm`.
 """
 from __future__ import annotations
 
@@ -79,14 +81,17 @@ _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3,
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 
 
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration ("90s", "1h30m", "500ms"), in seconds; must be > 0."""
+def parse_duration(text: str, allow_zero: bool = False) -> float:
+    """Go's time.ParseDuration ("90s", "1h30m", "500ms"), in seconds; must be > 0
+    (or >= 0 with allow_zero, where a bare "0" is also accepted, as Go does)."""
     text = text.strip()
+    if allow_zero and text == "0":
+        return 0.0
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"{text!r} is not a duration (use a number and a unit, like 90s, 5m or 2160h)")
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"{text!r} must be a positive duration")
     return seconds
 
@@ -151,11 +156,14 @@ def _port(text: str, whole: str) -> int:
 class Duration(click.ParamType):
     name = "duration"
 
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, (int, float)):
             return float(value)
         try:
-            return parse_duration(value)
+            return parse_duration(value, self.allow_zero)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
@@ -518,6 +526,11 @@ def node_rm(daemon: LocalDaemon, force: bool, refs: tuple[str, ...]) -> None:
     """Remove nodes from the swarm."""
     for node_id in daemon.call("node.rm", {"refs": list(refs), "force": force}, timeout=SLOW_CALL_TIMEOUT):
         click.echo(node_id)
+
+
+# -- swarm service / swarm image (their own modules; importing them adds the groups) --
+
+from swarm import cli_image, cli_service  # noqa: E402,F401  (circular on purpose: they use the helpers above)
 
 
 # -- entry point ---------------------------------------------------------------

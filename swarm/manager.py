@@ -193,7 +193,7 @@ class Manager:
         return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
 
     # -- dispatcher ----------------------------------------------------------------------
-    async def heartbeat(self, peer: Peer) -> dict:
+    async def heartbeat(self, peer: Peer, params: dict | None = None) -> dict:
         if not self.raft.is_leader():
             leader = self.nodes().get(self.leader_id() or "", {})
             raise RPCError("not_leader", leader.get("addr", ""))
@@ -201,8 +201,19 @@ class Manager:
         if node is None:
             raise RPCError("forbidden", "this node has been removed from the swarm")
         self.last_seen[peer.node_id] = time.monotonic()
-        if node["status"] != "ready":
-            await self.set_status(peer.node_id, "ready", "")
+        # What the node reports about itself (resources, images) is written only when it changes.
+        facts = {k: (params or {})[k] for k in ("resources", "images") if k in (params or {})}
+
+        def change(n: dict) -> dict | None:
+            if n["status"] == "ready" and all(n.get(k) == v for k, v in facts.items()):
+                return None
+            return dict(n, status="ready", status_message="", updated_at=model.timestamp(utcnow()), **facts)
+
+        if change(node) is not None:
+            try:
+                await self.modify_node(peer.node_id, change)
+            except RPCError as exc:
+                log.warning("could not record node %s's heartbeat: %s", peer.node_id, exc.message)
         cluster = self.cluster()
         return {"period": cluster["heartbeat"], "role": node["role"], "managers": self.manager_addrs(),
                 "raft_members": self.raft.members()}

@@ -1,0 +1,248 @@
+"""The control API for services: create, ls, ps, inspect, update, scale, rm.
+
+Handlers validate the user's input completely before writing anything (a
+service is created whole or not at all), then write the Service record; the
+leader's reconcile loop (`swarm.leader`) turns it into tasks. Any manager
+answers: reads come from its local copy of the store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from raft.store import Op
+from swarm import model, pki, spec
+from swarm.manager import Manager
+from swarm.rpc import RPCError
+from swarm.scheduler import ConstraintError, parse_constraints
+
+MIN_MEMORY = 6 * 1024 * 1024  # below this runc cannot start a container
+
+
+def _bad(message: str) -> RPCError:
+    return RPCError("bad_request", message)
+
+
+def spec_from_params(p: dict) -> spec.ServiceSpec:
+    """Build and validate a ServiceSpec from the CLI's parameters."""
+    name = str(p.get("name") or "")
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 63:
+        raise _bad(f"invalid service name {name!r}: use letters, digits, '-', '_' or '.' (at most 63)")
+    image = str(p.get("image") or "")
+    if not image:
+        raise _bad("an image is required")
+    mode = p.get("mode", "replicated")
+    if mode not in ("replicated", "global"):
+        raise _bad(f"invalid mode {mode!r}: use replicated or global")
+    replicas = p.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise _bad(f"invalid replicas {replicas!r}: a number of replicas is 0 or more")
+    if mode == "global" and p.get("replicas") not in (None, 1):
+        raise _bad("--replicas applies to replicated services only")
+    env = tuple(str(e) for e in p.get("env", ()))
+    for e in env:
+        if "=" not in e or e.startswith("="):
+            raise _bad(f"invalid environment variable {e!r}: expected KEY=VALUE")
+    mounts = []
+    for m in p.get("mounts", ()):
+        if m.get("type") not in ("bind", "volume", "tmpfs") or not str(m.get("target", "")).startswith("/"):
+            raise _bad(f"invalid mount {m!r}: type is bind, volume or tmpfs and target an absolute path")
+        if m["type"] != "tmpfs" and not m.get("source"):
+            raise _bad(f"a {m['type']} mount needs a source")
+        mounts.append(spec.Mount(m["type"], m["target"], str(m.get("source", "")), bool(m.get("readonly"))))
+    constraints = tuple(str(c) for c in p.get("constraints", ()))
+    try:
+        parse_constraints(list(constraints))
+    except ConstraintError as exc:
+        raise _bad(str(exc)) from None
+    limits = spec.Resources(int(p.get("limit_cpu", 0)), int(p.get("limit_memory", 0)))
+    reservations = spec.Resources(int(p.get("reserve_cpu", 0)), int(p.get("reserve_memory", 0)))
+    for what, res in (("limit", limits), ("reservation", reservations)):
+        if res.nano_cpus < 0 or res.memory_bytes < 0:
+            raise _bad(f"a {what} cannot be negative")
+    if 0 < limits.memory_bytes < MIN_MEMORY:
+        raise _bad(f"the memory limit {limits.memory_bytes} bytes is below the runtime minimum of 6MiB")
+    condition = p.get("restart_condition", "any")
+    if condition not in ("none", "on-failure", "any"):
+        raise _bad(f"invalid restart condition {condition!r}: use none, on-failure or any")
+    restart = spec.RestartPolicy(condition, float(p.get("restart_delay", 5.0)),
+                                 int(p.get("restart_max_attempts", 0)), float(p.get("restart_window", 0.0)))
+    if restart.delay < 0 or restart.max_attempts < 0:
+        raise _bad("restart delay and max attempts cannot be negative")
+    grace = float(p.get("stop_grace_period", 10.0))
+    if grace < 0:
+        raise _bad("the stop grace period cannot be negative")
+    container = spec.ContainerSpec(image, tuple(str(a) for a in p.get("command", ())), env, tuple(mounts), grace,
+                                   limits)
+    return spec.ServiceSpec(name, container, mode, replicas if mode == "replicated" else 0, constraints,
+                            reservations, limits, restart, {str(k): str(v) for k, v in p.get("labels", {}).items()})
+
+
+def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
+    """The spec with only the given flags changed (docker service update)."""
+    c = old.container
+    env = list(p["env"]) if "env" in p else list(c.env)
+    env = [e for e in env if e.split("=", 1)[0] not in set(p.get("env_rm", ()))]
+    for e in p.get("env_add", ()):
+        env = [x for x in env if x.split("=", 1)[0] != e.split("=", 1)[0]] + [e]
+    constraints = list(p["constraints"]) if "constraints" in p else list(old.constraints)
+    constraints = [x for x in constraints if x not in set(p.get("constraint_rm", ()))]
+    constraints += [x for x in p.get("constraint_add", ()) if x not in constraints]
+    merged = {
+        "name": old.name, "image": p.get("image", c.image), "mode": old.mode,
+        "replicas": p.get("replicas", old.replicas) if old.mode == "replicated" else None,
+        "env": env, "mounts": p.get("mounts", [dataclasses.asdict(m) for m in c.mounts]), "constraints": constraints,
+        "command": p.get("command", list(c.command)),
+        "limit_cpu": p.get("limit_cpu", old.limits.nano_cpus), "limit_memory": p.get("limit_memory", old.limits.memory_bytes),
+        "reserve_cpu": p.get("reserve_cpu", old.reservations.nano_cpus),
+        "reserve_memory": p.get("reserve_memory", old.reservations.memory_bytes),
+        "restart_condition": p.get("restart_condition", old.restart.condition),
+        "restart_delay": p.get("restart_delay", old.restart.delay),
+        "restart_max_attempts": p.get("restart_max_attempts", old.restart.max_attempts),
+        "restart_window": p.get("restart_window", old.restart.window),
+        "stop_grace_period": p.get("stop_grace_period", c.stop_grace_period), "labels": old.labels,
+    }
+    if merged["mode"] == "global":
+        merged.pop("replicas")
+    return spec_from_params(merged)
+
+
+def age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return f"{seconds} second{'s' if seconds != 1 else ''} ago"
+
+
+class ServiceAPI:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+
+    def services(self) -> dict[str, spec.Service]:
+        return {k: spec.service_from_dict(model.decode(r.data)) for k, r in self.m.raft.list(spec.SERVICE).items()}
+
+    def tasks(self) -> list[spec.Task]:
+        return [spec.task_from_dict(model.decode(r.data)) for r in self.m.raft.list(spec.TASK).values()]
+
+    def find(self, ref: str) -> spec.Service:
+        services = self.services()
+        if ref in services:
+            return services[ref]
+        named = [s for s in services.values() if s.spec.name == ref]
+        if named:
+            return named[0]
+        prefixed = [s for s in services.values() if s.id.startswith(ref)] if ref else []
+        if len(prefixed) == 1:
+            return prefixed[0]
+        raise RPCError("not_found", f"service {ref} not found")
+
+    async def handle(self, method: str, params: dict) -> Any:
+        handler = {
+            "service.create": self.create, "service.ls": self.ls, "service.ps": self.ps,
+            "service.inspect": self.inspect, "service.update": self.update, "service.scale": self.scale,
+            "service.rm": self.rm,
+        }.get(method)
+        if handler is None:
+            raise RPCError("unknown_method", f"unknown service method {method}")
+        return await handler(params)
+
+    async def create(self, params: dict) -> dict:
+        s = spec_from_params(params)
+        if any(x.spec.name == s.name for x in self.services().values()):
+            raise RPCError("conflict", f"a service named {s.name} already exists")
+        images = set()
+        for node in self.m.nodes().values():
+            images.update(node.get("images", []))
+        if not _image_known(s.container.image, images):
+            raise _bad(f"image {s.container.image} not found on any node (import it with swarm image import)")
+        now = time.time()
+        service = spec.Service(pki.new_id(), s, 1, now, now)
+        try:
+            await self.m.commit([Op.create(spec.SERVICE, service.id, model.encode(spec.to_dict(service)))])
+        except RPCError as exc:
+            if exc.code == "conflict":
+                raise RPCError("conflict", f"a service named {s.name} already exists") from None
+            raise
+        return {"id": service.id, "name": s.name}
+
+    def _running(self, service_id: str) -> int:
+        return sum(1 for t in self.tasks() if t.service_id == service_id and t.status.state == "running"
+                   and t.desired_state == "running")
+
+    async def ls(self, params: dict) -> list[dict]:
+        rows = []
+        for s in sorted(self.services().values(), key=lambda x: x.spec.name):
+            if s.spec.mode == "replicated":
+                desired = s.spec.replicas
+            else:
+                desired = sum(1 for t in self.tasks() if t.service_id == s.id and t.desired_state == "running")
+            rows.append({"id": s.id, "name": s.spec.name, "mode": s.spec.mode,
+                         "replicas": f"{self._running(s.id)}/{desired}", "image": s.spec.container.image,
+                         "ports": ""})
+        return rows
+
+    async def ps(self, params: dict) -> list[dict]:
+        refs = params.get("refs") or []
+        wanted = {self.find(r).id for r in refs} if refs else None
+        nodes = self.m.nodes()
+        now = time.time()
+        rows = []
+        for t in sorted(self.tasks(), key=lambda t: (t.service_name, t.slot, t.node_id, -t.created_at)):
+            if wanted is not None and t.service_id not in wanted:
+                continue
+            rows.append({
+                "id": t.id, "name": t.name, "image": t.spec.image,
+                "node": nodes.get(t.node_id, {}).get("hostname", t.node_id),
+                "desired_state": t.desired_state,
+                "current_state": f"{t.status.state} {age(now - t.status.timestamp)}" if t.status.timestamp
+                else t.status.state,
+                "error": t.status.err, "service_id": t.service_id, "slot": t.slot, "node_id": t.node_id,
+                "state": t.status.state, "exit_code": t.status.exit_code, "spec_version": t.spec_version,
+            })
+        return rows
+
+    async def inspect(self, params: dict) -> list[dict]:
+        return [spec.to_dict(self.find(r)) for r in params.get("refs") or []]
+
+    async def _write_spec(self, service: spec.Service, new_spec: spec.ServiceSpec) -> dict:
+        rec = self.m.raft.get(spec.SERVICE, service.id)
+        updated = dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + 1,
+                                      updated_at=time.time())
+        await self.m.commit([Op.update(spec.SERVICE, service.id, model.encode(spec.to_dict(updated)),
+                                       expect=rec.version)])
+        return {"id": service.id, "name": new_spec.name}
+
+    async def update(self, params: dict) -> dict:
+        service = self.find(str(params.get("ref", "")))
+        new_spec = apply_update(service.spec, params)
+        if "image" in params and not _image_known(new_spec.container.image,
+                                                  {i for n in self.m.nodes().values() for i in n.get("images", [])}):
+            raise _bad(f"image {new_spec.container.image} not found on any node")
+        return await self._write_spec(service, new_spec)
+
+    async def scale(self, params: dict) -> list[dict]:
+        out = []
+        for ref, replicas in (params.get("scales") or {}).items():
+            service = self.find(ref)
+            if service.spec.mode != "replicated":
+                raise _bad(f"{service.spec.name}: scale can only be used with replicated mode")
+            if not isinstance(replicas, int) or replicas < 0:
+                raise _bad(f"invalid replicas value for {ref}: {replicas!r}")
+            out.append(await self._write_spec(service, dataclasses.replace(service.spec, replicas=replicas)))
+        return out
+
+    async def rm(self, params: dict) -> list[str]:
+        removed = []
+        for ref in params.get("refs") or []:
+            service = self.find(ref)
+            await self.m.commit([Op.delete(spec.SERVICE, service.id)])
+            removed.append(service.spec.name)
+        return removed
+
+
+def _image_known(ref: str, images: set[str]) -> bool:
+    candidates = {ref, ref if ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"}
+    return bool(candidates & images) or any(i.startswith(ref) for i in images if ref.startswith("sha256:"))

@@ -1,0 +1,149 @@
+"""Services and tasks: the object model the orchestrator, scheduler,
+dispatcher and agent share, with one msgpack codec for all of them.
+
+Records in Raft: kind "service" (id -> Service), kind "task" (id -> Task).
+Frozen dataclasses; `to_dict`/`from_dict` turn them into plain data.
+Times are float seconds since the epoch (wall clock), given by callers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SERVICE, TASK = "service", "task"
+
+# SwarmKit's task states, in order. A task only moves forward.
+TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+               "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+TERMINAL_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+STATE_ORDER = {s: i for i, s in enumerate(TASK_STATES)}
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class Resources:
+    nano_cpus: int = 0       # 1e9 = one CPU
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    condition: str = "any"   # none | on-failure | any
+    delay: float = 5.0       # seconds between a task's end and its replacement's start
+    max_attempts: int = 0    # 0 = unlimited
+    window: float = 0.0      # seconds; 0 = attempts are counted forever
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str                # bind | volume | tmpfs
+    target: str
+    source: str = ""
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image: str
+    command: tuple[str, ...] = ()     # argv; empty = the image's default
+    env: tuple[str, ...] = ()         # "K=V"
+    mounts: tuple[Mount, ...] = ()
+    stop_grace_period: float = 10.0
+    limits: Resources = Resources()   # copied from ServiceSpec.limits: what the runtime enforces
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    container: ContainerSpec
+    mode: str = "replicated"          # replicated | global
+    replicas: int = 1
+    constraints: tuple[str, ...] = ()  # "node.labels.zone==a", "node.role!=manager", ...
+    reservations: Resources = Resources()
+    limits: Resources = Resources()
+    restart: RestartPolicy = RestartPolicy()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    spec: ServiceSpec
+    spec_version: int = 1             # bumped on every update
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    state: str = "new"
+    message: str = ""
+    err: str = ""
+    timestamp: float = 0.0
+    exit_code: int | None = None
+    container_id: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    service_id: str
+    service_name: str
+    slot: int                          # replicated: 1..N; global: 0
+    node_id: str                       # "" until the scheduler assigns it; global: fixed at creation
+    desired_state: str                 # running | shutdown | remove (and ready for stop-first updates)
+    spec: ContainerSpec
+    spec_version: int
+    status: TaskStatus = TaskStatus()
+    created_at: float = 0.0
+    attempt: int = 0                   # restarts of this slot so far
+    not_before: float = 0.0            # restart delay: do not start before this time
+
+    @property
+    def name(self) -> str:
+        return f"{self.service_name}.{self.slot if self.slot else self.node_id}"
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (for msgpack) from any of the dataclasses above."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _build(cls: type, data: dict) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        ftype = f.type if not isinstance(f.type, str) else _TYPES.get(f.type, None)
+        if isinstance(value, dict) and ftype in _NESTED:
+            value = _build(ftype, value)
+        elif isinstance(value, list):
+            item = _LIST_ITEMS.get((cls.__name__, f.name))
+            value = tuple(_build(item, v) if item else v for v in value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {Resources, RestartPolicy, ContainerSpec, ServiceSpec, TaskStatus}
+_TYPES = {"Resources": Resources, "RestartPolicy": RestartPolicy, "ContainerSpec": ContainerSpec,
+          "ServiceSpec": ServiceSpec, "TaskStatus": TaskStatus}
+_LIST_ITEMS = {("ContainerSpec", "mounts"): Mount}
+
+
+def service_from_dict(data: dict) -> Service:
+    return _build(Service, data)
+
+
+def task_from_dict(data: dict) -> Task:
+    return _build(Task, data)

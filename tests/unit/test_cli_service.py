@@ -1,0 +1,623 @@
+"""`swarm service` and `swarm image` against a fake daemon (the one of test_cli).
+
+Each test sets the daemon's answers (a value, an RPCError, or a function of
+the params) and compares the exact params sent and the exact output. Polling
+waits are made short (POLL_INTERVAL = 0.01 s) so progress tests take a few polls
+of the fake, not seconds.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from swarm import cli, cli_image, cli_service
+from swarm.rpc import RPCError
+from tests.unit.test_cli import FakeDaemon, failed, ok
+
+SID = "k5k3v6l9lqr8jxzmlwcw1h4hx"
+METHODS = ("service.create", "service.ls", "service.ps", "service.inspect", "service.update", "service.scale",
+           "service.rm", "service.logs", "image.import", "image.load", "image.ls", "image.rm")
+
+
+class ServiceFake(FakeDaemon):
+    def _router(self):
+        router = super()._router()
+        for method in METHODS:
+            router.route(method, self._handler(method))
+        return router
+
+
+@pytest.fixture
+def state_dir():
+    path = tempfile.mkdtemp(prefix="swsvc-", dir="/tmp")  # unix socket paths are short
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fake(state_dir):
+    daemon = ServiceFake(state_dir)
+    daemon.answers.update({"service.create": {"id": SID, "name": "web"}, "service.update": {"id": SID, "name": "web"}})
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch):
+    monkeypatch.setattr(cli_service, "POLL_INTERVAL", 0.01)
+
+
+@pytest.fixture
+def run(state_dir):
+    def invoke(*args: str, input: Any = None):
+        return CliRunner().invoke(cli.swarm, list(args), env={"SWARM_STATE_DIR": state_dir}, input=input)
+    return invoke
+
+
+def sequence(*answers: Any):
+    """A daemon answer that changes per call; the last one repeats."""
+    calls = iter(answers)
+    last: list[Any] = []
+
+    def answer(params: dict) -> Any:
+        last[:] = [next(calls, last[0] if last else None)]
+        return last[0]
+    return answer
+
+
+def task(tid: str, slot: int, state: str, desired: str = "running", error: str = "", *, name: str = "web",
+         image: str = "alpine", node: str = "node-a", exit_code: int | None = None) -> dict:
+    return {"id": tid, "name": f"{name}.{slot or 'n' + node}", "image": image, "node": node, "desired_state": desired,
+            "current_state": f"{state} 2 seconds ago", "error": error, "service_id": SID, "slot": slot,
+            "node_id": "n" + node, "state": state, "exit_code": exit_code}
+
+
+BAR = {state: cli_service.progress_bar(state) for state in ("pending", "starting", "running")}
+
+
+def test_progress_bars_are_dockers():
+    assert BAR["running"] == "[" + "=" * 50 + ">]"
+    assert BAR["starting"] == "[" + "=" * 44 + ">" + " " * 6 + "]"
+    assert BAR["pending"] == "[" + "=" * 16 + ">" + " " * 34 + "]"
+
+
+# -- create --------------------------------------------------------------------
+
+
+def test_create_sends_every_conversion(fake, run):
+    out = ok(run("service", "create", "--name", "web", "--replicas", "3", "-e", "A=1", "--env", "B=x=y",
+                 "--mount", "type=bind,src=/host,dst=/data,ro",
+                 "--mount", "type=tmpfs,target=/scratch",
+                 "--mount", '"source=vol,x",target=/v,readonly=false',
+                 "--constraint", "node.role==manager", "--constraint", "node.labels.zone!=b",
+                 "--reserve-cpu", "0.5", "--reserve-memory", "64m", "--limit-cpu", "1.25",
+                 "--limit-memory", "512MiB", "--restart-condition", "on-failure", "--restart-delay", "1m30s",
+                 "--restart-max-attempts", "3", "--restart-window", "2m", "--stop-grace-period", "0s",
+                 "--detach", "alpine:3.19", "sh", "-c", "echo hi; sleep 1", "--verbose", "-d"))
+    assert out == f"{SID}\n"
+    assert fake.params("service.create") == [{
+        "name": "web", "image": "alpine:3.19", "command": ["sh", "-c", "echo hi; sleep 1", "--verbose", "-d"],
+        "mode": "replicated", "replicas": 3, "env": ["A=1", "B=x=y"],
+        "mounts": [{"type": "bind", "source": "/host", "target": "/data", "readonly": True},
+                   {"type": "tmpfs", "source": "", "target": "/scratch", "readonly": False},
+                   {"type": "volume", "source": "vol,x", "target": "/v", "readonly": False}],
+        "constraints": ["node.role==manager", "node.labels.zone!=b"],
+        "reserve_cpu": 500_000_000, "reserve_memory": 64 * 1024**2, "limit_cpu": 1_250_000_000,
+        "limit_memory": 512 * 1024**2, "restart_condition": "on-failure", "restart_delay": 90.0,
+        "restart_max_attempts": 3, "restart_window": 120.0, "stop_grace_period": 0.0,
+    }]
+    assert [m for m, _ in fake.calls] == ["service.create"]  # --detach: no waiting
+
+
+def test_create_defaults_global_and_generated_name(fake, run, monkeypatch):
+    monkeypatch.setenv("FROM_ENV", "here")
+    assert ok(run("service", "create", "-d", "--name", "g", "--mode", "global", "-e", "FROM_ENV", "busybox"))
+    assert ok(run("service", "create", "-d", "--limit-memory", "1.5g", "--reserve-memory", "100",
+                  "--limit-cpu", "2", "busybox"))
+    first, second = fake.params("service.create")
+    assert first == {
+        "name": "g", "image": "busybox", "command": [], "mode": "global", "env": ["FROM_ENV=here"], "mounts": [],
+        "constraints": [], "reserve_cpu": 0, "reserve_memory": 0, "limit_cpu": 0, "limit_memory": 0,
+        "restart_condition": "any", "restart_delay": 5.0, "restart_max_attempts": 0, "restart_window": 0.0,
+        "stop_grace_period": 10.0,
+    }
+    assert re.fullmatch(r"[a-z]+_[a-z]+", second.pop("name"))
+    del first["name"]
+    assert second == {**first, "mode": "replicated", "replicas": 1, "env": [], "limit_memory": 3 * 512 * 1024**2,
+                      "reserve_memory": 100, "limit_cpu": 2_000_000_000}
+
+
+def test_create_daemon_error(fake, run):
+    fake.answers["service.create"] = RPCError("conflict", "a service named web already exists")
+    assert failed(run("service", "create", "--name", "web", "alpine"), 1) == (
+        "Error: a service named web already exists\n")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["create", "--reserve-cpu", "abc", "alpine"], "'--reserve-cpu'"),
+    (["create", "--limit-cpu", "-1", "alpine"], "'--limit-cpu'"),
+    (["create", "--limit-cpu", "0.0000000001", "alpine"], "'--limit-cpu'"),
+    (["create", "--limit-memory", "12x", "alpine"], "'--limit-memory'"),
+    (["create", "--reserve-memory", "-5m", "alpine"], "'--reserve-memory'"),
+    (["create", "--limit-memory", "5mi", "alpine"], "'--limit-memory'"),
+    (["create", "--restart-delay", "5", "alpine"], "'--restart-delay'"),
+    (["create", "--stop-grace-period", "-1s", "alpine"], "'--stop-grace-period'"),
+    (["create", "--restart-window", "soon", "alpine"], "'--restart-window'"),
+    (["create", "--restart-condition", "always", "alpine"], "'--restart-condition'"),
+    (["create", "--restart-max-attempts", "-2", "alpine"], "'--restart-max-attempts'"),
+    (["create", "--mount", "type=nfs,target=/x", "alpine"], "'--mount'"),
+    (["create", "--mount", "source=/a", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,target=/x", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,source=rel,target=/x", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=tmpfs,source=x,target=/t", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,source=/a,target=/b,color=red", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=volume,source=v,target=relative", "alpine"], "'--mount'"),
+    (["create", "--mount", "target=/b,readonly=maybe", "alpine"], "'--mount'"),
+    (["create", "--mount", "target", "alpine"], "'--mount'"),
+    (["create", "--replicas", "-1", "alpine"], "'--replicas'"),
+    (["create", "--replicas", "two", "alpine"], "'--replicas'"),
+    (["create", "--mode", "global", "--replicas", "2", "alpine"], "'--replicas'"),
+    (["create", "--mode", "sometimes", "alpine"], "'--mode'"),
+    (["create", "--constraint", "node.role", "alpine"], "'--constraint'"),
+    (["create", "--constraint", "a==b==c", "alpine"], "'--constraint'"),
+    (["create", "-e", "=x", "alpine"], "'--env'"),
+    (["create", "-e", "SURELY_NOT_SET_ANYWHERE_42", "alpine"], "'--env'"),
+    (["create", "--name", "web"], "'IMAGE'"),
+    (["scale", "web"], "'SERVICE=REPLICAS...'"),
+    (["scale", "web=x"], "'SERVICE=REPLICAS...'"),
+    (["scale", "=3"], "'SERVICE=REPLICAS...'"),
+    (["scale", "web=2", "api=-1"], "'SERVICE=REPLICAS...'"),
+    (["scale"], "'SERVICE=REPLICAS...'"),
+    (["update", "--env-rm", "A=b", "web"], "'--env-rm'"),
+    (["update", "--env-add", "=b", "web"], "'--env-add'"),
+    (["update", "--constraint-add", "zone", "web"], "'--constraint-add'"),
+    (["update", "--args", "sh -c 'unterminated", "web"], "'--args'"),
+    (["update", "--limit-memory", "lots", "web"], "'--limit-memory'"),
+    (["update", "--replicas", "-3", "web"], "'--replicas'"),
+    (["ps"], "'SERVICE...'"),
+    (["logs", "--tail", "ten", "web"], "'--tail'"),
+    (["ls", "--format", "yaml"], "'--format'"),
+])
+def test_bad_input_is_a_usage_error(fake, run, args, option):
+    err = failed(run("service", *args), 2)
+    assert err.startswith("Usage: swarm service ")
+    assert option in err.splitlines()[-1]
+    assert fake.calls == []
+
+
+# -- update / scale / rm -------------------------------------------------------
+
+
+def test_update_sends_only_the_flags_given(fake, run):
+    assert ok(run("service", "update", "--image", "alpine:3", "-d", "web")) == "web\n"
+    assert ok(run("service", "update", "-d", "web")) == "web\n"
+    assert ok(run("service", "update", "--env-add", "A=1", "--env-add", "B=2", "--env-rm", "C",
+                  "--constraint-add", "node.role==worker", "--constraint-rm", "node.role==manager",
+                  "--replicas", "0", "--limit-memory", "1g", "--reserve-cpu", "0.25", "--restart-delay", "0",
+                  "--restart-condition", "any", "--stop-grace-period", "10s", "--detach", "web"))
+    assert ok(run("service", "update", "--args", "sh -c 'echo hi'", "--env", "X=1", "--constraint",
+                  "node.labels.a==b", "--mount", "type=volume,src=v,dst=/v", "--restart-max-attempts", "0",
+                  "--restart-window", "1h", "--limit-cpu", "0", "--reserve-memory", "0", "-d", "web"))
+    assert fake.params("service.update") == [
+        {"ref": "web", "image": "alpine:3"},
+        {"ref": "web"},
+        {"ref": "web", "env_add": ["A=1", "B=2"], "env_rm": ["C"], "constraint_add": ["node.role==worker"],
+         "constraint_rm": ["node.role==manager"], "replicas": 0, "limit_memory": 1024**3,
+         "reserve_cpu": 250_000_000, "restart_delay": 0.0, "restart_condition": "any", "stop_grace_period": 10.0},
+        {"ref": "web", "command": ["sh", "-c", "echo hi"], "env": ["X=1"], "constraints": ["node.labels.a==b"],
+         "mounts": [{"type": "volume", "source": "v", "target": "/v", "readonly": False}],
+         "restart_max_attempts": 0, "restart_window": 3600.0, "limit_cpu": 0, "reserve_memory": 0},
+    ]
+    assert [m for m, _ in fake.calls] == ["service.update"] * 4
+
+
+def test_scale_and_rm(fake, run):
+    fake.answers["service.scale"] = [{"id": SID, "name": "web"}, {"id": "api1", "name": "api"}]
+    fake.answers["service.rm"] = ["web", "api"]
+    assert ok(run("service", "scale", "web=3", "api=0")) == "web scaled to 3\napi scaled to 0\n"
+    assert fake.params("service.scale") == [{"scales": {"web": 3, "api": 0}}]
+    assert ok(run("service", "rm", "web", SID[:5])) == "web\napi\n"
+    assert fake.params("service.rm") == [{"refs": ["web", SID[:5]]}]
+
+
+def test_scale_error_from_daemon(fake, run):
+    fake.answers["service.scale"] = RPCError("bad_request", "g: scale can only be used with replicated mode")
+    assert failed(run("service", "scale", "g=2"), 1) == "Error: g: scale can only be used with replicated mode\n"
+
+
+# -- ls / ps / inspect ---------------------------------------------------------
+
+SERVICES = [
+    {"id": "zzzzzzzzzzzzzzzzzzzzzzzzz", "name": "web", "mode": "replicated", "replicas": "2/3",
+     "image": "nginx:1.25", "ports": ""},
+    {"id": SID, "name": "agent", "mode": "global", "replicas": "3/3", "image": "busybox", "ports": ""},
+]
+
+
+def test_service_ls_table_json_quiet(fake, run):
+    fake.answers["service.ls"] = SERVICES
+    assert ok(run("service", "ls")) == (
+        "ID             NAME      MODE         REPLICAS   IMAGE        PORTS\n"
+        "k5k3v6l9lqr8   agent     global       3/3        busybox\n"
+        "zzzzzzzzzzzz   web       replicated   2/3        nginx:1.25\n"
+    )
+    out = ok(run("service", "ls", "--format", "json"))
+    assert out == json.dumps([SERVICES[1], SERVICES[0]], indent=4) + "\n"
+    assert {"id", "name", "mode", "replicas", "image", "ports"} <= set(json.loads(out)[0])
+    assert ok(run("service", "ls", "-q")) == f"{SID}\nzzzzzzzzzzzzzzzzzzzzzzzzz\n"
+
+
+TASKS = [
+    task("aaaaaaaaaaaaaaaaaaaaaaaaa", 1, "running"),
+    task("bbbbbbbbbbbbbbbbbbbbbbbbb", 1, "failed", "shutdown",
+         "task: non-zero exit (1): the container exited with an error", node="node-b", exit_code=1),
+    task("ccccccccccccccccccccccccc", 2, "pending", error="no suitable node (insufficient memory on 2 nodes)",
+         node=""),
+]
+
+
+def test_service_ps_table_json_quiet(fake, run):
+    # The daemon's order puts slot 1's failed task first: the table shows the live one on top.
+    fake.answers["service.ps"] = [TASKS[1], TASKS[0], TASKS[2]]
+    assert ok(run("service", "ps", "web")) == (
+        "ID             NAME        IMAGE     NODE      DESIRED STATE   CURRENT STATE           ERROR\n"
+        "aaaaaaaaaaaa   web.1       alpine    node-a    Running         Running 2 seconds ago\n"
+        "bbbbbbbbbbbb    \\_ web.1   alpine    node-b    Shutdown        Failed 2 seconds ago    "
+        '"task: non-zero exit (1): the …"\n'
+        "cccccccccccc   web.2       alpine              Running         Pending 2 seconds ago   "
+        '"no suitable node (insufficien…"\n'
+    )
+    wide = ok(run("service", "ps", "--no-trunc", "web", "api"))
+    assert "aaaaaaaaaaaaaaaaaaaaaaaaa   web.1" in wide
+    assert '"no suitable node (insufficient memory on 2 nodes)"\n' in wide
+    out = ok(run("service", "ps", "--format", "json", "web"))
+    assert json.loads(out) == [TASKS[1], TASKS[0], TASKS[2]]
+    assert ok(run("service", "ps", "-q", "web")) == "".join(t["id"] + "\n" for t in (TASKS[1], TASKS[0], TASKS[2]))
+    assert fake.params("service.ps") == [{"refs": ["web"]}, {"refs": ["web", "api"]}, {"refs": ["web"]},
+                                         {"refs": ["web"]}]
+
+
+INSPECTED = {
+    "id": SID, "spec_version": 2, "created_at": 1714557600.0, "updated_at": 1714557660.5,
+    "spec": {"name": "web", "mode": "replicated", "replicas": 3, "constraints": ["node.role==worker"],
+             "container": {"image": "alpine", "command": ["sh", "-c", "echo hi"], "env": ["A=1"],
+                           "mounts": [{"type": "bind", "target": "/data", "source": "/srv", "readonly": True}],
+                           "stop_grace_period": 10.0, "limits": {"nano_cpus": 0, "memory_bytes": 0}},
+             "reservations": {"nano_cpus": 500000000, "memory_bytes": 0},
+             "limits": {"nano_cpus": 0, "memory_bytes": 67108864},
+             "restart": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0}, "labels": {}},
+}
+
+
+def test_service_inspect_json_and_pretty(fake, run):
+    fake.answers["service.inspect"] = [INSPECTED]
+    assert ok(run("service", "inspect", "web")) == json.dumps([INSPECTED], indent=4) + "\n"
+    assert ok(run("service", "inspect", "--format", "pretty", "web")) == (
+        f"ID:                   {SID}\n"
+        "Name:                 web\n"
+        "Service Mode:         Replicated\n"
+        " Replicas:            3\n"
+        "Created at:           2024-05-01T10:00:00.000000000Z\n"
+        "Updated at:           2024-05-01T10:01:00.500000000Z\n"
+        "Placement:\n"
+        " Constraints:         [node.role==worker]\n"
+        "Restart Policy:\n"
+        " Condition:           any\n"
+        " Delay:               5s\n"
+        " Max Attempts:        0\n"
+        " Window:              0s\n"
+        "ContainerSpec:\n"
+        " Image:               alpine\n"
+        " Args:                sh -c 'echo hi'\n"
+        " Env:                 A=1\n"
+        " StopGracePeriod:     10s\n"
+        "Mounts:\n"
+        " Target:              /data\n"
+        "  Source:             /srv\n"
+        "  ReadOnly:           true\n"
+        "  Type:               bind\n"
+        "Resources:\n"
+        " Reservations:\n"
+        "  CPU:                0.5\n"
+        " Limits:\n"
+        "  Memory:             64MiB\n"
+    )
+    assert fake.params("service.inspect") == [{"refs": ["web"]}, {"refs": ["web"]}]
+
+
+# -- waiting for convergence ---------------------------------------------------
+
+
+def test_create_shows_progress_until_converged(fake, run):
+    fake.answers["service.ps"] = sequence(
+        [],
+        [task("t1", 1, "pending"), task("t2", 2, "pending")],
+        [task("t1", 1, "running"), task("t2", 2, "starting")],
+        [task("t1", 1, "running"), task("t2", 2, "starting")],
+        [task("t1", 1, "running"), task("t2", 2, "running")],
+    )
+    assert ok(run("service", "create", "--name", "web", "--replicas", "2", "alpine")) == (
+        f"{SID}\n"
+        "overall progress: 0 out of 2 tasks\n"
+        f"1/2: pending   {BAR['pending']}\n"
+        f"2/2: pending   {BAR['pending']}\n"
+        "overall progress: 1 out of 2 tasks\n"
+        f"1/2: running   {BAR['running']}\n"
+        f"2/2: starting  {BAR['starting']}\n"
+        "overall progress: 2 out of 2 tasks\n"
+        f"2/2: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+    assert fake.params("service.ps") == [{"refs": [SID]}] * 5
+
+
+def test_create_quiet_waits_without_output(fake, run):
+    fake.answers["service.ps"] = sequence([task("t1", 1, "pending")], [task("t1", 1, "running")])
+    assert ok(run("service", "create", "-q", "--name", "web", "alpine")) == f"{SID}\n"
+    assert len(fake.params("service.ps")) == 2
+
+
+def test_failed_task_is_shown_and_its_replacement_awaited(fake, run):
+    failure = "task: non-zero exit (1): starting container failed: exec: \"nope\": executable file not found"
+    fake.answers["service.ps"] = sequence(
+        [task("t1", 1, "starting")],
+        [task("t1", 1, "failed", "shutdown", failure, exit_code=1), task("t1b", 1, "pending")],
+        [task("t1", 1, "failed", "shutdown", failure, exit_code=1), task("t1b", 1, "running")],
+    )
+    assert ok(run("service", "create", "--name", "web", "alpine", "nope")) == (
+        f"{SID}\n"
+        "overall progress: 0 out of 1 tasks\n"
+        f"1/1: starting  {BAR['starting']}\n"
+        f"1/1: {failure[:74]}…\n"
+        f"1/1: pending   {BAR['pending']}\n"
+        "overall progress: 1 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+
+
+def test_service_that_never_converges_fails_with_its_last_error(fake, run):
+    error = "no suitable node (insufficient memory on 3 nodes)"
+    fake.answers["service.ps"] = [task("t1", 1, "pending", error=error)]
+    result = run("service", "create", "--name", "web", "--limit-memory", "64g", "--timeout", "300ms", "alpine")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == (
+        f"{SID}\n"
+        "overall progress: 0 out of 1 tasks\n"
+        f"1/1: pending   {BAR['pending']}\n"
+        f"1/1: {error}\n"
+    )
+    assert result.stderr == f"Error: service web did not converge: {error}\n"
+    assert len(fake.params("service.ps")) > 3
+
+
+def test_service_without_error_that_times_out(fake, run):
+    fake.answers["service.ps"] = [task("t1", 1, "running"), task("t2", 2, "assigned")]
+    result = run("service", "create", "--name", "web", "--replicas", "2", "--timeout", "100ms", "alpine")
+    assert result.exit_code == 1
+    assert result.stderr == "Error: service web did not converge: 1 of 2 tasks running after 100ms\n"
+
+
+def test_update_waits_for_the_replaced_tasks(fake, run):
+    old = task("old1", 1, "running", image="alpine:3.18")
+    fake.answers["service.inspect"] = [{**INSPECTED, "spec": {**INSPECTED["spec"], "replicas": 1,
+                                                              "container": {"image": "alpine:3.19"}}}]
+    fake.answers["service.ps"] = sequence(
+        [old],  # before the update
+        [old], [old],  # the leader has not acted yet: not converged
+        [{**old, "desired_state": "shutdown"}, task("new1", 1, "starting", image="alpine:3.19")],
+        [{**old, "desired_state": "shutdown", "state": "shutdown"}, task("new1", 1, "running", image="alpine:3.19")],
+    )
+    assert ok(run("service", "update", "--image", "alpine:3.19", "web")) == (
+        "web\n"
+        "overall progress: 0 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        f"1/1: starting  {BAR['starting']}\n"
+        "overall progress: 1 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+    assert [m for m, _ in fake.calls] == ["service.ps", "service.update", "service.inspect"] + ["service.ps"] * 4
+    assert fake.params("service.update") == [{"ref": "web", "image": "alpine:3.19"}]
+
+
+def test_update_that_replaces_nothing_converges(fake, run):
+    fake.answers["service.inspect"] = [{**INSPECTED, "spec": {**INSPECTED["spec"], "replicas": 2}}]
+    fake.answers["service.ps"] = [task("t1", 1, "running"), task("t2", 2, "running")]
+    out = ok(run("service", "update", "--restart-delay", "1s", "web"))
+    assert out.endswith("overall progress: 2 out of 2 tasks\nverify: Service converged\n")
+    assert len(fake.params("service.ps")) == 1 + cli_service.UNCHANGED_GRACE_POLLS
+
+
+def test_global_service_progress_per_node(fake, run):
+    fake.answers["service.ps"] = sequence(
+        [task("g1", 0, "pending", name="agent", node="a"), task("g2", 0, "running", name="agent", node="b")],
+        [task("g1", 0, "running", name="agent", node="a"), task("g2", 0, "running", name="agent", node="b")],
+    )
+    assert ok(run("service", "create", "--mode", "global", "--name", "agent", "busybox")) == (
+        f"{SID}\n"
+        "overall progress: 1 out of 2 tasks\n"
+        f"na: pending   {BAR['pending']}\n"
+        f"nb: running   {BAR['running']}\n"
+        "overall progress: 2 out of 2 tasks\n"
+        f"na: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+
+
+def test_progress_redraws_in_place_on_a_terminal():
+    out = io.StringIO()
+    progress = cli_service.Progress(out, tty=True)
+    progress.show([], [("overall", "overall progress: 0 out of 1 tasks"), ("1/1", "1/1: pending")])
+    progress.show([], [("overall", "overall progress: 0 out of 1 tasks"), ("1/1", "1/1: pending")])
+    progress.show(["1/1: boom"], [("overall", "overall progress: 1 out of 1 tasks"), ("1/1", "1/1: running")])
+    progress.line("verify: Service converged")
+    assert out.getvalue() == (
+        "overall progress: 0 out of 1 tasks\n1/1: pending\n"
+        "\x1b[2A\r\x1b[J1/1: boom\noverall progress: 1 out of 1 tasks\n1/1: running\n"
+        "verify: Service converged\n"
+    )
+
+
+# -- logs ----------------------------------------------------------------------
+
+LOGS = [
+    {"task": "web.1", "node": "node-a", "time": 1714557600.25, "stream": "stdout", "line": "hello\n"},
+    {"task": "web.2", "node": "node-b", "time": 1714557601.0, "stream": "stderr", "line": "oops"},
+    {"task": "web.1", "node": "node-a", "time": 1714557602.0, "stream": "stdout", "line": "bye"},
+]
+
+
+def test_logs_format_tail_and_timestamps(fake, run):
+    fake.answers["service.logs"] = LOGS
+    result = run("service", "logs", "web")
+    assert result.exit_code == 0
+    assert result.stdout == "web.1@node-a    | hello\nweb.1@node-a    | bye\n"
+    assert result.stderr == "web.2@node-b    | oops\n"
+    result = run("service", "logs", "-t", "--tail", "2", "web")
+    assert result.stdout == (
+        "2024-05-01T10:00:00.250000000Z web.1@node-a    | hello\n"
+        "2024-05-01T10:00:02.000000000Z web.1@node-a    | bye\n")
+    assert fake.params("service.logs") == [{"ref": "web", "tail": None}, {"ref": "web", "tail": 2}]
+
+
+def test_logs_follow_prints_new_lines_until_ctrl_c(fake, run, monkeypatch):
+    new = {"task": "web.2", "node": "node-b", "time": 1714557603.0, "stream": "stdout", "line": "later"}
+    fake.answers["service.logs"] = sequence(LOGS[::2], LOGS[::2], LOGS + [new], LOGS + [new, new])
+    sleeps = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 4:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(cli_service, "_sleep", sleep)
+    result = run("service", "logs", "-f", "--tail", "1", "web")
+    assert result.exit_code == 0
+    assert result.stdout == ("web.1@node-a    | bye\n"
+                             "web.2@node-b    | later\n"
+                             "web.2@node-b    | later\n")
+    assert result.stderr == "web.2@node-b    | oops\n"
+    assert sleeps == [cli_service.LOGS_POLL_INTERVAL] * 4
+    window = cli_service.LOGS_WINDOW
+    assert fake.params("service.logs") == [{"ref": "web", "tail": window}] * 4
+
+
+# -- images --------------------------------------------------------------------
+
+
+def test_image_import_from_a_file(fake, run, tmp_path, monkeypatch):
+    (tmp_path / "rootfs.tar").write_bytes(b"tar")
+    fake.answers["image.import"] = {"id": "sha256:" + "ab" * 32, "ref": "app:1.0"}
+    monkeypatch.chdir(tmp_path)
+    assert ok(run("image", "import", "rootfs.tar", "app:1.0")) == "sha256:" + "ab" * 32 + "\n"
+    assert fake.params("image.import") == [{"path": str(tmp_path / "rootfs.tar"), "ref": "app:1.0"}]
+
+
+def test_image_import_from_stdin(fake, run, state_dir):
+    seen = {}
+
+    def answer(params: dict) -> dict:
+        with open(params["path"], "rb") as f:
+            seen["data"] = f.read()
+        seen["dir"] = os.path.dirname(params["path"])
+        return {"id": "sha256:12", "ref": params["ref"]}
+    fake.answers["image.import"] = answer
+    assert ok(run("image", "import", "-", "registry.local:5000/team/app", input=b"\x00rootfs" * 1000)) == "sha256:12\n"
+    assert seen == {"data": b"\x00rootfs" * 1000, "dir": state_dir}
+    assert fake.params("image.import")[0]["ref"] == "registry.local:5000/team/app"
+    assert sorted(os.listdir(state_dir)) == ["swarm.sock"]  # the temporary copy is gone
+
+
+def test_image_import_failure_still_removes_the_copy(fake, run, state_dir):
+    fake.answers["image.import"] = RPCError("bad_request", "the archive is not a tar file")
+    assert failed(run("image", "import", "-", "app", input=b"junk"), 1) == "Error: the archive is not a tar file\n"
+    assert sorted(os.listdir(state_dir)) == ["swarm.sock"]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["import", "/no/such/file.tar", "app:1"], "'FILE|-'"),
+    (["import", "-", "App:1"], "'NAME[:TAG]'"),
+    (["import", "-", "app:"], "'NAME[:TAG]'"),
+    (["load", "-i", "/no/such/file.tar"], "'--input'"),
+    (["rm"], "'IMAGE...'"),
+])
+def test_image_bad_input(fake, run, args, option):
+    err = failed(run("image", *args), 2)
+    assert option in err.splitlines()[-1]
+    assert fake.calls == []
+
+
+def test_image_load(fake, run, tmp_path):
+    archive = tmp_path / "save.tar"
+    archive.write_bytes(b"x")
+    fake.answers["image.load"] = {"refs": ["nginx:1.25", "redis:7"]}
+    assert ok(run("image", "load", "-i", str(archive))) == "Loaded image: nginx:1.25\nLoaded image: redis:7\n"
+    assert ok(run("image", "load", "--input", str(archive)))
+    assert fake.params("image.load") == [{"path": str(archive)}] * 2
+
+
+IMAGES = [
+    {"ref": "alpine:3.19", "id": "sha256:05455a08881ea9cf0e752bc48e61bbd71a34c029bb13df01e40e3e70e0d007bd",
+     "size": 7_377_920, "created": 1714557600.0 - 3 * 86400},
+    {"ref": "registry.local:5000/team/app:1.0", "id": "sha256:ab" + "0" * 62, "size": 1_234_567_890,
+     "created": "2024-05-01T09:59:00Z"},
+]
+
+
+def test_image_ls_table_json_quiet_and_rm(fake, run, monkeypatch):
+    monkeypatch.setattr(cli_image, "now", lambda: 1714557600.0)
+    fake.answers["image.ls"] = IMAGES
+    fake.answers["image.rm"] = ["alpine:3.19"]
+    assert ok(run("image", "ls")) == (
+        "REPOSITORY                     TAG       IMAGE ID       CREATED              SIZE\n"
+        "registry.local:5000/team/app   1.0       ab0000000000   About a minute ago   1.23GB\n"
+        "alpine                         3.19      05455a08881e   3 days ago           7.38MB\n"
+    )
+    rows = json.loads(ok(run("image", "ls", "--format", "json")))
+    assert [(r["repository"], r["tag"], r["id"]) for r in rows] == [
+        ("registry.local:5000/team/app", "1.0", IMAGES[1]["id"]), ("alpine", "3.19", IMAGES[0]["id"])]
+    assert ok(run("image", "ls", "-q")) == f"{IMAGES[1]['id']}\n{IMAGES[0]['id']}\n"
+    assert ok(run("image", "rm", "alpine:3.19")) == "Untagged: alpine:3.19\n"
+    assert fake.params("image.rm") == [{"refs": ["alpine:3.19"]}]
+
+
+# -- pure helpers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, size", [
+    ("64m", 64 * 1024**2), ("1g", 1024**3), ("512MiB", 512 * 1024**2), ("1.5GB", 3 * 512 * 1024**2),
+    ("100", 100), ("100b", 100), ("2k", 2048), ("1 t", 1024**4), ("0", 0),
+])
+def test_parse_memory(text, size):
+    assert cli_service.parse_memory(text) == size
+
+
+@pytest.mark.parametrize("text, nano", [("0.5", 500_000_000), ("2", 2_000_000_000), ("0.000000001", 1), ("0", 0)])
+def test_parse_cpus(text, nano):
+    assert cli_service.parse_cpus(text) == nano
+
+
+@pytest.mark.parametrize("size, text", [
+    (0, "0B"), (999, "999B"), (1000, "1kB"), (7_377_920, "7.38MB"), (142_000_000, "142MB"),
+    (999_999, "1MB"), (1_234_567_890, "1.23GB"),
+])
+def test_human_size(size, text):
+    assert cli_image.human_size(size) == text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0.5, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
+    (45 * 60, "45 minutes"), (3600, "About an hour"), (5 * 3600, "5 hours"), (3 * 86400, "3 days"),
+    (20 * 86400, "2 weeks"), (90 * 86400, "3 months"), (800 * 86400, "2 years"),
+])
+def test_human_duration(seconds, text):
+    assert cli_image.human_duration(seconds) == text

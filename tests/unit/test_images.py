@@ -1,0 +1,317 @@
+"""The image store: safe layer extraction, import/load/resolve/list/remove.
+
+Archives are built in the tests with tarfile. Refused archives must raise
+ImageError and leave no layer, image or temporary directory behind.
+"""
+import gzip
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from swarm.runtime.errors import ImageError
+from swarm.runtime.images import ImageStore, normalize_ref
+
+
+# -- building archives ---------------------------------------------------------------------
+def _info(name, type_=tarfile.REGTYPE, **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = type_
+    ti.mode = kw.pop("mode", 0o644 if type_ != tarfile.DIRTYPE else 0o755)
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti
+
+
+def make_tar(entries, compress=False):
+    """entries: (name, kind, payload) with kind in file|dir|symlink|hardlink|chr|fifo."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, payload in entries:
+            if kind == "file":
+                data = payload.encode() if isinstance(payload, str) else payload
+                tf.addfile(_info(name, size=len(data)), io.BytesIO(data))
+            elif kind == "dir":
+                tf.addfile(_info(name, tarfile.DIRTYPE))
+            elif kind == "symlink":
+                tf.addfile(_info(name, tarfile.SYMTYPE, linkname=payload, mode=0o777))
+            elif kind == "hardlink":
+                tf.addfile(_info(name, tarfile.LNKTYPE, linkname=payload))
+            elif kind == "chr":
+                tf.addfile(_info(name, tarfile.CHRTYPE, devmajor=1, devminor=3))
+            elif kind == "fifo":
+                tf.addfile(_info(name, tarfile.FIFOTYPE))
+    data = buf.getvalue()
+    return gzip.compress(data) if compress else data
+
+
+ROOTFS = [("bin", "dir", None), ("bin/sh", "file", "#!shell\n"), ("bin/ash", "hardlink", "bin/sh"),
+          ("etc", "dir", None), ("etc/passwd", "file", "root:x:0:0::/root:/bin/sh\n"),
+          ("lib", "symlink", "/usr/lib"), ("usr", "dir", None), ("usr/lib", "dir", None),
+          ("usr/lib/x", "symlink", "../../bin/sh")]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return ImageStore(str(tmp_path / "images"))
+
+
+def leftovers(store):
+    """Everything in the store besides its empty skeleton."""
+    out = []
+    for d in (store.layers_dir, store.images_dir):
+        out += [os.path.join(d, n) for n in os.listdir(d)]
+    return out
+
+
+def import_bytes(store, data, ref="t:1", **kw):
+    return store.import_rootfs(io.BytesIO(data), ref, **kw)
+
+
+# -- safe extraction -------------------------------------------------------------------------
+REFUSED = {
+    "absolute path": [("etc", "dir", None), ("/etc/passwd", "file", "x")],
+    "dot-dot component": [("a", "dir", None), ("a/../../escape", "file", "x")],
+    "dot-dot at start": [("../escape", "file", "x")],
+    "symlink escaping": [("up", "symlink", "../../../etc")],
+    "nested symlink escaping": [("a", "dir", None), ("a/up", "symlink", "../../etc")],
+    "write through absolute symlink": [("a", "symlink", "/etc"), ("a/passwd", "file", "owned")],
+    "write through relative symlink": [("d", "dir", None), ("a", "symlink", "d"), ("a/passwd", "file", "x")],
+    "hardlink escaping with dot-dot": [("h", "hardlink", "../../etc/passwd")],
+    "hardlink absolute": [("h", "hardlink", "/etc/passwd")],
+    "hardlink through symlink": [("a", "symlink", "/etc"), ("h", "hardlink", "a/passwd")],
+    "hardlink to a missing member": [("h", "hardlink", "nothing/here")],
+    "character device": [("dev", "dir", None), ("dev/mem", "chr", None)],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED))
+def test_refused_archive_raises_and_leaves_nothing(store, tmp_path, kind):
+    data = make_tar(REFUSED[kind])
+    before = set(os.listdir("/etc"))
+    with pytest.raises(ImageError) as exc:
+        import_bytes(store, data)
+    assert str(exc.value).endswith(".") and "\n" not in str(exc.value)
+    assert leftovers(store) == []
+    assert store.list() == []
+    assert set(os.listdir("/etc")) == before
+    assert not os.path.exists(tmp_path / "escape")
+
+
+def test_refused_layer_in_docker_archive_leaves_nothing(store, tmp_path):
+    good = make_tar(ROOTFS)
+    bad = make_tar(REFUSED["write through absolute symlink"])
+    path = make_docker_save(tmp_path, [good, bad], ["bad:1"])
+    with pytest.raises(ImageError):
+        store.load_archive(path)
+    assert leftovers(store) == []
+
+
+def test_safe_archive_extracts_links_and_keeps_absolute_symlinks(store):
+    image_id = import_bytes(store, make_tar(ROOTFS + [("fifo", "fifo", None)]))
+    layer = store.layer_path(store.resolve(image_id).layers[0])
+    assert os.readlink(os.path.join(layer, "lib")) == "/usr/lib"        # resolved in the container, not here
+    assert os.readlink(os.path.join(layer, "usr/lib/x")) == "../../bin/sh"
+    sh, ash = os.stat(os.path.join(layer, "bin/sh")), os.stat(os.path.join(layer, "bin/ash"))
+    assert os.path.samestat(sh, ash)
+    assert stat.S_ISFIFO(os.lstat(os.path.join(layer, "fifo")).st_mode)
+    with open(os.path.join(layer, "etc/passwd")) as f:
+        assert f.read().startswith("root:")
+
+
+def test_later_member_replaces_symlink_instead_of_writing_through_it(store, tmp_path):
+    target = tmp_path / "outside.txt"
+    target.write_text("untouched")
+    image_id = import_bytes(store, make_tar([("f", "symlink", str(target)), ("f", "file", "new")]))
+    layer = store.layer_path(store.resolve(image_id).layers[0])
+    assert not os.path.islink(os.path.join(layer, "f"))
+    assert target.read_text() == "untouched"
+
+
+def test_whiteouts_become_overlayfs_form(store):
+    data = make_tar([("etc", "dir", None), ("etc/.wh.motd", "file", ""),
+                     ("var", "dir", None), ("var/.wh..wh..opq", "file", ""), ("var/new", "file", "x")])
+    image_id = import_bytes(store, data)
+    layer = store.layer_path(store.resolve(image_id).layers[0])
+    st = os.lstat(os.path.join(layer, "etc/motd"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(0, 0)
+    assert not os.path.exists(os.path.join(layer, "etc/.wh.motd"))
+    assert os.getxattr(os.path.join(layer, "var"), "trusted.overlay.opaque") == b"y"
+    assert not os.path.exists(os.path.join(layer, "var/.wh..wh..opq"))
+
+
+def test_corrupt_and_non_tar_input_is_refused(store):
+    with pytest.raises(ImageError):
+        import_bytes(store, b"\x1f\x8b this is not gzip at all" * 10)
+    with pytest.raises(ImageError):
+        import_bytes(store, b"x" * 1000)
+    assert leftovers(store) == []
+
+
+# -- import, resolve, list, remove --------------------------------------------------------
+def test_import_resolve_list_remove(store):
+    data = make_tar(ROOTFS, compress=True)
+    image_id = import_bytes(store, data, ref="demo:1", cmd=["httpd", "-f"], now=1700000000.0)
+    image = store.resolve("demo:1")
+    assert image.id == image_id and len(image_id) == 64
+    assert image.cmd == ("httpd", "-f") and image.entrypoint == ()
+    assert any(e.startswith("PATH=") for e in image.env)
+    assert image.layers == (hashlib.sha256(gzip.decompress(data)).hexdigest(),)   # content address = diff_id
+    assert store.resolve(image_id[:10]).id == image_id
+    assert store.resolve("sha256:" + image_id).id == image_id
+    store.tag("demo:1", "demo")
+    assert store.resolve("demo").id == image_id                                 # NAME means NAME:latest
+    rows = store.list()
+    assert [r["ref"] for r in rows] == ["demo:1", "demo:latest"]
+    assert rows[0]["id"] == image_id and rows[0]["size"] > 0 and rows[0]["created"] == 1700000000.0
+    with pytest.raises(ImageError, match="image nope:2 not found"):
+        store.resolve("nope:2")
+
+    assert store.remove("demo:1") == ["Untagged: demo:1"]                       # still tagged demo:latest
+    assert os.path.isdir(store.layer_path(image.layers[0]))
+    out = store.remove("demo")
+    assert out[:2] == ["Untagged: demo:latest", f"Deleted: {image_id}"]
+    assert store.list() == [] and leftovers(store) == []
+    with pytest.raises(ImageError):
+        store.resolve(image_id)
+
+
+def test_two_images_share_a_layer_until_both_are_removed(store):
+    data = make_tar(ROOTFS)
+    a = import_bytes(store, data, ref="a:1", now=1.0)
+    b = import_bytes(store, data, ref="b:1", now=2.0)
+    assert a != b and store.resolve("a:1").layers == store.resolve("b:1").layers
+    assert len(os.listdir(store.layers_dir)) == 1
+    store.remove("a:1")
+    assert len(os.listdir(store.layers_dir)) == 1
+    store.remove(b)                                                               # by id: every tag goes
+    assert leftovers(store) == []
+
+
+def test_ambiguous_prefix_and_bad_refs(store):
+    with pytest.raises(ImageError, match="not a valid image reference"):
+        normalize_ref("Demo:1")
+    assert normalize_ref("docker.io/library/busybox") == "busybox:latest"
+    assert normalize_ref("localhost:5000/team/app:v2") == "localhost:5000/team/app:v2"
+    ids = [import_bytes(store, make_tar(ROOTFS), ref=f"x:{i}", now=float(i)) for i in range(20)]
+    first = {i[0] for i in ids}
+    common = next(c for c in first if sum(i.startswith(c) for i in ids) > 1)
+    with pytest.raises(ImageError, match="ambiguous"):
+        store.resolve(common)
+
+
+# -- docker save and OCI archives ----------------------------------------------------------
+def _add_bytes(tf, name, data):
+    tf.addfile(_info(name, size=len(data)), io.BytesIO(data))
+
+
+def make_docker_save(tmp_path, layers, repo_tags, cmd=("sh",), entrypoint=None):
+    diff_ids = [hashlib.sha256(gzip.decompress(l) if l[:2] == b"\x1f\x8b" else l).hexdigest() for l in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.5Z",
+                         "config": {"Cmd": list(cmd), "Entrypoint": entrypoint, "Env": ["PATH=/bin", "A=1"],
+                                    "WorkingDir": "/srv"},
+                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]}}).encode()
+    config_id = hashlib.sha256(config).hexdigest()
+    path = str(tmp_path / "save.tar")
+    with tarfile.open(path, "w") as tf:
+        names = []
+        for i, layer in enumerate(layers):
+            name = f"layer{i}/layer.tar"
+            tf.addfile(_info(f"layer{i}", tarfile.DIRTYPE))
+            _add_bytes(tf, name, layer)
+            names.append(name)
+        _add_bytes(tf, f"{config_id}.json", config)
+        _add_bytes(tf, "manifest.json", json.dumps([{"Config": f"{config_id}.json", "RepoTags": repo_tags,
+                                                      "Layers": names}]).encode())
+    return path
+
+
+def test_load_docker_save_with_two_layers_and_whiteout(store, tmp_path):
+    base = make_tar(ROOTFS)
+    top = make_tar([("etc", "dir", None), ("etc/.wh.passwd", "file", ""), ("srv", "dir", None),
+                    ("srv/app", "file", "app")], compress=True)
+    path = make_docker_save(tmp_path, [base, top], ["app:2", "app:latest"], cmd=("-v",), entrypoint=["/srv/app"])
+    assert store.load_archive(path) == ["app:2", "app:latest"]
+    image = store.resolve("app")
+    assert len(image.layers) == 2 and image.working_dir == "/srv"
+    assert image.entrypoint == ("/srv/app",) and image.cmd == ("-v",) and "A=1" in image.env
+    assert image.created == pytest.approx(1704164645.5)
+    wh = os.lstat(os.path.join(store.layer_path(image.layers[1]), "etc/passwd"))
+    assert stat.S_ISCHR(wh.st_mode)
+    # loading again reuses the layers and changes nothing
+    assert store.load_archive(path) == ["app:2", "app:latest"]
+    assert len([n for n in os.listdir(store.layers_dir)]) == 2
+
+
+def test_docker_save_with_wrong_layer_digest_is_refused(store, tmp_path):
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["x:1"])
+    with tarfile.open(path) as tf:
+        members = {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isfile()}
+    members["layer0/layer.tar"] = make_tar([("other", "file", "x")])
+    with tarfile.open(path, "w") as tf:
+        for name, data in members.items():
+            _add_bytes(tf, name, data)
+    with pytest.raises(ImageError, match="does not match its digest"):
+        store.load_archive(path)
+    assert leftovers(store) == []
+
+
+def make_oci(tmp_path, layer_blobs, ref_name, nested=False):
+    blobs = {}
+
+    def put(data):
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    diff_ids = [hashlib.sha256(gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b).hexdigest() for b in layer_blobs]
+    config = put(json.dumps({"architecture": "amd64", "os": "linux",
+                             "config": {"Cmd": ["httpd", "-f"], "Env": ["X=y"]},
+                             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]}}).encode())
+    layers = [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put(b)} for b in layer_blobs]
+    manifest = {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                **put(json.dumps({"schemaVersion": 2, "config": config, "layers": layers}).encode())}
+    if nested:
+        arm = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "0" * 64,
+               "size": 1, "platform": {"os": "linux", "architecture": "arm64"}}
+        manifest = {"mediaType": "application/vnd.oci.image.index.v1+json",
+                    **put(json.dumps({"schemaVersion": 2, "manifests": [
+                        arm, {**manifest, "platform": {"os": "linux", "architecture": "amd64"}}]}).encode())}
+    index = {"schemaVersion": 2,
+             "manifests": [{**manifest, "annotations": {"org.opencontainers.image.ref.name": ref_name}}]}
+    path = str(tmp_path / "oci.tar")
+    with tarfile.open(path, "w") as tf:
+        _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        _add_bytes(tf, "index.json", json.dumps(index).encode())
+        for digest, data in blobs.items():
+            _add_bytes(tf, f"blobs/sha256/{digest}", data)
+    return path
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_load_oci_layout(store, tmp_path, nested):
+    path = make_oci(tmp_path, [make_tar(ROOTFS, compress=True), make_tar([("www", "dir", None)])], "web:3",
+                    nested=nested)
+    assert store.load_archive(path) == ["web:3"]
+    image = store.resolve("web:3")
+    assert image.cmd == ("httpd", "-f") and len(image.layers) == 2
+    assert os.path.isdir(os.path.join(store.layer_path(image.layers[1]), "www"))
+    assert image.size == sum(len(p) for _, k, p in ROOTFS if k == "file")
+
+
+def test_oci_layout_with_escaping_layer_is_refused(store, tmp_path):
+    path = make_oci(tmp_path, [make_tar(ROOTFS), make_tar(REFUSED["hardlink escaping with dot-dot"])], "web:4")
+    with pytest.raises(ImageError, match="outside"):
+        store.load_archive(path)
+    assert leftovers(store) == []
+
+
+def test_unknown_archive_is_refused(store, tmp_path):
+    path = tmp_path / "plain.tar"
+    path.write_bytes(make_tar(ROOTFS))
+    with pytest.raises(ImageError, match="neither a docker save archive nor an OCI"):
+        store.load_archive(str(path))

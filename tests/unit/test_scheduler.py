@@ -1,0 +1,229 @@
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from swarm.scheduler import (AvailabilityFilter, Constraint, ConstraintError, ConstraintFilter, NodeInfo, NodeState,
+                             PortFilter, ReadyFilter, ResourceFilter, TaskContext, explain, human_bytes, human_cpus,
+                             node_matches, parse_constraints, schedule)
+from swarm.spec import ContainerSpec, Resources, Service, ServiceSpec, Task, TaskStatus
+
+GiB, MiB, CPU = 1 << 30, 1 << 20, 10 ** 9
+
+
+def service(sid="s1", replicas=1, constraints=(), reservations=Resources(), mode="replicated"):
+    return Service(sid, ServiceSpec(sid, ContainerSpec("img"), mode=mode, replicas=replicas,
+                                    constraints=tuple(constraints), reservations=reservations))
+
+
+def task(tid, sid="s1", node_id="", state="new", desired="running", slot=1):
+    return Task(tid, sid, sid, slot, node_id, desired, ContainerSpec("img"), 1, TaskStatus(state))
+
+
+def node(nid, **kw):
+    kw.setdefault("hostname", f"host-{nid}")
+    kw.setdefault("resources", Resources(4 * CPU, 8 * GiB))
+    return NodeInfo(nid, **kw)
+
+
+def pending(n, sid="s1", prefix="t"):
+    return [task(f"{prefix}{i}", sid, slot=i + 1) for i in range(n)]
+
+
+# -- constraints --------------------------------------------------------------------------------
+
+def test_valid_constraints_parse_whitespace_and_key_case_tolerant():
+    cs = parse_constraints(["node.role==manager", " node.hostname != web1 ", "node.labels.zone== eu-1",
+                            "engine.labels.os==linux", "NODE.ID==abc", "node.labels.com.example/tier!=db"])
+    assert cs == (Constraint("node.role", "", True, "manager"), Constraint("node.hostname", "", False, "web1"),
+                  Constraint("node.labels", "zone", True, "eu-1"), Constraint("engine.labels", "os", True, "linux"),
+                  Constraint("node.id", "", True, "abc"), Constraint("node.labels", "com.example/tier", False, "db"))
+
+
+@pytest.mark.parametrize("expr", ["", "node.role", "node.role=manager", "node.role=>manager", "node.foo==x",
+                                  "==manager", "node.role==", "node.role===manager", "node.labels.==a",
+                                  "node.labels==a", "node.labels.zo ne==a", "label.zone==a", "node.role==a=b"])
+def test_invalid_constraints_are_refused_with_a_sentence(expr):
+    with pytest.raises(ConstraintError) as exc:
+        parse_constraints(["node.role==worker", expr])
+    assert str(exc.value).startswith(f'invalid constraint "{expr}": ')
+
+
+def test_unknown_key_error_lists_the_keys():
+    with pytest.raises(ConstraintError) as exc:
+        parse_constraints(["node.zone==a"])
+    assert str(exc.value) == ('invalid constraint "node.zone==a": unknown key node.zone (use node.id, '
+                              'node.hostname, node.role, node.labels.NAME or engine.labels.NAME)')
+
+
+def test_constraints_match_case_insensitively_and_missing_labels_only_satisfy_not_equal():
+    n = node("n1", role="Manager", labels={"zone": "EU"})
+    assert node_matches(parse_constraints(["node.role==manager", "node.labels.zone==eu"]), n)
+    assert not node_matches(parse_constraints(["node.labels.rack==1"]), n)
+    assert node_matches(parse_constraints(["node.labels.rack!=1"]), n)
+    assert node_matches(parse_constraints(["node.id==n1", "node.hostname==HOST-N1"]), n)
+    assert not node_matches(parse_constraints(["node.id!=n1"]), n)
+
+
+# -- filters and their explanations -------------------------------------------------------------
+
+def test_explain_strings_read_like_docker():
+    assert ReadyFilter().explain(1) == "1 node is not ready"
+    assert ReadyFilter().explain(3) == "3 nodes are not ready"
+    assert AvailabilityFilter().explain(1) == "1 node not available for new tasks"
+    assert AvailabilityFilter().explain(2) == "2 nodes not available for new tasks"
+    assert ConstraintFilter().explain(1) == "scheduling constraints not satisfied on 1 node"
+    assert ConstraintFilter().explain(4) == "scheduling constraints not satisfied on 4 nodes"
+    mem = TaskContext("s", reservations=Resources(0, 4 * GiB))
+    assert ResourceFilter().explain(2, mem) == "2 nodes lack 4GiB of memory"
+    assert ResourceFilter().explain(1, mem) == "1 node lacks 4GiB of memory"
+    cpu = TaskContext("s", reservations=Resources(2 * CPU, 0))
+    assert ResourceFilter().explain(3, cpu) == "3 nodes lack 2 CPUs"
+    both = TaskContext("s", reservations=Resources(CPU // 2, 512 * MiB))
+    assert ResourceFilter().explain(1, both) == "1 node lacks 0.5 CPUs and 512MiB of memory"
+    assert PortFilter().explain(2) == "host-mode port already in use on 2 nodes"
+
+
+def test_humanized_sizes_match_go_units():
+    assert [human_bytes(b) for b in (0, 1000, 1024, 1536 * MiB, 4 * GiB, 100 * MiB, 3 * (1 << 40))] == [
+        "0B", "1000B", "1KiB", "1.5GiB", "4GiB", "100MiB", "3TiB"]
+    assert [human_cpus(c) for c in (CPU, 2 * CPU, CPU // 4)] == ["1 CPU", "2 CPUs", "0.25 CPUs"]
+
+
+def test_explain_joins_failures_in_filter_order():
+    ctx = TaskContext("s", reservations=Resources(0, 4 * GiB))
+    assert explain({"resources": 2, "availability": 1}, ctx) == (
+        "no suitable node (1 node not available for new tasks; 2 nodes lack 4GiB of memory)")
+
+
+def test_filters_check_what_they_say():
+    ctx = TaskContext("s", parse_constraints(["node.labels.zone==a"]), Resources(CPU, GiB), frozenset({80}))
+    ok = NodeState(node("n1", labels={"zone": "a"}))
+    assert all(f.check(ctx, ok) for f in (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), ResourceFilter(),
+                                          PortFilter()))
+    assert not ReadyFilter().check(ctx, NodeState(node("n2", status="down")))
+    assert not AvailabilityFilter().check(ctx, NodeState(node("n3", availability="pause")))
+    assert not ConstraintFilter().check(ctx, NodeState(node("n4", labels={"zone": "b"})))
+    full = NodeState(node("n5", resources=Resources(4 * CPU, GiB)))
+    full.take(Resources(0, 1))
+    assert not ResourceFilter().check(ctx, full)
+    busy = NodeState(node("n6"))
+    busy.take(Resources(), [80])
+    assert not PortFilter().check(ctx, busy)
+
+
+def test_filters_opt_out_when_the_task_does_not_ask():
+    ctx = TaskContext("s")
+    assert not ConstraintFilter().enabled(ctx) and not ResourceFilter().enabled(ctx)
+    assert not PortFilter().enabled(ctx)
+
+
+# -- placement ----------------------------------------------------------------------------------
+
+def test_spread_six_replicas_over_three_nodes_two_each():
+    svc = service(replicas=6)
+    plan = schedule(pending(6), [node("a"), node("b"), node("c")], [], {"s1": svc}, random.Random(7))
+    assert Counter(plan.assignments.values()) == {"a": 2, "b": 2, "c": 2}
+    assert plan.unplaced == {}
+
+
+def test_spread_counts_tasks_of_the_service_already_running():
+    svc = service(replicas=6)
+    live = [task("old1", node_id="a", state="running"), task("old2", node_id="a", state="running")]
+    plan = schedule(pending(4), [node("a"), node("b"), node("c")], live, {"s1": svc}, random.Random(1))
+    assert Counter(plan.assignments.values()) == {"b": 2, "c": 2}
+
+
+def test_spread_breaks_ties_by_fewest_tasks_overall():
+    svcs = {"s1": service("s1"), "other": service("other")}
+    live = [task("x", "other", node_id="a", state="running"), task("y", "other", node_id="b", state="running")]
+    for seed in range(20):
+        plan = schedule(pending(1), [node("a"), node("b"), node("c")], live, svcs, random.Random(seed))
+        assert plan.assignments == {"t0": "c"}
+
+
+def test_resources_exhausted_leaves_tasks_unplaced_with_a_lack_reason():
+    svc = service(reservations=Resources(0, 4 * GiB))
+    nodes = [node("a", resources=Resources(CPU, 8 * GiB)), node("b", resources=Resources(CPU, 8 * GiB)),
+             node("c", availability="drain")]
+    plan = schedule(pending(6), nodes, [], {"s1": svc}, random.Random(3))
+    assert Counter(plan.assignments.values()) == {"a": 2, "b": 2}
+    assert len(plan.unplaced) == 2
+    assert set(plan.unplaced.values()) == {
+        "no suitable node (1 node not available for new tasks; 2 nodes lack 4GiB of memory)"}
+
+
+def test_reservations_of_live_tasks_count_against_the_node():
+    svc = service(reservations=Resources(2 * CPU, 0))
+    live = [task("old", node_id="a", state="running"), task("gone", node_id="b", state="failed")]
+    nodes = [node("a", resources=Resources(3 * CPU, GiB)), node("b", resources=Resources(3 * CPU, GiB))]
+    plan = schedule(pending(2), nodes, live, {"s1": svc}, random.Random(0))
+    assert plan.assignments == {"t0": "b"}
+    assert plan.unplaced == {"t1": "no suitable node (2 nodes lack 2 CPUs)"}
+
+
+def test_down_paused_and_constrained_out_nodes_are_explained():
+    svc = service(constraints=["node.labels.zone==a"])
+    nodes = [node("a", status="down", labels={"zone": "a"}), node("b", availability="pause"),
+             node("c", labels={"zone": "b"}), node("d", labels={"zone": "b"}), node("e", labels={"zone": "a"})]
+    plan = schedule(pending(2), nodes, [], {"s1": svc}, random.Random(0))
+    assert plan.assignments == {"t0": "e", "t1": "e"}
+    plan = schedule(pending(1), nodes[:4], [], {"s1": svc}, random.Random(0))
+    assert plan.unplaced == {"t0": "no suitable node (1 node is not ready; 1 node not available for new tasks; "
+                                   "scheduling constraints not satisfied on 2 nodes)"}
+
+
+def test_no_nodes_at_all():
+    plan = schedule(pending(1), [], [], {"s1": service()}, random.Random(0))
+    assert plan.unplaced == {"t0": "no suitable node (the cluster has no nodes)"}
+
+
+def test_global_tasks_are_only_checked_against_their_node():
+    svc = service(mode="global", reservations=Resources(0, 6 * GiB))
+    nodes = [node("a"), node("b", availability="pause"), node("c")]
+    tasks = [task("ga", node_id="a", slot=0), task("gb", node_id="b", slot=0), task("ga2", node_id="a", slot=0),
+             task("gz", node_id="z", slot=0)]
+    plan = schedule(tasks, nodes, [], {"s1": svc}, random.Random(0))
+    assert plan.assignments == {"ga": "a"}
+    assert plan.unplaced == {"gb": "no suitable node (1 node not available for new tasks)",
+                             "ga2": "no suitable node (1 node lacks 6GiB of memory)",
+                             "gz": "no suitable node (node z is not in the cluster)"}
+
+
+def test_same_seed_same_plan_whatever_the_node_order():
+    svcs = {f"s{i}": service(f"s{i}", reservations=Resources(CPU // 2, 0)) for i in range(5)}
+    tasks = [t for i in range(5) for t in pending(7, f"s{i}", prefix=f"s{i}-")]
+    nodes = [node(f"n{i}") for i in range(6)]
+    one = schedule(tasks, nodes, [], svcs, random.Random(42))
+    two = schedule(tasks, list(reversed(nodes)), [], svcs, random.Random(42))
+    assert one == two
+    assert len(one.assignments) + len(one.unplaced) == 35
+
+
+def test_tasks_not_desired_running_are_ignored():
+    plan = schedule([task("t0", desired="shutdown")], [node("a")], [], {"s1": service()}, random.Random(0))
+    assert plan.assignments == {} and plan.unplaced == {}
+
+
+def test_unknown_service_or_bad_constraint_is_a_reason_not_a_crash():
+    bad = service("bad", constraints=["node.zone==1"])
+    plan = schedule([task("t0", "missing"), task("t1", "bad")], [node("a")], [], {"bad": bad}, random.Random(0))
+    assert plan.unplaced["t0"] == "service missing not found"
+    assert plan.unplaced["t1"].startswith('invalid constraint "node.zone==1"')
+
+
+@dataclass(frozen=True)
+class PortTask(Task):
+    published_host_ports: tuple[int, ...] = ()
+
+
+def test_host_port_conflicts_keep_one_task_per_port_per_node():
+    svc = service()
+    live = [PortTask("old", "s1", "s1", 1, "a", "running", ContainerSpec("img"), 1, TaskStatus("running"),
+                     published_host_ports=(8080,))]
+    tasks = [PortTask(f"p{i}", "s1", "s1", i + 2, "", "running", ContainerSpec("img"), 1,
+                      published_host_ports=(8080,)) for i in range(3)]
+    plan = schedule(tasks, [node("a"), node("b"), node("c")], live, {"s1": svc}, random.Random(0))
+    assert sorted(plan.assignments.values()) == ["b", "c"]
+    assert list(plan.unplaced.values()) == ["no suitable node (host-mode port already in use on 3 nodes)"]
