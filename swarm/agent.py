@@ -113,7 +113,7 @@ class Controller:
             while self.task.desired_state == "running":
                 await self._desired_changed()
             # Desired state left "running": stop the container.
-            await call(runtime.stop, self.task.id, self.task.spec.stop_grace_period)
+            await call(runtime.stop_async, self.task.id, self.task.spec.stop_grace_period)
             await trio.sleep_forever()  # wait_exit cancels us once the container is gone
         code = exit_box[0] if exit_box else None
         if self.task.desired_state != "running":
@@ -187,7 +187,7 @@ class Agent:
 
     async def _remove_orphan(self, task_id: str) -> None:
         try:
-            await call(self.runtime.stop, task_id, 1.0)
+            await call(self.runtime.stop_async, task_id, 1.0)
         finally:
             await call(self.runtime.remove, task_id)
 

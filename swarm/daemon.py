@@ -15,6 +15,7 @@ stops it and deletes its Raft data.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -32,7 +33,12 @@ from raft.store import Op
 from raft.transport import TlsSettings
 from swarm import model, pki
 from swarm.config import NodeConfig, Paths, load_cert_into, split_addr
+from swarm.agent import Agent
 from swarm.control import READ_METHODS, WRITE_METHODS, ControlAPI
+from swarm.leader import Reconciler
+from swarm.runtime.images import ImageStore
+from swarm.runtime.runc import Runtime
+from swarm.services import ServiceAPI
 from swarm.manager import Manager, utcnow
 from swarm.rpc import RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
 
@@ -57,6 +63,11 @@ class Daemon:
         self.cert_identity = pki.identity_from_cert(cert)
         self.manager: Manager | None = None
         self.control: ControlAPI | None = None
+        self.services: ServiceAPI | None = None
+        self.reconciler: Reconciler | None = None
+        self.images = ImageStore(os.path.join(self.paths.root, "images"))
+        self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
+        self.agent = Agent(self.config.node_id, self.runtime, self._agent_call)
         self._manager_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._ready = False
@@ -117,7 +128,87 @@ class Daemon:
         router.route("leave", self._leave)
         for method in READ_METHODS + WRITE_METHODS:
             router.route(method, self._local_control(method))
+        for method in SERVICE_READS + SERVICE_WRITES:
+            router.route(method, self._local_service(method))
+        router.route("service.logs", self._local_logs)
+        for method in ("image.import", "image.load", "image.ls", "image.rm"):
+            router.route(method, self._image(method))
         return router
+
+    def _local_service(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if self.services is not None:
+                return await self.services.handle(method, params)
+            if method in SERVICE_READS:
+                return await self.call_any_manager(f"control.{method}", params)
+            raise RPCError("not_manager", NOT_MANAGER)
+        return handler
+
+    async def _local_logs(self, peer: Peer, params: dict) -> Any:
+        if self.services is None:
+            return await self.call_any_manager("control.service.logs", params, timeout=20)
+        return await self._service_logs(params)
+
+    async def _service_logs(self, params: dict) -> list[dict]:
+        """Fan out to the nodes that ran the service's tasks; merge by time."""
+        rows = await self.services.ps({"refs": [str(params.get("ref", ""))]})
+        tail = params.get("tail")
+        by_node: dict[str, list[dict]] = {}
+        for row in rows:
+            if row["node_id"]:
+                by_node.setdefault(row["node_id"], []).append(row)
+        nodes = self.manager.nodes()
+        lines: list[dict] = []
+        for node_id, tasks in by_node.items():
+            request = {"tasks": [t["id"] for t in tasks], "tail": tail}
+            try:
+                if node_id == self.config.node_id:
+                    got = await self._task_logs(Peer(self.config.node_id, "manager", self.cluster_id), request)
+                else:
+                    got = await self.call_manager(nodes[node_id]["addr"], "task.logs", request, timeout=10)
+            except (RPCError, KeyError) as exc:
+                log.info("no logs from node %s: %s", node_id, exc)
+                continue
+            names = {t["id"]: t["name"] for t in tasks}
+            for entry in got:
+                entry["task"] = names.get(entry["task_id"], entry["task_id"])
+                entry["node"] = nodes.get(node_id, {}).get("hostname", node_id)
+                lines.append(entry)
+        lines.sort(key=lambda e: e["time"])
+        return lines[-tail:] if tail else lines
+
+    async def _task_logs(self, peer: Peer, params: dict) -> list[dict]:
+        out = []
+        for task_id in params.get("tasks", []):
+            try:
+                async for stamp, stream, line in self.runtime.logs(task_id, tail=params.get("tail"), follow=False):
+                    out.append({"task_id": task_id, "time": stamp, "stream": stream, "line": line})
+            except Exception as exc:
+                log.info("logs of %s unavailable: %s", task_id, exc)
+        return out
+
+    def _image(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            try:
+                if method == "image.import":
+                    image_id = await trio.to_thread.run_sync(self.images.import_rootfs, params["path"], params["ref"])
+                    return {"id": image_id, "ref": params["ref"]}
+                if method == "image.load":
+                    return {"refs": await trio.to_thread.run_sync(self.images.load_archive, params["path"])}
+                if method == "image.ls":
+                    return self.images.list()
+                removed = []
+                for ref in params.get("refs", []):
+                    self.images.remove(ref)
+                    removed.append(ref)
+                return removed
+            except (OSError, ValueError) as exc:
+                raise RPCError("bad_request", str(exc)) from None
+            except Exception as exc:
+                if type(exc).__name__ == "ImageError":
+                    raise RPCError("bad_request", str(exc)) from None
+                raise
+        return handler
 
     async def _ping(self, peer: Peer, params: dict) -> dict:
         return {"node_id": self.config.node_id, "ready": self._ready}
@@ -197,7 +288,44 @@ class Daemon:
             router.route(f"control.{method}", self._remote_control(method), roles=members)
         for method in WRITE_METHODS:
             router.route(f"control.{method}", self._remote_control(method), roles={"manager"})
+        for method in SERVICE_READS:
+            router.route(f"control.{method}", self._remote_service(method), roles=members)
+        router.route("control.service.logs", self._remote_logs, roles=members)
+        router.route("tasks.assigned", self._tasks_assigned, roles=members)
+        router.route("tasks.status", self._tasks_status, roles=members)
+        router.route("task.logs", self._task_logs, roles={"manager"})
         return router
+
+    def _remote_service(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if self.services is None:
+                raise RPCError("unavailable", "this node is no longer a manager")
+            return await self.services.handle(method, params)
+        return handler
+
+    async def _remote_logs(self, peer: Peer, params: dict) -> Any:
+        if self.services is None:
+            raise RPCError("unavailable", "this node is no longer a manager")
+        return await self._service_logs(params)
+
+    async def _tasks_assigned(self, peer: Peer, params: dict) -> dict:
+        if self.reconciler is None:
+            raise RPCError("unavailable", "this node is no longer a manager")
+        return await self.reconciler.assigned(peer, params)
+
+    async def _tasks_status(self, peer: Peer, params: dict) -> dict:
+        if self.reconciler is None:
+            raise RPCError("unavailable", "this node is no longer a manager")
+        return await self.reconciler.status(peer, params)
+
+    async def _agent_call(self, method: str, params: dict, timeout: float) -> Any:
+        if self._leader_addr:
+            try:
+                return await self.call_manager(self._leader_addr, method, params, timeout)
+            except RPCError as exc:
+                if exc.code not in ("unavailable", "deadline"):
+                    raise
+        return await self.call_any_manager(method, params, timeout)
 
     def _need_manager(self) -> Manager:
         if self.manager is None:
@@ -214,7 +342,11 @@ class Daemon:
             raise RPCError("bad_request", f"join request lacks {exc}") from None
 
     async def _heartbeat(self, peer: Peer, params: dict) -> dict:
-        return await self._need_manager().heartbeat(peer)
+        return await self._need_manager().heartbeat(peer, params)
+
+    def _node_facts(self) -> dict:
+        """What the scheduler needs to know about this node."""
+        return {"resources": node_resources(), "images": sorted(i["ref"] for i in self.images.list())}
 
     async def _node_left(self, peer: Peer, params: dict) -> dict:
         m = self._need_manager()
@@ -273,12 +405,15 @@ class Daemon:
                     while raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
-                host, port = split_addr(self.config.listen_addr)
-                await nursery.start(serve_tls, self.node_router(), host, port, self.server_ctx, self.identify_rpc)
+                self.services = ServiceAPI(self.manager)
+                self.reconciler = Reconciler(self.manager)
                 nursery.start_soon(self.manager.run_dispatcher)
+                nursery.start_soon(self.reconciler.run)
                 task_status.started()
         self.manager = None
         self.control = None
+        self.services = None
+        self.reconciler = None
 
     async def _bootstrap_cluster(self) -> None:
         """First start of `swarm init`: commit the cluster and this node's record."""
@@ -352,10 +487,11 @@ class Daemon:
             period = self.config.heartbeat
             try:
                 target = self._leader_addr or None
+                facts = self._node_facts()
                 if target is None:
-                    answer = await self.call_any_manager("heartbeat", {}, timeout=max(1.0, period))
+                    answer = await self.call_any_manager("heartbeat", facts, timeout=max(1.0, period))
                 else:
-                    answer = await self.call_manager(target, "heartbeat", {}, timeout=max(1.0, period))
+                    answer = await self.call_manager(target, "heartbeat", facts, timeout=max(1.0, period))
             except RPCError as exc:
                 if exc.code == "not_leader":
                     self._leader_addr = exc.message or None
@@ -396,8 +532,13 @@ class Daemon:
                 self._nursery = nursery
                 if self.config.role == "manager":
                     await self._become_manager(self._initial_peers())
-                await nursery.start(serve_unix, self.local_router(), self.paths.socket)
+                host, port = split_addr(self.config.listen_addr)
+                await nursery.start(serve_tls, self.node_router(), host, port, self.server_ctx, self.identify_rpc)
+                # local calls may import large images: allow them more than the node API's cap
+                await nursery.start(functools.partial(serve_unix, self.local_router(), self.paths.socket,
+                                                      max_deadline=900.0))
                 nursery.start_soon(self.run_agent)
+                nursery.start_soon(self.agent.run)
                 nursery.start_soon(self._watch_signals)
                 self._ready = True
                 task_status.started()
@@ -417,6 +558,22 @@ class Daemon:
             async for _ in signals:
                 self._stop.set()
                 return
+
+
+SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
+SERVICE_WRITES = ("service.create", "service.update", "service.scale", "service.rm")
+
+
+def node_resources() -> dict:
+    memory = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"nano_cpus": (os.cpu_count() or 1) * 1_000_000_000, "memory_bytes": memory}
 
 
 def read_members(raft_dir: str) -> list[str]:

@@ -209,7 +209,10 @@ class ServiceAPI:
 
     async def _write_spec(self, service: spec.Service, new_spec: spec.ServiceSpec) -> dict:
         rec = self.m.raft.get(spec.SERVICE, service.id)
-        updated = dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + 1,
+        # Only a change that affects the tasks themselves rolls them; scaling does not.
+        rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
+        updated = dataclasses.replace(service, spec=new_spec,
+                                      spec_version=service.spec_version + (1 if rolls else 0),
                                       updated_at=time.time())
         await self.m.commit([Op.update(spec.SERVICE, service.id, model.encode(spec.to_dict(updated)),
                                        expect=rec.version)])

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 
@@ -57,7 +58,11 @@ ROOTFS = [("bin", "dir", None), ("bin/sh", "file", "#!shell\n"), ("bin/ash", "ha
 
 @pytest.fixture
 def store(tmp_path):
-    return ImageStore(str(tmp_path / "images"))
+    root = tmp_path / "images"
+    try:
+        yield ImageStore(str(root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def leftovers(store):
@@ -315,3 +320,57 @@ def test_unknown_archive_is_refused(store, tmp_path):
     path.write_bytes(make_tar(ROOTFS))
     with pytest.raises(ImageError, match="neither a docker save archive nor an OCI"):
         store.load_archive(str(path))
+
+
+def test_only_harmless_xattrs_are_applied(store):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = _info("d", tarfile.DIRTYPE)
+        ti.pax_headers = {"SCHILY.xattr.trusted.overlay.redirect": "/etc", "SCHILY.xattr.user.note": "hi"}
+        tf.addfile(ti)
+    image_id = import_bytes(store, buf.getvalue())
+    d = os.path.join(store.layer_path(store.resolve(image_id).layers[0]), "d")
+    assert os.listxattr(d) == ["user.note"]
+
+
+def test_import_from_a_pipe(store):
+    r, w = os.pipe()
+    data = make_tar(ROOTFS, compress=True)
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, data)
+        os._exit(0)
+    os.close(w)
+    try:
+        with os.fdopen(r, "rb", buffering=0) as f:
+            image_id = store.import_rootfs(f, "piped:1")
+    finally:
+        os.waitpid(pid, 0)
+    assert store.resolve("piped:1").id == image_id
+
+
+def test_docker_save_with_layer_stored_as_symlink(store, tmp_path):
+    layer = make_tar(ROOTFS)
+    path = make_docker_save(tmp_path, [layer], ["dup:1"])
+    with tarfile.open(path) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]
+    with tarfile.open(path, "w") as tf:
+        for m, data in members:
+            if m.name == "layer0/layer.tar":   # docker save links a layer it already wrote for another image
+                tf.addfile(_info("other/layer.tar", size=len(data)), io.BytesIO(data))
+                tf.addfile(_info(m.name, tarfile.SYMTYPE, linkname="../other/layer.tar"))
+            else:
+                tf.addfile(m, io.BytesIO(data) if data is not None else None)
+    assert store.load_archive(path) == ["dup:1"]
+    assert os.path.isdir(os.path.join(store.layer_path(store.resolve("dup:1").layers[0]), "bin"))
+
+
+def test_truncated_archive_is_refused(store, tmp_path):
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["t:1"])
+    with open(path, "rb") as f:
+        data = f.read()
+    (tmp_path / "cut.tar").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError):
+        store.load_archive(str(tmp_path / "cut.tar"))
+    assert leftovers(store) == []

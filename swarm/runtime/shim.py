@@ -1,0 +1,212 @@
+"""The log shim: one small process per container, outliving the agent.
+
+How this works: the agent runs `python shim.py --bundle B --id ID ...`; the
+process forks, the parent records the child's pid and start time in
+B/shim.json and exits, so the agent has nothing to reap and the child (in its
+own session, reparented to init) survives an agent restart. The child runs
+`runc run` in the foreground as its own child, in runc's "pass-through" stdio
+mode: the container's stdout and stderr are pipes the shim reads. runc writes
+B/init.pid once the container's process runs. Every line read is appended to
+B/container.log in the CRI log format (what kubelet writes, one entry a line):
+
+    2024-05-01T12:00:00.123456789Z stdout F the line without its newline
+
+(RFC 3339 UTC with nanoseconds, the stream, F for a full line or P for a
+partial one continued by the next entry of that stream; a line longer than
+16 KiB is split into P entries). When both pipes are closed (the container
+and runc have exited) the shim waits for runc, whose exit status is the
+container's (128+N when killed by signal N), and writes B/exit.json:
+{"exit_code", "error", "finished_at"}. If runc failed before the container's
+process started, "error" holds runc's message and exit_code follows Docker
+(127 command not found, 126 not executable, 128 otherwise).
+
+This file imports only the standard library: it runs by path, without the
+package on sys.path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+MAX_LINE = 16 * 1024
+STREAMS = ("stdout", "stderr")
+
+
+def timestamp(ns: int) -> str:
+    sec, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{frac:09d}Z"
+
+
+def start_time(pid: int) -> int:
+    """The process's start time in clock ticks since boot (with the pid, a unique identity)."""
+    return int(_stat_fields(pid)[19])
+
+
+def is_running(pid: int, started: int) -> bool:
+    """Whether `pid` is still the process that started at `started` and has not exited
+    (an exited shim may stay a zombie for a while: its new parent reaps it, not us)."""
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, ValueError, IndexError):
+        return False
+    return int(fields[19]) == started and fields[0] not in ("Z", "X")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2:].decode().split()
+
+
+def write_json(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def runc_error(log_path: str) -> str:
+    """The last error runc logged (its --log file, JSON lines), without runc's own prefixes."""
+    message = ""
+    try:
+        with open(log_path, errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("level") in ("error", "fatal") and entry.get("msg"):
+                    message = str(entry["msg"])
+    except OSError:
+        return ""
+    for prefix in ("runc run failed: ", "runc create failed: "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    return message
+
+
+def start_error_code(message: str) -> int:
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message:
+        return 126
+    return 128
+
+
+class LogWriter:
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.pending = {s: b"" for s in STREAMS}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        ts = timestamp(time.time_ns()).encode()
+        buf = self.pending[stream] + data
+        out = []
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0 or nl > MAX_LINE:
+                break
+            out.append(b"%s %s F %s\n" % (ts, stream.encode(), buf[:nl]))
+            buf = buf[nl + 1:]
+        while len(buf) >= MAX_LINE:
+            out.append(b"%s %s P %s\n" % (ts, stream.encode(), buf[:MAX_LINE]))
+            buf = buf[MAX_LINE:]
+        self.pending[stream] = buf
+        self.write(b"".join(out))
+
+    def close_stream(self, stream: str) -> None:
+        if self.pending[stream]:
+            ts = timestamp(time.time_ns()).encode()
+            self.write(b"%s %s F %s\n" % (ts, stream.encode(), self.pending[stream]))
+            self.pending[stream] = b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+
+def run(args: argparse.Namespace) -> int:
+    bundle = args.bundle
+    pid_file = os.path.join(bundle, "init.pid")
+    runc_log = os.path.join(bundle, "runc.log")
+    log = LogWriter(os.path.join(bundle, "container.log"))
+    r_out, w_out = os.pipe()
+    r_err, w_err = os.pipe()
+    cmd = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json",
+           "run", "--bundle", bundle, "--pid-file", pid_file, args.id]
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=w_out, stderr=w_err, cwd="/",
+                                close_fds=True)
+    except OSError as exc:
+        write_json(os.path.join(bundle, "exit.json"),
+                   {"exit_code": 128, "error": f"cannot run {args.runc}: {exc.strerror}", "finished_at": time.time()})
+        return 1
+    finally:
+        os.close(w_out)
+        os.close(w_err)
+    sel = selectors.DefaultSelector()
+    sel.register(r_out, selectors.EVENT_READ, "stdout")
+    sel.register(r_err, selectors.EVENT_READ, "stderr")
+    while sel.get_map():
+        for key, _ in sel.select():
+            data = os.read(key.fd, 65536)
+            if data:
+                log.feed(key.data, data)
+            else:
+                log.close_stream(key.data)
+                sel.unregister(key.fd)
+                os.close(key.fd)
+    rc = proc.wait()
+    started = os.path.exists(pid_file)
+    error = runc_error(runc_log)
+    if rc < 0:
+        exit_code, error = None, f"runc was killed by signal {-rc}; the container's exit code is unknown"
+    elif started:
+        exit_code, error = rc, ""
+    else:
+        error = error or f"runc exited with status {rc} before the container started"
+        exit_code = start_error_code(error)
+    write_json(os.path.join(bundle, "exit.json"), {"exit_code": exit_code, "error": error, "finished_at": time.time()})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="swarm container log shim")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--runc", default="runc")
+    parser.add_argument("--runc-root", required=True)
+    args = parser.parse_args(argv)
+    args.bundle = os.path.abspath(args.bundle)
+    child = os.fork()
+    if child:
+        # Parent: record who the shim is, then exit so the caller has nothing to reap.
+        write_json(os.path.join(args.bundle, "shim.json"), {"pid": child, "start_time": start_time(child)})
+        return 0
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = run(args)
+    except BaseException as exc:  # leave a trace in shim.log (stderr) and an exit file for the agent
+        print(f"shim: {exc!r}", file=sys.stderr)
+        try:
+            write_json(os.path.join(args.bundle, "exit.json"),
+                       {"exit_code": None, "error": f"the log shim failed: {exc!r}", "finished_at": time.time()})
+        except OSError:
+            pass
+        code = 1
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The runc backend with real runc and the busybox demo image (scripts/build-demo-image.sh).
+
+Every test gets its own state directory and cgroup parent; the fixture
+removes every container, mount, cgroup, network namespace and file it made,
+also when the test fails.
+"""
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+import trio
+
+from swarm.runtime.errors import ContainerError, SpecError
+from swarm.runtime.images import ImageStore
+from swarm.runtime.runc import Runtime
+from swarm.spec import ContainerSpec, Mount, Resources
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(shutil.which("runc") is None, reason="needs runc"),
+    pytest.mark.skipif(not os.path.exists("/usr/bin/busybox"), reason="needs busybox-static"),
+]
+
+# A shell that stops on SIGTERM: as PID 1 it only gets signals it has a handler for,
+# and `wait` (unlike a foreground command) is interrupted by a trapped signal.
+TERMINABLE = ("sh", "-c", 'trap "exit 0" TERM; echo ready; sleep 100 & wait')
+STUBBORN = ("sh", "-c", 'trap "" TERM; echo ready; sleep 100')
+
+
+def _mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p == path or p.startswith(path.rstrip("/") + "/")]
+
+
+@pytest.fixture(scope="module")
+def demo_tar():
+    work = tempfile.mkdtemp(prefix="swarm-demo-")
+    try:
+        out = subprocess.run([os.path.join(ROOT, "scripts/build-demo-image.sh"), os.path.join(work, "demo.tar")],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        assert os.path.isfile(out)
+        yield out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir():
+    path = tempfile.mkdtemp(prefix="swarm-runc-test-")
+    try:
+        yield path
+    finally:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for mnt in sorted(_mounts_under(path), key=len, reverse=True):
+            libc.umount2(mnt.encode(), 2)   # MNT_DETACH: whatever a failed test left
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def runtime(state_dir, demo_tar):
+    store = ImageStore(os.path.join(state_dir, "images"))
+    store.import_rootfs(demo_tar, "demo:1")
+    parent = f"swarm-test-{uuid.uuid4().hex[:8]}"
+    rt = Runtime(os.path.join(state_dir, "tasks"), store, cgroup_parent=parent)
+    try:
+        yield rt
+    finally:
+        for task_id in rt.list():
+            try:
+                rt.remove(task_id)
+            except Exception:
+                _kill_shim(rt, task_id)
+                subprocess.run(["runc", "--root", rt.runc_root, "delete", "--force", task_id], capture_output=True)
+        for mnt in rt.cgroup_dirs("x"):
+            parent_dir = os.path.dirname(mnt)
+            if os.path.isdir(parent_dir):
+                for child in os.listdir(parent_dir):
+                    if os.path.isdir(os.path.join(parent_dir, child)):
+                        os.rmdir(os.path.join(parent_dir, child))
+                os.rmdir(parent_dir)
+
+
+def _kill_shim(rt, task_id):
+    try:
+        with open(os.path.join(rt.bundle(task_id), "shim.json")) as f:
+            os.kill(int(__import__("json").load(f)["pid"]), signal.SIGKILL)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+def spec(*command, **kw):
+    return ContainerSpec(image="demo:1", command=tuple(command), **kw)
+
+
+def new_id():
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def logs_of(rt, task_id, **kw):
+    with trio.fail_after(20):
+        return [e async for e in rt.logs(task_id, **kw)]
+
+
+async def wait_for_line(rt, task_id, text):
+    with trio.fail_after(20):
+        async for entry in rt.logs(task_id, follow=True):
+            if entry.line == text:
+                return
+    raise AssertionError(f"{text!r} never appeared in the logs")
+
+
+async def run_to_end(rt, task_id, container, limits=Resources()):
+    rt.prepare(task_id, container, limits, None)
+    rt.start(task_id)
+    with trio.fail_after(20):
+        return await rt.wait(task_id)
+
+
+def assert_clean(rt, task_id):
+    bundle = rt.bundle(task_id)
+    assert not os.path.exists(bundle)
+    assert _mounts_under(bundle) == []
+    with open("/proc/mounts") as f:
+        assert bundle not in f.read()
+    assert [d for d in rt.cgroup_dirs(task_id) if os.path.exists(d)] == []
+    assert not os.path.exists(os.path.join(rt.runc_root, task_id))
+    assert rt.state(task_id).status == "missing"
+
+
+# -- running -----------------------------------------------------------------------------
+@pytest.mark.trio
+async def test_echo_hello_appears_in_logs_with_timestamps(runtime):
+    tid = new_id()
+    assert await run_to_end(runtime, tid, spec("echo", "hello")) == 0
+    entries = await logs_of(runtime, tid)
+    assert [(e.stream, e.line) for e in entries] == [("stdout", "hello")]
+    assert TS.match(entries[0].timestamp)
+    with open(runtime.log_path(tid)) as f:
+        assert re.match(r"^\S+Z stdout F hello\n$", f.read())
+    st = runtime.state(tid)
+    assert (st.status, st.exit_code, st.error) == ("stopped", 0, "")
+
+
+@pytest.mark.trio
+async def test_exit_code_and_both_streams(runtime):
+    tid = new_id()
+    assert await run_to_end(runtime, tid, spec("sh", "-c", "echo out; echo err >&2; exit 3")) == 3
+    entries = await logs_of(runtime, tid)
+    assert sorted((e.stream, e.line) for e in entries) == [("stderr", "err"), ("stdout", "out")]
+    assert runtime.state(tid).exit_code == 3
+
+
+@pytest.mark.trio
+async def test_missing_command_is_a_clear_error(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec("no-such-command"), Resources(), None)
+    with pytest.raises(ContainerError, match='exec: "no-such-command": executable file not found in \\$PATH'):
+        runtime.start(tid)
+    st = runtime.state(tid)
+    assert st.status == "stopped" and st.exit_code == 127 and "executable file not found" in st.error
+    assert "\n" not in st.error
+
+
+@pytest.mark.trio
+async def test_logs_follow_and_tail(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec("sh", "-c", "echo a; sleep 0.3; echo b; printf partial"), Resources(), None)
+    runtime.start(tid)
+    with trio.fail_after(20):
+        followed = [e.line async for e in runtime.logs(tid, follow=True)]
+    assert followed == ["a", "b", "partial"]
+    assert [e.line for e in await logs_of(runtime, tid, tail=1)] == ["partial"]
+    assert [e.line for e in await logs_of(runtime, tid, tail=0)] == []
+
+
+# -- stopping ----------------------------------------------------------------------------
+@pytest.mark.trio
+async def test_stop_with_sigterm_within_grace(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    assert runtime.state(tid).status == "running"
+    t0 = time.monotonic()
+    runtime.stop(tid, grace=10)
+    assert time.monotonic() - t0 < 5
+    st = runtime.state(tid)
+    assert (st.status, st.exit_code) == ("stopped", 0)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_sigterm_ignored_is_killed_after_grace(runtime, mode):
+    tid = new_id()
+    runtime.prepare(tid, spec(*STUBBORN), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    t0 = time.monotonic()
+    if mode == "sync":
+        runtime.stop(tid, grace=1.0)
+    else:
+        await runtime.stop_async(tid, grace=1.0)
+    elapsed = time.monotonic() - t0
+    assert 1.0 <= elapsed < 6
+    assert runtime.state(tid).exit_code == 128 + signal.SIGKILL
+    with trio.fail_after(5):
+        assert await runtime.wait(tid) == 137
+
+
+# -- limits, environment and mounts --------------------------------------------------------
+@pytest.mark.trio
+async def test_memory_and_cpu_limits_in_the_cgroup(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*TERMINABLE), Resources(memory_bytes=64 << 20, nano_cpus=500_000_000), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    dirs = {os.path.basename(os.path.dirname(os.path.dirname(d))): d for d in runtime.cgroup_dirs(tid)}
+    with open(os.path.join(dirs["memory"], "memory.limit_in_bytes")) as f:
+        assert int(f.read()) == 64 << 20
+    with open(os.path.join(dirs["cpu"], "cpu.cfs_quota_us")) as f:
+        assert int(f.read()) == 50_000
+    with open(os.path.join(dirs["memory"], "cgroup.procs")) as f:
+        assert runtime.state(tid).pid in [int(p) for p in f.read().split()]
+    runtime.stop(tid, grace=5)
+
+
+def test_memory_below_minimum_is_refused_at_prepare(runtime):
+    tid = new_id()
+    with pytest.raises(SpecError, match="below the minimum of 6 MiB"):
+        runtime.prepare(tid, spec("true"), Resources(memory_bytes=2 << 20), None)
+    assert runtime.list() == [] and not os.path.exists(runtime.bundle(tid))
+
+
+@pytest.mark.trio
+async def test_env_tmpfs_volume_and_bind_are_visible(runtime, state_dir):
+    host_dir = os.path.join(state_dir, "host")
+    os.mkdir(host_dir)
+    with open(os.path.join(host_dir, "greeting"), "w") as f:
+        f.write("hi from host\n")
+    script = ("echo FOO=$FOO; grep ' /scratch ' /proc/mounts | cut -d' ' -f3; cat /host/greeting; "
+              "touch /host/x 2>/dev/null || echo ro; echo kept > /data/file; hostname; cat /etc/resolv.conf")
+    container = spec("sh", "-c", script, env=("FOO=bar",), mounts=(
+        Mount("tmpfs", "/scratch"), Mount("volume", "/data", source="vol1"),
+        Mount("bind", "/host", source=host_dir, readonly=True)))
+    tid = new_id()
+    assert await run_to_end(runtime, tid, container) == 0
+    lines = [e.line for e in await logs_of(runtime, tid)]
+    assert lines[:5] == ["FOO=bar", "tmpfs", "hi from host", "ro", tid[:12]]
+    assert "nameserver 127.0.0.11" in lines
+    with open(os.path.join(state_dir, "volumes", "vol1", "_data", "file")) as f:
+        assert f.read() == "kept\n"
+    runtime.remove(tid)
+    assert os.path.exists(os.path.join(state_dir, "volumes", "vol1", "_data", "file"))   # volumes outlive tasks
+
+
+def test_bind_source_must_exist(runtime):
+    tid = new_id()
+    with pytest.raises(SpecError, match="does not exist"):
+        runtime.prepare(tid, spec("true", mounts=(Mount("bind", "/x", source="/no/such/dir"),)), Resources(), None)
+    assert not os.path.exists(runtime.bundle(tid))
+
+
+@pytest.fixture
+def netns():
+    name = f"swarm-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.mark.trio
+async def test_joins_the_given_network_namespace(runtime, netns):
+    tid = new_id()
+    runtime.prepare(tid, spec("readlink", "/proc/self/ns/net"), Resources(), netns)
+    runtime.start(tid)
+    with trio.fail_after(20):
+        assert await runtime.wait(tid) == 0
+    [entry] = await logs_of(runtime, tid)
+    assert entry.line == f"net:[{os.stat(netns).st_ino}]"
+
+
+# -- adoption and removal ----------------------------------------------------------------
+@pytest.mark.trio
+async def test_new_runtime_adopts_a_running_container(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    with open(os.path.join(runtime.bundle(tid), "shim.json")) as f:
+        shim_pid = __import__("json").load(f)["pid"]
+    with open(f"/proc/{shim_pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) != os.getpid()   # not our child: survives us
+
+    restarted = Runtime(runtime.root, runtime.images, cgroup_parent=runtime.cgroup_parent)
+    assert restarted.list() == [tid]
+    st = restarted.state(tid)
+    assert st.status == "running" and st.pid == runtime.state(tid).pid
+    with pytest.raises(ContainerError, match="already started"):
+        restarted.start(tid)
+    await restarted.stop_async(tid, grace=5)
+    assert restarted.state(tid).exit_code == 0
+    assert [e.line for e in await logs_of(restarted, tid)] == ["ready"]
+
+
+@pytest.mark.trio
+async def test_remove_cleans_up_a_running_container(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*STUBBORN), Resources(memory_bytes=32 << 20), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    bundle = runtime.bundle(tid)
+    assert _mounts_under(bundle) == [os.path.join(bundle, "rootfs")]
+    assert any(os.path.isdir(d) for d in runtime.cgroup_dirs(tid))
+    pid = runtime.state(tid).pid
+    runtime.remove(tid)
+    assert_clean(runtime, tid)
+    assert not os.path.exists(f"/proc/{pid}")
+    runtime.remove(tid)                                    # idempotent
+    assert runtime.list() == []
+
+
+@pytest.mark.trio
+async def test_prepare_twice_redoes_an_unstarted_bundle_and_remove_cleans_a_stopped_one(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec("echo", "one"), Resources(), None)
+    assert runtime.state(tid).status == "created"
+    runtime.prepare(tid, spec("echo", "two"), Resources(), None)
+    runtime.start(tid)
+    with trio.fail_after(20):
+        assert await runtime.wait(tid) == 0
+    assert [e.line for e in await logs_of(runtime, tid)] == ["two"]
+    runtime.remove(tid)
+    assert_clean(runtime, tid)
+
+
+@pytest.mark.trio
+async def test_a_dead_shim_leaves_the_container_running_and_stoppable(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    _kill_shim(runtime, tid)                      # the shim this test started
+    st = runtime.state(tid)
+    assert st.status == "running" and st.pid
+    runtime.stop(tid, grace=5)
+    st = runtime.state(tid)
+    assert st.status == "stopped" and st.exit_code is None and "shim" in st.error
+    with trio.fail_after(5):
+        assert await runtime.wait(tid) is None
+    runtime.remove(tid)
+    assert_clean(runtime, tid)
