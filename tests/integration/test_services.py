@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.swarmnodes import ROOT, Swarm, eventually
+from swarm.localcluster import ROOT, Swarm, eventually
 
 
 @pytest.fixture(scope="module")
@@ -16,23 +16,6 @@ def demo_tar(tmp_path_factory):
     subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), str(out)], check=True,
                    capture_output=True)
     return str(out)
-
-
-def cleanup_containers(swarm: Swarm) -> None:
-    """Containers outlive their daemons by design: stop every one this test made."""
-    from swarm.runtime.images import ImageStore
-    from swarm.runtime.runc import Runtime
-
-    for node in swarm.nodes.values():
-        tasks = os.path.join(node.state_dir, "tasks")
-        if not os.path.isdir(tasks):
-            continue
-        runtime = Runtime(tasks, ImageStore(os.path.join(node.state_dir, "images")))
-        for task_id in runtime.list():
-            try:
-                runtime.stop(task_id, 0)
-            finally:
-                runtime.remove(task_id)
 
 
 @pytest.fixture
@@ -48,7 +31,7 @@ def cluster(tmp_path, demo_tar):
         yield swarm, m1, (w1, w2)
     finally:
         swarm.stop_all()
-        cleanup_containers(swarm)
+        swarm.stop_containers()
 
 
 def tasks(swarm, m1, service):
@@ -163,3 +146,28 @@ def test_killed_container_is_replaced_and_agent_restart_re_adopts(cluster):
     os.kill(runtime.state(task_id).pid, signal.SIGKILL)
     eventually(lambda: len(running(swarm, m1, "web")) == 3 and task_id not in {r["id"] for r in running(swarm, m1, "web")},
                20, "a replacement for the killed container")
+
+
+def test_update_rolls_tasks_to_the_new_spec_and_constraints_place_tasks(cluster):
+    swarm, m1, _ = cluster
+    swarm.run(m1, "service", "create", "--name", "web", "--replicas", "3", "--stop-grace-period", "1s",
+              "demo:1", "sleep", "1000", timeout=90)
+    swarm.run(m1, "service", "update", "--env-add", "COLOR=blue", "--constraint-add", "node.hostname==w1", "web",
+              timeout=120)
+    rows = running(swarm, m1, "web")
+    assert len(rows) == 3 and {r["node"] for r in rows} == {"w1"}
+    assert all(r["spec_version"] == 2 for r in rows)
+    old = [t for t in tasks(swarm, m1, "web") if t["spec_version"] == 1]
+    assert len(old) == 3 and all(t["desired_state"] == "shutdown" and t["state"] == "shutdown" for t in old)
+    spec = swarm.json(m1, "service", "inspect", "web")[0]["spec"]
+    assert "COLOR=blue" in spec["container"]["env"]
+
+
+def test_an_unschedulable_service_explains_why(cluster):
+    swarm, m1, _ = cluster
+    proc = swarm.run(m1, "service", "create", "--name", "huge", "--reserve-memory", "100000g", "--timeout", "4s",
+                     "demo:1", "sleep", "100", check=False, timeout=60)
+    assert proc.returncode == 1
+    assert "no suitable node" in proc.stderr and "lack" in proc.stderr and "memory" in proc.stderr
+    row = tasks(swarm, m1, "huge")[0]
+    assert row["state"] == "pending" and "lack" in row["error"]

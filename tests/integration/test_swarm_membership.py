@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.swarmnodes import Swarm, eventually
+from swarm.localcluster import Swarm, eventually
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Run swarm nodes as real daemon processes on loopback, through the real CLI.
+"""Run swarm nodes as real daemon processes on loopback, through the real CLI (tests, benchmarks).
 
 Each node gets its own state directory and its own 127.0.0.x address (a
 random third octet per test, so tests never share addresses). Every daemon
@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -86,6 +86,22 @@ class Swarm:
 
     def ls(self, via: Node) -> dict[str, dict]:
         return {row["hostname"]: row for row in self.json(via, "node", "ls")}
+
+    def stop_containers(self) -> None:
+        """Containers outlive their daemons by design: stop every one these nodes made."""
+        from swarm.runtime.images import ImageStore
+        from swarm.runtime.runc import Runtime
+
+        for node in self.nodes.values():
+            tasks = os.path.join(node.state_dir, "tasks")
+            if not os.path.isdir(tasks):
+                continue
+            runtime = Runtime(tasks, ImageStore(os.path.join(node.state_dir, "images")))
+            for task_id in runtime.list():
+                try:
+                    runtime.stop(task_id, 0)
+                finally:
+                    runtime.remove(task_id)
 
     def stop_all(self) -> None:
         for node in self.nodes.values():

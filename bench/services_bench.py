@@ -1,0 +1,132 @@
+"""Service benchmarks with real runc containers, next to Docker swarm when it is installed.
+
+    .venv/bin/python bench/services_bench.py [--quick] [--docker]
+
+Prints one JSON document:
+- convergence: `service create --replicas N` to all N running (N = 10, 50),
+  on one node and on three nodes (one manager, two workers), median of runs;
+- rescheduling: kill -9 of a worker daemon to the service's six replicas
+  running again on the other nodes, median of 5;
+- scheduler: the pure scheduler alone (bench/scheduler_bench.py);
+- docker (with --docker, if dockerd is installed): the same convergence on a
+  single-node Docker swarm, in the same run (bench/docker_anchor.py), and
+  the ratios.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from swarm.localcluster import Swarm, eventually  # noqa: E402
+from swarm.rpc import call_unix_sync  # noqa: E402
+
+
+def running_count(node, name: str) -> int:
+    rows = call_unix_sync(os.path.join(node.state_dir, "swarm.sock"), "service.ps", {"refs": [name]}, timeout=10)
+    return sum(1 for r in rows if r["desired_state"] == "running" and r["state"] == "running")
+
+
+def converge(swarm: Swarm, manager, name: str, replicas: int) -> float:
+    started = time.monotonic()
+    swarm.run(manager, "service", "create", "--detach", "--name", name, "--replicas", str(replicas),
+              "--stop-grace-period", "0s", "demo:1", "sleep", "1000")
+    while running_count(manager, name) < replicas:
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    swarm.run(manager, "service", "rm", name)
+    eventually(lambda: not any(call_unix_sync(os.path.join(n.state_dir, "swarm.sock"), "service.ps", {}, timeout=10)
+                               for n in [manager]), 60, "tasks to be removed")
+    return elapsed
+
+
+def make_cluster(base: str, workers: int, tar: str) -> tuple[Swarm, object, list]:
+    swarm = Swarm(base)
+    m1 = swarm.init("m1")
+    nodes = [m1] + [swarm.join(f"w{i}", m1, "worker") for i in range(1, workers + 1)]
+    for node in nodes:
+        swarm.run(node, "image", "import", tar, "demo:1")
+    eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 20, "nodes ready")
+    time.sleep(1.5)  # heartbeats carry each node's image list to the manager
+    return swarm, m1, nodes[1:]
+
+
+def convergence(base: str, tar: str, sizes: list[int], runs: int) -> dict:
+    out = {}
+    for workers in (0, 2):
+        swarm, m1, _ = make_cluster(os.path.join(base, f"conv{workers}"), workers, tar)
+        try:
+            for n in sizes:
+                times = [converge(swarm, m1, f"c{n}x{i}", n) for i in range(runs)]
+                out[f"{workers + 1}_node_{n}"] = {"runs": times, "median": statistics.median(times)}
+        finally:
+            swarm.stop_all()
+            swarm.stop_containers()
+    return out
+
+
+def rescheduling(base: str, tar: str, trials: int) -> dict:
+    swarm, m1, workers = make_cluster(os.path.join(base, "resched"), 2, tar)
+    times = []
+    try:
+        swarm.run(m1, "service", "create", "--detach", "--name", "web", "--replicas", "6",
+                  "--stop-grace-period", "0s", "demo:1", "sleep", "1000")
+        eventually(lambda: running_count(m1, "web") == 6, 60, "six replicas")
+        for trial in range(trials):
+            victim = workers[trial % 2]
+            swarm.kill(victim)
+            killed = time.monotonic()
+            sock = os.path.join(m1.state_dir, "swarm.sock")
+
+            def restored() -> bool:
+                rows = call_unix_sync(sock, "service.ps", {"refs": ["web"]}, timeout=10)
+                return sum(1 for r in rows if r["desired_state"] == "running" and r["state"] == "running"
+                           and r["node"] != victim.name) == 6
+
+            while not restored():
+                time.sleep(0.02)
+            times.append(time.monotonic() - killed)
+            swarm.restart(victim)
+            eventually(lambda: swarm.ls(m1)[victim.name]["status"] == "ready", 20, "worker back")
+    finally:
+        swarm.stop_all()
+        swarm.stop_containers()
+    return {"runs": times, "median": statistics.median(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--docker", action="store_true", help="also measure Docker swarm (if installed)")
+    args = parser.parse_args()
+    sizes, runs, trials = ([10], 1, 2) if args.quick else ([10, 50], 3, 5)
+    base = tempfile.mkdtemp(prefix="svc-bench-")
+    tar = os.path.join(base, "demo.tar")
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), tar], check=True,
+                   capture_output=True)
+    figures = {"convergence_s": convergence(base, tar, sizes, runs),
+               "rescheduling_s": rescheduling(base, tar, trials)}
+    sched = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scheduler_bench.py")],
+                           capture_output=True, text=True, check=True)
+    figures["scheduler"] = json.loads(sched.stdout)
+    if args.docker:
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "docker_anchor.py"), "--replicas",
+                               *map(str, sizes), "--runs", str(runs), "--rootfs-tar", tar],
+                              capture_output=True, text=True)
+        docker = json.loads(proc.stdout) if proc.stdout.strip() else {"available": False, "reason": proc.stderr[-300:]}
+        figures["docker"] = docker
+        if docker.get("available"):
+            figures["ratios_docker_over_ours_1_node"] = {
+                str(n): docker["results"][str(n)]["median"] / figures["convergence_s"][f"1_node_{n}"]["median"]
+                for n in sizes}
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
