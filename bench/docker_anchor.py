@@ -41,11 +41,21 @@ What it does (as root, stdlib only, nothing leaves the machine):
   started (PID from exec-root/containerd/containerd.pid) and any other process still
   running from the temporary folder (shims) or in its cgroup parent, unmount everything
   under the temporary folder (umount, then umount -l), remove it, remove the empty cgroup
-  parent folders, and delete network links that dockerd created (docker_gwbridge, docker0,
-  br-*, veth*, vx-*) and that were not there before.
+  parent folders, delete network links that dockerd created (docker_gwbridge, docker0,
+  br-*, veth*, vx-*) and that were not there before, and remove /run/docker (dockerd makes
+  /run/docker/plugins whatever --exec-root says), /run/containerd (shim sockets) and
+  /opt/containerd (containerd's opt plugin) when the run created them and they hold only
+  empty folders. The "machine" part of the JSON then says what still differs, including
+  any changed /proc/sys/net value.
+
+With --bridge=none a swarm task without networks gets loopback only: Docker's figure here
+does not include a veth/bridge per task (swarm init still makes docker_gwbridge and one
+veth for the ingress sandbox; the cleanup deletes them).
 
 Options: --keep-tmp leaves the temporary folder (logs) after unmounting, --timeout bounds
-each wait (default 300 s), --poll-interval (default 0.05 s), --docker/--dockerd pick binaries.
+each wait (default 300 s), --poll-interval (default 0.05 s), --docker/--dockerd pick binaries
+(the CLI defaults to the one beside dockerd or /usr/bin/docker, not a newer `docker` earlier
+in PATH), --private-containerd starts our own containerd even when no system one runs.
 """
 from __future__ import annotations
 
@@ -67,8 +77,12 @@ import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKER_LINK = re.compile(r"^(docker0|docker_gwbridge|br-[0-9a-f]{12}|veth[0-9a-f]{7}|vx-.*|ov-.*)$")
-WATCHED_PATHS = ["/etc/docker", "/var/lib/docker", "/run/docker", "/run/docker.sock", "/var/run/docker.sock",
-                 "/run/containerd", "/var/lib/containerd", "/root/.docker", "/run/netns"]
+WATCHED_PATHS = ["/etc/docker", "/etc/docker/key.json", "/var/lib/docker", "/run/docker", "/run/docker.sock",
+                 "/var/run/docker.sock", "/run/containerd", "/var/lib/containerd", "/opt/containerd",
+                 os.path.expanduser("~/.docker"), "/run/netns"]
+# Folders dockerd/containerd create whatever their roots say; removed after the run when they
+# did not exist before and hold nothing but empty folders.
+EMPTY_TREES = ["/run/docker", "/run/containerd", "/opt/containerd"]
 
 
 def log(msg: str) -> None:
@@ -192,8 +206,26 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def net_sysctls() -> dict:
+    """/proc/sys/net of this namespace, without per-interface entries other than all/default."""
+    out = {}
+    for dirpath, dirs, files in os.walk("/proc/sys/net"):
+        parts = dirpath.split("/")
+        if len(parts) >= 7 and parts[-2] in ("conf", "neigh") and parts[-1] not in ("all", "default"):
+            dirs[:] = []
+            continue
+        for f in files:
+            if f in ("nf_conntrack_count",):
+                continue
+            v = read_text(os.path.join(dirpath, f))
+            if v is not None:
+                out[os.path.join(dirpath, f)] = v
+    return out
+
+
 def snapshot() -> dict:
     return {
+        "sysctl": net_sysctls(),
         "links": net_links(),
         "mounts": mountpoints(),
         "cgroups": cgroup_top(),
@@ -204,16 +236,23 @@ def snapshot() -> dict:
 
 
 def diff_snapshots(before: dict, after: dict) -> dict:
+    """What appeared (or, for links and paths, also vanished) between the two snapshots.
+    Mounts, cgroups and namespaces that vanished are left out: this run only ever removes
+    its own, and other programs on the machine come and go meanwhile."""
     d = {}
     for key in ("links", "mounts", "cgroups", "paths", "netns"):
         added = sorted(set(after[key]) - set(before[key]))
         removed = sorted(set(before[key]) - set(after[key]))
         if added:
             d[key + "_added"] = added
-        if removed:
+        if removed and key in ("links", "paths"):
             d[key + "_removed"] = removed
     if before["ip_forward"] != after["ip_forward"]:
         d["ip_forward"] = [before["ip_forward"], after["ip_forward"]]
+    changed = {k: [v, after["sysctl"].get(k)] for k, v in before["sysctl"].items() if after["sysctl"].get(k) != v}
+    changed.update({k: [None, v] for k, v in after["sysctl"].items() if k not in before["sysctl"]})
+    if changed:
+        d["net_sysctls_changed"] = changed
     return d
 
 
@@ -338,7 +377,7 @@ class Anchor:
                "--pidfile", os.path.join(self.tmp, "docker.pid"), "-H", "unix://" + self.sock,
                "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
                "--cgroup-parent", self.cgroup_parent, "--userland-proxy=false"]
-        if os.path.exists("/run/containerd/containerd.sock"):
+        if self.args.private_containerd or os.path.exists("/run/containerd/containerd.sock"):
             cmd += ["--containerd", self.start_private_containerd()]
         env = dict(os.environ, DOCKER_SERVICE_PREFER_OFFLINE_IMAGE="1")
         for k in ("DOCKER_HOST", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -379,10 +418,11 @@ class Anchor:
             f.write(f'version = 2\nroot = "{root}/root"\nstate = "{root}/state"\n'
                     f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
                     f'[grpc]\n  address = "{addr}"\n[ttrpc]\n  address = "{addr}.ttrpc"\n'
-                    f'[debug]\n  address = "{root}/debug.sock"\n[metrics]\n  address = ""\n')
+                    f'[debug]\n  address = "{root}/debug.sock"\n[metrics]\n  address = ""\n'
+                    f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{root}/opt"\n')
         binary = shutil.which("containerd") or "/usr/bin/containerd"
         logf = open(os.path.join(root, "containerd.log"), "wb")
-        log("system containerd present: starting a private one")
+        log("starting a private containerd")
         self.containerd = subprocess.Popen([binary, "--config", cfg], stdout=logf, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
@@ -594,16 +634,20 @@ def restore_machine(before: dict, notes: list[str]) -> None:
             p = subprocess.run(["ip", "link", "delete", name], capture_output=True, text=True)
             notes.append(f"deleted network link {name} left by dockerd" if p.returncode == 0
                          else f"could not delete link {name}: {p.stderr.strip()}")
-    if "/run/containerd" not in before["paths"] and os.path.isdir("/run/containerd") \
-            and not os.path.exists("/run/containerd/containerd.sock"):
+    # dockerd makes /run/docker/plugins whatever --exec-root says; containerd's shims put
+    # their sockets under /run/containerd/s; containerd's opt plugin makes /opt/containerd.
+    # Only empty folders are removed.
+    for top in EMPTY_TREES:
+        if top in before["paths"] or not os.path.isdir(top) or os.path.islink(top):
+            continue
         removed = True
-        for dirpath, _dirs, _files in sorted(os.walk("/run/containerd"), key=lambda w: -w[0].count("/")):
+        for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
             try:
                 os.rmdir(dirpath)
             except OSError:
                 removed = False
-        notes.append("removed the empty /run/containerd tree the shims created" if removed
-                     else "/run/containerd was created during the run and is not empty; left in place")
+        notes.append(f"removed the empty {top} tree created during the run" if removed
+                     else f"{top} was created during the run and is not empty; left in place")
 
 
 def main() -> int:
@@ -618,6 +662,8 @@ def main() -> int:
     ap.add_argument("--docker", help="docker CLI (default: the one next to dockerd / Debian's)")
     ap.add_argument("--tmp-parent", default="/tmp", help="where the temporary folder goes (short path: unix sockets)")
     ap.add_argument("--keep-tmp", action="store_true")
+    ap.add_argument("--private-containerd", action="store_true",
+                    help="start our own containerd for dockerd even when no system one runs")
     args = ap.parse_args()
 
     def on_term(signum, _frame):
@@ -670,7 +716,8 @@ def main() -> int:
         out["method"] = ("seconds from just before `docker service create --detach --no-resolve-image "
                          "--replicas N --stop-grace-period 0s` to the first poll (every "
                          f"{args.poll_interval * 1000:.0f} ms, engine API task list) seeing N tasks running; "
-                         "single node, dockerd --bridge=none --iptables=false")
+                         "single node, dockerd --bridge=none --iptables=false, so tasks have loopback "
+                         "only (no veth/bridge per task)")
         cli_times: dict[str, list[float]] = {}
         rm_times: dict[str, list[float]] = {}
         for n in args.replicas:
@@ -703,6 +750,9 @@ def main() -> int:
         after = snapshot()
         diff = diff_snapshots(before, after)
         out["machine"] = {"unchanged": not diff, **diff}
+        if diff:
+            out["machine"]["caveat"] = ("a before/after comparison of the whole machine: other programs "
+                                        "running meanwhile show up here too")
         if before["links"] != after["links"]:
             out["machine"]["ip_link_before"] = links_before.splitlines()
             out["machine"]["ip_link_after"] = ip_link_text().splitlines()

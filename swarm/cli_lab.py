@@ -58,6 +58,10 @@ def lab_exec(name: str, host: str, command: tuple[str, ...]) -> None:
 
     Example: swarm lab exec h1 -- swarm node ls
     """
+    if command[:1] == ("--",):
+        command = command[1:]
+    if not command:
+        raise click.UsageError("Missing the command to run (swarm lab exec HOST -- CMD...).")
     rec = labmod.require(name)
     argv, env = labmod.host_command(rec, labmod.find_host(rec, host), command)
     try:

@@ -10,6 +10,9 @@ a terminal, one line per change otherwise; a task's failure is printed and
 waited through (the orchestrator replaces it), and if the service is still
 not running when `--timeout` ends the command fails with the last error seen.
 `logs -f` polls `service.logs` and prints the lines it has not printed yet.
+`update --network-add/-rm` and `--publish-add/-rm` first read the current spec
+(`service.inspect`) and send the whole new "networks"/"ports" lists: the
+daemon replaces the lists it is given.
 This module adds itself to `swarm.cli.swarm` when `swarm.cli` imports it.
 """
 from __future__ import annotations
@@ -155,6 +158,98 @@ def parse_env_key(item: str) -> str:
     return item
 
 
+PROTOCOLS = ("tcp", "udp")
+PUBLISH_MODES = ("ingress", "host")
+ENDPOINT_MODES = ("vip", "dnsrr")
+
+
+def _port_number(text: str, what: str, item: str) -> int:
+    text = text.strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"invalid {what} port {text!r} in {item!r} (use 1-65535)")
+    return int(text)
+
+
+def _protocol(text: str, item: str) -> str:
+    protocol = text.strip().lower()
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"invalid protocol {text!r} in {item!r} (use tcp or udp)")
+    return protocol
+
+
+def parse_publish(item: str) -> dict[str, Any]:
+    """Docker's --publish, short ([PUBLISHED:]TARGET[/PROTOCOL]) or long CSV
+    (published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]) -> the daemon's port dict.
+    No published port = 0: the daemon allocates one (ingress mode)."""
+    if "=" in item:
+        return _parse_publish_long(item)
+    port, sep, proto = item.partition("/")
+    protocol = _protocol(proto, item) if sep else "tcp"
+    parts = port.split(":")
+    if len(parts) > 2:
+        raise ValueError(f"{item!r}: publishing on a specific IP address is not supported "
+                         "(use [PUBLISHED:]TARGET[/PROTOCOL], like 8080:80 or 53/udp)")
+    if "-" in port:
+        raise ValueError(f"{item!r}: port ranges are not supported (publish each port)")
+    published = _port_number(parts[0], "published", item) if len(parts) == 2 and parts[0].strip() else 0
+    target = _port_number(parts[-1], "target", item)
+    return {"target": target, "published": published, "protocol": protocol, "mode": "ingress"}
+
+
+def _parse_publish_long(item: str) -> dict[str, Any]:
+    try:
+        fields = next(csv.reader([item]))
+    except (csv.Error, StopIteration):
+        raise ValueError(f"{item!r} is not a list of KEY=VALUE fields separated by commas") from None
+    port: dict[str, Any] = {"target": None, "published": 0, "protocol": "tcp", "mode": "ingress"}
+    for field in fields:
+        key, sep, value = field.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise ValueError(f"invalid field {field!r} in {item!r}: must be a KEY=VALUE pair")
+        if key in ("target", "published"):
+            port[key] = _port_number(value, key, item)
+        elif key == "protocol":
+            port["protocol"] = _protocol(value, item)
+        elif key == "mode":
+            if value.strip().lower() not in PUBLISH_MODES:
+                raise ValueError(f"invalid mode {value!r} in {item!r} (use ingress or host)")
+            port["mode"] = value.strip().lower()
+        else:
+            raise ValueError(f"unexpected key {field.partition('=')[0]!r} in {item!r} "
+                             "(use published, target, protocol and mode)")
+    if port["target"] is None:
+        raise ValueError(f"{item!r} has no target port (add target=PORT)")
+    if port["mode"] == "host" and not port["published"]:
+        raise ValueError(f"{item!r}: a port published in host mode needs its published port (add published=PORT)")
+    return port
+
+
+def parse_publish_rm(item: str) -> dict[str, Any]:
+    """--publish-rm TARGET[/PROTOCOL]: which published port to remove (by its target port)."""
+    port, sep, proto = item.partition("/")
+    if ":" in port or "=" in item:
+        raise ValueError(f"invalid port {item!r}: use TARGET[/PROTOCOL] (like 80, 80/tcp or 53/udp)")
+    return {"target": _port_number(port, "target", item), "protocol": _protocol(proto, item) if sep else "tcp"}
+
+
+def parse_network(item: str) -> str:
+    if not item.strip() or any(c.isspace() or c in "=," for c in item):
+        raise ValueError(f"{item!r} is not a network name or ID")
+    return item
+
+
+def check_publish(ctx: click.Context, param: click.Parameter, ports: Sequence[Mapping[str, Any]]) -> tuple:
+    """No published port twice for one protocol (among the ports of one option)."""
+    seen: set[tuple[int, str]] = set()
+    for port in ports:
+        key = (port["published"], port["protocol"])
+        if port["published"] and key in seen:
+            raise click.BadParameter(f"published port {key[0]}/{key[1]} is given twice", ctx, param)
+        seen.add(key)
+    return tuple(ports)
+
+
 def parse_scale(item: str) -> tuple[str, int]:
     name, sep, count = item.partition("=")
     if not sep or not name.strip():
@@ -196,6 +291,9 @@ ENV_KEY = Parsed("KEY", parse_env_key)
 CONSTRAINT = Parsed("expr", parse_constraint)
 SCALE = Parsed("SERVICE=REPLICAS", parse_scale)
 TAIL = Parsed("N|all", parse_tail)
+PUBLISH = Parsed("[PUBLISHED:]TARGET[/PROTO]", parse_publish)
+PUBLISH_RM = Parsed("TARGET[/PROTO]", parse_publish_rm)
+NETWORK = Parsed("NETWORK", parse_network)
 DURATION0 = Duration(allow_zero=True)
 RESTART_CONDITIONS = ("none", "on-failure", "any")
 
@@ -205,7 +303,7 @@ SPEC_PARAMS = {
     "reserve_cpu": "reserve_cpu", "reserve_memory": "reserve_memory", "limit_cpu": "limit_cpu",
     "limit_memory": "limit_memory", "restart_condition": "restart_condition", "restart_delay": "restart_delay",
     "restart_max_attempts": "restart_max_attempts", "restart_window": "restart_window",
-    "stop_grace_period": "stop_grace_period",
+    "stop_grace_period": "stop_grace_period", "endpoint_mode": "endpoint_mode",
 }
 
 
@@ -237,6 +335,8 @@ def spec_options(update: bool) -> Callable[[Callable[..., Any]], Callable[..., A
         click.option("--restart-window", type=DURATION0, help="Window in which restarts are counted."),
         click.option("--stop-grace-period", type=DURATION0, default=default("10s"), show_default=not update,
                      help="Time to wait before force killing a container."),
+        click.option("--endpoint-mode", type=click.Choice(ENDPOINT_MODES),
+                     help="How clients reach the tasks: a virtual IP (vip, the default) or DNS round robin (dnsrr)."),
         click.option("--detach", "-d", is_flag=True, help="Exit immediately instead of waiting for the service."),
         click.option("--quiet", "-q", is_flag=True, help="Suppress progress output."),
         click.option("--timeout", "wait_timeout", type=Duration(), default=DEFAULT_WAIT, hidden=True,
@@ -266,6 +366,10 @@ services_argument = click.argument("refs", metavar="SERVICE...", nargs=-1, requi
 @click.option("--mode", type=click.Choice(["replicated", "global"]), default="replicated", show_default=True,
               help="Replicated (--replicas tasks) or global (one task per node).")
 @spec_options(update=False)
+@click.option("--network", "networks", multiple=True, type=NETWORK, help="Attach the service to a network (repeatable).")
+@click.option("--publish", "-p", "ports", multiple=True, type=PUBLISH, callback=check_publish,
+              help="Publish a port: [PUBLISHED:]TARGET[/PROTO] or published=P,target=T[,protocol=..][,mode=..] "
+              "(repeatable).")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @with_daemon
@@ -285,8 +389,13 @@ def service_create(daemon: LocalDaemon, name: str | None, mode: str, image: str,
         if option == "replicas" and mode == "global":
             continue
         if value is None:
+            if option not in defaults:
+                continue  # the daemon's default (endpoint mode: vip)
             value = defaults[option]
         params[key] = list(value) if isinstance(value, tuple) else value
+    for key in ("networks", "ports"):
+        if spec[key]:
+            params[key] = list(spec[key])
     result = daemon.call("service.create", params)
     click.echo(result["id"])
     if not detach:
@@ -302,11 +411,18 @@ def service_create(daemon: LocalDaemon, name: str | None, mode: str, image: str,
 @click.option("--env-rm", multiple=True, type=ENV_KEY, metavar="KEY", help="Remove a variable.")
 @click.option("--constraint-add", multiple=True, type=CONSTRAINT, metavar="EXPR", help="Add a constraint.")
 @click.option("--constraint-rm", multiple=True, metavar="EXPR", help="Remove a constraint.")
+@click.option("--network-add", multiple=True, type=NETWORK, help="Attach the service to a network.")
+@click.option("--network-rm", multiple=True, type=NETWORK, help="Detach the service from a network.")
+@click.option("--publish-add", multiple=True, type=PUBLISH, callback=check_publish,
+              help="Publish a port: [PUBLISHED:]TARGET[/PROTO] or published=P,target=T[,protocol=..][,mode=..].")
+@click.option("--publish-rm", multiple=True, type=PUBLISH_RM, help="Remove a published port by its target port.")
 @click.argument("ref", metavar="SERVICE")
 @with_daemon
 def service_update(daemon: LocalDaemon, ref: str, image: str | None, args: str | None, detach: bool, quiet: bool,
                    wait_timeout: float, env_add: tuple[str, ...], env_rm: tuple[str, ...],
-                   constraint_add: tuple[str, ...], constraint_rm: tuple[str, ...], **spec: Any) -> None:
+                   constraint_add: tuple[str, ...], constraint_rm: tuple[str, ...], network_add: tuple[str, ...],
+                   network_rm: tuple[str, ...], publish_add: tuple[dict, ...], publish_rm: tuple[dict, ...],
+                   **spec: Any) -> None:
     """Change a service; only the flags given change."""
     ctx = click.get_current_context()
     given = {**spec, "image": image, "args": args, "env_add": env_add, "env_rm": env_rm,
@@ -326,6 +442,13 @@ def service_update(daemon: LocalDaemon, ref: str, image: str | None, args: str |
         if option == "image" and not value.strip():
             raise click.BadParameter("the image is empty", param_hint="'--image'")
         params[key] = list(value) if isinstance(value, tuple) else value
+    if network_add or network_rm or publish_add or publish_rm:
+        # The daemon replaces the lists it is given: send the whole new lists, made from the current spec.
+        current = daemon.call("service.inspect", {"refs": [ref]})[0].get("spec") or {}
+        if network_add or network_rm:
+            params["networks"] = updated_networks(daemon, current.get("networks") or [], network_add, network_rm)
+        if publish_add or publish_rm:
+            params["ports"] = updated_ports(current.get("ports") or [], publish_add, publish_rm)
     before = [] if detach else daemon.call("service.ps", {"refs": [ref]})
     result = daemon.call("service.update", params)
     click.echo(ref)
@@ -336,6 +459,33 @@ def service_update(daemon: LocalDaemon, ref: str, image: str | None, args: str |
         image_now = (spec_now.get("container") or {}).get("image")
         Waiter(daemon, result["id"], result["name"], mode, expected, image_now, quiet, wait_timeout,
                before=before).run()
+
+
+def updated_networks(daemon: LocalDaemon, current: Sequence[str], add: Sequence[str],
+                     remove: Sequence[str]) -> list[str]:
+    """The service's network IDs without `remove`, then with `add` (docker's updateNetworks)."""
+    refs = list(dict.fromkeys([*remove, *add]))
+    ids = {ref: net["id"] for ref, net in zip(refs, daemon.call("network.inspect", {"refs": refs}))}
+    gone = {ids[ref] for ref in remove}
+    networks = [n for n in current if n not in gone]
+    for ref in add:
+        if ids[ref] in networks:
+            fail(f"service is already attached to network {ref}")
+        networks.append(ids[ref])
+    return networks
+
+
+def updated_ports(current: Sequence[Mapping[str, Any]], add: Sequence[Mapping[str, Any]],
+                  remove: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The spec's ports without those whose target/protocol is in `remove`, then `add` (docker's updatePorts)."""
+    ports = [{"target": int(p["target"]), "published": int(p.get("published") or 0),
+              "protocol": p.get("protocol") or "tcp", "mode": p.get("mode") or "ingress"} for p in current]
+    ports = [p for p in ports if not any(p["target"] == r["target"] and p["protocol"] == r["protocol"]
+                                         for r in remove)]
+    for port in add:
+        if dict(port) not in ports:
+            ports.append(dict(port))
+    return ports
 
 
 @service.command("scale")

@@ -39,6 +39,7 @@ from swarm.leader import Reconciler
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.services import ServiceAPI
+from swarm.networks import INGRESS_SUBNET, NETWORK, NetworkAPI, new_network
 from swarm.manager import Manager, utcnow
 from swarm.rpc import RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
 
@@ -64,6 +65,7 @@ class Daemon:
         self.manager: Manager | None = None
         self.control: ControlAPI | None = None
         self.services: ServiceAPI | None = None
+        self.networks: NetworkAPI | None = None
         self.reconciler: Reconciler | None = None
         self.images = ImageStore(os.path.join(self.paths.root, "images"))
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
@@ -131,6 +133,8 @@ class Daemon:
         for method in SERVICE_READS + SERVICE_WRITES:
             router.route(method, self._local_service(method))
         router.route("service.logs", self._local_logs)
+        for method in NETWORK_READS + NETWORK_WRITES:
+            router.route(method, self._local_network(method))
         for method in ("image.import", "image.load", "image.ls", "image.rm"):
             router.route(method, self._image(method))
         return router
@@ -140,6 +144,15 @@ class Daemon:
             if self.services is not None:
                 return await self.services.handle(method, params)
             if method in SERVICE_READS:
+                return await self.call_any_manager(f"control.{method}", params)
+            raise RPCError("not_manager", NOT_MANAGER)
+        return handler
+
+    def _local_network(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if self.networks is not None:
+                return await self.networks.handle(method, params)
+            if method in NETWORK_READS:
                 return await self.call_any_manager(f"control.{method}", params)
             raise RPCError("not_manager", NOT_MANAGER)
         return handler
@@ -291,6 +304,8 @@ class Daemon:
         for method in SERVICE_READS:
             router.route(f"control.{method}", self._remote_service(method), roles=members)
         router.route("control.service.logs", self._remote_logs, roles=members)
+        for method in NETWORK_READS:
+            router.route(f"control.{method}", self._remote_network(method), roles=members)
         router.route("tasks.assigned", self._tasks_assigned, roles=members)
         router.route("tasks.status", self._tasks_status, roles=members)
         router.route("task.logs", self._task_logs, roles={"manager"})
@@ -301,6 +316,13 @@ class Daemon:
             if self.services is None:
                 raise RPCError("unavailable", "this node is no longer a manager")
             return await self.services.handle(method, params)
+        return handler
+
+    def _remote_network(self, method: str):
+        async def handler(peer: Peer, params: dict) -> Any:
+            if self.networks is None:
+                raise RPCError("unavailable", "this node is no longer a manager")
+            return await self.networks.handle(method, params)
         return handler
 
     async def _remote_logs(self, peer: Peer, params: dict) -> Any:
@@ -406,6 +428,7 @@ class Daemon:
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
                 self.services = ServiceAPI(self.manager)
+                self.networks = NetworkAPI(self.manager)
                 self.reconciler = Reconciler(self.manager)
                 nursery.start_soon(self.manager.run_dispatcher)
                 nursery.start_soon(self.reconciler.run)
@@ -413,6 +436,7 @@ class Daemon:
         self.manager = None
         self.control = None
         self.services = None
+        self.networks = None
         self.reconciler = None
 
     async def _bootstrap_cluster(self) -> None:
@@ -430,8 +454,10 @@ class Daemon:
                            ca_key_pem=boot["cluster"]["ca_key_pem"].encode())
             node = model.new_node(self.config.node_id, self.config.hostname, "manager", self.config.addr,
                                   self.config.raft_addr, self.cert_identity.serial, utcnow())
+            ingress = new_network("ingress", INGRESS_SUBNET, 4096, ingress=True)
             result = await raft.commit([Op.create(model.CLUSTER, model.CLUSTER_ID, model.encode(cluster)),
-                                        Op.create(model.NODE, self.config.node_id, model.encode(node))])
+                                        Op.create(model.NODE, self.config.node_id, model.encode(node)),
+                                        Op.create(NETWORK, ingress["id"], model.encode(ingress))])
             if not result.ok:
                 raise RuntimeError(f"could not create the cluster: {result.error}")
         os.unlink(self.paths.bootstrap)
@@ -560,6 +586,8 @@ class Daemon:
                 return
 
 
+NETWORK_READS = ("network.ls", "network.inspect")
+NETWORK_WRITES = ("network.create", "network.rm")
 SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
 SERVICE_WRITES = ("service.create", "service.update", "service.scale", "service.rm")
 

@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ MAX_NODES = 20
 OCTETS = range(200, 251)
 CLI_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
+JOIN_PARALLEL = 8
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No "-" in lab names: it separates the parts of namespace names, and lab
 # "a" must not sweep up the namespaces of lab "a-b".
@@ -309,12 +311,10 @@ def up(name: str = "lab", nodes: int = 3, managers: int = 1, state_root: str | N
     except BaseException as exc:
         with contextlib.suppress(Exception):
             down(name)
-        if isinstance(exc, LabError):
+        if not isinstance(exc, Exception):
             raise
-        if isinstance(exc, Exception):
-            raise LabError(f"lab {name} could not be built ({type(exc).__name__}: {exc}); "
-                           "everything it made was removed") from exc
-        raise
+        why = exc.message if isinstance(exc, LabError) else f"{type(exc).__name__}: {exc}"
+        raise LabError(f"lab {name} could not be built ({why.rstrip('.')}); everything it made was removed") from exc
     return rec
 
 
@@ -329,10 +329,17 @@ def _build(rec: dict[str, Any], say: Callable[[str], None]) -> None:
     say(f"{first['name']}: swarm init")
     tokens = {role: _call(first, "join_token", {"role": role, "rotate": False})["token"]
               for role in ("manager", "worker")}
-    for host in rest:  # managers first (the plan lists them first), one at a time
+    def join(host: dict[str, Any]) -> None:
         _swarm(rec, host, "join", "--token", tokens[host["role"]], "--advertise-addr", f"{host['addr']}:{PORT}",
                "--hostname", host["name"], f"{first['addr']}:{PORT}")
         say(f"{host['name']}: joined as a {host['role']}")
+
+    for host in [h for h in rest if h["role"] == "manager"]:  # one Raft membership change at a time
+        join(host)
+    workers = [h for h in rest if h["role"] == "worker"]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(workers), JOIN_PARALLEL))) as pool:
+        for future in [pool.submit(join, h) for h in workers]:  # workers only ask the manager for a certificate
+            future.result()
     rec["leader"] = _wait_ready(first, len(rec["hosts"]))
     rec["status"] = "up"
     save(rec)
@@ -387,8 +394,9 @@ def down(name: str = "lab", state_root: str | None = None) -> list[str]:
     if os.path.isdir(root):
         shutil.rmtree(root, ignore_errors=True)
         removed.append(f"state {root}")
-    with contextlib.suppress(OSError):  # the parent of the lab roots, once empty
-        os.rmdir(os.path.dirname(root))
+    if os.path.dirname(root) == STATE_ROOT:
+        with contextlib.suppress(OSError):  # the default parent of the lab roots, once empty
+            os.rmdir(STATE_ROOT)
     run_dir = os.path.join(RUN_ROOT, name)
     if os.path.isdir(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -26,6 +26,7 @@ import trio
 from raft.store import Op
 from swarm import model, pki, spec
 from swarm.manager import Manager
+from swarm.networks import NETWORK, allocate_service, allocate_task, allocation_state
 from swarm.orchestrator import reconcile, stopping_slots
 from swarm.rpc import Peer, RPCError
 from swarm.scheduler import NodeInfo, schedule
@@ -64,7 +65,7 @@ class Reconciler:
         return services, tasks, self.m.nodes()
 
     async def run(self) -> None:
-        with self.m.raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE]) as watch:
+        with self.m.raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE, NETWORK]) as watch:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._wake_assignments, watch)
                 while True:
@@ -86,8 +87,19 @@ class Reconciler:
 
     async def round(self) -> None:
         services, tasks, nodes = self._read()
+        networks = {k: model.decode(r.data) for k, r in self.m.raft.list(NETWORK).items()}
         infos = node_infos(nodes)
         now = time.time()
+        # Endpoints first: VIPs and published ports for services that lack them.
+        alloc = allocation_state(networks, services, [t for t, _ in tasks.values()])
+        service_ops: list[Op] = []
+        for sid, service in list(services.items()):
+            updated = allocate_service(service, networks, alloc)
+            if updated is not None:
+                rec = self.m.raft.get(spec.SERVICE, sid)
+                service_ops.append(Op.update(spec.SERVICE, sid, model.encode(spec.to_dict(updated)),
+                                             expect=rec.version))
+                services[sid] = updated
         # A task on a node that is down (or gone) is lost with it: mark it
         # orphaned so its slot is replaced at once, not after a restart delay.
         changed: dict[str, spec.Task] = {}
@@ -127,8 +139,9 @@ class Reconciler:
         plan = schedule(pending, infos, live, services, self.rng)
         for task in pending:
             if task.id in plan.assignments:
+                placed = allocate_task(task, services.get(task.service_id), networks, alloc)
                 current[task.id] = dataclasses.replace(
-                    task, node_id=plan.assignments[task.id],
+                    placed, node_id=plan.assignments[task.id],
                     status=spec.TaskStatus("assigned", "scheduler assigned task to node", "", now))
             elif task.status.state == "new" or task.status.err != plan.unplaced.get(task.id, ""):
                 current[task.id] = dataclasses.replace(
@@ -140,6 +153,7 @@ class Reconciler:
             new = current.get(tid)
             if new is not None and new != old and not any(o.id == tid for o in ops):
                 ops.append(Op.update(spec.TASK, tid, encode_task(new), expect=version))
+        ops = service_ops + ops
         for start in range(0, len(ops), 200):
             result = await self.m.raft.commit(ops[start:start + 200])
             if not result.ok:

@@ -75,8 +75,31 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
         raise _bad("the stop grace period cannot be negative")
     container = spec.ContainerSpec(image, tuple(str(a) for a in p.get("command", ())), env, tuple(mounts), grace,
                                    limits)
+    endpoint_mode = p.get("endpoint_mode", "vip")
+    if endpoint_mode not in ("vip", "dnsrr"):
+        raise _bad(f"invalid endpoint mode {endpoint_mode!r}: use vip or dnsrr")
+    ports = []
+    for port in p.get("ports", ()):
+        try:
+            pc = spec.PortConfig(int(port["target"]), int(port.get("published") or 0),
+                                 str(port.get("protocol", "tcp")), str(port.get("mode", "ingress")))
+        except (KeyError, TypeError, ValueError):
+            raise _bad(f"invalid published port {port!r}") from None
+        if not 0 < pc.target < 65536 or not 0 <= pc.published < 65536:
+            raise _bad(f"invalid port {port!r}: ports are 1-65535")
+        if pc.protocol not in ("tcp", "udp") or pc.mode not in ("ingress", "host"):
+            raise _bad(f"invalid port {port!r}: protocol is tcp or udp, mode ingress or host")
+        if pc.mode == "host" and not pc.published:
+            raise _bad("a port published in host mode needs its published port")
+        if pc.mode == "ingress" and endpoint_mode == "dnsrr":
+            raise _bad("a port published in ingress mode can't be used with dnsrr mode")
+        if pc.published and any(q.published == pc.published and q.protocol == pc.protocol for q in ports):
+            raise _bad(f"published port {pc.published}/{pc.protocol} is given twice")
+        ports.append(pc)
+    networks = tuple(str(n) for n in p.get("networks", ()))
     return spec.ServiceSpec(name, container, mode, replicas if mode == "replicated" else 0, constraints,
-                            reservations, limits, restart, {str(k): str(v) for k, v in p.get("labels", {}).items()})
+                            reservations, limits, restart, {str(k): str(v) for k, v in p.get("labels", {}).items()},
+                            networks, endpoint_mode, tuple(ports))
 
 
 def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
@@ -102,6 +125,8 @@ def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
         "restart_max_attempts": p.get("restart_max_attempts", old.restart.max_attempts),
         "restart_window": p.get("restart_window", old.restart.window),
         "stop_grace_period": p.get("stop_grace_period", c.stop_grace_period), "labels": old.labels,
+        "networks": p.get("networks", list(old.networks)), "endpoint_mode": p.get("endpoint_mode", old.endpoint_mode),
+        "ports": p.get("ports", [dataclasses.asdict(x) for x in old.ports]),
     }
     if merged["mode"] == "global":
         merged.pop("replicas")
@@ -149,8 +174,25 @@ class ServiceAPI:
             raise RPCError("unknown_method", f"unknown service method {method}")
         return await handler(params)
 
+    def _resolve_networks(self, params: dict) -> dict:
+        if "networks" not in params:
+            return params
+        from swarm.networks import NetworkAPI
+
+        api = NetworkAPI(self.m)
+        ids = []
+        for ref in params["networks"]:
+            try:
+                net = api.find(str(ref))
+            except RPCError:
+                raise _bad(f"network {ref} not found") from None
+            if net["ingress"]:
+                raise _bad("the ingress network is attached by publishing a port, not with --network")
+            ids.append(net["id"])
+        return dict(params, networks=ids)
+
     async def create(self, params: dict) -> dict:
-        s = spec_from_params(params)
+        s = spec_from_params(self._resolve_networks(params))
         if any(x.spec.name == s.name for x in self.services().values()):
             raise RPCError("conflict", f"a service named {s.name} already exists")
         images = set()
@@ -179,9 +221,10 @@ class ServiceAPI:
                 desired = s.spec.replicas
             else:
                 desired = sum(1 for t in self.tasks() if t.service_id == s.id and t.desired_state == "running")
+            ports = ", ".join(f"*:{p.published}->{p.target}/{p.protocol}" for p in s.ports)
             rows.append({"id": s.id, "name": s.spec.name, "mode": s.spec.mode,
                          "replicas": f"{self._running(s.id)}/{desired}", "image": s.spec.container.image,
-                         "ports": ""})
+                         "ports": ports})
         return rows
 
     async def ps(self, params: dict) -> list[dict]:
@@ -220,7 +263,7 @@ class ServiceAPI:
 
     async def update(self, params: dict) -> dict:
         service = self.find(str(params.get("ref", "")))
-        new_spec = apply_update(service.spec, params)
+        new_spec = apply_update(service.spec, self._resolve_networks(params))
         if "image" in params and not _image_known(new_spec.container.image,
                                                   {i for n in self.m.nodes().values() for i in n.get("images", [])}):
             raise _bad(f"image {new_spec.container.image} not found on any node")

@@ -47,6 +47,20 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PortConfig:
+    target: int
+    published: int = 0                 # 0 = allocate one from 30000-32767
+    protocol: str = "tcp"              # tcp | udp
+    mode: str = "ingress"              # ingress | host
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network_id: str
+    address: str                       # "10.0.1.5/24"
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     image: str
     command: tuple[str, ...] = ()     # argv; empty = the image's default
@@ -67,6 +81,9 @@ class ServiceSpec:
     limits: Resources = Resources()
     restart: RestartPolicy = RestartPolicy()
     labels: dict[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] = ()     # network IDs
+    endpoint_mode: str = "vip"         # vip | dnsrr
+    ports: tuple[PortConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,8 @@ class Service:
     spec_version: int = 1             # bumped on every update
     created_at: float = 0.0
     updated_at: float = 0.0
+    vips: dict[str, str] = field(default_factory=dict)   # network ID -> VIP ("10.0.1.2/24"), set by the allocator
+    ports: tuple[PortConfig, ...] = ()                     # published ports as allocated
 
 
 @dataclass(frozen=True)
@@ -102,6 +121,7 @@ class Task:
     created_at: float = 0.0
     attempt: int = 0                   # restarts of this slot so far
     not_before: float = 0.0            # restart delay: do not start before this time
+    networks: tuple[Attachment, ...] = ()  # addresses, set by the allocator when the task is placed
 
     @property
     def name(self) -> str:
@@ -138,7 +158,8 @@ def _build(cls: type, data: dict) -> Any:
 _NESTED = {Resources, RestartPolicy, ContainerSpec, ServiceSpec, TaskStatus}
 _TYPES = {"Resources": Resources, "RestartPolicy": RestartPolicy, "ContainerSpec": ContainerSpec,
           "ServiceSpec": ServiceSpec, "TaskStatus": TaskStatus}
-_LIST_ITEMS = {("ContainerSpec", "mounts"): Mount}
+_LIST_ITEMS = {("ContainerSpec", "mounts"): Mount, ("ServiceSpec", "ports"): PortConfig,
+               ("Service", "ports"): PortConfig, ("Task", "networks"): Attachment}
 
 
 def service_from_dict(data: dict) -> Service:

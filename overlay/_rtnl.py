@@ -1,0 +1,91 @@
+"""Small pyroute2 helpers shared by network.py and sandbox.py.
+
+Every link, address, route, FDB and neighbour change goes through pyroute2
+(`IPRoute(netns=NAME)` opens a netlink socket inside the named namespace);
+netlink errors are translated into `DatapathError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from typing import Any, Iterator
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from overlay.errors import DatapathError
+
+IFNAMSIZ = 15
+
+
+@contextlib.contextmanager
+def iproute(netns: str | None, what: str) -> Iterator[IPRoute]:
+    """An IPRoute bound to `netns` (None: the caller's namespace); errors become DatapathError."""
+    try:
+        ipr = IPRoute(netns=netns) if netns is not None else IPRoute()
+    except Exception as exc:
+        raise DatapathError(f"Cannot open netlink in namespace {netns}: {exc}") from exc
+    try:
+        yield ipr
+    except NetlinkError as exc:
+        where = netns or "this namespace"
+        raise DatapathError(f"Failed to {what} in {where}: {exc.args[1] if len(exc.args) > 1 else exc}") from exc
+    finally:
+        ipr.close()
+
+
+def index_of(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def require_index(ipr: IPRoute, ifname: str) -> int:
+    idx = index_of(ipr, ifname)
+    if idx is None:
+        raise DatapathError(f"The interface {ifname} does not exist.")
+    return idx
+
+
+def link_info(ipr: IPRoute, index: int) -> Any:
+    return ipr.link("get", index=index)[0]
+
+
+def info_data(msg: Any, attr: str) -> Any:
+    """An IFLA_INFO_DATA attribute of a link message (e.g. IFLA_VXLAN_ID), or None."""
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    if linkinfo is None:
+        return None
+    data = linkinfo.get_attr("IFLA_INFO_DATA")
+    return None if data is None else data.get_attr(attr)
+
+
+def kind_of(msg: Any) -> str | None:
+    linkinfo = msg.get_attr("IFLA_LINKINFO")
+    return None if linkinfo is None else linkinfo.get_attr("IFLA_INFO_KIND")
+
+
+def has_address(ipr: IPRoute, index: int, address: str, prefixlen: int) -> bool:
+    for msg in ipr.get_addr(index=index, family=2):
+        if msg.get_attr("IFA_ADDRESS") == address and msg["prefixlen"] == prefixlen:
+            return True
+    return False
+
+
+def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int) -> None:
+    if not has_address(ipr, index, address, prefixlen):
+        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+
+
+def delete_link(ipr: IPRoute, ifname: str) -> bool:
+    """Delete a link by name; False if it was not there."""
+    idx = index_of(ipr, ifname)
+    if idx is None:
+        return False
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+        return False
+    return True
