@@ -1,7 +1,7 @@
 """Small pyroute2 helpers shared by network.py and sandbox.py.
 
-Every link, address, route, FDB and neighbour change goes through pyroute2
-(`IPRoute(netns=NAME)` opens a netlink socket inside the named namespace);
+Every link, address, route, FDB and neighbour change goes through pyroute2,
+on a netlink socket opened inside the named namespace;
 netlink errors are translated into `DatapathError` at this boundary.
 """
 
@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import socket
 from typing import Any, Iterator
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from overlay.errors import DatapathError
-
-IFNAMSIZ = 15
+from overlay.netns import run_in
 
 
 @contextlib.contextmanager
 def iproute(netns: str | None, what: str) -> Iterator[IPRoute]:
     """An IPRoute bound to `netns` (None: the caller's namespace); errors become DatapathError."""
     try:
-        ipr = IPRoute(netns=netns) if netns is not None else IPRoute()
+        # The netlink socket is made by a thread that setns()-es into `netns`
+        # (it stays bound there) and handed to pyroute2 by fd: no fork of
+        # this (threaded) process, unlike IPRoute(netns=NAME).
+        sock = run_in(netns, socket.socket, socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+        fd = sock.detach()
+        try:
+            ipr = IPRoute(fileno=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    except DatapathError:
+        raise
     except Exception as exc:
         raise DatapathError(f"Cannot open netlink in namespace {netns}: {exc}") from exc
     try:

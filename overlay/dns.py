@@ -18,7 +18,9 @@ container name its address, and PTR queries for those addresses their name.
 Multi-address answers are shuffled by the caller's rng. A known name asked
 for another type (AAAA above all: the overlay is IPv4) gets an empty NOERROR
 at once, so resolvers do not wait. TTL is 1 s, not Docker's 600: a scaled or
-rescheduled service shows within a second, and the answer costs ~10 us.
+rescheduled service shows within a second. Asking again is cheap: a view
+remembers (bounded) the replies that depend neither on rng nor transport, so
+a repeated query costs a dict lookup; a new view (new records) starts empty.
 
 A name that is not ours is forwarded upstream (`forward`): from the daemon's
 own namespace (tasks usually have no route out), to the host's
@@ -90,7 +92,7 @@ class ResolverView:
     ready A records (in `names`) or one ready PTR record (in `ptr`)."""
     names: Mapping[bytes, tuple[bytes, ...]] = field(default_factory=dict)
     ptr: Mapping[bytes, bytes] = field(default_factory=dict)
-    # query minus its id -> answer minus its id, for answers that do not depend on rng
+    # query minus its id -> reply minus its id, for replies that depend on neither rng nor transport
     replies: dict[bytes, Answer] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -220,7 +222,7 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
 def answer(query: bytes, view: ResolverView, *, rng: random.Random, tcp: bool = False) -> Answer:
     """Decide what to do with one query. Pure: no I/O, randomness only from rng."""
     if (hit := view.replies.get(query[2:])) is not None:
-        return Answer(query[:2] + hit.reply, False, hit.max_size)
+        return Answer(query[:2] + hit.reply, False, 65535 if tcp else hit.max_size)
     try:
         q = _parse(query)
     except _Malformed:
@@ -257,7 +259,7 @@ def answer(query: bytes, view: ResolverView, *, rng: random.Random, tcp: bool = 
             records.pop()
     header = struct.pack("!6H", q.qid, flags, 1, len(records), 0, 1 if opt else 0)
     reply = header + q.question + b"".join(records) + opt
-    if not shuffled:                                     # the same every time: remember it
+    if not (shuffled or tcp or flags & TC):             # the same bytes on any transport: remember
         if len(view.replies) >= REPLY_CACHE:
             view.replies.clear()
         view.replies[query[2:]] = Answer(reply[2:], False, limit)
@@ -275,7 +277,7 @@ def parse_resolv_conf(text: str) -> list[Upstream]:
         parts = line.split()
         if len(parts) >= 2 and parts[0] == "nameserver":
             try:
-                addr = ipaddress.ip_address(parts[1].split("%")[0])
+                addr = ipaddress.ip_address(parts[1])
             except ValueError:
                 continue
             if not addr.is_loopback:
@@ -362,7 +364,9 @@ async def serve(sockets: Sequence[trio.socket.SocketType | socket.socket], resol
                 max_tcp: int = MAX_TCP, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve UDP sockets and TCP listeners (stdlib or trio) until cancelled; closes them after.
 
-    `resolver()` is asked for the current view at every query. `forwarder(query,
+    `resolver()` is asked for the current view at every query: hand back the
+    same object until the records change (its reply cache lives in it; tasks on
+    the same networks may share one). `forwarder(query,
     max_size)` replaces forwarding to `upstreams` (tests). `limiter` bounds
     forwarded queries in flight (share one across tasks to bound a node); above
     it a client gets SERVFAIL at once.
@@ -402,7 +406,12 @@ def _decide(ctx: _Ctx, query: bytes, tcp: bool) -> Answer:
         return Answer(error_reply(query, SERVFAIL))
 
 
-async def _forward_limited(ctx: _Ctx, query: bytes, max_size: int, token: object) -> bytes:
+async def _forwarded(ctx: _Ctx, query: bytes, max_size: int) -> bytes:
+    token = object()
+    try:
+        ctx.limiter.acquire_on_behalf_of_nowait(token)
+    except trio.WouldBlock:                  # too many in flight: refuse at once
+        return error_reply(query, SERVFAIL) or b""
     try:
         return await ctx.forwarder(query, max_size)
     except Exception:
@@ -410,15 +419,6 @@ async def _forward_limited(ctx: _Ctx, query: bytes, max_size: int, token: object
         return error_reply(query, SERVFAIL) or b""
     finally:
         ctx.limiter.release_on_behalf_of(token)
-
-
-def _take(ctx: _Ctx) -> object | None:
-    token = object()
-    try:
-        ctx.limiter.acquire_on_behalf_of_nowait(token)
-    except trio.WouldBlock:
-        return None
-    return token
 
 
 def _send_udp(sock: socket.socket, reply: bytes | None, addr) -> None:
@@ -431,27 +431,24 @@ def _send_udp(sock: socket.socket, reply: bytes | None, addr) -> None:
 
 async def _udp_loop(ctx: _Ctx, sock: socket.socket, nursery: trio.Nursery) -> None:
     # Plain non-blocking calls after one readiness wait: a burst of queries is
-    # answered in one wake-up, without trio's per-call overhead (3x the rate).
-    async def forward_then_send(query: bytes, addr, max_size: int, token: object) -> None:
-        _send_udp(sock, await _forward_limited(ctx, query, max_size, token), addr)
+    # answered in one wake-up, without trio's per-call overhead (2-3x the rate).
+    async def forward_then_send(query: bytes, addr, max_size: int) -> None:
+        _send_udp(sock, await _forwarded(ctx, query, max_size), addr)
 
     while True:
         await trio.lowlevel.wait_readable(sock)
         for _ in range(UDP_BATCH):
             try:
                 query, addr = sock.recvfrom(65535)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                log.debug("embedded DNS: recvfrom failed: %s", e)
+            except OSError as e:             # BlockingIOError: drained
+                if not isinstance(e, BlockingIOError):
+                    log.debug("embedded DNS: recvfrom failed: %s", e)
                 break
             a = _decide(ctx, query, tcp=False)
-            if not a.forward:
-                _send_udp(sock, a.reply, addr)
-            elif (token := _take(ctx)) is None:
-                _send_udp(sock, error_reply(query, SERVFAIL), addr)
+            if a.forward:
+                nursery.start_soon(forward_then_send, query, addr, a.max_size)
             else:
-                nursery.start_soon(forward_then_send, query, addr, a.max_size, token)
+                _send_udp(sock, a.reply, addr)
 
 
 async def _tcp_loop(ctx: _Ctx, listener: socket.socket, nursery: trio.Nursery) -> None:
@@ -459,8 +456,11 @@ async def _tcp_loop(ctx: _Ctx, listener: socket.socket, nursery: trio.Nursery) -
         await trio.lowlevel.wait_readable(listener)
         try:
             conn, _ = listener.accept()
-        except OSError as e:                 # BlockingIOError too: someone else took it
-            log.debug("embedded DNS: accept failed: %s", e)
+        except BlockingIOError:
+            continue
+        except OSError as e:                 # out of file descriptors, say: back off, do not spin
+            log.warning("embedded DNS: accept failed: %s", e)
+            await trio.sleep(0.1)
             continue
         if ctx.tcp_open >= ctx.max_tcp:
             conn.close()
@@ -480,15 +480,13 @@ async def _tcp_conn(ctx: _Ctx, stream: trio.SocketStream) -> None:
                 if not query:
                     return                       # EOF, idle, or a zero-length message
                 a = _decide(ctx, query, tcp=True)
-                reply = a.reply
-                if a.forward:
-                    token = _take(ctx)
-                    reply = (error_reply(query, SERVFAIL) if token is None
-                             else await _forward_limited(ctx, query, a.max_size, token))
+                reply = await _forwarded(ctx, query, a.max_size) if a.forward else a.reply
                 if not reply:
                     return
-                with trio.move_on_after(TCP_IDLE):
+                with trio.move_on_after(TCP_IDLE) as sending:
                     await stream.send_all(struct.pack("!H", len(reply)) + reply)
+                if sending.cancelled_caught:
+                    return
     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as e:
         log.debug("embedded DNS: TCP client gone: %s", e)
     finally:
@@ -507,10 +505,6 @@ def setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def netns_path(netns: str) -> str:
-    return netns if "/" in netns else f"/run/netns/{netns}"
-
-
 def open_sockets_in_netns(netns: str, address: str = DNS_ADDRESS,
                           port: int = DNS_PORT) -> tuple[socket.socket, socket.socket]:
     """(UDP socket, listening TCP socket) bound to address:port inside the namespace.
@@ -524,31 +518,28 @@ def open_sockets_in_netns(netns: str, address: str = DNS_ADDRESS,
     result: list = []
 
     def work() -> None:
+        fds: list[int] = []
         try:
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            for path in ("/proc/thread-self/ns/net", netns if "/" in netns else f"/run/netns/{netns}"):
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            setns(fds[1])
             try:
-                target = os.open(netns_path(netns), os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    setns(target)
-                    try:
-                        result.append(_bind_pair(address, port))
-                    finally:
-                        setns(own)
-                finally:
-                    os.close(target)
+                result.append(_bind_pair(address, port))
             finally:
-                os.close(own)
+                setns(fds[0])               # back home (the thread ends anyway)
         except BaseException as e:
             result.append(e)
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     thread = threading.Thread(target=work, name=f"dns-netns-{netns}", daemon=True)
     thread.start()
     thread.join()
-    if isinstance(result[-1], BaseException):
+    if isinstance(e := result[-1], BaseException):
         for made in result[:-1]:
-            for s in made:
-                s.close()
-        e = result[-1]
+            for sock in made:
+                sock.close()
         raise DatapathError(f"Cannot open the DNS sockets in network namespace {netns}: {e}.") from e
     return result[0]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -34,6 +35,7 @@ from overlay.errors import DatapathError, InvalidRequest
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 MAX_NAME = 200
+_SYSCTL_RE = re.compile(r"^net(\.[A-Za-z0-9_-]+)+$")
 
 T = TypeVar("T")
 
@@ -175,10 +177,9 @@ def guard_initial(name: str | None, what: str, allow_initial: bool) -> None:
 
 
 def _sysctl_path(key: str) -> str:
-    parts = key.replace(".", "/").strip("/")
-    if not parts.startswith("net/") or ".." in parts.split("/"):
-        raise InvalidRequest(f"Only net.* sysctls can be set per namespace, not {key!r}.")
-    return "/proc/sys/" + parts
+    if not _SYSCTL_RE.match(key):
+        raise InvalidRequest(f"Only net.* sysctls (dotted, like net.ipv4.ip_forward) are per namespace, not {key!r}.")
+    return "/proc/sys/" + key.replace(".", "/")
 
 
 def set_sysctl(name: str | None, key: str, value: str | int, *, allow_initial: bool = False) -> None:

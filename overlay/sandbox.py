@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from overlay import netns as ns
-from overlay._rtnl import delete_link, ensure_address, index_of, iproute, require_index
+from overlay._rtnl import delete_link, ensure_address, index_of, iproute, kind_of, require_index
 from overlay.errors import DatapathError, InvalidRequest
 from overlay.ipam import mac_for
 from overlay.network import BRIDGE, OVERLAY_MTU, NetworkDatapath
@@ -157,12 +157,22 @@ class TaskSandbox:
         return ns.ns_exists(self.netns)
 
     def remove(self) -> None:
-        """Delete the bridge-side veths and the namespace; idempotent.
+        """Delete the task's veth pairs and the namespace; idempotent.
 
-        A container still running inside keeps the (now nameless) namespace
-        alive, but its interfaces are gone with their veth peers.
+        Works without knowing the attachments (`TaskSandbox(name, [])`): every
+        veth inside goes, and with it its bridge-side end. A container still
+        running inside keeps the (now nameless) namespace alive, but its
+        interfaces are gone.
         """
-        for i, att in enumerate(self.attachments):
+        if ns.ns_exists(self.netns):
+            try:
+                with iproute(self.netns, "delete the task's veths") as task:
+                    for link in task.get_links():
+                        if kind_of(link) == "veth":
+                            delete_link(task, link.get_attr("IFLA_IFNAME"))
+            except DatapathError:
+                pass  # the namespace goes anyway
+        for i, att in enumerate(self.attachments):  # half pairs a crash may have left
             if ns.ns_exists(att.network_netns):
                 try:
                     with iproute(att.network_netns, "unplug the task") as net:

@@ -66,6 +66,8 @@ class Controller:
         task_id = self.task.id
         try:
             if adopted:
+                if self.task.networks:
+                    await self.agent.net.sandbox(self.task)  # repair the sandbox, restart its DNS server
                 await self.report("running", "re-adopted after an agent restart")
             else:
                 if self.task.desired_state != "running":
@@ -74,8 +76,9 @@ class Controller:
                 await self.report("accepted", "accepted")
                 await self.report("preparing", "preparing")
                 try:
-                    await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, None)
-                except Exception as exc:  # the runtime's one-sentence error
+                    netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
+                    await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, netns)
+                except Exception as exc:  # the runtime's or the datapath's one-sentence error
                     await self.report("rejected", "preparing failed", err=str(exc))
                     return
                 await self.report("ready", "ready")
@@ -125,8 +128,11 @@ class Controller:
 
 
 class Agent:
-    def __init__(self, node_id: str, runtime: Any, call_manager: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, node_id: str, runtime: Any, call_manager: Callable[..., Awaitable[Any]],
+                 vtep: str = "127.0.0.1") -> None:
         self.node_id = node_id
+        self.vtep = vtep
+        self.net: Any = None
         self.runtime = runtime
         self.call_manager = call_manager   # (method, params, timeout) -> result, to any manager
         self.controllers: dict[str, Controller] = {}
@@ -135,8 +141,11 @@ class Agent:
         self.known: dict[str, spec.Task] = {}
 
     async def run(self) -> None:
+        from swarm.agentnet import NodeNetworking
+
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self.net = NodeNetworking(self.node_id, self.vtep, nursery)
             nursery.start_soon(self._reporter)
             adoptable = set(await call(self.runtime.list))
             first = True
@@ -152,6 +161,11 @@ class Agent:
 
     async def _apply(self, answer: dict, adoptable: set[str]) -> None:
         self.since = answer["index"]
+        if answer.get("network"):
+            try:
+                await self.net.update(answer["network"])
+            except Exception as exc:
+                log.warning("could not apply the network view: %s", exc)
         for data in answer["changed"]:
             task = spec.task_from_dict(data)
             self.known[task.id] = task
@@ -184,12 +198,14 @@ class Agent:
         while not controller.done:
             await trio.sleep(0.05)
         await call(self.runtime.remove, controller.task.id)
+        await self.net.remove(controller.task.id)
 
     async def _remove_orphan(self, task_id: str) -> None:
         try:
             await call(self.runtime.stop_async, task_id, 1.0)
         finally:
             await call(self.runtime.remove, task_id)
+            await self.net.remove(task_id)
 
     async def _reporter(self) -> None:
         """Batch status reports into tasks.status calls, in order, retried until accepted."""

@@ -69,7 +69,8 @@ class Daemon:
         self.reconciler: Reconciler | None = None
         self.images = ImageStore(os.path.join(self.paths.root, "images"))
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
-        self.agent = Agent(self.config.node_id, self.runtime, self._agent_call)
+        self.agent = Agent(self.config.node_id, self.runtime, self._agent_call,
+                           vtep=split_addr(self.config.addr)[0])
         self._manager_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._ready = False

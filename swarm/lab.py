@@ -57,7 +57,7 @@ MAX_NODES = 20
 OCTETS = range(200, 251)
 CLI_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
-JOIN_PARALLEL = 8
+JOIN_PARALLEL = min(8, os.cpu_count() or 1)  # joins are CPU-bound (interpreter and daemon start-up)
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No "-" in lab names: it separates the parts of namespace names, and lab
 # "a" must not sweep up the namespaces of lab "a-b".

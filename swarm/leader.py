@@ -91,7 +91,7 @@ class Reconciler:
         infos = node_infos(nodes)
         now = time.time()
         # Endpoints first: VIPs and published ports for services that lack them.
-        alloc = allocation_state(networks, services, [t for t, _ in tasks.values()])
+        alloc = allocation_state(networks, services, [t for t, _ in tasks.values()], nodes)
         service_ops: list[Op] = []
         for sid, service in list(services.items()):
             updated = allocate_service(service, networks, alloc)
@@ -153,6 +153,15 @@ class Reconciler:
             new = current.get(tid)
             if new is not None and new != old and not any(o.id == tid for o in ops):
                 ops.append(Op.update(spec.TASK, tid, encode_task(new), expect=version))
+        # Each node's ingress sandbox needs an address on the ingress network.
+        ingress_id = _ingress_id(networks)
+        if ingress_id and any(p.mode == "ingress" for s in services.values() for p in s.ports):
+            for nid, node in nodes.items():
+                if not node.get("ingress_ip") and node["status"] == "ready":
+                    rec = self.m.raft.get(model.NODE, nid)
+                    ip = alloc.allocate_address(ingress_id)
+                    ops.append(Op.update(model.NODE, nid, model.encode(dict(node, ingress_ip=ip)),
+                                         expect=rec.version))
         ops = service_ops + ops
         for start in range(0, len(ops), 200):
             result = await self.m.raft.commit(ops[start:start + 200])
@@ -178,7 +187,56 @@ class Reconciler:
             mine.append(task_id)
             if (rec.version >> 16) > since:
                 changed.append(data)
-        return {"index": index, "task_ids": mine, "changed": changed}
+        return {"index": index, "task_ids": mine, "changed": changed,
+                "network": self.network_view(peer.node_id)}
+
+    def network_view(self, node_id: str) -> dict:
+        """What the node's agent needs to wire its tasks: the networks its tasks use,
+        the peers on them (other nodes' task addresses and VTEPs), and the
+        service discovery and load-balancing table of each network."""
+        raft = self.m.raft
+        networks = {k: model.decode(r.data) for k, r in raft.list(NETWORK).items()}
+        nodes = self.m.nodes()
+        services = {k: spec.service_from_dict(model.decode(r.data)) for k, r in raft.list(spec.SERVICE).items()}
+        tasks = [spec.task_from_dict(model.decode(r.data)) for r in raft.list(spec.TASK).values()]
+        live = [t for t in tasks if t.networks and t.desired_state == "running"
+                and not spec.is_terminal(t.status.state) and t.node_id in nodes]
+        used = {a.network_id for t in live if t.node_id == node_id for a in t.networks}
+        ingress_id = _ingress_id(networks)
+        publishing = any(p.mode == "ingress" for s in services.values() for p in s.ports)
+        if publishing and ingress_id:
+            used.add(ingress_id)  # every node is in the routing mesh
+        peers: dict[str, list[dict]] = {n: [] for n in used}
+        if publishing and ingress_id:
+            for nid, node in nodes.items():
+                if nid != node_id and node.get("ingress_ip"):
+                    peers[ingress_id].append({"ip": node["ingress_ip"], "vtep": node["addr"].rsplit(":", 1)[0]})
+        endpoints: dict[str, dict[str, list[str]]] = {}
+        for t in live:
+            vtep = nodes[t.node_id]["addr"].rsplit(":", 1)[0]
+            for a in t.networks:
+                ip = a.address.split("/")[0]
+                if a.network_id in used and t.node_id != node_id:
+                    peers[a.network_id].append({"ip": ip, "vtep": vtep})
+                if t.status.state == "running":
+                    endpoints.setdefault(a.network_id, {}).setdefault(t.service_id, []).append(ip)
+        table: dict[str, list[dict]] = {n: [] for n in used}
+        for s in services.values():
+            for net_id in used:
+                if net_id not in s.vips and net_id not in s.spec.networks:
+                    continue
+                table[net_id].append({
+                    "name": s.spec.name, "mode": s.spec.endpoint_mode,
+                    "vip": s.vips.get(net_id, "").split("/")[0],
+                    "tasks": sorted(endpoints.get(net_id, {}).get(s.id, [])),
+                    "ports": [{"target": p.target, "protocol": p.protocol} for p in s.spec.ports],
+                })
+        return {"networks": {n: networks[n] for n in used if n in networks}, "peers": peers, "services": table,
+                "ingress_ip": nodes.get(node_id, {}).get("ingress_ip", ""),
+                "published": [{"published": p.published, "target": p.target, "protocol": p.protocol,
+                               "service": s.spec.name, "tasks": sorted(endpoints.get(_ingress_id(networks), {})
+                                                                       .get(s.id, []))}
+                              for s in services.values() for p in s.ports if p.mode == "ingress" and p.published]}
 
     async def status(self, peer: Peer, params: dict) -> dict:
         """Apply a batch of task status changes reported by the caller's agent."""
@@ -204,3 +262,7 @@ class Reconciler:
                     applied += 1
                     break
         return {"applied": applied}
+
+
+def _ingress_id(networks: dict[str, dict]) -> str:
+    return next((n["id"] for n in networks.values() if n.get("ingress")), "")

@@ -32,7 +32,7 @@ def new_network(name: str, subnet: str, vni: int, *, ingress: bool = False, atta
 
 
 def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service],
-                     tasks: list[spec.Task]) -> Allocator:
+                     tasks: list[spec.Task], nodes: dict[str, dict] | None = None) -> Allocator:
     alloc = Allocator()
     for net in networks.values():
         alloc.add_pool(net["id"], net["subnet"], net["gateway"])
@@ -44,6 +44,10 @@ def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service
         for port in service.ports:
             if port.mode == "ingress" and port.published:
                 alloc.reserve_port(port.published, port.protocol)
+    ingress = next((n["id"] for n in networks.values() if n.get("ingress")), None)
+    for node in (nodes or {}).values():
+        if ingress and node.get("ingress_ip"):
+            alloc.reserve_address(ingress, node["ingress_ip"])
     for task in tasks:
         if spec.is_terminal(task.status.state) and task.desired_state != "running":
             continue

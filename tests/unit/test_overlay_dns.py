@@ -9,16 +9,13 @@ import random
 import socket
 import struct
 
-import dns.edns
 import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
-import dns.rdatatype
 import dns.rrset
 import pytest
 import trio
-import trio.testing
 
 from overlay import dns as edns
 from overlay.errors import InvalidRequest
@@ -206,10 +203,26 @@ def test_fuzz_never_raises_and_every_reply_parses():
             dns.message.from_wire(a.reply, ignore_trailing=True)
 
 
+def test_the_reply_cache_never_changes_an_answer():
+    """Invariant: answers from a view that has cached earlier replies equal a fresh view's."""
+    ips = tuple(f"10.9.0.{i}" for i in range(1, 60))
+    records = edns.Records({"n": edns.NetworkRecords(services=(
+        edns.ServiceRecord("big", "dnsrr", task_ips=ips), edns.ServiceRecord("one", "vip", vip="10.9.1.1")))})
+    warm = records.view(["n"])
+    queries = [(dns.message.make_query(name, t, **kw).to_wire(), tcp)
+               for name in ("big", "ONE", "one.", "tasks.big", "x.org") for t in ("A", "AAAA")
+               for kw in ({}, {"use_edns": 0, "payload": 1400}) for tcp in (False, True)]
+    for _ in range(3):
+        for wire, tcp in queries:
+            fresh = edns.answer(wire, records.view(["n"]), rng=random.Random(5), tcp=tcp)
+            assert edns.answer(wire, warm, rng=random.Random(5), tcp=tcp) == fresh
+    assert 0 < len(warm.replies) < len(queries)
+
+
 def test_resolv_conf_upstreams_leave_out_loopback():
     text = "search x\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nnameserver ::1\n" \
            "nameserver fe80::1%eth0\nnameserver bogus\n# nameserver 1.1.1.1\n"
-    assert edns.parse_resolv_conf(text) == [("10.255.255.53", 53), ("fe80::1", 53)]
+    assert edns.parse_resolv_conf(text) == [("10.255.255.53", 53), ("fe80::1%eth0", 53)]
 
 
 # -- forwarding, against fake upstreams on loopback ---------------------------------------
@@ -407,4 +420,20 @@ async def test_forwarding_beyond_the_limit_is_refused_with_servfail_at_once():
             release.set()
             with trio.fail_after(2):
                 assert dns.message.from_wire(await first.recv(512)).rcode() == dns.rcode.NXDOMAIN
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_tcp_clients_are_bounded_and_idle_ones_dropped(autojump_clock):
+    async with trio.open_nursery() as nursery:
+        _, tcp_addr = await start_server(nursery, fake_nxdomain_forwarder, max_tcp=1)
+        idle = await trio.open_tcp_stream(*tcp_addr)
+        await trio.sleep(0.1)
+        extra = await trio.open_tcp_stream(*tcp_addr)
+        assert await extra.receive_some(10) == b""             # over the limit: closed at once
+        start = trio.current_time()
+        assert await idle.receive_some(10) == b""              # silent client: closed after TCP_IDLE
+        assert trio.current_time() - start == pytest.approx(edns.TCP_IDLE - 0.1, abs=0.05)
+        await idle.aclose()
+        await extra.aclose()
         nursery.cancel_scope.cancel()
