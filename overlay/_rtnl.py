@@ -86,7 +86,11 @@ def has_address(ipr: IPRoute, index: int, address: str, prefixlen: int) -> bool:
 
 def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int) -> None:
     if not has_address(ipr, index, address, prefixlen):
-        ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        try:
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:  # already there: a dump we could not decode said otherwise
+                raise
 
 
 def delete_link(ipr: IPRoute, ifname: str) -> bool:

@@ -52,9 +52,9 @@ def _network(cidr: str, what: str) -> ipaddress.IPv4Network:
     return net
 
 
-def _hosts(net: ipaddress.IPv4Network) -> Iterator[ipaddress.IPv4Address]:
-    """Usable host addresses, lowest first, without materialising the list."""
-    first = int(net.network_address) + 1
+def _hosts(net: ipaddress.IPv4Network, start: int = 0) -> Iterator[ipaddress.IPv4Address]:
+    """Usable host addresses from `start` on, lowest first, without materialising the list."""
+    first = max(int(net.network_address) + 1, start)
     last = int(net.broadcast_address) - 1
     for value in range(first, last + 1):
         yield ipaddress.IPv4Address(value)
@@ -68,6 +68,8 @@ class Pool:
     gateway: str
     vip_range: str | None = None
     taken: set[str] = field(default_factory=set)
+    # Per range: every usable address below this is taken (a search hint, not state).
+    low_water: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def prefixlen(self) -> int:
@@ -167,16 +169,21 @@ class Allocator:
     def free_address(self, pool_id: str, ip: str) -> None:
         """Give an address (or VIP) back; freeing a free address is a no-op."""
         pool = self.pools.get(pool_id)
-        if pool is not None:
-            pool.taken.discard(ip)
+        if pool is not None and ip in pool.taken:
+            pool.taken.remove(ip)
+            value = int(ipaddress.IPv4Address(ip))
+            for cidr, low in pool.low_water.items():
+                if value < low and ipaddress.IPv4Address(value) in ipaddress.IPv4Network(cidr):
+                    pool.low_water[cidr] = value
 
     free_vip = free_address
 
     def _take_lowest(self, pool: Pool, cidr: str) -> str:
-        for addr in _hosts(ipaddress.IPv4Network(cidr)):
+        for addr in _hosts(ipaddress.IPv4Network(cidr), pool.low_water.get(cidr, 0)):
             ip = str(addr)
             if ip != pool.gateway and ip not in pool.taken:
                 pool.taken.add(ip)
+                pool.low_water[cidr] = int(addr) + 1
                 return ip
         raise PoolExhausted(f"No free address is left in {cidr}.")
 
@@ -254,7 +261,7 @@ class Allocator:
         alloc = cls()
         for pid, p in state.get("pools", {}).items():
             pool = alloc.add_pool(pid, p["subnet"], p.get("gateway"), p.get("vip_range"))
-            pool.taken = set(p.get("taken", ()))
+            pool.taken.update(p.get("taken", ()))
         alloc.vnis = set(state.get("vnis", ()))
         for proto, ports in state.get("ports", {}).items():
             alloc._ports(proto).update(ports)

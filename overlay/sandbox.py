@@ -121,14 +121,14 @@ class TaskSandbox:
     def _plug(self, i: int, att: Attachment) -> None:
         eth = self.interface(i)
         port = bridge_port_name(self.netns, i)
-        with iproute(self.netns, f"look up {eth}") as task:
-            present = index_of(task, eth) is not None
         with iproute(att.network_netns, f"plug {eth} into {BRIDGE}") as net:
             bridge = index_of(net, BRIDGE)
             if bridge is None:
                 raise DatapathError(f"The network namespace {att.network_netns} has no {BRIDGE}; create the network first.")
-            if present and index_of(net, port) is None:
-                present = False  # half a pair: rebuild it
+            with iproute(self.netns, f"look up {eth}") as task:
+                if index_of(task, eth) is not None and index_of(net, port) is None:
+                    delete_link(task, eth)  # not our pair any more: rebuild it
+                present = index_of(task, eth) is not None
             if not present:
                 delete_link(net, port)
                 tmp = "t" + port[1:]

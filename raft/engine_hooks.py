@@ -79,6 +79,11 @@ def self_test() -> list[str]:
     for attr in TRANSPORT_INTERNALS:
         if not hasattr(transport_module.TCPTransport, attr):
             problems.append(f"TCPTransport lacks {attr}")
+    import _socket
+    import socket
+
+    if socket.inet_ntop is not _socket.inet_ntop:
+        problems.append("socket.inet_ntop is still pysyncobj's Windows-only replacement")
     if not callable(getattr(syncobj_module, "createJournal", None)):
         problems.append("pysyncobj.syncobj.createJournal is missing")
     return problems

@@ -165,7 +165,7 @@ class Agent:
             try:
                 await self.net.update(answer["network"])
             except Exception as exc:
-                log.warning("could not apply the network view: %s", exc)
+                log.exception("could not apply the network view: %s", exc)
         for data in answer["changed"]:
             task = spec.task_from_dict(data)
             self.known[task.id] = task

@@ -11,19 +11,21 @@ How this works. `up` builds, for lab LAB:
 then runs the real CLI inside each host namespace (`nsenter --net=...`, which
 switches only the network namespace: `ip netns exec` would remount /sys and
 hide the cgroup mounts runc needs): h1 runs `swarm init`, the other managers
-and then the workers `swarm join` with the tokens h1 hands out (read over
-h1's unix socket). Nothing is added to the root namespace: namespaces and
-links are made with pyroute2 from inside the lab's namespaces, and sysctls
-are written from a short-lived thread that setns()-es into the host
-namespace. Nothing is routed out: the underlay has no uplink.
+(one at a time) and then the workers (as many at once as there are CPUs)
+`swarm join` with the tokens h1 hands out (read over h1's unix socket);
+`up` returns once h1 lists every node as ready. Nothing is added to the root namespace: namespaces and links
+are made with pyroute2 from inside the lab's namespaces, and sysctls are
+written from a short-lived thread that setns()-es into the host namespace.
+Nothing is routed out: the underlay has no uplink.
 
 Everything `up` will create is recorded first, in /run/swarm-lab/LAB/lab.json,
 so `down` can clean up after a crash of `up` (which runs `down` itself on any
 failure). `down` does not trust the record alone: it kills the daemons named
 by every STATE_ROOT/LAB/*/swarm.pid, removes the containers of every node
 state dir (swarm.runtime.runc), kills any process left in a namespace whose
-name starts with one of the lab's prefixes (matched by /proc/PID/ns/net
-inode) or running from or on a path under the lab's state root, unmounts what
+name starts with one of the lab's prefixes ("swl-LAB-", those in the record,
+and the per-node prefix the daemons name their task and network namespaces
+with, read from each node.json; matched by /proc/PID/ns/net inode) or running from or on a path under the lab's state root, unmounts what
 is under that root, then removes the namespaces, the state and the record.
 Each step tolerates what is already gone, so `down` is idempotent.
 """
@@ -228,6 +230,22 @@ def make_host(rec: dict[str, Any], host: dict[str, Any]) -> None:
     write_sysctl(host["netns"], "net.ipv4.ip_forward", "1")
 
 
+def node_netns_prefix(state_dir: str) -> str | None:
+    """The prefix of the namespaces the node's daemon names (swarm.agentnet), or None without node.json."""
+    try:
+        with open(os.path.join(state_dir, "node.json")) as f:
+            node_id = json.load(f)["node_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(node_id, str) or len(node_id) < 6:
+        return None
+    try:
+        from swarm.agentnet import prefix_for
+    except Exception:  # being rewritten? the rule it follows today
+        return f"sw{node_id[:6]}-"
+    return f"{prefix_for(node_id)}-"
+
+
 def remove_netns(name: str) -> bool:
     from pyroute2 import netns
     path = os.path.join(NETNS_DIR, name)
@@ -250,7 +268,7 @@ def host_command(rec: dict[str, Any], host: dict[str, Any], argv: Sequence[str])
         argv = [python, "-m", "swarm", *argv[1:]]
     path = os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env = dict(os.environ, SWARM_STATE_DIR=host["state_dir"], PATH=f"{bindir}:{path}",
-               SWARM_LAB=rec["name"], SWARM_LAB_HOST=host["name"], SWARM_NETNS_PREFIX=f"{host['netns']}-")
+               SWARM_LAB=rec["name"], SWARM_LAB_HOST=host["name"])
     env["PYTHONPATH"] = ":".join(p for p in (PROJECT_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     return ["nsenter", f"--net={os.path.join(NETNS_DIR, host['netns'])}", "--", *argv], env
 
@@ -341,6 +359,7 @@ def _build(rec: dict[str, Any], say: Callable[[str], None]) -> None:
         for future in [pool.submit(join, h) for h in workers]:  # workers only ask the manager for a certificate
             future.result()
     rec["leader"] = _wait_ready(first, len(rec["hosts"]))
+    rec["netns_prefixes"] += [p for p in map(node_netns_prefix, (h["state_dir"] for h in rec["hosts"])) if p]
     rec["status"] = "up"
     save(rec)
 
@@ -367,10 +386,11 @@ def down(name: str = "lab", state_root: str | None = None) -> list[str]:
     check_name(name)
     rec = load(name) or plan(name, 0, 0, state_root)
     root = os.path.abspath(os.path.join(state_root, name)) if state_root else rec["state_root"]
-    prefixes = tuple(p for p in rec.get("netns_prefixes", []) if p) + (f"{PREFIX}{name}-",)
     removed: list[str] = []
     node_dirs = sorted({h["state_dir"] for h in rec.get("hosts", [])} | set(glob.glob(os.path.join(root, "*", ""))))
     node_dirs = [d.rstrip("/") for d in node_dirs if os.path.isdir(d)]
+    prefixes = tuple(p for p in [*rec.get("netns_prefixes", []), *map(node_netns_prefix, node_dirs)] if p)
+    prefixes += (f"{PREFIX}{name}-",)
     spared = _ancestors()
     for node_dir in node_dirs:  # the daemons first, so that nothing restarts a container
         pid = _read_pid(os.path.join(node_dir, "swarm.pid"))

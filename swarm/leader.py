@@ -223,6 +223,8 @@ class Reconciler:
         table: dict[str, list[dict]] = {n: [] for n in used}
         for s in services.values():
             for net_id in used:
+                if networks.get(net_id, {}).get("ingress"):
+                    continue  # the routing mesh balances ingress; names resolve on the service's own networks
                 if net_id not in s.vips and net_id not in s.spec.networks:
                     continue
                 table[net_id].append({

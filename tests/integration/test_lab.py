@@ -59,14 +59,15 @@ def lab_processes(name):
     return out
 
 
-def snapshot(name):
-    """What a lab named `name` could leave on the machine."""
+def snapshot(name, prefixes=()):
+    """What a lab named `name` (whose daemons name namespaces with `prefixes`) could leave on the machine."""
     links = [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link").splitlines()]
+    ours = (f"swl-{name}-", *prefixes)
     return {
-        "netns": sorted(n for n in ip("netns", "list").split() if n.startswith("swl-")),
+        "netns": sorted(n for n in ip("netns", "list").split() if n.startswith(ours)),
         "links": sorted(n for n in links if re.fullmatch(r"h\d+x?|br0", n)),
         "lab_addrs": sorted(LAB_ADDR.findall(ip("-o", "addr"))),
-        "run": sorted(os.listdir(labmod.RUN_ROOT)) if os.path.isdir(labmod.RUN_ROOT) else [],
+        "run": os.path.exists(os.path.join(labmod.RUN_ROOT, name)),
         "state": os.path.exists(os.path.join(labmod.STATE_ROOT, name)),
         "processes": lab_processes(name),
         "mounts": labmod._mounts_under(os.path.join(labmod.STATE_ROOT, name)),
@@ -181,19 +182,29 @@ def test_down_restores_the_machine_and_can_run_twice(lab):
 def test_down_cleans_up_after_kill9_and_a_lost_record_entry(lab):
     before = snapshot(lab)
     up(lab, nodes=3)
+    record = labmod.load(lab)
+    node_prefixes = record["netns_prefixes"][1:]
+    assert len(node_prefixes) == 3 and snapshot(lab, node_prefixes)["netns"] == sorted(
+        f"swl-{lab}-{h}" for h in ("h1", "h2", "h3", "u"))
     # a stray process inside h2's namespace, not known to any daemon
     stray = subprocess.Popen([sys.executable, "-m", "swarm", "lab", "exec", "--name", lab, "h2", "--", "sleep", "300"],
                              env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, start_new_session=True)
-    record = labmod.load(lab)
+    # a task namespace as h3's daemon names them (swarm.agentnet), with a process inside
+    from pyroute2 import netns
+    task_ns = labmod.node_netns_prefix(record["hosts"][2]["state_dir"]) + "t-fake"
+    netns.create(task_ns)
+    in_task = subprocess.Popen(["nsenter", f"--net=/run/netns/{task_ns}", "--", "sleep", "300"], start_new_session=True)
     pids = [int(open(os.path.join(h["state_dir"], "swarm.pid")).read()) for h in record["hosts"]]
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     record["hosts"] = [h for h in record["hosts"] if h["name"] != "h3"]
     labmod.save(record)
     time.sleep(0.3)  # the stray sleep has replaced nsenter by now
-    swarm("lab", "down", "--name", lab)
+    out = swarm("lab", "down", "--name", lab).stdout
+    assert f"removed namespace {task_ns}" in out and f"removed namespace swl-{lab}-h3" in out
     assert stray.wait(timeout=10) == -signal.SIGKILL
-    assert snapshot(lab) == before
+    assert in_task.wait(timeout=10) == -signal.SIGKILL
+    assert snapshot(lab, node_prefixes) == before
     assert swarm("lab", "down", "--name", lab).returncode == 0
 
 

@@ -97,3 +97,17 @@ def test_exec_in_reports_failures(name: str) -> None:
     with pytest.raises(DatapathError, match="nft"):
         ns.exec_in(name, ["nft", "-f", "-"], input="this is not nft\n")
     assert ns.exec_in(name, ["nft", "list", "tables"]).stdout == ""
+
+
+def test_a_failed_create_leaves_nothing_behind(name: str) -> None:
+    from overlay.network import NetworkDatapath
+    from overlay.sandbox import Attachment, TaskSandbox
+
+    missing = name + "-nonexistent"
+    with pytest.raises(DatapathError):
+        TaskSandbox(name, [Attachment(missing, "10.10.0.2", 24, "10.10.0.1")]).create()
+    assert not ns.ns_exists(name)
+    with pytest.raises(DatapathError):
+        NetworkDatapath(name, 4096, "10.10.0.0/24", "198.18.0.1", host_netns=missing).create()
+    assert not ns.ns_exists(name)
+    assert not ns.ns_exists(missing)

@@ -18,3 +18,11 @@ def test_a_different_pysyncobj_source_refuses_to_start(monkeypatch):
 def test_a_missing_internal_refuses_to_start(monkeypatch):
     monkeypatch.setattr(engine_hooks, "SYNCOBJ_INTERNALS", engine_hooks.SYNCOBJ_INTERNALS + ("_gone",))
     assert "SyncObj lacks _gone" in engine_hooks.self_test()
+
+
+def test_pysyncobj_does_not_leave_socket_inet_ntop_broken():
+    import socket
+
+    import pysyncobj.tcp_connection  # noqa: F401  (imports win_inet_pton)
+
+    assert socket.inet_ntop(socket.AF_INET, b"\x0a\x00\x00\x01") == "10.0.0.1"
