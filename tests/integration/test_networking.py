@@ -1,0 +1,142 @@
+"""Overlay networking end to end in a 3-host lab (hosts are network
+namespaces the test creates; `lab down` always runs): DNS, VIP load
+balancing, dnsrr, the routing mesh, scaling and a dead host."""
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from swarm.agentnet import prefix_for
+from swarm.localcluster import ROOT, eventually
+
+PY = sys.executable
+ENV = dict(os.environ, PYTHONPATH=ROOT)
+
+
+def swarm(*args, check=True, timeout=120):
+    proc = subprocess.run([PY, "-m", "swarm", *args], capture_output=True, text=True, env=ENV, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"swarm {' '.join(args)}: {proc.stderr}{proc.stdout}")
+    return proc
+
+
+def in_netns(netns, code, timeout=20):
+    proc = subprocess.run(["ip", "netns", "exec", netns, PY, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+    if proc.returncode != 0:
+        raise AssertionError(f"in {netns}: {proc.stderr}")
+    return proc.stdout
+
+
+RESOLVE = """
+import dns.resolver, json, sys
+r = dns.resolver.Resolver(configure=False); r.nameservers = ['127.0.0.11']; r.lifetime = 3
+out = {}
+for name in sys.argv[1:] or %r:
+    try: out[name] = sorted(a.address for a in r.resolve(name, 'A'))
+    except Exception as e: out[name] = type(e).__name__
+print(json.dumps(out))
+"""
+
+FETCH = """
+import json, urllib.request
+seen = {}
+for i in range(%d):
+    body = urllib.request.urlopen('http://%s/i.html', timeout=3).read().decode().strip()
+    seen[body] = seen.get(body, 0) + 1
+print(json.dumps(seen))
+"""
+
+HTTPD = ["sh", "-c", 'echo "task $(hostname)" > /tmp/i.html; exec httpd -f -p 80 -h /tmp']
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    name = "t" + uuid.uuid4().hex[:6]
+    tar = str(tmp_path_factory.mktemp("img") / "demo.tar")
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), tar], check=True,
+                   capture_output=True)
+    try:
+        swarm("lab", "up", "--nodes", "3", "--name", name, timeout=180)
+        for host in ("h1", "h2", "h3"):
+            swarm("lab", "exec", "--name", name, host, "--", "swarm", "image", "import", tar, "demo:1")
+        labs = json.loads(swarm("lab", "ls", "--format", "json").stdout)
+        hosts = {h["name"]: h for entry in labs if entry["name"] == name for h in entry["hosts"]}
+        time.sleep(1.5)
+        yield name, hosts
+    finally:
+        swarm("lab", "down", "--name", name, check=False, timeout=180)
+
+
+def on(lab, host, *args, **kw):
+    return swarm("lab", "exec", "--name", lab[0], host, "--", "swarm", *args, **kw)
+
+
+def tasks(lab, service):
+    rows = json.loads(on(lab, "h1", "service", "ps", service, "--format", "json").stdout)
+    return [r for r in rows if r["desired_state"] == "running" and r["state"] == "running"]
+
+
+def task_netns(lab, row):
+    nodes = {n["hostname"]: n["id"] for n in json.loads(on(lab, "h1", "node", "ls", "--format", "json").stdout)}
+    return f"{prefix_for(nodes[row['node']])}-t-{row['id'][:10]}"
+
+
+def test_names_vip_spread_dnsrr_and_the_routing_mesh(lab):
+    on(lab, "h1", "network", "create", "appnet")
+    on(lab, "h1", "network", "create", "other")
+    on(lab, "h1", "service", "create", "--name", "web", "--replicas", "3", "--network", "appnet",
+       "--publish", "8080:80", "demo:1", *HTTPD, timeout=120)
+    on(lab, "h1", "service", "create", "--name", "rr", "--replicas", "2", "--network", "appnet",
+       "--endpoint-mode", "dnsrr", "demo:1", "sleep", "1000", timeout=120)
+    on(lab, "h1", "service", "create", "--name", "hidden", "--network", "other", "demo:1", "sleep", "1000",
+       timeout=120)
+    web = tasks(lab, "web")
+    assert len({r["node"] for r in web}) == 3
+    client = task_netns(lab, tasks(lab, "rr")[0])
+    names = json.loads(in_netns(client, RESOLVE % (["web", "tasks.web", "rr", "tasks.rr", "hidden"],)))
+    web_ips = names["tasks.web"]
+    assert len(web_ips) == 3 and len(names["web"]) == 1 and names["web"][0] not in web_ips  # the VIP
+    assert len(names["rr"]) == 2 and names["rr"] == names["tasks.rr"]  # dnsrr: all task addresses
+    assert not isinstance(names["hidden"], list)  # another network's service does not resolve
+    # TCP to VIP:80 from another host's task spreads over all three backends
+    seen = json.loads(in_netns(client, FETCH % (60, f"{names['web'][0]}:80")))
+    assert len(seen) == 3 and min(seen.values()) >= 5, seen
+    # the routing mesh answers on every host, also on a host running no task of the service
+    on(lab, "h1", "service", "scale", "web=1")
+    eventually(lambda: len(tasks(lab, "web")) == 1, 20, "scale down to 1")
+    only = tasks(lab, "web")[0]["node"]
+    empty = next(h for h in ("h1", "h2", "h3") if h != only)
+    addr = lab[1][empty]["addr"].split(":")[0]
+    seen = json.loads(in_netns(f"swl-{lab[0]}-h1", FETCH % (5, f"{addr}:8080")))
+    assert sum(seen.values()) == 5
+
+
+def test_scaling_and_a_dead_host_update_dns_and_the_load_balancer(lab):
+    on(lab, "h1", "service", "create", "--name", "api", "--replicas", "2", "--network", "appnet",
+       "--publish", "8081:80", "demo:1", *HTTPD, timeout=120)
+    client = task_netns(lab, next(r for r in tasks(lab, "api") if r["node"] != "h3"))
+
+    def backends():
+        return json.loads(in_netns(client, RESOLVE % (["tasks.api"],)))["tasks.api"]
+
+    on(lab, "h1", "service", "scale", "api=4")
+    started = time.monotonic()
+    eventually(lambda: len(tasks(lab, "api")) == 4, 30, "four tasks")
+    converged = time.monotonic()
+    eventually(lambda: len(backends()) == 4, 10, "DNS to list four tasks")
+    assert time.monotonic() - converged < 2.5, "DNS lagged the tasks by more than 2 s"
+    seen = json.loads(in_netns(client, FETCH % (60, f"{json.loads(in_netns(client, RESOLVE % (['api'],)))['api'][0]}:80")))
+    assert len(seen) == 4
+    # kill h3's daemon: its tasks leave DNS and the LB map
+    victim = "h3"
+    pid = int(open(os.path.join(lab[1][victim]["state_dir"], "swarm.pid")).read())
+    os.kill(pid, 9)
+    eventually(lambda: all(r["node"] != victim for r in tasks(lab, "api")) and len(tasks(lab, "api")) == 4,
+               30, "api back to four tasks off the dead host")
+    eventually(lambda: len(backends()) == 4, 10, "DNS without the dead host's tasks")
+    assert time.monotonic() - started < 60
