@@ -98,6 +98,14 @@ class Controller:
             await self._watch_running()
         finally:
             self.done = True
+            if self.task.networks and spec.is_terminal(self.state):
+                # A stopped task gives its addresses back: its sandbox must go
+                # now, before the allocator hands them to a new task.
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.agent.net.remove(task_id)
+                    except Exception as exc:
+                        log.warning("could not remove the sandbox of task %s: %s", task_id, exc)
 
     async def _desired_changed(self) -> None:
         self.changed = trio.Event()

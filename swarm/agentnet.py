@@ -56,6 +56,7 @@ class NodeNetworking:
         self.rng = random.Random()
         self.upstreams = dns.host_upstreams()
         self._lock = trio.Lock()
+        self.closed = False
 
     def name(self, kind: str, ident: str) -> str:
         return f"{self.prefix}-{kind}-{ident[:10]}"
@@ -63,6 +64,8 @@ class NodeNetworking:
     # -- the network view ----------------------------------------------------------------
     async def update(self, view: dict) -> None:
         async with self._lock:
+            if self.closed:
+                return
             self.view = view
             for net_id, net in view.get("networks", {}).items():
                 await self._ensure_network(net)
@@ -180,10 +183,18 @@ class NodeNetworking:
 
     async def teardown(self) -> None:
         """Remove everything this node made (swarm leave)."""
-        for task_id in list(self.sandboxes):
-            await self.remove(task_id)
-        if self.ingress is not None:
-            await trio.to_thread.run_sync(self.ingress.remove)
+        self.closed = True  # no view applied after this
+        async with self._lock:
+            for task_id in list(self.sandboxes):
+                await self.remove(task_id)
+            if self.ingress is not None:
+                await trio.to_thread.run_sync(self.ingress.remove)
+                self.ingress = None
+            script = lb.delete_table_script(lb.INGRESS_TABLE)
+            try:  # also when the sandbox object was lost: the host's rules go by name
+                await trio.to_thread.run_sync(lb.apply_ruleset, None, script)
+            except Exception:
+                pass
         for dp in self.datapaths.values():
             await trio.to_thread.run_sync(dp.remove)
         for name in ns.list_ns():

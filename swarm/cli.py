@@ -533,6 +533,7 @@ def node_rm(daemon: LocalDaemon, force: bool, refs: tuple[str, ...]) -> None:
 from swarm import cli_image, cli_service  # noqa: E402,F401  (circular on purpose: they use the helpers above)
 from swarm import cli_lab  # noqa: E402,F401  (swarm lab ...)
 from swarm import cli_network  # noqa: E402,F401  (swarm network ...)
+from swarm import cli_chaos  # noqa: E402,F401  (swarm chaos ...)
 
 
 # -- entry point ---------------------------------------------------------------

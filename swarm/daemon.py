@@ -32,6 +32,7 @@ from raft.node import RaftConfig, RaftNode
 from raft.store import Op
 from raft.transport import TlsSettings
 from swarm import model, pki
+from swarm.errors import SwarmError
 from swarm.config import NodeConfig, Paths, load_cert_into, split_addr
 from swarm.agent import Agent
 from swarm.control import READ_METHODS, WRITE_METHODS, ControlAPI
@@ -570,12 +571,29 @@ class Daemon:
                 self._ready = True
                 task_status.started()
                 await self._stop.wait()
+                if self._leaving:
+                    await self._remove_everything()
                 nursery.cancel_scope.cancel()
         finally:
             if os.path.exists(self.paths.pid):
                 os.unlink(self.paths.pid)
             if self._leaving:
                 clear_state(self.paths)
+
+    async def _remove_everything(self) -> None:
+        """Leaving: stop this node's containers and remove its networking."""
+        with trio.move_on_after(60):
+            for task_id in await trio.to_thread.run_sync(self.runtime.list):
+                try:
+                    await self.runtime.stop_async(task_id, 2.0)
+                    await trio.to_thread.run_sync(self.runtime.remove, task_id)
+                except Exception as exc:
+                    log.warning("could not remove container %s: %s", task_id, exc)
+            if self.agent.net is not None:
+                try:
+                    await self.agent.net.teardown()
+                except Exception as exc:
+                    log.warning("could not remove this node's networking: %s", exc)
 
     def _initial_peers(self) -> list[str]:
         return [m for m in read_members(self.paths.raft) if not m.startswith(self.config.node_id + "@")]
@@ -627,6 +645,12 @@ def clear_state(paths: Paths) -> None:
 def main(state_dir: str) -> int:
     logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from overlay.lb import check_nftables
+
+    try:
+        check_nftables()  # the VIP and ingress load balancers are nftables rules
+    except Exception as exc:
+        raise SwarmError(f"nftables is required by the swarm daemon and is not usable here: {exc}") from None
     daemon = Daemon(state_dir)
     trio.run(daemon.run)
     return 0

@@ -91,7 +91,7 @@ class Reconciler:
         infos = node_infos(nodes)
         now = time.time()
         # Endpoints first: VIPs and published ports for services that lack them.
-        alloc = allocation_state(networks, services, [t for t, _ in tasks.values()], nodes)
+        alloc = allocation_state(networks, services, [t for t, _ in tasks.values()], nodes, now)
         service_ops: list[Op] = []
         for sid, service in list(services.items()):
             updated = allocate_service(service, networks, alloc)

@@ -31,8 +31,12 @@ def new_network(name: str, subnet: str, vni: int, *, ingress: bool = False, atta
             "created_at": time.time()}
 
 
+REUSE_DELAY = 30.0  # seconds a stopped task's address stays reserved (peers and sandboxes catch up)
+
+
 def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service],
-                     tasks: list[spec.Task], nodes: dict[str, dict] | None = None) -> Allocator:
+                     tasks: list[spec.Task], nodes: dict[str, dict] | None = None,
+                     now: float = 0.0) -> Allocator:
     alloc = Allocator()
     for net in networks.values():
         alloc.add_pool(net["id"], net["subnet"], net["gateway"])
@@ -49,7 +53,7 @@ def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service
         if ingress and node.get("ingress_ip"):
             alloc.reserve_address(ingress, node["ingress_ip"])
     for task in tasks:
-        if spec.is_terminal(task.status.state) and task.desired_state != "running":
+        if spec.is_terminal(task.status.state) and now - task.status.timestamp > REUSE_DELAY:
             continue
         for att in task.networks:
             if att.network_id in networks:

@@ -6,6 +6,7 @@ when the test fails. Comparisons of the machine before and after are limited
 to what a lab could have made (its namespaces, its links and addresses, its
 processes and files), so other work running on the machine does not disturb them.
 """
+import glob
 import json
 import os
 import re
@@ -221,13 +222,15 @@ def test_down_removes_containers_of_crashed_nodes(lab, tmp_path):
              "demo:1", "sleep", "1000")
     root = os.path.join(labmod.STATE_ROOT, lab)
     assert labmod._mounts_under(root), "the containers' root filesystems are mounted"
+    containers = [int(open(path).read()) for path in glob.glob(os.path.join(root, "h*", "tasks", "*", "init.pid"))]
+    assert len(containers) == 2 and all(os.path.exists(f"/proc/{p}") for p in containers)
     record = labmod.load(lab)
     for h in record["hosts"]:
         os.kill(int(open(os.path.join(h["state_dir"], "swarm.pid")).read()), signal.SIGKILL)
     out = swarm("lab", "down", "--name", lab).stdout
     assert out.count("removed container") == 2
     assert snapshot(lab, record["netns_prefixes"]) == before
-    assert not [p for p in labmod._pids() if "sleep\x001000" in labmod._cmdline(p)]
+    assert not [p for p in containers if os.path.exists(f"/proc/{p}")]
 
 
 def test_up_refuses_bad_input_and_cleans_up_a_failed_build(lab):

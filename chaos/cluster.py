@@ -1,0 +1,235 @@
+"""A running lab as the chaos suite sees it: its hosts, their daemons, and the faults.
+
+How this works. `Cluster` wraps the record of a `swarm lab` (swarm/lab.py)
+and talks to each node's daemon over its unix socket STATE_DIR/swarm.sock,
+from the root namespace (a unix socket is reachable across network
+namespaces). Every fault is real and local to the lab:
+
+* kill -9 / SIGSTOP / SIGCONT of the PID in STATE_DIR/swarm.pid;
+* restart with `swarm daemon --detach`, run inside the host's namespace;
+* nftables rules in a table `inet swarm_chaos` created INSIDE a host's
+  network namespace (`nsenter --net=/run/netns/swl-LAB-hN nft ...`), never
+  in the root namespace: `_netns` refuses any namespace that is not one of
+  the lab's hosts. Healing deletes the table.
+
+The cluster keeps `expected`: host -> PID of every daemon that should be
+alive. A fault that kills a daemon removes its entry (under a lock) before
+the signal, a restart adds the new PID; a PID in `expected` that dies is a
+crash (invariant 5), noticed by `crashed()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+from swarm import lab as labmod
+from swarm.errors import SwarmError
+from swarm.rpc import RPCError, call_unix_sync
+
+NFT_TABLE = "swarm_chaos"
+RESTART_TIMEOUT = 60.0
+
+
+class ChaosError(SwarmError):
+    """The harness could not do what a scenario asked (not a violation of the cluster's invariants)."""
+
+
+class Cluster:
+    def __init__(self, rec: dict[str, Any]) -> None:
+        self.rec = rec
+        self.name = rec["name"]
+        self.hosts = {h["name"]: h for h in rec["hosts"]}
+        self.managers = [h["name"] for h in rec["hosts"] if h["role"] == "manager"]
+        self.workers = [h["name"] for h in rec["hosts"] if h["role"] == "worker"]
+        self.node_ids = {name: self._node_id(name) for name in self.hosts}
+        self.hostnames = {v: k for k, v in self.node_ids.items() if v}
+        self.expected: dict[str, int] = {}
+        self.paused: set[str] = set()
+        self.partitioned: set[str] = set()
+        self.lock = threading.Lock()
+
+    # -- reading -----------------------------------------------------------------------
+    def _node_id(self, host: str) -> str:
+        try:
+            with open(os.path.join(self.hosts[host]["state_dir"], "node.json")) as f:
+                return json.load(f)["node_id"]
+        except (OSError, ValueError, KeyError):
+            return ""
+
+    def socket(self, host: str) -> str:
+        return os.path.join(self.hosts[host]["state_dir"], "swarm.sock")
+
+    def call(self, host: str, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
+        return call_unix_sync(self.socket(host), method, params or {}, timeout)
+
+    def pid(self, host: str) -> int | None:
+        try:
+            with open(os.path.join(self.hosts[host]["state_dir"], "swarm.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def addr(self, host: str) -> str:
+        return self.hosts[host]["addr"]
+
+    def leader(self, timeout: float = 15.0) -> str:
+        """The host whose daemon a majority of reachable managers calls leader, waiting for one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            votes: dict[str, int] = {}
+            for host in self.managers:
+                if host in self.paused:
+                    continue
+                with contextlib.suppress(RPCError):
+                    leader = self.call(host, "info", timeout=1.0).get("leader")
+                    if leader in self.hostnames:
+                        votes[self.hostnames[leader]] = votes.get(self.hostnames[leader], 0) + 1
+            if votes:
+                best = max(votes, key=votes.__getitem__)
+                if votes[best] * 2 > len(self.managers) or len(votes) == 1:
+                    return best
+            if time.monotonic() > deadline:
+                raise ChaosError(f"no manager of lab {self.name} named a leader within {timeout:g} s")
+            time.sleep(0.1)
+
+    def adopt_all(self) -> None:
+        """Record every daemon's PID as expected alive (before the faults start)."""
+        with self.lock:
+            for host in self.hosts:
+                pid = self.pid(host)
+                if pid and alive(pid):
+                    self.expected[host] = pid
+
+    def crashed(self) -> dict[str, int]:
+        """Expected daemons that are gone: host -> PID."""
+        with self.lock:
+            return {h: p for h, p in self.expected.items() if not alive(p)}
+
+    def daemon_log_tail(self, host: str, lines: int = 5) -> list[str]:
+        try:
+            with open(os.path.join(self.hosts[host]["state_dir"], "daemon.log"), errors="replace") as f:
+                return [ln.rstrip() for ln in f.readlines()[-lines:]]
+        except OSError:
+            return []
+
+    # -- processes ---------------------------------------------------------------------
+    def kill(self, host: str) -> int | None:
+        with self.lock:
+            self.expected.pop(host, None)
+            pid = self.pid(host)
+            if not pid or not alive(pid):
+                return None
+            os.kill(pid, signal.SIGKILL)
+        self.paused.discard(host)
+        labmod._wait_gone(pid)
+        return pid
+
+    def restart(self, host: str) -> int:
+        """`swarm daemon --detach` in the host's namespace; returns the new PID once it is ready."""
+        python = self.rec.get("python") or "python3"
+        try:
+            res = labmod.run(self.rec, self.hosts[host], [python, "-m", "swarm", "daemon", "--detach"],
+                             timeout=RESTART_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise ChaosError(f"the daemon of {host} did not restart within {RESTART_TIMEOUT:g} s") from None
+        if res.returncode != 0:
+            why = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit code {res.returncode}"]
+            raise ChaosError(f"restarting the daemon of {host} failed: {why[0]}")
+        pid = self.pid(host)
+        if not pid or not alive(pid):
+            raise ChaosError(f"the daemon of {host} said it was ready but is not running")
+        with self.lock:
+            self.expected[host] = pid
+        return pid
+
+    def pause(self, host: str) -> int | None:
+        pid = self.pid(host)
+        if not pid or not alive(pid):
+            return None
+        self.paused.add(host)
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    def resume(self, host: str) -> None:
+        pid = self.pid(host)
+        self.paused.discard(host)
+        if pid and alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
+    # -- nftables inside a host's namespace -----------------------------------------------
+    def _netns(self, host: str) -> str:
+        netns = self.hosts[host]["netns"]
+        if not netns.startswith(f"{labmod.PREFIX}{self.name}-") or netns not in labmod.netns_names():
+            raise ChaosError(f"refusing to touch {netns!r}: not a host namespace of lab {self.name}")
+        return netns
+
+    def nft(self, host: str, script: str) -> None:
+        netns = self._netns(host)
+        res = subprocess.run(["nsenter", f"--net={os.path.join(labmod.NETNS_DIR, netns)}", "--", "nft", "-f", "-"],
+                             input=script, capture_output=True, text=True, timeout=10)
+        if res.returncode != 0:
+            raise ChaosError(f"nft in {netns} failed: {res.stderr.strip() or res.returncode}")
+
+    def drop(self, host: str, peers: list[str], inbound: bool = True, outbound: bool = True,
+             percent: int = 100) -> None:
+        """Drop (a `percent` of) packets between `host` and the addresses of `peers`, in host's namespace."""
+        addrs = ", ".join(self.addr(p) for p in peers)
+        rand = f"numgen random mod 100 < {percent} " if percent < 100 else ""
+        chains = []
+        if inbound:
+            chains.append(f"chain input {{ type filter hook input priority -10; policy accept; "
+                          f"ip saddr {{ {addrs} }} {rand}drop; }}")
+        if outbound:
+            chains.append(f"chain output {{ type filter hook output priority -10; policy accept; "
+                          f"ip daddr {{ {addrs} }} {rand}drop; }}")
+        self.heal_network(host)
+        self.partitioned.add(host)
+        self.nft(host, f"table inet {NFT_TABLE} {{\n  " + "\n  ".join(chains) + "\n}\n")
+
+    def heal_network(self, host: str) -> None:
+        netns = self._netns(host)
+        subprocess.run(["nsenter", f"--net={os.path.join(labmod.NETNS_DIR, netns)}", "--", "nft", "delete",
+                        "table", "inet", NFT_TABLE], capture_output=True, timeout=10)
+        self.partitioned.discard(host)
+
+    def heal_everything(self) -> list[str]:
+        """Undo every fault still in place (resume, delete nft tables, restart dead daemons)."""
+        done = []
+        for host in sorted(self.paused):
+            self.resume(host)
+            done.append(f"resumed {host}")
+        for host in sorted(self.partitioned):
+            self.heal_network(host)
+            done.append(f"healed the network of {host}")
+        dead = [h for h in self.hosts if not (self.pid(h) and alive(self.pid(h)))]
+        errors: list[str] = []
+
+        def restart(host: str) -> None:
+            try:
+                self.restart(host)
+                done.append(f"restarted {host}")
+            except ChaosError as exc:
+                errors.append(exc.message)
+
+        threads = [threading.Thread(target=restart, args=(h,)) for h in dead]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise ChaosError(errors[0])
+        return done
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False

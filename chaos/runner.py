@@ -1,0 +1,384 @@
+"""Run one scenario end to end on a fresh lab and return its verdicts.
+
+How this works. `run_scenario` builds a lab with a unique name
+(swarm/lab.py), imports the demo image (busybox) on every host, creates a
+replicated service `chaos` with one task per host and waits for it; then it
+starts the observers and the client workload (chaos/workload.py), executes
+the scenario's fault schedule (chaos/scenarios.py) through `Cluster`
+(chaos/cluster.py), and heals whatever is still broken. From the moment of
+heal it measures convergence of the service while the workload keeps
+writing for a few seconds; then it stops the clients, waits until every
+manager holds the same labels, checks the invariants (chaos/invariants.py),
+and always runs `lab down` and looks for anything of the lab left behind.
+A failure of the harness itself (the lab would not build, no leader to
+target) is reported as an error, never as a pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from chaos import invariants as inv
+from chaos.cluster import ChaosError, Cluster, alive
+from chaos.scenarios import KILL, KILL_ALL, LOSSY, PARTITION, PAUSE, ROLLBACK, Fault, Scenario, Shape
+from chaos.workload import History, Observer, Workload
+from swarm import lab as labmod
+from swarm.errors import SwarmError
+from swarm.rpc import RPCError
+
+SERVICE = "chaos"
+IMAGE = "demo:1"
+
+
+@dataclass
+class Options:
+    nodes: int = 4
+    managers: int = 3
+    duration: float = 60.0
+    seed: int | str = 0
+    quick: bool = False
+    clients: int = 3
+    keys: int = 3
+    read_mode: str = "log"
+    say: Callable[[str], None] = lambda _: None
+
+    @property
+    def settle(self) -> float:
+        """Seconds the workload keeps running after heal."""
+        return 2.0 if self.quick else 5.0
+
+    @property
+    def converge_bound(self) -> float:
+        return 45.0 if self.quick else 90.0
+
+
+@dataclass
+class Result:
+    scenario: str
+    seed: int | str
+    lab: str
+    expect_violation: bool = False
+    schedule: list[dict] = field(default_factory=list)
+    faults: list[dict] = field(default_factory=list)        # what was injected, when, on which host
+    requests: dict[str, int] = field(default_factory=dict)  # ok / fail / unknown client requests
+    verdicts: list[inv.Verdict] = field(default_factory=list)
+    converge_seconds: float | None = None
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds spent building, faulting, converging...
+    error: str = ""
+
+    def phase(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.phases[name] = round(now - since, 1)
+        return now
+
+    @property
+    def violations(self) -> list[inv.Verdict]:
+        return [v for v in self.verdicts if not v.held]
+
+    @property
+    def passed(self) -> bool:
+        if self.error:
+            return False
+        if self.expect_violation:  # a self-test passes when the suite catches the damage it did
+            return any(v.name == inv.NO_LOST_WRITE for v in self.violations)
+        return not self.violations
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "seed": self.seed, "lab": self.lab, "passed": self.passed,
+                "expect_violation": self.expect_violation, "schedule": self.schedule, "faults": self.faults,
+                "requests": self.requests, "invariants": [v.to_json() for v in self.verdicts],
+                "converge_seconds": self.converge_seconds, "seconds": round(self.seconds, 1), "phases": self.phases,
+                "error": self.error}
+
+
+def lab_name() -> str:
+    """A fresh lab name whose subnet no other lab uses."""
+    taken = {(labmod.load(n) or {}).get("octet") for n in labmod.lab_names()}
+    for _ in range(100):
+        name = "cx" + uuid.uuid4().hex[:6]
+        if labmod.subnet_octet(name) not in taken and not os.path.exists(os.path.join(labmod.RUN_ROOT, name)):
+            return name
+    raise ChaosError("could not find a free lab subnet (too many labs?): remove some with swarm lab down")
+
+
+def build_image(workdir: str) -> str:
+    tar = os.path.join(workdir, "demo.tar")
+    script = os.path.join(labmod.PROJECT_ROOT, "scripts", "build-demo-image.sh")
+    res = subprocess.run(["bash", script, tar], capture_output=True, text=True, timeout=120)
+    if res.returncode != 0:
+        raise ChaosError(f"could not build the demo image: {res.stderr.strip()}")
+    return tar
+
+
+def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
+    name = lab_name()
+    result = Result(scenario.name, opts.seed, name, scenario.expect_violation)
+    started = time.monotonic()
+    rec: dict[str, Any] | None = None
+    workload = observer = None
+    try:
+        managers = [f"h{i}" for i in range(1, opts.managers + 1)]
+        workers = [f"h{i}" for i in range(opts.managers + 1, opts.nodes + 1)]
+        if scenario.needs_workers and not workers:
+            raise ChaosError(f"{scenario.name} needs a worker: use more --nodes than --managers")
+        schedule = scenario.faults(opts.seed, Shape(managers, workers, opts.quick, opts.duration))
+        result.schedule = [f.to_json() for f in schedule]
+        opts.say(f"[{scenario.name}] lab {name}: {opts.nodes} hosts, {opts.managers} managers")
+        rec = labmod.up(name, opts.nodes, opts.managers)
+        mark = result.phase("lab up", started)
+        cluster = Cluster(rec)
+        prepare_service(cluster, image_tar, opts)
+        mark = result.phase("service", mark)
+        target = cluster.node_ids[(cluster.workers or cluster.managers)[-1]]
+        history = History()
+        workload = Workload(cluster, target, history, f"{opts.seed}:{scenario.name}", opts.clients, opts.keys,
+                            read_mode=opts.read_mode)
+        observer = Observer(cluster, history)
+        cluster.adopt_all()
+        observer.start()
+        workload.start()
+        time.sleep(1.0)
+        try:
+            for fault in schedule:
+                execute(cluster, fault, history, result.faults, opts)
+        finally:
+            healed = cluster.heal_everything()
+            if healed:
+                opts.say(f"[{scenario.name}] healed: {', '.join(healed)}")
+        healed_at = mark = result.phase("faults", mark)
+        problems, seconds = wait_converged(cluster, len(cluster.hosts), opts.converge_bound)
+        result.converge_seconds = None if seconds is None else round(seconds, 1)
+        time.sleep(max(0.0, opts.settle - (time.monotonic() - healed_at)))
+        workload.finish()
+        observer.finish()
+        result.requests = history.counts()
+        ops = history.snapshot()
+        finals = final_labels(cluster, target, workload.key_names(), opts.converge_bound)
+        mark = result.phase("converge", mark)
+        opts.say(f"[{scenario.name}] {len(result.faults)} faults, requests {result.requests}; checking")
+        result.verdicts = [inv.linearizable(ops), inv.no_lost_write(ops, workload.key_names(), finals),
+                           inv.one_leader_per_term(observer.observations),
+                           inv.converged(problems, seconds, opts.converge_bound)]
+        crashes = dict(observer.crashes)
+        for host, pid in cluster.crashed().items():
+            crashes.setdefault(host, (pid, history.now()))
+        logs = {h: cluster.daemon_log_tail(h) for h in crashes}
+    except (SwarmError, RPCError) as exc:
+        result.error = exc.message
+        crashes, logs = {}, {}
+    finally:
+        for part in (workload, observer):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.finish()
+        down_started = time.monotonic()
+        leftovers = teardown(name, rec)
+        result.phase("lab down", down_started)
+        result.seconds = time.monotonic() - started
+    if not result.error:
+        result.verdicts.append(inv.no_crash(crashes, leftovers, logs))
+    elif leftovers:
+        result.error += f"; after lab down {leftovers[0]} is left"
+    return result
+
+
+# -- preparing the lab -----------------------------------------------------------------
+
+
+def prepare_service(cluster: Cluster, image_tar: str, opts: Options) -> None:
+    for host in cluster.hosts:
+        cluster.call(host, "image.import", {"path": image_tar, "ref": IMAGE}, timeout=60)
+    first = cluster.hosts[cluster.managers[0]]
+    python = cluster.rec.get("python") or "python3"
+    argv = [python, "-m", "swarm", "service", "create", "--detach", "--name", SERVICE,
+            "--replicas", str(len(cluster.hosts)), IMAGE, "sleep", "1000000"]
+    deadline = time.monotonic() + 20
+    while True:  # the image reaches the managers with the nodes' next heartbeats
+        res = labmod.run(cluster.rec, first, argv, timeout=30)
+        if res.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            raise ChaosError(f"could not create the test service: {(res.stderr or res.stdout).strip()}")
+        time.sleep(0.5)
+    problems, seconds = wait_converged(cluster, len(cluster.hosts), 60)
+    if seconds is None:
+        raise ChaosError(f"the test service did not start: {'; '.join(problems[:2])}")
+    opts.say(f"service {SERVICE} runs {len(cluster.hosts)} tasks")
+
+
+def running_containers(cluster: Cluster) -> dict[str, list[str]]:
+    """host -> task IDs whose container runs there (asked of runc, not of the daemons)."""
+    from swarm.runtime.images import ImageStore
+    from swarm.runtime.base import RUNNING
+    from swarm.runtime.runc import Runtime
+
+    out: dict[str, list[str]] = {}
+    for host, h in cluster.hosts.items():
+        tasks = os.path.join(h["state_dir"], "tasks")
+        if not os.path.isdir(tasks):
+            continue
+        runtime = Runtime(tasks, ImageStore(os.path.join(h["state_dir"], "images")))
+        ids = []
+        for task_id in runtime.list():
+            with contextlib.suppress(Exception):
+                if runtime.state(task_id).status == RUNNING:
+                    ids.append(task_id)
+        out[host] = ids
+    return out
+
+
+def wait_converged(cluster: Cluster, replicas: int, bound: float) -> tuple[list[str], float | None]:
+    """(problems, seconds until converged or None if not within `bound`)."""
+    started = time.monotonic()
+    problems = ["the service could not be listed"]
+    while time.monotonic() - started < bound:
+        for host in cluster.managers:
+            try:
+                rows = cluster.call(host, "service.ps", {"refs": [SERVICE]}, timeout=3)
+            except RPCError:
+                continue
+            problems = inv.slot_problems(rows, running_containers(cluster), replicas)
+            if not problems:
+                return [], time.monotonic() - started
+            break
+        time.sleep(0.5)
+    return problems, None
+
+
+def final_labels(cluster: Cluster, target: str, keys: list[str], bound: float) -> dict[str, dict | None]:
+    """Every manager's labels of the register node, once they all agree (or after `bound`)."""
+    deadline = time.monotonic() + bound
+    finals: dict[str, dict | None] = {}
+    while True:
+        finals = {}
+        for host in cluster.managers:
+            try:
+                labels = cluster.call(host, "node.inspect", {"refs": [target]}, timeout=3)[0].get("labels") or {}
+                finals[host] = {k: labels.get(k) for k in keys}
+            except RPCError:
+                finals[host] = None
+        values = list(finals.values())
+        if None not in values and all(v == values[0] for v in values) or time.monotonic() > deadline:
+            return finals
+        time.sleep(0.3)
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def execute(cluster: Cluster, fault: Fault, history: History, events: list[dict], opts: Options) -> None:
+    time.sleep(fault.wait)
+    if fault.target == "leader":
+        targets = [cluster.leader()]
+    elif fault.target == "all":
+        targets = list(cluster.hosts)
+    else:
+        targets = fault.target.split(",")
+
+    def note(what: str, host: str, **detail: Any) -> None:
+        events.append({"at": round(history.now(), 3), "action": what, "host": host, **detail})
+        opts.say(f"  {history.now():7.2f} s  {what} {host}" + "".join(f" {k}={v}" for k, v in detail.items()))
+
+    if fault.action in (KILL, KILL_ALL):
+        for host in targets:
+            note("kill -9", host, pid=cluster.kill(host), leader=fault.target == "leader")
+        time.sleep(fault.hold)
+        restart_all(cluster, targets)
+    elif fault.action == PAUSE:
+        for host in targets:
+            note("SIGSTOP", host, pid=cluster.pause(host))
+        time.sleep(fault.hold)
+        for host in targets:
+            cluster.resume(host)
+    elif fault.action in (PARTITION, LOSSY):
+        direction = fault.detail.get("direction", "both")
+        percent = int(fault.detail.get("percent", 100))
+        for host in targets:
+            peers = [m for m in cluster.managers if m != host]
+            cluster.drop(host, peers, inbound=direction in ("both", "inbound"),
+                         outbound=direction in ("both", "outbound"), percent=percent)
+            note("nft drop" if percent == 100 else f"nft drop {percent}%", host, direction=direction,
+                 peers=",".join(peers))
+        time.sleep(fault.hold)
+        for host in targets:
+            cluster.heal_network(host)
+    elif fault.action == ROLLBACK:
+        rollback(cluster, fault, note)
+    else:
+        raise ChaosError(f"unknown fault action {fault.action!r}")
+
+
+def restart_all(cluster: Cluster, hosts: list[str]) -> None:
+    errors: list[str] = []
+
+    def restart(host: str) -> None:
+        try:
+            cluster.restart(host)
+        except ChaosError as exc:
+            errors.append(exc.message)
+
+    threads = [threading.Thread(target=restart, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise ChaosError(errors[0])
+
+
+def rollback(cluster: Cluster, fault: Fault, note: Callable[..., None]) -> None:
+    """The self-test: every manager's Raft state goes back to a copy taken `hold` seconds earlier."""
+    hosts = list(cluster.hosts)
+    for host in hosts:
+        cluster.kill(host)
+    for host in cluster.managers:
+        raft = os.path.join(cluster.hosts[host]["state_dir"], "raft")
+        shutil.rmtree(raft + ".chaos-copy", ignore_errors=True)
+        shutil.copytree(raft, raft + ".chaos-copy", symlinks=True)
+    note("copied the Raft state of", ",".join(cluster.managers))
+    restart_all(cluster, hosts)
+    time.sleep(fault.hold)
+    for host in hosts:
+        note("kill -9", host, pid=cluster.kill(host))
+    for host in cluster.managers:
+        raft = os.path.join(cluster.hosts[host]["state_dir"], "raft")
+        shutil.rmtree(raft)
+        os.rename(raft + ".chaos-copy", raft)
+    note("put back the old Raft state of", ",".join(cluster.managers))
+    restart_all(cluster, hosts)
+
+
+# -- teardown -------------------------------------------------------------------------------
+
+
+def teardown(name: str, rec: dict[str, Any] | None) -> list[str]:
+    """`lab down`, then whatever of the lab is still there (namespaces, mounts, processes, files)."""
+    try:
+        labmod.down(name)
+    except SwarmError as exc:
+        return [exc.message]
+    rec = rec or labmod.plan(name, 0, 0)
+    root = rec["state_root"]
+    prefixes = tuple(rec.get("netns_prefixes", [])) + (f"{labmod.PREFIX}{name}-",)
+    left = [f"namespace {n}" for n in labmod.netns_names() if n.startswith(prefixes)]
+    left += [f"mount {m}" for m in labmod._mounts_under(root)]
+    left += [f"path {p}" for p in (root, os.path.join(labmod.RUN_ROOT, name)) if os.path.exists(p)]
+    for pid in labmod._pids():
+        if pid in labmod._ancestors():
+            continue
+        cmdline = labmod._cmdline(pid)
+        with contextlib.suppress(OSError):
+            proc_root = os.readlink(f"/proc/{pid}/root")
+            if alive(pid) and (root + "/" in cmdline or proc_root.startswith(root + "/")):
+                left.append(f"process {pid} ({cmdline.replace(chr(0), ' ').strip()[:80]})")
+    left += [f"path {p}" for p in glob.glob(os.path.join(root, "*"))]
+    return left
