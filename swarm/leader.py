@@ -155,7 +155,7 @@ class Reconciler:
                 ops.append(Op.update(spec.TASK, tid, encode_task(new), expect=version))
         # Each node's ingress sandbox needs an address on the ingress network.
         ingress_id = _ingress_id(networks)
-        if ingress_id and any(p.mode == "ingress" for s in services.values() for p in s.ports):
+        if ingress_id and any(s.ports for s in services.values()):
             for nid, node in nodes.items():
                 if not node.get("ingress_ip") and node["status"] == "ready":
                     rec = self.m.raft.get(model.NODE, nid)
@@ -201,9 +201,10 @@ class Reconciler:
         tasks = [spec.task_from_dict(model.decode(r.data)) for r in raft.list(spec.TASK).values()]
         live = [t for t in tasks if t.networks and t.desired_state == "running"
                 and not spec.is_terminal(t.status.state) and t.node_id in nodes]
+        local_ingress: dict[str, list[str]] = {}  # service -> its running tasks' ingress addresses on this node
         used = {a.network_id for t in live if t.node_id == node_id for a in t.networks}
         ingress_id = _ingress_id(networks)
-        publishing = any(p.mode == "ingress" for s in services.values() for p in s.ports)
+        publishing = any(s.ports for s in services.values())
         if publishing and ingress_id:
             used.add(ingress_id)  # every node is in the routing mesh
         peers: dict[str, list[dict]] = {n: [] for n in used}
@@ -220,6 +221,8 @@ class Reconciler:
                     peers[a.network_id].append({"ip": ip, "vtep": vtep})
                 if t.status.state == "running":
                     endpoints.setdefault(a.network_id, {}).setdefault(t.service_id, []).append(ip)
+                    if a.network_id == ingress_id and t.node_id == node_id:
+                        local_ingress.setdefault(t.service_id, []).append(ip)
         table: dict[str, list[dict]] = {n: [] for n in used}
         for s in services.values():
             for net_id in used:
@@ -235,10 +238,12 @@ class Reconciler:
                 })
         return {"networks": {n: networks[n] for n in used if n in networks}, "peers": peers, "services": table,
                 "ingress_ip": nodes.get(node_id, {}).get("ingress_ip", ""),
+                # ingress mode: every task of the service; host mode: only this node's tasks
                 "published": [{"published": p.published, "target": p.target, "protocol": p.protocol,
-                               "service": s.spec.name, "tasks": sorted(endpoints.get(_ingress_id(networks), {})
-                                                                       .get(s.id, []))}
-                              for s in services.values() for p in s.ports if p.mode == "ingress" and p.published]}
+                               "service": s.spec.name,
+                               "tasks": sorted(endpoints.get(ingress_id, {}).get(s.id, []) if p.mode == "ingress"
+                                               else local_ingress.get(s.id, []))}
+                              for s in services.values() for p in s.ports if p.published]}
 
     async def status(self, peer: Peer, params: dict) -> dict:
         """Apply a batch of task status changes reported by the caller's agent."""

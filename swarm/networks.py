@@ -65,9 +65,10 @@ def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service
 
 
 def service_networks(service: spec.Service, networks: dict[str, dict]) -> list[str]:
-    """The networks a service's tasks attach to: its own, plus ingress when it publishes ports."""
+    """The networks a service's tasks attach to: its own, plus ingress when it publishes ports
+    (host-mode ports too: the node reaches its own tasks through its ingress sandbox)."""
     ids = [n for n in service.spec.networks if n in networks]
-    if any(p.mode == "ingress" for p in service.spec.ports):
+    if service.spec.ports:
         ingress = next((n["id"] for n in networks.values() if n["ingress"]), None)
         if ingress and ingress not in ids:
             ids.append(ingress)

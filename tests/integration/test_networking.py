@@ -152,6 +152,25 @@ def test_scaling_and_a_dead_host_update_dns_and_the_load_balancer(lab):
     assert time.monotonic() - started < 60
 
 
+def test_host_mode_port_answers_only_on_the_tasks_node(lab):
+    on(lab, "h1", "service", "create", "--name", "local", "--replicas", "1", "--publish",
+       "published=8090,target=80,mode=host", "demo:1", *HTTPD, timeout=120)
+    node = tasks(lab, "local")[0]["node"]
+    probe = """
+import socket, sys
+s = socket.socket(); s.settimeout(2)
+try:
+    s.connect((sys.argv[1], 8090)); print('open')
+except OSError as e:
+    print('closed')
+"""
+    for host in ("h1", "h2", "h3"):
+        addr = lab[1][host]["addr"].split(":")[0]
+        out = subprocess.run(["ip", "netns", "exec", f"swl-{lab[0]}-h1", PY, "-c", probe, addr],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        assert out == ("open" if host == node else "closed"), (host, node, out)
+
+
 def test_leave_removes_the_nodes_namespaces_links_and_rules(lab):
     nodes = {n["hostname"]: n["id"] for n in json.loads(on(lab, "h1", "node", "ls", "--format", "json").stdout)}
     prefix = prefix_for(nodes["h2"]) + "-"
