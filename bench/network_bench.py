@@ -40,6 +40,12 @@ measured in turn, --rounds times, and each figure is the median of its
 rounds. Prints one JSON document {"direct", "vxlan", "vip", "ingress", "ratios", "setup"}; ratios
 are path / direct (throughput: < 1 is slower; latency: > 1 is slower).
 
+With iperf3 installed (Debian package iperf3), each round also runs
+`iperf3 -c ADDR -t SECONDS -l 64K` (one stream) on the direct and vxlan
+paths, as a check of the Python tool against the one of NOTES-datapath.md;
+not on vip and ingress, where iperf3's separate control and data
+connections can be balanced to different tasks.
+
 Traffic stays between addresses in namespaces the lab created; nothing in
 the root namespace is changed; the servers are stopped and `swarm lab down`
 runs on the way out, also on failure.
@@ -49,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -66,6 +73,7 @@ PUBLISHED = 15001   # the service's published port (ingress)
 ECHO = 5002         # the tasks' own busybox echo server
 CHUNK = 64 * 1024
 IDENT = 16          # every connection starts with the server's 16-byte name
+IPERF3_PORT = 5201
 
 # NOTES-datapath.md: iperf3, single stream 5 s, medians of six runs, same machine kind.
 ANCHOR_IPERF3 = {"direct_gbit_s": 47, "vxlan_gbit_s": 38, "vip_gbit_s": 41, "ingress_gbit_s": 35,
@@ -374,11 +382,28 @@ class Bench:
         for host, ns in self.task_ns.items():
             self.start_server(ns, host)
         self.start_server(self.hosts["h2"]["netns"], "h2-host")
+        self.iperf3 = shutil.which("iperf3")
+        if self.iperf3:
+            for ns in (self.hosts["h2"]["netns"], self.task_ns["h2"]):
+                self.servers.append(subprocess.Popen(["ip", "netns", "exec", ns, self.iperf3, "-s", "-p",
+                                                      str(IPERF3_PORT)], stdout=subprocess.DEVNULL,
+                                                     stderr=subprocess.DEVNULL))
+            time.sleep(0.5)
         echo = json.loads(in_netns(self.task_ns["h1"], HERE, "echo-check", "--addr", self.task_ip["h2"],
                                    "--port", str(ECHO)))
         return {"lab": self.lab, "seconds": round(time.monotonic() - started, 1), "vip": self.vip,
                 "task_ip": self.task_ip, "host_ip": self.host_ip, "task_netns": self.task_ns,
                 "busybox_echo_h1_task_to_h2_task": echo["reply"] == "ping\n"}
+
+    def iperf3_gbit_s(self, netns: str, addr: str) -> float:
+        for _ in range(5):   # the server may still be busy with the last test ("server is busy")
+            proc = subprocess.run(["ip", "netns", "exec", netns, self.iperf3, "-c", addr, "-p", str(IPERF3_PORT),
+                                   "-t", f"{self.args.seconds:g}", "-l", "64K", "-J"], capture_output=True, text=True,
+                                  timeout=self.args.seconds + 60)
+            if proc.returncode == 0:
+                return round(json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9, 3)
+            time.sleep(0.5)
+        raise RuntimeError(f"iperf3 to {addr} in {netns}: {proc.stdout[-500:]}{proc.stderr[-500:]}")
 
     def paths(self) -> dict[str, tuple]:
         h1 = self.hosts["h1"]["netns"]
@@ -398,6 +423,8 @@ class Bench:
             for _ in range(self.args.rounds):
                 for path, spec in self.paths().items():
                     rounds[path].append(self.measure(*spec))
+                    if self.iperf3 and path in ("direct", "vxlan"):
+                        rounds[path][-1]["iperf3_gbit_s"] = self.iperf3_gbit_s(spec[0], spec[1])
             return report(rounds, setup, self.args)
         finally:
             for proc in self.servers:
@@ -436,6 +463,9 @@ def report(rounds: dict[str, list[dict]], setup: dict, args: argparse.Namespace)
             "many_conns_rr64_p50_us": med([r["rr64_many"]["p50_us"] for r in runs]),
             "many_conns_rr64_p99_us": med([r["rr64_many"]["p99_us"] for r in runs]),
         }
+        if "iperf3_gbit_s" in runs[0]:
+            fig["iperf3_gbit_s"] = med([r["iperf3_gbit_s"] for r in runs])
+            fig["iperf3_gbit_s_runs"] = [r["iperf3_gbit_s"] for r in runs]
         if path in ("vip", "ingress"):
             spread: dict[str, int] = {}
             for r in runs:
@@ -461,10 +491,15 @@ def report(rounds: dict[str, list[dict]], setup: dict, args: argparse.Namespace)
             ratios[path]["many_conns_remote_rr64_p50"] = round(lat / d["many_conns_rr64_p50_us"], 2)
     ratios["vip_over_vxlan_throughput"] = round(out["vip"]["gbit_s"] / out["vxlan"]["gbit_s"], 3)
     ratios["ingress_over_vxlan_throughput"] = round(out["ingress"]["gbit_s"] / out["vxlan"]["gbit_s"], 3)
+    if "iperf3_gbit_s" in d:
+        ratios["vxlan_iperf3_throughput"] = round(out["vxlan"]["iperf3_gbit_s"] / d["iperf3_gbit_s"], 3)
     out["ratios"] = ratios
     out["setup"] = setup | {"rounds": args.rounds, "seconds_per_stream": args.seconds, "write_bytes": CHUNK,
                             "round_trips": args.round_trips, "conns": args.conns, "cpus": os.cpu_count(),
                             "loadavg_after": os.getloadavg(), "tool": "this file (Python sockets), both ends",
+                            "iperf3": subprocess.run(["iperf3", "--version"], capture_output=True,
+                                                     text=True).stdout.split("\n")[0] if shutil.which("iperf3")
+                            else None,
                             "anchor_iperf3_notes": ANCHOR_IPERF3}
     return out
 

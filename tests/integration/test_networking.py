@@ -171,6 +171,21 @@ except OSError as e:
         assert out == ("open" if host == node else "closed"), (host, node, out)
 
 
+def test_two_networks_with_the_same_subnet_on_one_host_do_not_interfere(lab):
+    for net in ("same1", "same2"):
+        on(lab, "h1", "network", "create", "--subnet", "10.77.0.0/24", net)
+    for svc, net in (("sa", "same1"), ("sb", "same2"), ("ca", "same1"), ("cb", "same2")):
+        on(lab, "h1", "service", "create", "--name", svc, "--network", net, "--constraint", "node.hostname==h1",
+           "demo:1", *HTTPD, timeout=120)
+    for client, target in (("ca", "sa"), ("cb", "sb")):
+        ns = task_netns(lab, tasks(lab, client)[0])
+        ip = json.loads(in_netns(ns, RESOLVE % ([f"tasks.{target}"],)))[f"tasks.{target}"][0]
+        assert ip.startswith("10.77.0.")
+        seen = json.loads(in_netns(ns, FETCH % (3, f"{ip}:80")))
+        expected = f"task {tasks(lab, target)[0]['id'][:12]}"
+        assert seen == {expected: 3}, (client, seen, expected)
+
+
 def test_leave_removes_the_nodes_namespaces_links_and_rules(lab):
     nodes = {n["hostname"]: n["id"] for n in json.loads(on(lab, "h1", "node", "ls", "--format", "json").stdout)}
     prefix = prefix_for(nodes["h2"]) + "-"
