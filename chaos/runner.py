@@ -73,6 +73,7 @@ class Result:
     converge_seconds: float | None = None
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent building, faulting, converging...
+    history: list[dict] = field(default_factory=list)       # the register operations, kept as evidence
     error: str = ""
 
     def phase(self, name: str, since: float) -> float:
@@ -97,7 +98,7 @@ class Result:
                 "expect_violation": self.expect_violation, "schedule": self.schedule, "faults": self.faults,
                 "requests": self.requests, "invariants": [v.to_json() for v in self.verdicts],
                 "converge_seconds": self.converge_seconds, "seconds": round(self.seconds, 1), "phases": self.phases,
-                "error": self.error}
+                "error": self.error, **({"history": self.history} if self.history else {})}
 
 
 def lab_name() -> str:
@@ -149,11 +150,12 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
         time.sleep(1.0)
         try:
             for fault in schedule:
-                execute(cluster, fault, history, result.faults, opts)
+                execute(cluster, fault, history, result.faults, opts, workload)
         finally:
             healed = cluster.heal_everything()
             if healed:
                 opts.say(f"[{scenario.name}] healed: {', '.join(healed)}")
+        workload.reads_only.set()  # the registers keep what the fault phase left: a lost write stays visible
         healed_at = mark = result.phase("faults", mark)
         problems, seconds = wait_converged(cluster, len(cluster.hosts), opts.converge_bound)
         result.converge_seconds = None if seconds is None else round(seconds, 1)
@@ -168,6 +170,8 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
         result.verdicts = [inv.linearizable(ops), inv.no_lost_write(ops, workload.key_names(), finals),
                            inv.one_leader_per_term(observer.observations),
                            inv.converged(problems, seconds, opts.converge_bound)]
+        if not all(v.held for v in result.verdicts[:2]):
+            result.history = [o.to_json() for o in ops]
         crashes = dict(observer.crashes)
         for host, pid in cluster.crashed().items():
             crashes.setdefault(host, (pid, history.now()))
@@ -275,7 +279,8 @@ def final_labels(cluster: Cluster, target: str, keys: list[str], bound: float) -
 # -- faults -------------------------------------------------------------------------------
 
 
-def execute(cluster: Cluster, fault: Fault, history: History, events: list[dict], opts: Options) -> None:
+def execute(cluster: Cluster, fault: Fault, history: History, events: list[dict], opts: Options,
+            workload: Workload | None = None) -> None:
     time.sleep(fault.wait)
     if fault.target == "leader":
         targets = [cluster.leader()]
@@ -312,7 +317,7 @@ def execute(cluster: Cluster, fault: Fault, history: History, events: list[dict]
         for host in targets:
             cluster.heal_network(host)
     elif fault.action == ROLLBACK:
-        rollback(cluster, fault, note)
+        rollback(cluster, fault, note, workload)
     else:
         raise ChaosError(f"unknown fault action {fault.action!r}")
 
@@ -335,11 +340,14 @@ def restart_all(cluster: Cluster, hosts: list[str]) -> None:
         raise ChaosError(errors[0])
 
 
-def rollback(cluster: Cluster, fault: Fault, note: Callable[..., None]) -> None:
-    """The self-test: every manager's Raft state goes back to a copy taken `hold` seconds earlier."""
+def rollback(cluster: Cluster, fault: Fault, note: Callable[..., None], workload: Workload | None) -> None:
+    """The self-test: every manager's Raft state goes back to a copy taken `hold` seconds earlier.
+
+    Writes stop before the old state is put back, so the writes acknowledged in between are
+    not overwritten by newer ones: their loss stays visible in the final labels."""
     hosts = list(cluster.hosts)
     for host in hosts:
-        cluster.kill(host)
+        note("kill -9", host, pid=cluster.kill(host))
     for host in cluster.managers:
         raft = os.path.join(cluster.hosts[host]["state_dir"], "raft")
         shutil.rmtree(raft + ".chaos-copy", ignore_errors=True)
@@ -347,6 +355,8 @@ def rollback(cluster: Cluster, fault: Fault, note: Callable[..., None]) -> None:
     note("copied the Raft state of", ",".join(cluster.managers))
     restart_all(cluster, hosts)
     time.sleep(fault.hold)
+    if workload is not None:
+        workload.reads_only.set()
     for host in hosts:
         note("kill -9", host, pid=cluster.kill(host))
     for host in cluster.managers:

@@ -17,6 +17,10 @@ The control API has no compare-and-set a client can ask for (node.update
 always applies the labels it is given), so the workload issues only writes
 and reads.
 
+After heal the runner switches the clients to reads only, so the final
+labels are those of the fault phase: a write acknowledged then and lost
+cannot be hidden by a later write.
+
 Each client is a thread with its own seeded RNG, bound to one manager and
 moving to the next one when its manager's daemon is not running. An answer
 is `ok`; an error that proves nothing was applied is `fail` (the daemon's
@@ -41,6 +45,7 @@ from swarm.rpc import RPCError
 
 KEY_PREFIX = "chaos.r"
 OP_TIMEOUT = 7.0                          # above the daemon's 5 s commit timeout: its answer comes first
+FAILURE_BACKOFF = 0.2                     # after a failed request, before trying the next manager
 DEFINITE_FAILURES = ("bad_request", "not_found", "forbidden", "not_manager")
 
 
@@ -91,6 +96,7 @@ class Workload:
     interval: float = 0.05      # mean pause between a client's operations
     read_mode: str = "log"
     stop: threading.Event = field(default_factory=threading.Event)
+    reads_only: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
 
     def key_names(self) -> list[str]:
@@ -114,13 +120,14 @@ class Workload:
         seq = 0
         while not self.stop.is_set():
             host = managers[bound]
-            if rng.random() < 0.5:
+            if rng.random() < 0.5 and not self.reads_only.is_set():
                 seq += 1
                 ok = self._write(c, host, rng.choice(self.key_names()), f"c{c}.{seq}")
             else:
                 ok = self._read(c, host)
             if not ok:
                 bound = (bound + 1) % len(managers)
+                self.stop.wait(FAILURE_BACKOFF)
             self.stop.wait(rng.uniform(0, 2 * self.interval))
 
     def _write(self, c: int, host: str, key: str, value: str) -> bool:

@@ -56,7 +56,7 @@ NETNS_DIR = "/run/netns"
 PREFIX = "swl-"
 PORT = 2377
 MAX_NODES = 20
-OCTETS = range(200, 251)
+OCTETS = list(range(200, 251))
 CLI_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 JOIN_PARALLEL = min(8, os.cpu_count() or 1)  # joins are CPU-bound (interpreter and daemon start-up)
@@ -129,9 +129,10 @@ def subnet_octet(name: str) -> int:
     return OCTETS[zlib.crc32(name.encode()) % len(OCTETS)]
 
 
-def plan(name: str, nodes: int, managers: int, state_root: str | None = None) -> dict[str, Any]:
+def plan(name: str, nodes: int, managers: int, state_root: str | None = None,
+         octet: int | None = None) -> dict[str, Any]:
     """The record of a lab before anything exists: every name it will use."""
-    x = subnet_octet(name)
+    x = subnet_octet(name) if octet is None else octet
     root = os.path.join(os.path.abspath(state_root or STATE_ROOT), name)
     hosts = [{"name": f"h{i}", "index": i, "addr": f"10.{x}.0.{i}", "netns": f"{PREFIX}{name}-h{i}",
               "role": "manager" if i <= managers else "worker", "state_dir": os.path.join(root, f"h{i}"),
@@ -319,10 +320,14 @@ def up(name: str = "lab", nodes: int = 3, managers: int = 1, state_root: str | N
     if leftovers or os.path.exists(rec["state_root"]):
         raise LabError(f"lab {name} left {leftovers[0] if leftovers else rec['state_root']} behind: "
                        f"run swarm lab down --name {name} first")
-    for other in lab_names():
-        other_rec = load(other)
-        if other_rec and other_rec.get("octet") == rec["octet"]:
-            raise LabError(f"lab {other} already uses {rec['subnet']}: pick another lab name")
+    # The subnet comes from the name's hash; if another lab holds it, take the next free one.
+    used = {r.get("octet") for r in (load(other) for other in lab_names()) if r}
+    start = OCTETS.index(rec["octet"])
+    free = [o for o in OCTETS[start:] + OCTETS[:start] if o not in used]
+    if not free:
+        raise LabError(f"all {len(OCTETS)} lab subnets are in use: take a lab down first")
+    if free[0] != rec["octet"]:
+        rec = plan(name, nodes, managers, state_root, octet=free[0])
     save(rec)
     try:
         _build(rec, say)
