@@ -35,6 +35,7 @@ from swarm.taskstate import IllegalTransition, advance
 log = logging.getLogger(__name__)
 ROUND_PERIOD = 0.2
 DEBOUNCE = 0.01
+ASSIGN_BATCH = 0.03
 
 
 def node_infos(nodes: dict[str, dict]) -> list[NodeInfo]:
@@ -78,6 +79,8 @@ class Reconciler:
                             await self.round()
                         except RPCError as exc:
                             log.info("reconcile round failed (will retry): %s", exc.message)
+                        except Exception:  # a bug in one round must not take the manager down
+                            log.exception("reconcile round failed (will retry)")
 
     async def _wake_assignments(self, watch: Any) -> None:
         async for item in watch:
@@ -177,6 +180,7 @@ class Reconciler:
         if self.m.raft.index <= since:
             with trio.move_on_after(wait):
                 await self.tasks_changed.wait()
+                await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
         raft = self.m.raft
         index = raft.index
         mine, changed = [], []
@@ -246,29 +250,33 @@ class Reconciler:
                               for s in services.values() for p in s.ports if p.published]}
 
     async def status(self, peer: Peer, params: dict) -> dict:
-        """Apply a batch of task status changes reported by the caller's agent."""
-        applied = 0
-        for update in params.get("updates", []):
-            task_id = str(update["id"])
-            for _ in range(10):
+        """Apply a batch of task status changes reported by the caller's agent,
+        in one transaction (retried on conflict); a state only moves forward."""
+        updates = [(str(u["id"]), spec.TaskStatus(**u["status"])) for u in params.get("updates", [])]
+        for _ in range(10):
+            ops, latest = [], {}
+            for task_id, status in updates:  # later reports of one task win
+                latest[task_id] = status
+            for task_id, status in latest.items():
                 rec = self.m.raft.get(spec.TASK, task_id)
                 if rec is None:
-                    break
+                    continue
                 task = spec.task_from_dict(model.decode(rec.data))
                 if task.node_id != peer.node_id:
                     raise RPCError("forbidden", f"task {task_id} is not assigned to this node")
-                new_status = spec.TaskStatus(**update["status"])
                 try:
-                    advance(task.status.state, new_status.state)
+                    advance(task.status.state, status.state)
                 except IllegalTransition:
-                    break  # stale or duplicate report
-                new = dataclasses.replace(task, status=new_status)
-                result = await self.m.raft.commit([Op.update(spec.TASK, task_id, encode_task(new),
-                                                             expect=rec.version)])
-                if result.ok:
-                    applied += 1
-                    break
-        return {"applied": applied}
+                    continue  # stale or duplicate report
+                ops.append(Op.update(spec.TASK, task_id, encode_task(dataclasses.replace(task, status=status)),
+                                     expect=rec.version))
+            if not ops:
+                return {"applied": 0}
+            result = await self.m.raft.commit(ops)
+            if result.ok:
+                return {"applied": len(ops)}
+            await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
+        raise RPCError("unavailable", "task status kept conflicting; the agent retries")
 
 
 def _ingress_id(networks: dict[str, dict]) -> str:
