@@ -185,6 +185,10 @@ class Agent:
             controller = self.controllers.get(task_id)
             if controller is None:
                 if spec.is_terminal(task.status.state):
+                    # Orphaned while this node was down (its slot now runs elsewhere):
+                    # a container still running for it must stop.
+                    if task_id in adoptable:
+                        self._nursery.start_soon(self._remove_orphan, task_id)
                     continue
                 adopted = task_id in adoptable and task.status.state in ("starting", "running")
                 if task_id in adoptable and not adopted:
