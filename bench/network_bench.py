@@ -1,17 +1,18 @@
 """Overlay network datapath: throughput and latency next to the direct underlay path, in a 3-host lab.
 
-    .venv/bin/python bench/network_bench.py [--rounds 5] [--seconds 3] [--round-trips 2000]   (as root)
+    .venv/bin/python bench/network_bench.py [--rounds 7] [--seconds 3] [--round-trips 2000]   (as root)
 
 Creates a lab of 3 hosts with a unique name (`swarm lab up`; each host is a
 network namespace on an underlay bridge), imports the demo image
 (scripts/build-demo-image.sh), creates an overlay network and a service of 3
 replicas, one per host, published on port PUBLISHED (-> TARGET). The tasks
-run busybox `nc -ll -p 5002 -e cat` (an echo server, checked once from
-h1's task to h2's task address; not through the VIP, which only forwards
-the service's published target ports); the measuring server is this file run as a Python process inside
-each task's network namespace (`ip netns exec`), listening on TARGET, so the
-figures are those of the datapath, not of busybox. The client is this file
-run in another namespace of the lab. Four paths:
+run busybox `nc -ll -p 5002 -e cat` (an echo server, checked once from h1's
+task to h2's task address; not through the VIP, which forwards only the
+target ports of the service's published ports). The measuring server is
+this file run as a Python process inside each task's network namespace
+(`ip netns exec`), listening on TARGET, so the figures are those of the
+datapath, not of busybox. The client is this file run in another namespace
+of the lab. Four paths:
 
 - direct:  h1's host namespace -> a server in h2's host namespace, over the
            underlay (the anchor);
@@ -21,13 +22,14 @@ run in another namespace of the lab. Four paths:
            single connection that landed on h2's task (connections that land
            elsewhere are closed and retried), latency is measured over
            --conns connections held open at once, whichever tasks they land
-           on (the per-backend split is reported; the ratio uses the
-           connections to the remote tasks on h2 and h3);
+           on (the per-task split is reported; the ratio uses the
+           connections to the tasks on h2 and h3, across VXLAN);
 - ingress: h1's host namespace -> h3's underlay address on the published
            port (routing mesh: DNAT in h3's host namespace, DNAT + SNAT in
            h3's ingress sandbox, VXLAN on the ingress network). Throughput
            uses a connection that landed on h2's task (h1 -> h3 -> h2),
-           latency --conns connections as for vip.
+           latency --conns connections as for vip (the ratio uses those
+           to the tasks on h1 and h2, across VXLAN from h3).
 
 Per path: throughput of one TCP stream for --seconds with 64 KiB writes
 (bytes the server received / time from the first write to the server's
@@ -35,10 +37,14 @@ count after the sender's shutdown), request/response latency of 64-byte
 messages (TCP_NODELAY, --round-trips after 200 warm-up; p50/p99/mean in
 microseconds), the 1-byte ping-pong RTT, and the time connect() takes (SYN
 to SYN-ACK; on the VIP and ingress paths the first packet of a connection
-also creates the conntrack entry and picks the backend). The paths are
-measured in turn, --rounds times, and each figure is the median of its
-rounds. Prints one JSON document {"direct", "vxlan", "vip", "ingress", "ratios", "setup"}; ratios
-are path / direct (throughput: < 1 is slower; latency: > 1 is slower).
+also creates the conntrack entry and picks the backend). Every round runs
+the four streams back to back, then the four latency measurements (the
+order of the paths rotates from round to round); each figure is the median
+over --rounds rounds. Prints one JSON document {"direct", "vxlan", "vip",
+"ingress", "ratios", "setup"}; ratios are path / direct. Throughput ratios
+are the median of the per-round ratios (a shared machine's load drifts
+between rounds more than within one), latency ratios the ratio of the
+medians; throughput < 1 and latency > 1 mean slower than direct.
 
 With iperf3 installed (Debian package iperf3), each round also runs
 `iperf3 -c ADDR -t SECONDS -l 64K` (one stream) on the direct and vxlan
@@ -248,8 +254,11 @@ def latency(addr: str, port: int, want: str | None, count: int, conns: int) -> d
 
 
 def client(args: argparse.Namespace) -> None:
-    out = {"throughput": throughput(args.addr, args.port, args.want, args.seconds)}
-    out |= latency(args.addr, args.port, args.want, args.round_trips, args.conns)
+    out = {}
+    if args.what in ("throughput", "both"):
+        out["throughput"] = throughput(args.addr, args.port, args.want, args.seconds)
+    if args.what in ("latency", "both"):
+        out |= latency(args.addr, args.port, args.want, args.round_trips, args.conns)
     print(json.dumps(out))
 
 
@@ -310,6 +319,7 @@ class Bench:
         self.lab = ""
         self.servers: list[subprocess.Popen] = []
         self.hosts: dict[str, dict] = {}
+        self.iperf3: str | None = None
 
     def lab_up(self) -> None:
         """`lab up` under a fresh name whose underlay subnet no other lab on this machine uses."""
@@ -338,10 +348,11 @@ class Bench:
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError(f"server in {netns}: {proc.stderr.read()}")
 
-    def measure(self, netns: str, addr: str, port: int, want: str | None) -> dict:
+    def measure(self, what: str, netns: str, addr: str, port: int, want: str | None) -> dict:
         a = self.args
-        out = in_netns(netns, HERE, "client", "--addr", addr, "--port", str(port), "--want", want or "",
-                       "--seconds", str(a.seconds), "--round-trips", str(a.round_trips), "--conns", str(a.conns))
+        out = in_netns(netns, HERE, "client", "--what", what, "--addr", addr, "--port", str(port),
+                       "--want", want or "", "--seconds", str(a.seconds), "--round-trips", str(a.round_trips),
+                       "--conns", str(a.conns))
         return json.loads(out)
 
     def setup(self, work: str) -> dict:
@@ -420,11 +431,20 @@ class Bench:
             setup = self.setup(work)
             setup["loadavg_before"] = os.getloadavg()
             rounds: dict[str, list[dict]] = {p: [] for p in self.paths()}
-            for _ in range(self.args.rounds):
-                for path, spec in self.paths().items():
-                    rounds[path].append(self.measure(*spec))
+            paths = list(self.paths().items())
+            for k in range(self.args.rounds):
+                # the four streams back to back (the order rotates every round), then the latencies
+                order = paths[k % len(paths):] + paths[:k % len(paths)]
+                this = {path: {"loadavg_1min": os.getloadavg()[0]} for path, _ in order}
+                for path, spec in order:
+                    this[path] |= self.measure("throughput", *spec)
+                for path, spec in order:
                     if self.iperf3 and path in ("direct", "vxlan"):
-                        rounds[path][-1]["iperf3_gbit_s"] = self.iperf3_gbit_s(spec[0], spec[1])
+                        this[path]["iperf3_gbit_s"] = self.iperf3_gbit_s(spec[0], spec[1])
+                for path, spec in order:
+                    this[path] |= self.measure("latency", *spec)
+                for path, figures in this.items():
+                    rounds[path].append(figures)
             return report(rounds, setup, self.args)
         finally:
             for proc in self.servers:
@@ -432,18 +452,19 @@ class Bench:
                 proc.wait()
             if self.lab:
                 swarm("lab", "down", "--name", self.lab, check=False, timeout=300)
-            subprocess.run(["rm", "-rf", work])
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def med(values: list[float]) -> float:
     return round(statistics.median(values), 3 if max(values) < 100 else 1)
 
 
-def remote_p50(run: dict) -> float:
-    """p50 of the many-connection round trips, over the connections to remote tasks (h2, h3) only."""
+def remote_p50(run: dict, local: str) -> float:
+    """The many-connection p50 over the connections to tasks across VXLAN: the per-task p50s weighted
+    by connections, leaving out the task on host `local` (the client's for vip, h3's sandbox's for ingress)."""
     per = run["rr64_many"]["p50_us_per_server"]
     count = run["rr64_many"]["conns_per_server"]
-    remote = [s for s in per if s in ("h2", "h3")]
+    remote = [s for s in per if s != local]
     return sum(per[s] * count[s] for s in remote) / sum(count[s] for s in remote)
 
 
@@ -472,7 +493,8 @@ def report(rounds: dict[str, list[dict]], setup: dict, args: argparse.Namespace)
                 for s, n in r["rr64_many"]["conns_per_server"].items():
                     spread[s] = spread.get(s, 0) + n
             fig["many_conns_per_server"] = spread
-            fig["many_conns_remote_rr64_p50_us"] = med([remote_p50(r) for r in runs])
+            fig["many_conns_remote_rr64_p50_us"] = med([remote_p50(r, "h1" if path == "vip" else "h3")
+                                                         for r in runs])
         fig["raw"] = runs
         out[path] = fig
     d = out["direct"]
@@ -481,7 +503,8 @@ def report(rounds: dict[str, list[dict]], setup: dict, args: argparse.Namespace)
         f = out[path]
         lat = f["many_conns_remote_rr64_p50_us"] if path in ("vip", "ingress") else f["rr64_p50_us"]
         ratios[path] = {
-            "throughput": round(f["gbit_s"] / d["gbit_s"], 3),
+            "throughput": round(statistics.median(a["throughput"]["gbit_s"] / b["throughput"]["gbit_s"]
+                                                  for a, b in zip(f["raw"], d["raw"])), 3),
             "rr64_p50": round(f["rr64_p50_us"] / d["rr64_p50_us"], 2),
             "rr64_p99": round(f["rr64_p99_us"] / d["rr64_p99_us"], 2),
             "rtt1_p50": round(f["rtt1_p50_us"] / d["rtt1_p50_us"], 2),
@@ -489,10 +512,15 @@ def report(rounds: dict[str, list[dict]], setup: dict, args: argparse.Namespace)
         }
         if path in ("vip", "ingress"):
             ratios[path]["many_conns_remote_rr64_p50"] = round(lat / d["many_conns_rr64_p50_us"], 2)
-    ratios["vip_over_vxlan_throughput"] = round(out["vip"]["gbit_s"] / out["vxlan"]["gbit_s"], 3)
-    ratios["ingress_over_vxlan_throughput"] = round(out["ingress"]["gbit_s"] / out["vxlan"]["gbit_s"], 3)
+    def per_round(a: str, b: str, key: str = "gbit_s") -> float:
+        pairs = zip(out[a]["raw"], out[b]["raw"])
+        get = (lambda r: r["throughput"]["gbit_s"]) if key == "gbit_s" else (lambda r: r[key])
+        return round(statistics.median(get(x) / get(y) for x, y in pairs), 3)
+
+    ratios["vip_over_vxlan_throughput"] = per_round("vip", "vxlan")
+    ratios["ingress_over_vxlan_throughput"] = per_round("ingress", "vxlan")
     if "iperf3_gbit_s" in d:
-        ratios["vxlan_iperf3_throughput"] = round(out["vxlan"]["iperf3_gbit_s"] / d["iperf3_gbit_s"], 3)
+        ratios["vxlan_iperf3_throughput"] = per_round("vxlan", "direct", "iperf3_gbit_s")
     out["ratios"] = ratios
     out["setup"] = setup | {"rounds": args.rounds, "seconds_per_stream": args.seconds, "write_bytes": CHUNK,
                             "round_trips": args.round_trips, "conns": args.conns, "cpus": os.cpu_count(),
@@ -514,6 +542,7 @@ def main() -> None:
     c.add_argument("--addr", required=True)
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--want", default="")
+    c.add_argument("--what", choices=("throughput", "latency", "both"), default="both")
     e = sub.add_parser("echo-check")
     e.add_argument("--addr", required=True)
     e.add_argument("--port", type=int, required=True)
@@ -521,7 +550,7 @@ def main() -> None:
         p.add_argument("--seconds", type=float, default=3.0, help="length of each throughput stream")
         p.add_argument("--round-trips", type=int, default=2000, help="request/responses per latency figure")
         p.add_argument("--conns", type=int, default=48, help="connections for the many-connection latency")
-    parser.add_argument("--rounds", type=int, default=5, help="measure every path this many times")
+    parser.add_argument("--rounds", type=int, default=7, help="measure every path this many times")
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args.port, args.name)

@@ -15,7 +15,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from chaos.invariants import NAMES
+from chaos.invariants import NAMES, NO_LOST_WRITE
 
 COLUMNS = ("SCENARIO", "FAULTS", "OK", "FAILED", "INDETERMINATE", "INVARIANTS", "CONVERGED")
 
@@ -26,7 +26,10 @@ def verdict_text(result: Any) -> str:
     bad = result.violations
     if result.expect_violation:
         if result.passed:
-            return f"violation caught as expected: {bad[0].name}: {bad[0].evidence}"
+            lost = next(v for v in bad if v.name == NO_LOST_WRITE)
+            others = [v.name for v in bad if v is not lost]
+            also = f" (also fired: {', '.join(others)})" if others else ""
+            return f"caught as expected: {lost.name}: {lost.evidence}{also}"
         return "SELF-TEST FAILED: the lost-write invariant did not fire"
     if not bad:
         return f"all {len(NAMES)} held"

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 KILL, PAUSE, PARTITION, LOSSY, KILL_ALL, ROLLBACK = "kill", "pause", "partition", "lossy", "kill-all", "rollback"
+DISK_FULL = "disk-full"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class Fault:
-    action: str                 # kill | pause | partition | lossy | kill-all | rollback
+    action: str                 # kill | pause | partition | lossy | disk-full | kill-all | rollback
     target: str                 # "leader", "all", or hostnames joined by ","
     wait: float                 # seconds before injecting
     hold: float                 # seconds before healing
@@ -97,6 +98,11 @@ def _lossy_link(rng: random.Random, shape: Shape) -> list[Fault]:
             for _ in range(_cycles(shape, 1, 3, 15.0))]
 
 
+def _disk_full(rng: random.Random, shape: Shape) -> list[Fault]:
+    return [Fault(DISK_FULL, rng.choice(shape.managers), rng.uniform(0.5, 2.0), rng.uniform(4.0, 7.0))
+            for _ in range(_cycles(shape, 1, 2, 30.0))]
+
+
 def _restart_all(rng: random.Random, shape: Shape) -> list[Fault]:
     return [Fault(KILL_ALL, "all", rng.uniform(1.0, 3.0), rng.uniform(0.3, 1.5))
             for _ in range(_cycles(shape, 1, 3, 25.0))]
@@ -121,6 +127,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "(a stale leader must not commit)", _pause_leader),
     Scenario("lossy-link", "drop 20-40% of the packets between the leader and the other managers "
              "(nftables numgen random), then heal", _lossy_link),
+    Scenario("disk-full", "move a random manager's Raft directory onto a small tmpfs and fill it: the "
+             "daemon may stop (loudly) but must not acknowledge what it did not persist; then give it its "
+             "disk back", _disk_full),
     Scenario("restart-all", "kill -9 every daemon at once, then restart them all", _restart_all),
     Scenario("rollback-all", "SELF-TEST, unsafe on purpose: copy every manager's Raft state, let writes be "
              "acknowledged, then kill all daemons and put the old Raft state back (what a journal kept in "

@@ -121,13 +121,15 @@ class Controller:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(wait_exit)
-            while self.task.desired_state == "running":
+            # Stop when the desired state leaves "running", or when the managers
+            # declared the task dead (orphaned while this node was cut off:
+            # its slot already runs elsewhere).
+            while self.task.desired_state == "running" and not spec.is_terminal(self.task.status.state):
                 await self._desired_changed()
-            # Desired state left "running": stop the container.
             await call(runtime.stop_async, self.task.id, self.task.spec.stop_grace_period)
             await trio.sleep_forever()  # wait_exit cancels us once the container is gone
         code = exit_box[0] if exit_box else None
-        if self.task.desired_state != "running":
+        if self.task.desired_state != "running" or spec.is_terminal(self.task.status.state):
             await self.report("shutdown", "shut down", exit_code=code)
         elif code == 0:
             await self.report("complete", "finished", exit_code=0)
