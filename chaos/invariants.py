@@ -109,10 +109,11 @@ def one_leader_per_term(observations: Iterable[Any]) -> Verdict:
 
 
 def slot_problems(tasks: Sequence[Mapping[str, Any]], running_containers: Mapping[str, Sequence[str]],
-                  replicas: int) -> list[str]:
+                  replicas: int, states: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """What keeps a replicated service from being converged (empty when it is).
 
-    tasks: `service.ps` rows; running_containers: host -> task IDs whose container runs there."""
+    tasks: `service.ps` rows; running_containers: host -> task IDs whose container runs there;
+    states (for the evidence): host -> task ID -> what the runtime says of its container."""
     problems: list[str] = []
     live = [t for t in tasks if t.get("desired_state") == "running" and t.get("state") == "running"]
     by_slot: dict[Any, list] = {}
@@ -135,7 +136,11 @@ def slot_problems(tasks: Sequence[Mapping[str, Any]], running_containers: Mappin
             problems.append(f"slot {slot} runs {len(where)} containers: {', '.join(where)}")
     for slot in range(1, replicas + 1):
         if slot not in containers:
-            problems.append(f"slot {slot} has no running container")
+            why = ""
+            for t in by_slot.get(slot, []):
+                said = (states or {}).get(t.get("node", ""), {}).get(t["id"], "no container there")
+                why = f" (its task {t['id'][:10]} runs on {t.get('node')} per the managers; the runtime: {said})"
+            problems.append(f"slot {slot} has no running container{why}")
     return problems
 
 

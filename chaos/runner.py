@@ -100,6 +100,16 @@ class Result:
                 "error": self.error, **({"history": self.history} if self.history else {})}
 
 
+def result_from_json(doc: dict) -> Result:
+    """A Result read back from a `--report` file (for `swarm chaos show`)."""
+    r = Result(doc["scenario"], doc["seed"], doc["lab"], doc.get("expect_violation", False), doc.get("schedule", []),
+               doc.get("faults", []), doc.get("requests", {}), converge_seconds=doc.get("converge_seconds"),
+               seconds=doc.get("seconds", 0.0), phases=doc.get("phases", {}), error=doc.get("error", ""))
+    r.verdicts = [inv.Verdict(v["name"], v["held"], v.get("evidence", ""), v.get("details", {}))
+                  for v in doc.get("invariants", [])]
+    return r
+
+
 def lab_name() -> str:
     """A fresh lab name whose subnet no other lab uses."""
     taken = {(labmod.load(n) or {}).get("octet") for n in labmod.lab_names()}
@@ -221,25 +231,31 @@ def prepare_service(cluster: Cluster, image_tar: str, opts: Options) -> None:
     opts.say(f"service {SERVICE} runs {len(cluster.hosts)} tasks")
 
 
-def running_containers(cluster: Cluster) -> dict[str, list[str]]:
-    """host -> task IDs whose container runs there (asked of runc, not of the daemons)."""
+def container_states(cluster: Cluster) -> dict[str, dict[str, str]]:
+    """host -> task ID -> the container's state as runc tells it (asked of runc, not of the daemons)."""
     from swarm.runtime.images import ImageStore
-    from swarm.runtime.base import RUNNING
     from swarm.runtime.runc import Runtime
 
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, str]] = {}
     for host, h in cluster.hosts.items():
         tasks = os.path.join(h["state_dir"], "tasks")
         if not os.path.isdir(tasks):
             continue
         runtime = Runtime(tasks, ImageStore(os.path.join(h["state_dir"], "images")))
-        ids = []
+        out[host] = {}
         for task_id in runtime.list():
-            with contextlib.suppress(Exception):
-                if runtime.state(task_id).status == RUNNING:
-                    ids.append(task_id)
-        out[host] = ids
+            try:
+                state = runtime.state(task_id)
+                out[host][task_id] = state.status + (f": {state.error}" if state.error else "")
+            except Exception as exc:  # evidence, not a reason to stop
+                out[host][task_id] = f"unknown ({type(exc).__name__}: {exc})"
     return out
+
+
+def running(states: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    from swarm.runtime.base import RUNNING
+
+    return {host: [t for t, s in by_task.items() if s == RUNNING] for host, by_task in states.items()}
 
 
 def wait_converged(cluster: Cluster, replicas: int, bound: float) -> tuple[list[str], float | None]:
@@ -252,7 +268,8 @@ def wait_converged(cluster: Cluster, replicas: int, bound: float) -> tuple[list[
                 rows = cluster.call(host, "service.ps", {"refs": [SERVICE]}, timeout=3)
             except RPCError:
                 continue
-            problems = inv.slot_problems(rows, running_containers(cluster), replicas)
+            states = container_states(cluster)
+            problems = inv.slot_problems(rows, running(states), replicas, states)
             if not problems:
                 return [], time.monotonic() - started
             break

@@ -105,6 +105,26 @@ def chaos_run(names: tuple[str, ...], nodes: int, managers: int, duration: float
     click.echo(f"\nAll {len(results)} scenario(s) passed (seed {seed_value}).")
 
 
+@chaos.command("show")
+@click.argument("path", metavar="REPORT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown"]), default="table", show_default=True)
+def chaos_show(path: str, fmt: str) -> None:
+    """Print the verdict table of a report written by `swarm chaos run --report`."""
+    import json
+
+    from chaos import report
+    from chaos.runner import result_from_json
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        results = [result_from_json(r) for r in doc["results"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise click.BadParameter(f"{path} is not a chaos report ({exc})", param_hint="'REPORT'") from None
+    click.echo(f"Seed {doc.get('seed')}: {doc.get('command', '')}")
+    click.echo(report.markdown(results) if fmt == "markdown" else report.table(results))
+
+
 def _write_report(report, path: str, results, seed, command: str, started: float) -> None:
     report.write_json(os.path.abspath(path), results, {"seed": seed, "command": command, "started_at": started,
                                                         "finished_at": time.time()})

@@ -223,3 +223,16 @@ def test_python_dash_m_chaos_is_the_same_command():
     proc = subprocess.run([sys.executable, "-m", "chaos", "list"], capture_output=True, text=True,
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert proc.returncode == 0 and "leader-kill" in proc.stdout
+
+
+def test_show_prints_a_saved_report_as_a_table_or_markdown(tmp_path):
+    path = tmp_path / "r.json"
+    bad = result("pause-leader", [Verdict("linearizable", False, "read -> 'a' returned 'a'")], converge_seconds=2.0)
+    report.write_json(str(path), [result(verdicts=[Verdict("linearizable", True)]), bad],
+                      {"seed": 9, "command": "swarm chaos run leader-kill pause-leader --seed 9"})
+    out = CliRunner().invoke(swarm, ["chaos", "show", str(path)])
+    assert out.exit_code == 0 and "Seed 9" in out.output and "VIOLATED linearizable" in out.output
+    out = CliRunner().invoke(swarm, ["chaos", "show", str(path), "--format", "markdown"])
+    assert "| pause-leader | 1 | 10 | 1 | 2 | VIOLATED linearizable: read -> 'a' returned 'a' | 2.0 s |" in out.output
+    (tmp_path / "junk.json").write_text("{}")
+    assert CliRunner().invoke(swarm, ["chaos", "show", str(tmp_path / "junk.json")]).exit_code == 2

@@ -103,7 +103,16 @@ def test_a_slot_running_twice_is_found_in_the_tasks_and_in_the_containers():
 
 def test_missing_slots_and_containers_are_problems():
     problems = inv.slot_problems([task("t1", 1)], {}, 2)
-    assert "slot 2 has 0 running tasks" in problems and "slot 1 has no running container" in problems
+    assert "slot 2 has 0 running tasks" in problems
+    assert "slot 1 has no running container (its task t1 runs on None per the managers; the runtime: no " \
+           "container there)" in problems
+
+
+def test_a_task_running_without_a_container_quotes_the_runtime():
+    rows = [dict(task("t1", 1), node="h2")]
+    problems = inv.slot_problems(rows, {"h2": []}, 1, {"h2": {"t1": "stopped: the shim is gone"}})
+    assert problems == ["slot 1 has no running container (its task t1 runs on h2 per the managers; "
+                        "the runtime: stopped: the shim is gone)"]
 
 
 def test_converged_verdict():
