@@ -30,6 +30,7 @@ from typing import Any
 
 from swarm import lab as labmod
 from swarm.errors import SwarmError
+from swarm.procs import wait_gone
 from swarm.rpc import RPCError, call_unix_sync
 
 NFT_TABLE = "swarm_chaos"
@@ -127,7 +128,7 @@ class Cluster:
                 return None
             os.kill(pid, signal.SIGKILL)
         self.paused.discard(host)
-        labmod._wait_gone(pid)
+        wait_gone(pid)
         return pid
 
     def restart(self, host: str) -> int:

@@ -461,10 +461,12 @@ def node_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
         click.echo("\n\n".join("\n".join(pretty_node(n)) for n in nodes))
 
 
-def pretty_node(n: Mapping[str, Any]) -> list[str]:
-    def kv(label: str, value: Any, indent: int = 0) -> str:
-        return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"
+def kv(label: str, value: Any, indent: int = 0) -> str:
+    """One `Label:  value` line of a --pretty block, labels aligned."""
+    return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"
 
+
+def pretty_node(n: Mapping[str, Any]) -> list[str]:
     lines = [kv("ID", n["id"]), kv("Hostname", n["hostname"]), kv("Joined at", n.get("created_at", "")),
              kv("Updated at", n.get("updated_at", "")), "Status:", kv("State", _title(n["status"]), 1)]
     if n.get("status_message"):

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import click
 from click.core import ParameterSource
 
-from swarm.cli import (LocalDaemon, Duration, _title, fail, format_duration, print_json, print_table, swarm,
+from swarm.cli import (LocalDaemon, Duration, _title, fail, format_duration, kv, print_json, print_table, swarm,
                        with_daemon)
 from swarm.rpc import RPCError
 
@@ -580,9 +580,6 @@ def service_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> Non
 
 def pretty_service(s: Mapping[str, Any]) -> list[str]:
     """docker service inspect --pretty, for our service objects."""
-    def kv(label: str, value: Any, indent: int = 0) -> str:
-        return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"
-
     spec = s.get("spec") or {}
     container = spec.get("container") or {}
     lines = [kv("ID", s["id"]), kv("Name", spec.get("name", ""))]

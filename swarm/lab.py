@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from swarm.errors import SwarmError
+from swarm.procs import wait_gone
 
 RUN_ROOT = "/run/swarm-lab"
 STATE_ROOT = "/var/lib/swarm-lab"
@@ -470,7 +471,7 @@ def _kill_lab_processes(namespaces: Sequence[str], root: str, spared: set[int]) 
             if _kill(pid, wait=False) and pid not in killed:
                 killed.append(pid)
         for pid in found:
-            _wait_gone(pid)
+            wait_gone(pid)
     return killed
 
 
@@ -525,20 +526,10 @@ def _kill(pid: int, wait: bool = True) -> bool:
     except ProcessLookupError:
         return False
     if wait:
-        _wait_gone(pid)
+        wait_gone(pid)
     return True
 
 
-def _wait_gone(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                    return
-        except OSError:
-            return
-        time.sleep(0.01)
 
 
 def _mounts_under(root: str) -> list[str]:
