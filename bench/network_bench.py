@@ -7,8 +7,7 @@ network namespace on an underlay bridge), imports the demo image
 (scripts/build-demo-image.sh), creates an overlay network and a service of 3
 replicas, one per host, published on port PUBLISHED (-> TARGET). The tasks
 run busybox `nc -ll -p 5002 -e cat` (an echo server, checked once from h1's
-task to h2's task address; not through the VIP, which forwards only the
-target ports of the service's published ports). The measuring server is
+task to h2's task address). The measuring server is
 this file run as a Python process inside each task's network namespace
 (`ip netns exec`), listening on TARGET, so the figures are those of the
 datapath, not of busybox. The client is this file run in another namespace

@@ -14,10 +14,13 @@ Conntrack keeps established connections on their backend when the set
 changes; only new connections follow the new set.
 
 Service VIPs (table `ip swarm_lb` in every task namespace, kube-proxy's
-nftables way): a verdict map `service-ips` sends (VIP . protocol . port) to a
-per-service chain that picks an endpoint chain with
-`numgen random mod N vmap {...}`; each endpoint chain DNATs. Services with no
-backend are rejected at once instead of timing out on ARP for the VIP.
+nftables way): a verdict map `service-ips` sends a VIP to a per-service chain
+that picks an endpoint chain with `numgen random mod N vmap {...}`; each
+endpoint chain DNATs to its task's address and leaves the port alone. As
+with Docker's VIPs, every port and protocol is forwarded (the task decides
+what it answers), so a service reaches its peers on any port, published or
+not. Services with no backend are rejected at once instead of timing out on
+ARP for the VIP.
 
 Ingress routing mesh: in the host namespace (table `ip swarm_ingress`) a
 packet to any local address on a published port is DNATed to the node's
@@ -57,7 +60,7 @@ class Backend:
 
 @dataclass(frozen=True)
 class VipService:
-    """One (VIP, protocol, port) of a service and its current backends.
+    """The VIP of a service on one network and its tasks' addresses there.
 
     `name` becomes part of chain names: letters, digits and `_` only (a
     service id does).
@@ -65,9 +68,7 @@ class VipService:
 
     name: str
     vip: str
-    port: int
-    protocol: str = "tcp"
-    backends: tuple[Backend, ...] = field(default_factory=tuple)
+    backends: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -98,19 +99,28 @@ def _proto(value: str) -> str:
     return value
 
 
-def _balance(chain: str, protocol: str, backends: Sequence[Backend]) -> list[str]:
-    """A chain choosing one endpoint chain at random, plus the endpoint chains."""
-    ends = [(f"{chain}-{k}".replace("svc-", "ep-", 1), b) for k, b in enumerate(backends)]
+def _balance(chain: str, targets: Sequence[str]) -> list[str]:
+    """A chain choosing one endpoint chain at random, plus the endpoint chains.
+
+    `targets` are what follows `dnat to`: an address (keep the port) or, after
+    a transport protocol match, address:port.
+    """
+    ends = [(f"{chain}-{k}".replace("svc-", "ep-", 1), t) for k, t in enumerate(targets)]
     picks = ", ".join(f"{k} : goto {name}" for k, (name, _) in enumerate(ends))
     lines = [
         f"\tchain {chain} {{",
         f"\t\tnumgen random mod {len(ends)} vmap {{ {picks} }}",
         "\t}",
     ]
-    for name, b in ends:
-        target = f"{_ip(b.ip, 'backend address')}:{_port(b.port, 'backend port')}"
-        lines += [f"\tchain {name} {{", f"\t\tmeta l4proto {protocol} dnat to {target}", "\t}"]
+    for name, target in ends:
+        lines += [f"\tchain {name} {{", f"\t\t{target}", "\t}"]
     return lines
+
+
+def _port_targets(protocol: str, backends: Sequence[Backend]) -> list[str]:
+    # nft 1.0.6 wants a transport protocol match before `dnat to IP:PORT`.
+    return [f"meta l4proto {protocol} dnat to {_ip(b.ip, 'backend address')}:{_port(b.port, 'backend port')}"
+            for b in backends]
 
 
 def _elements(items: Sequence[str]) -> list[str]:
@@ -125,39 +135,39 @@ def _header(table: str) -> list[str]:
 
 def vip_ruleset(services: Iterable[VipService]) -> str:
     """The `ip swarm_lb` table of a task namespace, as one atomic nft script."""
-    entries: dict[tuple[str, str, int], VipService] = {}
+    entries: dict[str, VipService] = {}
     for svc in services:
         if not _NAME_RE.match(svc.name):
             raise InvalidRequest(f"The service name {svc.name!r} may hold only letters, digits and _.")
-        key = (_ip(svc.vip, "VIP"), _proto(svc.protocol), _port(svc.port, "service port"))
-        if key in entries:
-            raise InvalidRequest(f"{key[0]} {key[1]}/{key[2]} is listed twice.")
-        entries[key] = svc
-    ordered = sorted(entries.items(), key=lambda kv: (int(ipaddress.IPv4Address(kv[0][0])), kv[0][1], kv[0][2]))
-    live = [(k, s) for k, s in ordered if s.backends]
-    dead = [k for k, s in ordered if not s.backends]
+        vip = _ip(svc.vip, "VIP")
+        if vip in entries:
+            raise InvalidRequest(f"The VIP {vip} is listed twice.")
+        entries[vip] = svc
+    ordered = sorted(entries.items(), key=lambda kv: int(ipaddress.IPv4Address(kv[0])))
+    live = [(vip, s) for vip, s in ordered if s.backends]
+    dead = [vip for vip, s in ordered if not s.backends]
 
     def chain(svc: VipService) -> str:
-        return f"svc-{svc.name}-{svc.protocol}-{svc.port}"
+        return f"svc-{svc.name}"
 
     lines = _header(VIP_TABLE)
-    lines += ["\tmap service-ips {", "\t\ttype ipv4_addr . inet_proto . inet_service : verdict"]
-    lines += _elements([f"{ip} . {proto} . {port} : goto {chain(s)}" for (ip, proto, port), s in live])
-    lines += ["\t}", "\tset no-endpoints {", "\t\ttype ipv4_addr . inet_proto . inet_service"]
-    lines += _elements([f"{ip} . {proto} . {port}" for ip, proto, port in dead])
+    lines += ["\tmap service-ips {", "\t\ttype ipv4_addr : verdict"]
+    lines += _elements([f"{vip} : goto {chain(s)}" for vip, s in live])
+    lines += ["\t}", "\tset no-endpoints {", "\t\ttype ipv4_addr"]
+    lines += _elements(dead)
     lines += [
         "\t}",
         "\tchain output {",
         "\t\ttype nat hook output priority -100; policy accept;",
-        "\t\tip daddr . meta l4proto . th dport vmap @service-ips",
+        "\t\tip daddr vmap @service-ips",
         "\t}",
         "\tchain reject-no-endpoints {",
         "\t\ttype filter hook output priority 0; policy accept;",
-        "\t\tip daddr . meta l4proto . th dport @no-endpoints reject",
+        "\t\tip daddr @no-endpoints reject",
         "\t}",
     ]
     for _, svc in live:
-        lines += _balance(chain(svc), svc.protocol, svc.backends)
+        lines += _balance(chain(svc), [f"dnat to {_ip(ip, 'backend address')}" for ip in svc.backends])
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -211,7 +221,7 @@ def ingress_sandbox_ruleset(ports: Iterable[PublishedPort], overlay_ip: str) -> 
         "\t}",
     ]
     for p in live:
-        lines += _balance(chain(p), p.protocol, p.backends)
+        lines += _balance(chain(p), _port_targets(p.protocol, p.backends))
     lines.append("}")
     return "\n".join(lines) + "\n"
 

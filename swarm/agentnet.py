@@ -97,10 +97,8 @@ class NodeNetworking:
             for s in self.view.get("services", {}).get(net_id, []):
                 if s["mode"] != "vip" or not s["vip"]:
                     continue
-                for port in s["ports"]:
-                    backends = tuple(lb.Backend(ip, port["target"]) for ip in s["tasks"])
-                    key = "".join(c for c in f"{s['name']}_{net_id[:6]}_{port['target']}" if c.isalnum() or c == "_")
-                    out.append(lb.VipService(key[:60], s["vip"], port["target"], port["protocol"], backends))
+                key = "".join(c for c in f"{s['name']}_{net_id[:6]}" if c.isalnum() or c == "_")
+                out.append(lb.VipService(key[:60], s["vip"], tuple(s["tasks"])))
         return out
 
     async def _apply_lb(self, task_id: str) -> None:

@@ -238,7 +238,6 @@ class Reconciler:
                     "name": s.spec.name, "mode": s.spec.endpoint_mode,
                     "vip": s.vips.get(net_id, "").split("/")[0],
                     "tasks": sorted(endpoints.get(net_id, {}).get(s.id, [])),
-                    "ports": [{"target": p.target, "protocol": p.protocol} for p in s.spec.ports],
                 })
         return {"networks": {n: networks[n] for n in used if n in networks}, "peers": peers, "services": table,
                 "ingress_ip": nodes.get(node_id, {}).get("ingress_ip", ""),

@@ -125,6 +125,22 @@ def test_names_vip_spread_dnsrr_and_the_routing_mesh(lab):
     assert sum(seen.values()) == 5
 
 
+def test_a_vip_forwards_ports_that_were_never_published(lab):
+    # Docker's VIP balances every port: nothing about port 8000 is declared anywhere.
+    on(lab, "h1", "network", "create", "backnet")
+    on(lab, "h1", "service", "create", "--name", "inner", "--replicas", "2", "--network", "backnet",
+       "demo:1", "sh", "-c", 'echo "task $(hostname)" > /tmp/i.html; exec httpd -f -p 8000 -h /tmp', timeout=120)
+    on(lab, "h1", "service", "create", "--name", "caller", "--network", "backnet", "demo:1", "sleep", "1000",
+       timeout=120)
+    eventually(lambda: len(tasks(lab, "inner")) == 2 and len(tasks(lab, "caller")) == 1, 30, "tasks running")
+    client = task_netns(lab, tasks(lab, "caller")[0])
+    vip = json.loads(in_netns(client, RESOLVE % (["inner"],)))["inner"][0]
+    seen = json.loads(in_netns(client, FETCH % (40, f"{vip}:8000")))
+    answers = {k: v for k, v in seen.items() if not k.startswith("error")}
+    assert len(answers) == 2 and min(answers.values()) >= 5, seen
+    on(lab, "h1", "service", "rm", "inner", "caller")
+
+
 def test_scaling_and_a_dead_host_update_dns_and_the_load_balancer(lab):
     on(lab, "h1", "service", "create", "--name", "api", "--replicas", "2", "--network", "appnet",
        "--publish", "8081:80", "demo:1", *HTTPD, timeout=120)

@@ -10,45 +10,45 @@ from overlay import lb
 from overlay.errors import InvalidRequest, NftablesUnavailable
 from overlay.lb import Backend, PublishedPort, VipService
 
-WEB = VipService("web", "10.0.9.2", 80, "tcp", (Backend("10.0.1.3", 8080), Backend("10.0.1.4", 8080)))
-DNS = VipService("dns", "10.0.9.2", 53, "udp", (Backend("10.0.1.5", 53),))
-DB = VipService("db", "10.0.9.3", 5432)
+WEB = VipService("web", "10.0.9.2", ("10.0.1.3", "10.0.1.4"))
+DNS = VipService("dns", "10.0.9.4", ("10.0.1.5",))
+DB = VipService("db", "10.0.9.3")
 
 VIP_EXPECTED = """\
 table ip swarm_lb
 delete table ip swarm_lb
 table ip swarm_lb {
 \tmap service-ips {
-\t\ttype ipv4_addr . inet_proto . inet_service : verdict
-\t\telements = { 10.0.9.2 . tcp . 80 : goto svc-web-tcp-80,
-\t\t\t     10.0.9.2 . udp . 53 : goto svc-dns-udp-53 }
+\t\ttype ipv4_addr : verdict
+\t\telements = { 10.0.9.2 : goto svc-web,
+\t\t\t     10.0.9.4 : goto svc-dns }
 \t}
 \tset no-endpoints {
-\t\ttype ipv4_addr . inet_proto . inet_service
-\t\telements = { 10.0.9.3 . tcp . 5432 }
+\t\ttype ipv4_addr
+\t\telements = { 10.0.9.3 }
 \t}
 \tchain output {
 \t\ttype nat hook output priority -100; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @service-ips
+\t\tip daddr vmap @service-ips
 \t}
 \tchain reject-no-endpoints {
 \t\ttype filter hook output priority 0; policy accept;
-\t\tip daddr . meta l4proto . th dport @no-endpoints reject
+\t\tip daddr @no-endpoints reject
 \t}
-\tchain svc-web-tcp-80 {
-\t\tnumgen random mod 2 vmap { 0 : goto ep-web-tcp-80-0, 1 : goto ep-web-tcp-80-1 }
+\tchain svc-web {
+\t\tnumgen random mod 2 vmap { 0 : goto ep-web-0, 1 : goto ep-web-1 }
 \t}
-\tchain ep-web-tcp-80-0 {
-\t\tmeta l4proto tcp dnat to 10.0.1.3:8080
+\tchain ep-web-0 {
+\t\tdnat to 10.0.1.3
 \t}
-\tchain ep-web-tcp-80-1 {
-\t\tmeta l4proto tcp dnat to 10.0.1.4:8080
+\tchain ep-web-1 {
+\t\tdnat to 10.0.1.4
 \t}
-\tchain svc-dns-udp-53 {
-\t\tnumgen random mod 1 vmap { 0 : goto ep-dns-udp-53-0 }
+\tchain svc-dns {
+\t\tnumgen random mod 1 vmap { 0 : goto ep-dns-0 }
 \t}
-\tchain ep-dns-udp-53-0 {
-\t\tmeta l4proto udp dnat to 10.0.1.5:53
+\tchain ep-dns-0 {
+\t\tdnat to 10.0.1.5
 \t}
 }
 """
@@ -58,18 +58,18 @@ table ip swarm_lb
 delete table ip swarm_lb
 table ip swarm_lb {
 \tmap service-ips {
-\t\ttype ipv4_addr . inet_proto . inet_service : verdict
+\t\ttype ipv4_addr : verdict
 \t}
 \tset no-endpoints {
-\t\ttype ipv4_addr . inet_proto . inet_service
+\t\ttype ipv4_addr
 \t}
 \tchain output {
 \t\ttype nat hook output priority -100; policy accept;
-\t\tip daddr . meta l4proto . th dport vmap @service-ips
+\t\tip daddr vmap @service-ips
 \t}
 \tchain reject-no-endpoints {
 \t\ttype filter hook output priority 0; policy accept;
-\t\tip daddr . meta l4proto . th dport @no-endpoints reject
+\t\tip daddr @no-endpoints reject
 \t}
 }
 """
@@ -127,12 +127,12 @@ def test_vip_ruleset_exact_text() -> None:
     assert lb.vip_ruleset([WEB, DNS, DB]) == VIP_EXPECTED
 
 
-def test_vip_ruleset_is_ordered_by_vip_then_protocol_then_port() -> None:
+def test_vip_ruleset_is_ordered_by_vip() -> None:
     assert lb.vip_ruleset([DB, DNS, WEB]) == VIP_EXPECTED
-    ten = VipService("a", "10.0.9.10", 80, "tcp", (Backend("10.0.1.3", 80),))
-    nine = VipService("b", "10.0.9.9", 80, "tcp", (Backend("10.0.1.3", 80),))
+    ten = VipService("a", "10.0.9.10", ("10.0.1.3",))
+    nine = VipService("b", "10.0.9.9", ("10.0.1.3",))
     text = lb.vip_ruleset([ten, nine])
-    assert text.index("10.0.9.9 .") < text.index("10.0.9.10 .")  # numeric, not string order
+    assert text.index("10.0.9.9 :") < text.index("10.0.9.10 :")  # numeric, not string order
 
 
 def test_vip_ruleset_without_services_still_replaces_the_table() -> None:
@@ -157,14 +157,11 @@ def test_delete_table_script_tolerates_a_missing_table() -> None:
 @pytest.mark.parametrize(
     "service",
     [
-        VipService("we b", "10.0.9.2", 80),
-        VipService("web;flush ruleset", "10.0.9.2", 80),
-        VipService("web", "10.0.9.256", 80),
-        VipService("web", "10.0.9.2", 0),
-        VipService("web", "10.0.9.2", 70000),
-        VipService("web", "10.0.9.2", 80, "sctp"),
-        VipService("web", "10.0.9.2", 80, "tcp", (Backend("10.0.1.3", 0),)),
-        VipService("web", "10.0.9.2", 80, "tcp", (Backend("not-an-ip", 80),)),
+        VipService("we b", "10.0.9.2"),
+        VipService("web;flush ruleset", "10.0.9.2"),
+        VipService("web", "10.0.9.256"),
+        VipService("web", "10.0.9.2", ("10.0.1.3; flush ruleset",)),
+        VipService("web", "10.0.9.2", ("not-an-ip",)),
     ],
 )
 def test_bad_input_is_refused_before_nft_sees_it(service: VipService) -> None:
@@ -174,11 +171,21 @@ def test_bad_input_is_refused_before_nft_sees_it(service: VipService) -> None:
 
 def test_duplicates_are_refused() -> None:
     with pytest.raises(InvalidRequest):
-        lb.vip_ruleset([WEB, VipService("other", "10.0.9.2", 80)])
+        lb.vip_ruleset([WEB, VipService("other", "10.0.9.2")])
     with pytest.raises(InvalidRequest):
         lb.ingress_host_ruleset([PublishedPort(80), PublishedPort(80)], "172.31.255.254")
     with pytest.raises(InvalidRequest):
         lb.ingress_sandbox_ruleset([PublishedPort(80)], "10.255.0")
+
+
+@pytest.mark.parametrize(
+    "port",
+    [PublishedPort(0), PublishedPort(70000), PublishedPort(80, "sctp"),
+     PublishedPort(80, "tcp", (Backend("10.0.1.3", 0),)), PublishedPort(80, "tcp", (Backend("not-an-ip", 80),))],
+)
+def test_bad_published_ports_are_refused_before_nft_sees_them(port: PublishedPort) -> None:
+    with pytest.raises(InvalidRequest):
+        lb.ingress_sandbox_ruleset([port], "10.255.0.2")
 
 
 def test_check_nftables_explains_a_missing_nft(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,6 +195,16 @@ def test_check_nftables_explains_a_missing_nft(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(subprocess, "run", missing)
     with pytest.raises(NftablesUnavailable, match="install nftables"):
         lb.check_nftables()
+
+
+@pytest.mark.parametrize(
+    "port",
+    [PublishedPort(0), PublishedPort(70000), PublishedPort(80, "sctp"),
+     PublishedPort(80, "tcp", (Backend("10.0.1.3", 0),)), PublishedPort(80, "tcp", (Backend("not-an-ip", 80),))],
+)
+def test_bad_published_ports_are_refused_before_nft_sees_them(port: PublishedPort) -> None:
+    with pytest.raises(InvalidRequest):
+        lb.ingress_sandbox_ruleset([port], "10.255.0.2")
 
 
 def test_check_nftables_explains_a_failing_nft(monkeypatch: pytest.MonkeyPatch) -> None:
