@@ -6,7 +6,9 @@ from the root namespace (a unix socket is reachable across network
 namespaces). Every fault is real and local to the lab:
 
 * kill -9 / SIGSTOP / SIGCONT of the PID in STATE_DIR/swarm.pid;
-* restart with `swarm daemon --detach`, run inside the host's namespace;
+* restart with `swarm daemon --detach`, run inside the host's namespace
+  (plus `--unsafe-memory-journal` once `memory_journal` is set: the
+  self-test that proves the suite can fail);
 * nftables rules in a table `inet swarm_chaos` created INSIDE a host's
   network namespace (`nsenter --net=/run/netns/swl-LAB-hN nft ...`), never
   in the root namespace: `_netns` refuses any namespace that is not one of
@@ -53,6 +55,7 @@ class Cluster:
         self.expected: dict[str, int] = {}
         self.paused: set[str] = set()
         self.partitioned: set[str] = set()
+        self.memory_journal = False     # restart daemons with --unsafe-memory-journal
         self.lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------
@@ -135,8 +138,9 @@ class Cluster:
         """`swarm daemon --detach` in the host's namespace; returns the new PID once it is ready."""
         python = self.rec.get("python") or "python3"
         try:
-            res = labmod.run(self.rec, self.hosts[host], [python, "-m", "swarm", "daemon", "--detach"],
-                             timeout=RESTART_TIMEOUT)
+            argv = [python, "-m", "swarm", "daemon", "--detach"]
+            argv += ["--unsafe-memory-journal"] if self.memory_journal else []
+            res = labmod.run(self.rec, self.hosts[host], argv, timeout=RESTART_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise ChaosError(f"the daemon of {host} did not restart within {RESTART_TIMEOUT:g} s") from None
         if res.returncode != 0:

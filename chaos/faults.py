@@ -5,18 +5,16 @@ How this works. `execute` waits the fault's `wait`, resolves its target
 injects it through `Cluster` (chaos/cluster.py), holds it for `hold`
 seconds while the workload runs, and heals it. Every injection is appended
 to `events` with the time on the workload's clock, so the report can line
-faults up with the operations. The two composite faults live here too:
+faults up with the operations. The composite fault lives here too:
 
 * disk-full: the manager's daemon is stopped, its STATE_DIR/raft moved onto
   a tmpfs just big enough for it, the daemon restarted there, and the tmpfs
-  filled up with a file. The daemon may stop (that is failing loudly: the
-  event records whether it did and its last log line) but must never
-  acknowledge what it could not persist, which the history shows. Healing
-  stops it, copies what it persisted back to disk, unmounts and restarts it.
-* rollback (the self-test): every manager's Raft directory is copied while
-  all daemons are down, writes are acknowledged for a while, then writes stop,
-  everything is killed and the old copies are put back, which is what a
-  journal kept only in memory would do. The lost-write invariant must fire.
+  filled up with a file. Its next journal write fails and the daemon must
+  stop, saying why (the event records whether it did and its last log
+  line; one still running after `hold` is a violation, see
+  chaos/invariants.py no_crash), and must never acknowledge what it could
+  not persist, which the history shows. Healing copies what it persisted
+  back to disk, unmounts and restarts it.
 """
 from __future__ import annotations
 
@@ -29,13 +27,14 @@ import time
 from typing import Any, Callable
 
 from chaos.cluster import ChaosError, Cluster, alive
-from chaos.scenarios import DISK_FULL, KILL, KILL_ALL, LOSSY, PARTITION, PAUSE, ROLLBACK, Fault
+from chaos.scenarios import DISK_FULL, KILL, KILL_ALL, LOSSY, PARTITION, PAUSE, Fault
 
 DISK_SLACK = 2 * 1024 * 1024       # tmpfs size beyond the Raft directory's current size, before filling
+FULL_DISK_CHECK = "daemon on the full disk"     # the event saying whether that daemon stopped
 
 
 def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: list[dict],
-            say: Callable[[str], None] = lambda _: None, workload: Any = None) -> None:
+            say: Callable[[str], None] = lambda _: None) -> None:
     time.sleep(fault.wait)
     if fault.target == "leader":
         targets = [cluster.leader()]
@@ -74,8 +73,6 @@ def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: li
     elif fault.action == DISK_FULL:
         for host in targets:
             disk_full(cluster, host, fault.hold, note)
-    elif fault.action == ROLLBACK:
-        rollback(cluster, fault, note, workload)
     else:
         raise ChaosError(f"unknown fault action {fault.action!r}")
 
@@ -152,7 +149,7 @@ def disk_full(cluster: Cluster, host: str, hold: float, note: Callable[..., None
         note("filled the Raft tmpfs of", host, pid=pid, size=size, filler=filled)
         time.sleep(hold)
         stopped = not alive(pid)
-        note("daemon on the full disk", host, stopped_by_itself=stopped,
+        note(FULL_DISK_CHECK, host, stopped_by_itself=stopped,
              log=(cluster.daemon_log_tail(host, 1) or [""])[0][-200:])
         cluster.kill(host)
         with contextlib.suppress(OSError):
@@ -166,33 +163,3 @@ def disk_full(cluster: Cluster, host: str, hold: float, note: Callable[..., None
         os.rmdir(raft)
         os.rename(saved, raft)
     cluster.restart(host)
-
-
-# -- the self-test ---------------------------------------------------------------------------
-
-
-def rollback(cluster: Cluster, fault: Fault, note: Callable[..., None], workload: Any) -> None:
-    """Every manager's Raft state goes back to a copy taken `hold` seconds earlier.
-
-    Writes stop before the old state is put back, so the writes acknowledged in between are
-    not overwritten by newer ones: their loss stays visible in the final labels."""
-    hosts = list(cluster.hosts)
-    for host in hosts:
-        note("kill -9", host, pid=cluster.kill(host))
-    for host in cluster.managers:
-        raft = os.path.join(cluster.hosts[host]["state_dir"], "raft")
-        shutil.rmtree(raft + ".chaos-copy", ignore_errors=True)
-        shutil.copytree(raft, raft + ".chaos-copy", symlinks=True)
-    note("copied the Raft state of", ",".join(cluster.managers))
-    restart_all(cluster, hosts)
-    time.sleep(fault.hold)
-    if workload is not None:
-        workload.reads_only.set()
-    for host in hosts:
-        note("kill -9", host, pid=cluster.kill(host))
-    for host in cluster.managers:
-        raft = os.path.join(cluster.hosts[host]["state_dir"], "raft")
-        shutil.rmtree(raft)
-        os.rename(raft + ".chaos-copy", raft)
-    note("put back the old Raft state of", ",".join(cluster.managers))
-    restart_all(cluster, hosts)

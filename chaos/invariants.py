@@ -15,8 +15,10 @@ violation with its evidence). Nothing here does I/O or reads a clock.
    same Raft term (a manager's status gives term and leader from one tick).
 4. converged: every slot of the service has exactly one running task and one
    running container, within a bound after the last fault was healed.
-5. no-crash-no-leftover: every daemon the suite did not kill stayed alive, and
-   after `lab down` nothing of the lab is left.
+5. no-crash-no-leftover: every daemon the suite did not kill stayed alive
+   (except one whose disk it filled, which must stop: one that kept running
+   on a full disk is a violation too), and after `lab down` nothing of the
+   lab is left.
 """
 from __future__ import annotations
 
@@ -152,7 +154,12 @@ def converged(problems: Sequence[str], seconds: float | None, bound: float) -> V
                    {"problems": list(problems)})
 
 
-def no_crash(crashes: Mapping[str, Any], leftovers: Sequence[str], logs: Mapping[str, list[str]]) -> Verdict:
+def no_crash(crashes: Mapping[str, Any], leftovers: Sequence[str], logs: Mapping[str, list[str]],
+             kept_running_on_full_disk: Sequence[str] = ()) -> Verdict:
+    if kept_running_on_full_disk:
+        host = kept_running_on_full_disk[0]
+        return Verdict(NO_CRASH, False, f"the daemon of {host} kept running on a full disk: it must stop, "
+                                        "saying why", {"kept_running_on_full_disk": list(kept_running_on_full_disk)})
     if crashes:
         host, (pid, at) = sorted(crashes.items())[0]
         tail = " | ".join(logs.get(host, [])[-2:])

@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-KILL, PAUSE, PARTITION, LOSSY, KILL_ALL, ROLLBACK = "kill", "pause", "partition", "lossy", "kill-all", "rollback"
+KILL, PAUSE, PARTITION, LOSSY, KILL_ALL = "kill", "pause", "partition", "lossy", "kill-all"
 DISK_FULL = "disk-full"
 
 
@@ -30,7 +30,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class Fault:
-    action: str                 # kill | pause | partition | lossy | disk-full | kill-all | rollback
+    action: str                 # kill | pause | partition | lossy | disk-full | kill-all
     target: str                 # "leader", "all", or hostnames joined by ","
     wait: float                 # seconds before injecting
     hold: float                 # seconds before healing
@@ -51,6 +51,7 @@ class Scenario:
     schedule: Callable[[random.Random, Shape], list[Fault]]
     expect_violation: bool = False   # a self-test: passes only if an invariant fires
     needs_workers: bool = False
+    memory_journal: bool = False     # run the managers with --unsafe-memory-journal
 
     def faults(self, seed: int | str, shape: Shape) -> list[Fault]:
         return self.schedule(random.Random(f"{seed}:{self.name}"), shape)
@@ -108,8 +109,9 @@ def _restart_all(rng: random.Random, shape: Shape) -> list[Fault]:
             for _ in range(_cycles(shape, 1, 3, 25.0))]
 
 
-def _rollback_all(rng: random.Random, shape: Shape) -> list[Fault]:
-    return [Fault(ROLLBACK, "all", rng.uniform(1.0, 2.0), rng.uniform(3.0, 5.0))]
+def _restart_all_once(rng: random.Random, shape: Shape) -> list[Fault]:
+    # Long enough before the restart for many writes to be acknowledged, and then lost.
+    return [Fault(KILL_ALL, "all", rng.uniform(4.0, 6.0), rng.uniform(0.3, 1.0))]
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
@@ -131,10 +133,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "daemon may stop (loudly) but must not acknowledge what it did not persist; then give it its "
              "disk back", _disk_full),
     Scenario("restart-all", "kill -9 every daemon at once, then restart them all", _restart_all),
-    Scenario("rollback-all", "SELF-TEST, unsafe on purpose: copy every manager's Raft state, let writes be "
-             "acknowledged, then kill all daemons and put the old Raft state back (what a journal kept in "
-             "memory would do); passes only if the lost-write invariant fires", _rollback_all,
-             expect_violation=True),
+    Scenario("memory-journal-restart-all", "SELF-TEST, unsafe on purpose: restart-all on a lab whose managers "
+             "keep new Raft entries in memory only (swarm daemon --unsafe-memory-journal); passes only if the "
+             "lost-write invariant fires", _restart_all_once, expect_violation=True, memory_journal=True),
 ]}
 
 

@@ -12,10 +12,12 @@ managers, over each manager's unix socket:
   between invoke and complete (a linearizable read). One read yields a read
   of every register. With `read_mode="local"` reads use `node.inspect`,
   which answers from the manager's local copy and is not linearizable.
-
-The control API has no compare-and-set a client can ask for (node.update
-always applies the labels it is given), so the workload issues only writes
-and reads.
+* compare-and-set: a read through the log (recorded as reads), then
+  `node.update {ref, label_add: {key: new}, version}` with the version that
+  read returned (Docker's `update?version=N`). It applies only if the record
+  has not changed since, so when it succeeds the register still held what
+  the read saw: it is recorded as cas(seen -> new). A "conflict" answer
+  proves nothing was written: recorded as a failed cas.
 
 After heal the runner switches the clients to reads only, so the final
 labels are those of the fault phase: a write acknowledged then and lost
@@ -40,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 
 from chaos.cluster import Cluster
-from chaos.linearizability import FAIL, OK, READ, UNKNOWN, WRITE, Op
+from chaos.linearizability import CAS, FAIL, OK, READ, UNKNOWN, WRITE, Op
 from swarm.rpc import RPCError
 
 KEY_PREFIX = "chaos.r"
@@ -120,11 +122,15 @@ class Workload:
         seq = 0
         while not self.stop.is_set():
             host = managers[bound]
-            if rng.random() < 0.5 and not self.reads_only.is_set():
+            dice = rng.random()
+            if dice < 0.35 and not self.reads_only.is_set():
                 seq += 1
                 ok = self._write(c, host, rng.choice(self.key_names()), f"c{c}.{seq}")
+            elif dice < 0.6 and not self.reads_only.is_set():
+                seq += 1
+                ok = self._cas(c, host, rng.choice(self.key_names()), f"c{c}.{seq}")
             else:
-                ok = self._read(c, host)
+                ok = self._read(c, host) is not None
             if not ok:
                 bound = (bound + 1) % len(managers)
                 self.stop.wait(FAILURE_BACKOFF)
@@ -142,7 +148,8 @@ class Workload:
         self.history.add(Op(c, WRITE, value, start, self.history.now(), OK, key))
         return True
 
-    def _read(self, c: int, host: str) -> bool:
+    def _read(self, c: int, host: str) -> dict | None:
+        """Read every register; the node object read, or None if the request failed."""
         start = self.history.now()
         try:
             if self.read_mode == "log":
@@ -151,10 +158,26 @@ class Workload:
                 node = self.cluster.call(host, "node.inspect", {"refs": [self.target]}, timeout=OP_TIMEOUT)[0]
         except RPCError as exc:
             self.history.add(outcome=classify(exc))  # a read without an answer constrains nothing
-            return False
+            return None
         end = self.history.now()
         labels = node.get("labels") or {}
         self.history.add(*(Op(c, READ, labels.get(key), start, end, OK, key) for key in self.key_names()))
+        return node
+
+    def _cas(self, c: int, host: str, key: str, value: str) -> bool:
+        node = self._read(c, host)
+        if node is None:
+            return False
+        expected = (node.get("labels") or {}).get(key)
+        start = self.history.now()
+        try:
+            self.cluster.call(host, "node.update", {"ref": self.target, "label_add": {key: value},
+                                                    "version": node["version"]}, timeout=OP_TIMEOUT)
+        except RPCError as exc:
+            outcome = FAIL if exc.code == "conflict" else classify(exc)
+            self.history.add(Op(c, CAS, (expected, value), start, self.history.now(), outcome, key))
+            return exc.code == "conflict"       # a lost race, not a sick manager: stay
+        self.history.add(Op(c, CAS, (expected, value), start, self.history.now(), OK, key))
         return True
 
 

@@ -23,6 +23,20 @@ boundary plus fsync. Dropping the head after a snapshot (`deleteEntriesTo`)
 and `clear()` rewrite the file atomically. On open, a torn or corrupt tail
 (short record, bad checksum, undecodable payload) is cut off at the last good
 record, with a log line saying how much was dropped.
+
+A failed write is the end of this node's run, never something to retry or
+skip: a full disk or an I/O error in any method that changes the journal or
+the meta file calls `on_io_error` (the node stops the process, loudly) and
+raises, and the journal refuses every later change. Otherwise pysyncobj
+would log the error, carry on, and could acknowledge an entry that is not
+on disk.
+
+`volatile=True` is the unsafe option for throwaway labs (`swarm daemon
+--unsafe-memory-journal`): the journal loads what the file holds when the
+node starts and from then on keeps new entries in memory only (term and vote
+stay durable). A restart rolls the node back to where it started, so a
+restart of every manager loses acknowledged writes. The chaos suite uses it
+to prove that its lost-write invariant fires.
 """
 from __future__ import annotations
 
@@ -30,7 +44,8 @@ import logging
 import os
 import struct
 import zlib
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, TypeVar
 
 import msgpack
 from pysyncobj.journal import Journal
@@ -42,6 +57,33 @@ log = logging.getLogger(__name__)
 RECORD_HEADER = struct.Struct(">II")
 MAGIC = b"SWRAFTJ1"
 META_VERSION = 1
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class JournalIOError(OSError):
+    """The journal could not be written; the node must stop."""
+
+
+def _stop_on_io_error(method: F) -> F:
+    """Turn an OSError in a journal change into a stop of the node (see the module docstring)."""
+
+    @functools.wraps(method)
+    def guarded(self: "DurableJournal", *args: Any) -> Any:
+        if self.broken:
+            raise JournalIOError(self.broken)
+        try:
+            return method(self, *args)
+        except OSError as exc:
+            self.broken = (f"the Raft journal in {self.directory} cannot be written ({exc}); stopping, "
+                           "because an entry that is not on disk must never be acknowledged")
+            log.critical(self.broken)
+            if self.on_io_error is not None:
+                self.on_io_error(self.broken)
+            raise JournalIOError(self.broken) from exc
+
+    return guarded  # type: ignore[return-value]
 
 
 def encode_record(command: bytes, idx: int, term: int) -> bytes:
@@ -83,10 +125,14 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[tuple[bytes, int, 
 
 
 class DurableJournal(Journal):
-    """Crash-safe journal in `directory` (files `journal` and `meta`)."""
+    """Crash-safe journal in `directory` (files `journal` and `meta`); see the module docstring."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, *, volatile: bool = False,
+                 on_io_error: Callable[[str], None] | None = None) -> None:
         self.directory = directory
+        self.volatile = volatile
+        self.on_io_error = on_io_error
+        self.broken = ""            # why the journal stopped accepting changes ("" while healthy)
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "journal")
         self.meta_path = os.path.join(directory, "meta")
@@ -158,38 +204,47 @@ class DurableJournal(Journal):
             offsets.append(pos)
             chunks.append(rec)
             pos += len(rec)
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-            self._fd = None
-        atomic_write(self.path, b"".join(chunks))
+        if not self.volatile:
+            if getattr(self, "_fd", None) is not None:
+                os.close(self._fd)
+                self._fd = None
+            atomic_write(self.path, b"".join(chunks))
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._entries = list(entries)
         self._offsets = offsets
         self._size = pos
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self._dirty = False
 
     # -- pysyncobj Journal interface ------------------------------------------
+    @_stop_on_io_error
     def add(self, command: bytes, idx: int, term: int) -> None:
         rec = encode_record(command, idx, term)
-        os.write(self._fd, rec)
+        if not self.volatile:
+            view = memoryview(rec)
+            while view:                       # a full disk may take part of a record, then refuse
+                view = view[os.write(self._fd, view):]
         self._offsets.append(self._size)
         self._size += len(rec)
         self._entries.append((command, idx, term))
         self._dirty = True
 
+    @_stop_on_io_error
     def flush(self) -> None:
         """Make every added entry durable (group commit point)."""
         if self._dirty:
-            os.fdatasync(self._fd)
+            if not self.volatile:
+                os.fdatasync(self._fd)
             self._dirty = False
 
     @property
     def dirty(self) -> bool:
         return self._dirty
 
+    @_stop_on_io_error
     def clear(self) -> None:
         self._rewrite([])
 
+    @_stop_on_io_error
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):
             return
@@ -203,8 +258,9 @@ class DurableJournal(Journal):
         if self.on_delete_from is not None:
             self.on_delete_from(first_idx)
         cut = self._offsets[entryFrom]
-        os.ftruncate(self._fd, cut)
-        os.fsync(self._fd)
+        if not self.volatile:
+            os.ftruncate(self._fd, cut)
+            os.fsync(self._fd)
         self._size = cut
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
@@ -212,6 +268,7 @@ class DurableJournal(Journal):
         if self._commit_index > (self._entries[-1][1] if self._entries else 0):
             self._commit_index = self._entries[-1][1] if self._entries else 0
 
+    @_stop_on_io_error
     def deleteEntriesTo(self, entryTo: int) -> None:
         # The snapshot that makes these entries redundant was renamed into
         # place by pysyncobj without a directory fsync: make the rename
@@ -227,6 +284,11 @@ class DurableJournal(Journal):
         return len(self._entries)
 
     def _destroy(self) -> None:
+        if self.broken:               # nothing more can be written; just let go of the file
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            return
         self.flush()
         self._persist_meta()
         if self._fd is not None:
@@ -242,6 +304,7 @@ class DurableJournal(Journal):
         last = self._entries[-1][1] if self._entries else 0
         return min(self._commit_index, last)
 
+    @_stop_on_io_error
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         voted = None if votedForNodeId is None else str(votedForNodeId)
         if term == self._term and voted == self._voted_for:
@@ -256,6 +319,7 @@ class DurableJournal(Journal):
     def getVotedForNodeId(self) -> Any:
         return self._voted_for
 
+    @_stop_on_io_error
     def onOneSecondTimer(self) -> None:
         if self._commit_index != self._persisted_commit:
             self.flush()

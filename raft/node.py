@@ -152,6 +152,8 @@ class RaftConfig:
     compaction_entries: int = 20_000
     compaction_min_time: float = 600.0
     on_fatal: Callable[[str], None] | None = None
+    # UNSAFE, for throwaway labs: new log entries are kept in memory only (raft/journal.py)
+    memory_journal: bool = False
 
     @property
     def name(self) -> str:
@@ -298,7 +300,11 @@ class RaftNode:
         os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
         self._token = trio.lowlevel.current_trio_token()
         snapshot = read_snapshot(self.snapshot_path)  # raises SnapshotError: never start empty
-        self._journal = DurableJournal(self.config.data_dir)
+        if self.config.memory_journal:
+            log.warning("UNSAFE: the Raft journal in %s keeps new entries in memory only; a restart of "
+                        "every manager loses acknowledged writes", self.config.data_dir)
+        self._journal = DurableJournal(self.config.data_dir, volatile=self.config.memory_journal,
+                                       on_io_error=self._fatal)
         others = self._initial_members(snapshot)
         atomic_write(self.members_path, msgpack.packb(sorted(others + [self.config.name])))
         lo, hi = self.config.election_timeout
@@ -677,6 +683,7 @@ class RaftNode:
             "acked_truncations": self._journal.acked_truncations if self._journal else 0,
             "append_rewrites": self._transport.append_rewrites if self._transport else 0,
             "security_events": len(self.security_events),
+            "journal": "memory (unsafe)" if self.config.memory_journal else "disk",
         }
 
 

@@ -204,7 +204,10 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
     return {"node_id": answer["node_id"], "role": answer["role"]}
 
 
-def start_daemon(state_dir: str, detach: bool) -> None:
+def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) -> None:
+    """Run the node's daemon here, or start it in the background and return once it answers.
+
+    `memory_journal` is the unsafe option of `swarm daemon --unsafe-memory-journal`."""
     paths = Paths(state_dir)
     if not os.path.exists(paths.node):
         raise SwarmError(f"no swarm state in {state_dir}: run swarm init or swarm join first")
@@ -213,10 +216,11 @@ def start_daemon(state_dir: str, detach: bool) -> None:
     if not detach:
         from swarm.daemon import main
 
-        main(state_dir)
+        main(state_dir, memory_journal=memory_journal)
         return
     with open(paths.log, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "swarm", "daemon", "--state-dir", paths.root],
+        argv = [sys.executable, "-m", "swarm", "daemon", "--state-dir", paths.root]
+        proc = subprocess.Popen(argv + (["--unsafe-memory-journal"] if memory_journal else []),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd="/",
                                 env=dict(os.environ, PYTHONPATH=_project_root()))

@@ -335,10 +335,13 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
 
 @swarm.command("daemon")
 @click.option("--detach", "-d", is_flag=True, help="Start in the background; return once it is ready.")
+@click.option("--unsafe-memory-journal", is_flag=True,
+              help="UNSAFE, for throwaway labs: keep new Raft log entries in memory only. A restart of "
+                   "every manager then loses acknowledged writes.")
 @with_daemon
-def daemon_cmd(daemon: LocalDaemon, detach: bool) -> None:
+def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool) -> None:
     """(Re)start the daemon of a node that already has its state."""
-    bootstrap().start_daemon(daemon.state_dir, detach=detach)
+    bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
 
 
 # -- swarm join-token / leave / info -------------------------------------------
@@ -399,7 +402,8 @@ def info_lines(info: Mapping[str, Any]) -> list[str]:
     raft = info.get("raft")
     if isinstance(raft, Mapping):
         lines.append(" Raft:")
-        for label, key in (("Term", "term"), ("Commit Index", "commit_index"), ("Applied Index", "applied_index")):
+        for label, key in (("Term", "term"), ("Commit Index", "commit_index"), ("Applied Index", "applied_index"),
+                           ("Journal", "journal")):
             if raft.get(key) is not None:
                 lines.append(f"  {label}: {raft[key]}")
         if raft.get("members"):

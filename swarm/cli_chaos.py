@@ -59,8 +59,12 @@ def chaos_list(fmt: str) -> None:
               help="Registers (node labels) the clients write and read.")
 @click.option("--read-mode", type=click.Choice(["log", "local"]), default="log", show_default=True,
               help="Read through the Raft log (linearizable) or a manager's local copy (node inspect).")
+@click.option("--unsafe-memory-journal", is_flag=True,
+              help="UNSAFE: run the managers with swarm daemon --unsafe-memory-journal (new Raft entries in "
+                   "memory only), to see the invariants fire.")
 def chaos_run(names: tuple[str, ...], nodes: int, managers: int, duration: float, seed: str | None,
-              report_path: str | None, quick: bool, clients: int, registers: int, read_mode: str) -> None:
+              report_path: str | None, quick: bool, clients: int, registers: int, read_mode: str,
+              unsafe_memory_journal: bool) -> None:
     """Run SCENARIO... (see swarm chaos list; "all" runs every one), each on a new lab."""
     from chaos import report
     from chaos.runner import Options, build_image, run_scenario
@@ -75,10 +79,12 @@ def chaos_run(names: tuple[str, ...], nodes: int, managers: int, duration: float
     scenarios = resolve(list(names))
     seed_value: int | str = seed if seed is not None else str(random.SystemRandom().randrange(10**6))
     command = " ".join(["swarm chaos run", *map(shlex.quote, names), f"--nodes {nodes} --managers {managers}",
-                        "--quick" if quick else f"--duration {duration:g}", f"--seed {shlex.quote(str(seed_value))}"])
+                        "--quick" if quick else f"--duration {duration:g}", f"--seed {shlex.quote(str(seed_value))}",
+                        *(["--unsafe-memory-journal"] if unsafe_memory_journal else [])])
     click.echo(f"Seed {seed_value} (replay: {command})")
     opts = Options(nodes=nodes, managers=managers, duration=duration, seed=seed_value, quick=quick,
-                   clients=clients, keys=registers, read_mode=read_mode, say=click.echo)
+                   clients=clients, keys=registers, read_mode=read_mode, memory_journal=unsafe_memory_journal,
+                   say=click.echo)
     workdir = tempfile.mkdtemp(prefix="swarm-chaos-")
     results = []
     started = time.time()

@@ -53,7 +53,7 @@ class ControlAPI:
             "manager_addrs": self.m.manager_addrs(),
             "raft": {"term": status["term"], "commit_index": status["commit_index"],
                      "applied_index": status["applied_index"], "members": status["members"]
-                     if "members" in status else self.m.raft.members()},
+                     if "members" in status else self.m.raft.members(), "journal": status["journal"]},
             "heartbeat_period": self.m.cluster()["heartbeat"],
         }
 
@@ -64,7 +64,11 @@ class ControlAPI:
 
     async def node_inspect(self, params: dict) -> list[dict]:
         leader, reachable = self._view()
-        return [model.inspect_view(self.m.find(ref), leader, reachable) for ref in _refs(params)]
+        out = []
+        for ref in _refs(params):
+            node = self.m.find(ref)
+            out.append(dict(model.inspect_view(node, leader, reachable), version=self.m.node_version(node["id"])))
+        return out
 
     async def node_update(self, params: dict) -> dict:
         target = self.m.find(str(params.get("ref", "")))
@@ -73,6 +77,9 @@ class ControlAPI:
         if not isinstance(label_add, dict) or not isinstance(label_rm, list):
             raise RPCError("bad_request", "label_add must be a map and label_rm a list")
         availability = params.get("availability")
+        version = params.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+            raise RPCError("bad_request", "version must be a record version (an integer from node.inspect)")
 
         def change(node: dict) -> dict:
             try:
@@ -82,9 +89,9 @@ class ControlAPI:
             except ValueError as exc:
                 raise RPCError("bad_request", str(exc)) from None
 
-        node = await self.m.modify_node(target["id"], change)
+        node, new_version = await self.m.modify_node_at(target["id"], change, version)
         leader, reachable = self._view()
-        return model.inspect_view(node, leader, reachable)
+        return dict(model.inspect_view(node, leader, reachable), version=new_version)
 
     async def node_promote(self, params: dict) -> list[dict]:
         out = []

@@ -51,8 +51,9 @@ NOT_MANAGER = ("this node is not a swarm manager: worker nodes can't change clus
 
 
 class Daemon:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, *, memory_journal: bool = False) -> None:
         self.paths = Paths(state_dir)
+        self.memory_journal = memory_journal       # UNSAFE: see swarm daemon --unsafe-memory-journal
         self.config = NodeConfig.load(state_dir)
         ca, cert, key = (self.paths.read(p) for p in (self.paths.ca, self.paths.cert, self.paths.key))
         self.ca_pem = ca
@@ -413,6 +414,7 @@ class Daemon:
         return RaftConfig(
             node_id=self.config.node_id, address=self.config.raft_addr, data_dir=self.paths.raft,
             tls=TlsSettings(self.raft_server_ctx, self.raft_client_ctx, self.identify_raft), peers=peers,
+            memory_journal=self.memory_journal,
         )
 
     async def _run_manager(self, peers: list[str], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -642,7 +644,7 @@ def clear_state(paths: Paths) -> None:
             os.unlink(path)
 
 
-def main(state_dir: str) -> int:
+def main(state_dir: str, *, memory_journal: bool = False) -> int:
     logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from overlay.lb import check_nftables
@@ -651,6 +653,6 @@ def main(state_dir: str) -> int:
         check_nftables()  # the VIP and ingress load balancers are nftables rules
     except Exception as exc:
         raise SwarmError(f"nftables is required by the swarm daemon and is not usable here: {exc}") from None
-    daemon = Daemon(state_dir)
+    daemon = Daemon(state_dir, memory_journal=memory_journal)
     trio.run(daemon.run)
     return 0

@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from raft.node import RaftNode, RaftUnavailable
-from raft.store import Op, TxnError
+from raft.store import Op, TxnError, TxnResult
 from swarm import model, pki
 from swarm.rpc import Peer, RPCError
 
@@ -54,6 +54,11 @@ class Manager:
     def nodes(self) -> dict[str, dict]:
         return {k: model.decode(r.data) for k, r in self.raft.list(model.NODE).items()}
 
+    def node_version(self, node_id: str) -> int:
+        """The version of a node record in the local copy (0 if there is none)."""
+        rec = self.raft.get(model.NODE, node_id)
+        return rec.version if rec else 0
+
     def revoked(self) -> set[str]:
         return set(self.raft.list(model.REVOKED))
 
@@ -79,7 +84,7 @@ class Manager:
             raise RPCError("not_found", str(exc)) from None
 
     # -- writing ---------------------------------------------------------------------
-    async def commit(self, ops: list[Op]) -> None:
+    async def commit(self, ops: list[Op]) -> TxnResult:
         try:
             result = await self.raft.commit(ops)
         except RaftUnavailable as exc:
@@ -88,21 +93,34 @@ class Manager:
             raise RPCError("bad_request", str(exc)) from None
         if not result.ok:
             raise RPCError(result.error_code or "conflict", result.error)
+        return result
 
     async def modify_node(self, node_id: str, change: Callable[[dict], dict | None]) -> dict:
         """Read-modify-write a node record with compare-and-set, retried on conflict."""
-        for _ in range(WRITE_RETRIES):
+        return (await self.modify_node_at(node_id, change))[0]
+
+    async def modify_node_at(self, node_id: str, change: Callable[[dict], dict | None],
+                             version: int | None = None) -> tuple[dict, int]:
+        """modify_node, returning the record's new version too. Given `version`
+        (what the caller read), a compare-and-set for the caller: the change
+        applies only to the record at that version, is never retried, and a
+        record that moved on gives a "conflict" error: nothing was written
+        (Docker's "update out of sequence")."""
+        for _ in range(WRITE_RETRIES if version is None else 1):
             rec = self.raft.get(model.NODE, node_id)
             if rec is None:
                 raise RPCError("not_found", f"node {node_id} not found")
+            if version is not None and rec.version != version:
+                raise RPCError("conflict", f"update out of sequence: node {node_id} is at version "
+                                           f"{rec.version}, not {version}")
             new = change(model.decode(rec.data))
             if new is None:
-                return model.decode(rec.data)
+                return model.decode(rec.data), rec.version
             try:
-                await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
-                return new
+                result = await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
+                return new, result.versions[0]
             except RPCError as exc:
-                if exc.code != "conflict":
+                if exc.code != "conflict" or version is not None:
                     raise
             await trio.sleep(random.uniform(0.005, 0.05))
         raise RPCError("unavailable", f"node {node_id} kept changing under this update; retry")

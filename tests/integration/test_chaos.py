@@ -41,3 +41,13 @@ def test_quick_scenario_holds_every_invariant(tmp_path, scenario, seed):
     assert f"{scenario}" in proc.stdout and "all 5 held" in proc.stdout
     if scenario == "leader-kill":  # the schedule named the leader each time, and it was killed
         assert len(result["faults"]) == 3 and all(f["leader"] for f in result["faults"])
+
+
+def test_the_suite_catches_lost_writes_on_a_lab_with_an_in_memory_journal(tmp_path):
+    # The proof that the suite can fail: restart-all on managers started with --unsafe-memory-journal.
+    proc, result = run_chaos(tmp_path, "memory-journal-restart-all", 104)
+    assert not result["error"], result["error"]
+    lost = next(v for v in result["invariants"] if v["name"] == "no-lost-write")
+    assert not lost["held"] and "was acknowledged at" in lost["evidence"], lost
+    assert result["history"], "a violation carries the history as evidence"
+    assert proc.returncode == 0 and "caught as expected" in proc.stdout, proc.stdout + proc.stderr

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from swarm.localcluster import Swarm, eventually
+from swarm.rpc import RPCError, call_unix_sync
 
 
 @pytest.fixture
@@ -87,6 +88,30 @@ def test_leader_kill_write_through_another_manager_then_full_restart_keeps_label
         eventually(lambda m=m: swarm.json(m, "node", "inspect", "w2")[0]["labels"] == {"tier": "front", "ssd": ""},
                    15, "labels after a full restart")
         assert swarm.json(m, "node", "inspect", "w1")[0]["labels"] == {"zone": "a"}
+
+
+def test_node_update_with_a_version_is_a_compare_and_set(five):
+    swarm, managers, workers = five
+    sock = [os.path.join(m.state_dir, "swarm.sock") for m in managers]
+    before = call_unix_sync(sock[0], "node.inspect", {"refs": ["w1"]})[0]["version"]
+    won = call_unix_sync(sock[1], "node.update",
+                         {"ref": "w1", "label_add": {"r": "first"}, "version": before})
+    assert won["labels"] == {"r": "first"} and won["version"] > before
+    # A second writer that read the same version loses, and writes nothing.
+    with pytest.raises(RPCError) as lost:
+        call_unix_sync(sock[2], "node.update", {"ref": "w1", "label_add": {"r": "second"}, "version": before})
+    assert lost.value.code == "conflict" and "out of sequence" in lost.value.message
+    for sock_path in sock:
+        eventually(lambda p=sock_path: call_unix_sync(p, "node.inspect", {"refs": ["w1"]})[0]["version"]
+                   == won["version"], 5, "every manager to hold the winner's version")
+        assert call_unix_sync(sock_path, "node.inspect", {"refs": ["w1"]})[0]["labels"] == {"r": "first"}
+    # The version the winner got back is current: a CAS with it applies.
+    again = call_unix_sync(sock[2], "node.update", {"ref": "w1", "label_add": {"r": "third"},
+                                                            "version": won["version"]})
+    assert again["labels"] == {"r": "third"}
+    with pytest.raises(RPCError) as bad:
+        call_unix_sync(sock[0], "node.update", {"ref": "w1", "version": "latest"})
+    assert bad.value.code == "bad_request"
 
 
 def test_a_dead_worker_is_down_within_the_grace_period(five):

@@ -183,8 +183,8 @@ def test_table_shows_the_first_violation_with_its_evidence():
 
 
 def test_a_self_test_passes_only_when_the_lost_write_invariant_fires():
-    caught = result("rollback-all", [Verdict("no-lost-write", False, "register 'k' lost")], expect_violation=True)
-    missed = result("rollback-all", [Verdict("no-lost-write", True)], expect_violation=True)
+    caught = result("memory-journal-restart-all", [Verdict("no-lost-write", False, "register 'k' lost")], expect_violation=True)
+    missed = result("memory-journal-restart-all", [Verdict("no-lost-write", True)], expect_violation=True)
     assert caught.passed and "caught as expected: no-lost-write: register" in report.verdict_text(caught)
     assert not missed.passed and "SELF-TEST FAILED" in report.verdict_text(missed)
     errored = result(error="the lab could not be built")

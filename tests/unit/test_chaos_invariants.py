@@ -130,3 +130,9 @@ def test_a_crash_names_the_host_and_quotes_its_log():
     verdict = inv.no_crash({}, ["namespace swl-x-h1"], {})
     assert not verdict.held and "swl-x-h1" in verdict.evidence
     assert inv.no_crash({}, [], {}).held
+
+
+def test_a_daemon_that_kept_running_on_a_full_disk_is_a_violation():
+    verdict = inv.no_crash({}, [], {}, ["h3"])
+    assert not verdict.held and "h3 kept running on a full disk" in verdict.evidence
+    assert verdict.details == {"kept_running_on_full_disk": ["h3"]}

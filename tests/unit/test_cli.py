@@ -400,7 +400,9 @@ def test_join_prints_role(state_dir, run, boot):
 def test_daemon_start_failure(state_dir, run, boot):
     boot.start_daemon = boot.record("start_daemon", SwarmError("the daemon did not start: port 2377 is in use."))
     assert failed(run("daemon", "--detach"), 1) == "Error: the daemon did not start: port 2377 is in use.\n"
-    assert boot.calls == [("start_daemon", (state_dir,), {"detach": True})]
+    assert failed(run("daemon", "--unsafe-memory-journal"), 1).startswith("Error: the daemon did not start")
+    assert boot.calls == [("start_daemon", (state_dir,), {"detach": True, "memory_journal": False}),
+                          ("start_daemon", (state_dir,), {"detach": False, "memory_journal": True})]
 
 
 # -- pure helpers --------------------------------------------------------------

@@ -1,12 +1,13 @@
 """raft.journal.DurableJournal: what survives a reopen, and what a torn file becomes."""
 import os
+import subprocess
 import struct
 import zlib
 
 import msgpack
 import pytest
 
-from raft.journal import MAGIC, RECORD_HEADER, DurableJournal, decode_records, encode_record
+from raft.journal import MAGIC, RECORD_HEADER, DurableJournal, JournalIOError, decode_records, encode_record
 
 
 def entry(idx: int, term: int = 1) -> tuple[bytes, int, int]:
@@ -424,3 +425,87 @@ def test_record_layout_is_length_crc_msgpack():
     rec = encode_record(b"\x00ab", 3, 2)
     payload = msgpack.packb([b"\x00ab", 3, 2], use_bin_type=True)
     assert rec == struct.pack(">II", len(payload), zlib.crc32(payload)) + payload
+
+
+# -- a full disk stops the node; the unsafe in-memory option ------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (real ENOSPC, no mocks); unmounted also when the test fails."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        while _OPEN:
+            crash(_OPEN.pop())
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(directory) -> None:
+    with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:
+        for size in (4096, 1):
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                continue
+
+
+def test_a_full_disk_stops_the_journal_loudly_and_for_good(small_disk):
+    reasons: list[str] = []
+    journal = DurableJournal(str(small_disk / "raft"), on_io_error=reasons.append)
+    _OPEN.append(journal)
+    journal.add(*entry(1))
+    journal.flush()
+    fill(small_disk)
+    big = (b"\x00" + os.urandom(10000), 2, 1)  # bigger than any space left: a short write, then ENOSPC
+    with pytest.raises(JournalIOError, match="cannot be written"):
+        journal.add(*big)
+    assert len(reasons) == 1 and "No space left on device" in reasons[0] and "never be acknowledged" in reasons[0]
+    assert journal.broken == reasons[0]
+    with pytest.raises(JournalIOError):           # no later change gets through, even with room again
+        os.unlink(small_disk / "filler")
+        journal.add(*entry(2))
+    with pytest.raises(JournalIOError):
+        journal.flush()
+    with pytest.raises(JournalIOError):
+        journal.setCurrentTerm(5, "x")
+    assert len(journal) == 1
+    crash(_OPEN.pop())
+    reopened = open_journal(small_disk / "raft")   # the torn tail is cut back: only what was flushed
+    assert [reopened[i] for i in range(len(reopened))] == [entry(1)]
+
+
+def test_a_failed_term_write_stops_the_journal(small_disk):
+    reasons: list[str] = []
+    journal = DurableJournal(str(small_disk / "raft"), on_io_error=reasons.append)
+    _OPEN.append(journal)
+    fill(small_disk)
+    with pytest.raises(JournalIOError):
+        journal.setCurrentTerm(3, "peer")
+    assert reasons and journal.broken
+
+
+def test_a_volatile_journal_keeps_new_entries_in_memory_only(tmp_path):
+    base = filled(tmp_path, [entry(1), entry(2)])
+    base.setCurrentTerm(2, "a")
+    crash(_OPEN.pop())
+    size = os.path.getsize(tmp_path / "journal")
+    volatile = DurableJournal(str(tmp_path), volatile=True)
+    _OPEN.append(volatile)
+    assert [volatile[i] for i in range(len(volatile))] == [entry(1), entry(2)]   # loads what is on disk
+    for i in (3, 4, 5):
+        volatile.add(*entry(i, 2))
+    volatile.flush()
+    volatile.deleteEntriesFrom(4)                  # truncation and compaction stay in memory too
+    volatile.deleteEntriesTo(1)
+    assert [volatile[i] for i in range(len(volatile))] == [entry(2), entry(3, 2), entry(4, 2), entry(5, 2)][:3]
+    volatile.setCurrentTerm(3, "b")                # term and vote stay durable
+    assert os.path.getsize(tmp_path / "journal") == size
+    crash(_OPEN.pop())
+    again = open_journal(tmp_path)
+    assert [again[i] for i in range(len(again))] == [entry(1), entry(2)]             # the restart rolls back
+    assert (again.getCurrentTerm(), again.getVotedForNodeId()) == (3, "b")
