@@ -197,16 +197,6 @@ def test_check_nftables_explains_a_missing_nft(monkeypatch: pytest.MonkeyPatch) 
         lb.check_nftables()
 
 
-@pytest.mark.parametrize(
-    "port",
-    [PublishedPort(0), PublishedPort(70000), PublishedPort(80, "sctp"),
-     PublishedPort(80, "tcp", (Backend("10.0.1.3", 0),)), PublishedPort(80, "tcp", (Backend("not-an-ip", 80),))],
-)
-def test_bad_published_ports_are_refused_before_nft_sees_them(port: PublishedPort) -> None:
-    with pytest.raises(InvalidRequest):
-        lb.ingress_sandbox_ruleset([port], "10.255.0.2")
-
-
 def test_check_nftables_explains_a_failing_nft(monkeypatch: pytest.MonkeyPatch) -> None:
     def refused(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(["nft"], 1, "", "Operation not permitted")
