@@ -9,27 +9,46 @@ Deciding is pure: `answer(query, view, rng=...)` reads the wire query and
 says reply (with these bytes), forward, or drop. `Records` is plain data per
 network id (services, their endpoint mode, VIP and task addresses, and
 optionally task/container names); `Records.view(network_ids)` flattens what
-one task may see (the union over its networks) into a `ResolverView`, so a
-service on a network the task is not attached to is simply not there. Names
-match case-insensitively, with or without the trailing dot: `SERVICE` gives
-the VIP (endpoint mode vip) or every task address (dnsrr), `tasks.SERVICE`
-every task address, `NAME.NETWORK` the same scoped to one network, a task or
-container name its address, and PTR queries for those addresses their name.
+one task may see (the union over its networks) into a `ResolverView` of
+ready dnspython rrsets keyed by `dns.name.Name`, so a service on a network
+the task is not attached to is simply not there. Names match
+case-insensitively, with or without the trailing dot: `SERVICE` gives the VIP
+(endpoint mode vip) or every task address (dnsrr), `tasks.SERVICE` every task
+address, `NAME.NETWORK` the same scoped to one network, a task or container
+name its address, and PTR queries for those addresses their name.
 Multi-address answers are shuffled by the caller's rng. A known name asked
 for another type (AAAA above all: the overlay is IPv4) gets an empty NOERROR
 at once, so resolvers do not wait. TTL is 1 s, not Docker's 600: a scaled or
-rescheduled service shows within a second. Asking again is cheap: a view
-remembers (bounded) the replies that depend neither on rng nor transport, so
-a repeated query costs a dict lookup; a new view (new records) starts empty.
+rescheduled service shows within a second.
+
+The wire format is dnspython's: a query is read with `dns.message.from_wire`
+(a signed query is answered unsigned: we hold no keys; trailing bytes are
+ignored) and a reply is `dns.message.make_response` (id, opcode, RD, the
+question as sent and, for an EDNS query, an OPT advertising 1232 bytes),
+rendered no larger than the client takes: 512 bytes without EDNS, its payload
+size up to 1232 with EDNS, 65535 over TCP. dnspython truncates by leaving
+out every rrset that does not fit whole, so a view holds one record per
+rrset: a client whose answer is too large gets as many records as fit and
+TC, and retries over TCP.
+Parsing and rendering cost some 0.1-0.3 ms a query, so a view remembers
+(bounded) the replies that fit over UDP, keyed by the query minus its id: a
+repeated query costs a dict lookup and is not parsed again; a new view (new
+records) starts empty. A multi-address answer is remembered in the view's
+order, with where its A records sit: each is 16 bytes (a pointer to the
+question's name, type, class, TTL, length, address), so a hit shuffles those
+slices with the rng, exactly as shuffling the records before rendering would.
 
 A name that is not ours is forwarded upstream (`forward`): from the daemon's
 own namespace (tasks usually have no route out), to the host's
 /etc/resolv.conf servers minus loopback ones, with a fresh random query id
-and source port per attempt, retried over TCP when truncated. When nothing
-answers within the budget (1 s in all) the client gets SERVFAIL: never
-silence, unlike dockerd, which leaves the client waiting its full timeout.
-A packet too short for a header is dropped, one with a header but a broken
-body gets FORMERR; an error while handling one query never stops the server.
+and source port per attempt, retried over TCP when truncated; a reply counts
+only if dnspython reads it as the response to what was sent (id and
+question). When nothing answers within the budget (1 s in all) the client
+gets SERVFAIL: never silence, unlike dockerd, which leaves the client waiting
+its full timeout. A packet too short for a header, or a response, is
+dropped; one with a header but a body dnspython cannot read (or not exactly
+one question) gets FORMERR, another opcode than QUERY NOTIMP; an error while
+handling one query never stops the server.
 """
 from __future__ import annotations
 
@@ -46,6 +65,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple, Sequence
 
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.IN.A
+import dns.reversename
+import dns.rrset
 import trio
 
 from overlay.errors import DatapathError, InvalidRequest
@@ -60,9 +91,10 @@ MAX_TCP = 64                # TCP connections per serve()
 TCP_IDLE = 10.0             # seconds a TCP client may sit between messages
 UDP_BATCH = 64              # datagrams handled per wake-up before letting other tasks run
 
-QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
-NOERROR, FORMERR, SERVFAIL, NOTIMP = 0, 1, 2, 4
-T_A, T_PTR, T_OPT, T_ANY, C_IN = 1, 12, 41, 255, 1
+QR, AA, TC, RD, RA = dns.flags.QR, dns.flags.AA, dns.flags.TC, dns.flags.RD, dns.flags.RA
+NOERROR, FORMERR, SERVFAIL, NOTIMP = dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP
+T_A, T_PTR, T_OPT, T_ANY = dns.rdatatype.A, dns.rdatatype.PTR, dns.rdatatype.OPT, dns.rdatatype.ANY
+C_IN = dns.rdataclass.IN
 EDNS_PAYLOAD = 1232         # what we advertise and the most we send over UDP
 REPLY_CACHE = 1024          # replies remembered per view (a new view starts empty)
 
@@ -88,12 +120,14 @@ class NetworkRecords:
 
 @dataclass(frozen=True)
 class ResolverView:
-    """What one task may resolve, compiled for `answer`: lower-case wire-format name ->
-    ready A records (in `names`) or one ready PTR record (in `ptr`)."""
-    names: Mapping[bytes, tuple[bytes, ...]] = field(default_factory=dict)
-    ptr: Mapping[bytes, bytes] = field(default_factory=dict)
-    # query minus its id -> reply minus its id, for replies that depend on neither rng nor transport
-    replies: dict[bytes, Answer] = field(default_factory=dict, compare=False, repr=False)
+    """What one task may resolve, compiled for `answer`: absolute name (dnspython compares
+    names case-insensitively) -> ready one-record rrsets, TTL included: its A records in
+    `names` (a known name may have none), its PTR record in `ptr`. A reply lists the
+    rrsets it needs, so shuffling or truncating an answer is a list operation."""
+    names: Mapping[dns.name.Name, tuple[dns.rrset.RRset, ...]] = field(default_factory=dict)
+    ptr: Mapping[dns.name.Name, dns.rrset.RRset] = field(default_factory=dict)
+    # query minus its id -> reply minus its id (see _Cached), for replies that fit over UDP
+    replies: dict[bytes, _Cached] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -102,17 +136,25 @@ class Records:
 
     def view(self, network_ids: Iterable[str]) -> ResolverView:
         """The union over the given networks; unknown network ids contribute nothing."""
-        names: dict[bytes, list[bytes]] = {}
-        ptr: dict[bytes, bytes] = {}
+        names: dict[dns.name.Name, dict[str, dns.rrset.RRset]] = {}    # name -> address -> its rrset
+        ptr: dict[dns.name.Name, dns.rrset.RRset] = {}
+        a_records: dict[str, dns.rdtypes.IN.A.A] = {}        # each address checked and converted once
 
         def add(name: str, ips: Iterable[str], suffix: str, reverse: bool = False) -> None:
+            records = [a_records[ip] if ip in a_records else a_records.setdefault(ip, _a_record(ip))
+                       for ip in ips]
             for key in (name, f"{name}.{suffix}") if suffix else (name,):
-                known = names.setdefault(_wire_name(key), [])
-                known.extend(rr for rr in map(_a_record, ips) if rr not in known)
-            for ip in ips if reverse else ():
-                target = _wire_name(name)
-                ptr.setdefault(_wire_name(_reverse(ip)),
-                               struct.pack("!HHHIH", 0xC00C, T_PTR, C_IN, TTL, len(target)) + target)
+                owner = _name(key)
+                known = names.setdefault(owner, {})
+                for rd in records:
+                    if rd.address not in known:
+                        known[rd.address] = dns.rrset.from_rdata(owner, TTL, rd)
+            if reverse:
+                target = dns.rdtypes.ANY.PTR.PTR(C_IN, T_PTR, _name(name))
+                for rd in records:
+                    owner = dns.reversename.from_address(rd.address)
+                    if owner not in ptr:
+                        ptr[owner] = dns.rrset.from_rdata(owner, TTL, target)
 
         for nid in network_ids:
             net = self.networks.get(nid)
@@ -128,25 +170,22 @@ class Records:
                 add(f"tasks.{svc.name}", svc.task_ips, net.name)
             for host, ip in net.hosts.items():
                 add(host, (ip,), net.name, reverse=True)
-        return ResolverView({k: tuple(v) for k, v in names.items()}, ptr)
+        return ResolverView({owner: tuple(known.values()) for owner, known in names.items()}, ptr)
 
 
-def _a_record(ip: str) -> bytes:
+def _a_record(ip: str) -> dns.rdtypes.IN.A.A:
     try:
-        return struct.pack("!HHHIH", 0xC00C, T_A, C_IN, TTL, 4) + ipaddress.IPv4Address(ip).packed
-    except ValueError:
+        return dns.rdtypes.IN.A.A(C_IN, T_A, ip)
+    except (ValueError, dns.exception.DNSException):
         raise InvalidRequest(f"{ip!r} is not an IPv4 address.") from None
 
 
-def _reverse(ip: str) -> str:
-    return ".".join(reversed(ip.split("."))) + ".in-addr.arpa"
-
-
-def _wire_name(name: str) -> bytes:
-    labels = name.lower().rstrip(".").encode("ascii").split(b".")
-    if not all(0 < len(label) < 64 for label in labels):
-        raise InvalidRequest(f"{name!r} is not a valid DNS name.")
-    return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
+def _name(text: str) -> dns.name.Name:
+    """`text` as an absolute name, lower-cased (a PTR answer shows it); dots only separate labels."""
+    try:
+        return dns.name.Name([*text.lower().rstrip(".").encode("ascii").split(b"."), b""])
+    except (UnicodeError, dns.exception.DNSException):
+        raise InvalidRequest(f"{text!r} is not a valid DNS name.") from None
 
 
 # -- the pure resolver ---------------------------------------------------------------------
@@ -156,117 +195,122 @@ class Answer(NamedTuple):
     max_size: int = 512            # the largest reply this client accepts
 
 
-class _Malformed(Exception):
-    pass
+class _Cached(NamedTuple):
+    reply: bytes                   # the reply minus its id, records in the view's order
+    max_size: int
+    shuffle_at: int = 0            # offset in `reply` of `shuffle_count` 16-byte A records to shuffle
+    shuffle_count: int = 0
 
 
-class _Query(NamedTuple):
-    qid: int
-    flags: int
-    name: bytes              # the question's name in wire format, lower-cased
-    qtype: int
-    qclass: int
-    question: bytes          # the question section as sent (a reply echoes it)
-    edns: int | None         # the client's UDP payload size, None without EDNS
+A_RECORD_SIZE = 16                 # compressed owner name (2), type, class, TTL, rdlength, address
+_A_RECORD_HEAD = b"\xc0\x0c\x00\x01"  # a pointer to the question's name (offset 12), type A
 
 
-def _parse(wire: bytes) -> _Query:
-    """Header, the single question and any OPT record; raises _Malformed."""
-    if len(wire) < 12:
-        raise _Malformed
-    qid, flags, qd, an, ns, ar = struct.unpack_from("!6H", wire)
-    if qd != 1:
-        raise _Malformed
-    off, end = 12, len(wire)
-    while (n := wire[off] if off < end else -1) != 0:
-        if n < 0 or n & 0xC0 or off + n >= end:   # no compression pointer can be valid here
-            raise _Malformed
-        off += n + 1
-    if off + 5 > end or off > 12 + 255:
-        raise _Malformed
-    qtype, qclass = struct.unpack_from("!HH", wire, off + 1)
-    name, question, off = wire[12:off + 1].lower(), wire[12:off + 5], off + 5
-    edns = None
-    for i in range(an + ns + ar):
-        while True:                             # the owner name: labels, maybe ending in a pointer
-            if off >= end:
-                raise _Malformed
-            n = wire[off]
-            off += 2 if n & 0xC0 == 0xC0 else 1 + n
-            if n == 0 or n & 0xC0 == 0xC0:
-                break
-        if off + 10 > end:
-            raise _Malformed
-        rtype, rclass, _ttl, rdlen = struct.unpack_from("!HHIH", wire, off)
-        off += 10 + rdlen
-        if off > end:
-            raise _Malformed
-        if rtype == T_OPT and i >= an + ns:
-            edns = max(512, rclass)
-    return _Query(qid, flags, name, qtype, qclass, question, edns)
+# What dnspython raises on bytes that are not a DNS message (its FormError and
+# friends; ValueError from an rdata it cannot build).
+_UNREADABLE = (dns.exception.DNSException, ValueError)
+
+
+def _read(wire: bytes) -> dns.message.Message | None:
+    """The message dnspython reads from `wire`, or None if it cannot."""
+    try:
+        return dns.message.from_wire(wire, keyring=False, ignore_trailing=True)
+    except _UNREADABLE:
+        return None
+
+
+def _is_query(q: dns.message.Message | None) -> bool:
+    return q is not None and not q.flags & QR and len(q.question) == 1
+
+
+def _error(query: bytes, q: dns.message.Message | None, rcode: int) -> bytes:
+    """An error reply to `query`, which is at least a header; `q` is what dnspython read of it."""
+    if _is_query(q):
+        r = dns.message.make_response(q, recursion_available=True, our_payload=EDNS_PAYLOAD)
+    else:                                   # nothing readable beyond the header: echo that
+        qid, flags = struct.unpack_from("!HH", query)
+        r = dns.message.Message(qid)
+        r.flags = QR | RA | (flags & (RD | dns.opcode.to_flags(dns.opcode.from_flags(flags))))
+    r.set_rcode(rcode)
+    return r.to_wire()
 
 
 def error_reply(query: bytes, rcode: int) -> bytes | None:
     """An error reply echoing the query's id, opcode, RD and question; None if no header."""
     if len(query) < 12:
         return None
-    qid, flags = struct.unpack_from("!HH", query)
-    try:
-        question = _parse(query).question
-    except _Malformed:
-        question = b""
-    out_flags = QR | (flags & 0x7900) | RA | rcode       # 0x7900: opcode and RD
-    return struct.pack("!6H", qid, out_flags, 1 if question else 0, 0, 0, 0) + question
+    return _error(query, _read(query), rcode)
 
 
 def answer(query: bytes, view: ResolverView, *, rng: random.Random, tcp: bool = False) -> Answer:
     """Decide what to do with one query. Pure: no I/O, randomness only from rng."""
     if (hit := view.replies.get(query[2:])) is not None:
-        return Answer(query[:2] + hit.reply, False, 65535 if tcp else hit.max_size)
-    try:
-        q = _parse(query)
-    except _Malformed:
-        if len(query) >= 12 and not query[2] & 0x80:
-            return Answer(error_reply(query, FORMERR))
+        return Answer(query[:2] + _shuffled(hit, rng), False, 65535 if tcp else hit.max_size)
+    q = _read(query)
+    if not _is_query(q):
+        if len(query) >= 12 and not query[2] & 0x80:     # a header, and not a response
+            return Answer(_error(query, q, FORMERR))
         return Answer()                                  # no header, or a response: drop
-    if q.flags & QR:
-        return Answer()
-    limit = 65535 if tcp else min(q.edns or 512, EDNS_PAYLOAD)
-    if q.flags & 0x7800:                                 # an opcode other than QUERY
-        return Answer(error_reply(query, NOTIMP))
-    if q.qclass != C_IN and q.qclass != T_ANY:
+    limit = 65535 if tcp else min(max(512, q.payload), EDNS_PAYLOAD) if q.edns >= 0 else 512
+    if q.opcode() != dns.opcode.QUERY:
+        return Answer(_error(query, q, NOTIMP))
+    question = q.question[0]
+    if question.rdclass != C_IN and question.rdclass != dns.rdataclass.ANY:
         return Answer(None, True, limit)
-    records: Sequence[bytes] = ()
-    shuffled = False
-    if (found := view.names.get(q.name)) is not None:
-        if q.qtype == T_A or q.qtype == T_ANY:
+    qtype = question.rdtype
+    records: Sequence[dns.rrset.RRset] = ()
+    if (found := view.names.get(question.name)) is not None:
+        if qtype == T_A or qtype == T_ANY:
             records = found
-            if shuffled := len(found) > 1:
-                records = list(found)
-                rng.shuffle(records)
-    elif (rr := view.ptr.get(q.name)) is not None:
-        if q.qtype == T_PTR or q.qtype == T_ANY:
-            records = (rr,)
+    elif (rrset := view.ptr.get(question.name)) is not None:
+        if qtype == T_PTR or qtype == T_ANY:
+            records = (rrset,)
     else:
         return Answer(None, True, limit)
-    opt = _OPT if q.edns else b""
-    flags = QR | AA | RA | (q.flags & RD)
-    room = limit - 12 - len(q.question) - len(opt)
-    if sum(map(len, records)) > room:                    # the client retries over TCP
-        flags |= TC
-        records = list(records)
-        while records and sum(map(len, records)) > room:
-            records.pop()
-    header = struct.pack("!6H", q.qid, flags, 1, len(records), 0, 1 if opt else 0)
-    reply = header + q.question + b"".join(records) + opt
-    if not (shuffled or tcp or flags & TC):             # the same bytes on any transport: remember
+    r = dns.message.make_response(q, recursion_available=True, our_payload=EDNS_PAYLOAD)
+    r.flags |= AA
+    r.answer.extend(records)
+    reply, truncated = _render(r, limit)
+    cached = _Cached(reply[2:], limit)
+    if len(records) > 1:
+        at = 12 + len(question.name.to_wire()) + 4       # header and the question: the answers follow
+        body = reply[at:at + A_RECORD_SIZE * len(records)]
+        if truncated or len(body) != A_RECORD_SIZE * len(records) or \
+                not all(body[i:i + 4] == _A_RECORD_HEAD for i in range(0, len(body), A_RECORD_SIZE)):
+            # Which records fit depends on their order (or the layout is not the one the cache
+            # can shuffle): shuffle the records, render again, do not remember.
+            records = list(records)
+            rng.shuffle(records)
+            r.answer[:] = records
+            return Answer(_render(r, limit)[0], False, limit)
+        cached = cached._replace(shuffle_at=at - 2, shuffle_count=len(records))
+    if not (tcp or truncated):                           # fits over UDP, so over TCP too: remember
         if len(view.replies) >= REPLY_CACHE:
             view.replies.clear()
-        view.replies[query[2:]] = Answer(reply[2:], False, limit)
-    return Answer(reply, False, limit)
+        view.replies[query[2:]] = cached
+    return Answer(reply[:2] + _shuffled(cached, rng), False, limit)
 
 
-_OPT = struct.pack("!BHHIH", 0, T_OPT, EDNS_PAYLOAD, 0, 0)
+def _shuffled(cached: _Cached, rng: random.Random) -> bytes:
+    """The cached reply with its A records in an order drawn from rng (as is when there is one)."""
+    if not cached.shuffle_count:
+        return cached.reply
+    at, end = cached.shuffle_at, cached.shuffle_at + A_RECORD_SIZE * cached.shuffle_count
+    slices = [cached.reply[i:i + A_RECORD_SIZE] for i in range(at, end, A_RECORD_SIZE)]
+    rng.shuffle(slices)
+    return cached.reply[:at] + b"".join(slices) + cached.reply[end:]
+
+
+def _render(r: dns.message.Message, limit: int) -> tuple[bytes, bool]:
+    """`r` in at most `limit` bytes, and whether records had to be left out (TC set).
+
+    dnspython truncates by leaving out each rrset that does not fit whole; as every
+    rrset here holds one record, the client gets all records that fit, in our order
+    (want_shuffle=False: dnspython would otherwise shuffle with the global random)."""
+    try:
+        return r.to_wire(max_size=limit, want_shuffle=False), False
+    except dns.exception.TooBig:
+        return r.to_wire(max_size=limit, prefer_truncation=True, want_shuffle=False), True
 
 
 # -- forwarding upstream ------------------------------------------------------------------
@@ -293,21 +337,22 @@ def host_upstreams(path: str = "/etc/resolv.conf") -> list[Upstream]:
         return []
 
 
-def _matches(reply: bytes, sent: bytes) -> bool:
-    if len(reply) < 12 or reply[:2] != sent[:2] or not reply[2] & 0x80:
+def _matches(reply: bytes, sent: dns.message.Message) -> bool:
+    """Whether dnspython reads `reply` as the response to `sent` (id, opcode and question)."""
+    try:
+        return sent.is_response(dns.message.from_wire(reply, question_only=True))
+    except _UNREADABLE:
         return False
-    qlen = len(_parse(sent).question)
-    return reply[12:12 + qlen].lower() == sent[12:12 + qlen].lower()
 
 
-async def _ask_udp(wire: bytes, upstream: Upstream) -> bytes:
+async def _ask_udp(wire: bytes, sent: dns.message.Message, upstream: Upstream) -> bytes:
     family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
     with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
         await sock.connect(upstream)
         await sock.send(wire)
         while True:                         # ignore stray or spoofed datagrams
             reply = await sock.recv(65535)
-            if _matches(reply, wire):
+            if _matches(reply, sent):
                 return reply
 
 
@@ -321,40 +366,39 @@ async def _recv_exact(stream: trio.abc.ReceiveStream, n: int) -> bytes | None:
     return buf
 
 
-async def _ask_tcp(wire: bytes, upstream: Upstream) -> bytes | None:
+async def _ask_tcp(wire: bytes, sent: dns.message.Message, upstream: Upstream) -> bytes | None:
     async with await trio.open_tcp_stream(*upstream) as stream:
         await stream.send_all(struct.pack("!H", len(wire)) + wire)
         head = await _recv_exact(stream, 2)
         reply = head and await _recv_exact(stream, struct.unpack("!H", head)[0])
-        return reply if reply and _matches(reply, wire) else None
+        return reply if reply and _matches(reply, sent) else None
 
 
 async def forward(query: bytes, upstreams: Sequence[Upstream], timeout: float = FORWARD_TIMEOUT,
                   *, max_size: int = 65535) -> bytes:
     """Ask the upstreams in turn, sharing `timeout` between them; SERVFAIL if none answers."""
-    try:
-        _parse(query)
-    except _Malformed:
+    if (sent := _read(query)) is None:
         return error_reply(query, FORMERR) or b""
     deadline = trio.current_time() + timeout
     for i, upstream in enumerate(upstreams):
         remaining = deadline - trio.current_time()
         if remaining <= 0:
             break
-        wire = struct.pack("!H", secrets.randbits(16)) + query[2:]
+        sent.id = secrets.randbits(16)           # the client's bytes under a fresh id
+        wire = struct.pack("!H", sent.id) + query[2:]
         got = None
         with trio.move_on_after(remaining / (len(upstreams) - i)):
             try:
-                got = await _ask_udp(wire, upstream)
-                if got[2] & (TC >> 8):
-                    full = await _ask_tcp(wire, upstream)
+                got = await _ask_udp(wire, sent, upstream)
+                if struct.unpack_from("!H", got, 2)[0] & TC:
+                    full = await _ask_tcp(wire, sent, upstream)
                     if full and len(full) <= max_size:
                         got = full
             except (OSError, trio.BrokenResourceError) as e:
                 log.debug("upstream %s:%d failed: %s", *upstream, e)
         if got is not None:
             return query[:2] + got[2:]
-    return error_reply(query, SERVFAIL) or b""
+    return error_reply(query, SERVFAIL) or b""      # read again: `sent` has our id, not the client's
 
 
 # -- the trio server -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rrset
+import dns.tsigkeyring
 import pytest
 import trio
 
@@ -148,6 +149,40 @@ def test_large_answer_is_truncated_over_udp_and_whole_over_tcp():
     assert not r.flags & dns.flags.TC and sorted(addresses(r)) == sorted(ips)
 
 
+BIG_IPS = tuple(f"10.9.{i // 250}.{i % 250 + 1}" for i in range(100))
+BIG = edns.Records({"n": edns.NetworkRecords(
+    services=(edns.ServiceRecord("big", "dnsrr", task_ips=BIG_IPS),))}).view(["n"])
+A_RECORD = 16           # a compressed owner name (2), type, class, TTL, length (10), the address (4)
+
+
+def test_truncated_udp_reply_without_edns_holds_every_record_that_fits_512_bytes():
+    q, a = ask("big", view=BIG, seed=3)
+    r = dns.message.from_wire(a.reply)
+    assert a.max_size == 512 and len(a.reply) <= 512 and r.flags & dns.flags.TC
+    assert q.is_response(r) and r.rcode() == dns.rcode.NOERROR and r.edns == -1
+    got = addresses(r)
+    assert len(got) == len(set(got)) == (512 - 12 - len(b"\x03big\x00") - 4) // A_RECORD == 30
+    assert set(got) <= set(BIG_IPS)
+    # the first records of the seeded shuffle, as an untruncated (TCP) reply lists them
+    assert got == addresses(dns.message.from_wire(ask("big", view=BIG, seed=3, tcp=True)[1].reply))[:30]
+    assert BIG.replies == {}                                  # shuffled and truncated: never remembered
+
+
+@pytest.mark.parametrize("payload, limit", [(100, 512), (512, 512), (1000, 1000), (1232, 1232), (4096, 1232)])
+def test_edns_payload_sets_the_reply_limit_up_to_1232(payload, limit):
+    q, a = ask("big", view=BIG, use_edns=0, payload=payload)
+    r = dns.message.from_wire(a.reply)
+    assert a.max_size == limit and len(a.reply) <= limit and r.flags & dns.flags.TC
+    assert r.edns == 0 and r.payload == edns.EDNS_PAYLOAD     # the OPT record survives truncation
+    opt = 11                                                  # root name, type, class, TTL, length
+    assert len(addresses(r)) == (limit - 12 - len(b"\x03big\x00") - 4 - opt) // A_RECORD
+
+
+def test_edns_reply_that_fits_is_whole():
+    r = reply_of("big", view=BIG, use_edns=0, payload=4096, tcp=True)
+    assert not r.flags & dns.flags.TC and sorted(addresses(r)) == sorted(BIG_IPS) and r.edns == 0
+
+
 def test_records_refuse_bad_input():
     with pytest.raises(InvalidRequest, match="endpoint mode"):
         edns.Records({"n": edns.NetworkRecords(services=(edns.ServiceRecord("x", "rr"),))}).view(["n"])
@@ -181,6 +216,61 @@ def test_responses_are_dropped_and_other_opcodes_not_implemented():
     assert edns.answer(dns.message.make_response(q).to_wire(), FRONT, rng=random.Random(0)) == edns.Answer()
     q.set_opcode(dns.opcode.NOTIFY)
     assert rcode_of(edns.answer(q.to_wire(), FRONT, rng=random.Random(0))) == dns.rcode.NOTIMP
+
+
+def test_any_response_sent_as_a_query_is_dropped():
+    q = dns.message.make_query("web", "A")
+    whole = dns.message.make_response(q)
+    whole.answer.append(dns.rrset.from_text("web.", 1, "IN", "A", "10.0.1.2"))
+    for wire in (whole.to_wire(),
+                 whole.to_wire()[:-5],                                    # cut short: unreadable too
+                 struct.pack("!6H", 7, 0x8100, 1, 0, 0, 0) + b"\xff" * 20):  # QR and garbage
+        for tcp in (False, True):
+            assert edns.answer(wire, FRONT, rng=random.Random(0), tcp=tcp) == edns.Answer()
+    assert FRONT.replies.get(whole.to_wire()[2:]) is None
+
+
+def test_garbage_body_after_a_valid_header_gets_formerr_echoing_id_opcode_and_rd():
+    rng = random.Random(77)
+    formerr = 0
+    for i in range(200):
+        qid = rng.randrange(65536)
+        header = struct.pack("!6H", qid, 0x0100, rng.randrange(1, 3), rng.randrange(2), 0, rng.randrange(2))
+        a = edns.answer(header + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))), FRONT, rng=rng)
+        if a.reply is None or dns.message.from_wire(a.reply).rcode() != dns.rcode.FORMERR:
+            continue                                      # the random body happened to be a readable query
+        r = dns.message.from_wire(a.reply)
+        assert r.id == qid and r.flags & dns.flags.QR and r.flags & dns.flags.RD
+        assert r.opcode() == dns.opcode.QUERY and r.question == []
+        formerr += 1
+    assert formerr > 150
+    a = edns.answer(struct.pack("!6H", 0xBEEF, 0x0100, 1, 0, 0, 0) + b"\x05ab", FRONT, rng=rng)
+    r = dns.message.from_wire(a.reply)
+    assert (r.id, r.rcode(), r.question) == (0xBEEF, dns.rcode.FORMERR, [])
+
+
+def test_error_replies_echo_id_opcode_rd_question_and_edns():
+    q = dns.message.make_query("web", "A", use_edns=0, payload=4096)
+    q.set_opcode(dns.opcode.NOTIFY)
+    r = dns.message.from_wire(edns.answer(q.to_wire(), FRONT, rng=random.Random(0)).reply)
+    assert q.is_response(r) and r.rcode() == dns.rcode.NOTIMP and r.opcode() == dns.opcode.NOTIFY
+    assert r.flags & dns.flags.RD and r.question == q.question and r.edns == 0
+    q = dns.message.make_query("x.org", "MX")
+    q.flags &= ~dns.flags.RD
+    r = dns.message.from_wire(edns.error_reply(q.to_wire(), edns.SERVFAIL))
+    assert q.is_response(r) and r.rcode() == dns.rcode.SERVFAIL and not r.flags & dns.flags.RD
+    assert r.question == q.question and r.edns == -1
+    assert edns.error_reply(b"\x12\x34", edns.SERVFAIL) is None
+
+
+def test_trailing_bytes_and_an_unknown_tsig_key_do_not_stop_an_answer():
+    wire = dns.message.make_query("web", "A").to_wire()
+    assert addresses(dns.message.from_wire(edns.answer(wire + b"\0\0\0", FRONT, rng=random.Random(0)).reply)) \
+        == ["10.0.1.2"]
+    q = dns.message.make_query("web", "A")
+    q.use_tsig(dns.tsigkeyring.from_text({"k.": "c2VjcmV0c2VjcmV0"}), "k.")
+    r = dns.message.from_wire(edns.answer(q.to_wire(), FRONT, rng=random.Random(0)).reply)
+    assert addresses(r) == ["10.0.1.2"] and not r.had_tsig         # we hold no keys: answered unsigned
 
 
 def test_fuzz_never_raises_and_every_reply_parses():
@@ -217,6 +307,25 @@ def test_the_reply_cache_never_changes_an_answer():
             fresh = edns.answer(wire, records.view(["n"]), rng=random.Random(5), tcp=tcp)
             assert edns.answer(wire, warm, rng=random.Random(5), tcp=tcp) == fresh
     assert 0 < len(warm.replies) < len(queries)
+
+
+def test_a_remembered_multi_address_answer_is_shuffled_on_every_hit():
+    ips = [f"10.9.0.{i}" for i in range(1, 9)]
+    view = edns.Records({"n": edns.NetworkRecords(services=(
+        edns.ServiceRecord("big", "dnsrr", task_ips=tuple(ips)),))}).view(["n"])
+    wire = dns.message.make_query("big", "A").to_wire()
+    edns.answer(wire, view, rng=random.Random(1))
+    assert len(view.replies) == 1                               # remembered despite the shuffle
+
+    def order(seed):
+        return [a.address for rrset in dns.message.from_wire(edns.answer(wire, view, rng=random.Random(seed)).reply)
+                .answer for a in rrset]
+
+    orders = {tuple(order(seed)) for seed in range(30)}
+    assert len(orders) > 20 and all(sorted(o) == sorted(ips) for o in orders)
+    expected = list(ips)
+    random.Random(3).shuffle(expected)                          # as if the records were shuffled, then rendered
+    assert order(3) == expected
 
 
 def test_resolv_conf_upstreams_leave_out_loopback():
@@ -309,6 +418,25 @@ async def test_forward_ignores_stray_replies_and_retries_truncated_over_tcp():
         # a client limited to 512 bytes gets the truncated UDP reply instead
         r = dns.message.from_wire(await edns.forward(wire, [up], max_size=512))
         assert r.flags & dns.flags.TC and r.answer == []
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_forward_ignores_a_reply_to_another_question_under_the_same_id():
+    def spoofing(q, tcp):
+        other = dns.message.make_query("evil.example", "A")
+        other.id = q.id
+        spoof = dns.message.make_response(other)
+        spoof.answer.append(dns.rrset.from_text("evil.example.", 5, "IN", "A", "192.0.2.66"))
+        real = dns.message.make_response(q)
+        real.answer.append(dns.rrset.from_text(q.question[0].name, 5, "IN", "A", "192.0.2.1"))
+        return [spoof.to_wire(), b"\x00" * 5, real.to_wire()]
+
+    async with trio.open_nursery() as nursery:
+        up, _ = await fake_upstream(nursery, spoofing)
+        q, wire = query_wire("EXAMPLE.org")                     # the question matches in any case
+        r = dns.message.from_wire(await edns.forward(wire, [up]))
+        assert q.is_response(r) and addresses(r) == ["192.0.2.1"]
         nursery.cancel_scope.cancel()
 
 
