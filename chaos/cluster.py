@@ -6,6 +6,10 @@ from the root namespace (a unix socket is reachable across network
 namespaces). Every fault is real and local to the lab:
 
 * kill -9 / SIGSTOP / SIGCONT of the PID in STATE_DIR/swarm.pid;
+* freezing that PID with the cgroup v1 freezer: it moves into a cgroup
+  `/sys/fs/cgroup/freezer/swarm-chaos-LAB-HOST` set to FROZEN (no signal
+  the process could see), and back to its own cgroup when thawed, after
+  which the group is removed;
 * restart with `swarm daemon --detach`, run inside the host's namespace
   (plus `--unsafe-memory-journal` once `memory_journal` is set: the
   self-test that proves the suite can fail);
@@ -36,6 +40,7 @@ from swarm.procs import wait_gone
 from swarm.rpc import RPCError, call_unix_sync
 
 NFT_TABLE = "swarm_chaos"
+FREEZER_ROOT = "/sys/fs/cgroup/freezer"
 RESTART_TIMEOUT = 60.0
 
 
@@ -54,6 +59,7 @@ class Cluster:
         self.hostnames = {v: k for k, v in self.node_ids.items() if v}
         self.expected: dict[str, int] = {}
         self.paused: set[str] = set()
+        self.frozen: dict[str, str] = {}     # host -> the freezer cgroup its daemon came from
         self.partitioned: set[str] = set()
         self.memory_journal = False     # restart daemons with --unsafe-memory-journal
         self.lock = threading.Lock()
@@ -167,6 +173,47 @@ class Cluster:
         if pid and alive(pid):
             os.kill(pid, signal.SIGCONT)
 
+    def freezer_group(self, host: str) -> str:
+        return os.path.join(FREEZER_ROOT, f"swarm-chaos-{self.name}-{host}")
+
+    def freeze(self, host: str) -> int | None:
+        """Freeze the daemon of `host` in a cgroup of its own; its PID (None if not running)."""
+        pid = self.pid(host)
+        if not pid or not alive(pid):
+            return None
+        origin = _freezer_cgroup(pid)
+        group = self.freezer_group(host)
+        os.makedirs(group, exist_ok=True)
+        self.frozen[host] = origin
+        _write(os.path.join(group, "cgroup.procs"), str(pid))
+        _write(os.path.join(group, "freezer.state"), "FROZEN")
+        deadline = time.monotonic() + 5.0
+        while _read(os.path.join(group, "freezer.state")) != "FROZEN":   # FREEZING until every thread stops
+            if time.monotonic() > deadline:
+                raise ChaosError(f"the daemon of {host} did not freeze within 5 s")
+            time.sleep(0.01)
+        return pid
+
+    def thaw(self, host: str) -> None:
+        """Move the daemon (and anything it started meanwhile) back to its own cgroup, thawed, and
+        remove the group. Moving out first: the kernel thaws a task that joins a thawed cgroup, and
+        a process that is still frozen cannot fork into the group while it is being emptied."""
+        origin = self.frozen.pop(host, "/")
+        group = self.freezer_group(host)
+        back = os.path.join(FREEZER_ROOT, origin.lstrip("/"), "cgroup.procs")
+        deadline = time.monotonic() + 5.0
+        while os.path.isdir(group):
+            for pid in _read(os.path.join(group, "cgroup.procs")).split():
+                with contextlib.suppress(OSError):   # it may have exited meanwhile
+                    _write(back, pid)
+            _write(os.path.join(group, "freezer.state"), "THAWED")
+            try:
+                os.rmdir(group)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ChaosError(f"cannot remove the freezer cgroup {group}: it keeps processes") from None
+                time.sleep(0.01)
+
     # -- nftables inside a host's namespace -----------------------------------------------
     def _netns(self, host: str) -> str:
         netns = self.hosts[host]["netns"]
@@ -209,6 +256,9 @@ class Cluster:
         for host in sorted(self.paused):
             self.resume(host)
             done.append(f"resumed {host}")
+        for host in sorted(self.frozen):
+            self.thaw(host)
+            done.append(f"thawed {host}")
         for host in sorted(self.partitioned):
             self.heal_network(host)
             done.append(f"healed the network of {host}")
@@ -230,6 +280,25 @@ class Cluster:
         if errors:
             raise ChaosError(errors[0])
         return done
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _freezer_cgroup(pid: int) -> str:
+    """The freezer cgroup of `pid` ("/" for the root), from /proc/PID/cgroup."""
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "freezer" in controllers.split(","):
+            return path
+    return "/"
 
 
 def alive(pid: int) -> bool:

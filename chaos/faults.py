@@ -27,7 +27,7 @@ import time
 from typing import Any, Callable
 
 from chaos.cluster import ChaosError, Cluster, alive
-from chaos.scenarios import DISK_FULL, KILL, KILL_ALL, LOSSY, PARTITION, PAUSE, Fault
+from chaos.scenarios import DISK_FULL, FREEZE, KILL, KILL_ALL, LOSSY, PARTITION, PAUSE, Fault
 
 DISK_SLACK = 2 * 1024 * 1024       # tmpfs size beyond the Raft directory's current size, before filling
 FULL_DISK_CHECK = "daemon on the full disk"     # the event saying whether that daemon stopped
@@ -58,6 +58,12 @@ def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: li
         time.sleep(fault.hold)
         for host in targets:
             cluster.resume(host)
+    elif fault.action == FREEZE:
+        for host in targets:
+            note("freezer FROZEN", host, pid=cluster.freeze(host))
+        time.sleep(fault.hold)
+        for host in targets:
+            cluster.thaw(host)
     elif fault.action in (PARTITION, LOSSY):
         direction = fault.detail.get("direction", "both")
         percent = int(fault.detail.get("percent", 100))

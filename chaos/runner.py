@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from chaos import faults
 from chaos import invariants as inv
-from chaos.cluster import ChaosError, Cluster, alive
+from chaos.cluster import FREEZER_ROOT, ChaosError, Cluster, alive
 from chaos.scenarios import Scenario, Shape
 from chaos.workload import History, Observer, Workload
 from swarm import lab as labmod
@@ -329,4 +329,5 @@ def teardown(name: str, rec: dict[str, Any] | None) -> list[str]:
             if alive(pid) and (root + "/" in cmdline or proc_root.startswith(root + "/")):
                 left.append(f"process {pid} ({cmdline.replace(chr(0), ' ').strip()[:80]})")
     left += [f"path {p}" for p in glob.glob(os.path.join(root, "*"))]
+    left += [f"cgroup {p}" for p in glob.glob(os.path.join(FREEZER_ROOT, f"swarm-chaos-{name}-*"))]
     return left

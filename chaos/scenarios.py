@@ -16,7 +16,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-KILL, PAUSE, PARTITION, LOSSY, KILL_ALL = "kill", "pause", "partition", "lossy", "kill-all"
+KILL, PAUSE, FREEZE, PARTITION, LOSSY, KILL_ALL = "kill", "pause", "freeze", "partition", "lossy", "kill-all"
 DISK_FULL = "disk-full"
 
 
@@ -30,7 +30,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class Fault:
-    action: str                 # kill | pause | partition | lossy | disk-full | kill-all
+    action: str                 # kill | pause | freeze | partition | lossy | disk-full | kill-all
     target: str                 # "leader", "all", or hostnames joined by ","
     wait: float                 # seconds before injecting
     hold: float                 # seconds before healing
@@ -94,6 +94,11 @@ def _pause_leader(rng: random.Random, shape: Shape) -> list[Fault]:
             for _ in range(_cycles(shape, 2, 5, 8.0))]
 
 
+def _freeze_leader(rng: random.Random, shape: Shape) -> list[Fault]:
+    return [Fault(FREEZE, "leader", rng.uniform(0.5, 2.0), rng.uniform(1.5, 3.5))
+            for _ in range(_cycles(shape, 2, 5, 8.0))]
+
+
 def _lossy_link(rng: random.Random, shape: Shape) -> list[Fault]:
     return [Fault(LOSSY, "leader", rng.uniform(0.5, 2.0), rng.uniform(4.0, 8.0), {"percent": rng.choice([20, 30, 40])})
             for _ in range(_cycles(shape, 1, 3, 15.0))]
@@ -127,6 +132,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "other managers, then heal", _partition_one_way),
     Scenario("pause-leader", "SIGSTOP the leader's daemon past the election timeout, then SIGCONT it "
              "(a stale leader must not commit)", _pause_leader),
+    Scenario("freeze-leader", "freeze the leader's daemon with the cgroup freezer past the election timeout "
+             "(no signal it could notice), then thaw it", _freeze_leader),
     Scenario("lossy-link", "drop 20-40% of the packets between the leader and the other managers "
              "(nftables numgen random), then heal", _lossy_link),
     Scenario("disk-full", "move a random manager's Raft directory onto a small tmpfs and fill it: the "

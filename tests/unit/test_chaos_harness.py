@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -156,6 +157,40 @@ def test_kill_and_pause_use_the_pid_file_and_track_what_should_be_alive(tmp_path
         c.expected.clear()
         assert c.kill("h1") is None  # already gone
     finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_freeze_stops_the_process_in_a_freezer_cgroup_and_thaw_puts_it_back(tmp_path):
+    # A real process and the real cgroup v1 freezer: a frozen process makes no progress.
+    counter = tmp_path / "count"
+    proc = subprocess.Popen([sys.executable, "-c", "import itertools, time\n"
+                             f"for i in itertools.count():\n open({str(counter)!r}, 'w').write(str(i)); "
+                             "time.sleep(0.01)"])
+    state = tmp_path / "h1"
+    state.mkdir()
+    (state / "swarm.pid").write_text(str(proc.pid))
+    c = clustermod.Cluster({"name": f"t{os.getpid()}", "hosts": [{"name": "h1", "addr": "10.201.0.1",
+                                                                  "netns": "swl-t-h1", "role": "manager",
+                                                                  "state_dir": str(state)}]})
+    group = c.freezer_group("h1")
+    try:
+        deadline = time.monotonic() + 10
+        while not (counter.exists() and counter.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        origin = clustermod._freezer_cgroup(proc.pid)
+        assert c.freeze("h1") == proc.pid
+        assert clustermod._freezer_cgroup(proc.pid) == "/" + os.path.basename(group)
+        frozen_at = counter.read_text()
+        time.sleep(0.3)
+        assert counter.read_text() == frozen_at and clustermod.alive(proc.pid)
+        assert c.heal_everything()[0] == "thawed h1"   # healing thaws, and removes the group
+        assert not os.path.exists(group) and clustermod._freezer_cgroup(proc.pid) == origin
+        time.sleep(0.3)
+        assert counter.read_text() != frozen_at
+    finally:
+        if os.path.isdir(group):
+            clustermod.Cluster.thaw(c, "h1")
         proc.kill()
         proc.wait()
 
