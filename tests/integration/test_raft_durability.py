@@ -3,6 +3,7 @@ compaction (repeatedly, under continuous writes), of every member at once,
 and a torn or corrupt journal tail on restart."""
 import os
 import random
+import subprocess
 import threading
 import time
 
@@ -149,3 +150,48 @@ def test_torn_and_corrupt_journal_tails_are_truncated_and_acknowledged_writes_su
     for m in (torn, corrupt):
         assert "truncating" in cluster.log(m), cluster.log(m)
     assert len(writer.acked) > 500
+
+
+def _fill(directory):
+    with open(os.path.join(directory, "filler"), "wb", buffering=0) as f:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while f.write(b"\0" * size):
+                    pass
+            except OSError:
+                continue
+
+
+def test_a_member_whose_disk_fills_stops_loudly_and_nothing_acknowledged_is_lost(make_cluster):
+    cluster = make_cluster(3, start=False)
+    victim = cluster.members[2]
+    os.makedirs(victim.data_dir)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", victim.data_dir], check=True)
+    try:
+        cluster.start_all()
+        cluster.leader()
+        writer = Writer(cluster)
+        writer.start()
+        try:
+            time.sleep(1.0)
+            _fill(victim.data_dir)
+            deadline = time.monotonic() + 20
+            while victim.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)                          # the other two go on committing
+        finally:
+            writer.stop.set()
+            writer.join(timeout=10)
+        assert victim.proc.returncode == 70, cluster.log(victim)
+        log = cluster.log(victim)
+        assert "cannot be written ([Errno 28] No space left on device); stopping" in log
+        assert "Traceback" not in log                # it stopped at the write, not in pysyncobj's retry loop
+        assert len(writer.acked) > 200
+        os.unlink(os.path.join(victim.data_dir, "filler"))
+        cluster.start(victim)                        # the torn record is cut; it catches up
+        wait_converged(cluster, writer.acked)
+        for m in cluster.members:
+            assert cluster.status(m)["acked_truncations"] == 0
+    finally:
+        cluster.stop_all()
+        subprocess.run(["umount", victim.data_dir], check=True)
