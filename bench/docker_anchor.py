@@ -41,16 +41,17 @@ What it does (as root, stdlib only, nothing leaves the machine):
   started (PID from exec-root/containerd/containerd.pid) and any other process still
   running from the temporary folder (shims) or in its cgroup parent, unmount everything
   under the temporary folder (umount, then umount -l), remove it, remove the empty cgroup
-  parent folders, delete network links that dockerd created (docker_gwbridge, docker0,
-  br-*, veth*, vx-*) and that were not there before, and remove /run/docker (dockerd makes
+  parent folders, delete dockerd's network namespace, and remove /run/docker (dockerd makes
   /run/docker/plugins whatever --exec-root says), /run/containerd (shim sockets) and
   /opt/containerd (containerd's opt plugin) when the run created them and they hold only
   empty folders. The "machine" part of the JSON then says what still differs, including
   any changed /proc/sys/net value.
 
-With --bridge=none a swarm task without networks gets loopback only: Docker's figure here
-does not include a veth/bridge per task (swarm init still makes docker_gwbridge and one
-veth for the ingress sandbox; the cleanup deletes them).
+dockerd runs inside a network namespace of its own holding only `lo` (`nsenter --net`):
+`swarm init` makes docker_gwbridge with a route and a veth for the ingress sandbox whatever
+the flags say, and those must not land in the machine's own namespace. With --bridge=none a
+swarm task without networks gets loopback only: Docker's figure here does not include a
+veth/bridge per task.
 
 Options: --keep-tmp leaves the temporary folder (logs) after unmounting, --timeout bounds
 each wait (default 300 s), --poll-interval (default 0.05 s), --docker/--dockerd pick binaries
@@ -76,7 +77,6 @@ import time
 import urllib.parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCKER_LINK = re.compile(r"^(docker0|docker_gwbridge|br-[0-9a-f]{12}|veth[0-9a-f]{7}|vx-.*|ov-.*)$")
 WATCHED_PATHS = ["/etc/docker", "/etc/docker/key.json", "/var/lib/docker", "/run/docker", "/run/docker.sock",
                  "/var/run/docker.sock", "/run/containerd", "/var/lib/containerd", "/opt/containerd",
                  os.path.expanduser("~/.docker"), "/run/netns"]
@@ -358,6 +358,9 @@ class Anchor:
         self.dockerd: subprocess.Popen | None = None
         self.containerd: subprocess.Popen | None = None
         self.containerd_pids: set[int] = set()
+        # Put before dockerd's command line (e.g. nsenter --net=... to run it in a namespace of
+        # the caller's); exec-ing wrappers only, so the Popen's PID stays dockerd's.
+        self.launcher: list[str] = []
         self.swarm = False
         self.services: list[str] = []
         self.notes: list[str] = []
@@ -372,7 +375,7 @@ class Anchor:
         cfg = os.path.join(self.tmp, "daemon.json")
         with open(cfg, "w") as f:
             json.dump({"deprecated-key-path": os.path.join(self.tmp, "key.json")}, f)
-        cmd = [self.dockerd_bin, "--config-file", cfg,
+        cmd = [*self.launcher, self.dockerd_bin, "--config-file", cfg,
                "--data-root", os.path.join(self.tmp, "data"), "--exec-root", self.exec_root,
                "--pidfile", os.path.join(self.tmp, "docker.pid"), "-H", "unix://" + self.sock,
                "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
@@ -626,14 +629,8 @@ class Anchor:
                     self.notes.append(f"cgroup {dirpath} not removed: {e}")
 
 
-def restore_machine(before: dict, notes: list[str]) -> None:
-    """Delete network links dockerd created during this run, and the empty folders the
-    containerd shims create under /run/containerd when it did not exist before."""
-    for name in sorted(set(net_links()) - set(before["links"])):
-        if DOCKER_LINK.match(name):
-            p = subprocess.run(["ip", "link", "delete", name], capture_output=True, text=True)
-            notes.append(f"deleted network link {name} left by dockerd" if p.returncode == 0
-                         else f"could not delete link {name}: {p.stderr.strip()}")
+def remove_empty_trees(before: dict, notes: list[str]) -> None:
+    """Remove the EMPTY_TREES folders that did not exist in `before` and hold only empty folders."""
     # dockerd makes /run/docker/plugins whatever --exec-root says; containerd's shims put
     # their sockets under /run/containerd/s; containerd's opt plugin makes /opt/containerd.
     # Only empty folders are removed.
@@ -693,9 +690,13 @@ def main() -> int:
     links_before = ip_link_text()
     out: dict = {"available": True, "docker_version": None, "results": {}}
     anchor = Anchor(args, dockerd, cli)
+    netns = f"swarm-docker-anchor-{os.getpid()}"
     tar_tmp = None
     status = 0
     try:
+        run(["ip", "netns", "add", netns])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        anchor.launcher = ["nsenter", f"--net=/run/netns/{netns}"]
         tar = args.rootfs_tar
         if not tar:
             tar_tmp = os.path.join(anchor.tmp, "rootfs.tar")
@@ -746,7 +747,8 @@ def main() -> int:
         except Exception as e:  # noqa: BLE001
             anchor.notes.append(f"cleanup error: {type(e).__name__}: {e}")
             status = 1
-        restore_machine(before, anchor.notes)
+        subprocess.run(["ip", "netns", "delete", netns], capture_output=True)
+        remove_empty_trees(before, anchor.notes)
         after = snapshot()
         diff = diff_snapshots(before, after)
         out["machine"] = {"unchanged": not diff, **diff}

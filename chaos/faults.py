@@ -34,8 +34,10 @@ FULL_DISK_CHECK = "daemon on the full disk"     # the event saying whether that 
 
 
 def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: list[dict],
-            say: Callable[[str], None] = lambda _: None) -> None:
+            say: Callable[[str], None] = lambda _: None, stop_writes: Callable[[], None] = lambda: None) -> None:
     time.sleep(fault.wait)
+    if fault.detail.get("stop_writes"):
+        stop_writes()   # the clients only read from here on
     if fault.target == "leader":
         targets = [cluster.leader()]
     elif fault.target == "all":

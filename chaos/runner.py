@@ -167,7 +167,7 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
         time.sleep(1.0)
         try:
             for fault in schedule:
-                faults.execute(cluster, fault, history.now, result.faults, opts.say)
+                faults.execute(cluster, fault, history.now, result.faults, opts.say, workload.reads_only.set)
         finally:
             healed = cluster.heal_everything()
             if healed:

@@ -115,8 +115,9 @@ def _restart_all(rng: random.Random, shape: Shape) -> list[Fault]:
 
 
 def _restart_all_once(rng: random.Random, shape: Shape) -> list[Fault]:
-    # Long enough before the restart for many writes to be acknowledged, and then lost.
-    return [Fault(KILL_ALL, "all", rng.uniform(4.0, 6.0), rng.uniform(0.3, 1.0))]
+    # Long enough before the restart for many writes to be acknowledged, and then lost. Writes
+    # stop just before the kill: a write after the restart would hide the loss from the final values.
+    return [Fault(KILL_ALL, "all", rng.uniform(4.0, 6.0), rng.uniform(0.3, 1.0), {"stop_writes": True})]
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
