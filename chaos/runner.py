@@ -74,6 +74,7 @@ class Result:
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent building, faulting, converging...
     history: list[dict] = field(default_factory=list)       # the register operations, kept as evidence
+    managers_at_end: dict[str, Any] = field(default_factory=dict)  # on a violation: Raft status and log tail
     error: str = ""
 
     def phase(self, name: str, since: float) -> float:
@@ -98,7 +99,8 @@ class Result:
                 "expect_violation": self.expect_violation, "schedule": self.schedule, "faults": self.faults,
                 "requests": self.requests, "invariants": [v.to_json() for v in self.verdicts],
                 "converge_seconds": self.converge_seconds, "seconds": round(self.seconds, 1), "phases": self.phases,
-                "error": self.error, **({"history": self.history} if self.history else {})}
+                "error": self.error, **({"history": self.history} if self.history else {}),
+                **({"managers_at_end": self.managers_at_end} if self.managers_at_end else {})}
 
 
 def result_from_json(doc: dict) -> Result:
@@ -189,6 +191,8 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
                            inv.converged(problems, seconds, opts.converge_bound)]
         if not all(v.held for v in result.verdicts[:2]):
             result.history = [o.to_json() for o in ops]
+        if result.violations:   # what each manager says of itself, before the lab (and its logs) go
+            result.managers_at_end = manager_states(cluster)
         crashes = dict(observer.crashes)
         for host, pid in cluster.crashed().items():
             crashes.setdefault(host, (pid, history.now()))
@@ -303,6 +307,18 @@ def final_labels(cluster: Cluster, target: str, keys: list[str], bound: float) -
         if None not in values and all(v == values[0] for v in values) or time.monotonic() > deadline:
             return finals
         time.sleep(0.3)
+
+
+def manager_states(cluster: Cluster) -> dict[str, Any]:
+    """Each manager's Raft status (term, commit and applied index, members) and its log's last lines."""
+    out: dict[str, Any] = {}
+    for host in cluster.managers:
+        try:
+            raft = cluster.call(host, "info", timeout=3).get("raft")
+        except RPCError as exc:
+            raft = f"info failed: {exc.message}"
+        out[host] = {"raft": raft, "log_tail": cluster.daemon_log_tail(host, 40)}
+    return out
 
 
 # -- teardown -------------------------------------------------------------------------------

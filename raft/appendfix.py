@@ -20,6 +20,18 @@ them. Then:
   verified prefix) and answer the leader ourselves with success up to the
   verified prefix, exactly what Raft would answer.
 
+When `prevLogIdx` is held with another term, pysyncobj answers "reset, try
+`prevLogIdx`": the leader backs up one entry per round trip. A leader that
+was cut off keeps appending client requests it can never commit, so after
+the heal its log may end in hundreds of entries of its old term, and backing
+up through them one at a time took over 90 s in the chaos suite (the member
+answered reads with a state that old all that time). We let pysyncobj answer
+as before and then answer again with the first index we hold of the
+conflicting term (Raft's fast backup, section 5.3 of the paper); the leader
+takes the last answer, so it skips the whole stale term in one step. Nothing
+is deleted by this: the leader then sends from there, and only a real
+conflict truncates.
+
 Pure: the local log is read through `term_at(idx)` and `last_index`.
 """
 from __future__ import annotations
@@ -46,8 +58,20 @@ def plan_append(
         return unchanged
     prev_idx = message["prevLogIdx"]
     prev_term = message["prevLogTerm"]
-    if prev_idx is None or term_at(prev_idx) != prev_term:
-        return unchanged  # pysyncobj answers "reset" and deletes nothing
+    if prev_idx is None:
+        return unchanged
+    held_term = term_at(prev_idx)
+    if held_term is None:
+        return unchanged  # not held: pysyncobj answers "reset" to our last index + 1
+    if held_term != prev_term:
+        # pysyncobj answers "reset, try prev_idx" and deletes nothing; back up past the whole term.
+        first = prev_idx
+        while first > 1 and term_at(first - 1) == held_term:
+            first -= 1
+        if first == prev_idx:
+            return unchanged
+        return AppendPlan(message, {"type": "next_node_idx", "next_node_idx": first, "reset": True,
+                                    "success": False}, 0)
     entries = message.get("entries") or []
     for offset, entry in enumerate(entries):
         if entry[1] != prev_idx + 1 + offset:

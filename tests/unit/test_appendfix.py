@@ -73,7 +73,11 @@ def deliver(message: dict, log: FakeLog, current_term: int = TERM):
     """plan_append, then pysyncobj; the ack is ours if we answered ourselves."""
     p = plan(message, log, current_term)
     after, acked, deleted_from = pysyncobj_handle(log, p.message)
-    if p.reply is not None:
+    if p.reply is not None and not p.reply["success"]:
+        # Fast backup: pysyncobj refused (prev conflicts) and we name an earlier index to try.
+        assert acked is None and deleted_from is None and p.message is message
+        assert p.reply["reset"] is True and 1 <= p.reply["next_node_idx"] < message["prevLogIdx"]
+    elif p.reply is not None:
         assert acked is None, "both pysyncobj and the rewrite acknowledged"
         assert p.reply["success"] is True and p.reply["reset"] is False
         acked = p.reply["next_node_idx"] - 1
@@ -178,7 +182,7 @@ def test_conflict_at_first_entry_leaves_message_unchanged():
     assert p.message is message
 
 
-@pytest.mark.parametrize("prev_idx, prev_term", [(3, 2), (12, 2), (0, 0), (None, None)])
+@pytest.mark.parametrize("prev_idx, prev_term", [(1, 2), (12, 2), (0, 0), (None, None)])
 def test_prev_mismatch_or_prev_not_held_leaves_message_unchanged(prev_idx, prev_term):
     log = FakeLog.of(1, [1, 1, 1, 2, 2])
     message = append_entries(prev_idx, prev_term, [])
@@ -186,6 +190,25 @@ def test_prev_mismatch_or_prev_not_held_leaves_message_unchanged(prev_idx, prev_
         message["entries"] = [[b"\x00", prev_idx + 1, 2]]
     p = plan(message, log)
     assert p.message is message and p.reply is None and p.skipped == 0
+
+
+def test_a_conflicting_stale_term_is_skipped_in_one_step():
+    # A cut-off leader appended entries 4..9 in term 2; the new leader (term 3) has other entries there.
+    log = FakeLog.of(1, [1, 1, 1, 2, 2, 2, 2, 2, 2])
+    message = append_entries(8, 3, [(9, 3)], term=3)
+    p, after, acked, deleted_from = deliver(message, log, current_term=3)
+    assert p.message is message                               # pysyncobj still sees it (term, leader)
+    assert p.reply == {"type": "next_node_idx", "next_node_idx": 4, "reset": True, "success": False}
+    assert after.terms == log.terms and acked is None           # nothing deleted, nothing acknowledged
+    # The leader then tries 4 (prev 3, held with term 1): the whole stale term is replaced at once.
+    p, after, acked, deleted_from = deliver(append_entries(3, 1, [(4, 3), (5, 3)], term=3), log, current_term=3)
+    assert deleted_from == 4 and acked == 5
+
+
+def test_a_conflict_at_the_first_entry_of_its_term_is_left_to_pysyncobj():
+    log = FakeLog.of(1, [1, 1, 2, 3])
+    message = append_entries(3, 1, [(4, 4)])
+    assert plan(message, log) == AppendPlan(message, None, 0)
 
 
 def test_prev_below_compacted_start_leaves_message_unchanged():
