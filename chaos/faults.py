@@ -54,18 +54,14 @@ def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: li
             note("kill -9", host, pid=cluster.kill(host), leader=fault.target == "leader")
         time.sleep(fault.hold)
         restart_all(cluster, targets)
-    elif fault.action == PAUSE:
+    elif fault.action in (PAUSE, FREEZE):
+        what, stop, go = (("SIGSTOP", cluster.pause, cluster.resume) if fault.action == PAUSE
+                          else ("freezer FROZEN", cluster.freeze, cluster.thaw))
         for host in targets:
-            note("SIGSTOP", host, pid=cluster.pause(host))
+            note(what, host, pid=stop(host))
         time.sleep(fault.hold)
         for host in targets:
-            cluster.resume(host)
-    elif fault.action == FREEZE:
-        for host in targets:
-            note("freezer FROZEN", host, pid=cluster.freeze(host))
-        time.sleep(fault.hold)
-        for host in targets:
-            cluster.thaw(host)
+            go(host)
     elif fault.action in (PARTITION, LOSSY):
         direction = fault.detail.get("direction", "both")
         percent = int(fault.detail.get("percent", 100))
