@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -324,6 +325,11 @@ def manager_states(cluster: Cluster) -> dict[str, Any]:
 # -- teardown -------------------------------------------------------------------------------
 
 
+def socket_if_names() -> list[str]:
+    """The network interfaces of this process's (the machine's own) namespace."""
+    return [n for _, n in socket.if_nameindex()]
+
+
 def teardown(name: str, rec: dict[str, Any] | None) -> list[str]:
     """`lab down`, then whatever of the lab is still there (namespaces, mounts, processes, files)."""
     try:
@@ -334,6 +340,8 @@ def teardown(name: str, rec: dict[str, Any] | None) -> list[str]:
     root = rec["state_root"]
     prefixes = tuple(rec.get("netns_prefixes", [])) + (f"{labmod.PREFIX}{name}-",)
     left = [f"namespace {n}" for n in labmod.netns_names() if n.startswith(prefixes)]
+    # Links live in the lab's namespaces; one in the machine's own namespace with a lab name is a leak.
+    left += [f"link {n}" for n in socket_if_names() if n.startswith(prefixes) or name in n]
     left += [f"mount {m}" for m in labmod._mounts_under(root)]
     left += [f"path {p}" for p in (root, os.path.join(labmod.RUN_ROOT, name)) if os.path.exists(p)]
     for pid in labmod._pids():
