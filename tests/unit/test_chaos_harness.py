@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from chaos import cluster as clustermod
 from chaos import report, runner, scenarios
 from chaos.invariants import Verdict
-from chaos.linearizability import FAIL, OK, UNKNOWN, WRITE, Op
-from chaos.workload import History, classify
+from chaos.linearizability import CAS, FAIL, OK, UNKNOWN, WRITE, Op
+from chaos.workload import History, Workload, classify
 from swarm.cli import swarm
 from swarm.rpc import RPCError
 
@@ -91,6 +91,41 @@ def test_history_counts_requests_not_register_operations():
     h.add(Op(1, WRITE, "x", 0, 1, FAIL, "a"))
     assert h.counts() == {"ok": 1, "fail": 1, "unknown": 1}
     assert len(h.snapshot()) == 4
+
+
+class RegisterNode:
+    """The control API's node.update on one node record, with versions (the manager's side of a CAS)."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, str] = {"chaos.r0": "old"}
+        self.version = 7
+
+    def call(self, host, method, params, timeout):
+        assert method == "node.update"
+        if "version" in params and params["version"] != self.version:
+            raise RPCError("conflict", "update out of sequence")
+        self.labels.update(params.get("label_add") or {})
+        self.version += 1
+        return {"labels": dict(self.labels), "version": self.version}
+
+
+def test_a_cas_is_recorded_with_the_value_its_read_saw_and_a_lost_race_is_a_failure():
+    node = RegisterNode()
+    w = Workload(node, "w1", History(), keys=1)
+    assert w._cas(0, "h1", "chaos.r0", "c0.1")
+    *reads, cas = w.history.snapshot()
+    assert [r.value for r in reads] == ["old"] and (cas.kind, cas.value, cas.outcome) == (CAS, ("old", "c0.1"), OK)
+    assert node.labels["chaos.r0"] == "c0.1"
+
+    def racing_call(host, method, params, timeout):   # another client writes between the read and the CAS
+        if "version" in params:
+            node.version += 1
+        return RegisterNode.call(node, host, method, params, timeout)
+
+    node.call = racing_call
+    assert w._cas(0, "h1", "chaos.r0", "c0.2")           # a lost race is no reason to change manager
+    cas = w.history.snapshot()[-1]
+    assert (cas.value, cas.outcome) == (("c0.1", "c0.2"), FAIL) and node.labels["chaos.r0"] == "c0.1"
 
 
 # -- faults: what they do and where ----------------------------------------------------------
