@@ -263,23 +263,26 @@ class Cluster:
             self.heal_network(host)
             done.append(f"healed the network of {host}")
         dead = [h for h in self.hosts if not (self.pid(h) and alive(self.pid(h)))]
+        self.restart_all(dead)
+        return done + [f"restarted {h}" for h in dead]
+
+    def restart_all(self, hosts: list[str]) -> None:
+        """Restart the daemons of `hosts` at once (a manager may wait for the others' quorum)."""
         errors: list[str] = []
 
         def restart(host: str) -> None:
             try:
                 self.restart(host)
-                done.append(f"restarted {host}")
             except ChaosError as exc:
                 errors.append(exc.message)
 
-        threads = [threading.Thread(target=restart, args=(h,)) for h in dead]
+        threads = [threading.Thread(target=restart, args=(h,)) for h in hosts]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         if errors:
             raise ChaosError(errors[0])
-        return done
 
 
 def _read(path: str) -> str:

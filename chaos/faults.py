@@ -22,7 +22,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import threading
 import time
 from typing import Any, Callable
 
@@ -53,7 +52,7 @@ def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: li
         for host in targets:
             note("kill -9", host, pid=cluster.kill(host), leader=fault.target == "leader")
         time.sleep(fault.hold)
-        restart_all(cluster, targets)
+        cluster.restart_all(targets)
     elif fault.action in (PAUSE, FREEZE):
         what, stop, go = (("SIGSTOP", cluster.pause, cluster.resume) if fault.action == PAUSE
                           else ("freezer FROZEN", cluster.freeze, cluster.thaw))
@@ -79,25 +78,6 @@ def execute(cluster: Cluster, fault: Fault, now: Callable[[], float], events: li
             disk_full(cluster, host, fault.hold, note)
     else:
         raise ChaosError(f"unknown fault action {fault.action!r}")
-
-
-def restart_all(cluster: Cluster, hosts: list[str]) -> None:
-    """Restart the daemons of `hosts` at once (a manager may wait for the others' quorum)."""
-    errors: list[str] = []
-
-    def restart(host: str) -> None:
-        try:
-            cluster.restart(host)
-        except ChaosError as exc:
-            errors.append(exc.message)
-
-    threads = [threading.Thread(target=restart, args=(h,)) for h in hosts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise ChaosError(errors[0])
 
 
 # -- disk full ------------------------------------------------------------------------------
