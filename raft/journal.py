@@ -40,11 +40,11 @@ to prove that its lost-write invariant fires.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
 import zlib
-import functools
 from typing import Any, Callable, TypeVar
 
 import msgpack
