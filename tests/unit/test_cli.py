@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import types
 from typing import Any
@@ -99,27 +97,12 @@ class FakeDaemon:
 
 
 @pytest.fixture
-def state_dir():
-    # Short and fresh: unix socket paths are limited to ~107 bytes.
-    path = tempfile.mkdtemp(prefix="swcli-", dir="/tmp")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def fake(state_dir: str):
     daemon = FakeDaemon(state_dir)
     daemon.start()
     yield daemon
     daemon.stop()
     assert not os.path.exists(os.path.join(state_dir, "swarm.sock"))
-
-
-@pytest.fixture
-def run(state_dir: str):
-    def invoke(*args: str):
-        return CliRunner().invoke(cli.swarm, list(args), env={"SWARM_STATE_DIR": state_dir})
-    return invoke
 
 
 def ok(result) -> str:

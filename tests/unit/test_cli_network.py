@@ -3,14 +3,10 @@ against the fake daemon of test_cli (exact params sent, exact output)."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from swarm import cli, cli_service
+from swarm import cli_service
 from swarm.rpc import RPCError
 from tests.unit.test_cli import failed, ok
 from tests.unit.test_cli_service import INSPECTED, SID, ServiceFake
@@ -36,13 +32,6 @@ class NetworkFake(ServiceFake):
 
 
 @pytest.fixture
-def state_dir():
-    path = tempfile.mkdtemp(prefix="swnet-", dir="/tmp")  # unix socket paths are short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def fake(state_dir):
     daemon = NetworkFake(state_dir)
     daemon.answers.update({
@@ -58,13 +47,6 @@ def fake(state_dir):
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch):
     monkeypatch.setattr(cli_service, "POLL_INTERVAL", 0.01)
-
-
-@pytest.fixture
-def run(state_dir):
-    def invoke(*args: str):
-        return CliRunner().invoke(cli.swarm, list(args), env={"SWARM_STATE_DIR": state_dir})
-    return invoke
 
 
 def port(target: int, published: int = 0, protocol: str = "tcp", mode: str = "ingress") -> dict:

@@ -11,14 +11,11 @@ import io
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from swarm import cli, cli_image, cli_service
+from swarm import cli_image, cli_service
 from swarm.rpc import RPCError
 from tests.unit.test_cli import FakeDaemon, failed, ok
 
@@ -36,13 +33,6 @@ class ServiceFake(FakeDaemon):
 
 
 @pytest.fixture
-def state_dir():
-    path = tempfile.mkdtemp(prefix="swsvc-", dir="/tmp")  # unix socket paths are short
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
 def fake(state_dir):
     daemon = ServiceFake(state_dir)
     daemon.answers.update({"service.create": {"id": SID, "name": "web"}, "service.update": {"id": SID, "name": "web"}})
@@ -54,13 +44,6 @@ def fake(state_dir):
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch):
     monkeypatch.setattr(cli_service, "POLL_INTERVAL", 0.01)
-
-
-@pytest.fixture
-def run(state_dir):
-    def invoke(*args: str, input: Any = None):
-        return CliRunner().invoke(cli.swarm, list(args), env={"SWARM_STATE_DIR": state_dir}, input=input)
-    return invoke
 
 
 def sequence(*answers: Any):
