@@ -1,4 +1,4 @@
-"""Small pyroute2 helpers shared by network.py and sandbox.py.
+"""Small pyroute2 helpers shared by network.py, sandbox.py and ingress.py.
 
 Every link, address, route, FDB and neighbour change goes through pyroute2,
 on a netlink socket opened inside the named namespace;
@@ -11,12 +11,13 @@ import contextlib
 import errno
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from overlay.errors import DatapathError
+from overlay import netns as ns
 from overlay.netns import run_in
 
 
@@ -105,3 +106,21 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
             raise
         return False
     return True
+
+
+@contextlib.contextmanager
+def building(netns: str, remove: Callable[[], None]) -> Iterator[None]:
+    """For an idempotent create(): the namespace exists (IPv4 only, `lo` up) inside the
+    block, and if the block fails on a namespace it made, `remove()` takes it all back."""
+    created = not ns.ns_exists(netns)
+    ns.create(netns)
+    try:
+        ns.set_sysctl(netns, "net.ipv6.conf.all.disable_ipv6", 1)
+        ns.set_sysctl(netns, "net.ipv6.conf.default.disable_ipv6", 1)
+        with iproute(netns, "bring up lo") as ipr:
+            ipr.link("set", index=require_index(ipr, "lo"), state="up")
+        yield
+    except BaseException:
+        if created:
+            remove()
+        raise

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from overlay import netns as ns
-from overlay._rtnl import delete_link, ensure_address, index_of, info_data, iproute, link_info, require_index
+from overlay._rtnl import (building, delete_link, ensure_address, index_of, info_data, iproute, link_info,
+                           require_index)
 from overlay.errors import DatapathError, InvalidRequest
 from overlay.ipam import mac_for
 
@@ -157,13 +158,8 @@ class NetworkDatapath:
 
     def create(self) -> None:
         """Build (or repair) the namespace, br0 and vxlan0; idempotent."""
-        created = not ns.ns_exists(self.netns)
-        ns.create(self.netns)
-        try:
-            ns.set_sysctl(self.netns, "net.ipv6.conf.all.disable_ipv6", 1)
-            ns.set_sysctl(self.netns, "net.ipv6.conf.default.disable_ipv6", 1)
+        with building(self.netns, self.remove):
             with iproute(self.netns, "set up the bridge") as ipr:
-                ipr.link("set", index=require_index(ipr, "lo"), state="up")
                 if index_of(ipr, BRIDGE) is None:
                     ipr.link("add", ifname=BRIDGE, kind="bridge", mtu=self.mtu)
                 br = require_index(ipr, BRIDGE)
@@ -178,10 +174,6 @@ class NetworkDatapath:
             with iproute(self.netns, "attach vxlan0 to br0") as ipr:
                 vx = require_index(ipr, VXLAN)
                 ipr.link("set", index=vx, master=require_index(ipr, BRIDGE), mtu=self.mtu, state="up")
-        except BaseException:
-            if created:
-                self.remove()
-            raise
 
     def _vxlan_matches(self, msg: object) -> bool:
         return (

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from overlay import netns as ns
-from overlay._rtnl import delete_link, ensure_address, index_of, iproute, kind_of, require_index
+from overlay._rtnl import building, delete_link, ensure_address, index_of, iproute, kind_of, require_index
 from overlay.errors import DatapathError, InvalidRequest
 from overlay.ipam import mac_for
 from overlay.network import BRIDGE, OVERLAY_MTU, NetworkDatapath
@@ -103,20 +103,10 @@ class TaskSandbox:
 
     def create(self) -> None:
         """Build (or repair) the namespace, its interfaces and routes; idempotent."""
-        created = not ns.ns_exists(self.netns)
-        ns.create(self.netns)
-        try:
-            ns.set_sysctl(self.netns, "net.ipv6.conf.all.disable_ipv6", 1)
-            ns.set_sysctl(self.netns, "net.ipv6.conf.default.disable_ipv6", 1)
-            with iproute(self.netns, "bring up lo") as ipr:
-                ipr.link("set", index=require_index(ipr, "lo"), state="up")
+        with building(self.netns, self.remove):
             for i, att in enumerate(self.attachments):
                 self._plug(i, att)
             self._routes()
-        except BaseException:
-            if created:
-                self.remove()
-            raise
 
     def _plug(self, i: int, att: Attachment) -> None:
         eth = self.interface(i)
