@@ -126,6 +126,7 @@ class ResolverView:
     rrsets it needs, so shuffling or truncating an answer is a list operation."""
     names: Mapping[dns.name.Name, tuple[dns.rrset.RRset, ...]] = field(default_factory=dict)
     ptr: Mapping[dns.name.Name, dns.rrset.RRset] = field(default_factory=dict)
+    rejected: tuple[str, ...] = ()      # why records were left out (each costs only its own name)
     # query minus its id -> reply minus its id (see _Cached), for replies that fit over UDP
     replies: dict[bytes, _Cached] = field(default_factory=dict, compare=False, repr=False)
 
@@ -139,6 +140,7 @@ class Records:
         names: dict[dns.name.Name, dict[str, dns.rrset.RRset]] = {}    # name -> address -> its rrset
         ptr: dict[dns.name.Name, dns.rrset.RRset] = {}
         a_records: dict[str, dns.rdtypes.IN.A.A] = {}        # each address checked and converted once
+        rejected: list[str] = []
 
         def add(name: str, ips: Iterable[str], suffix: str, reverse: bool = False) -> None:
             records = [a_records[ip] if ip in a_records else a_records.setdefault(ip, _a_record(ip))
@@ -162,15 +164,34 @@ class Records:
                 continue
             for svc in net.services:
                 if svc.endpoint_mode not in ("vip", "dnsrr"):
-                    raise InvalidRequest(f"Service {svc.name!r} has endpoint mode {svc.endpoint_mode!r}; "
-                                         "expected vip or dnsrr.")
+                    rejected.append(f"Service {svc.name!r} has endpoint mode {svc.endpoint_mode!r}; "
+                                    "expected vip or dnsrr.")
+                    continue
+                if (problem := _unusable(svc.name, (*svc.task_ips, *((svc.vip,) if svc.vip else ())))):
+                    rejected.append(problem)   # one bad record costs its own name, never the others'
+                    continue
                 vip = (svc.vip,) if svc.vip else ()
                 add(svc.name, vip if svc.endpoint_mode == "vip" else svc.task_ips, net.name,
                     reverse=svc.endpoint_mode == "vip")
                 add(f"tasks.{svc.name}", svc.task_ips, net.name)
             for host, ip in net.hosts.items():
+                if (problem := _unusable(host, (ip,))):
+                    rejected.append(problem)
+                    continue
                 add(host, (ip,), net.name, reverse=True)
-        return ResolverView({owner: tuple(known.values()) for owner, known in names.items()}, ptr)
+        return ResolverView({owner: tuple(known.values()) for owner, known in names.items()}, ptr,
+                            tuple(rejected))
+
+
+def _unusable(name: str, ips: Iterable[str]) -> str | None:
+    """Why a record cannot be served (a name that is no DNS name, an address that is no IPv4), or None."""
+    try:
+        _name(name)
+        for ip in ips:
+            _a_record(ip)
+    except InvalidRequest as exc:
+        return str(exc)
+    return None
 
 
 def _a_record(ip: str) -> dns.rdtypes.IN.A.A:

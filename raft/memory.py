@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
-from raft.store import Op, Record, RecordStore, TxnResult
+from raft.store import Op, Record, RecordStore, TxnResult, pack_txn
 from raft.watch import LeadershipChanged, Watch, WatchHub
 
 
@@ -35,6 +35,7 @@ class MemoryStore:
         self._term = 1
 
     async def commit(self, ops: Sequence[Op], timeout: float = 5.0) -> TxnResult:
+        pack_txn(ops)  # the same size limit as a Raft log entry
         result, events = self.state.apply(list(ops), self.state.index + 1)
         if events:
             self.hub.publish(events)

@@ -47,14 +47,13 @@ from pysyncobj.node import TCPNode
 from raft import engine_hooks
 from raft.fsutil import atomic_write, fsync_dir
 from raft.journal import DurableJournal
-from raft.store import MAX_BATCH, Op, RecordStore, TxnError, TxnResult, decode_batch, txn_to_wire
+from raft.store import MAX_BATCH, MAX_COMMAND, Op, RecordStore, TxnError, TxnResult, decode_batch, pack_txn
 from raft.transport import MEMBERSHIP, NO_OP, REGULAR, TlsSettings, TlsTransport, node_id_of
 from raft.watch import LeadershipChanged, Watch, WatchHub
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MAGIC = b"SWRAFTS1"
-MAX_COMMAND = 48 * 1024  # below pysyncobj's chunking threshold: chunked entries are refused
 _RAFT_LEADER = 2
 
 
@@ -537,9 +536,7 @@ class RaftNode:
 
         Transactions submitted while the submitter is busy share one log
         entry (group commit); each still succeeds or fails on its own."""
-        packed = msgpack.packb(txn_to_wire(ops), use_bin_type=True)
-        if len(packed) > MAX_COMMAND - 16:
-            raise TxnError("invalid", f"transaction of {len(packed)} bytes exceeds the {MAX_COMMAND}-byte limit")
+        packed = pack_txn(ops)
         if self._engine is None:
             raise RaftUnavailable("the Raft node is not running")
         slot = _Slot(packed)

@@ -100,6 +100,19 @@ def txn_to_wire(ops: Sequence[Op]) -> list:
     return [[o.action, o.kind, o.id, o.expect, o.data] for o in ops]
 
 
+# One transaction must fit one log entry below pysyncobj's chunking threshold
+# (chunked entries are refused): every store, in-memory ones too, enforces it.
+MAX_COMMAND = 48 * 1024
+
+
+def pack_txn(ops: Sequence[Op]) -> bytes:
+    """A transaction's wire bytes; TxnError if it is too big for one log entry."""
+    packed = msgpack.packb(txn_to_wire(ops), use_bin_type=True)
+    if len(packed) > MAX_COMMAND - 16:
+        raise TxnError("invalid", f"transaction of {len(packed)} bytes exceeds the {MAX_COMMAND}-byte limit")
+    return packed
+
+
 def encode_batch(txns: Sequence[list]) -> bytes:
     """One log entry's payload: a list of transactions in wire form."""
     return msgpack.packb(list(txns), use_bin_type=True)

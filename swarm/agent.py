@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from swarm import spec
+from swarm.rpc import RPCError
 
 log = logging.getLogger(__name__)
 REPORT_BATCH_DELAY = 0.02
@@ -58,7 +59,8 @@ class Controller:
         if spec.STATE_ORDER[state] < spec.STATE_ORDER.get(self.state, 0) and not spec.is_terminal(state):
             return
         self.state = state
-        status = spec.TaskStatus(state, message, err, time.time(), exit_code, self.task.id)
+        cut = spec.MAX_STATUS_TEXT  # the manager refuses longer texts: keep their beginning
+        status = spec.TaskStatus(state, message[:cut], err[:cut], time.time(), exit_code, self.task.id)
         await self.agent.reports.send((self.task.id, status))
 
     async def run(self, adopted: bool) -> None:
@@ -236,6 +238,13 @@ class Agent:
                 try:
                     await self.call_manager("tasks.status", {"updates": updates}, 10.0)
                     break
+                except RPCError as exc:
+                    if exc.code in ("bad_request", "forbidden"):
+                        # Retrying cannot help, and would hold back every later report.
+                        log.error("the manager refused task status reports (dropped): %s", exc.message)
+                        break
+                    log.info("could not report task status (retrying): %s", exc)
+                    await trio.sleep(0.5)
                 except Exception as exc:
                     log.info("could not report task status (retrying): %s", exc)
                     await trio.sleep(0.5)

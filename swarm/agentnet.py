@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+import re
 from typing import Any
 
 import trio
@@ -32,6 +33,7 @@ from overlay import netns as ns
 from overlay.ingress import IngressSandbox
 from overlay.network import NetworkDatapath, Peer
 from overlay.sandbox import Attachment, TaskSandbox
+from swarm import records as records_log
 from swarm import spec
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class NodeNetworking:
             in_use = {frozenset(nets) for task_id, nets in self.task_networks.items() if task_id in self.dns_scopes}
             try:
                 views = await trio.to_thread.run_sync(lambda: {nets: records.view(nets) for nets in in_use})
+                for problem in sorted({p for v in views.values() for p in v.rejected}):
+                    records_log.warn_once(f"dns {problem}", f"DNS record left out: {problem}")
             except InvalidRequest as exc:        # a record the view refuses: keep serving the old one
                 log.warning("could not compile the DNS records: %s", exc)
             else:
@@ -106,16 +110,18 @@ class NodeNetworking:
             for s in self.view.get("services", {}).get(net_id, []):
                 if s["mode"] != "vip" or not s["vip"]:
                     continue
-                key = "".join(c for c in f"{s['name']}_{net_id[:6]}" if c.isalnum() or c == "_")
-                out.append(lb.VipService(key[:60], s["vip"], tuple(s["tasks"])))
+                # The chain name must be plain ASCII whatever the service's name (names
+                # are validated at create, but one odd record must not break the rest).
+                key = re.sub(r"[^A-Za-z0-9_]", "_", s["name"])[:40] + f"_{net_id[:6]}_{len(out)}"
+                out.append(lb.VipService(key, s["vip"], tuple(s["tasks"])))
         return out
 
     async def _apply_lb(self, task_id: str) -> None:
         sandbox = self.sandboxes.get(task_id)
         if sandbox is None:
             return
-        script = lb.vip_ruleset(self._lb_services(self.task_networks.get(task_id, [])))
         try:
+            script = lb.vip_ruleset(self._lb_services(self.task_networks.get(task_id, [])))
             await trio.to_thread.run_sync(lb.apply_ruleset, sandbox.netns, script)
         except Exception as exc:
             log.warning("could not program the load balancer of task %s: %s", task_id, exc)

@@ -23,8 +23,10 @@ from typing import Any
 
 import trio
 
-from raft.store import Op
-from swarm import model, pki, spec
+from overlay.errors import OverlayError
+from raft.node import RaftUnavailable
+from raft.store import MAX_COMMAND, Op, TxnError
+from swarm import model, pki, records, spec
 from swarm.manager import Manager
 from swarm.networks import NETWORK, allocate_service, allocate_task, allocation_state
 from swarm.orchestrator import reconcile, stopping_slots
@@ -36,16 +38,55 @@ log = logging.getLogger(__name__)
 ROUND_PERIOD = 0.2
 DEBOUNCE = 0.01
 ASSIGN_BATCH = 0.03
+MAX_TXN_OPS = 200
+MAX_TXN_BYTES = MAX_COMMAND // 2   # the store refuses a command past MAX_COMMAND; leave room for framing
+
+
+def batches(ops: list[Op], max_bytes: int, max_ops: int) -> list[list[Op]]:
+    """`ops` in order, cut into lists of at most `max_ops` operations and about
+    `max_bytes` of records each (an operation bigger than that goes alone)."""
+    out: list[list[Op]] = []
+    size = 0
+    for op in ops:
+        cost = len(op.data or b"") + len(op.kind) + len(op.id) + 16
+        if not out or len(out[-1]) >= max_ops or (out[-1] and size + cost > max_bytes):
+            out.append([])
+            size = 0
+        out[-1].append(op)
+        size += cost
+    return out
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _network_record(data: dict) -> dict:
+    for key, kind in (("id", str), ("name", str), ("subnet", str), ("gateway", str), ("vni", int)):
+        if not isinstance(data.get(key), kind):
+            raise ValueError(f"network record lacks a valid {key}")
+    return data
 
 
 def node_infos(nodes: dict[str, dict]) -> list[NodeInfo]:
+    """The scheduler's view of the nodes; a node record that does not fit it is left out (logged once)."""
     out = []
     for n in nodes.values():
-        res = n.get("resources") or {}
-        out.append(NodeInfo(id=n["id"], hostname=n["hostname"], role=n["role"], status=n["status"],
-                            availability=n["availability"], labels=dict(n.get("labels", {})),
-                            resources=spec.Resources(int(res.get("nano_cpus", 0)), int(res.get("memory_bytes", 0)))))
+        try:
+            res = n.get("resources") or {}
+            out.append(NodeInfo(id=n["id"], hostname=n["hostname"], role=n["role"], status=n["status"],
+                                availability=n["availability"], labels=dict(n.get("labels", {})),
+                                resources=spec.Resources(_count(res.get("nano_cpus", 0)),
+                                                         _count(res.get("memory_bytes", 0)))))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            records.warn_once(f"node {n.get('id')!r}", f"node record ignored by the scheduler: {exc!r}")
     return out
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a resource amount")
+    return value
 
 
 def encode_task(task: spec.Task) -> bytes:
@@ -58,11 +99,12 @@ class Reconciler:
         self.rng = random.Random()
         self.tasks_changed = trio.Event()
         self._dirty = trio.Event()
+        self._problems: dict[str, str] = {}   # service id -> why its last round failed (logged once per change)
 
     def _read(self) -> tuple[dict, dict, dict]:
         raft = self.m.raft
-        services = {k: spec.service_from_dict(model.decode(r.data)) for k, r in raft.list(spec.SERVICE).items()}
-        tasks = {k: (spec.task_from_dict(model.decode(r.data)), r.version) for k, r in raft.list(spec.TASK).items()}
+        services = {k: s for k, (s, _) in records.decode_all(raft.list(spec.SERVICE), spec.service_from_dict).items()}
+        tasks = records.decode_all(raft.list(spec.TASK), spec.task_from_dict)
         return services, tasks, self.m.nodes()
 
     async def run(self) -> None:
@@ -77,8 +119,8 @@ class Reconciler:
                     if self.m.raft.is_leader():
                         try:
                             await self.round()
-                        except RPCError as exc:
-                            log.info("reconcile round failed (will retry): %s", exc.message)
+                        except (RPCError, RaftUnavailable) as exc:
+                            log.info("reconcile round failed (will retry): %s", getattr(exc, "message", exc))
                         except Exception:  # a bug in one round must not take the manager down
                             log.exception("reconcile round failed (will retry)")
 
@@ -88,86 +130,136 @@ class Reconciler:
             self.tasks_changed.set()
             self.tasks_changed = trio.Event()
 
+    def _note(self, service_id: str, problem: str | None) -> None:
+        """Log a service's problem once per change, not once per round."""
+        if problem is None:
+            if self._problems.pop(service_id, None) is not None:
+                log.info("service %s: reconciling again", service_id)
+        elif self._problems.get(service_id) != problem:
+            self._problems[service_id] = problem
+            log.warning("service %s: %s", service_id, problem)
+
     async def round(self) -> None:
+        """One pass over every service. Each service's allocation, plan and placement
+        is isolated: one that fails gets the reason on its pending tasks and the
+        round goes on for all the others."""
         services, tasks, nodes = self._read()
-        networks = {k: model.decode(r.data) for k, r in self.m.raft.list(NETWORK).items()}
+        networks = {k: n for k, (n, _) in records.decode_all(self.m.raft.list(NETWORK), _network_record).items()}
         infos = node_infos(nodes)
         now = time.time()
+        problems: dict[str, str] = {}
         # Endpoints first: VIPs and published ports for services that lack them.
         alloc = allocation_state(networks, services, [t for t, _ in tasks.values()], nodes, now)
         service_ops: list[Op] = []
-        for sid, service in list(services.items()):
-            updated = allocate_service(service, networks, alloc)
+        for sid, service in sorted(services.items(), key=lambda kv: kv[1].created_at):
+            try:
+                updated = allocate_service(service, networks, alloc)
+            except (OverlayError, ValueError, KeyError) as exc:
+                problems[sid] = f"cannot allocate the service's endpoints: {_why(exc)}"
+                continue
             if updated is not None:
                 rec = self.m.raft.get(spec.SERVICE, sid)
+                if rec is None:
+                    continue
                 service_ops.append(Op.update(spec.SERVICE, sid, model.encode(spec.to_dict(updated)),
                                              expect=rec.version))
                 services[sid] = updated
-        # A task on a node that is down (or gone) is lost with it: mark it
-        # orphaned so its slot is replaced at once, not after a restart delay.
+        # A task on a node that is down (or gone) is lost with it: mark it orphaned
+        # (and no longer wanted) so its slot is replaced at once, not after a restart delay.
         changed: dict[str, spec.Task] = {}
         for tid, (task, _) in tasks.items():
             node = nodes.get(task.node_id)
-            if task.node_id and (node is None or node["status"] == "down") and not spec.is_terminal(task.status.state):
-                changed[tid] = dataclasses.replace(task, status=spec.TaskStatus(
+            if task.node_id and (node is None or node.get("status") == "down") and not spec.is_terminal(task.status.state):
+                changed[tid] = dataclasses.replace(task, desired_state="shutdown", status=spec.TaskStatus(
                     "orphaned", "the task's node is down", "node is down", now, None, task.status.container_id))
         by_service: dict[str, list[spec.Task]] = {}
         for tid, (task, _) in tasks.items():
             by_service.setdefault(task.service_id, []).append(changed.get(tid, task))
-        ops: list[Op] = []
+        deletes: list[Op] = []
         created: list[spec.Task] = []
         for service_id in set(services) | set(by_service):
-            plan = reconcile(services.get(service_id), by_service.get(service_id, []), infos, now, pki.new_id)
-            for task in plan.create:
-                created.append(task)
+            try:
+                plan = reconcile(services.get(service_id), by_service.get(service_id, []), infos, now, pki.new_id)
+            except Exception as exc:  # a bug for one service's tasks must not stop the others
+                log.debug("reconcile of service %s failed", service_id, exc_info=True)
+                problems[service_id] = f"cannot reconcile the service: {_why(exc)}"
+                continue
+            created.extend(plan.create)
             for task in plan.update:
                 base = changed.get(task.id)
                 # keep the orphaned status we decided above; take the plan's desired state
                 changed[task.id] = dataclasses.replace(task, status=base.status) if base else task
             for task_id in plan.delete:
                 if task_id in tasks:
-                    ops.append(Op.delete(spec.TASK, task_id, expect=tasks[task_id][1]))
+                    deletes.append(Op.delete(spec.TASK, task_id, expect=tasks[task_id][1]))
         # Placement: new tasks and tasks still waiting, except a slot whose old task is still stopping.
         current = {tid: changed.get(tid, t) for tid, (t, _) in tasks.items()}
         for task in created:
             current[task.id] = task
         # Stop-first: a slot's new task waits until its old one has stopped.
         stopping = stopping_slots(list(current.values()), infos)
-        pending = [t for t in current.values()
+        waiting = [t for t in current.values()
                    if t.desired_state == "running" and t.status.state in ("new", "pending")
                    and t.not_before <= now and (t.service_id, t.slot or t.node_id) not in stopping
                    and (not t.node_id or t.slot == 0)]
+        pending = [t for t in waiting if t.service_id not in problems]
         # Everything still holding a node's resources counts, also tasks that are stopping.
         live = [t for t in current.values() if t.node_id and not spec.is_terminal(t.status.state)]
-        plan = schedule(pending, infos, live, services, self.rng)
+        placement = schedule(pending, infos, live, services, self.rng)
+        unplaced = dict(placement.unplaced)
         for task in pending:
-            if task.id in plan.assignments:
+            if task.id not in placement.assignments:
+                continue
+            try:
                 placed = allocate_task(task, services.get(task.service_id), networks, alloc)
+            except (OverlayError, ValueError, KeyError) as exc:
+                unplaced[task.id] = f"cannot allocate the task's network addresses: {_why(exc)}"
+                continue
+            current[task.id] = dataclasses.replace(
+                placed, node_id=placement.assignments[task.id],
+                status=spec.TaskStatus("assigned", "scheduler assigned task to node", "", now))
+        for task in waiting:
+            if current[task.id] is not task:
+                continue  # placed above
+            reason = problems.get(task.service_id) or unplaced.get(task.id, "")
+            if task.status.state == "new" or task.status.err != reason:
                 current[task.id] = dataclasses.replace(
-                    placed, node_id=plan.assignments[task.id],
-                    status=spec.TaskStatus("assigned", "scheduler assigned task to node", "", now))
-            elif task.status.state == "new" or task.status.err != plan.unplaced.get(task.id, ""):
-                current[task.id] = dataclasses.replace(
-                    task, status=spec.TaskStatus("pending", "waiting for a suitable node",
-                                                 plan.unplaced.get(task.id, ""), now))
-        for task in created:
-            ops.append(Op.create(spec.TASK, task.id, encode_task(current[task.id])))
+                    task, status=spec.TaskStatus("pending", "waiting for a suitable node", reason, now))
+        for sid in set(self._problems) | set(problems):
+            self._note(sid, problems.get(sid))
+        ops = list(service_ops)
+        ops += [Op.create(spec.TASK, task.id, encode_task(current[task.id])) for task in created]
+        deleted = {op.id for op in deletes}
         for tid, (old, version) in tasks.items():
             new = current.get(tid)
-            if new is not None and new != old and not any(o.id == tid for o in ops):
+            if new is not None and new != old and tid not in deleted:
                 ops.append(Op.update(spec.TASK, tid, encode_task(new), expect=version))
+        ops += deletes
         # Each node's ingress sandbox needs an address on the ingress network.
         ingress_id = _ingress_id(networks)
         if ingress_id and any(s.ports for s in services.values()):
             for nid, node in nodes.items():
-                if not node.get("ingress_ip") and node["status"] == "ready":
+                if not node.get("ingress_ip") and node.get("status") == "ready":
                     rec = self.m.raft.get(model.NODE, nid)
-                    ip = alloc.allocate_address(ingress_id)
+                    try:
+                        ip = alloc.allocate_address(ingress_id)
+                    except OverlayError as exc:
+                        records.warn_once(f"ingress {nid}", f"node {nid} gets no ingress address: {exc}")
+                        continue
                     ops.append(Op.update(model.NODE, nid, model.encode(dict(node, ingress_ip=ip)),
                                          expect=rec.version))
-        ops = service_ops + ops
-        for start in range(0, len(ops), 200):
-            result = await self.m.raft.commit(ops[start:start + 200])
+        await self._commit(ops)
+
+    async def _commit(self, ops: list[Op]) -> None:
+        """Write a round's changes in transactions small enough for the store, by
+        bytes as well as by count; the writes are independent compare-and-sets,
+        so one batch that conflicts or fails does not hold back the others."""
+        for batch in batches(ops, MAX_TXN_BYTES, MAX_TXN_OPS):
+            try:
+                result = await self.m.raft.commit(batch)
+            except TxnError as exc:
+                records.warn_once(f"txn {batch[0].kind}/{batch[0].id}", f"a reconcile write was refused: {exc}")
+                continue
             if not result.ok:
                 log.debug("reconcile batch conflicted (%s); next round retries", result.error)
                 self._dirty.set()
@@ -185,7 +277,11 @@ class Reconciler:
         index = raft.index
         mine, changed = [], []
         for task_id, rec in raft.list(spec.TASK).items():
-            data = model.decode(rec.data)
+            try:
+                data = model.decode(rec.data)
+                spec.task_from_dict(data)
+            except Exception:
+                continue  # a record the agent could not act on (logged by the reconciler)
             if data.get("node_id") != peer.node_id:
                 continue
             mine.append(task_id)
@@ -199,10 +295,10 @@ class Reconciler:
         the peers on them (other nodes' task addresses and VTEPs), and the
         service discovery and load-balancing table of each network."""
         raft = self.m.raft
-        networks = {k: model.decode(r.data) for k, r in raft.list(NETWORK).items()}
+        networks = {k: n for k, (n, _) in records.decode_all(raft.list(NETWORK), _network_record).items()}
         nodes = self.m.nodes()
-        services = {k: spec.service_from_dict(model.decode(r.data)) for k, r in raft.list(spec.SERVICE).items()}
-        tasks = [spec.task_from_dict(model.decode(r.data)) for r in raft.list(spec.TASK).values()]
+        services = {k: s for k, (s, _) in records.decode_all(raft.list(spec.SERVICE), spec.service_from_dict).items()}
+        tasks = [t for t, _ in records.decode_all(raft.list(spec.TASK), spec.task_from_dict).values()]
         live = [t for t in tasks if t.networks and t.desired_state == "running"
                 and not spec.is_terminal(t.status.state) and t.node_id in nodes]
         local_ingress: dict[str, list[str]] = {}  # service -> its running tasks' ingress addresses on this node
@@ -249,18 +345,23 @@ class Reconciler:
                               for s in services.values() for p in s.ports if p.published]}
 
     async def status(self, peer: Peer, params: dict) -> dict:
-        """Apply a batch of task status changes reported by the caller's agent,
-        in one transaction (retried on conflict); a state only moves forward."""
-        updates = [(str(u["id"]), spec.TaskStatus(**u["status"])) for u in params.get("updates", [])]
+        """Apply a batch of task status changes reported by the caller's agent, as
+        compare-and-set updates in store-sized transactions (a batch that conflicts
+        is read again and retried); a state only moves forward. Every update is
+        checked before anything is written: one malformed update refuses the whole
+        call with the reason."""
+        todo = parse_status_updates(params, time.time())  # later reports of one task win
+        applied = 0
         for _ in range(10):
-            ops, latest = [], {}
-            for task_id, status in updates:  # later reports of one task win
-                latest[task_id] = status
-            for task_id, status in latest.items():
+            ops = []
+            for task_id, status in todo.items():
                 rec = self.m.raft.get(spec.TASK, task_id)
                 if rec is None:
                     continue
-                task = spec.task_from_dict(model.decode(rec.data))
+                try:
+                    task = spec.task_from_dict(model.decode(rec.data))
+                except spec.InvalidRecord:
+                    continue  # a record no one can act on; the reader logs it
                 if task.node_id != peer.node_id:
                     raise RPCError("forbidden", f"task {task_id} is not assigned to this node")
                 try:
@@ -269,13 +370,36 @@ class Reconciler:
                     continue  # stale or duplicate report
                 ops.append(Op.update(spec.TASK, task_id, encode_task(dataclasses.replace(task, status=status)),
                                      expect=rec.version))
-            if not ops:
-                return {"applied": 0}
-            result = await self.m.raft.commit(ops)
-            if result.ok:
-                return {"applied": len(ops)}
+            conflicted: set[str] = set()
+            for batch in batches(ops, MAX_TXN_BYTES, MAX_TXN_OPS):
+                result = await self.m.raft.commit(batch)
+                if result.ok:
+                    applied += len(batch)
+                else:
+                    conflicted.update(op.id for op in batch)
+            if not conflicted:
+                return {"applied": applied}
+            todo = {k: v for k, v in todo.items() if k in conflicted}
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
         raise RPCError("unavailable", "task status kept conflicting; the agent retries")
+
+
+def parse_status_updates(params: dict, now: float) -> dict[str, spec.TaskStatus]:
+    """task id -> its latest reported status, from a tasks.status call; RPCError bad_request names the fault."""
+    updates = params.get("updates")
+    if not isinstance(updates, list):
+        raise RPCError("bad_request", "updates must be a list")
+    if len(updates) > spec.MAX_STATUS_BATCH:
+        raise RPCError("bad_request", f"at most {spec.MAX_STATUS_BATCH} status updates per call")
+    latest: dict[str, spec.TaskStatus] = {}
+    for i, u in enumerate(updates):
+        if not isinstance(u, dict) or not isinstance(u.get("id"), str) or not 0 < len(u["id"]) <= spec.MAX_ID:
+            raise RPCError("bad_request", f"update {i}: a task id is a non-empty string")
+        try:
+            latest[u["id"]] = spec.status_from_wire(u.get("status"), now)
+        except spec.InvalidRecord as exc:
+            raise RPCError("bad_request", f"update {i} (task {u['id']}): {exc}") from None
+    return latest
 
 
 def _ingress_id(networks: dict[str, dict]) -> str:

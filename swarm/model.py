@@ -27,7 +27,74 @@ def decode(data: bytes) -> dict:
 
 
 def timestamp(now: datetime.datetime) -> str:
-    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with nanoseconds, as Docker prints every time."""
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def rfc3339(seconds: float) -> str:
+    """`seconds` since the epoch as RFC 3339 in UTC with nanoseconds ("" for 0: never)."""
+    if not seconds:
+        return ""
+    ns = round(seconds * 1e9)
+    whole, frac = divmod(ns, 1_000_000_000)
+    day = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc)
+    return day.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+
+
+MAX_IMAGES = 10_000
+MAX_REF = 512
+MAX_RESOURCE = 1 << 62
+
+
+def check_address(what: str, addr: Any, *, optional: bool = False) -> str:
+    """A HOST:PORT a node gives for itself (its own address, or its Raft address)."""
+    if optional and addr == "":
+        return ""
+    if not isinstance(addr, str) or len(addr) > 260 or ":" not in addr or not addr.isprintable() or " " in addr:
+        raise BadFacts(f"{what} must be HOST:PORT, not {str(addr)[:80]!r}")
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadFacts(f"{what} must be HOST:PORT with a port from 1 to 65535, not {addr!r}")
+    return addr
+
+
+def check_hostname(hostname: Any) -> str:
+    if (not isinstance(hostname, str) or not 0 < len(hostname) <= 253 or not hostname.isprintable()
+            or any(c.isspace() for c in hostname)):
+        raise BadFacts(f"invalid hostname {str(hostname)[:80]!r}: 1 to 253 printable characters, no spaces")
+    return hostname
+
+
+class BadFacts(ValueError):
+    """A heartbeat's facts about its node that do not fit the node record."""
+
+
+def node_facts(params: Any) -> dict:
+    """What a heartbeat may record about its node (resources, images), checked:
+    whatever else it carries is ignored; a malformed value refuses the whole beat."""
+    if not isinstance(params, dict):
+        raise BadFacts("heartbeat parameters must be a map")
+    facts: dict[str, Any] = {}
+    if "resources" in params:
+        res = params["resources"]
+        if not isinstance(res, dict):
+            raise BadFacts("resources must be a map")
+        clean = {}
+        for key in ("nano_cpus", "memory_bytes"):
+            value = res.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RESOURCE:
+                raise BadFacts(f"resources.{key} must be a whole number from 0 to {MAX_RESOURCE}, not {value!r}")
+            clean[key] = value
+        facts["resources"] = clean
+    if "images" in params:
+        images = params["images"]
+        if not isinstance(images, list) or len(images) > MAX_IMAGES:
+            raise BadFacts(f"images must be a list of at most {MAX_IMAGES} references")
+        for ref in images:
+            if not isinstance(ref, str) or not 0 < len(ref) <= MAX_REF or not ref.isprintable():
+                raise BadFacts(f"images holds an invalid reference {str(ref)[:80]!r}")
+        facts["images"] = sorted(set(images))
+    return facts
 
 
 def new_node(node_id: str, hostname: str, role: str, addr: str, raft_addr: str, cert_serial: int,

@@ -15,9 +15,10 @@ import ipaddress
 import time
 from typing import Any
 
+from overlay.errors import OverlayError
 from overlay.ipam import Allocator
 from raft.store import Op
-from swarm import model, pki, spec
+from swarm import model, pki, records, spec
 from swarm.rpc import RPCError
 
 NETWORK = "network"
@@ -37,31 +38,41 @@ REUSE_DELAY = 30.0  # seconds a stopped task's address stays reserved (peers and
 def allocation_state(networks: dict[str, dict], services: dict[str, spec.Service],
                      tasks: list[spec.Task], nodes: dict[str, dict] | None = None,
                      now: float = 0.0) -> Allocator:
+    """The allocator as the store's records fill it. A reservation that clashes
+    (two records claiming one address or port) keeps the first claim, in the
+    order services were created, and goes on: a clash is the clashing
+    service's problem (its allocation fails), never everyone's."""
     alloc = Allocator()
     for net in networks.values():
-        alloc.add_pool(net["id"], net["subnet"], net["gateway"])
-        alloc.reserve_vni(int(net["vni"]))
-    for service in services.values():
+        if _held(alloc.add_pool, net["id"], net["subnet"], net["gateway"]):
+            _held(alloc.reserve_vni, int(net["vni"]))
+    for service in sorted(services.values(), key=lambda s: (s.created_at, s.id)):
         for net_id, vip in service.vips.items():
             if net_id in networks:
-                alloc.reserve_vip(net_id, vip.split("/")[0])
+                _held(alloc.reserve_vip, net_id, vip.split("/")[0])
         for port in service.ports:
             if port.mode == "ingress" and port.published:
-                alloc.reserve_port(port.published, port.protocol)
+                _held(alloc.reserve_port, port.published, port.protocol)
     ingress = next((n["id"] for n in networks.values() if n.get("ingress")), None)
     for node in (nodes or {}).values():
         if ingress and node.get("ingress_ip"):
-            alloc.reserve_address(ingress, node["ingress_ip"])
+            _held(alloc.reserve_address, ingress, node["ingress_ip"])
     for task in tasks:
         if spec.is_terminal(task.status.state) and now - task.status.timestamp > REUSE_DELAY:
             continue
         for att in task.networks:
             if att.network_id in networks:
-                try:
-                    alloc.reserve_address(att.network_id, att.address.split("/")[0])
-                except Exception:
-                    pass  # already held (a replacement reusing it): keep going
+                # already held by a replacement reusing it: keep going
+                _held(alloc.reserve_address, att.network_id, att.address.split("/")[0])
     return alloc
+
+
+def _held(reserve: Any, *args: Any) -> bool:
+    try:
+        reserve(*args)
+    except OverlayError:
+        return False
+    return True
 
 
 def service_networks(service: spec.Service, networks: dict[str, dict]) -> list[str]:
@@ -123,6 +134,8 @@ class NetworkAPI:
         if ref in nets:
             return nets[ref]
         named = [n for n in nets.values() if n["name"] == ref]
+        if len(named) > 1:
+            raise RPCError("bad_request", f"network name {ref} is ambiguous ({len(named)} networks): use an ID")
         if named:
             return named[0]
         prefixed = [n for n in nets.values() if n["id"].startswith(ref)] if ref else []
@@ -138,9 +151,10 @@ class NetworkAPI:
         return await handler(params)
 
     async def create(self, params: dict) -> dict:
-        name = str(params.get("name") or "")
-        if not name or not all(c.isalnum() or c in "-_." for c in name):
-            raise RPCError("bad_request", f"invalid network name {name!r}")
+        try:
+            name = spec.check_name("network", params.get("name"))
+        except spec.InvalidRecord as exc:
+            raise RPCError("bad_request", str(exc)) from None
         if params.get("driver", "overlay") != "overlay":
             raise RPCError("bad_request", "only the overlay driver is supported in swarm scope")
         nets = self.networks()
@@ -148,6 +162,8 @@ class NetworkAPI:
             raise RPCError("conflict", f"a network named {name} already exists")
         alloc = allocation_state(nets, {}, [])
         subnet = params.get("subnet")
+        if subnet is not None and not isinstance(subnet, str):
+            raise RPCError("bad_request", f"invalid subnet {subnet!r}: expected CIDR text like 10.0.9.0/24")
         if subnet:
             try:
                 net = ipaddress.ip_network(subnet, strict=True)
@@ -167,12 +183,13 @@ class NetworkAPI:
                         "subnet": n["subnet"]} for n in self.networks().values()), key=lambda r: r["name"])
 
     async def inspect(self, params: dict) -> list[dict]:
-        return [self.find(r) for r in params.get("refs") or []]
+        return [dict(net, created_at=model.rfc3339(net.get("created_at") or 0.0))
+                for net in (self.find(r) for r in _refs(params))]
 
     async def rm(self, params: dict) -> list[str]:
         removed = []
-        services = [spec.service_from_dict(model.decode(r.data)) for r in self.m.raft.list(spec.SERVICE).values()]
-        for ref in params.get("refs") or []:
+        services = [s for s, _ in records.decode_all(self.m.raft.list(spec.SERVICE), spec.service_from_dict).values()]
+        for ref in _refs(params):
             net = self.find(ref)
             if net["ingress"]:
                 raise RPCError("conflict", "the ingress network cannot be removed")
@@ -182,3 +199,10 @@ class NetworkAPI:
             await self.m.commit([Op.delete(NETWORK, net["id"])])
             removed.append(net["name"])
         return removed
+
+
+def _refs(params: dict) -> list[str]:
+    refs = params.get("refs") or []
+    if not isinstance(refs, list) or len(refs) > 1000 or not all(isinstance(r, str) and len(r) <= 256 for r in refs):
+        raise RPCError("bad_request", "refs must be a list of network names or IDs")
+    return refs

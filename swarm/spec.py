@@ -8,8 +8,12 @@ Times are float seconds since the epoch (wall clock), given by callers.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 SERVICE, TASK = "service", "task"
 
@@ -139,27 +143,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _build(cls: type, data: dict) -> Any:
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        ftype = f.type if not isinstance(f.type, str) else _TYPES.get(f.type, None)
-        if isinstance(value, dict) and ftype in _NESTED:
-            value = _build(ftype, value)
-        elif isinstance(value, list):
-            item = _LIST_ITEMS.get((cls.__name__, f.name))
-            value = tuple(_build(item, v) if item else v for v in value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+class InvalidRecord(ValueError):
+    """Data that does not decode into the object model; the message names the field."""
 
 
-_NESTED = {Resources, RestartPolicy, ContainerSpec, ServiceSpec, TaskStatus}
-_TYPES = {"Resources": Resources, "RestartPolicy": RestartPolicy, "ContainerSpec": ContainerSpec,
-          "ServiceSpec": ServiceSpec, "TaskStatus": TaskStatus}
-_LIST_ITEMS = {("ContainerSpec", "mounts"): Mount, ("ServiceSpec", "ports"): PortConfig,
-               ("Service", "ports"): PortConfig, ("Task", "networks"): Attachment}
+def _build(cls: type, data: Any) -> Any:
+    # Typed decoding: every field's type is checked (a string where a number
+    # belongs, a bool for an int, an unknown nested shape all fail here, with
+    # the path of the field), so nothing malformed reaches decision code.
+    try:
+        return msgspec.convert(data, cls)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise InvalidRecord(f"invalid {cls.__name__.lower()}: {exc}") from None
 
 
 def service_from_dict(data: dict) -> Service:
@@ -168,3 +163,41 @@ def service_from_dict(data: dict) -> Service:
 
 def task_from_dict(data: dict) -> Task:
     return _build(Task, data)
+
+
+# -- limits of what a worker or a client may send ----------------------------------------------
+MAX_ID = 64                 # node, task and service ids are 25 characters; leave room, refuse junk
+MAX_STATUS_TEXT = 4096      # a status message or error (the agent cuts longer ones)
+MAX_STATUS_BATCH = 1000     # task status updates in one tasks.status call
+CLOCK_SKEW = 300.0          # seconds a worker's clock may run ahead before its timestamps are clamped
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def check_name(kind: str, name: Any) -> str:
+    """A service (or network) name as Docker accepts it: it becomes a DNS label and part of task names."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidRecord(f"invalid {kind} name {name!r}: a name starts with a letter or digit and holds "
+                            "only letters, digits, '-', '_' and '.' (at most 63 characters)")
+    return name
+
+
+def status_from_wire(data: Any, now: float) -> TaskStatus:
+    """A task status reported by an agent, checked field by field.
+
+    A timestamp from the future (a worker's clock ahead of ours) is clamped to
+    `now` rather than refused: refusing would leave the task's state stuck."""
+    status = _build(TaskStatus, data)
+    if status.state not in STATE_ORDER:
+        raise InvalidRecord(f"invalid task status: unknown state {status.state!r}")
+    if not math.isfinite(status.timestamp) or status.timestamp < 0:
+        raise InvalidRecord(f"invalid task status: timestamp {status.timestamp!r} is not a time")
+    for name in ("message", "err"):
+        if len(getattr(status, name)) > MAX_STATUS_TEXT:
+            raise InvalidRecord(f"invalid task status: {name} longer than {MAX_STATUS_TEXT} characters")
+    if len(status.container_id) > MAX_ID:
+        raise InvalidRecord("invalid task status: container_id too long")
+    if status.exit_code is not None and not -(1 << 31) <= status.exit_code < (1 << 31):
+        raise InvalidRecord(f"invalid task status: exit code {status.exit_code} out of range")
+    if status.timestamp > now + CLOCK_SKEW:
+        status = dataclasses.replace(status, timestamp=now)
+    return status

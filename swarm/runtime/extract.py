@@ -16,6 +16,13 @@ Whiteouts are converted to overlayfs form so layers can be stacked by an
 overlay mount without merging: `.wh.NAME` becomes a 0/0 character device
 NAME, `.wh..wh..opq` sets `trusted.overlay.opaque=y` on its directory.
 
+Every import has a Budget, shared by all its layers: the bytes of file
+content written (a sparse member counts at its full size, refused from its
+header before anything is written) and the bytes of each uncompressed stream
+(a gzip bomb of zeros is never written, only read) may not pass its limit, and
+its cancel flag is checked per chunk read and per chunk written, so a daemon
+shutting down stops an import within a chunk.
+
 The caller owns the directory: on ImageError it removes it (nothing is left).
 """
 from __future__ import annotations
@@ -30,6 +37,7 @@ import posixpath
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -51,13 +59,56 @@ class LayerInfo:
     size: int           # bytes of regular file content
 
 
-class _HashingReader:
-    """A read-only file object that hashes and counts what passes through it."""
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
 
-    def __init__(self, raw: BinaryIO, prefix: bytes = b"") -> None:
+
+class Budget:
+    """How far one import may expand, and whether it was cancelled; shared by all its layers.
+    `why` names the limit for the user ("the import size limit", ...)."""
+
+    def __init__(self, limit: int, why: str, cancel: threading.Event | None = None) -> None:
+        self.limit, self.why, self.cancel = limit, why, cancel
+        self.written = 0           # bytes of file content extracted so far, all layers
+
+    def refuse(self) -> ImageError:
+        return ImageError(f"The image expands to more than {format_bytes(self.limit)} ({self.why}); "
+                          f"it was not imported.")
+
+    def spend(self, n: int) -> None:
+        """Account `n` bytes of file content before they are written."""
+        self.check_cancel()
+        if self.written + n > self.limit:
+            raise self.refuse()
+        self.written += n
+
+    def check_stream(self, length: int) -> None:
+        """An uncompressed stream has reached `length` bytes."""
+        self.check_cancel()
+        if length > self.limit:
+            raise self.refuse()
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise ImageError("The import was cancelled (the daemon is shutting down); nothing was imported.")
+
+
+UNLIMITED = Budget(1 << 62, "no limit")
+
+
+class _HashingReader:
+    """A read-only file object that hashes and counts what passes through it; a counted
+    (uncompressed) stream is held to the budget."""
+
+    def __init__(self, raw: BinaryIO, prefix: bytes = b"", budget: Budget = UNLIMITED,
+                 counted: bool = False) -> None:
         self._raw = raw
         self._prefix = prefix
         self.hash = hashlib.sha256()
+        self.budget, self.counted, self.length = budget, counted, 0
 
     def read(self, n: int = -1) -> bytes:
         if self._prefix:
@@ -70,6 +121,11 @@ class _HashingReader:
                     data += self._raw.read(n - len(data))
         else:
             data = self._raw.read(n)
+        self.length += len(data)
+        if self.counted:
+            self.budget.check_stream(self.length)
+        else:
+            self.budget.check_cancel()
         self.hash.update(data)
         return data
 
@@ -91,10 +147,10 @@ def _read_exactly(raw: BinaryIO, n: int) -> bytes:
     return data
 
 
-def open_layer_stream(raw: BinaryIO) -> tuple[_HashingReader, _HashingReader]:
+def open_layer_stream(raw: BinaryIO, budget: Budget = UNLIMITED) -> tuple[_HashingReader, _HashingReader]:
     """(raw reader, uncompressed reader) for a possibly compressed tar stream."""
     head = _read_exactly(raw, 6)
-    raw_reader = _HashingReader(raw, head)
+    raw_reader = _HashingReader(raw, head, budget)
     if head.startswith(b"\x1f\x8b"):
         inner: BinaryIO = gzip.GzipFile(fileobj=raw_reader, mode="rb")  # type: ignore[arg-type]
     elif head.startswith(b"BZh"):
@@ -104,8 +160,9 @@ def open_layer_stream(raw: BinaryIO) -> tuple[_HashingReader, _HashingReader]:
     elif head.startswith(b"\x28\xb5\x2f\xfd"):
         raise ImageError("zstd-compressed layers are not supported; recompress the image with gzip.")
     else:
+        raw_reader.counted = True
         return raw_reader, raw_reader
-    return raw_reader, _HashingReader(inner)
+    return raw_reader, _HashingReader(inner, budget=budget, counted=True)
 
 
 def split_member_name(name: str) -> list[str]:
@@ -119,8 +176,9 @@ def split_member_name(name: str) -> list[str]:
 
 
 class _Extractor:
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, budget: Budget = UNLIMITED) -> None:
         self.root_fd = root_fd
+        self.budget = budget
         self.size = 0
         self.dir_times: list[tuple[list[str], int]] = []
 
@@ -184,6 +242,7 @@ class _Extractor:
                 self.add_dir(parent, leaf, member)
                 self.dir_times.append((parts, int(member.mtime)))
             elif member.isreg():
+                self.budget.spend(member.size)   # from the header: a sparse bomb is refused unwritten
                 self.add_file(parent, leaf, member, tf)
             elif member.issym():
                 self.add_symlink(parent, leaf, member, parts)
@@ -222,9 +281,10 @@ class _Extractor:
             src = tf.extractfile(member)
             if src is not None:
                 while True:
-                    chunk = src.read(CHUNK)
+                    chunk = src.read(CHUNK)   # the holes of a sparse member come from no stream
                     if not chunk:
                         break
+                    self.budget.check_cancel()
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
@@ -331,15 +391,16 @@ class _Extractor:
                 os.close(fd)
 
 
-def extract_layer(raw: BinaryIO, dest: str) -> LayerInfo:
+def extract_layer(raw: BinaryIO, dest: str, budget: Budget = UNLIMITED) -> LayerInfo:
     """Extract the tar stream `raw` (maybe compressed) into the existing empty directory `dest`.
 
-    Raises ImageError on a refused or unreadable archive; the caller removes `dest` then.
+    Raises ImageError on a refused or unreadable archive, past the budget or when cancelled;
+    the caller removes `dest` then.
     """
-    raw_reader, reader = open_layer_stream(raw)
+    raw_reader, reader = open_layer_stream(raw, budget)
     root_fd = os.open(dest, _DIR_FLAGS)
     try:
-        ex = _Extractor(root_fd)
+        ex = _Extractor(root_fd, budget)
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tf:  # type: ignore[call-overload]
                 for member in tf:

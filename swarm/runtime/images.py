@@ -16,28 +16,42 @@ Layers stay separate; a container's rootfs stacks them with one overlay mount.
 Archives are extracted into layers/.tmp-* directories first and moved into
 place only when every layer of the archive was accepted, so a refused archive
 leaves nothing behind.
+
+Imports are bounded: only regular files are read (a device or fifo would never
+end); what an import expands to may not pass `max_import_bytes` nor the free
+space of the store's filesystem less a reserve (extract.Budget); and an import
+takes a cancel flag (`run_cancellable` sets it when the trio caller is
+cancelled), so a daemon shutting down is not held by one.
 """
 from __future__ import annotations
 
+import bz2
 import contextlib
 import datetime
 import fcntl
+import functools
+import gzip
 import hashlib
 import json
+import lzma
 import os
 import posixpath
 import re
 import shutil
+import stat
 import tarfile
+import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Iterator
+from typing import IO, BinaryIO, Callable, Iterator, TypeVar
+
+import trio
 
 from raft.fsutil import atomic_write
 from swarm.runtime.errors import ImageError
-from swarm.runtime.extract import extract_layer
+from swarm.runtime.extract import Budget, extract_layer, format_bytes
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -45,6 +59,11 @@ _NAME = re.compile(rf"^(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONE
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _PLATFORM = ("linux", "amd64")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_IMPORT_BYTES = 20 << 30      # what one import or load may expand to, at most
+RESERVE_BYTES = 1 << 30          # free space an import leaves on the store's filesystem: the smaller
+RESERVE_FRACTION = 0.05          # of these two, so that a small disk can still take images
+MAX_METADATA_BYTES = 64 << 20    # a manifest, index or configuration read into memory
+T = TypeVar("T")
 
 
 def normalize_ref(ref: str) -> str:
@@ -113,8 +132,9 @@ def _image_config(cfg: dict) -> dict:
 
 
 class ImageStore:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, *, max_import_bytes: int = MAX_IMPORT_BYTES) -> None:
         self.root = os.path.abspath(root)
+        self.max_import_bytes = max_import_bytes
         self.layers_dir = os.path.join(self.root, "layers")
         self.images_dir = os.path.join(self.root, "images")
         self.tags_path = os.path.join(self.root, "tags.json")
@@ -166,11 +186,12 @@ class ImageStore:
 
     # -- writing -------------------------------------------------------------------------
     def import_rootfs(self, src: str | BinaryIO, ref: str | None, cmd: list[str] | tuple[str, ...] | None = None,
-                      *, now: float | None = None) -> str:
-        """Import a root filesystem tar (maybe compressed) as a one-layer image, like `docker import`."""
+                      *, now: float | None = None, cancel: threading.Event | None = None) -> str:
+        """Import a root filesystem tar (maybe compressed) as a one-layer image, like `docker import`.
+        `src` is the path of a regular file or an open stream; `cancel` stops it (ImageError)."""
         norm = normalize_ref(ref) if ref else None
         created = time.time() if now is None else now
-        with self._tmp_layers() as tmp:
+        with self._tmp_layers(cancel) as tmp:
             with _open_source(src) as raw:
                 diff_id, size = tmp.extract(raw)
             iso = datetime.datetime.fromtimestamp(created, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -184,30 +205,34 @@ class ImageStore:
             self._commit(tmp, [_Pending(image_id, doc, [norm] if norm else [])])
         return image_id
 
-    def load_archive(self, path: str) -> list[str]:
-        """Load a `docker save` archive or an OCI image layout archive; returns the refs loaded
-        (an image without a name is returned as its id)."""
-        try:
-            outer = tarfile.open(path, "r:*")
-        except (tarfile.TarError, OSError) as exc:
-            raise ImageError(f"{path} is not a readable image archive ({exc}).") from None
-        with outer, self._tmp_layers() as tmp:
+    def load_archive(self, path: str, *, cancel: threading.Event | None = None) -> list[str]:
+        """Load a `docker save` archive or an OCI image layout archive (a regular file, maybe
+        compressed); returns the refs loaded (an image without a name is returned as its id)."""
+        with _open_source(path) as f, self._tmp_layers(cancel) as tmp:
             try:
-                members = {_member_key(m.name): m for m in outer.getmembers()}
-                reader = _ArchiveReader(outer, members, path)
-                if "manifest.json" in members:
-                    pending = self._read_docker_save(reader, tmp)
-                elif "index.json" in members and "oci-layout" in members:
-                    pending = self._read_oci_layout(reader, tmp)
-                else:
-                    raise ImageError(f"{path} is neither a docker save archive nor an OCI image layout archive.")
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                outer = tarfile.open(fileobj=_GuardedFile(_decompressed(f), tmp.budget), mode="r:")
+            except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
                 raise ImageError(f"{path} is not a readable image archive ({exc}).") from None
-            except (AttributeError, TypeError, KeyError, ValueError) as exc:
-                raise ImageError(f"{path} has a malformed manifest or configuration ({exc!r}).") from None
-            if not pending:
-                raise ImageError(f"{path} contains no image.")
-            self._commit(tmp, pending)
+            with outer:
+                return self._load(path, outer, tmp)
+
+    def _load(self, path: str, outer: tarfile.TarFile, tmp: "_TmpLayers") -> list[str]:
+        try:
+            members = {_member_key(m.name): m for m in outer.getmembers()}
+            reader = _ArchiveReader(outer, members, path)
+            if "manifest.json" in members:
+                pending = self._read_docker_save(reader, tmp)
+            elif "index.json" in members and "oci-layout" in members:
+                pending = self._read_oci_layout(reader, tmp)
+            else:
+                raise ImageError(f"{path} is neither a docker save archive nor an OCI image layout archive.")
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+            raise ImageError(f"{path} is not a readable image archive ({exc}).") from None
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise ImageError(f"{path} has a malformed manifest or configuration ({exc!r}).") from None
+        if not pending:
+            raise ImageError(f"{path} contains no image.")
+        self._commit(tmp, pending)
         refs: list[str] = []
         for p in pending:
             refs.extend(p.refs or [p.id])
@@ -377,9 +402,20 @@ class ImageStore:
         finally:
             os.close(fd)
 
+    def import_budget(self, cancel: threading.Event | None = None) -> Budget:
+        """The most one import may expand to now: max_import_bytes, and never past the free space of
+        the store's filesystem less a reserve (the smaller of RESERVE_BYTES and RESERVE_FRACTION)."""
+        fs = os.statvfs(self.layers_dir)
+        reserve = min(RESERVE_BYTES, int(fs.f_blocks * fs.f_frsize * RESERVE_FRACTION))
+        room = fs.f_bavail * fs.f_frsize - reserve
+        if room < self.max_import_bytes:
+            return Budget(max(room, 0), f"the free space of {self.root} less a reserve of "
+                                        f"{format_bytes(reserve)}", cancel)
+        return Budget(self.max_import_bytes, "the import size limit of this node", cancel)
+
     @contextlib.contextmanager
-    def _tmp_layers(self) -> Iterator["_TmpLayers"]:
-        tmp = _TmpLayers(self)
+    def _tmp_layers(self, cancel: threading.Event | None = None) -> Iterator["_TmpLayers"]:
+        tmp = _TmpLayers(self, self.import_budget(cancel))
         try:
             yield tmp
         finally:
@@ -398,8 +434,9 @@ class ImageStore:
 class _TmpLayers:
     """Layers extracted by one import/load, moved into the store only on commit."""
 
-    def __init__(self, store: ImageStore) -> None:
+    def __init__(self, store: ImageStore, budget: Budget) -> None:
         self.store = store
+        self.budget = budget
         self.dirs: dict[str, str] = {}     # diff_id -> temporary directory
         self.sizes: dict[str, int] = {}
         self.made: list[str] = []
@@ -412,7 +449,7 @@ class _TmpLayers:
 
     def extract(self, raw: BinaryIO) -> tuple[str, int]:
         path = self.new_dir()
-        info = extract_layer(raw, path)
+        info = extract_layer(raw, path, self.budget)
         if info.diff_id not in self.dirs:
             self.dirs[info.diff_id] = path
         self.sizes[info.diff_id] = info.size
@@ -429,7 +466,7 @@ class _TmpLayers:
                 return size
         path = self.new_dir()
         with opener() as raw:
-            info = extract_layer(raw, path)
+            info = extract_layer(raw, path, self.budget)
         if info.diff_id != diff_id:
             raise ImageError(f"Layer {index + 1} of the archive does not match its digest "
                              f"(expected sha256:{diff_id[:12]}, got sha256:{info.diff_id[:12]}).")
@@ -477,8 +514,12 @@ class _ArchiveReader:
         return f
 
     def bytes(self, name: str) -> bytes:
+        member = self.members.get(_member_key(str(name))) if name else None
+        if member is not None and member.size > MAX_METADATA_BYTES:
+            raise ImageError(f"{self.path}: {name} is larger than {format_bytes(MAX_METADATA_BYTES)}, "
+                             f"too large for image metadata.")
         with self.open(name) as f:
-            return f.read()
+            return f.read(MAX_METADATA_BYTES + 1)
 
     def json(self, name: str):
         return _loads(self.bytes(name), name)
@@ -523,17 +564,78 @@ def _diff_ids(config: dict) -> list[str]:
     return out
 
 
+_FILE_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a fifo"),
+               (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"))
+
+
 @contextlib.contextmanager
 def _open_source(src: str | BinaryIO) -> Iterator[BinaryIO]:
-    if isinstance(src, (str, os.PathLike)):
-        try:
-            f = open(src, "rb")
-        except OSError as exc:
-            raise ImageError(f"Cannot read {src}: {exc.strerror}.") from None
-        with f:
-            yield f
-    else:
+    """A path is opened only as a regular file: a device (/dev/zero) or fifo never ends."""
+    if not isinstance(src, (str, os.PathLike)):
         yield src
+        return
+    try:
+        # O_NONBLOCK: opening a fifo must not wait for a writer before fstat can refuse it
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ImageError(f"Cannot read {src}: {exc.strerror}.") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise ImageError(f"{src} is {kind}; images are imported from regular files only.")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        yield f
+
+
+def _decompressed(f: BinaryIO) -> BinaryIO:
+    """The outer archive, uncompressed (docker load takes gzip, bzip2 and xz archives too)."""
+    head = f.read(6)
+    f.seek(0)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(f, mode="rb")  # type: ignore[return-value]
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(f, mode="rb")  # type: ignore[return-value]
+    return f
+
+
+class _GuardedFile:
+    """The outer archive as tarfile reads it: every read checks the cancel flag, and reading past
+    the budget's limit (a compressed bomb) is refused."""
+
+    def __init__(self, f: BinaryIO, budget: Budget) -> None:
+        self._f, self._budget = f, budget
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK_LIMIT), b""))
+        data = self._f.read(n)
+        self._budget.check_stream(self._f.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._budget.check_cancel()
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
+CHUNK_LIMIT = 1 << 20
+
+
+async def run_cancellable(fn: Callable[..., T], *args: object) -> T:
+    """Run `fn(*args, cancel=event)` (an import or load) in a worker thread. When the calling trio
+    task is cancelled (a daemon shutting down) it returns at once and sets the event: the thread
+    stops at its next chunk and removes what it extracted, instead of holding the daemon."""
+    cancel = threading.Event()
+    try:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args, cancel=cancel), abandon_on_cancel=True)
+    finally:
+        cancel.set()
 
 
 def _mount_options_text() -> str:

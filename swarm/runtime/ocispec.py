@@ -100,7 +100,7 @@ def merge_env(image_env: Sequence[str], task_env: Sequence[str], hostname: str) 
     return [f"{k}={v}" for k, v in merged.items()]
 
 
-def _mount_entry(m: Mount, source: str) -> dict:
+def _mount_entry(m: Mount, source: str, recursive_readonly: bool) -> dict:
     if m.type == "tmpfs":
         options = ["nosuid", "nodev", "noexec", "mode=1777"]
         source = "tmpfs"
@@ -108,15 +108,21 @@ def _mount_entry(m: Mount, source: str) -> dict:
         options = ["rbind", "rprivate"]
     if m.readonly:
         options.append("ro")
+        if recursive_readonly and m.type != "tmpfs":
+            # "ro" covers only the bind's top mount; a mount inside the source would stay writable.
+            # "rro" (runc >= 1.1, mount_setattr) makes the whole tree read-only, as Docker 25+ does.
+            options.append("rro")
     return {"destination": posixpath.normpath(m.target), "type": "tmpfs" if m.type == "tmpfs" else "bind",
             "source": source, "options": options}
 
 
 def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits: Resources,
                  netns_path: str | None, mount_sources: Sequence[str], files: BundleFiles, hostname: str,
-                 cgroup_parent: str, nofile: int = NOFILE) -> dict:
-    """The OCI config.json document; `mount_sources[i]` is the host path of `container.mounts[i]`."""
-    user_mounts = sorted((_mount_entry(m, src) for m, src in zip(container.mounts, mount_sources)),
+                 cgroup_parent: str, nofile: int = NOFILE, recursive_readonly: bool = True) -> dict:
+    """The OCI config.json document; `mount_sources[i]` is the host path of `container.mounts[i]`.
+    Without `recursive_readonly` (an old runc or kernel) the caller must have made the submounts
+    of read-only sources read-only itself."""
+    user_mounts = sorted((_mount_entry(m, src, recursive_readonly) for m, src in zip(container.mounts, mount_sources)),
                          key=lambda e: e["destination"].count("/"))
     taken = {e["destination"] for e in user_mounts}
     etc_mounts = [{"destination": dest, "type": "bind", "source": src, "options": ["rbind", "rprivate"]}

@@ -374,3 +374,178 @@ def test_truncated_archive_is_refused(store, tmp_path):
     with pytest.raises(ImageError):
         store.load_archive(str(tmp_path / "cut.tar"))
     assert leftovers(store) == []
+
+
+# -- bounded imports -----------------------------------------------------------------------------
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import zlib  # noqa: E402
+
+import trio  # noqa: E402
+
+from swarm.runtime.images import run_cancellable  # noqa: E402
+
+MiB = 1 << 20
+
+
+def within(seconds, fn, *args, **kw):
+    """fn's result, run in a thread; fails (instead of hanging the suite) when it takes longer."""
+    box = []
+
+    def target():
+        try:
+            box.append(("ok", fn(*args, **kw)))
+        except BaseException as exc:   # handed to the test thread
+            box.append(("err", exc))
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert box, f"{fn.__name__} still ran after {seconds} s"
+    kind, value = box[0]
+    if kind == "err":
+        raise value
+    return value
+
+
+@pytest.fixture
+def small_store(tmp_path):
+    root = tmp_path / "capped"
+    try:
+        yield ImageStore(str(root), max_import_bytes=MiB)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def gzip_stream(parts):
+    """gzip of the concatenated byte strings; a part (n,) is n zero bytes, compressed as it goes."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = []
+    for part in parts:
+        if isinstance(part, tuple):
+            for start in range(0, part[0], MiB):
+                out.append(z.compress(bytes(min(MiB, part[0] - start))))
+        else:
+            out.append(z.compress(part))
+    out.append(z.flush())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("method", ["import", "load"])
+def test_devices_fifos_and_directories_are_refused(store, tmp_path, method):
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    run = (lambda p: store.import_rootfs(p, "t:1")) if method == "import" else store.load_archive
+    for path, kind in (("/dev/zero", "a character device"), (fifo, "a fifo"), (str(tmp_path), "a directory")):
+        with pytest.raises(ImageError, match=f"^{path} is {kind}; images are imported from regular files only.$"):
+            within(5, run, path)
+    assert leftovers(store) == []
+
+
+def test_sparse_tar_bomb_is_refused_at_the_cap(small_store, tmp_path):
+    work = tmp_path / "sparse"
+    work.mkdir()
+    subprocess.run(["truncate", "-s", "1G", str(work / "big")], check=True)
+    subprocess.run(["tar", "-S", "-C", str(work), "-cf", str(tmp_path / "bomb.tar"), "big"], check=True)
+    assert os.path.getsize(tmp_path / "bomb.tar") < 64 * 1024
+    with pytest.raises(ImageError, match=r"^The image expands to more than 1 MiB \(the import size limit of "
+                                         r"this node\); it was not imported.$"):
+        within(10, small_store.import_rootfs, str(tmp_path / "bomb.tar"), "bomb:1")
+    assert leftovers(small_store) == []
+
+
+@pytest.mark.parametrize("shape", ["one-big-file", "zeros-after-the-end", "many-files"])
+def test_gzip_bomb_is_refused_at_the_cap(small_store, shape):
+    header = tarfile.TarInfo("zeros")
+    header.size = 64 * MiB
+    if shape == "one-big-file":        # the header tells the size: refused before writing it
+        parts = [header.tobuf(format=tarfile.PAX_FORMAT), (64 * MiB,)]
+    elif shape == "zeros-after-the-end":   # nothing is written; the stream itself is the bomb
+        parts = [(64 * MiB,)]
+    else:                               # each file is small, together they pass the cap
+        parts = []
+        for i in range(8):
+            header = tarfile.TarInfo(f"f{i}")
+            header.size = MiB // 2
+            parts += [header.tobuf(format=tarfile.PAX_FORMAT), (MiB // 2,)]
+        parts.append(bytes(1024))
+    bomb = gzip_stream(parts)
+    assert len(bomb) < 200 * 1024
+    with pytest.raises(ImageError, match=r"^The image expands to more than 1 MiB"):
+        within(20, import_bytes, small_store, bomb)
+    assert leftovers(small_store) == []
+
+
+def test_compressed_outer_archive_bomb_is_refused_at_the_cap(small_store, tmp_path):
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["t:1"])
+    with tarfile.open(path, "a") as tf:     # zeros after the images: docker load would read past them all
+        _add_bytes(tf, "padding", bytes(8 * MiB))
+    with open(path, "rb") as f:
+        (tmp_path / "save.tar.gz").write_bytes(gzip.compress(f.read()))
+    with pytest.raises(ImageError, match=r"^The image expands to more than 1 MiB"):
+        within(20, small_store.load_archive, str(tmp_path / "save.tar.gz"))
+    assert leftovers(small_store) == []
+
+
+def test_compressed_docker_save_still_loads(store, tmp_path):
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["gz:1"])
+    with open(path, "rb") as f:
+        (tmp_path / "save.tar.gz").write_bytes(gzip.compress(f.read()))
+    assert store.load_archive(str(tmp_path / "save.tar.gz")) == ["gz:1"]
+
+
+def test_the_cap_never_passes_the_free_space_less_a_reserve(tmp_path):
+    store = ImageStore(str(tmp_path / "images"), max_import_bytes=1 << 60)
+    budget = store.import_budget()
+    fs = os.statvfs(store.layers_dir)
+    assert budget.limit < fs.f_bavail * fs.f_frsize
+    assert budget.limit >= fs.f_bavail * fs.f_frsize - (1 << 30) - 4096 * fs.f_frsize
+    assert budget.why.startswith(f"the free space of {store.root} less a reserve of ")
+
+
+class EndlessTar:
+    """A tar stream of one 4 GiB file that never ends in time: each read waits a little.
+    Calls `on_read(n)` with the number of reads so far."""
+
+    def __init__(self, on_read=lambda n: None):
+        header = tarfile.TarInfo("endless")
+        header.size = 4 << 30
+        self.pending = header.tobuf(format=tarfile.PAX_FORMAT)
+        self.reads, self.on_read = 0, on_read
+        self.last_read = time.monotonic()
+
+    def read(self, n=-1):
+        self.reads += 1
+        self.last_read = time.monotonic()
+        self.on_read(self.reads)
+        time.sleep(0.001)
+        if self.pending:
+            data, self.pending = self.pending[:n], self.pending[n:]
+            return data
+        return bytes(min(n, 1 << 16) if n and n > 0 else 1 << 16)
+
+
+def test_a_cancelled_import_stops_and_leaves_nothing(store):
+    cancel = threading.Event()
+    src = EndlessTar(lambda n: n == 50 and cancel.set())
+    with pytest.raises(ImageError, match=r"^The import was cancelled \(the daemon is shutting down\); "
+                                         r"nothing was imported.$"):
+        within(10, store.import_rootfs, src, "endless:1", cancel=cancel)
+    assert src.reads <= 51
+    assert leftovers(store) == []
+
+
+@pytest.mark.trio
+async def test_cancelling_the_trio_caller_stops_the_import_thread(store):
+    src = EndlessTar()
+    t0 = time.monotonic()
+    with trio.move_on_after(0.3):
+        await run_cancellable(store.import_rootfs, src, "endless:1")
+    assert time.monotonic() - t0 < 1.0          # the caller (a daemon shutting down) is not held
+    with trio.fail_after(5):                     # and the thread it left stops and cleans up
+        while leftovers(store):
+            await trio.sleep(0.02)
+    reads = src.reads
+    await trio.sleep(0.1)
+    assert src.reads == reads

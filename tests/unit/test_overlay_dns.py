@@ -183,11 +183,14 @@ def test_edns_reply_that_fits_is_whole():
     assert not r.flags & dns.flags.TC and sorted(addresses(r)) == sorted(BIG_IPS) and r.edns == 0
 
 
-def test_records_refuse_bad_input():
-    with pytest.raises(InvalidRequest, match="endpoint mode"):
-        edns.Records({"n": edns.NetworkRecords(services=(edns.ServiceRecord("x", "rr"),))}).view(["n"])
-    with pytest.raises(InvalidRequest, match="IPv4"):
-        edns.Records({"n": edns.NetworkRecords(hosts={"x": "fe80::1"})}).view(["n"])
+def test_a_bad_record_costs_only_its_own_name():
+    good = edns.ServiceRecord("web", "vip", "10.0.1.2", ("10.0.1.5",))
+    net = edns.NetworkRecords(services=(edns.ServiceRecord("x", "rr"), edns.ServiceRecord("ünï", "vip", "10.0.1.3"),
+                                        good), hosts={"x": "fe80::1", "h": "10.0.1.9"})
+    view = edns.Records({"n": net}).view(["n"])
+    assert [p for p in view.rejected if "endpoint mode" in p] and [p for p in view.rejected if "IPv4" in p]
+    assert [p for p in view.rejected if "DNS name" in p]
+    assert {str(n) for n in view.names} == {"web.", "tasks.web.", "h."}
 
 
 # -- malformed input ----------------------------------------------------------------------

@@ -1,0 +1,266 @@
+"""The leader's reconcile round and dispatcher against the in-memory store:
+bad input is refused at the boundary, and one bad service, record or node
+never stops the round for the others (the hardening defects 1-5 and 13)."""
+import dataclasses
+import datetime
+
+import pytest
+
+from raft.memory import MemoryStore
+from raft.store import MAX_COMMAND, Op, pack_txn
+from swarm import model, records, spec
+from swarm.leader import Reconciler, batches, node_infos
+from swarm.manager import Manager
+from swarm.networks import INGRESS_SUBNET, NETWORK, new_network
+from swarm.rpc import Peer, RPCError
+from swarm.services import ServiceAPI, spec_from_params
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+NODES = ("n1", "n2", "n3")
+pytestmark = pytest.mark.trio
+
+
+def peer(node_id):
+    return Peer(node_id, "worker", "c1")
+
+
+async def cluster(images=("demo:1",)):
+    store = MemoryStore()
+    ops = [Op.create(model.CLUSTER, model.CLUSTER_ID, model.encode({"id": "c1", "heartbeat": 1.0}))]
+    for i, nid in enumerate(NODES):
+        node = dict(model.new_node(nid, f"h{i}", "worker", f"127.0.0.{i + 2}:2377", "", 1, NOW),
+                    resources={"nano_cpus": 2_000_000_000, "memory_bytes": 1 << 34}, images=list(images))
+        ops.append(Op.create(model.NODE, nid, model.encode(node)))
+    ingress = new_network("ingress", INGRESS_SUBNET, 4096, ingress=True)
+    ops.append(Op.create(NETWORK, ingress["id"], model.encode(ingress)))
+    await store.commit(ops)
+    manager = Manager(store, "n1", None, None)
+    return store, manager, Reconciler(manager), ServiceAPI(manager)
+
+
+def tasks_of(store, name=None):
+    out = [t for t, _ in records.decode_all(store.list(spec.TASK), spec.task_from_dict).values()]
+    return [t for t in out if name is None or t.service_name == name]
+
+
+async def create(api, name, **params):
+    return await api.create({"name": name, "image": "demo:1", **params})
+
+
+async def settle(reconciler, rounds=8):
+    for _ in range(rounds):
+        await reconciler.round()
+
+
+async def report(reconciler, store, state, name=None):
+    """Play the agents: every assigned task of `name` reports `state`."""
+    by_node = {}
+    for t in tasks_of(store, name):
+        if t.node_id and not spec.is_terminal(t.status.state):
+            by_node.setdefault(t.node_id, []).append(
+                {"id": t.id, "status": spec.to_dict(spec.TaskStatus(state, state, "", 1.0, None, t.id))})
+    for nid, updates in by_node.items():
+        await reconciler.status(peer(nid), {"updates": updates})
+
+
+# -- validation at the boundary -------------------------------------------------------------------
+
+async def test_a_poisoned_task_status_is_refused_and_nothing_is_written():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web", replicas=1)
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    index = store.index
+    for status in ({"state": "failed", "timestamp": "not-a-time"}, {"state": "exploded", "timestamp": 1.0},
+                   {"state": "failed", "timestamp": float("nan")}, {"state": "failed", "err": "x" * 100_000},
+                   {"state": "failed", "exit_code": "1"}, "failed", None):
+        with pytest.raises(RPCError) as err:
+            await reconciler.status(peer(task.node_id), {"updates": [{"id": task.id, "status": status}]})
+        assert err.value.code == "bad_request" and task.id in err.value.message
+    for params in ({"updates": "all"}, {"updates": [{"id": 5}]}, {"updates": [{"id": "t"}] * 5000}):
+        with pytest.raises(RPCError, match="bad_request"):
+            await reconciler.status(peer(task.node_id), params)
+    assert store.index == index  # nothing written
+    # ...and orchestration goes on: another service converges
+    await create(api, "db", replicas=2)
+    await settle(reconciler)
+    assert sum(t.status.state == "assigned" for t in tasks_of(store, "db")) == 2
+
+
+async def test_a_timestamp_from_the_future_is_clamped_not_trusted():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web")
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    now = 1_800_000_000.0
+    parsed = spec.status_from_wire({"state": "running", "timestamp": now + 10 ** 9}, now)
+    assert parsed.timestamp == now
+    assert spec.status_from_wire({"state": "running", "timestamp": now + 1}, now).timestamp == now + 1
+    await reconciler.status(peer(task.node_id), {"updates": [
+        {"id": task.id, "status": {"state": "running", "timestamp": 1e15}}]})
+    assert tasks_of(store, "web")[0].status.timestamp < 1e10
+
+
+async def test_a_bad_record_in_the_store_stops_no_one():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web", replicas=2)
+    await settle(reconciler)
+    # A record written past validation (by an older version, say): the round must skip it.
+    poisoned = dict(spec.to_dict(tasks_of(store, "web")[0]), id="bad", status={"state": "failed",
+                                                                              "timestamp": "not-a-time"})
+    await store.commit([Op.create(spec.TASK, "bad", model.encode(poisoned)),
+                        Op.create(spec.TASK, "junk", b"\xc1not msgpack")])
+    await create(api, "db", replicas=3)
+    await settle(reconciler)
+    assert sum(t.status.state == "assigned" for t in tasks_of(store, "db")) == 3
+    assert len(await api.ps({"refs": ["web"]})) == 2   # ps of the poisoned service still answers
+    assert await api.ls({})
+
+
+async def test_a_bad_heartbeat_is_refused_and_the_scheduler_never_sees_it():
+    store, manager, reconciler, api = await cluster()
+    before = manager.nodes()["n2"]
+    for params in ({"resources": {"nano_cpus": "lots"}}, {"resources": {"memory_bytes": -1}},
+                   {"resources": "all"}, {"images": "demo:1"}, {"images": [7]}, {"images": ["x"] * 20_000}):
+        with pytest.raises(RPCError) as err:
+            await manager.heartbeat(peer("n2"), params)
+        assert err.value.code == "bad_request"
+    assert manager.nodes()["n2"] == before
+    # A node record that is bad anyway (written past validation) costs that node only.
+    await store.commit([Op.update(model.NODE, "n3", model.encode(dict(manager.nodes()["n3"],
+                                                                       resources={"nano_cpus": "lots"})))])
+    assert [n.id for n in node_infos(manager.nodes())] == ["n1", "n2"]
+    await create(api, "web", replicas=4)
+    await settle(reconciler)
+    assert {t.node_id for t in tasks_of(store, "web")} == {"n1", "n2"}
+
+
+async def test_service_names_are_checked_as_docker_does():
+    for bad in ("ünï", ".", "..", "-rf", "_x", "a b", "a/b", "x" * 64, "", 5, None):
+        with pytest.raises(RPCError, match="invalid service name"):
+            spec_from_params({"name": bad, "image": "demo:1"})
+    for good in ("web", "a.b-c_d", "9lives", "x" * 63):
+        assert spec_from_params({"name": good, "image": "demo:1"}).name == good
+
+
+async def test_service_parameters_of_the_wrong_type_are_refused_in_one_sentence():
+    for params in ({"limit_cpu": "lots"}, {"replicas": "3"}, {"replicas": True}, {"env": "A=1"},
+                   {"mounts": ["x"]}, {"labels": {"a": 1}}, {"ports": [{"target": "80"}]},
+                   {"restart_delay": float("inf")}, {"command": [1]}, {"replicas": 10 ** 9}):
+        with pytest.raises(RPCError) as err:
+            spec_from_params({"name": "web", "image": "demo:1", **params})
+        assert err.value.code == "bad_request" and "\n" not in err.value.message
+
+
+# -- isolation --------------------------------------------------------------------------------------
+
+async def test_a_published_port_clash_is_refused_at_create_and_update():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web", ports=[{"target": 80, "published": 8080}])
+    with pytest.raises(RPCError, match="port '8080' is already in use by service 'web'"):
+        await create(api, "other", ports=[{"target": 80, "published": 8080}])
+    await create(api, "other", ports=[{"target": 80, "published": 8081}])
+    with pytest.raises(RPCError, match="port '8080' is already in use by service 'web'"):
+        await api.update({"ref": "other", "ports": [{"target": 80, "published": 8080}]})
+    assert [s.spec.name for s in api.services().values() if s.spec.name == "other"]
+
+
+async def test_a_service_that_cannot_be_allocated_gets_the_reason_and_the_others_converge():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web", ports=[{"target": 80, "published": 8080}])
+    await settle(reconciler)
+    # A clashing service that got past the API (an older version wrote it): the round
+    # must keep going for everyone else, and say why on the clashing service's tasks.
+    clash = spec.Service("clash0000000000000000000", spec_from_params(
+        {"name": "clash", "image": "demo:1", "replicas": 2, "ports": [{"target": 80, "published": 8080}]}),
+        1, 2.0e9, 2.0e9)
+    await store.commit([Op.create(spec.SERVICE, clash.id, model.encode(spec.to_dict(clash)))])
+    await create(api, "db", replicas=3)
+    await settle(reconciler)
+    assert sum(t.status.state == "assigned" for t in tasks_of(store, "db")) == 3
+    assert sum(t.status.state == "assigned" for t in tasks_of(store, "web")) == 1
+    clashing = tasks_of(store, "clash")
+    assert len(clashing) == 2 and all(t.status.state == "pending" for t in clashing)
+    assert all("8080" in t.status.err and "already published" in t.status.err for t in clashing)
+    rows = await api.ps({"refs": ["clash"]})
+    assert all("already published" in r["error"] for r in rows)
+
+
+async def test_a_thousand_replicas_converge_scale_to_zero_and_are_removed():
+    store, _, reconciler, api = await cluster()
+    written = []
+    commit = store.commit
+
+    async def measured(ops, timeout=5.0):
+        written.append(len(pack_txn(ops)))
+        return await commit(ops, timeout)
+
+    store.commit = measured
+    await create(api, "big", replicas=1000)
+    await create(api, "small", replicas=1)
+    await settle(reconciler, 4)
+    assert max(written) < MAX_COMMAND
+    big = tasks_of(store, "big")
+    assert len(big) == 1000 and all(t.status.state == "assigned" for t in big)
+    assert {t.node_id for t in big} == set(NODES)
+    assert tasks_of(store, "small")[0].status.state == "assigned"
+    await report(reconciler, store, "running", "big")
+    await api.scale({"scales": {"big": 0}})
+    await settle(reconciler, 3)
+    assert all(t.desired_state == "shutdown" for t in tasks_of(store, "big"))
+    await report(reconciler, store, "shutdown", "big")
+    await api.rm({"refs": ["big"]})
+    await settle(reconciler, 3)
+    assert tasks_of(store, "big") == [] and len(tasks_of(store, "small")) == 1
+    assert max(written) < MAX_COMMAND
+
+
+async def test_batches_split_by_bytes_and_count():
+    ops = [Op.create("task", f"t{i}", b"x" * 1000) for i in range(100)]
+    out = batches(ops, 10_000, 50)
+    assert [op for b in out for op in b] == ops
+    assert all(sum(len(o.data) for o in b) <= 10_000 and len(b) <= 50 for b in out)
+    assert len(batches(ops, 10 ** 9, 30)) == 4
+    huge = [Op.create("task", "big", b"x" * 50_000), Op.create("task", "t", b"x")]
+    assert batches(huge, 10_000, 50) == [[huge[0]], [huge[1]]]
+
+
+async def test_a_task_on_a_node_that_died_is_orphaned_shut_down_and_listed_under_its_replacement():
+    store, manager, reconciler, api = await cluster()
+    await create(api, "web", replicas=1, constraints=["node.hostname!=h0"])
+    await settle(reconciler)
+    first = tasks_of(store, "web")[0]
+    await report(reconciler, store, "running", "web")
+    node = manager.nodes()[first.node_id]
+    await store.commit([Op.update(model.NODE, first.node_id, model.encode(dict(node, status="down")))])
+    await settle(reconciler)
+    orphan = next(t for t in tasks_of(store, "web") if t.id == first.id)
+    assert orphan.status.state == "orphaned" and orphan.desired_state == "shutdown"
+    rows = await api.ps({"refs": ["web"]})
+    assert len(rows) == 2 and rows[0]["id"] != first.id and rows[0]["desired_state"] == "running"
+    assert rows[1]["id"] == first.id
+    # still so when the node returns
+    await store.commit([Op.update(model.NODE, first.node_id, model.encode(dict(node, status="ready")))])
+    await settle(reconciler)
+    rows = await api.ps({"refs": ["web"]})
+    assert rows[0]["desired_state"] == "running" and rows[-1]["id"] == first.id
+
+
+async def test_inspect_prints_rfc3339_times():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web")
+    [view] = await api.inspect({"refs": ["web"]})
+    assert view["created_at"].endswith("Z") and len(view["created_at"].split(".")[1]) == 10
+    assert model.rfc3339(1714557600.5) == "2024-05-01T10:00:00.500000000Z"
+    assert model.timestamp(NOW) == "2026-01-01T00:00:00.000000000Z"
+
+
+async def test_ambiguous_service_names_are_an_error_not_the_first_match():
+    store, _, reconciler, api = await cluster()
+    await create(api, "web")
+    twin = dataclasses.replace(api.find("web"), id="twin00000000000000000000")
+    await store.commit([Op.create(spec.SERVICE, twin.id, model.encode(spec.to_dict(twin)))])
+    with pytest.raises(RPCError, match="ambiguous"):
+        api.find("web")
+    assert api.find(twin.id).id == twin.id
+
