@@ -201,7 +201,7 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
         _install(state_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"node_id": answer["node_id"], "role": answer["role"]}
+    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname}
 
 
 def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -56,7 +57,32 @@ class LocalDaemon:
         self.socket = os.path.join(self.state_dir, SOCKET_NAME)
 
     def call(self, method: str, params: dict | None = None, timeout: float = CALL_TIMEOUT) -> Any:
-        return call_unix_sync(self.socket, method, params or {}, timeout)
+        try:
+            return call_unix_sync(self.socket, method, params or {}, timeout)
+        except RPCError as exc:
+            # "No socket" alone does not tell a new user what is wrong: say whether
+            # there is a node here at all. The code stays "unavailable" (callers
+            # such as `leave` and the convergence wait decide on it).
+            if exc.code != "unavailable" or self._listening():
+                raise
+            if not os.path.exists(os.path.join(self.state_dir, NODE_FILE)):
+                raise RPCError("unavailable", not_in_swarm(self.state_dir)) from None
+            raise RPCError("unavailable", f"the swarm daemon of the node in {self.state_dir} is not running; "
+                                          'start it with "swarm daemon --detach"') from None
+
+    def _listening(self) -> bool:
+        """Does anything accept connections on the socket (a daemon that failed mid-call, say)?"""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
+        return True
+
+
+def not_in_swarm(state_dir: str) -> str:
+    return (f'this node is not part of a swarm (no node in {state_dir}): run "swarm init" or "swarm join", '
+            "or point --state-dir (or SWARM_STATE_DIR) at a node's state directory")
 
 
 def with_daemon(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -250,12 +276,91 @@ def internal_error(exc: Exception) -> NoReturn:
     fail(f"internal error: {one_line(exc)}")
 
 
+# What Docker has and this CLI has not (yet), by command path: click would
+# suggest a near name instead ("secret" -> "Did you mean 'service'?", --hostname
+# -> --name), which sends a Docker user the wrong way. Stale entries are
+# harmless: they are only read when click finds no such command or option.
+DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
+    (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key", "update"}),
+    ("node",): frozenset({"ps"}),
+    ("service",): frozenset({"rollback"}),
+    ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
+    ("network",): frozenset({"connect", "disconnect", "prune"}),
+}
+_SERVICE_FLAGS = ("--cap-add --cap-drop --credential-spec --entrypoint --health-cmd --health-interval "
+                  "--health-retries --health-start-interval --health-start-period --health-timeout --hostname "
+                  "--init --isolation --limit-pids --log-driver --log-opt --max-concurrent --no-healthcheck "
+                  "--no-resolve-image --oom-score-adj --read-only --replicas-max-per-node --rollback-delay "
+                  "--rollback-failure-action --rollback-max-failure-ratio --rollback-monitor --rollback-order "
+                  "--rollback-parallelism --stop-signal --tty --update-delay --update-failure-action "
+                  "--update-max-failure-ratio --update-monitor --update-order --update-parallelism --user "
+                  "--with-registry-auth --workdir -t -u -w")
+DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(flags.split()) for key, flags in {
+    ("init",): "--autolock --availability --data-path-addr --data-path-port --default-addr-pool "
+               "--default-addr-pool-mask-length --external-ca --max-snapshots --snapshot-interval "
+               "--task-history-limit",
+    ("join",): "--availability --data-path-addr",
+    ("info",): "-f",
+    ("node", "ls"): "--filter -f",
+    ("node", "inspect"): "--pretty -f",
+    ("node", "update"): "--role",
+    ("service", "create"): _SERVICE_FLAGS + " --config --container-label --dns --dns-option --dns-search "
+                           "--env-file --generic-resource --group --host --label --placement-pref --secret "
+                           "--sysctl --ulimit -l",
+    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --container-label-add "
+                           "--container-label-rm --dns-add --dns-option-add --dns-option-rm --dns-rm "
+                           "--dns-search-add --dns-search-rm --force --generic-resource-add --generic-resource-rm "
+                           "--group-add --group-rm --host-add --host-rm --label-add --label-rm --mount-add "
+                           "--mount-rm --placement-pref-add --placement-pref-rm --rollback --secret-add "
+                           "--secret-rm --sysctl-add --sysctl-rm --ulimit-add --ulimit-rm",
+    ("service", "ls"): "--filter -f",
+    ("service", "ps"): "--filter --no-resolve -f",
+    ("service", "inspect"): "--pretty -f",
+    ("service", "logs"): "--details --no-resolve --no-task-ids --no-trunc --raw --since -n",
+    ("image", "import"): "--change --message --platform -c -m",
+    ("image", "load"): "--platform --quiet -q",
+    ("image", "ls"): "--all --digests --filter --no-trunc --tree -a -f",
+    ("image", "rm"): "--force --no-prune --platform -f",
+    ("network", "create"): "--aux-address --config-from --config-only --gateway --ingress --internal --ip-range "
+                           "--ipam-driver --ipam-opt --ipv4 --ipv6 --label --opt --scope -o",
+    ("network", "inspect"): "--format --verbose -f -v",
+    ("network", "ls"): "--filter -f",
+    ("network", "rm"): "--force -f",
+}.items()}
+# Docker flags whose job another flag does here.
+DOCKER_FLAG_INSTEAD = {"--pretty": "use --format pretty"}
+
+
+def _command_path(ctx: click.Context | None) -> tuple[str, ...]:
+    """The subcommand names leading to ctx, without the program's own name."""
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return tuple(reversed(names))
+
+
+def docker_only(exc: click.UsageError) -> click.UsageError:
+    """A usage error for a command or option Docker has and we lack says so,
+    instead of click's close-match guess; any other error is returned as it is."""
+    path = _command_path(exc.ctx)
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in DOCKER_ONLY_OPTIONS.get(path, ()):
+        instead = DOCKER_FLAG_INSTEAD.get(exc.option_name, "not supported yet")
+        return click.NoSuchOption(exc.option_name, f"no such option: {exc.option_name} ({instead})", ctx=exc.ctx)
+    if isinstance(exc, click.exceptions.NoSuchCommand) and exc.command_name in DOCKER_ONLY_COMMANDS.get(path, ()):
+        name = " ".join((*path, exc.command_name))
+        return click.exceptions.NoSuchCommand(exc.command_name, f"'{name}' is not supported yet", ctx=exc.ctx)
+    return exc
+
+
 class SwarmGroup(click.Group):
     """The root group: turns every failure of a command into one line on stderr."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.NoSuchOption, click.exceptions.NoSuchCommand) as exc:
+            raise docker_only(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except SwarmError as exc:
@@ -279,6 +384,15 @@ def join_command_text(role: str, token: str, addr: str) -> str:
             f"    swarm join --token {token} {addr}\n")
 
 
+def say_defaults(addr: str | None, hostname: str | None) -> None:
+    """Name what the node chose by itself (a wrong guess is hard to see later), on
+    stderr: scripts read stdout."""
+    chosen = ([addr] if addr else []) + ([f"hostname {hostname}"] if hostname else [])
+    flags = (["--advertise-addr"] if addr else []) + (["--hostname"] if hostname else [])
+    if chosen:
+        click.echo(f"advertising {' and '.join(chosen)}; use {'/'.join(flags)} to choose", err=True)
+
+
 @swarm.command()
 @click.option("--advertise-addr", type=ADDRESS, help=f"Address other nodes reach this one at (port {DEFAULT_PORT}).")
 @click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
@@ -295,10 +409,13 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
     """Initialize a swarm: this node becomes its first manager."""
     if advertise_addr is None and not force_new_cluster:
         raise click.UsageError("Missing option '--advertise-addr'.")
+    # Chosen here rather than in the bootstrap, so that it can be named (a forced new cluster keeps its name).
+    default_hostname = socket.gethostname() if hostname is None and not force_new_cluster else None
     boot = bootstrap()
     state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
-                            listen_addr=listen_addr, hostname=hostname, cert_expiry=cert_expiry,
+                            listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
                             heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster)
+    say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
     if foreground:
         boot.start_daemon(daemon.state_dir, detach=False)
@@ -311,7 +428,9 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
 
 @swarm.command()
 @click.option("--token", required=True, help="The worker or manager join token.")
-@click.option("--advertise-addr", type=ADDRESS, help="Address other nodes reach this one at.")
+@click.option("--advertise-addr", type=ADDRESS,
+              help="Address other nodes reach this one at (default: this host's address on the way to the manager, "
+                   f"port {DEFAULT_PORT}).")
 @click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
 @click.option("--hostname", help="This node's name (default: the machine's hostname).")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
@@ -325,6 +444,7 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
     boot = bootstrap()
     joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
                              advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
+    say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
     if foreground:
         click.echo(f"This node joined a swarm as a {joined['role']}.")
         boot.start_daemon(daemon.state_dir, detach=False)
@@ -364,7 +484,8 @@ def join_token(daemon: LocalDaemon, quiet: bool, rotate: bool, role: str) -> Non
 
 
 @swarm.command()
-@click.option("--force", "-f", is_flag=True, help="Leave even if this breaks the managers' quorum.")
+@click.option("--force", "-f", is_flag=True,
+              help="Force this node to leave the swarm, ignoring warnings (a manager always needs it).")
 @with_daemon
 def leave(daemon: LocalDaemon, force: bool) -> None:
     """Leave the swarm; the daemon stops and the node's state is cleared."""

@@ -3,13 +3,15 @@
 How this works: like the rest of the CLI (`swarm.cli`), each command checks
 its input locally (click usage error, exit 2), makes one call to the node's
 daemon (methods `service.*` of docs/daemon-api.md) and prints docker's output.
-`create` and `update` then follow the service until it converges, unless
-`--detach`: they poll `service.ps` every POLL_INTERVAL and draw one line per
-slot (per node for a global service) the way docker does, redrawn in place on
-a terminal, one line per change otherwise; a task's failure is printed and
+`create`, `update` and `scale` then follow the service until it converges,
+unless `--detach`: they poll `service.ps` every POLL_INTERVAL and draw one
+line per slot (per node for a global service) the way docker does, redrawn in
+place on a terminal, one line per change otherwise; a task's failure is
+printed (each distinct error once, with how long the command still waits) and
 waited through (the orchestrator replaces it), and if the service is still
 not running when `--timeout` ends the command fails with the last error seen.
-`logs -f` polls `service.logs` and prints the lines it has not printed yet.
+`logs` calls `service.logs` with the cursors of the previous answer until it is
+done (with -f: for ever, each call waiting for new lines), see swarm/logs.py.
 `update --network-add/-rm` and `--publish-add/-rm` first read the current spec
 (`service.inspect`) and send the whole new "networks"/"ports" lists: the
 daemon replaces the lists it is given.
@@ -25,7 +27,6 @@ import re
 import shlex
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TextIO
@@ -38,11 +39,11 @@ from swarm.cli import (LocalDaemon, Duration, _title, fail, format_duration, kv,
 from swarm.rpc import RPCError
 
 POLL_INTERVAL = 0.25          # seconds between two service.ps while waiting for convergence
-LOGS_POLL_INTERVAL = 0.5      # seconds between two service.logs with --follow
-LOGS_WINDOW = 1000            # lines asked for per poll with --follow
+LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
+LOGS_CALL_TIMEOUT = 45.0      # one service.logs call (a worker's goes through a manager to the nodes)
 PENDING_ERROR_POLLS = 3       # a pending task's error is shown once it lasts this many polls
 UNCHANGED_GRACE_POLLS = 6     # update: polls before tasks the update did not replace count as updated
-DEFAULT_WAIT = "120s"         # --timeout of create/update
+DEFAULT_WAIT = "2m0s"         # --timeout of create/update/scale
 ID_LEN = 12                   # IDs in tables, as docker truncates them
 MAX_ERR_LEN = 30              # `service ps` ERROR column, as docker truncates it
 MAX_PROGRESS_ERR = 75         # a task's error on its progress line, as docker truncates it
@@ -307,6 +308,12 @@ SPEC_PARAMS = {
 }
 
 
+detach_option = click.option("--detach", "-d", is_flag=True,
+                             help="Exit immediately instead of waiting for the service to converge.")
+timeout_option = click.option("--timeout", "wait_timeout", type=Duration(), default=DEFAULT_WAIT, show_default=True,
+                              help="How long to wait for the service to converge; then exit 1 (the service stays).")
+
+
 def spec_options(update: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The flags create and update share; create's defaults are docker's, update's are "not given"."""
     def default(value: Any) -> Any:
@@ -337,10 +344,9 @@ def spec_options(update: bool) -> Callable[[Callable[..., Any]], Callable[..., A
                      help="Time to wait before force killing a container."),
         click.option("--endpoint-mode", type=click.Choice(ENDPOINT_MODES),
                      help="How clients reach the tasks: a virtual IP (vip, the default) or DNS round robin (dnsrr)."),
-        click.option("--detach", "-d", is_flag=True, help="Exit immediately instead of waiting for the service."),
+        detach_option,
         click.option("--quiet", "-q", is_flag=True, help="Suppress progress output."),
-        click.option("--timeout", "wait_timeout", type=Duration(), default=DEFAULT_WAIT, hidden=True,
-                     help="How long to wait for the service to converge."),
+        timeout_option,
     ]
 
     def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -489,13 +495,28 @@ def updated_ports(current: Sequence[Mapping[str, Any]], add: Sequence[Mapping[st
 
 
 @service.command("scale")
+@detach_option
+@timeout_option
 @click.argument("scales", metavar="SERVICE=REPLICAS...", nargs=-1, required=True, type=SCALE)
 @with_daemon
-def service_scale(daemon: LocalDaemon, scales: tuple[tuple[str, int], ...]) -> None:
-    """Set the number of tasks of replicated services."""
-    daemon.call("service.scale", {"scales": dict(scales)})
-    for name, count in scales:
+def service_scale(daemon: LocalDaemon, detach: bool, wait_timeout: float,
+                  scales: tuple[tuple[str, int], ...]) -> None:
+    """Set the number of tasks of replicated services, then follow them until they converge."""
+    wanted = dict(scales)
+    scaled = daemon.call("service.scale", {"scales": wanted})  # one {id, name} per service, in order
+    for name, count in wanted.items():
         click.echo(f"{name} scaled to {count}")
+    if detach:
+        return
+    # As docker does: wait for each service in turn; one deadline for all of them.
+    deadline = time.monotonic() + wait_timeout
+    failures = [failure for count, result in zip(wanted.values(), scaled)
+                if (failure := Waiter(daemon, result["id"], result["name"], "replicated", count, None, False,
+                                      wait_timeout).wait(deadline))]
+    for failure in failures[:-1]:
+        click.echo(f"Error: {failure}", err=True)
+    if failures:
+        fail(failures[-1])
 
 
 @service.command("rm")
@@ -655,33 +676,28 @@ def timestamp(value: Any) -> str:
 @with_daemon
 def service_logs(daemon: LocalDaemon, follow: bool, tail: int | None, timestamps: bool, ref: str) -> None:
     """Print the output of a service's tasks, as TASK@NODE    | LINE."""
-    if not follow:
-        for entry in daemon.call("service.logs", {"ref": ref, "tail": tail}):
-            print_log(entry, timestamps)
-        return
-    printed: Counter[tuple] = Counter()
+    # Chunk by chunk: each answer carries the cursors to pass back; without --follow the
+    # daemon says when all is read, with it each call waits up to LOGS_WAIT for new lines.
+    cursors: dict | None = None
+    warned: set[str] = set()
     try:
-        # The first answer marks everything there is as printed and prints its last `tail` lines.
-        first = daemon.call("service.logs", {"ref": ref, "tail": None if tail is None else max(tail, LOGS_WINDOW)})
-        shown = first if tail is None else first[len(first) - tail:] if tail else []
-        for entry in shown:
-            print_log(entry, timestamps)
-        printed.update(_log_key(e) for e in first)
         while True:
-            _sleep(LOGS_POLL_INTERVAL)
-            seen: Counter[tuple] = Counter()
-            for entry in daemon.call("service.logs", {"ref": ref, "tail": LOGS_WINDOW}):
-                key = _log_key(entry)
-                seen[key] += 1
-                if seen[key] > printed[key]:
-                    print_log(entry, timestamps)
-                    printed[key] = seen[key]
+            answer = daemon.call("service.logs", {"ref": ref, "tail": tail, "follow": follow, "cursors": cursors,
+                                                  "wait": LOGS_WAIT if follow else 0.0}, timeout=LOGS_CALL_TIMEOUT)
+            if not (isinstance(answer, dict) and isinstance(answer.get("lines"), list)
+                    and isinstance(answer.get("cursors"), dict)):
+                fail("the daemon's answer to service.logs is not a chunk of logs (is it an older version?)")
+            for warning in answer.get("warnings") or ():
+                if warning not in warned:
+                    warned.add(warning)
+                    click.echo(f"Warning: {warning}", err=True)
+            for entry in answer["lines"]:
+                print_log(entry, timestamps)
+            cursors = answer["cursors"]
+            if answer.get("done") and not follow:
+                return
     except KeyboardInterrupt:
         return
-
-
-def _log_key(entry: Mapping[str, Any]) -> tuple:
-    return (entry.get("task"), entry.get("node"), entry.get("time"), entry.get("stream"), entry.get("line"))
 
 
 def print_log(entry: Mapping[str, Any], timestamps: bool) -> None:
@@ -741,7 +757,11 @@ class Progress:
 
 
 class Waiter:
-    """Follow a created or updated service until its tasks all run (docker's WaitOnService)."""
+    """Follow a created, updated or scaled service until its tasks all run (docker's WaitOnService).
+
+    A task that cannot start (no node fits, a command that fails at once) is
+    replaced again and again with the same error: each reason is shown once,
+    with a line saying how long the command goes on waiting (--timeout)."""
 
     def __init__(self, daemon: LocalDaemon, service_id: str, name: str, mode: str, replicas: int | None,
                  image: str | None, quiet: bool, timeout: float, before: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -755,12 +775,20 @@ class Waiter:
         self.replacing = False
         self.polls = 0
         self.reported: set[str] = set()
+        self.reasons: set[str] = set()      # the errors shown so far, each without its task's ID
         self.pending_errors: dict[str, tuple[str, int]] = {}
         self.last_error = ""
-        self.status = ""
+        self.status = ""  # the state of things, for a timeout without an error: "1 of 2 tasks running"
 
     def run(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        """Wait up to --timeout; fail if the service has not converged by then."""
+        failure = self.wait()
+        if failure:
+            fail(failure)
+
+    def wait(self, deadline: float | None = None) -> str | None:
+        """None once the service converged, else the sentence saying why it did not by the deadline."""
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
         try:
             while True:
                 try:
@@ -773,9 +801,10 @@ class Waiter:
                     if self.poll(rows):
                         if self.progress:
                             self.progress.line("verify: Service converged")
-                        return
+                        return None
                 if time.monotonic() >= deadline:
-                    fail(f"service {self.name} did not converge: {self.last_error or self.status}")
+                    return (f"service {self.name} did not converge in {format_duration(self.timeout)}: "
+                            f"{self.last_error or self.status}")
                 _sleep(POLL_INTERVAL)
         except KeyboardInterrupt:
             click.echo(f"Operation continuing in background.\nUse `swarm service ps {self.name}` to check progress.",
@@ -786,6 +815,15 @@ class Waiter:
         if self.mode == "global":
             return str(task.get("node_id") or task.get("node") or "")[:ID_LEN]
         return f"{index if index is not None else task.get('slot', 0)}/{self.replicas}"
+
+    def _new_reason(self, task: Mapping[str, Any], error: str) -> bool:
+        """Is this error one not shown yet? Each replacement of a task names
+        itself in the same error, so the task's ID does not count."""
+        reason = error.replace(task["id"], "")
+        if reason in self.reasons:
+            return False
+        self.reasons.add(reason)
+        return True
 
     def _current(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Per slot (node), the task meant to run: the least advanced live one, as docker picks."""
@@ -819,36 +857,48 @@ class Waiter:
             error = t.get("error") or (f"task: non-zero exit ({t['exit_code']})" if t.get("exit_code")
                                        else f"task {t['state']}")
             self.last_error = error
-            events.append(f"{self._label(t)}: {trunc_error(error)}")
+            if self._new_reason(t, error):
+                # whole: this line is printed once and stays (only the redrawn lines must fit one row)
+                events.append(f"{self._label(t)}: {' '.join(error.splitlines())}")
         current = self._current(rows)
         desired = self.replicas if self.mode == "replicated" else len(current)
         frame = []
         running = 0
+        pending_error = ""  # one seen in this poll only: named at the deadline, not drawn before it lasts
         for index, t in enumerate(current, 1):
-            ok = t["state"] == "running" and self._up_to_date(t)
-            running += ok
+            extra = self.mode == "replicated" and index > (desired or 0)  # scaled down: on its way out
+            running += not extra and t["state"] == "running" and self._up_to_date(t)
             label = self._label(t, index)
             error = t.get("error") or ""
             count = 0
             if error and t["state"] == "pending":
+                pending_error = error
                 seen, count = self.pending_errors.get(t["id"], ("", 0))
                 count = count + 1 if seen == error else 1
                 self.pending_errors[t["id"]] = (error, count)
                 if count >= PENDING_ERROR_POLLS:
                     self.last_error = error
-            if self.mode == "replicated" and index > (desired or 0):
-                continue  # one too many, on its way out
+                    self._new_reason(t, error)
+            if extra:
+                continue
             if count >= PENDING_ERROR_POLLS:
                 frame.append((label, f"{label}: {trunc_error(error)}"))
             else:
                 frame.append((label, f"{label}: {t['state']:<{LONGEST_STATE}} {progress_bar(t['state'])}"))
         frame.insert(0, ("overall", f"overall progress: {running} out of {desired} tasks"))
-        self.status = f"{running} of {desired} tasks running after {format_duration(self.timeout)}"
+        if self.reasons:
+            frame.append(("wait", waiting_note(self.timeout)))
+        self.status = pending_error or f"{running} of {desired} tasks running"
         if self.progress:
             self.progress.show(events, frame)
         if self.mode == "global" and not current:
             return self.polls >= UNCHANGED_GRACE_POLLS  # no node to run on (or no task yet)
         return running == desired and len(current) == desired
+
+
+def waiting_note(timeout: float) -> str:
+    # short enough for one row of a terminal: the block it ends is redrawn by counting rows
+    return f"waiting up to {format_duration(timeout)} (--timeout); Ctrl-C stops waiting, not the service"
 
 
 _ADJECTIVES = ("agile", "bold", "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "keen",

@@ -9,9 +9,12 @@ one started (`list` + `state`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, NamedTuple, Protocol, Sequence
 
 from swarm.spec import ContainerSpec, Resources
+
+if TYPE_CHECKING:
+    from swarm.runtime.logfile import Chunk, Cursor
 
 CREATED, RUNNING, STOPPED, MISSING = "created", "running", "stopped", "missing"
 
@@ -53,3 +56,6 @@ class ContainerRuntime(Protocol):
     def list(self) -> list[str]: ...
 
     def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]: ...
+
+    def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
+                  budget: int = ...) -> Chunk: ...

@@ -6,8 +6,8 @@ and mounts rootfs/ as an overlay of the image's layers. `start` runs the log
 shim (shim.py), which runs `runc run` in the foreground with the container's
 stdout/stderr as pipes it reads, and waits until runc reports the container's
 pid (init.pid) or the shim reports a failure (exit.json). Everything else is
-read back from files in the bundle and from `runc state`, so a new Runtime
-object (a restarted agent) adopts what an earlier one started:
+read back from files in the bundle and from /proc, so a new Runtime object (a
+restarted agent) adopts what an earlier one started:
 
     shim.json   {pid, start_time} of the shim (start time guards against pid reuse)
     init.pid    the container's init process, written by runc once it runs
@@ -19,19 +19,29 @@ under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
 (absolute, so they do not depend on the agent's own cgroup), and the only host
 mount is tasks/<id>/rootfs.
 
+Exits are watched, not polled: the shim writes exit.json and then exits, so
+`wait` opens a pidfd of the shim (pidfd_open; the start time is checked after
+opening, against pid reuse) and sleeps until it is readable. If the shim died
+early, the container's init (init.pid, checked by its cgroup) is watched the
+same way. Only where pidfd_open is missing do waits fall back to cheap /proc
+and stat checks every FALLBACK_POLL seconds. No wait runs `runc`: at hundreds
+of containers a `runc state` per container per second starved the node.
+
 Methods are synchronous (from trio, call them in a worker thread) except
-`wait`, `logs` and `stop_async`, which wait with trio sleeps, polling the
-bundle's files every 50 ms. `stop` blocks for up to its grace period + 10 s.
+`wait`, `logs` and `stop_async`, which wait in trio. `stop` blocks for up to
+its grace period + 10 s.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
 import re
 import resource
+import select
 import shutil
 import signal as signals
 import subprocess
@@ -46,16 +56,23 @@ from swarm.runtime import ocispec, shim
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
-from swarm.runtime.logfile import Joiner, read_tail
+from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
 from swarm.spec import ContainerSpec, Resources
 
 POLL = 0.05
+FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only
 KILL_TIMEOUT = 10.0
 DEFAULT_DNS = ("127.0.0.11",)
 DEFAULT_DNS_OPTIONS = ("ndots:0",)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 MNT_DETACH = 2
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
+_KEPT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+               (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
+SYS_MOUNT_SETATTR = 442     # the same number on every architecture (new syscalls share one table)
+_RRO_SUPPORT: dict[str, bool] = {}
 
 
 class Runtime:
@@ -63,7 +80,8 @@ class Runtime:
 
     def __init__(self, root: str, images: ImageStore, *, volumes_dir: str | None = None, runc: str = "runc",
                  runc_root: str | None = None, cgroup_parent: str = "swarm", start_timeout: float = 30.0,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, log_max_size: int = shim.LOG_MAX_SIZE,
+                 log_max_file: int = shim.LOG_MAX_FILE, recursive_readonly: bool | None = None) -> None:
         self.root = os.path.abspath(root)
         self.images = images
         self.volumes_dir = os.path.abspath(volumes_dir or os.path.join(os.path.dirname(self.root), "volumes"))
@@ -72,6 +90,10 @@ class Runtime:
         self.cgroup_parent = cgroup_parent.strip("/")
         self.start_timeout = start_timeout
         self.python = python
+        # Read-only binds made read-only all the way down by runc ("rro") or, where runc or the kernel
+        # cannot, by prepare itself; None asks runc and the kernel (once per process).
+        self.recursive_readonly = recursive_readonly
+        self.log_max_size, self.log_max_file = log_max_size, log_max_file   # per task, as Docker's `local` driver
         os.makedirs(self.root, mode=0o700, exist_ok=True)
 
     # -- paths -------------------------------------------------------------------------
@@ -122,7 +144,7 @@ class Runtime:
             config = ocispec.build_config(task_id=task_id, container=container, image=image, limits=limits,
                                           netns_path=netns_path, mount_sources=sources, files=files,
                                           hostname=hostname, cgroup_parent=self.cgroup_parent,
-                                          nofile=_nofile_limit())
+                                          nofile=_nofile_limit(), recursive_readonly=self._rro())
             lowers = [self.images.layer_path(d) for d in image.layers]
             meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers}
             atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
@@ -145,7 +167,8 @@ class Runtime:
         if not _mounted(os.path.join(bundle, "rootfs")):
             self._mount_rootfs(bundle, _read_json(os.path.join(bundle, "meta.json"))["lowerdirs"])  # after a reboot
         cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
-               "--runc", self.runc, "--runc-root", self.runc_root]
+               "--runc", self.runc, "--runc-root", self.runc_root,
+               "--log-max-size", str(self.log_max_size), "--log-max-file", str(self.log_max_file)]
         with open(os.path.join(bundle, "shim.log"), "ab") as shim_log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=shim_log,
                                     cwd="/", close_fds=True, start_new_session=True)
@@ -171,6 +194,7 @@ class Runtime:
         raise ContainerError(f"Task {task_id} did not start within {self.start_timeout:g} s.")
 
     def state(self, task_id: str) -> ContainerState:
+        """Read from the bundle and /proc; runs no `runc` (agents ask this of every container)."""
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             return ContainerState(MISSING)
@@ -179,21 +203,14 @@ class Runtime:
             return stopped
         if not os.path.exists(os.path.join(bundle, "shim.json")):
             return ContainerState(CREATED)
-        shim_alive = self._shim_alive(bundle)
-        runc_state = self._runc_state(task_id)
-        status = runc_state.get("status") if runc_state else None
-        if status in ("running", "paused"):
-            return ContainerState(RUNNING, pid=runc_state.get("pid") or None)
-        if shim_alive:
+        pid = self._init_pid(task_id)
+        if pid is not None:
+            return ContainerState(RUNNING, pid=pid)
+        if self._shim_alive(bundle):
             if not os.path.exists(os.path.join(bundle, "init.pid")):
                 return ContainerState(CREATED)   # the shim is starting runc
             # the container ended and the shim is writing its exit code: give it a moment
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline and self._shim_alive(bundle):
-                stopped = self._exit_state(bundle)
-                if stopped is not None:
-                    return stopped
-                time.sleep(0.01)
+            self._wait_stopped(task_id, 2.0)
             stopped = self._exit_state(bundle)
             if stopped is not None:
                 return stopped
@@ -209,18 +226,22 @@ class Runtime:
         return (await self._until_stopped(task_id)).exit_code
 
     async def _until_stopped(self, task_id: str) -> ContainerState:
-        """Poll the shim's exit file every 50 ms; ask runc too, once a second, in case the shim died."""
+        """Sleep until the watched process (see _open_watch) exits; spawns nothing."""
         exit_path = self._file(task_id, "exit.json")
-        checked = float("-inf")
-        while True:
-            if os.path.exists(exit_path):
-                return await trio.to_thread.run_sync(self.state, task_id)
-            if time.monotonic() - checked > 1.0:
-                checked = time.monotonic()
-                st = await trio.to_thread.run_sync(self.state, task_id)
-                if st.status in (STOPPED, MISSING):
-                    return st
-            await trio.sleep(POLL)
+        while not os.path.exists(exit_path):
+            alive, fd = self._open_watch(task_id)
+            if not alive:
+                break
+            if fd is None:
+                await trio.sleep(FALLBACK_POLL)
+                continue
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                trio.lowlevel.notify_closing(fd)
+                os.close(fd)
+        # Nothing of the container runs any more, so state() does not block here.
+        return self.state(task_id)
 
     def kill(self, task_id: str, signal: int) -> None:
         """Send `signal` to the container's init process."""
@@ -239,11 +260,11 @@ class Runtime:
             return
         with contextlib.suppress(ContainerError):
             self.kill(task_id, signals.SIGTERM)
-        if self._poll_stopped(task_id, max(grace, 0.0)):
+        if self._wait_stopped(task_id, max(grace, 0.0)):
             return
         with contextlib.suppress(ContainerError):
             self.kill(task_id, signals.SIGKILL)
-        if not self._poll_stopped(task_id, KILL_TIMEOUT):
+        if not self._wait_stopped(task_id, KILL_TIMEOUT):
             raise ContainerError(f"Task {task_id} did not stop within {KILL_TIMEOUT:g} s of SIGKILL.")
 
     async def stop_async(self, task_id: str, grace: float) -> None:
@@ -266,33 +287,45 @@ class Runtime:
         started = os.path.exists(self._file(task_id, "shim.json"))
         return started and self.state(task_id).status not in (STOPPED, MISSING)
 
-    def _poll_stopped(self, task_id: str, timeout: float) -> bool:
-        """Like _until_stopped, blocking, for at most `timeout` seconds."""
+    def _wait_stopped(self, task_id: str, timeout: float) -> bool:
+        """_until_stopped, blocking, for at most `timeout` seconds; True when the container stopped."""
         exit_path = self._file(task_id, "exit.json")
         deadline = time.monotonic() + timeout
-        checked = float("-inf")
-        while True:
-            if os.path.exists(exit_path):
+        while not os.path.exists(exit_path):
+            alive, fd = self._open_watch(task_id)
+            if not alive:
                 return True
-            if time.monotonic() - checked > 1.0:
-                checked = time.monotonic()
-                if self.state(task_id).status in (STOPPED, MISSING):
-                    return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL)
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    return False
+                _wait_exit(fd, remaining)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return True
 
     def remove(self, task_id: str) -> None:
         """Kill the container if needed and remove its runc state, mount, cgroups and bundle. Idempotent."""
         bundle = self.bundle(task_id)
-        # While the shim lives, the container runs or is about to: kill it once runc knows it.
+        # While the shim lives, the container runs or is about to: kill it once runc knows it,
+        # then sleep on the shim's pidfd until it has written the exit code and gone.
         deadline = time.monotonic() + KILL_TIMEOUT
         killed = False
-        while os.path.isdir(bundle) and self._shim_alive(bundle) and time.monotonic() < deadline:
-            runc_state = self._runc_state(task_id)
-            if not killed and runc_state and runc_state.get("status") in ("created", "running", "paused"):
-                killed = self._runc("kill", task_id, str(int(signals.SIGKILL))).returncode == 0
-            time.sleep(POLL)
+        while os.path.isdir(bundle) and time.monotonic() < deadline:
+            fd, alive = self._shim_pidfd(bundle)
+            if not alive:
+                break
+            try:
+                if not killed and os.path.isdir(os.path.join(self.runc_root, task_id)):
+                    res = self._runc("kill", task_id, str(int(signals.SIGKILL)))
+                    # "not running": it already stopped, the shim is only writing exit.json
+                    killed = res.returncode == 0 or "not running" in _runc_message(res)
+                # Until the kill took, retry it every 0.1 s (runc may still be creating the container).
+                _wait_exit(fd, max(0.0, deadline - time.monotonic()) if killed else 0.1)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         if self._runc_state(task_id) is not None:   # the shim is gone, runc's record may not be
             res = self._runc("delete", "--force", task_id)
             if res.returncode != 0 and "does not exist" not in _runc_message(res):
@@ -309,50 +342,78 @@ class Runtime:
                 out.append(name)
         return out
 
-    async def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]:
-        """(timestamp, stream, line) entries; with follow, until the container stopped and all is read."""
-        path = self.log_path(task_id)
-        if not os.path.exists(os.path.join(self.bundle(task_id), "config.json")):
+    def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
+                  budget: int = CHUNK_BYTES) -> Chunk:
+        """About `budget` bytes of the task's log from `cursor` (None: start a read, at the
+        oldest line or `tail` lines from the end; without follow it ends at what is written
+        now). Blocking file I/O in bounded steps: call it in a worker thread."""
+        bundle = self.bundle(task_id)
+        if not os.path.exists(os.path.join(bundle, "config.json")):
             raise ContainerError(f"No such task {task_id}.")
-        joiner = Joiner()
-        offset = 0
-        if os.path.exists(path):
-            if tail is not None:
-                lines, offset = read_tail(path, max(tail, 0))
-                for entry in joiner.feed(lines):
-                    yield entry
-        exit_path = self._file(task_id, "exit.json")
+        if cursor is None:
+            cursor = start_cursor(bundle, tail, follow)
+        return read_chunk(bundle, cursor, budget)
+
+    async def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]:
+        """(timestamp, stream, line) entries; with follow, until the container stopped and all is read.
+        Reads chunk by chunk in a worker thread, so a large log never blocks the event loop."""
+        cursor: Cursor | None = None
         checked = time.monotonic()
+        stopped = False
         while True:
-            lines, offset = _read_from(path, offset)
-            for entry in joiner.feed(lines):
-                yield entry
-            if not follow:
-                return
-            if lines:
-                await trio.lowlevel.checkpoint()
+            chunk = await trio.to_thread.run_sync(
+                functools.partial(self.log_chunk, task_id, cursor, tail=tail, follow=follow))
+            cursor = chunk.cursor
+            for stamp, stream, line, _ in chunk.lines:
+                yield LogEntry(stamp, stream, line)
+            if not chunk.eof:
                 continue
-            done = os.path.exists(exit_path)
-            if not done and time.monotonic() - checked > 1.0:   # the shim may be gone without an exit file
-                checked = time.monotonic()
-                done = await trio.to_thread.run_sync(self._stopped, task_id)
-            if done:
-                lines, offset = _read_from(path, offset)
-                for entry in joiner.feed(lines):
-                    yield entry
+            if not follow or stopped:
                 return
-            await trio.sleep(POLL)
+            # One more read after the container stopped: the shim writes its last lines before exiting.
+            stopped = os.path.exists(self._file(task_id, "exit.json"))
+            if not stopped and time.monotonic() - checked > 1.0:   # the shim may be gone without an exit file
+                checked = time.monotonic()
+                state = await trio.to_thread.run_sync(self.state, task_id)
+                stopped = state.status in (STOPPED, MISSING)
+            if not stopped:
+                await trio.sleep(POLL)
 
     # -- helpers -----------------------------------------------------------------------
     def _mount_source(self, bundle: str, index: int, m) -> str:
+        if m.type == "tmpfs":
+            return "tmpfs"
         if m.type == "bind":
-            return m.source
-        if m.type == "volume":
+            path = m.source
+        else:
             path = (os.path.join(self.volumes_dir, m.source, "_data") if m.source
                     else os.path.join(bundle, "volumes", str(index)))   # anonymous: lives and dies with the task
             os.makedirs(path, mode=0o755, exist_ok=True)
-            return path
-        return "tmpfs"
+        if m.readonly and not self._rro():
+            path = self._readonly_tree(bundle, index, path)
+        return path
+
+    def _rro(self) -> bool:
+        if self.recursive_readonly is None:
+            self.recursive_readonly = _runc_has_rro(self.runc)
+        return self.recursive_readonly
+
+    def _readonly_tree(self, bundle: str, index: int, source: str) -> str:
+        """For a runc without "rro": a private recursive bind of `source` in the bundle, with every
+        mount in it remounted read-only (runc's "ro" reaches only the top one). It is a host mount
+        under the bundle, so _teardown_bundle removes it with the rootfs."""
+        source = os.path.realpath(source)
+        if not os.path.isdir(source) or _mounts_under(source) in ([], [source]):
+            return source    # nothing mounted inside: "ro" is enough
+        target = os.path.join(bundle, "ro", str(index))
+        os.makedirs(target, mode=0o755)
+        _mount(source, target, MS_BIND | MS_REC)
+        _mount("none", target, MS_REC | MS_PRIVATE)   # our remounts must not propagate back to the source
+        for point in sorted(_mounts_under(target), key=len):
+            flags = os.statvfs(point).f_flag
+            kept = sum(ms for st, ms in _KEPT_FLAGS if flags & st)   # a bind remount resets these otherwise
+            _mount("none", point, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
+        return target
 
     def _mount_rootfs(self, bundle: str, lowers: list[str]) -> None:
         for lower in lowers:
@@ -393,14 +454,70 @@ class Runtime:
         try:
             info = _read_json(os.path.join(bundle, "shim.json"))
             return shim.is_running(int(info["pid"]), int(info["start_time"]))
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return False
+
+    def _shim_pidfd(self, bundle: str) -> tuple[int | None, bool]:
+        """(pidfd of the shim or None, whether the shim runs). Its identity is checked after the
+        pidfd is opened: from then on the fd pins that very process, whatever happens to the pid."""
+        try:
+            pid = int(_read_json(os.path.join(bundle, "shim.json"))["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, False
+        fd = _pidfd_open(pid)
+        if self._shim_alive(bundle):
+            return fd, True
+        if fd is not None:
+            os.close(fd)
+        return None, False
+
+    def _init_pid(self, task_id: str) -> int | None:
+        """The container's init process if it still runs (not a zombie). init.pid is the only record
+        of it, so a recycled pid is told apart by the container's own cgroup."""
+        try:
+            with open(self._file(task_id, "init.pid")) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cgroup") as f:
+                cgroups = f.read()
+        except (OSError, ValueError):
+            return None
+        if stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X"):
+            return None
+        mine = f"/{self.cgroup_parent}/{task_id}"
+        for line in cgroups.splitlines():
+            path = line.split(":", 2)[-1]
+            if path == mine or path.endswith(mine) or mine + "/" in path:
+                return pid
+        return None
+
+    def _open_watch(self, task_id: str) -> tuple[bool, int | None]:
+        """(alive, pidfd): whether the process whose exit ends the container's life still runs, and
+        a pidfd that turns readable when it exits (None where pidfd_open is missing). That process
+        is the shim (it writes exit.json, then exits) or, once the shim died, the container's init."""
+        fd, alive = self._shim_pidfd(self.bundle(task_id))
+        if alive:
+            return True, fd
+        pid = self._init_pid(task_id)
+        if pid is None:
+            return False, None
+        fd = _pidfd_open(pid)
+        if self._init_pid(task_id) == pid:   # checked after opening, as for the shim
+            return True, fd
+        if fd is not None:
+            os.close(fd)
+        return False, None
 
     def _stop_shim(self, bundle: str) -> None:
         """The shim exits when the container's pipes close; kill it only if it lingers."""
-        deadline = time.monotonic() + 2.0
-        while self._shim_alive(bundle) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        fd, alive = self._shim_pidfd(bundle)
+        if alive:
+            try:
+                _wait_exit(fd, 2.0)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         if self._shim_alive(bundle):
             with contextlib.suppress(OSError):
                 os.kill(int(_read_json(os.path.join(bundle, "shim.json"))["pid"]), signals.SIGKILL)
@@ -426,6 +543,50 @@ class Runtime:
             return json.loads(res.stdout)
         except ValueError:
             return None
+
+
+def _runc_has_rro(runc: str) -> bool:
+    """Whether `runc` takes the recursive read-only mount option "rro": runc 1.1 or later, on a
+    kernel with mount_setattr (5.12). Asked once per runc and process: one `runc --version`."""
+    if runc not in _RRO_SUPPORT:
+        try:
+            out = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        m = re.match(r"runc version (\d+)\.(\d+)", out)
+        _RRO_SUPPORT[runc] = bool(m) and (int(m[1]), int(m[2])) >= (1, 1) and _kernel_has_mount_setattr()
+    return _RRO_SUPPORT[runc]
+
+
+def _kernel_has_mount_setattr() -> bool:
+    # mount_setattr(-1, "", 0, NULL, 0): EBADF where the call exists, ENOSYS where it does not.
+    res = _libc.syscall(SYS_MOUNT_SETATTR, -1, b"", 0, None, 0)
+    return not (res == -1 and ctypes.get_errno() == errno.ENOSYS)
+
+
+def _mount(source: str, target: str, flags: int) -> None:
+    if _libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise ContainerError(f"Mounting {source} read-only at {target} failed: {os.strerror(err)}.")
+
+
+def _pidfd_open(pid: int) -> int | None:
+    """A pidfd of `pid`, or None when the process is gone or the kernel (< 5.3) has no pidfds."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _wait_exit(pidfd: int | None, timeout: float) -> None:
+    """Block until the pidfd's process exits or `timeout` passes; without a pidfd, sleep a little
+    (the caller checks /proc again)."""
+    if pidfd is None:
+        time.sleep(min(FALLBACK_POLL, timeout))
+        return
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.poll(max(0, int(timeout * 1000)))
 
 
 def _nofile_limit() -> int:
@@ -455,18 +616,6 @@ def _runc_message(res: subprocess.CompletedProcess) -> str:
 def _read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
-
-
-def _read_from(path: str, offset: int) -> tuple[list[bytes], int]:
-    """Complete lines of `path` from `offset`, and the offset after the last one."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n") + 1
-    return data[:end].split(b"\n")[:-1], offset + end
 
 
 def _mountinfo() -> list[tuple[str, str]]:

@@ -13,7 +13,12 @@ B/container.log in the CRI log format (what kubelet writes, one entry a line):
 
 (RFC 3339 UTC with nanoseconds, the stream, F for a full line or P for a
 partial one continued by the next entry of that stream; a line longer than
-16 KiB is split into P entries). When both pipes are closed (the container
+16 KiB is split into P entries). Before a write would take container.log
+past --log-max-size, the shim rotates it as Docker's `local` log driver does
+(container.log -> container.log.1 -> ... -> container.log.<max-file - 1>, the
+oldest dropped), so a task keeps at most max-size * max-file bytes of log; it
+rotates under an exclusive flock of the bundle directory, which readers
+(logfile.py) take shared while they open the files. When both pipes are closed (the container
 and runc have exited) the shim waits for runc, whose exit status is the
 container's (128+N when killed by signal N), and writes B/exit.json:
 {"exit_code", "error", "finished_at"}. If runc failed before the container's
@@ -26,6 +31,7 @@ package on sys.path.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import selectors
@@ -35,6 +41,8 @@ import sys
 import time
 
 MAX_LINE = 16 * 1024
+LOG_MAX_SIZE = 20 * 1024 * 1024      # Docker's `local` driver: max-size 20m, max-file 5
+LOG_MAX_FILE = 5
 STREAMS = ("stdout", "stderr")
 
 
@@ -103,43 +111,84 @@ def start_error_code(message: str) -> int:
 
 
 class LogWriter:
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    def __init__(self, path: str, max_size: int = LOG_MAX_SIZE, max_file: int = LOG_MAX_FILE) -> None:
+        self.path, self.max_size, self.max_file = path, max_size, max_file
+        self.dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = self._open()
+        self.size = os.fstat(self.fd).st_size
         self.pending = {s: b"" for s in STREAMS}
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
     def feed(self, stream: str, data: bytes) -> None:
         ts = timestamp(time.time_ns()).encode()
         buf = self.pending[stream] + data
         out = []
+        pos, name = 0, stream.encode()
         while True:
-            nl = buf.find(b"\n")
-            if nl < 0 or nl > MAX_LINE:
+            nl = buf.find(b"\n", pos, pos + MAX_LINE + 1)
+            if nl >= 0:
+                out.append(b"%s %s F %s\n" % (ts, name, buf[pos:nl]))
+                pos = nl + 1
+            elif len(buf) - pos >= MAX_LINE:   # the end of a long line may be in this data too: look again
+                out.append(b"%s %s P %s\n" % (ts, name, buf[pos:pos + MAX_LINE]))
+                pos += MAX_LINE
+            else:
                 break
-            out.append(b"%s %s F %s\n" % (ts, stream.encode(), buf[:nl]))
-            buf = buf[nl + 1:]
-        while len(buf) >= MAX_LINE:
-            out.append(b"%s %s P %s\n" % (ts, stream.encode(), buf[:MAX_LINE]))
-            buf = buf[MAX_LINE:]
-        self.pending[stream] = buf
-        self.write(b"".join(out))
+        self.pending[stream] = buf[pos:]
+        self.write_entries(out)
 
     def close_stream(self, stream: str) -> None:
         if self.pending[stream]:
             ts = timestamp(time.time_ns()).encode()
-            self.write(b"%s %s F %s\n" % (ts, stream.encode(), self.pending[stream]))
+            self.write_entries([b"%s %s F %s\n" % (ts, stream.encode(), self.pending[stream])])
             self.pending[stream] = b""
+
+    def write_entries(self, entries: list[bytes]) -> None:
+        """Append whole entries, rotating first whenever the next one would pass max-size
+        (so every file ends with a whole entry, and none is larger than max-size unless
+        one entry is)."""
+        batch: list[bytes] = []
+        batch_size = 0
+        for entry in entries:
+            if self.size + batch_size + len(entry) > self.max_size and self.size + batch_size > 0:
+                self.write(b"".join(batch))
+                batch, batch_size = [], 0
+                self.rotate()
+            batch.append(entry)
+            batch_size += len(entry)
+        if batch:
+            self.write(b"".join(batch))
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def rotate(self) -> None:
+        fcntl.flock(self.dir_fd, fcntl.LOCK_EX)   # readers see the files before or after, never halfway
+        try:
+            os.close(self.fd)
+            if self.max_file > 1:
+                for i in range(self.max_file - 1, 0, -1):   # the oldest is replaced, so it goes
+                    src = self.path if i == 1 else f"{self.path}.{i - 1}"
+                    if os.path.exists(src):
+                        os.replace(src, f"{self.path}.{i}")
+            else:
+                os.unlink(self.path)
+            self.fd = self._open()
+            self.size = 0
+        finally:
+            fcntl.flock(self.dir_fd, fcntl.LOCK_UN)
 
 
 def run(args: argparse.Namespace) -> int:
     bundle = args.bundle
     pid_file = os.path.join(bundle, "init.pid")
     runc_log = os.path.join(bundle, "runc.log")
-    log = LogWriter(os.path.join(bundle, "container.log"))
+    log = LogWriter(os.path.join(bundle, "container.log"), args.log_max_size, args.log_max_file)
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     cmd = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json",
@@ -180,12 +229,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="swarm container log shim")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--id", required=True)
     parser.add_argument("--runc", default="runc")
     parser.add_argument("--runc-root", required=True)
+    parser.add_argument("--log-max-size", type=_positive, default=LOG_MAX_SIZE, help="bytes per log file")
+    parser.add_argument("--log-max-file", type=_positive, default=LOG_MAX_FILE, help="log files kept")
     args = parser.parse_args(argv)
     args.bundle = os.path.abspath(args.bundle)
     child = os.fork()

@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 import trio
+import trio.testing
 
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
@@ -362,3 +363,167 @@ async def test_a_dead_shim_leaves_the_container_running_and_stoppable(runtime):
         assert await runtime.wait(tid) is None
     runtime.remove(tid)
     assert_clean(runtime, tid)
+
+
+# -- waiting without polling -------------------------------------------------------------
+def _counting_runc(state_dir):
+    """A runc that logs each invocation (one line) and then is the real runc."""
+    log = os.path.join(state_dir, "runc-calls.log")
+    wrapper = os.path.join(state_dir, "counting-runc")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\necho "$*" >> {log}\nexec {shutil.which("runc")} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper, log
+
+
+def _calls(log):
+    with open(log) as f:
+        return f.read().splitlines()
+
+
+def _children_of_us():
+    """Live child processes of this test process (what a polling wait would fork)."""
+    me, out = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if int(data[data.rindex(b")") + 2:].split()[1]) == me:
+                out.append(int(name))
+    return out
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("pidfds", ["pidfd", "no-pidfd"])
+async def test_waiting_on_30_containers_spawns_no_process(runtime, state_dir, monkeypatch, pidfds):
+    if pidfds == "no-pidfd":
+        monkeypatch.delattr(os, "pidfd_open")   # as on a kernel before 5.3: the /proc fallback
+    wrapper, log = _counting_runc(state_dir)
+    rt = Runtime(runtime.root, runtime.images, cgroup_parent=runtime.cgroup_parent, runc=wrapper)
+    ids = [new_id() for _ in range(30)]
+    for tid in ids:
+        rt.prepare(tid, spec("sh", "-c", 'trap "exit 5" TERM; sleep 100 & wait'), Resources(), None)
+        rt.start(tid)
+    codes = {}
+
+    async def waiter(tid):
+        codes[tid] = await rt.wait(tid)
+
+    async with trio.open_nursery() as nursery:
+        for tid in ids:
+            nursery.start_soon(waiter, tid)
+        await trio.testing.wait_all_tasks_blocked()
+        before, children = len(_calls(log)), set()
+        deadline = time.monotonic() + 3.0       # the old code ran `runc state` 30 times a second
+        while time.monotonic() < deadline:
+            children.update(_children_of_us())
+            await trio.sleep(0.01)
+        assert _calls(log)[before:] == []
+        assert children == set()
+        assert codes == {}
+        for tid in ids:
+            rt.kill(tid, signal.SIGTERM)
+        with trio.fail_after(10):
+            while len(codes) < len(ids):
+                await trio.sleep(0.05)
+    assert codes == {tid: 5 for tid in ids}
+
+
+@pytest.mark.trio
+async def test_wait_returns_promptly_with_the_exit_code(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec("sh", "-c", 'trap "exit 7" TERM; echo ready; sleep 100 & wait'), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    result = []
+
+    async def waiter():
+        result.append(await runtime.wait(tid))
+        result.append(time.monotonic())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        t0 = time.monotonic()
+        runtime.kill(tid, signal.SIGTERM)
+    assert result[0] == 7
+    assert result[1] - t0 < 0.3
+
+
+@pytest.mark.trio
+async def test_wait_on_a_container_adopted_by_a_new_runtime(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec("sh", "-c", 'trap "exit 9" TERM; echo ready; sleep 100 & wait'), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    restarted = Runtime(runtime.root, runtime.images, cgroup_parent=runtime.cgroup_parent)
+    result = []
+
+    async def waiter():
+        result.append(await restarted.wait(tid))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert result == []
+        restarted.kill(tid, signal.SIGTERM)
+        with trio.fail_after(5):
+            while not result:
+                await trio.sleep(0.01)
+    assert result == [9]
+
+
+@pytest.mark.trio
+async def test_wait_follows_the_container_when_its_shim_dies(runtime):
+    tid = new_id()
+    runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
+    runtime.start(tid)
+    await wait_for_line(runtime, tid, "ready")
+    result = []
+
+    async def waiter():
+        result.append(await runtime.wait(tid))
+        result.append(time.monotonic())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        _kill_shim(runtime, tid)                 # the wait now watches the container's init
+        await trio.sleep(0.2)
+        assert result == [] and runtime.state(tid).status == "running"
+        t0 = time.monotonic()
+        runtime.kill(tid, signal.SIGTERM)
+    assert result[0] is None                     # the shim that knew the exit code is gone
+    assert result[1] - t0 < 0.3
+    assert "shim" in runtime.state(tid).error
+
+
+# -- read-only binds are read-only all the way down ----------------------------------------
+@pytest.mark.trio
+@pytest.mark.parametrize("how", ["rro", "remount"])
+async def test_readonly_bind_makes_its_submounts_readonly_too(runtime, state_dir, how):
+    host_dir = os.path.join(state_dir, "host")
+    os.makedirs(os.path.join(host_dir, "sub"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", os.path.join(host_dir, "sub")], check=True)
+    # "remount": prepare remounts the submounts itself, as for a runc or kernel without "rro"
+    rt = Runtime(runtime.root, runtime.images, cgroup_parent=runtime.cgroup_parent,
+                 recursive_readonly=(how == "rro"))
+    tid = new_id()
+    script = ("touch /host/top 2>/dev/null && echo top-writable || echo top-ro; "
+              "touch /host/sub/inner 2>/dev/null && echo sub-writable || echo sub-ro; "
+              "grep ' /host/sub ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1")
+    container = spec("sh", "-c", script, mounts=(Mount("bind", "/host", source=host_dir, readonly=True),))
+    assert await run_to_end(rt, tid, container) == 0
+    with open(os.path.join(rt.bundle(tid), "config.json")) as f:
+        [entry] = [e for e in __import__("json").load(f)["mounts"] if e["destination"] == "/host"]
+    assert ("rro" in entry["options"]) == (how == "rro")
+    assert [e.line for e in await logs_of(rt, tid)] == ["top-ro", "sub-ro", "ro"]
+    # the host's own mounts stay writable, also while the task's bundle exists
+    with open(os.path.join(host_dir, "sub", "from-host"), "w") as f:
+        f.write("x")
+    rt.remove(tid)
+    assert_clean(rt, tid)
+    assert _mounts_under(host_dir) == [os.path.join(host_dir, "sub")]

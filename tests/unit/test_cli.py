@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -264,9 +265,33 @@ def test_daemon_error_is_one_line_on_stderr(fake, run):
     assert failed(run("node", "ls"), 1) == "Error: This node is not a swarm manager.\n"
 
 
-def test_daemon_not_running(state_dir, run):
-    sock = os.path.join(state_dir, "swarm.sock")
-    assert failed(run("node", "ls"), 1) == f"Error: the swarm daemon is not running (no socket at {sock})\n"
+def not_in_swarm(state_dir: str) -> str:
+    return (f'Error: this node is not part of a swarm (no node in {state_dir}): run "swarm init" or "swarm join", '
+            "or point --state-dir (or SWARM_STATE_DIR) at a node's state directory\n")
+
+
+def test_no_node_in_the_state_dir(state_dir, run, tmp_path):
+    assert failed(run("node", "ls"), 1) == not_in_swarm(state_dir)  # empty
+    missing = str(tmp_path / "nothing-here")
+    result = CliRunner().invoke(cli.swarm, ["service", "ls", "--state-dir", missing])
+    assert failed(result, 1) == not_in_swarm(missing)
+    assert not os.path.exists(missing)
+
+
+def test_node_whose_daemon_is_not_running(state_dir, run):
+    open(os.path.join(state_dir, "node.json"), "w").close()
+    expected = (f"Error: the swarm daemon of the node in {state_dir} is not running; "
+                'start it with "swarm daemon --detach"\n')
+    assert failed(run("info"), 1) == expected
+    # A daemon killed with -9 leaves its socket behind: nothing listens on it.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(os.path.join(state_dir, "swarm.sock"))
+        assert failed(run("node", "ls"), 1) == expected
+
+
+def test_unavailable_from_a_running_daemon_is_passed_on(fake, run):
+    fake.answers["node.ls"] = RPCError("unavailable", "no leader: the managers have no quorum")
+    assert failed(run("node", "ls"), 1) == "Error: no leader: the managers have no quorum\n"
 
 
 def test_unexpected_exception_is_an_internal_error(fake, run):
@@ -309,6 +334,28 @@ def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
     assert option in err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["secret", "ls"], "'secret' is not supported yet"),
+    (["stack", "deploy", "-c", "x.yml", "app"], "'stack' is not supported yet"),
+    (["node", "ps"], "'node ps' is not supported yet"),
+    (["service", "rollback", "web"], "'service rollback' is not supported yet"),
+    (["service", "create", "--hostname", "x", "alpine"], "no such option: --hostname (not supported yet)"),
+    (["service", "create", "-t", "alpine"], "no such option: -t (not supported yet)"),
+    (["service", "update", "--secret-add", "s", "web"], "no such option: --secret-add (not supported yet)"),
+    (["init", "--autolock"], "no such option: --autolock (not supported yet)"),
+    (["node", "ls", "--filter", "role=manager"], "no such option: --filter (not supported yet)"),
+    (["service", "inspect", "--pretty", "web"], "no such option: --pretty (use --format pretty)"),
+    # not Docker's either: click's own message, with its guess when it is a close one
+    (["servce", "ls"], "No such command 'servce'. Did you mean 'service'?"),
+    (["service", "create", "--replica", "2", "alpine"], "No such option '--replica'. Did you mean '--replicas'?"),
+    (["frobnicate"], "No such command 'frobnicate'."),
+])
+def test_what_docker_has_and_we_lack_is_named_not_guessed(run, args, message):
+    err = failed(run(*args), 2)
+    assert err.startswith("Usage: swarm ")
+    assert err.splitlines()[-1] == f"Error: {message}"
+
+
 # -- init / join / daemon with a fake bootstrap --------------------------------
 
 
@@ -327,7 +374,8 @@ def boot(monkeypatch):
 
     module.record = record
     module.init_state = record("init_state", {"node_id": "mgr1", "cluster_id": "clu1", "addr": "10.0.0.1:2377"})
-    module.join_state = record("join_state", {"node_id": "wrk1", "role": "worker"})
+    module.join_state = record("join_state", {"node_id": "wrk1", "role": "worker", "addr": "10.0.0.2:2377",
+                                              "hostname": "node-b"})
     module.start_daemon = record("start_daemon", None)
     monkeypatch.setitem(sys.modules, "swarm.bootstrap", module)
     return module
@@ -348,11 +396,15 @@ def test_init_prints_docker_text(fake, run, boot):
 
 
 def test_init_defaults_and_foreground(state_dir, run, boot):
-    out = ok(run("init", "--advertise-addr", "[fd00::1]:4000", "--listen-addr", "0.0.0.0", "--foreground"))
-    assert out == "Swarm initialized: current node (mgr1) is now a manager.\n\n"
+    result = run("init", "--advertise-addr", "[fd00::1]:4000", "--listen-addr", "0.0.0.0", "--foreground")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Swarm initialized: current node (mgr1) is now a manager.\n\n"
+    # the hostname was not given: say which one the node took (not on stdout: scripts read it)
+    assert result.stderr == f"advertising hostname {socket.gethostname()}; use --hostname to choose\n"
     assert boot.calls == [
         ("init_state", (), {"state_dir": state_dir, "advertise_addr": "[fd00::1]:4000",
-                            "listen_addr": "0.0.0.0:2377", "hostname": None, "cert_expiry": 2160 * 3600.0,
+                            "listen_addr": "0.0.0.0:2377", "hostname": socket.gethostname(),
+                            "cert_expiry": 2160 * 3600.0,
                             "heartbeat": 1.0, "force_new_cluster": False}),
         ("start_daemon", (state_dir,), {"detach": False}),
     ]
@@ -364,20 +416,44 @@ def test_init_error_from_bootstrap(state_dir, run, boot):
     assert [c[0] for c in boot.calls] == ["init_state"]
 
 
-def test_join_prints_role(state_dir, run, boot):
-    assert ok(run("join", "--token", TOKEN, "--advertise-addr", "10.0.0.2", "10.0.0.1")) == (
+def test_join_prints_role_and_what_it_chose_by_itself(state_dir, run, boot):
+    result = run("join", "--token", TOKEN, "--advertise-addr", "10.0.0.2", "10.0.0.1")
+    assert (result.exit_code, result.stdout) == (0, "This node joined a swarm as a worker.\n")
+    assert result.stderr == "advertising hostname node-b; use --hostname to choose\n"
+    assert ok(run("join", "--token", TOKEN, "--advertise-addr", "10.0.0.2", "--hostname", "n2", "10.0.0.1")) == (
         "This node joined a swarm as a worker.\n")
-    boot.join_state = boot.record("join_state", {"node_id": "mgr2", "role": "manager"})
-    assert ok(run("join", "--token", TOKEN, "--hostname", "n3", "--foreground", "10.0.0.1:4000")) == (
-        "This node joined a swarm as a manager.\n")
+    boot.join_state = boot.record("join_state", {"node_id": "mgr2", "role": "manager", "addr": "127.0.0.1:2377",
+                                                 "hostname": "n3"})
+    result = run("join", "--token", TOKEN, "--hostname", "n3", "--foreground", "10.0.0.1:4000")
+    assert (result.exit_code, result.stdout) == (0, "This node joined a swarm as a manager.\n")
+    assert result.stderr == "advertising 127.0.0.1:2377; use --advertise-addr to choose\n"
     assert boot.calls == [
         ("join_state", (), {"state_dir": state_dir, "token": TOKEN, "remote_addr": "10.0.0.1:2377",
                             "advertise_addr": "10.0.0.2:2377", "listen_addr": None, "hostname": None}),
+        ("start_daemon", (state_dir,), {"detach": True}),
+        ("join_state", (), {"state_dir": state_dir, "token": TOKEN, "remote_addr": "10.0.0.1:2377",
+                            "advertise_addr": "10.0.0.2:2377", "listen_addr": None, "hostname": "n2"}),
         ("start_daemon", (state_dir,), {"detach": True}),
         ("join_state", (), {"state_dir": state_dir, "token": TOKEN, "remote_addr": "10.0.0.1:4000",
                             "advertise_addr": None, "listen_addr": None, "hostname": "n3"}),
         ("start_daemon", (state_dir,), {"detach": False}),
     ]
+
+
+def test_join_names_the_address_and_hostname_it_took(state_dir, run, boot):
+    boot.join_state = boot.record("join_state", {"node_id": "wrk3", "role": "worker", "addr": "127.0.0.1:2377",
+                                                 "hostname": "box"})
+    result = run("join", "--token", TOKEN, "127.0.0.1")
+    assert (result.exit_code, result.stdout) == (0, "This node joined a swarm as a worker.\n")
+    assert result.stderr == "advertising 127.0.0.1:2377 and hostname box; use --advertise-addr/--hostname to choose\n"
+
+
+def test_init_with_its_hostname_or_a_forced_new_cluster_says_nothing_more(state_dir, run, boot):
+    assert ok(run("init", "--advertise-addr", "10.0.0.1", "--hostname", "node-a", "--foreground")) == (
+        "Swarm initialized: current node (mgr1) is now a manager.\n\n")
+    assert ok(run("init", "--force-new-cluster", "--foreground")) == (
+        "Swarm initialized: current node (mgr1) is now a manager.\n\n")
+    assert [c[2]["hostname"] for c in boot.calls if c[0] == "init_state"] == ["node-a", None]
 
 
 def test_daemon_start_failure(state_dir, run, boot):
@@ -412,7 +488,7 @@ def test_python_dash_m_swarm(state_dir):
                           env=env, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=60)
     assert proc.returncode == 1
     assert proc.stdout == ""
-    assert proc.stderr.startswith("Error: the swarm daemon is not running")
+    assert proc.stderr.startswith("Error: this node is not part of a swarm")
 
 
 def test_internal_error_names_the_real_failure_inside_a_group():

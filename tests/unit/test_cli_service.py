@@ -203,11 +203,13 @@ def test_update_sends_only_the_flags_given(fake, run):
     assert [m for m, _ in fake.calls] == ["service.update"] * 4
 
 
-def test_scale_and_rm(fake, run):
+def test_scale_detached_and_rm(fake, run):
     fake.answers["service.scale"] = [{"id": SID, "name": "web"}, {"id": "api1", "name": "api"}]
     fake.answers["service.rm"] = ["web", "api"]
-    assert ok(run("service", "scale", "web=3", "api=0")) == "web scaled to 3\napi scaled to 0\n"
-    assert fake.params("service.scale") == [{"scales": {"web": 3, "api": 0}}]
+    assert ok(run("service", "scale", "-d", "web=3", "api=0")) == "web scaled to 3\napi scaled to 0\n"
+    assert ok(run("service", "scale", "--detach", "web=3", "api=0")) == "web scaled to 3\napi scaled to 0\n"
+    assert fake.params("service.scale") == [{"scales": {"web": 3, "api": 0}}] * 2
+    assert [m for m, _ in fake.calls] == ["service.scale"] * 2  # --detach: no waiting
     assert ok(run("service", "rm", "web", SID[:5])) == "web\napi\n"
     assert fake.params("service.rm") == [{"refs": ["web", SID[:5]]}]
 
@@ -349,6 +351,9 @@ def test_create_quiet_waits_without_output(fake, run):
     assert len(fake.params("service.ps")) == 2
 
 
+WAITING = "waiting up to 2m0s (--timeout); Ctrl-C stops waiting, not the service\n"
+
+
 def test_failed_task_is_shown_and_its_replacement_awaited(fake, run):
     failure = "task: non-zero exit (1): starting container failed: exec: \"nope\": executable file not found"
     fake.answers["service.ps"] = sequence(
@@ -360,8 +365,51 @@ def test_failed_task_is_shown_and_its_replacement_awaited(fake, run):
         f"{SID}\n"
         "overall progress: 0 out of 1 tasks\n"
         f"1/1: starting  {BAR['starting']}\n"
-        f"1/1: {failure[:74]}…\n"
+        f"1/1: {failure}\n"  # whole: printed once, never redrawn
         f"1/1: pending   {BAR['pending']}\n"
+        + WAITING +
+        "overall progress: 1 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+
+
+def test_a_task_failing_again_and_again_shows_its_reason_once(fake, run):
+    def failure(tid: str) -> str:  # the runtime names each attempt's task in its error
+        return f'Task {tid} failed to start: exec: "nope": executable file not found in $PATH'
+
+    attempts = [task(f"t{i}", 1, "failed", "shutdown", failure(f"t{i}"), exit_code=127) for i in range(1, 4)]
+    fake.answers["service.ps"] = sequence(
+        [task("t1", 1, "starting")],
+        attempts[:1] + [task("t2", 1, "starting")],
+        attempts[:2] + [task("t3", 1, "starting")],
+        attempts[:3] + [task("t4", 1, "starting")],
+    )
+    result = run("service", "create", "--name", "web", "--timeout", "300ms", "alpine", "nope")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == (
+        f"{SID}\n"
+        "overall progress: 0 out of 1 tasks\n"
+        f"1/1: starting  {BAR['starting']}\n"
+        f"1/1: {failure('t1')}\n"
+        "waiting up to 300ms (--timeout); Ctrl-C stops waiting, not the service\n"
+    )
+    assert result.stderr == f"Error: service web did not converge in 300ms: {failure('t3')}\n"
+
+
+def test_a_new_reason_is_shown_too(fake, run):
+    fake.answers["service.ps"] = sequence(
+        [task("t1", 1, "failed", "shutdown", "task: non-zero exit (1)", exit_code=1)],
+        [task("t1", 1, "failed", "shutdown", "task: non-zero exit (1)", exit_code=1),
+         task("t2", 1, "rejected", "shutdown", "mount source /data does not exist")],
+        [task("t3", 1, "running")],
+    )
+    assert ok(run("service", "create", "--name", "web", "alpine")) == (
+        f"{SID}\n"
+        "1/1: task: non-zero exit (1)\n"
+        "overall progress: 0 out of 1 tasks\n"
+        + WAITING +
+        "1/1: mount source /data does not exist\n"
         "overall progress: 1 out of 1 tasks\n"
         f"1/1: running   {BAR['running']}\n"
         "verify: Service converged\n"
@@ -378,8 +426,9 @@ def test_service_that_never_converges_fails_with_its_last_error(fake, run):
         "overall progress: 0 out of 1 tasks\n"
         f"1/1: pending   {BAR['pending']}\n"
         f"1/1: {error}\n"
+        "waiting up to 300ms (--timeout); Ctrl-C stops waiting, not the service\n"
     )
-    assert result.stderr == f"Error: service web did not converge: {error}\n"
+    assert result.stderr == f"Error: service web did not converge in 300ms: {error}\n"
     assert len(fake.params("service.ps")) > 3
 
 
@@ -387,7 +436,68 @@ def test_service_without_error_that_times_out(fake, run):
     fake.answers["service.ps"] = [task("t1", 1, "running"), task("t2", 2, "assigned")]
     result = run("service", "create", "--name", "web", "--replicas", "2", "--timeout", "100ms", "alpine")
     assert result.exit_code == 1
-    assert result.stderr == "Error: service web did not converge: 1 of 2 tasks running after 100ms\n"
+    assert result.stderr == "Error: service web did not converge in 100ms: 1 of 2 tasks running\n"
+
+
+def test_timeout_is_documented_with_its_default(fake, run):
+    for command in ("create", "update", "scale"):
+        help_text = " ".join(ok(run("service", command, "--help")).split())
+        assert ("--timeout DURATION How long to wait for the service to converge; then exit 1 "
+                "(the service stays). [default: 2m0s]") in help_text
+
+
+def test_scale_shows_progress_until_converged(fake, run):
+    fake.answers["service.scale"] = [{"id": SID, "name": "web"}]
+    fake.answers["service.ps"] = sequence(
+        [task("t1", 1, "running")],  # the orchestrator has not acted yet
+        [task("t1", 1, "running"), task("t2", 2, "pending"), task("t3", 2 + 1, "pending")],
+        [task("t1", 1, "running"), task("t2", 2, "running"), task("t3", 3, "running")],
+    )
+    assert ok(run("service", "scale", "web=3")) == (
+        "web scaled to 3\n"
+        "overall progress: 1 out of 3 tasks\n"
+        f"1/3: running   {BAR['running']}\n"
+        f"2/3: pending   {BAR['pending']}\n"
+        f"3/3: pending   {BAR['pending']}\n"
+        "overall progress: 3 out of 3 tasks\n"
+        f"2/3: running   {BAR['running']}\n"
+        f"3/3: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+    assert fake.params("service.ps") == [{"refs": [SID]}] * 3
+
+
+def test_scale_down_waits_for_the_extra_tasks_to_go(fake, run):
+    fake.answers["service.scale"] = [{"id": SID, "name": "web"}]
+    three = [task("t1", 1, "running"), task("t2", 2, "running"), task("t3", 3, "running")]
+    fake.answers["service.ps"] = sequence(
+        three,  # not yet: the extra tasks count for nothing, but they must go
+        three[:1] + [{**t, "desired_state": "shutdown"} for t in three[1:]],
+    )
+    assert ok(run("service", "scale", "web=1")) == (
+        "web scaled to 1\n"
+        "overall progress: 1 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+    )
+    assert len(fake.params("service.ps")) == 2
+
+
+def test_scale_waits_for_each_service_and_names_each_failure(fake, run):
+    error = "no suitable node (insufficient memory on 3 nodes)"
+    fake.answers["service.scale"] = [{"id": SID, "name": "web"}, {"id": "api1", "name": "api"},
+                                     {"id": "db1", "name": "db"}]
+    fake.answers["service.ps"] = lambda p: {
+        SID: [task("t1", 1, "running", error=error), task("t2", 2, "pending", error=error)],
+        "api1": [task("a1", 1, "running", name="api")],
+        "db1": [task("d1", 1, "pending", error=error, name="db")],
+    }[p["refs"][0]]
+    result = run("service", "scale", "--timeout", "200ms", "web=2", "api=1", "db=1")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.startswith("web scaled to 2\napi scaled to 1\ndb scaled to 1\n")
+    assert "overall progress: 1 out of 1 tasks\n1/1: running" in result.stdout  # api converged
+    assert result.stderr == (f"Error: service web did not converge in 200ms: {error}\n"
+                             f"Error: service db did not converge in 200ms: {error}\n")
 
 
 def test_update_waits_for_the_replaced_tasks(fake, run):
@@ -460,38 +570,71 @@ LOGS = [
 ]
 
 
+def chunks(*answers: dict):
+    """service.logs answers in turn; each one must be asked with the cursors of the one before."""
+    calls = iter(answers)
+    expected: list[Any] = [None]
+
+    def answer(params: dict) -> Any:
+        assert params["cursors"] == expected[0]
+        got = next(calls)
+        expected[0] = got["cursors"]
+        return got
+    return answer
+
+
 def test_logs_format_tail_and_timestamps(fake, run):
-    fake.answers["service.logs"] = LOGS
+    fake.answers["service.logs"] = chunks({"lines": LOGS, "cursors": {"t1": {"off": 9}}, "done": True})
     result = run("service", "logs", "web")
     assert result.exit_code == 0
     assert result.stdout == "web.1@node-a    | hello\nweb.1@node-a    | bye\n"
     assert result.stderr == "web.2@node-b    | oops\n"
+    fake.answers["service.logs"] = chunks({"lines": LOGS[::2], "cursors": {}, "done": True})
     result = run("service", "logs", "-t", "--tail", "2", "web")
     assert result.stdout == (
         "2024-05-01T10:00:00.250000000Z web.1@node-a    | hello\n"
         "2024-05-01T10:00:02.000000000Z web.1@node-a    | bye\n")
-    assert fake.params("service.logs") == [{"ref": "web", "tail": None}, {"ref": "web", "tail": 2}]
+    assert fake.params("service.logs") == [
+        {"ref": "web", "tail": None, "follow": False, "cursors": None, "wait": 0.0},
+        {"ref": "web", "tail": 2, "follow": False, "cursors": None, "wait": 0.0}]
 
 
-def test_logs_follow_prints_new_lines_until_ctrl_c(fake, run, monkeypatch):
-    new = {"task": "web.2", "node": "node-b", "time": 1714557603.0, "stream": "stdout", "line": "later"}
-    fake.answers["service.logs"] = sequence(LOGS[::2], LOGS[::2], LOGS + [new], LOGS + [new, new])
-    sleeps = []
-
-    def sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-        if len(sleeps) == 4:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(cli_service, "_sleep", sleep)
-    result = run("service", "logs", "-f", "--tail", "1", "web")
+def test_logs_calls_again_with_the_cursors_until_done(fake, run):
+    fake.answers["service.logs"] = chunks(
+        {"lines": LOGS[:1], "cursors": {"t1": {"off": 1}}, "done": False, "warnings": ["node w3 is down"]},
+        {"lines": [], "cursors": {"t1": {"off": 1}, "t2": {"off": 0}}, "done": False, "warnings": ["node w3 is down"]},
+        {"lines": LOGS[2:], "cursors": {"t1": {"off": 2}}, "done": True})
+    result = run("service", "logs", "web")
     assert result.exit_code == 0
-    assert result.stdout == ("web.1@node-a    | bye\n"
-                             "web.2@node-b    | later\n"
-                             "web.2@node-b    | later\n")
-    assert result.stderr == "web.2@node-b    | oops\n"
-    assert sleeps == [cli_service.LOGS_POLL_INTERVAL] * 4
-    window = cli_service.LOGS_WINDOW
-    assert fake.params("service.logs") == [{"ref": "web", "tail": window}] * 4
+    assert result.stdout == "web.1@node-a    | hello\nweb.1@node-a    | bye\n"
+    assert result.stderr == "Warning: node w3 is down\n"        # once, not once per call
+    assert len(fake.params("service.logs")) == 3
+
+
+def test_logs_follow_keeps_calling_and_a_failure_is_one_sentence(fake, run):
+    new = {"task": "web.2", "node": "node-b", "time": 1714557603.0, "stream": "stdout", "line": "later"}
+    follow = chunks({"lines": LOGS[2:], "cursors": {"t1": {"off": 2}}, "done": False},
+                    {"lines": [], "cursors": {"t1": {"off": 2}}, "done": False},
+                    {"lines": [new], "cursors": {"t1": {"off": 2}, "t2": {"off": 1}}, "done": False})
+
+    def answer(params: dict) -> Any:
+        if len(fake.params("service.logs")) > 3:
+            raise RPCError("unavailable", "could not read the logs of web.2 on node node-b: connection refused")
+        return follow(params)
+    fake.answers["service.logs"] = answer
+    result = run("service", "logs", "-f", "--tail", "1", "web")
+    assert result.exit_code == 1
+    assert result.stdout == "web.1@node-a    | bye\nweb.2@node-b    | later\n"
+    assert result.stderr == "Error: could not read the logs of web.2 on node node-b: connection refused\n"
+    assert [p["wait"] for p in fake.params("service.logs")] == [cli_service.LOGS_WAIT] * 4
+    assert all(p["follow"] and p["tail"] == 1 for p in fake.params("service.logs"))
+
+
+def test_logs_that_fail_exit_non_zero_with_one_sentence(fake, run):
+    fake.answers["service.logs"] = RPCError("not_found", "service nope not found")
+    assert failed(run("service", "logs", "nope"), 1) == "Error: service nope not found\n"
+    fake.answers["service.logs"] = [{"line": "an old daemon's answer"}]
+    assert "not a chunk of logs" in failed(run("service", "logs", "web"), 1)
 
 
 # -- images --------------------------------------------------------------------

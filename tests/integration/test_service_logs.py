@@ -1,0 +1,153 @@
+"""Task logs on real runc containers: rotation on disk, reading across rotations, and
+`swarm service logs` of a chatty task through real daemons (one manager, two workers)."""
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import trio
+
+from swarm.localcluster import ROOT, Swarm, eventually
+from swarm.rpc import call_unix_sync
+from swarm.spec import ContainerSpec, Resources
+from tests.integration.test_runc import _kill_shim, demo_tar, runtime, state_dir, pytestmark  # noqa: F401
+
+# Numbered lines of ~100 bytes, fast (busybox awk), so the shim and the readers do the work.
+PAD = "x" * 80
+
+
+def printer(count: int) -> tuple[str, ...]:
+    return ("awk", f'BEGIN {{ for (i = 1; i <= {count}; i++) printf "line %d {PAD}\\n", i }}')
+
+
+def expected(count: int) -> list[str]:
+    return [f"line {i} {PAD}" for i in range(1, count + 1)]
+
+
+def log_files(rt, task_id):
+    bundle = rt.bundle(task_id)
+    return {n: os.path.getsize(os.path.join(bundle, n)) for n in os.listdir(bundle) if n.startswith("container.log")}
+
+
+@pytest.mark.trio
+async def test_a_chatty_task_keeps_at_most_max_size_times_max_file_on_disk(runtime):
+    runtime.log_max_size, runtime.log_max_file = 256 * 1024, 3
+    tid = "tloud1"
+    runtime.prepare(tid, ContainerSpec(image="demo:1", command=printer(100_000)), Resources(), None)  # ~10 MB
+    runtime.start(tid)
+    with trio.fail_after(60):
+        assert await runtime.wait(tid) == 0
+    files = log_files(runtime, tid)
+    assert sorted(files) == ["container.log", "container.log.1", "container.log.2"]
+    assert sum(files.values()) <= 3 * 256 * 1024 and max(files.values()) <= 256 * 1024
+    # What is kept is the newest lines, whole and in order, read across the rotated files.
+    lines = [e.line async for e in runtime.logs(tid)]
+    assert lines == expected(100_000)[-len(lines):] and 4000 < len(lines) < 6100
+    assert [e.line async for e in runtime.logs(tid, tail=3)] == expected(100_000)[-3:]
+
+
+@pytest.mark.trio
+async def test_following_a_log_that_rotates_loses_and_repeats_nothing(runtime):
+    runtime.log_max_size, runtime.log_max_file = 128 * 1024, 100
+    tid = "tloud2"
+    runtime.prepare(tid, ContainerSpec(image="demo:1", command=printer(60_000)), Resources(), None)  # ~6 MB
+    runtime.start(tid)
+    with trio.fail_after(60):
+        followed = [e.line async for e in runtime.logs(tid, follow=True)]
+    assert followed == expected(60_000)
+    assert len(log_files(runtime, tid)) > 40              # it did rotate, many times, while being read
+
+
+# -- through the daemons ------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path, demo_tar):  # noqa: F811
+    swarm = Swarm(str(tmp_path))
+    try:
+        m1 = swarm.init("m1")
+        w1 = swarm.join("w1", m1, "worker")
+        w2 = swarm.join("w2", m1, "worker")
+        for node in (m1, w1, w2):
+            swarm.run(node, "image", "import", demo_tar, "demo:1")
+        eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 10, "nodes ready")
+        yield swarm, m1, (w1, w2)
+    finally:
+        swarm.stop_all()
+        swarm.stop_containers()
+
+
+def rss_peak_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def test_service_logs_of_a_chatty_task_prints_every_line_and_the_worker_stays_responsive(cluster):
+    swarm, m1, (w1, _) = cluster
+    count = 300_000                                       # ~30 MB: more than one rotation at 20 MB
+    swarm.run(m1, "service", "create", "--name", "loud", "--detach", "--constraint", "node.hostname==w1",
+              "demo:1", "sh", "-c", f"{shlex.join(printer(count))}; exec sleep 1000")
+    eventually(lambda: swarm.run(m1, "service", "logs", "--tail", "1", "loud").stdout.endswith(
+        f"| line {count} {PAD}\n"), 120, "the task to print all its lines")
+    rss_before = rss_peak_kb(w1.pid)
+
+    # While the manager reads w1's log, w1's event loop must keep answering.
+    delays: list[float] = []
+    stop = threading.Event()
+
+    def ping() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            call_unix_sync(os.path.join(w1.state_dir, "swarm.sock"), "ping", {}, timeout=5)
+            delays.append(time.monotonic() - start)
+            time.sleep(0.05)
+    pinger = threading.Thread(target=ping, daemon=True)
+    pinger.start()
+    out_path = os.path.join(swarm.base, "logs.out")
+    env = dict(os.environ, PYTHONPATH=ROOT, SWARM_STATE_DIR=m1.state_dir)
+    try:
+        with open(out_path, "w") as out:
+            proc = subprocess.run([sys.executable, "-m", "swarm", "service", "logs", "loud"], stdout=out,
+                                  stderr=subprocess.PIPE, text=True, env=env, timeout=300, cwd=ROOT)
+    finally:
+        stop.set()
+        pinger.join(10)
+    assert proc.returncode == 0, proc.stderr
+    with open(out_path) as f:
+        lines = f.read().splitlines()
+    assert lines == [f"loud.1@w1    | {line}" for line in expected(count)]
+    rss_after = rss_peak_kb(w1.pid)
+    print(f"w1 peak RSS {rss_before} -> {rss_after} kB; ping delays max {max(delays):.3f}s over {len(delays)}")
+    assert delays and max(delays) < 1.0
+    assert rss_after - rss_before < 100 * 1024
+    assert swarm.ls(m1)["w1"]["status"] == "ready"
+    # Disk: the task's log was rotated at the default 20 MB.
+    tasks_dir = os.path.join(w1.state_dir, "tasks")
+    [bundle] = [os.path.join(tasks_dir, d) for d in os.listdir(tasks_dir) if not d.startswith(".")]
+    assert os.path.getsize(os.path.join(bundle, "container.log.1")) <= 20 * 1024 * 1024
+
+
+def test_service_logs_that_fail_exit_non_zero_with_one_sentence(cluster):
+    swarm, m1, (w1, _) = cluster
+    swarm.run(m1, "service", "create", "--name", "quiet", "--detach", "--constraint", "node.hostname==w1",
+              "demo:1", "sh", "-c", "echo hello; exec sleep 1000")
+    eventually(lambda: "hello" in swarm.run(m1, "service", "logs", "quiet").stdout, 60, "the task's line")
+    follow = subprocess.Popen([sys.executable, "-m", "swarm", "service", "logs", "-f", "quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT, SWARM_STATE_DIR=m1.state_dir))
+    try:
+        time.sleep(2)
+        swarm.kill(w1)                                    # the manager still thinks w1 is ready
+        out, err = follow.communicate(timeout=60)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert follow.returncode == 1 and "hello" in out
+    assert err.startswith("Error: could not read the logs of quiet.1 on node w1") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    proc = swarm.run(m1, "service", "logs", "nope", check=False)
+    assert proc.returncode == 1 and proc.stderr == "Error: service nope not found\n"

@@ -1,0 +1,151 @@
+"""swarm/logs.py: the manager's chunked fan-out and merge by time, over real log files
+(written by the shim's LogWriter) read by a real Runtime, with the nodes as plain functions."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import trio
+
+from swarm import logs
+from swarm.rpc import RPCError
+from swarm.runtime.runc import Runtime
+from swarm.runtime.shim import LogWriter
+
+
+class Nodes:
+    """Tasks spread over nodes; each node reads its tasks with a real Runtime."""
+
+    def __init__(self, root: str) -> None:
+        self.runtime = Runtime(os.path.join(root, "tasks"), None)   # log_chunk needs no image store
+        self.rows: list[dict] = []
+        self.writers: dict[str, LogWriter] = {}
+        self.status = {"n1": "ready", "n2": "ready"}
+        self.answers: list[int] = []              # bytes of lines per node answer
+        self.fail: str | None = None
+
+    def add_task(self, task_id: str, name: str, node_id: str, max_size: int = 1 << 30) -> LogWriter:
+        bundle = self.runtime.bundle(task_id)
+        os.makedirs(bundle)
+        open(os.path.join(bundle, "config.json"), "w").close()
+        self.rows.append({"id": task_id, "name": name, "node_id": node_id})
+        self.writers[task_id] = LogWriter(os.path.join(bundle, "container.log"), max_size, 100)
+        return self.writers[task_id]
+
+    def source(self) -> logs.LogsSource:
+        async def tasks_of(ref: str) -> list[dict]:
+            if ref != "web":
+                raise RPCError("not_found", f"service {ref} not found")
+            return list(self.rows)
+
+        def nodes() -> dict[str, dict]:
+            return {n: {"id": n, "hostname": n.replace("n", "node-"), "status": s} for n, s in self.status.items()}
+
+        async def read_node(node_id: str, request: dict) -> dict:
+            if self.fail == node_id:
+                raise RPCError("unavailable", "connection refused")
+            answer = await logs.read_tasks(self.runtime, request)
+            self.answers.append(sum(len(line[2]) for c in answer["chunks"] for line in c["lines"]))
+            return answer
+        return logs.LogsSource(tasks_of, nodes, read_node)
+
+
+async def read_all(source: logs.LogsSource, **params) -> tuple[list[dict], list[dict]]:
+    lines, answers, cursors = [], [], None
+    for _ in range(10_000):
+        answer = await logs.service_logs(source, {"ref": "web", "cursors": cursors, **params})
+        answers.append(answer)
+        lines += answer["lines"]
+        cursors = answer["cursors"]
+        if answer["done"]:
+            return lines, answers
+    raise AssertionError("service.logs never said done")
+
+
+@pytest.mark.trio
+async def test_every_line_of_every_task_arrives_in_time_order_in_bounded_answers(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    a = nodes.add_task("ta", "web.1", "n1", max_size=64 * 1024)   # rotates many times while written
+    b = nodes.add_task("tb", "web.2", "n2")
+    for i in range(12000):
+        a.feed("stdout", b"a %d %s\n" % (i, b"x" * 100))
+        if i % 3 == 0:
+            b.feed("stderr", b"b %d\n" % i)
+    lines, answers = await read_all(nodes.source())
+    assert [e["line"].split()[1] for e in lines if e["task"] == "web.1"] == [str(i) for i in range(12000)]
+    assert [e["line"] for e in lines if e["task"] == "web.2"] == [f"b {i}" for i in range(0, 12000, 3)]
+    assert [e["time"] for e in lines] == sorted(e["time"] for e in lines)   # merged by time
+    assert {e["node"] for e in lines if e["task"] == "web.2"} == {"node-2"}
+    assert len(answers) > 1 and max(nodes.answers) <= logs.CHUNK_BYTES + 2 * 64 * 1024
+
+
+@pytest.mark.trio
+async def test_tail_is_per_task_and_a_snapshot_ignores_later_lines(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    a = nodes.add_task("ta", "web.1", "n1")
+    b = nodes.add_task("tb", "web.2", "n2")
+    for i in range(100):
+        a.feed("stdout", b"a %d\n" % i)
+        b.feed("stdout", b"b %d\n" % i)
+    source = nodes.source()
+    first = await logs.service_logs(source, {"ref": "web", "tail": 2, "cursors": None})
+    a.feed("stdout", b"too late\n")
+    assert [e["line"] for e in first["lines"]] == ["a 98", "b 98", "a 99", "b 99"] and first["done"]
+
+
+@pytest.mark.trio
+async def test_follow_waits_for_new_lines_and_picks_up_new_tasks(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    a = nodes.add_task("ta", "web.1", "n1")
+    a.feed("stdout", b"one\n")
+    source = nodes.source()
+    first = await logs.service_logs(source, {"ref": "web", "follow": True, "tail": 0, "cursors": None})
+    assert first["lines"] == [] and not first["done"]
+
+    async def write_later() -> None:
+        await trio.sleep(0.3)
+        a.feed("stdout", b"two\n")
+        nodes.add_task("tc", "web.3", "n2").feed("stdout", b"new task\n")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write_later)
+        start = trio.current_time()
+        got = await logs.service_logs(source, {"ref": "web", "follow": True, "cursors": first["cursors"],
+                                               "wait": 5})
+        assert trio.current_time() - start < 2       # answered when lines came, not at the end of wait
+    rest = await logs.service_logs(source, {"ref": "web", "follow": True, "cursors": got["cursors"], "wait": 0})
+    assert sorted(e["line"] for e in got["lines"] + rest["lines"]) == ["new task", "two"]
+
+
+@pytest.mark.trio
+async def test_a_node_that_fails_fails_the_call_and_a_down_node_is_a_warning(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    nodes.add_task("ta", "web.1", "n1").feed("stdout", b"hi\n")
+    nodes.add_task("tb", "web.2", "n2").feed("stdout", b"there\n")
+    nodes.fail = "n2"
+    with pytest.raises(RPCError, match="could not read the logs of web.2 on node node-2: connection refused"):
+        await logs.service_logs(nodes.source(), {"ref": "web"})
+    nodes.status["n2"] = "down"
+    answer = await logs.service_logs(nodes.source(), {"ref": "web"})
+    assert [e["line"] for e in answer["lines"]] == ["hi"] and answer["done"]
+    assert answer["warnings"] == ["node node-2 is down: the logs of web.2 are not shown"]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("params, words", [
+    ({}, "service name"), ({"ref": "web", "tail": -1}, "tail"), ({"ref": "web", "wait": 99}, "wait"),
+    ({"ref": "web", "cursors": {"ta": {"off": "x"}}}, "offset"), ({"ref": "web", "cursors": [1]}, "cursors")])
+async def test_bad_requests_are_one_sentence(tmp_path, params, words):
+    with pytest.raises(RPCError) as err:
+        await logs.service_logs(Nodes(str(tmp_path)).source(), params)
+    assert err.value.code == "bad_request" and words in err.value.message
+
+
+def test_merge_stops_at_the_slowest_task_and_rewinds_the_others():
+    def chunk(tid, times, eof):
+        return {"task_id": tid, "lines": [[t, "stdout", f"{tid}{t}", [0, (i + 1) * 10]] for i, t in enumerate(times)],
+                "files": [[7, b"h"]], "start": {"off": 0, "ino": 7, "head": b"h"},
+                "cursor": {"off": len(times) * 10, "ino": 7, "head": b"h"}, "eof": eof}
+    taken, cursors = logs.merge([chunk("a", ["1", "4", "6"], False), chunk("b", ["2", "3", "5", "9"], False),
+                                 chunk("c", ["0"], True)])
+    assert [line[2] for _, line in taken] == ["c0", "a1", "b2", "b3", "a4", "b5", "a6"]
+    assert cursors["a"]["off"] == 30 and cursors["b"]["off"] == 30 and cursors["c"]["off"] == 10
