@@ -16,6 +16,17 @@ dispatcher pushes, an FDB entry (MAC -> remote VTEP) plus a permanent
 neighbour entry (IP -> MAC) each, and with proxy on vxlan0 answers ARP from
 that neighbour table, so no ARP and no flooding crosses the underlay.
 
+br0 itself does not learn on its vxlan0 port either: every remote MAC gets
+a static br0 entry pointing at vxlan0, from the same peer table. A learned
+entry would outlive its endpoint: when an address (and so its MAC, derived
+from it) moves from another host to a task on this one, br0 kept sending
+that MAC into vxlan0 (which has no entry for a local MAC, so it dropped
+the frames, also those arriving from other hosts) until the entry aged out
+(300 s) or the new task sent a frame; a task that only answers sends one
+only when a broadcast ARP reaches it, after its clients' neighbour entries
+have failed (10-20 s), so the routing mesh timed out on every host. Local
+ports still learn: their entries go with the port when a sandbox is removed.
+
 `set_peers` is diff-based: it reads the current entries, computes a
 `PeerPlan` with the pure `plan_peers`, deletes stale entries and adds or
 replaces missing ones, so calling it again with the same table changes
@@ -25,12 +36,15 @@ nothing. MTU is 1450 everywhere on the overlay (VXLAN adds 50 bytes); a
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import secrets
 import socket
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from overlay import netns as ns
 from overlay._rtnl import (building, delete_link, ensure_address, index_of, info_data, iproute, link_info,
@@ -45,6 +59,7 @@ OVERLAY_MTU = 1450
 NUD_NOARP = 0x40
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
+NTF_MASTER = 0x04
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -64,16 +79,20 @@ class Peer:
 
 @dataclass(frozen=True)
 class PeerPlan:
-    """What `set_peers` changes: FDB entries (mac, vtep) and neighbours (ip, mac)."""
+    """What `set_peers` changes: vxlan0's FDB entries (mac, vtep), neighbours (ip, mac)
+    and br0's entries for vxlan0 (mac)."""
 
     fdb_del: tuple[tuple[str, str], ...] = ()
     fdb_add: tuple[tuple[str, str], ...] = ()
     neigh_del: tuple[tuple[str, str], ...] = ()
     neigh_add: tuple[tuple[str, str], ...] = ()
+    bridge_del: tuple[str, ...] = ()
+    bridge_add: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.fdb_del or self.fdb_add or self.neigh_del or self.neigh_add)
+        return not (self.fdb_del or self.fdb_add or self.neigh_del or self.neigh_add
+                    or self.bridge_del or self.bridge_add)
 
 
 def _valid_peer(peer: Peer) -> Peer:
@@ -93,12 +112,16 @@ def plan_peers(
     current_neigh: Mapping[str, str],
     desired: Iterable[Peer],
     local_vtep: str | None = None,
+    current_bridge: Mapping[str, bool] | None = None,
 ) -> PeerPlan:
     """Diff the kernel's entries against the desired peer table (pure).
 
     Peers on `local_vtep` are skipped: local endpoints sit on br0 itself.
     Conflicting peers (one IP with two MACs, one MAC behind two VTEPs) are
-    an input error.
+    an input error. `current_bridge` maps each MAC br0 sends to vxlan0 to
+    whether the entry is static (ours) or learned; every remote MAC wants a
+    static one and nothing else may stay (a learned entry for a MAC that is
+    local now black-holes it). None leaves br0's entries out of the plan.
     """
     want_fdb: dict[str, str] = {}
     want_neigh: dict[str, str] = {}
@@ -118,7 +141,14 @@ def plan_peers(
     fdb_add = sorted(pair for pair in want_fdb.items() if pair not in have_fdb)
     neigh_del = sorted((ip, mac) for ip, mac in have_neigh.items() if ip not in want_neigh)
     neigh_add = sorted((ip, mac) for ip, mac in want_neigh.items() if have_neigh.get(ip) != mac)
-    return PeerPlan(tuple(fdb_del), tuple(fdb_add), tuple(neigh_del), tuple(neigh_add))
+    bridge_del: list[str] = []
+    bridge_add: list[str] = []
+    if current_bridge is not None:
+        have_bridge = {mac.lower(): static for mac, static in current_bridge.items()}
+        bridge_del = sorted(mac for mac in have_bridge if mac not in want_fdb)
+        bridge_add = sorted(mac for mac in want_fdb if not have_bridge.get(mac))
+    return PeerPlan(tuple(fdb_del), tuple(fdb_add), tuple(neigh_del), tuple(neigh_add),
+                    tuple(bridge_del), tuple(bridge_add))
 
 
 @dataclass
@@ -174,6 +204,8 @@ class NetworkDatapath:
             with iproute(self.netns, "attach vxlan0 to br0") as ipr:
                 vx = require_index(ipr, VXLAN)
                 ipr.link("set", index=vx, master=require_index(ipr, BRIDGE), mtu=self.mtu, state="up")
+                # br0 gets static entries for remote MACs from set_peers; see the module docstring.
+                ipr.brport("set", index=vx, learning=0)
 
     def _vxlan_matches(self, msg: object) -> bool:
         return (
@@ -205,34 +237,53 @@ class NetworkDatapath:
 
     def current_peers(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
         """The programmed (mac, vtep) FDB entries and ip -> mac neighbour entries of vxlan0."""
+        fdb, neigh, _ = self._current_entries()
+        return fdb, neigh
+
+    def _current_entries(self) -> tuple[list[tuple[str, str]], dict[str, str], dict[str, bool]]:
+        """vxlan0's own FDB entries, its neighbours, and br0's entries on the vxlan0 port
+        (mac -> static?; the port's own address left out)."""
         with iproute(self.netns, "read the peer table") as ipr:
             vx = require_index(ipr, VXLAN)
-            fdb = [
-                (m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST"))
-                for m in ipr.fdb("dump", ifindex=vx)
-                if m["ifindex"] == vx and m.get_attr("NDA_DST") is not None
-            ]
+            fdb: list[tuple[str, str]] = []
+            bridge: dict[str, bool] = {}
+            for m in ipr.fdb("dump", ifindex=vx):
+                if m["ifindex"] != vx or not m.get_attr("NDA_LLADDR"):
+                    continue
+                if m.get_attr("NDA_DST") is not None:
+                    fdb.append((m.get_attr("NDA_LLADDR"), m.get_attr("NDA_DST")))
+                elif m.get_attr("NDA_MASTER") is not None and not m["state"] & NUD_PERMANENT:
+                    bridge[m.get_attr("NDA_LLADDR")] = bool(m["state"] & NUD_NOARP)
             neigh = {
                 m.get_attr("NDA_DST"): m.get_attr("NDA_LLADDR")
                 for m in ipr.neigh("dump", ifindex=vx, family=socket.AF_INET)
                 if m["ifindex"] == vx and m["state"] & NUD_PERMANENT and m.get_attr("NDA_LLADDR")
             }
-        return fdb, neigh
+        return fdb, neigh, bridge
 
     def set_peers(self, peers: Iterable[Peer]) -> PeerPlan:
-        """Make vxlan0's FDB and neighbour entries equal the remote part of `peers`."""
-        fdb, neigh = self.current_peers()
-        plan = plan_peers(fdb, neigh, peers, local_vtep=self.vtep)
+        """Make vxlan0's FDB and neighbour entries, and br0's entries towards vxlan0,
+        equal the remote part of `peers`."""
+        fdb, neigh, bridge = self._current_entries()
+        plan = plan_peers(fdb, neigh, peers, local_vtep=self.vtep, current_bridge=bridge)
         if plan.empty:
             return plan
         with iproute(self.netns, "program peers") as ipr:
             vx = require_index(ipr, VXLAN)
             for ip, mac in plan.neigh_del:
                 ipr.neigh("del", dst=ip, lladdr=mac, ifindex=vx)
+            for mac in plan.bridge_del:
+                try:
+                    ipr.fdb("del", ifindex=vx, lladdr=mac, flags=NTF_MASTER)
+                except NetlinkError as exc:
+                    if exc.code != errno.ENOENT:  # a learned entry may age out meanwhile
+                        raise
             for mac, vtep in plan.fdb_del:
                 ipr.fdb("del", ifindex=vx, lladdr=mac, dst=vtep)
             for mac, vtep in plan.fdb_add:
                 ipr.fdb("replace", ifindex=vx, lladdr=mac, dst=vtep, state=NUD_PERMANENT | NUD_NOARP, flags=NTF_SELF)
+            for mac in plan.bridge_add:
+                ipr.fdb("replace", ifindex=vx, lladdr=mac, state=NUD_NOARP, flags=NTF_MASTER)
             for ip, mac in plan.neigh_add:
                 ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=vx, state=NUD_PERMANENT)
         return plan

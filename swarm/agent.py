@@ -29,6 +29,7 @@ from swarm.rpc import RPCError
 
 log = logging.getLogger(__name__)
 REPORT_BATCH_DELAY = 0.02
+LB_DRAIN_DELAY = 1.0   # seconds between leaving the load balancers and the stop signal
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -128,6 +129,11 @@ class Controller:
             # its slot already runs elsewhere).
             while self.task.desired_state == "running" and not spec.is_terminal(self.task.status.state):
                 await self._desired_changed()
+            if self.task.networks and not spec.is_terminal(self.task.status.state):
+                # The managers took the task out of every load balancer when its desired
+                # state changed; give the other nodes a moment to apply that before the
+                # task stops answering, so no new connection is sent to a closed port.
+                await trio.sleep(LB_DRAIN_DELAY)
             await call(runtime.stop_async, self.task.id, self.task.spec.stop_grace_period)
             await trio.sleep_forever()  # wait_exit cancels us once the container is gone
         code = exit_box[0] if exit_box else None

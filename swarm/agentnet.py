@@ -49,6 +49,7 @@ class NodeNetworking:
         self.vtep = vtep
         self.nursery = nursery
         self.datapaths: dict[str, NetworkDatapath] = {}
+        self.peers: dict[str, list[Peer]] = {}  # per network: the peer table programmed last
         self.sandboxes: dict[str, TaskSandbox] = {}
         self.task_networks: dict[str, list[str]] = {}
         self.dns_scopes: dict[str, trio.CancelScope] = {}
@@ -70,11 +71,18 @@ class NodeNetworking:
             if self.closed:
                 return
             self.view = view
+            # Peers are added before and removed after the load balancers change: a backend
+            # leaves every LB here while its address still leads somewhere.
+            leaving: dict[str, list[Peer]] = {}
             for net_id, net in view.get("networks", {}).items():
                 await self._ensure_network(net)
                 peers = [Peer.at(p["ip"], p["vtep"]) for p in view.get("peers", {}).get(net_id, [])]
                 dp = self.datapaths[net_id]
-                await trio.to_thread.run_sync(dp.set_peers, peers)
+                merged = {p.ip: p for p in self.peers.get(net_id, [])} | {p.ip: p for p in peers}
+                if len(merged) > len(peers):
+                    leaving[net_id] = peers
+                await trio.to_thread.run_sync(dp.set_peers, list(merged.values()))
+                self.peers[net_id] = list(merged.values())
             records = dns.Records({
                 net_id: dns.NetworkRecords(tuple(
                     dns.ServiceRecord(s["name"], s["mode"], s["vip"] or None, tuple(s["tasks"]))
@@ -94,6 +102,9 @@ class NodeNetworking:
             for task_id in list(self.sandboxes):
                 await self._apply_lb(task_id)
             await self._update_ingress(view)
+            for net_id, peers in leaving.items():
+                await trio.to_thread.run_sync(self.datapaths[net_id].set_peers, peers)
+                self.peers[net_id] = peers
 
     async def _ensure_network(self, net: dict) -> NetworkDatapath:
         dp = self.datapaths.get(net["id"])

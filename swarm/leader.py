@@ -312,6 +312,15 @@ class Reconciler:
             for nid, node in nodes.items():
                 if nid != node_id and node.get("ingress_ip"):
                     peers[ingress_id].append({"ip": node["ingress_ip"], "vtep": node["addr"].rsplit(":", 1)[0]})
+        # A task being stopped leaves the load balancers and DNS at once (`live`) but stays a
+        # peer until it has stopped: connections already sent to it must still reach it.
+        for t in tasks:
+            if t.networks and t.desired_state != "running" and t.node_id in nodes and t.node_id != node_id \
+                    and not spec.is_terminal(t.status.state):
+                vtep = nodes[t.node_id]["addr"].rsplit(":", 1)[0]
+                for a in t.networks:
+                    if a.network_id in used:
+                        peers[a.network_id].append({"ip": a.address.split("/")[0], "vtep": vtep})
         endpoints: dict[str, dict[str, list[str]]] = {}
         for t in live:
             vtep = nodes[t.node_id]["addr"].rsplit(":", 1)[0]

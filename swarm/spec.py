@@ -175,7 +175,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def check_name(kind: str, name: Any) -> str:
     """A service (or network) name as Docker accepts it: it becomes a DNS label and part of task names."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidRecord(f"invalid {kind} name {name!r}: a name starts with a letter or digit and holds "
                             "only letters, digits, '-', '_' and '.' (at most 63 characters)")
     return name

@@ -136,7 +136,7 @@ async def test_a_bad_heartbeat_is_refused_and_the_scheduler_never_sees_it():
 
 
 async def test_service_names_are_checked_as_docker_does():
-    for bad in ("ünï", ".", "..", "-rf", "_x", "a b", "a/b", "x" * 64, "", 5, None):
+    for bad in ("ünï", ".", "..", "-rf", "_x", "a b", "a/b", "x" * 64, "", 5, None, "web\n"):
         with pytest.raises(RPCError, match="invalid service name"):
             spec_from_params({"name": bad, "image": "demo:1"})
     for good in ("web", "a.b-c_d", "9lives", "x" * 63):
