@@ -14,6 +14,6 @@ demo:
 chaos: setup
 	.venv/bin/python -m swarm chaos run all --nodes 4 --managers 3 --duration 60 $(if $(SEED),--seed $(SEED)) --report chaos-report.json
 
-# The CI subset: short runs of leader-kill, worker-kill, partition-leader and the self-test.
+# The CI subset: short runs of leader-kill, worker-kill, partition-leader, the self-test and two attacks.
 chaos-quick: setup
-	.venv/bin/python -m swarm chaos run leader-kill worker-kill partition-leader memory-journal-restart-all --quick --nodes 4 --managers 3 $(if $(SEED),--seed $(SEED))
+	.venv/bin/python -m swarm chaos run leader-kill worker-kill partition-leader memory-journal-restart-all poison-worker big-service --quick --nodes 4 --managers 3 $(if $(SEED),--seed $(SEED))

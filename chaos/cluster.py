@@ -128,6 +128,21 @@ class Cluster:
         except OSError:
             return []
 
+    def daemon_log_size(self, host: str) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.hosts[host]["state_dir"], "daemon.log"))
+        except OSError:
+            return 0
+
+    def daemon_log_since(self, host: str, offset: int, limit: int = 16 * 1024 * 1024) -> str:
+        """What the daemon of `host` logged from byte `offset` on (at most `limit` bytes)."""
+        try:
+            with open(os.path.join(self.hosts[host]["state_dir"], "daemon.log"), "rb") as f:
+                f.seek(offset)
+                return f.read(limit).decode(errors="replace")
+        except OSError:
+            return ""
+
     # -- processes ---------------------------------------------------------------------
     def kill(self, host: str) -> int | None:
         with self.lock:

@@ -32,7 +32,7 @@ def verdict_text(result: Any) -> str:
             return f"caught as expected: {lost.name}: {lost.evidence}{also}"
         return "SELF-TEST FAILED: the lost-write invariant did not fire"
     if not bad:
-        return f"all {len(NAMES)} held"
+        return f"all {len(result.verdicts) or len(NAMES)} held"
     more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
     return f"VIOLATED {bad[0].name}: {bad[0].evidence}{more}"
 

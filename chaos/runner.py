@@ -10,8 +10,11 @@ only read (so a lost write stays visible) and the runner measures the
 service's convergence; then it stops the clients, waits until every
 manager holds the same labels, checks the invariants (chaos/invariants.py),
 and always runs `lab down` and looks for anything of the lab left behind.
-A failure of the harness itself (the lab would not build, no leader to
-target) is reported as an error, never as a pass.
+An attack scenario's fault runs through chaos/attacks.py instead (with a
+canary service beside it), the observer also samples node status, and its
+outcome adds the attack invariants (chaos/attack_checks.py). A failure of
+the harness itself (the lab would not build, no leader to target) is
+reported as an error, never as a pass.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from chaos import faults
+from chaos import attack_checks, attacks, faults
 from chaos import invariants as inv
 from chaos.cluster import FREEZER_ROOT, ChaosError, Cluster, alive
-from chaos.scenarios import Scenario, Shape
+from chaos.scenarios import ATTACKS, Scenario, Shape
 from chaos.workload import History, Observer, Workload
 from swarm import lab as labmod
 from swarm.errors import SwarmError
@@ -60,6 +63,11 @@ class Options:
     def converge_bound(self) -> float:
         return 45.0 if self.quick else 90.0
 
+    @property
+    def canary_bound(self) -> float:
+        """Seconds a canary service created during an attack has for each of its steps."""
+        return 30.0 if self.quick else 60.0
+
 
 @dataclass
 class Result:
@@ -76,6 +84,7 @@ class Result:
     phases: dict[str, float] = field(default_factory=dict)  # seconds spent building, faulting, converging...
     history: list[dict] = field(default_factory=list)       # the register operations, kept as evidence
     managers_at_end: dict[str, Any] = field(default_factory=dict)  # on a violation: Raft status and log tail
+    attack: dict[str, Any] = field(default_factory=dict)    # an attack's outcome, canary and memory peaks
     error: str = ""
 
     def phase(self, name: str, since: float) -> float:
@@ -101,7 +110,8 @@ class Result:
                 "requests": self.requests, "invariants": [v.to_json() for v in self.verdicts],
                 "converge_seconds": self.converge_seconds, "seconds": round(self.seconds, 1), "phases": self.phases,
                 "error": self.error, **({"history": self.history} if self.history else {}),
-                **({"managers_at_end": self.managers_at_end} if self.managers_at_end else {})}
+                **({"managers_at_end": self.managers_at_end} if self.managers_at_end else {}),
+                **({"attack": self.attack} if self.attack else {})}
 
 
 def result_from_json(doc: dict) -> Result:
@@ -109,6 +119,7 @@ def result_from_json(doc: dict) -> Result:
     r = Result(doc["scenario"], doc["seed"], doc["lab"], doc.get("expect_violation", False), doc.get("schedule", []),
                doc.get("faults", []), doc.get("requests", {}), converge_seconds=doc.get("converge_seconds"),
                seconds=doc.get("seconds", 0.0), phases=doc.get("phases", {}), error=doc.get("error", ""))
+    r.attack = doc.get("attack", {})
     r.verdicts = [inv.Verdict(v["name"], v["held"], v.get("evidence", ""), v.get("details", {}))
                   for v in doc.get("invariants", [])]
     return r
@@ -156,7 +167,7 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
         history = History()
         workload = Workload(cluster, target, history, f"{opts.seed}:{scenario.name}", opts.clients, opts.keys,
                             read_mode=opts.read_mode)
-        observer = Observer(cluster, history)
+        observer = Observer(cluster, history, watch_nodes=scenario.attack)
         if scenario.memory_journal or opts.memory_journal:
             cluster.memory_journal = True
             for host in cluster.managers:   # one at a time: the others keep the quorum
@@ -165,11 +176,17 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
             cluster.leader()
             mark = result.phase("memory journal", mark)
         cluster.adopt_all()
+        log_offsets = {h: cluster.daemon_log_size(h) for h in cluster.hosts}
+        outcomes: list[dict] = []
         observer.start()
         workload.start()
         time.sleep(1.0)
         try:
             for fault in schedule:
+                if fault.action in ATTACKS:
+                    outcomes.append(attacks.execute(cluster, fault, history.now, result.faults, opts.say,
+                                                    opts.canary_bound, f"{opts.seed}:{scenario.name}"))
+                    continue
                 faults.execute(cluster, fault, history.now, result.faults, opts.say, workload.reads_only.set)
         finally:
             healed = cluster.heal_everything()
@@ -190,6 +207,15 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
         result.verdicts = [inv.linearizable(ops), inv.no_lost_write(ops, workload.key_names(), finals),
                            inv.one_leader_per_term(observer.observations),
                            inv.converged(problems, seconds, opts.converge_bound)]
+        if scenario.attack:
+            logs = {h: cluster.daemon_log_since(h, log_offsets.get(h, 0)) for h in cluster.hosts}
+            for outcome in outcomes:
+                result.verdicts += attack_checks.attack_verdicts(
+                    scenario.name, outcome, observer.observations, observer.node_samples, observer.memory, logs,
+                    opts.canary_bound)
+            result.attack = {"outcomes": outcomes, "memory_peak_mib": {
+                h: round(m["peak"] / attack_checks.MiB, 1) for h, m in sorted(observer.memory.items())},
+                "load_peak": observer.load_peak}
         if not all(v.held for v in result.verdicts[:2]):
             result.history = [o.to_json() for o in ops]
         if result.violations:   # what each manager says of itself, before the lab (and its logs) go

@@ -9,6 +9,12 @@ The one choice made at run time is "the leader": whoever leads when the fault
 fires (`target="leader"`). The runner executes the faults in order: wait
 `wait` seconds, inject on the target, hold for `hold` seconds, heal
 (restart what was killed, resume what was paused, delete the nft table).
+
+An attack scenario (poison-worker, big-service, log-flood, frame-flood,
+bad-names) has one `Fault` whose action names the attack (chaos/attacks.py
+runs it for `hold` seconds, beside the workload and a canary service); its
+`detail` holds every seeded choice: which poison kinds in which order, how
+many replicas, which odd names, how many attacker addresses.
 """
 from __future__ import annotations
 
@@ -16,8 +22,13 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from chaos import payloads
+
 KILL, PAUSE, FREEZE, PARTITION, LOSSY, KILL_ALL = "kill", "pause", "freeze", "partition", "lossy", "kill-all"
 DISK_FULL = "disk-full"
+POISON_WORKER, BIG_SERVICE, LOG_FLOOD, FRAME_FLOOD, BAD_NAMES = (
+    "poison-worker", "big-service", "log-flood", "frame-flood", "bad-names")
+ATTACKS = (POISON_WORKER, BIG_SERVICE, LOG_FLOOD, FRAME_FLOOD, BAD_NAMES)
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class Scenario:
     expect_violation: bool = False   # a self-test: passes only if an invariant fires
     needs_workers: bool = False
     memory_journal: bool = False     # run the managers with --unsafe-memory-journal
+    attack: bool = False             # one Fault naming an attack: the attack invariants are checked too
 
     def faults(self, seed: int | str, shape: Shape) -> list[Fault]:
         return self.schedule(random.Random(f"{seed}:{self.name}"), shape)
@@ -120,6 +132,61 @@ def _restart_all_once(rng: random.Random, shape: Shape) -> list[Fault]:
     return [Fault(KILL_ALL, "all", rng.uniform(4.0, 6.0), rng.uniform(0.3, 1.0), {"stop_writes": True})]
 
 
+# -- attacks: one long Fault each, every choice drawn here ----------------------------------------
+
+
+def _attack_length(shape: Shape, quick: float) -> float:
+    return quick if shape.quick else max(2 * quick, shape.duration)
+
+
+def _canary(rng: random.Random) -> dict:
+    """When the canary service is created during the attack, and how many replicas it has (then one more)."""
+    return {"canary_after": round(rng.uniform(1.0, 3.0), 2), "canary_replicas": rng.randint(2, 3)}
+
+
+def _poison_worker(rng: random.Random, shape: Shape) -> list[Fault]:
+    kinds = sorted(payloads.POISON)
+    rng.shuffle(kinds)
+    return [Fault(POISON_WORKER, rng.choice(shape.workers), rng.uniform(0.5, 1.5), _attack_length(shape, 12.0),
+                  {"kinds": kinds, "pause": round(rng.uniform(0.02, 0.1), 3), **_canary(rng)})]
+
+
+def _big_service(rng: random.Random, shape: Shape) -> list[Fault]:
+    # 1,000 tasks on a full run; a few hundred with --quick (two cores shared with the rest).
+    replicas = rng.choice([150, 180, 200]) if shape.quick else 1000
+    steps = [replicas, 0] if shape.quick else [replicas, replicas // 2, 0]
+    return [Fault(BIG_SERVICE, "all", rng.uniform(0.5, 1.5), 60.0 if shape.quick else 300.0,
+                  {"steps": steps, **_canary(rng)})]
+
+
+def _log_flood(rng: random.Random, shape: Shape) -> list[Fault]:
+    host = rng.choice(shape.workers or shape.managers)
+    return [Fault(LOG_FLOOD, host, rng.uniform(0.5, 1.5), _attack_length(shape, 20.0),
+                  {"follow_on": rng.choice(shape.managers), "line": rng.choice([80, 200, 1000]), **_canary(rng)})]
+
+
+def _frame_flood(rng: random.Random, shape: Shape) -> list[Fault]:
+    # From extra addresses on one host (not a node's own): each holds more half-open
+    # connections than the server admits per address.
+    host = rng.choice(shape.workers or shape.managers)
+    addresses = 3 if shape.quick else 24
+    return [Fault(FRAME_FLOOD, host, rng.uniform(0.5, 1.5), _attack_length(shape, 15.0),
+                  {"addresses": addresses, "per_address": 20,
+                   "frame_sizes": [rng.randint(2 * payloads.MiB, 4 * payloads.MiB) for _ in range(6)],
+                   "garbage": rng.randint(4096, 65536), **_canary(rng)})]
+
+
+def _bad_names(rng: random.Random, shape: Shape) -> list[Fault]:
+    names = sorted(payloads.ODD_NAMES)
+    labels = sorted(payloads.ODD_LABELS)
+    if shape.quick:
+        names, labels = sorted(rng.sample(names, 10)), sorted(rng.sample(labels, 4))
+    rng.shuffle(names)
+    return [Fault(BAD_NAMES, rng.choice(shape.managers), rng.uniform(0.5, 1.5), _attack_length(shape, 30.0),
+                  {"names": names, "labels": labels, "cli": names[: 6 if shape.quick else len(names)],
+                   **_canary(rng)})]
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("leader-kill", "kill -9 the Raft leader's daemon under continuous writes, restart it, repeat "
              "(3 cycles with --quick, at least 10 otherwise)", _leader_kill),
@@ -144,6 +211,22 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("memory-journal-restart-all", "SELF-TEST, unsafe on purpose: restart-all on a lab whose managers "
              "keep new Raft entries in memory only (swarm daemon --unsafe-memory-journal); passes only if the "
              "lost-write invariant fires", _restart_all_once, expect_violation=True, memory_journal=True),
+    Scenario(POISON_WORKER, "with a worker's own certificate, send the leader malformed tasks.status and "
+             "heartbeat calls (a timestamp that is not a time, unknown states, huge strings, wrong types), "
+             "again and again: each must be refused as bad_request", _poison_worker, needs_workers=True,
+             attack=True),
+    Scenario(BIG_SERVICE, "create a service of 1,000 replicas (150-200 with --quick), scale it down to 0 and "
+             "remove it: it converges, its containers go, the canary is unaffected, no election storm",
+             _big_service, attack=True),
+    Scenario(LOG_FLOOD, "a task prints without end while `swarm service logs -f` follows it on a manager: the "
+             "node stays ready, the daemons' memory and the task's log files stay bounded", _log_flood,
+             attack=True),
+    Scenario(FRAME_FLOOD, "without a certificate, hold many half-open TLS connections to every manager's node "
+             "API, send 2-4 MiB frames and garbage: the daemons keep serving, no election storm", _frame_flood,
+             attack=True),
+    Scenario(BAD_NAMES, "create services and networks with odd names (unicode, '..', '-rf', 64+ characters, "
+             "shell metacharacters, empty) and huge labels: refused in one sentence or harmless; DNS of a "
+             "service on a shared network keeps answering", _bad_names, attack=True),
 ]}
 
 

@@ -32,7 +32,10 @@ are monotonic seconds since the workload's start.
 
 `Observer` polls `info` of every manager (one thread per manager) and
 records (time, host, term, leader) for the one-leader-per-term check, and
-watches the PIDs of the daemons that should be alive.
+watches the PIDs of the daemons that should be alive, sampling each one's
+resident memory (VmRSS of /proc/PID/status) and the machine's load average
+as it goes. With `watch_nodes` it also lists the nodes every half second
+and records each node's status (the attack scenarios' nodes-ready check).
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from chaos.attack_checks import vm_rss
 from chaos.cluster import Cluster
 from chaos.linearizability import CAS, FAIL, OK, READ, UNKNOWN, WRITE, Op
 from swarm.rpc import RPCError
@@ -192,12 +196,16 @@ class Observation:
 class Observer:
     """Polls every manager's view of (term, leader) and the liveness of expected daemons."""
 
-    def __init__(self, cluster: Cluster, history: History, period: float = 0.1) -> None:
+    def __init__(self, cluster: Cluster, history: History, period: float = 0.1, watch_nodes: bool = False) -> None:
         self.cluster = cluster
         self.history = history
         self.period = period
+        self.watch_nodes = watch_nodes
         self.observations: list[Observation] = []
         self.crashes: dict[str, tuple[int, float]] = {}     # host -> (pid, when noticed)
+        self.memory: dict[str, dict] = {}                   # host -> {"peak": bytes, "at": s, "samples": n}
+        self.load_peak = 0.0
+        self.node_samples: list[dict] = []                  # {"at": s, "nodes": hostname -> status}
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
@@ -206,6 +214,8 @@ class Observer:
         for host in self.cluster.managers:
             self.threads.append(threading.Thread(target=self._poll, args=(host,), daemon=True))
         self.threads.append(threading.Thread(target=self._watch_pids, daemon=True))
+        if self.watch_nodes:
+            self.threads.append(threading.Thread(target=self._watch_nodes, daemon=True))
         for t in self.threads:
             t.start()
 
@@ -233,4 +243,39 @@ class Observer:
             for host, pid in self.cluster.crashed().items():
                 if host not in self.crashes or self.crashes[host][0] != pid:
                     self.crashes[host] = (pid, self.history.now())
+            self._sample_memory()
             self.stop.wait(0.2)
+
+    def _sample_memory(self) -> None:
+        with self.cluster.lock:
+            expected = dict(self.cluster.expected)
+        for host, pid in expected.items():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    rss = vm_rss(f.read())
+            except OSError:
+                continue
+            if rss is None:
+                continue
+            seen = self.memory.setdefault(host, {"peak": 0, "at": 0.0, "samples": 0})
+            seen["samples"] += 1
+            if rss > seen["peak"]:
+                seen["peak"], seen["at"] = rss, round(self.history.now(), 1)
+        try:
+            with open("/proc/loadavg") as f:
+                self.load_peak = max(self.load_peak, float(f.read().split()[0]))
+        except (OSError, ValueError):
+            pass
+
+    def _watch_nodes(self) -> None:
+        while not self.stop.is_set():
+            for host in self.cluster.managers:
+                try:
+                    rows = self.cluster.call(host, "node.ls", timeout=3)
+                except RPCError:
+                    continue
+                sample = {"at": round(self.history.now(), 2), "nodes": {r["hostname"]: r["status"] for r in rows}}
+                with self.lock:
+                    self.node_samples.append(sample)
+                break
+            self.stop.wait(0.5)

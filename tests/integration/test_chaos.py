@@ -1,6 +1,8 @@
 """The chaos suite on real labs (3 managers + 1 worker, hosts are network namespaces the
 suite creates and always removes): leader-kill, worker-kill and partition-leader with
---quick, each well under a minute, every invariant must hold. The CI subset."""
+--quick, each well under a minute, every invariant must hold; the attacks poison-worker
+and big-service with --quick, well under two minutes each, every invariant (also the
+attack ones: canary, memory, daemon logs, elections, node status) must hold. The CI subset."""
 import json
 import os
 import subprocess
@@ -51,3 +53,26 @@ def test_the_suite_catches_lost_writes_on_a_lab_with_an_in_memory_journal(tmp_pa
     assert not lost["held"] and "was acknowledged at" in lost["evidence"], lost
     assert result["history"], "a violation carries the history as evidence"
     assert proc.returncode == 0 and "caught as expected" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("scenario,seed,own", [("poison-worker", 105, "poison-refused"),
+                                               ("big-service", 106, "big-service-converged")])
+def test_quick_attack_holds_every_invariant(tmp_path, scenario, seed, own):
+    proc, result = run_chaos(tmp_path, scenario, seed)
+    assert not result["error"], result["error"]
+    names = [v["name"] for v in result["invariants"]]
+    assert names == ["linearizable", "no-lost-write", "one-leader-per-term", "converged", "canary-converged",
+                     "memory-bounded", "daemon-logs-clean", "no-election-storm", "nodes-ready", own,
+                     "no-crash-no-leftover"]
+    violations = [f"{v['name']}: {v['evidence']}" for v in result["invariants"] if not v["held"]]
+    assert not violations, violations
+    assert proc.returncode == 0 and "all 11 held" in proc.stdout, proc.stdout + proc.stderr
+    assert result["seconds"] < 120
+    peaks = result["attack"]["memory_peak_mib"]
+    assert set(peaks) == {"h1", "h2", "h3", "h4"} and max(peaks.values()) < 400
+    (outcome,) = result["attack"]["outcomes"]
+    assert len(outcome["canary"]["steps"]) == 2      # created, then scaled up by one, during the attack
+    if scenario == "poison-worker":
+        assert sum(outcome["attack"]["sent"].values()) >= 40
+    else:
+        assert outcome["attack"]["steps"][0]["replicas"] >= 150 and outcome["attack"]["removed_seconds"] is not None

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from chaos import cluster as clustermod
 from chaos import report, runner, scenarios
-from chaos.invariants import Verdict
+from chaos.invariants import NAMES, Verdict
 from chaos.linearizability import CAS, FAIL, OK, UNKNOWN, WRITE, Op
 from chaos.workload import History, Workload, classify
 from swarm.cli import swarm
@@ -242,7 +242,7 @@ def result(name="leader-kill", verdicts=(), **kw):
 
 
 def test_table_shows_the_first_violation_with_its_evidence():
-    good = result(verdicts=[Verdict("linearizable", True)], converge_seconds=1.25)
+    good = result(verdicts=[Verdict(name, True) for name in NAMES], converge_seconds=1.25)
     bad = result("pause-leader", [Verdict("linearizable", False, "read -> 'a' returned 'a' but..."),
                                   Verdict("converged", False, "x")])
     text = report.table([good, bad])
@@ -250,6 +250,8 @@ def test_table_shows_the_first_violation_with_its_evidence():
     assert "VIOLATED linearizable: read -> 'a'" in text and "(+1 more)" in text
     assert good.passed and not bad.passed
     assert "| leader-kill | 1 | 10 | 1 | 2 | all 5 held |" in report.markdown([good])
+    attacked = result("poison-worker", [Verdict(f"v{i}", True) for i in range(11)])
+    assert "all 11 held" in report.table([attacked])     # an attack scenario checks more invariants
 
 
 def test_a_self_test_passes_only_when_the_lost_write_invariant_fires():
