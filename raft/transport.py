@@ -24,12 +24,20 @@ crosses the wire:
   its own log.
 - Every connection sends a keepalive ping each `ping_interval`, so idle
   follower-follower links stay up and the first RequestVote is not lost.
+- Accepted connections that have not named themselves yet (still in the
+  handshake, or before their first frame) are bounded: a few per remote
+  address and a total derived from RLIMIT_NOFILE, the oldest dropped first,
+  so a flood of bare TCP connections can never take the descriptors the
+  journal needs (the journal stops the node when it cannot write). Out of
+  descriptors, the listener pauses until the next tick instead of spinning.
 """
 from __future__ import annotations
 
 import errno
 import functools
 import logging
+import os
+import resource
 import socket
 import ssl
 import time
@@ -47,6 +55,21 @@ log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 Identify = Callable[[ssl.SSLObject], str]
+MAX_UNNAMED_PER_ADDRESS = 4  # a member needs one; a few cover reconnects
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def unnamed_cap(nofile: int) -> int:
+    """How many accepted, not yet named connections the Raft port holds with `nofile` descriptors.
+
+    A Raft group has a handful of members; the RPC port (swarm.rpc) takes at
+    most half the table, this at most a sixteenth."""
+    return max(8, min(64, nofile // 16))
+
+
+def _nofile() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 @dataclass
@@ -90,8 +113,11 @@ class TlsConnection:
         self._last_ping = 0.0
         self.peer_id: str | None = None
         self.remote = ""
+        self.address = ""
+        self.accepted_at = time.monotonic()
         if sock is not None:  # accepted: start the server-side handshake
-            self.remote = "%s:%s" % sock.getpeername()[:2]
+            peer = sock.getpeername()
+            self.address, self.remote = str(peer[0]), "%s:%s" % peer[:2]
             self._start_tls(sock, server_side=True)
 
     # -- TcpConnection interface -------------------------------------------------
@@ -305,6 +331,7 @@ class TlsServer:
         self._port = int(port)
         self._on_accept = on_accept
         self._sock: socket.socket | None = None
+        self._paused = False
 
     def bind(self) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -322,9 +349,17 @@ class TlsServer:
 
     def unbind(self) -> None:
         if self._sock is not None:
-            self._poller.unsubscribe(self._sock.fileno())
+            if not self._paused:
+                self._poller.unsubscribe(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        self._paused = False
+
+    def resume(self) -> None:
+        """Listen again after a pause for lack of descriptors (called each tick)."""
+        if self._paused and self._sock is not None:
+            self._paused = False
+            self._poller.subscribe(self._sock.fileno(), self._on_event, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR)
 
     def _on_event(self, descr: int, event: int) -> None:
         if self._sock is None:
@@ -335,7 +370,15 @@ class TlsServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("Raft listener accept failed: %s", exc)
+                if exc.errno in _EXHAUSTED:
+                    # The pending connection keeps the socket readable: polling it
+                    # now would spin (and log) until a descriptor is free.
+                    log.warning("Raft listener: no descriptor for a new connection (%s); "
+                                "pausing until the next tick", os.strerror(exc.errno))
+                    self._poller.unsubscribe(self._sock.fileno())
+                    self._paused = True
+                else:
+                    log.warning("Raft listener accept failed: %s", exc)
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.setblocking(False)
@@ -416,6 +459,8 @@ class TlsTransport(TCPTransport):
         self._security_event = on_security_event
         self._pending_acks: list[tuple[Any, dict]] = []
         self.append_rewrites = 0
+        self._refusal_logged = -float("inf")
+        self._refusals_held = 0
         super().__init__(syncObj, selfNode, otherNodes)
 
     # -- server and connections ----------------------------------------------------
@@ -436,9 +481,35 @@ class TlsTransport(TCPTransport):
         return conn
 
     def _on_accept(self, sock: socket.socket) -> None:
+        try:
+            address = str(sock.getpeername()[0])
+        except OSError:
+            sock.close()
+            return
+        unnamed = [c for c in self._unknownConnections if isinstance(c, TlsConnection) and c.address]
+        if sum(c.address == address for c in unnamed) >= MAX_UNNAMED_PER_ADDRESS:
+            sock.close()
+            self._throttled_refusal(f"{MAX_UNNAMED_PER_ADDRESS} connections from {address} are still unnamed")
+            return
+        if len(unnamed) >= unnamed_cap(_nofile()):
+            # Drop the oldest, not the newcomer: a member's handshake takes
+            # milliseconds, a flood's connections sit until they time out.
+            oldest = min(unnamed, key=lambda c: c.accepted_at)
+            self._throttled_refusal(f"{len(unnamed)} unnamed connections are open; dropped the oldest ({oldest.remote})")
+            oldest.disconnect()
         conn = TlsConnection(self._syncObj._poller, self._settings, self._syncObj.conf.connectionTimeout,
                              sock=sock, on_security_event=self._security_event)
         self._onNewIncomingConnection(conn)
+
+    def _throttled_refusal(self, why: str) -> None:
+        # Once per 10 s at most: a flood must not flood the log as well.
+        now = time.monotonic()
+        if now - self._refusal_logged < 10.0:
+            self._refusals_held += 1
+            return
+        held = f" (and {self._refusals_held} more refusals since the last report)" if self._refusals_held else ""
+        log.warning("Raft port: %s%s", why, held)
+        self._refusal_logged, self._refusals_held = now, 0
 
     def addNode(self, node: Any) -> None:
         self._nodes.add(node)
@@ -531,6 +602,8 @@ class TlsTransport(TCPTransport):
             if notifier is not None:
                 notifier.notify()
         super()._onTick()
+        if self._server is not None:
+            self._server.resume()
         now = time.monotonic()
         for conn in list(self._connections.values()) + list(self._unknownConnections):
             conn.check_timeout(now)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from raft.store import Op
 from swarm import model, pki
 from swarm.manager import Manager, utcnow
@@ -16,6 +18,23 @@ from swarm.rpc import RPCError
 
 READ_METHODS = ("info", "node.ls", "node.inspect")
 WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token")
+HAND_OVER_TIME = 20.0  # seconds a manager leaving (or demoting itself) retries its hand-over
+MANAGER_LEAVING = "You are attempting to leave the swarm on a node that is participating as a manager."
+
+
+def leave_refusal(managers: int, reachable: int) -> str:
+    """Why a manager may not simply leave (Docker's answer to `leave` without --force).
+
+    `managers` counts the managers of the swarm, `reachable` those this one
+    can reach, itself included."""
+    if managers <= 1:
+        return (f"{MANAGER_LEAVING} Removing the last manager erases all current state of the swarm; "
+                "use --force to ignore this message.")
+    if not model.removal_keeps_quorum(managers, reachable, True):
+        return (f"{MANAGER_LEAVING} Removing this node leaves {reachable - 1} managers out of {managers}; "
+                "without a Raft quorum your swarm will be inaccessible. Use --force to suppress this message.")
+    return (f"{MANAGER_LEAVING} The safe way to remove a manager is to demote it first "
+            "(swarm node demote), or use --force to leave anyway.")
 
 
 def _refs(params: dict) -> list[str]:
@@ -112,6 +131,10 @@ class ControlAPI:
         for ref in _refs(params):
             node = self.m.find(ref)
             if node["role"] != "manager":
+                if any(m.startswith(node["id"] + "@") for m in self.m.raft.members()):
+                    # An earlier demotion rewrote the record but did not finish
+                    # the Raft removal: finish it, so a retry completes the job.
+                    await self.m.remove_raft_member(node["id"])
                 out.append({"id": node["id"], "hostname": node["hostname"],
                             "message": f"Node {node['hostname']} is already a worker."})
                 continue
@@ -123,9 +146,20 @@ class ControlAPI:
                                               node["id"] in reachable):
                 raise RPCError("conflict", f"demoting {node['hostname']} would lose the Raft quorum "
                                            "(not enough reachable managers would remain)")
-            await self.m.modify_node(node["id"], lambda n: dict(n, role="worker", raft_addr="",
-                                                               updated_at=model.timestamp(utcnow())))
-            await self.m.remove_raft_member(node["id"])
+            if node["id"] == self.m.node_id:
+                # A member cannot remove itself from Raft: the leader does it (see Manager.hand_over).
+                await self.m.hand_over(trio.current_time() + HAND_OVER_TIME)
+            else:
+                await self.m.modify_node(node["id"], lambda n: dict(n, role="worker", raft_addr="",
+                                                                   updated_at=model.timestamp(utcnow())))
+                try:
+                    await self.m.remove_raft_member(node["id"])
+                except RPCError:
+                    if any(m.startswith(node["id"] + "@") for m in self.m.raft.members()):
+                        # Still a Raft member: put the record back, the node stays a manager.
+                        await self.m.modify_node(node["id"], lambda n: dict(
+                            n, role="manager", raft_addr=node["raft_addr"], updated_at=model.timestamp(utcnow())))
+                    raise
             out.append({"id": node["id"], "hostname": node["hostname"],
                         "message": f"Manager {node['hostname']} demoted in the swarm."})
         return out

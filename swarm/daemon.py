@@ -24,20 +24,20 @@ import shutil
 import signal
 import ssl
 import time
-from typing import Any
+from typing import Any, Callable
 
 import trio
 
 from raft.node import RaftConfig, RaftNode
 from raft.store import Op
 from raft.transport import TlsSettings
-from swarm import model, pki
+from swarm import logs, model, pki
 from swarm.errors import SwarmError
 from swarm.config import NodeConfig, Paths, load_cert_into, split_addr
 from swarm.agent import Agent
-from swarm.control import READ_METHODS, WRITE_METHODS, ControlAPI
+from swarm.control import HAND_OVER_TIME, READ_METHODS, WRITE_METHODS, ControlAPI, leave_refusal
 from swarm.leader import Reconciler
-from swarm.runtime.images import ImageStore
+from swarm.runtime.images import ImageStore, run_cancellable
 from swarm.runtime.runc import Runtime
 from swarm.services import ServiceAPI
 from swarm.networks import INGRESS_SUBNET, NETWORK, NetworkAPI, new_network
@@ -46,8 +46,24 @@ from swarm.rpc import RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
 
 log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
-NOT_MANAGER = ("this node is not a swarm manager: worker nodes can't change cluster state; "
-               "run the command on a manager node")
+LOGS_TIMEOUT = 30.0   # a worker's service.logs through a manager: a follow call waits up to logs.MAX_WAIT
+REMOVED = "removed"  # the role of a caller whose node record is gone: allowed nothing
+# Docker's answer on a worker to any command that reads or changes cluster state.
+NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
+               "Please run this command on a manager node or promote the current node to a manager.")
+
+
+class NodeRouter(Router):
+    """A Router that checks each call against the caller's current role
+    (`current`, which may also refuse with an RPCError), not only the one
+    its certificate was issued with."""
+
+    def __init__(self, current: Callable[[Peer], Peer]) -> None:
+        super().__init__()
+        self._current = current
+
+    async def dispatch(self, peer: Peer, method: str, params: dict) -> Any:
+        return await super().dispatch(self._current(peer), method, params)
 
 
 class Daemon:
@@ -78,6 +94,8 @@ class Daemon:
         self._ready = False
         self._stop = trio.Event()
         self._leaving = False
+        self._handing_over = False  # a manager's `leave --force` is under way
+        self._beat_lock = trio.Lock()  # orders heartbeats before the `control.left` of a leave
         self._leader_addr: str | None = None
 
     # -- identity checks -------------------------------------------------------------
@@ -121,6 +139,10 @@ class Daemon:
             try:
                 return await self.call_manager(addr, method, params, timeout)
             except RPCError as exc:
+                if exc.code == "forbidden" and method.startswith("control."):
+                    # The managers refuse this node's role a control method (the
+                    # node API's role matrix): say so as Docker does.
+                    raise RPCError("not_manager", NOT_MANAGER) from None
                 if exc.code not in ("unavailable", "deadline"):
                     raise
                 last = exc
@@ -146,8 +168,7 @@ class Daemon:
         async def handler(peer: Peer, params: dict) -> Any:
             if self.services is not None:
                 return await self.services.handle(method, params)
-            if method in SERVICE_READS:
-                return await self.call_any_manager(f"control.{method}", params)
+            # Services (their specs carry environment) are a manager's to show, not a worker's.
             raise RPCError("not_manager", NOT_MANAGER)
         return handler
 
@@ -155,62 +176,40 @@ class Daemon:
         async def handler(peer: Peer, params: dict) -> Any:
             if self.networks is not None:
                 return await self.networks.handle(method, params)
-            if method in NETWORK_READS:
-                return await self.call_any_manager(f"control.{method}", params)
             raise RPCError("not_manager", NOT_MANAGER)
         return handler
 
     async def _local_logs(self, peer: Peer, params: dict) -> Any:
         if self.services is None:
-            return await self.call_any_manager("control.service.logs", params, timeout=20)
+            return await self.call_any_manager("control.service.logs", params, timeout=LOGS_TIMEOUT)
         return await self._service_logs(params)
 
-    async def _service_logs(self, params: dict) -> list[dict]:
-        """Fan out to the nodes that ran the service's tasks; merge by time."""
-        rows = await self.services.ps({"refs": [str(params.get("ref", ""))]})
-        tail = params.get("tail")
-        by_node: dict[str, list[dict]] = {}
-        for row in rows:
-            if row["node_id"]:
-                by_node.setdefault(row["node_id"], []).append(row)
-        nodes = self.manager.nodes()
-        lines: list[dict] = []
-        for node_id, tasks in by_node.items():
-            request = {"tasks": [t["id"] for t in tasks], "tail": tail}
-            try:
-                if node_id == self.config.node_id:
-                    got = await self._task_logs(Peer(self.config.node_id, "manager", self.cluster_id), request)
-                else:
-                    got = await self.call_manager(nodes[node_id]["addr"], "task.logs", request, timeout=10)
-            except (RPCError, KeyError) as exc:
-                log.info("no logs from node %s: %s", node_id, exc)
-                continue
-            names = {t["id"]: t["name"] for t in tasks}
-            for entry in got:
-                entry["task"] = names.get(entry["task_id"], entry["task_id"])
-                entry["node"] = nodes.get(node_id, {}).get("hostname", node_id)
-                lines.append(entry)
-        lines.sort(key=lambda e: e["time"])
-        return lines[-tail:] if tail else lines
+    async def _service_logs(self, params: dict) -> dict:
+        """One bounded step of `service logs` (swarm/logs.py): fan out to the nodes, merge by time."""
+        services, manager = self.services, self.manager
 
-    async def _task_logs(self, peer: Peer, params: dict) -> list[dict]:
-        out = []
-        for task_id in params.get("tasks", []):
-            try:
-                async for stamp, stream, line in self.runtime.logs(task_id, tail=params.get("tail"), follow=False):
-                    out.append({"task_id": task_id, "time": stamp, "stream": stream, "line": line})
-            except Exception as exc:
-                log.info("logs of %s unavailable: %s", task_id, exc)
-        return out
+        async def tasks_of(ref: str) -> list[dict]:
+            return await services.ps({"refs": [ref]})
+
+        async def read_node(node_id: str, request: dict) -> dict:
+            if node_id == self.config.node_id:
+                return await logs.read_tasks(self.runtime, request)
+            addr = manager.nodes().get(node_id, {}).get("addr", "")
+            return await self.call_manager(addr, "task.logs", request, timeout=logs.NODE_TIMEOUT)
+
+        return await logs.service_logs(logs.LogsSource(tasks_of, manager.nodes, read_node), params)
+
+    async def _task_logs(self, peer: Peer, params: dict) -> dict:
+        return await logs.read_tasks(self.runtime, params)
 
     def _image(self, method: str):
         async def handler(peer: Peer, params: dict) -> Any:
             try:
                 if method == "image.import":
-                    image_id = await trio.to_thread.run_sync(self.images.import_rootfs, params["path"], params["ref"])
+                    image_id = await run_cancellable(self.images.import_rootfs, params["path"], params["ref"])
                     return {"id": image_id, "ref": params["ref"]}
                 if method == "image.load":
-                    return {"refs": await trio.to_thread.run_sync(self.images.load_archive, params["path"])}
+                    return {"refs": await run_cancellable(self.images.load_archive, params["path"])}
                 if method == "image.ls":
                     return self.images.list()
                 removed = []
@@ -258,29 +257,39 @@ class Daemon:
         return info
 
     async def _leave(self, peer: Peer, params: dict) -> dict:
+        """Leave the swarm. A manager must be forced (Docker's rule) and then
+        either leaves completely (demoted by the leader, out of Raft, state
+        cleared) or stays the manager it was, with one sentence of why."""
         force = bool(params.get("force"))
+        if self._leaving or self._handing_over:
+            raise RPCError("conflict", "this node is already leaving the swarm")
+        told: str | None = None  # the manager to tell that this node left
         if self.manager is not None:
             m = self.manager
             managers = [n for n in m.nodes().values() if n["role"] == "manager"]
             reachable = m.reachable() & {n["id"] for n in managers}
-            if not force and not model.removal_keeps_quorum(len(managers), len(reachable), True):
-                raise RPCError("conflict", "leaving would make the swarm lose its Raft quorum; "
-                                           "demote this node first, or use --force")
+            if not force:
+                raise RPCError("conflict", leave_refusal(len(managers), len(reachable | {self.config.node_id})))
             if len(managers) > 1:
+                # The agent must not act on the role change this causes (renew,
+                # stop Raft) while the node leaves; it resumes if the leave fails.
+                self._handing_over = True
                 try:
-                    await m.modify_node(self.config.node_id, lambda n: dict(
-                        n, role="worker", raft_addr="", status="down", status_message="left the swarm"))
-                    await m.remove_raft_member(self.config.node_id)
+                    told = await m.hand_over(trio.current_time() + HAND_OVER_TIME)
                 except RPCError as exc:
-                    if not force:
-                        raise
-                    log.warning("leaving anyway: %s", exc.message)
-        else:
-            try:
-                await self.call_any_manager("control.left", {}, timeout=2)
-            except RPCError:
-                pass  # the managers notice the missing heartbeats
+                    self._handing_over = False
+                    raise RPCError(exc.code, f"this node did not leave the swarm and is still a manager: "
+                                             f"{exc.message}") from None
         self._leaving = True
+        try:
+            # After any heartbeat in flight: its "ready" must not land after "left".
+            async with self._beat_lock:
+                if told is not None:
+                    await self.call_manager(told, "control.left", {}, timeout=2)
+                elif self.manager is None:
+                    await self.call_any_manager("control.left", {}, timeout=2)
+        except RPCError:
+            pass  # the managers notice the missing heartbeats
         self._nursery.start_soon(self._stop_after_answer)
         return {"left": True}
 
@@ -290,29 +299,58 @@ class Daemon:
 
     # -- node API (TLS) ---------------------------------------------------------------------
     def node_router(self) -> Router:
-        router = Router()
+        """The node API and who may call what (docs/daemon-api.md, "Roles").
+
+        A worker gets what a worker node needs, as Docker's: its own membership
+        (heartbeat, cert.renew, control.left), its dispatcher calls
+        (tasks.assigned, tasks.status) and the reads the docs allow (info,
+        node.ls, node.inspect); never services (their specs carry environment),
+        their logs, networks, writes or Raft."""
+        router = NodeRouter(self._current_peer)
         anyone = {ANONYMOUS, "manager", "worker"}
         members = {"manager", "worker"}
+        managers = {"manager"}
         router.route("ca.bundle", self._ca_bundle, roles=anyone)
         router.route("join", self._join, roles=anyone)
         router.route("heartbeat", self._heartbeat, roles=members)
         router.route("cert.renew", self._cert_renew, roles=members)
-        router.route("raft.join", self._raft_join, roles={"manager"})
-        router.route("raft.remove", self._raft_remove, roles={"manager"})
+        router.route("raft.join", self._raft_join, roles=managers)
+        router.route("raft.remove", self._raft_remove, roles=managers)
         router.route("control.left", self._node_left, roles=members)
         for method in READ_METHODS:
             router.route(f"control.{method}", self._remote_control(method), roles=members)
         for method in WRITE_METHODS:
-            router.route(f"control.{method}", self._remote_control(method), roles={"manager"})
+            router.route(f"control.{method}", self._remote_control(method), roles=managers)
         for method in SERVICE_READS:
-            router.route(f"control.{method}", self._remote_service(method), roles=members)
-        router.route("control.service.logs", self._remote_logs, roles=members)
+            router.route(f"control.{method}", self._remote_service(method), roles=managers)
+        router.route("control.service.logs", self._remote_logs, roles=managers)
         for method in NETWORK_READS:
-            router.route(f"control.{method}", self._remote_network(method), roles=members)
+            router.route(f"control.{method}", self._remote_network(method), roles=managers)
         router.route("tasks.assigned", self._tasks_assigned, roles=members)
         router.route("tasks.status", self._tasks_status, roles=members)
-        router.route("task.logs", self._task_logs, roles={"manager"})
+        router.route("task.logs", self._task_logs, roles=managers)
         return router
+
+    def _current_peer(self, peer: Peer) -> Peer:
+        """The caller with the role its node record gives it now.
+
+        A certificate's OU is the role at issue time: a demoted manager keeps a
+        valid manager certificate until it renews (and could keep a copy). So
+        on a manager a caller is a manager only if both its certificate and
+        its record say so, a worker if it has a record, and nothing without
+        one (a removed node). A worker daemon holds no records: it trusts the
+        certificate for the manager-only calls it serves (task.logs)."""
+        m = self.manager
+        if peer.role == ANONYMOUS or m is None:
+            return peer
+        if m.raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
+            raise RPCError("unavailable", "this manager has not received the cluster's state yet; retry")
+        rec = m.raft.get(model.NODE, peer.node_id)
+        if rec is None:
+            return Peer(peer.node_id, REMOVED, peer.cluster_id)
+        stored = model.decode(rec.data).get("role")
+        role = "manager" if peer.role == "manager" and stored == "manager" else "worker"
+        return Peer(peer.node_id, role, peer.cluster_id)
 
     def _remote_service(self, method: str):
         async def handler(peer: Peer, params: dict) -> Any:
@@ -380,6 +418,8 @@ class Daemon:
 
     async def _cert_renew(self, peer: Peer, params: dict) -> dict:
         m = self._need_manager()
+        if not isinstance(params.get("csr_pem"), bytes):
+            raise RPCError("bad_request", "cert.renew needs a certificate signing request (csr_pem, PEM bytes)")
         node = m.nodes().get(peer.node_id)
         if node is None:
             raise RPCError("forbidden", "this node has been removed from the swarm")
@@ -516,12 +556,15 @@ class Daemon:
         while True:
             period = self.config.heartbeat
             try:
-                target = self._leader_addr or None
-                facts = self._node_facts()
-                if target is None:
-                    answer = await self.call_any_manager("heartbeat", facts, timeout=max(1.0, period))
-                else:
-                    answer = await self.call_manager(target, "heartbeat", facts, timeout=max(1.0, period))
+                async with self._beat_lock:
+                    if self._leaving:
+                        return  # told the managers it left: a beat now would mark it ready again
+                    target = self._leader_addr or None
+                    facts = self._node_facts()
+                    if target is None:
+                        answer = await self.call_any_manager("heartbeat", facts, timeout=max(1.0, period))
+                    else:
+                        answer = await self.call_manager(target, "heartbeat", facts, timeout=max(1.0, period))
             except RPCError as exc:
                 if exc.code == "not_leader":
                     self._leader_addr = exc.message or None
@@ -534,13 +577,19 @@ class Daemon:
                 self._leader_addr = None
                 await trio.sleep(period / 2)
                 continue
+            except OSError as exc:
+                # Out of descriptors (EMFILE) while reading this node's facts: a
+                # passing shortage must cost one heartbeat, not the daemon.
+                log.warning("heartbeat not sent: %s", exc)
+                await trio.sleep(period / 2)
+                continue
             if target is None:
                 self._leader_addr = None
             if answer["managers"] != self.config.managers or answer["period"] != self.config.heartbeat:
                 self.config.managers = answer["managers"]
                 self.config.heartbeat = answer["period"]
                 self.config.save(self.paths.root)
-            if answer["role"] != self.config.role:
+            if answer["role"] != self.config.role and not (self._handing_over or self._leaving):
                 try:
                     await self._change_role(answer["role"])
                 except RPCError as exc:

@@ -120,7 +120,11 @@ class Manager:
                 result = await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
                 return new, result.versions[0]
             except RPCError as exc:
-                if exc.code != "conflict" or version is not None:
+                if exc.code == "conflict" and version is not None:
+                    # This copy was behind: the record moved on before the commit.
+                    raise RPCError("conflict", f"update out of sequence: node {node_id} changed after "
+                                               f"version {version}") from None
+                if exc.code != "conflict":
                     raise
             await trio.sleep(random.uniform(0.005, 0.05))
         raise RPCError("unavailable", f"node {node_id} kept changing under this update; retry")
@@ -155,7 +159,14 @@ class Manager:
             role = "worker"
         else:
             raise RPCError("forbidden", "the join token is not valid for this swarm (wrong or rotated secret)")
-        hostname, addr, raft_addr = str(params["hostname"]), str(params["addr"]), str(params.get("raft_addr", ""))
+        try:
+            hostname = model.check_hostname(params.get("hostname"))
+            addr = model.check_address("the node's address", params.get("addr"))
+            raft_addr = model.check_address("the Raft address", params.get("raft_addr", ""), optional=role == "worker")
+        except model.BadFacts as exc:
+            raise RPCError("bad_request", f"join refused: {exc}") from None
+        if not isinstance(params.get("csr_pem"), bytes) or len(params["csr_pem"]) > 16384:
+            raise RPCError("bad_request", "join refused: a certificate signing request (PEM) is required")
         node_id = pki.new_id()
         cert_pem = self.issue(params["csr_pem"], node_id, role)
         serial = pki.identity_from_cert(cert_pem).serial
@@ -193,19 +204,59 @@ class Manager:
         return self.raft.members()
 
     async def remove_raft_member(self, node_id: str) -> list[str]:
-        """Remove a manager from Raft; a leader removing itself hands over first."""
+        """Remove another manager from Raft (a member cannot remove itself: see hand_over)."""
         if node_id == self.node_id:
-            new_leader = await self.raft.transfer_leadership(timeout=5)
-            addr = self.nodes().get(new_leader, {}).get("addr")
-            if not addr:
-                raise RPCError("unavailable", "leadership moved but the new leader's address is unknown")
-            result = await self.call_manager(addr, "raft.remove", {"node_id": node_id})
-            return result["raft_members"]
+            raise RPCError("conflict", "a manager cannot remove itself from Raft; another manager must demote it")
         try:
             await self.raft.remove_member(node_id, timeout=15)
         except RaftUnavailable as exc:
             raise RPCError("unavailable", f"could not remove the manager from Raft: {exc}") from None
         return self.raft.members()
+
+    async def hand_over(self, deadline: float) -> str:
+        """Stop being a manager: have the leader demote this node; returns the leader's address.
+
+        This node cannot do it itself: a Raft member cannot remove itself, and
+        once its record says worker its certificate no longer carries manager
+        rights (the node API follows the record). So a leader first hands
+        leadership over, then the node asks the leader to demote it, which
+        rewrites the record and removes the node from Raft in one call.
+        Leadership moves and lost leaders are retried until `deadline`
+        (trio clock); a refusal (the quorum would be lost) is raised at once.
+        """
+        last = "no other manager became the leader"
+        while trio.current_time() < deadline:
+            remaining = deadline - trio.current_time()
+            addr = ""
+            try:
+                if self.raft.is_leader() or self.leader_id() == self.node_id:
+                    await self.raft.transfer_leadership(timeout=min(5.0, remaining))
+                    continue
+                addr = self.nodes().get(self.leader_id() or "", {}).get("addr")
+                if not addr:
+                    last = "no Raft leader is known"
+                else:
+                    await self.call_manager(addr, "control.node.demote", {"refs": [self.node_id]},
+                                            timeout=max(1.0, min(20.0, remaining)))
+                    return addr
+            except RaftUnavailable as exc:  # leadership moved under the transfer: look again
+                last = str(exc)
+            except RPCError as exc:
+                if exc.code == "forbidden" and addr and await self._demoted_by(addr):
+                    return addr  # an earlier attempt completed but its answer was lost
+                if exc.code not in ("unavailable", "deadline", "not_leader"):
+                    raise
+                last = exc.message
+            await trio.sleep(0.1)
+        raise RPCError("unavailable", f"this manager could not hand over its role in time ({last})")
+
+    async def _demoted_by(self, addr: str) -> bool:
+        """Whether the manager at `addr` already sees this node demoted and out of Raft."""
+        try:
+            info = await self.call_manager(addr, "control.info", {}, timeout=5.0)
+        except RPCError:
+            return False
+        return not any(m.startswith(self.node_id + "@") for m in info["raft"]["members"])
 
     def manager_addrs(self) -> list[str]:
         return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
@@ -218,9 +269,13 @@ class Manager:
         node = self.nodes().get(peer.node_id)
         if node is None:
             raise RPCError("forbidden", "this node has been removed from the swarm")
+        # What the node reports about itself (resources, images) is checked before it
+        # counts as a beat, and written only when it changes.
+        try:
+            facts = model.node_facts(params or {})
+        except model.BadFacts as exc:
+            raise RPCError("bad_request", f"heartbeat refused: {exc}") from None
         self.last_seen[peer.node_id] = time.monotonic()
-        # What the node reports about itself (resources, images) is written only when it changes.
-        facts = {k: (params or {})[k] for k in ("resources", "images") if k in (params or {})}
 
         def change(n: dict) -> dict | None:
             if n["status"] == "ready" and all(n.get(k) == v for k, v in facts.items()):
@@ -251,10 +306,14 @@ class Manager:
         while True:
             leader = self.raft.is_leader()
             now = time.monotonic()
-            if leader and not self._was_leader:
+            # Raft's view of who leads, not the acting lease: the lease can lapse
+            # for a moment under load, and restarting every grace period on each
+            # lapse would never let a dead node be marked down.
+            leading = self.raft.leader_id == self.node_id
+            if leading and not self._was_leader:
                 # A new leader has seen no heartbeats yet: give everyone a full grace period.
                 self.last_seen = {nid: now for nid in self.nodes()}
-            self._was_leader = leader
+            self._was_leader = leading
             try:
                 period = self.cluster()["heartbeat"]
             except RPCError:

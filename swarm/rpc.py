@@ -14,6 +14,17 @@ is TLS with client certificates and `identify` turns the verified certificate
 into the Peer whose role the Router checks; the CLI reaches its own daemon
 over a 0600 unix socket as role "local". Bad bytes, failed handshakes and
 crashing handlers cost one connection (or one call), never the server.
+
+Peers that have not authenticated (the node API accepts TLS without a client
+certificate, because a joining node has none yet) are held to
+`UNAUTHENTICATED` limits: a 64 KiB frame cap, a few calls at once, a deadline
+for the first whole request and another for the next one whenever no call is
+running, and one for every answer they are slow to read. Before the handshake
+every connection counts as unauthenticated: `Admission` holds at most 16 per
+remote address and a total derived from RLIMIT_NOFILE (read at each accept, so
+a prlimit on the running daemon counts), so a flood is refused at accept and
+never takes the file descriptors that the Raft journal needs. If accept itself
+fails for lack of descriptors, the listener pauses and says so once.
 """
 from __future__ import annotations
 
@@ -22,12 +33,13 @@ import itertools
 import logging
 import math
 import os
+import resource
 import socket
 import ssl
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +54,12 @@ ALL_ROLES = frozenset({"manager", "worker", "local"})
 MAX_IN_FLIGHT = 64
 MAX_DEADLINE = 60.0
 HANDSHAKE_TIMEOUT = 5.0
+MAX_UNAUTHENTICATED_PER_ADDRESS = 16
+ACCEPT_BACKOFF = 0.1  # seconds between accept attempts while descriptors are exhausted
 _RECV_SIZE = 65536
 _LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+# accept() errors that mean "no descriptor or buffer for one more socket now"
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class RPCError(Exception):
@@ -68,6 +84,111 @@ class Peer:
 
 LOCAL_PEER = Peer(node_id="local", role="local", cluster_id="")
 Handler = Callable[[Peer, dict], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """What one connection may cost the server once its handshake is done."""
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_in_flight: int = MAX_IN_FLIGHT
+    first_frame_timeout: float = math.inf  # from the handshake to the first whole request
+    idle_timeout: float = math.inf         # with no call running, to the next whole request
+    send_timeout: float = math.inf         # for the peer to take one answer off our hands
+
+
+# A join request carries a CSR of about 1 KB; 64 KiB leaves room and decodes
+# in a few milliseconds even if every byte is an empty container.
+UNAUTHENTICATED = StreamLimits(max_frame=64 * 1024, max_in_flight=4, first_frame_timeout=5.0,
+                               idle_timeout=5.0, send_timeout=5.0)
+
+
+def connection_caps(nofile: int) -> tuple[int, int]:
+    """(all TLS connections, those not yet authenticated) a server may hold with `nofile` descriptors.
+
+    Half the descriptor table stays free for the Raft journal and transport,
+    container shims and the CLI socket; unauthenticated peers get at most
+    half of the rest, so a flood of them leaves room for the members."""
+    total = max(16, min(nofile // 2, 4096))
+    return total, max(8, min(total // 2, 1024))
+
+
+def _nofile() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+class Admission:
+    """Counts the connections a server holds and decides, before any byte is
+    read, whether to hold one more (pure bookkeeping; the caller does the I/O).
+
+    A connection is identified by a token of the caller's (its cancel scope).
+    Over the per-address cap or the total cap the newcomer is refused; over
+    the cap of unauthenticated connections the *oldest* one is dropped
+    instead, so that a flood from many addresses cannot keep a member from
+    finishing its handshake, which takes milliseconds, not seconds."""
+
+    def __init__(self, per_address: int = MAX_UNAUTHENTICATED_PER_ADDRESS) -> None:
+        self.per_address = per_address
+        self.total = 0
+        self._strangers: dict[Hashable, str] = {}  # token -> address, oldest first
+        self._by_address: dict[str, int] = {}
+
+    @property
+    def unauthenticated(self) -> int:
+        return len(self._strangers)
+
+    def admit(self, token: Hashable, address: str, nofile: int) -> tuple[str | None, Hashable | None]:
+        """Count a new connection from `address`: (why it is refused or None, token of a connection to drop or None)."""
+        total_cap, unauth_cap = connection_caps(nofile)
+        if self.total >= total_cap:
+            return f"{self.total} connections are open, the most this node holds with {nofile} descriptors", None
+        if self._by_address.get(address, 0) >= self.per_address:
+            return f"{self.per_address} unauthenticated connections from this address are open already", None
+        victim = next(iter(self._strangers)) if len(self._strangers) >= unauth_cap else None
+        if victim is not None:
+            self._forget(victim)  # it no longer counts; its own release comes when it has closed
+        self.total += 1
+        self._strangers[token] = address
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        return None, victim
+
+    def authenticated(self, token: Hashable) -> None:
+        """The connection presented a valid certificate: it no longer counts as a stranger's."""
+        self._forget(token)
+
+    def release(self, token: Hashable) -> None:
+        self.total -= 1
+        self._forget(token)
+
+    def _forget(self, token: Hashable) -> None:
+        address = self._strangers.pop(token, None)
+        if address is None:
+            return
+        left = self._by_address[address] - 1
+        if left:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]
+
+
+class _Throttled:
+    """A warning logged at once, then at most once per `period` with a count (floods must not flood the log)."""
+
+    def __init__(self, period: float = 10.0) -> None:
+        self.period = period
+        self._last = -math.inf
+        self._held = 0
+
+    def warning(self, now: float, msg: str, *args: Any) -> None:
+        if now - self._last < self.period:
+            self._held += 1
+            return
+        if self._held:
+            msg += " (and %d more like it since the last report)"
+            args = (*args, self._held)
+        log.warning(msg, *args)
+        self._last, self._held = now, 0
 
 
 class Router:
@@ -164,37 +285,58 @@ async def _answer(router: Router, peer: Peer, req: dict, max_deadline: float) ->
 
 
 async def _serve_stream(router: Router, stream: trio.abc.Stream, peer: Peer, remote: str,
-                        max_frame: int, max_deadline: float, max_in_flight: int) -> None:
-    decoder = FrameDecoder(max_frame)
+                        limits: StreamLimits, max_deadline: float) -> None:
+    decoder = FrameDecoder(limits.max_frame)
     send_lock = trio.Lock()
-    slots = trio.Semaphore(max_in_flight)
+    slots = trio.Semaphore(limits.max_in_flight)
+    running = requests = 0
+    # The next whole request is due by this scope's deadline; while a call runs
+    # nothing is due (the peer waits for its answer).
+    waiting = trio.CancelScope(deadline=trio.current_time() + limits.first_frame_timeout)
 
     async def run_call(req: dict) -> None:
+        nonlocal running
         try:
             resp = await _answer(router, peer, req, max_deadline)
             try:
-                frame = encode_frame(resp, max_frame)
+                frame = encode_frame(resp, limits.max_frame)
             except Exception as exc:  # unserialisable or oversized result
                 log.error("cannot encode the answer to %s for %s: %s", req["method"], remote, exc)
                 frame = encode_frame(_error(req["id"], "internal", f"the result of {req['method']} could not be encoded"))
-            async with send_lock:
-                await stream.send_all(frame)
+            with trio.move_on_after(limits.send_timeout) as sending:
+                async with send_lock:
+                    await stream.send_all(frame)
+            if sending.cancelled_caught:
+                # A peer that does not read its answers would hold this call (and its slot) forever.
+                log.warning("closing the connection from %s: it did not read an answer within %g s",
+                            remote, limits.send_timeout)
+                nursery.cancel_scope.cancel()
         except _LOST:
             pass  # the caller is gone; the reader notices and closes
         finally:
             slots.release()
+            running -= 1
+            if not running:
+                waiting.deadline = trio.current_time() + limits.idle_timeout
 
     try:
         async with trio.open_nursery() as nursery:
             try:
-                while data := await stream.receive_some(_RECV_SIZE):
-                    for msg in decoder.feed(data):
-                        if not (isinstance(msg, dict) and _is_int(msg.get("id"))
-                                and isinstance(msg.get("method"), str)):
-                            raise BadMessage("a request must be a map with an integer id and a string method")
-                        await slots.acquire()
-                        nursery.start_soon(run_call, msg)
-                decoder.close()
+                with waiting:
+                    while data := await stream.receive_some(_RECV_SIZE):
+                        for msg in decoder.feed(data):
+                            if not (isinstance(msg, dict) and _is_int(msg.get("id"))
+                                    and isinstance(msg.get("method"), str)):
+                                raise BadMessage("a request must be a map with an integer id and a string method")
+                            running += 1
+                            requests += 1
+                            waiting.deadline = math.inf
+                            await slots.acquire()
+                            nursery.start_soon(run_call, msg)
+                    decoder.close()
+                if waiting.cancelled_caught:
+                    log.warning("closing the connection from %s: no whole request within %g s", remote,
+                                limits.idle_timeout if requests else limits.first_frame_timeout)
             except FrameError as exc:
                 log.warning("closing the connection from %s: %s", remote, exc)
             except _LOST as exc:
@@ -216,44 +358,99 @@ def _guarded(handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaita
     return run
 
 
+async def _accept_loop(listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
+                       what: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """trio.serve_listeners, but out of descriptors it pauses and says so once (not every 0.1 s)."""
+    short = False
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            try:
+                conn = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _EXHAUSTED:
+                    raise
+                if not short:
+                    log.warning("%s: no descriptor for a new connection (%s); not accepting until one is free",
+                                what, os.strerror(exc.errno))
+                    short = True
+                await trio.sleep(ACCEPT_BACKOFF)
+                continue
+            if short:
+                log.warning("%s: accepting connections again", what)
+                short = False
+            nursery.start_soon(_guarded(handle), conn)
+
+
 async def serve_tls(
     router: Router, host: str | None, port: int, ssl_context: ssl.SSLContext,
     identify: Callable[[Any], Any], *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     max_frame: int = DEFAULT_MAX_FRAME, max_deadline: float = MAX_DEADLINE,
     max_in_flight: int = MAX_IN_FLIGHT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    unauthenticated: StreamLimits = UNAUTHENTICATED, admission: Admission | None = None,
+    nofile: Callable[[], int] = _nofile,
 ) -> None:
-    """Serve `router` over mutual TLS until cancelled; task_status gets the bound port.
+    """Serve `router` over TLS until cancelled; task_status gets the bound port.
 
     After the handshake `identify(ssl_stream)` (anything with getpeercert())
     returns a Peer, or an object with node_id/role/cluster_id such as
-    pki.peer_identity's; if it raises, the connection is refused.
+    pki.peer_identity's; if it raises, the connection is refused. A peer
+    that presented a verified certificate gets `max_frame`/`max_in_flight`
+    and no read deadlines; one without (possible when `ssl_context` makes the
+    certificate optional) gets the `unauthenticated` limits.
     """
+    admission = admission or Admission()
+    trusted = StreamLimits(max_frame=max_frame, max_in_flight=max_in_flight)
+    refusals = _Throttled()
+
     async def handle(tcp: trio.SocketStream) -> None:
         try:
+            address = str(tcp.socket.getpeername()[0])
             remote = "%s:%s" % tcp.socket.getpeername()[:2]
         except OSError:
-            remote = "an unknown address"
+            address = remote = "an unknown address"
+        scope = trio.CancelScope()
+        why, victim = admission.admit(scope, address, nofile())
+        if why is not None:
+            refusals.warning(trio.current_time(), "refused %s at once: %s", remote, why)
+            await trio.aclose_forcefully(tcp)
+            return
+        if victim is not None:
+            refusals.warning(trio.current_time(), "dropped the oldest unauthenticated connection "
+                             "to make room for %s: the most this node holds are open", remote)
+            victim.cancel()
         stream = trio.SSLStream(tcp, ssl_context, server_side=True, https_compatible=True)
+        authenticated = False
         try:
-            with trio.fail_after(handshake_timeout):
-                await stream.do_handshake()
-            peer = _as_peer(identify(stream))
-        except trio.TooSlowError:
-            log.warning("refused %s: TLS handshake not done within %g s", remote, handshake_timeout)
-        except trio.BrokenResourceError as exc:
-            log.warning("refused %s: TLS handshake failed: %s", remote, _why(exc))
-        except Exception as exc:
-            log.warning("refused %s: cannot identify its certificate: %s", remote, exc)
-        else:
-            return await _serve_stream(router, stream, peer, f"{remote} ({peer.role} {peer.node_id})",
-                                       max_frame, max_deadline, max_in_flight)
-        await trio.aclose_forcefully(stream)
+            with scope:
+                try:
+                    with trio.fail_after(handshake_timeout):
+                        await stream.do_handshake()
+                    if stream.getpeercert(binary_form=True) is not None:
+                        authenticated = True
+                        admission.authenticated(scope)
+                    peer = _as_peer(identify(stream))
+                except trio.TooSlowError:
+                    log.warning("refused %s: TLS handshake not done within %g s", remote, handshake_timeout)
+                except trio.BrokenResourceError as exc:
+                    log.warning("refused %s: TLS handshake failed: %s", remote, _why(exc))
+                except Exception as exc:
+                    log.warning("refused %s: cannot identify its certificate: %s", remote, exc)
+                else:
+                    limits = trusted if authenticated else unauthenticated
+                    return await _serve_stream(router, stream, peer, f"{remote} ({peer.role} {peer.node_id})",
+                                               limits, max_deadline)
+        finally:
+            admission.release(scope)
+            await trio.aclose_forcefully(stream)
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     log.info("RPC listening on %s:%d (TLS)", host or "*", bound)
-    task_status.started(bound)
-    await trio.serve_listeners(_guarded(handle), listeners)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            await nursery.start(_accept_loop, listener, handle, f"RPC port {bound}")
+        task_status.started(bound)
 
 
 async def _claim_socket_path(path: str) -> None:
@@ -298,12 +495,15 @@ async def serve_unix(
             os.unlink(staged)
         os.rmdir(private)
 
+    limits = StreamLimits(max_frame=max_frame, max_in_flight=max_in_flight)
+
     async def handle(stream: trio.SocketStream) -> None:
-        await _serve_stream(router, stream, peer, f"unix:{path}", max_frame, max_deadline, max_in_flight)
+        await _serve_stream(router, stream, peer, f"unix:{path}", limits, max_deadline)
 
     try:
-        task_status.started(path)
-        await trio.serve_listeners(_guarded(handle), [trio.SocketListener(sock)])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_accept_loop, trio.SocketListener(sock), handle, f"unix:{path}")
+            task_status.started(path)
     finally:
         sock.close()
         try:  # remove the file only if it is still ours
@@ -463,17 +663,28 @@ class RPCClient:
     async def __aenter__(self) -> RPCClient:
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
-        await nursery.start(self.run)
+        try:
+            await nursery.start(self.run)
+        except BaseException:
+            # Cancelled while the reader starts: exit its nursery here, since
+            # no __aexit__ will (an open nursery corrupts trio's nursery stack).
+            self._shut(f"the connection to {self.name} was closed")
+            await stack.aclose()
+            raise
         self._stack = stack
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await self.aclose()
         stack, self._stack = self._stack, None
-        if stack is not None:
+        try:
+            await self.aclose()
+        finally:
             # aclose cancelled the reader: exit its nursery cleanly, so that the
             # body's own exception propagates unwrapped (no ExceptionGroup).
-            await stack.aclose()
+            # Also when aclose itself was cancelled: a nursery left open here
+            # corrupts trio's nursery stack ("Nursery stack corrupted").
+            if stack is not None:
+                await stack.aclose()
 
 
 @asynccontextmanager

@@ -237,3 +237,82 @@ def test_pickle_canary_fires_when_unpickled(tmp_path):
     marker = tmp_path / "pwned"
     pickle.loads(pickle.dumps(_RunsShell(str(marker))))
     assert marker.exists()
+
+
+# -- decoding cost is bounded by the frame, not by what it announces -------------------
+
+
+def _array_of(item: bytes, size: int) -> bytes:
+    """A msgpack array32 of `size` bytes in all, made of copies of `item`."""
+    count = (size - 5) // len(item)
+    return b"\xdd" + struct.pack(">I", count) + item * count
+
+
+def test_tiny_frame_announcing_huge_containers_or_strings_is_refused_without_allocating():
+    # 5-9 bytes that claim 4 G items or bytes: msgpack must not believe them.
+    for payload in (b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+                    b"\xc6\xff\xff\xff\xff", b"\x91\xdd\xff\xff\xff\xff"):
+        with pytest.raises(MalformedFrame):
+            FrameDecoder().feed(frame_of(payload))
+
+
+def test_decoding_many_small_containers_does_not_run_the_cyclic_collector():
+    # The cause of a 2 s stall per 4 MiB frame: each young container counted
+    # towards a collection, and the collector walked millions of them again
+    # and again while the frame was still being built (about 1500 collections,
+    # 8 of them full, for this 1 MiB frame). Once the collector is back on,
+    # one young collection sees the decoded objects once.
+    import gc
+
+    collections: list[int] = []
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        assert gc.isenabled()
+        FrameDecoder().feed(frame_of(_array_of(b"\x90", 1024 * 1024)))
+    finally:
+        gc.callbacks.remove(count)
+    assert len(collections) <= 1
+    assert gc.isenabled()  # and it is on again afterwards
+
+
+def test_collector_stays_off_when_the_caller_had_turned_it_off():
+    import gc
+
+    gc.disable()
+    try:
+        FrameDecoder().feed(frame_of(_array_of(b"\x90", 1024)))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_collector_is_on_again_after_a_malformed_frame():
+    import gc
+
+    with pytest.raises(MalformedFrame):
+        FrameDecoder().feed(frame_of(_array_of(b"\x90", 1024) + b"\xc1"))
+    assert gc.isenabled()
+
+
+def test_a_4_mib_frame_of_empty_containers_decodes_in_well_under_a_second():
+    import time
+
+    frame = frame_of(_array_of(b"\x91\x80", DEFAULT_MAX_FRAME))
+    started = time.process_time()  # CPU time: other processes on the machine do not count
+    FrameDecoder().feed(frame)
+    assert time.process_time() - started < 1.0
+
+
+def test_small_cap_bounds_the_objects_a_frame_can_become():
+    # 64 KiB (the cap for unauthenticated peers) is at most 64 K objects.
+    cap = 64 * 1024
+    decoder = FrameDecoder(cap)
+    (value,) = decoder.feed(frame_of(_array_of(b"\x90", cap)))
+    assert len(value) == cap - 5
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(cap).feed(frame_of(_array_of(b"\x90", cap + 1))[:4])

@@ -1,4 +1,5 @@
 import logging
+import socket
 import os
 import ssl
 import stat
@@ -508,3 +509,226 @@ def test_router_refuses_duplicate_method():
     with pytest.raises(ValueError):
         router.route("echo", lambda peer, params: None)
     assert "echo" in router.methods
+
+
+# -- limits for peers without a certificate -------------------------------------------
+
+ANON = Peer(node_id="", role="anonymous", cluster_id="")
+QUICK = rpc.StreamLimits(max_frame=64 * 1024, max_in_flight=4, first_frame_timeout=0.5,
+                         idle_timeout=0.5, send_timeout=0.5)
+
+
+def identify_or_anonymous(ssl_object) -> Peer:
+    return identify(ssl_object) if ssl_object.getpeercert(binary_form=True) else ANON
+
+
+@pytest.fixture
+async def open_port(nursery, creds: Creds) -> int:
+    """A server that, like the daemon's node API, lets peers without a certificate in."""
+    router = make_router()
+
+    async def anon_echo(peer: Peer, params: dict):
+        return params
+
+    router.route("anon.echo", anon_echo, roles={"anonymous"})
+    ctx = creds.server_ctx()
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return await nursery.start(partial(rpc.serve_tls, router, "127.0.0.1", 0, ctx, identify_or_anonymous,
+                                       handshake_timeout=2.0, unauthenticated=QUICK))
+
+
+async def anonymous_raw(port: int, creds: Creds, local: str | None = None) -> trio.SSLStream:
+    tcp = await trio.open_tcp_stream("127.0.0.1", port, local_address=local)
+    stream = trio.SSLStream(tcp, creds.client_ctx(None), https_compatible=True)
+    await stream.do_handshake()
+    return stream
+
+
+async def closed_after(stream: trio.abc.Stream, limit: float) -> float:
+    """Seconds until the server hangs up (reading and dropping what it sends)."""
+    started = trio.current_time()
+    with trio.fail_after(limit):
+        try:
+            while await stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+    return trio.current_time() - started
+
+
+async def call_raw(stream: trio.abc.Stream, call_id: int, method: str, params: dict) -> dict:
+    await stream.send_all(encode_frame({"id": call_id, "method": method, "params": params, "deadline": 2}))
+    data = b""
+    with trio.fail_after(3):
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+            data += await stream.receive_some(65536)
+    return unpack(data[4:])
+
+
+@pytest.mark.trio
+async def test_anonymous_peer_may_call_what_it_is_allowed(open_port, creds):
+    stream = await anonymous_raw(open_port, creds)
+    assert (await call_raw(stream, 1, "anon.echo", {"csr": "x" * 2000}))["result"] == {"csr": "x" * 2000}
+    assert (await call_raw(stream, 2, "echo", {}))["error"]["code"] == "forbidden"
+    await stream.aclose()
+
+
+@pytest.mark.trio
+async def test_anonymous_half_frame_is_closed_at_the_first_frame_deadline(open_port, creds, caplog):
+    stream = await anonymous_raw(open_port, creds)
+    await stream.send_all(struct.pack(">I", 100) + b"\x81")
+    assert 0.4 < await closed_after(stream, 3) < 1.5
+    assert any("no whole request within 0.5 s" in w for w in warnings_of(caplog))
+    await assert_good_client_works(open_port, creds)
+
+
+@pytest.mark.trio
+async def test_anonymous_connection_dripping_bytes_is_still_closed_at_the_deadline(open_port, creds):
+    # A deadline per receive would be reset by every byte; this one is per whole request.
+    stream = await anonymous_raw(open_port, creds)
+    await stream.send_all(struct.pack(">I", 1000))
+    started = trio.current_time()
+    with trio.fail_after(3):
+        try:
+            while True:
+                await stream.send_all(b"\xc0")
+                await trio.sleep(0.05)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    assert trio.current_time() - started < 1.5
+
+
+@pytest.mark.trio
+async def test_anonymous_idle_connection_is_closed_after_its_answer(open_port, creds):
+    stream = await anonymous_raw(open_port, creds)
+    await trio.sleep(0.3)  # within the first-frame deadline
+    assert (await call_raw(stream, 1, "anon.echo", {}))["ok"]
+    assert 0.4 < await closed_after(stream, 3) < 1.5
+
+
+@pytest.mark.trio
+async def test_authenticated_peer_has_no_idle_deadline(open_port, creds):
+    async with rpc.open_client_tls("127.0.0.1", open_port, creds.client_ctx(creds.manager)) as client:
+        await trio.sleep(1.2)
+        assert await client.call("echo", {"x": 1}) == {"x": 1}
+
+
+@pytest.mark.trio
+async def test_large_frame_from_anonymous_is_refused_at_its_header(open_port, creds, caplog):
+    stream = await anonymous_raw(open_port, creds)
+    await stream.send_all(struct.pack(">I", 4 * 1024 * 1024))  # the header only: no payload needed
+    assert await closed_after(stream, 3) < 0.4
+    assert any("over the 65536-byte cap" in w for w in warnings_of(caplog))
+
+
+@pytest.mark.trio
+async def test_authenticated_peer_keeps_the_large_frame_cap(open_port, creds):
+    async with rpc.open_client_tls("127.0.0.1", open_port, creds.client_ctx(creds.manager)) as client:
+        blob = b"\x00" * (2 * 1024 * 1024)
+        assert await client.call("echo", {"blob": blob}) == {"blob": blob}
+
+
+@pytest.mark.trio
+async def test_anonymous_peer_that_does_not_read_its_answers_is_closed(open_port, creds, caplog):
+    tcp = await trio.open_tcp_stream("127.0.0.1", open_port)
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stream = trio.SSLStream(tcp, creds.client_ctx(None), https_compatible=True)
+    await stream.do_handshake()
+    request = encode_frame({"id": 1, "method": "anon.echo", "params": {"pad": "x" * 60000}, "deadline": 2})
+    with trio.fail_after(5):
+        try:
+            while True:  # never read: the answers pile up until the server gives up on us
+                await stream.send_all(request)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    assert any("did not read an answer within 0.5 s" in w for w in warnings_of(caplog))
+    await assert_good_client_works(open_port, creds)
+
+
+@pytest.mark.trio
+async def test_unauthenticated_connections_per_address_are_capped(open_port, creds, caplog):
+    held = [await anonymous_raw(open_port, creds, local="127.0.0.2") for _ in range(rpc.MAX_UNAUTHENTICATED_PER_ADDRESS)]
+    extra = await trio.open_tcp_stream("127.0.0.1", open_port, local_address="127.0.0.2")
+    assert await closed_after(extra, 1) < 0.5  # refused before any TLS byte
+    assert any("unauthenticated connections from this address" in w for w in warnings_of(caplog))
+    await assert_good_client_works(open_port, creds)  # from 127.0.0.1: its own budget
+    for stream in held:
+        await trio.aclose_forcefully(stream)
+
+
+# -- the admission decision -----------------------------------------------------------
+
+
+def test_connection_caps_follow_the_descriptor_limit():
+    assert rpc.connection_caps(1024) == (512, 256)
+    assert rpc.connection_caps(64) == (32, 16)
+    assert rpc.connection_caps(1 << 20) == (4096, 1024)
+    for nofile in (16, 64, 256, 1024, 20000):
+        total, unauth = rpc.connection_caps(nofile)
+        assert unauth <= total and (nofile < 64 or total <= nofile // 2)
+
+
+def test_admission_per_address_and_release():
+    adm = rpc.Admission(per_address=2)
+    assert adm.admit("a1", "10.0.0.1", 1024) == (None, None)
+    assert adm.admit("a2", "10.0.0.1", 1024) == (None, None)
+    why, victim = adm.admit("a3", "10.0.0.1", 1024)
+    assert "from this address" in why and victim is None
+    assert adm.admit("b1", "10.0.0.2", 1024) == (None, None)
+    adm.authenticated("a1")  # a member: no longer counted against 10.0.0.1
+    assert adm.admit("a3", "10.0.0.1", 1024) == (None, None)
+    assert (adm.total, adm.unauthenticated) == (4, 3)
+    for token in ("a1", "a2", "a3", "b1"):
+        adm.release(token)
+    assert (adm.total, adm.unauthenticated) == (0, 0)
+
+
+def test_admission_drops_the_oldest_stranger_at_the_unauthenticated_cap():
+    adm = rpc.Admission(per_address=100)
+    _, unauth_cap = rpc.connection_caps(64)
+    for i in range(unauth_cap):
+        assert adm.admit(f"s{i}", f"10.0.1.{i}", 64) == (None, None)
+    why, victim = adm.admit("late", "10.0.2.1", 64)
+    assert why is None and victim == "s0"
+    assert adm.unauthenticated == unauth_cap
+    adm.release("s0")  # the dropped one closes later: counted once only
+    assert adm.total == unauth_cap
+
+
+def test_admission_refuses_everyone_at_the_total_cap():
+    adm = rpc.Admission(per_address=100)
+    total_cap, _ = rpc.connection_caps(64)
+    for i in range(total_cap):
+        assert adm.admit(i, f"10.0.3.{i}", 64)[0] is None
+        adm.authenticated(i)
+    why, victim = adm.admit("one-more", "10.0.4.1", 64)
+    assert "the most this node holds" in why and victim is None
+
+
+# -- out of descriptors ---------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_accept_pauses_without_descriptors_logs_once_and_resumes(open_port, creds, caplog):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    socks = [socket.socket() for _ in range(3)]  # made while descriptors remain
+    for sock in socks:
+        sock.setblocking(False)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) - 1, hard))
+    try:
+        for sock in socks:
+            try:
+                sock.connect(("127.0.0.1", open_port))
+            except BlockingIOError:
+                pass
+        await trio.sleep(0.6)  # several accept attempts, all EMFILE
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    paused = [w for w in warnings_of(caplog) if "no descriptor for a new connection" in w]
+    assert len(paused) == 1
+    await assert_good_client_works(open_port, creds)
+    assert any("accepting connections again" in w for w in warnings_of(caplog))
+    for sock in socks:
+        sock.close()
