@@ -37,6 +37,7 @@ from click.core import ParameterSource
 from swarm.cli import (LocalDaemon, Duration, _title, fail, format_duration, kv, print_json, print_table, swarm,
                        with_daemon)
 from swarm.rpc import RPCError
+from swarm.units import parse_memory
 
 POLL_INTERVAL = 0.25          # seconds between two service.ps while waiting for convergence
 LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
@@ -63,18 +64,6 @@ def _sleep(seconds: float) -> None:  # one place for tests to replace
 
 
 # -- input ---------------------------------------------------------------------
-
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp]?)(i?b?)", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
-
-
-def parse_memory(text: str) -> int:
-    """Docker's RAMInBytes: 64m, 1g, 512MiB, 1.5GB, 100 (bytes), 100b; binary units."""
-    match = _MEMORY.fullmatch(text.strip())
-    if not match or (match[3].lower() == "i" or (match[3][:1].lower() == "i" and not match[2])):
-        raise ValueError(f"{text!r} is not a size in bytes (use a number and a unit, like 64m, 1g or 512MiB)")
-    return int(Decimal(match[1]) * _MEMORY_UNITS[match[2].lower()])
-
 
 def parse_cpus(text: str) -> int:
     """A decimal number of CPUs ("0.5", "2") -> nano CPUs, as docker's NanoCPUs."""

@@ -37,7 +37,7 @@ from swarm.config import NodeConfig, Paths, load_cert_into, split_addr
 from swarm.agent import Agent
 from swarm.control import HAND_OVER_TIME, READ_METHODS, WRITE_METHODS, ControlAPI, leave_refusal
 from swarm.leader import Reconciler
-from swarm.runtime.images import ImageStore, run_cancellable
+from swarm.runtime.images import MAX_IMPORT_BYTES, ImageStore, run_cancellable
 from swarm.runtime.runc import Runtime
 from swarm.services import ServiceAPI
 from swarm.networks import INGRESS_SUBNET, NETWORK, NetworkAPI, new_network
@@ -85,7 +85,7 @@ class Daemon:
         self.services: ServiceAPI | None = None
         self.networks: NetworkAPI | None = None
         self.reconciler: Reconciler | None = None
-        self.images = ImageStore(os.path.join(self.paths.root, "images"))
+        self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size())
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
         self.agent = Agent(self.config.node_id, self.runtime, self._agent_call,
                            vtep=split_addr(self.config.addr)[0])
@@ -660,6 +660,19 @@ NETWORK_READS = ("network.ls", "network.inspect")
 NETWORK_WRITES = ("network.create", "network.rm")
 SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
 SERVICE_WRITES = ("service.create", "service.update", "service.scale", "service.rm")
+
+
+def max_import_size() -> int:
+    """SWARM_MAX_IMPORT_SIZE (a size like 20g or 512m): what one image import may expand to."""
+    text = os.environ.get("SWARM_MAX_IMPORT_SIZE", "")
+    if not text:
+        return MAX_IMPORT_BYTES
+    from swarm.units import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise SwarmError(f"SWARM_MAX_IMPORT_SIZE: {exc}") from None
 
 
 def node_resources() -> dict:
