@@ -29,6 +29,7 @@ from swarm.rpc import RPCError
 
 log = logging.getLogger(__name__)
 REPORT_BATCH_DELAY = 0.02
+START_CONCURRENCY = 4  # containers being prepared or started at once on this node
 LB_DRAIN_DELAY = 1.0   # seconds between leaving the load balancers and the stop signal
 
 
@@ -77,27 +78,29 @@ class Controller:
                     await self.report("shutdown", "shut down before it started")
                     return
                 await self.report("accepted", "accepted")
-                await self.report("preparing", "preparing")
-                try:
-                    netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
-                    await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, netns)
-                except Exception as exc:  # the runtime's or the datapath's one-sentence error
-                    await self.report("rejected", "preparing failed", err=str(exc))
-                    return
-                await self.report("ready", "ready")
+                async with self.agent.start_slots:
+                    await self.report("preparing", "preparing")
+                    try:
+                        netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
+                        await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, netns)
+                    except Exception as exc:  # the runtime's or the datapath's one-sentence error
+                        await self.report("rejected", "preparing failed", err=str(exc))
+                        return
+                    await self.report("ready", "ready")
                 while self.task.not_before > time.time() and self.task.desired_state == "running":
                     with trio.move_on_after(self.task.not_before - time.time()):
                         await self._desired_changed()
                 if self.task.desired_state != "running":
                     await self.report("shutdown", "shut down before it started")
                     return
-                await self.report("starting", "starting")
-                try:
-                    await call(runtime.start, task_id)
-                except Exception as exc:
-                    await self.report("failed", "starting failed", err=str(exc))
-                    return
-                await self.report("running", "started")
+                async with self.agent.start_slots:
+                    await self.report("starting", "starting")
+                    try:
+                        await call(runtime.start, task_id)
+                    except Exception as exc:
+                        await self.report("failed", "starting failed", err=str(exc))
+                        return
+                    await self.report("running", "started")
             await self._watch_running()
         finally:
             self.done = True
@@ -157,6 +160,10 @@ class Agent:
         self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
         self.since = 0
         self.known: dict[str, spec.Task] = {}
+        # Preparing and starting a container is CPU-heavy (mounts, a namespace, a shim,
+        # runc): hundreds at once would starve this node's own control plane (Raft
+        # elections from starvation). A few at a time finish as soon, in total.
+        self.start_slots = trio.Semaphore(START_CONCURRENCY)
 
     async def run(self) -> None:
         from swarm.agentnet import NodeNetworking
