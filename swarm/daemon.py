@@ -42,7 +42,7 @@ from swarm.runtime.runc import Runtime
 from swarm.services import ServiceAPI
 from swarm.networks import INGRESS_SUBNET, NETWORK, NetworkAPI, new_network
 from swarm.manager import Manager, utcnow
-from swarm.rpc import RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
+from swarm.rpc import ClientPool, RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
 
 log = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
@@ -91,6 +91,7 @@ class Daemon:
                            vtep=split_addr(self.config.addr)[0])
         self._manager_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
+        self._pool: ClientPool | None = None   # connections to managers, kept while the daemon runs
         self._ready = False
         self._stop = trio.Event()
         self._leaving = False
@@ -126,8 +127,10 @@ class Daemon:
     # -- calling other nodes ------------------------------------------------------------
     async def call_manager(self, addr: str, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
         host, port = split_addr(addr)
-        async with await RPCClient.connect_tls(host, port, self.client_ctx, timeout=timeout) as client:
-            return await client.call(method, params or {}, timeout=timeout)
+        if self._pool is None:  # before the daemon runs (tests call nodes directly)
+            async with await RPCClient.connect_tls(host, port, self.client_ctx, timeout=timeout) as client:
+                return await client.call(method, params or {}, timeout=timeout)
+        return await self._pool.call(host, port, method, params, timeout)
 
     async def call_any_manager(self, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
         addrs = list(self.config.managers) or []
@@ -527,6 +530,8 @@ class Daemon:
         pki.write_public(self.paths.cert, cert)
         for ctx in (self.client_ctx, self.server_ctx, self.raft_server_ctx, self.raft_client_ctx):
             load_cert_into(ctx, cert, key_pem)
+        if self._pool is not None:
+            await self._pool.reset()  # kept connections still present the old certificate
         self.cert_identity = pki.identity_from_cert(cert)
         log.info("renewed this node's certificate (%s, expires %s)", self.cert_identity.role,
                  self.cert_identity.not_after)
@@ -609,6 +614,7 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self._pool = ClientPool(self.client_ctx, nursery)
                 if self.config.role == "manager":
                     await self._become_manager(self._initial_peers())
                 host, port = split_addr(self.config.listen_addr)

@@ -267,26 +267,27 @@ class Reconciler:
     # -- dispatcher RPCs ------------------------------------------------------------------------
     async def assigned(self, peer: Peer, params: dict) -> dict:
         """Long-poll: the tasks assigned to the caller changed since `since` (store index)."""
-        since = int(params.get("since", 0))
-        wait = min(float(params.get("wait", 1.0)), 5.0)
+        since, wait = params.get("since", 0), params.get("wait", 1.0)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise RPCError("bad_request", "since must be a store index (a whole number)")
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 60:
+            raise RPCError("bad_request", "wait must be a number of seconds from 0 to 60")
+        wait = min(float(wait), 5.0)
         if self.m.raft.index <= since:
             with trio.move_on_after(wait):
                 await self.tasks_changed.wait()
                 await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
         raft = self.m.raft
         index = raft.index
+        listing = raft.list(spec.TASK)
         mine, changed = [], []
-        for task_id, rec in raft.list(spec.TASK).items():
-            try:
-                data = model.decode(rec.data)
-                spec.task_from_dict(data)
-            except Exception:
-                continue  # a record the agent could not act on (logged by the reconciler)
-            if data.get("node_id") != peer.node_id:
+        # Typed (and cached) decoding: a record the agent could not act on is left out.
+        for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
+            if task.node_id != peer.node_id:
                 continue
             mine.append(task_id)
-            if (rec.version >> 16) > since:
-                changed.append(data)
+            if (version >> 16) > since:
+                changed.append(model.decode(listing[task_id].data))
         return {"index": index, "task_ids": mine, "changed": changed,
                 "network": self.network_view(peer.node_id)}
 

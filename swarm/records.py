@@ -29,16 +29,33 @@ def warn_once(key: str, message: str) -> None:
     log.warning("%s", message)
 
 
+# build function -> record key -> (version, typed object): records are immutable per
+# version, so a listing decodes only what changed since the last one. The objects are
+# frozen dataclasses (or dicts nobody mutates) shared by every reader.
+_decoded: dict[Callable, dict[str, tuple[int, Any]]] = {}
+
+
 def decode_all(listing: Mapping[str, Any], build: Callable[[dict], T]) -> dict[str, tuple[T, int]]:
     """key -> (typed object, record version) for every record of a listing that decodes."""
+    known = _decoded.get(build, {})
+    fresh: dict[str, tuple[int, Any]] = {}
     out: dict[str, tuple[T, int]] = {}
     for key, rec in listing.items():
+        hit = known.get(key)
+        if hit is not None and hit[0] == rec.version:
+            fresh[key] = hit
+            out[key] = (hit[1], rec.version)
+            continue
         try:
             data = model.decode(rec.data)
             if not isinstance(data, dict):
                 raise ValueError("not a map")
-            out[key] = (build(data), rec.version)
+            obj = build(data)
         except Exception as exc:  # any shape of bad bytes: skip this record, keep the rest
             why = str(exc) or type(exc).__name__
             warn_once(f"{key}@{rec.version}", f"skipping record {key} (version {rec.version}): {why}")
+            continue
+        fresh[key] = (rec.version, obj)
+        out[key] = (obj, rec.version)
+    _decoded[build] = fresh
     return out

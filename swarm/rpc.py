@@ -687,6 +687,65 @@ class RPCClient:
                 await stack.aclose()
 
 
+class ClientPool:
+    """One open mutual-TLS connection per address, shared by every call to it.
+
+    A TLS handshake costs milliseconds of CPU on both sides; a node that
+    heartbeats, long-polls and reports status opened one per call. The pool
+    keeps a connection (its reader runs in `nursery`) and reconnects once when
+    a kept connection turns out to be gone. `reset()` closes them all: after a
+    certificate renewal new calls must present the new certificate."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, nursery: trio.Nursery, *, max_open: int = 16) -> None:
+        self._ctx = ssl_context
+        self._nursery = nursery
+        self._max_open = max_open
+        self._clients: dict[tuple[str, int], RPCClient] = {}
+        self._locks: dict[tuple[str, int], trio.Lock] = {}
+
+    async def _client(self, host: str, port: int, timeout: float) -> RPCClient:
+        key = (host, port)
+        lock = self._locks.setdefault(key, trio.Lock())
+        async with lock:
+            client = self._clients.get(key)
+            if client is not None and client._closed is None:
+                return client
+            if len(self._clients) >= self._max_open:
+                for stale in list(self._clients)[: len(self._clients) - self._max_open + 1]:
+                    await self._clients.pop(stale).aclose()
+            client = await RPCClient.connect_tls(host, port, self._ctx, timeout=timeout)
+            await self._nursery.start(client.run)
+            self._clients[key] = client
+            return client
+
+    async def call(self, host: str, port: int, method: str, params: dict | None = None,
+                   timeout: float = 5.0) -> Any:
+        for attempt in (1, 2):
+            client = await self._client(host, port, timeout)
+            try:
+                return await client.call(method, params or {}, timeout=timeout)
+            except RPCError as exc:
+                if exc.code == "deadline":
+                    # No answer in time: the link may be dead (a partition keeps a TCP
+                    # connection open but silent). The next call connects afresh.
+                    if self._clients.get((host, port)) is client:
+                        del self._clients[(host, port)]
+                    await client.aclose()
+                    raise
+                if exc.code != "unavailable" or client._closed is None:
+                    raise
+                if self._clients.get((host, port)) is client:
+                    del self._clients[(host, port)]
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def reset(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
 @asynccontextmanager
 async def open_client_tls(host: str, port: int, ssl_context: ssl.SSLContext, *,
                           timeout: float = 5.0, **kwargs: Any) -> AsyncIterator[RPCClient]:

@@ -618,27 +618,36 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
-def _mountinfo() -> list[tuple[str, str]]:
-    """(mount point, filesystem type) of every mount in this mount namespace."""
+def _mountinfo(under: str = "") -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount in this mount namespace, or only
+    of those whose point starts with `under`. With hundreds of containers the table
+    is long and read often: lines that cannot match are skipped before parsing."""
     out = []
+    needle = under.replace(" ", "\\040")
     with open("/proc/self/mountinfo") as f:
         for line in f:
+            if needle and needle not in line:
+                continue
             fields = line.split()
             sep = fields.index("-")
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])  # \040 is a space
-            out.append((point, fields[sep + 1]))
+            point = fields[4]
+            if "\\" in point:
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)  # \040 is a space
+            if point.startswith(under):
+                out.append((point, fields[sep + 1]))
     return out
 
 
 def _mounts_under(path: str) -> list[str]:
     prefix = path.rstrip("/") + "/"
-    return [p for p, _ in _mountinfo() if p == path or p.startswith(prefix)]
+    return [p for p, _ in _mountinfo(path.rstrip("/")) if p == path or p.startswith(prefix)]
 
 
 def _mounted(path: str) -> bool:
-    return any(p == path for p, _ in _mountinfo())
+    return any(p == path for p, _ in _mountinfo(path))
 
 
+@functools.cache
 def _cgroup_mounts() -> list[str]:
     return sorted({p for p, fstype in _mountinfo() if fstype in ("cgroup", "cgroup2")})
 

@@ -30,6 +30,10 @@ def cluster(tmp_path, demo_tar):
         for node in (m1, w1):
             swarm.run(node, "image", "import", demo_tar, "demo:1")
         eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 20, "nodes ready")
+        # The managers learn a node's images from its next heartbeat.
+        eventually(lambda: swarm.run(m1, "service", "create", "--name", "probe", "--detach", "demo:1", "true",
+                                     check=False).returncode == 0, 20, "demo:1 known to the managers")
+        swarm.run(m1, "service", "rm", "probe")
         yield swarm, m1, w1
     finally:
         swarm.stop_all()
