@@ -322,7 +322,7 @@ class Bench:
 
     def lab_up(self) -> None:
         """`lab up` under a fresh name whose underlay subnet no other lab on this machine uses."""
-        from swarm import lab as labmod
+        from swarm.lab import lab as labmod
         for _ in range(10):
             used = {entry["subnet"] for entry in labmod.labs()}
             name = "nb" + uuid.uuid4().hex[:8]
@@ -370,7 +370,7 @@ class Bench:
                 "--publish", f"{PUBLISHED}:{TARGET}", "demo:1", "nc", "-ll", "-p", str(ECHO), "-e", "cat",
                 timeout=180)
         nodes = {n["hostname"]: n["id"] for n in json.loads(self.on("h1", "node", "ls", "--format", "json").stdout)}
-        from swarm.agentnet import prefix_for
+        from swarm.agent.networking import prefix_for
         rows = wait_for(lambda: [r for r in json.loads(self.on("h1", "service", "ps", "sink", "--format",
                                                                  "json").stdout)
                                  if r["desired_state"] == "running" and r["state"] == "running"],

@@ -6,7 +6,7 @@ Prints one JSON document:
 - ours: our RaftNode (mTLS 1.3 transport, durable journal with fdatasync,
   group commit): committed single-op transactions/s with 64 in flight,
   p50/p99 commit latency one at a time, both measured inside the leader
-  process (the `bench` op of raft.server), and leader kill -9 to the first
+  process (the `bench` op of swarm.lab.raftserver), and leader kill -9 to the first
   committed write through a survivor (median of N trials);
 - stock_no_journal / stock_journal: plain pysyncobj 0.3.17 (pickle over
   TCP, no fsync), without and with its FileJournal, same workload shape;
@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from raft.harness import ControlError, RaftCluster, free_port, put  # noqa: E402
+from swarm.lab.raftharness import ControlError, RaftCluster, free_port, put  # noqa: E402
 
 
 def ours(base: str, count: int, latency_count: int, failovers: int) -> dict:

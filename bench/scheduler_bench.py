@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from swarm.scheduler import NodeInfo, schedule  # noqa: E402
-from swarm.spec import ContainerSpec, Resources, Service, ServiceSpec, Task  # noqa: E402
+from swarm.manager.scheduler import NodeInfo, schedule  # noqa: E402
+from swarm.api.spec import ContainerSpec, Resources, Service, ServiceSpec, Task  # noqa: E402
 
 CPU, MiB, GiB = 10 ** 9, 1 << 20, 1 << 30
 

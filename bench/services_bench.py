@@ -24,8 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from swarm.localcluster import Swarm, eventually  # noqa: E402
-from swarm.rpc import call_unix_sync  # noqa: E402
+from swarm.lab.localcluster import Swarm, eventually  # noqa: E402
+from swarm.rpc.core import call_unix_sync  # noqa: E402
 
 
 def running_count(node, name: str) -> int:

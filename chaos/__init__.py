@@ -11,5 +11,5 @@ attack_checks    the attack scenarios' invariants (canary, memory, logs, electio
 workload         client threads (writes and reads of node labels) and observers
 runner           one scenario end to end: lab up, workload + faults, heal, checks, lab down
 report           the verdict table and the JSON report
-Entry points: `swarm chaos list|run` (swarm/cli_chaos.py) and `python -m chaos`.
+Entry points: `swarm chaos list|run` (swarm/cli/chaos.py) and `python -m chaos`.
 """

@@ -8,7 +8,7 @@ fills a plain dict (its outcome) that chaos/attack_checks.py judges after
 the run; a body that fails by itself (not the cluster) is a harness error.
 Everything stays inside the lab: control calls go over the managers' unix
 sockets, node API traffic starts inside a host's network namespace (through
-swarm.lab.in_netns, a thread that setns()-es, or nsenter) and goes only to
+swarm.lab.lab.in_netns, a thread that setns()-es, or nsenter) and goes only to
 lab addresses, and extra attacker addresses are added to that host's own
 namespace and removed afterwards.
 
@@ -52,8 +52,8 @@ from typing import Any, Callable
 from chaos import payloads
 from chaos.cluster import ChaosError, Cluster
 from chaos.scenarios import BAD_NAMES, BIG_SERVICE, FRAME_FLOOD, LOG_FLOOD, POISON_WORKER, Fault
-from swarm import lab as labmod
-from swarm.rpc import RPCError
+from swarm.lab import lab as labmod
+from swarm.rpc.core import RPCError
 
 IMAGE = "demo:1"
 SLEEP = ["sleep", "1000000"]
@@ -221,7 +221,7 @@ def tls_call(ssl_ctx: ssl.SSLContext, addr: tuple[str, int], calls: list[tuple[s
     ("ok", result) or (error code, message)."""
     import trio
 
-    from swarm.rpc import RPCClient
+    from swarm.rpc.core import RPCClient
 
     async def main() -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
@@ -244,7 +244,7 @@ def tls_call(ssl_ctx: ssl.SSLContext, addr: tuple[str, int], calls: list[tuple[s
 
 
 def poison_worker(ctx: Context, out: dict) -> None:
-    from swarm import pki
+    from swarm.ca import pki
 
     cluster, host = ctx.cluster, ctx.fault.target
     node_id = cluster.node_ids[host]
@@ -501,7 +501,7 @@ def _flood(targets: list[tuple[str, int]], sources: list[str], per_address: int,
 
 
 def frame_flood(ctx: Context, out: dict) -> None:
-    from swarm import pki
+    from swarm.ca import pki
 
     cluster, host, detail = ctx.cluster, ctx.fault.target, ctx.fault.detail
     sources = attacker_addresses(cluster.addr(host), int(detail["addresses"]))
@@ -563,7 +563,7 @@ except Exception as e: print(json.dumps({"ok": False, "error": f"{type(e).__name
 
 
 def task_netns(cluster: Cluster, row: dict) -> str:
-    from swarm.agentnet import prefix_for
+    from swarm.agent.networking import prefix_for
 
     name = f"{prefix_for(row['node_id'])}-t-{row['id'][:10]}"
     if row["node_id"] not in cluster.hostnames or not os.path.exists(os.path.join(labmod.NETNS_DIR, name)):

@@ -1,6 +1,6 @@
 """A running lab as the chaos suite sees it: its hosts, their daemons, and the faults.
 
-How this works. `Cluster` wraps the record of a `swarm lab` (swarm/lab.py)
+How this works. `Cluster` wraps the record of a `swarm lab` (swarm/lab/lab.py)
 and talks to each node's daemon over its unix socket STATE_DIR/swarm.sock,
 from the root namespace (a unix socket is reachable across network
 namespaces). Every fault is real and local to the lab:
@@ -34,10 +34,10 @@ import threading
 import time
 from typing import Any
 
-from swarm import lab as labmod
-from swarm.errors import SwarmError
-from swarm.procs import wait_gone
-from swarm.rpc import RPCError, call_unix_sync
+from swarm.lab import lab as labmod
+from swarm.api.errors import SwarmError
+from swarm.daemon.procs import wait_gone
+from swarm.rpc.core import RPCError, call_unix_sync
 
 NFT_TABLE = "swarm_chaos"
 FREEZER_ROOT = "/sys/fs/cgroup/freezer"

@@ -1,7 +1,7 @@
 """Run one scenario end to end on a fresh lab and return its verdicts.
 
 How this works. `run_scenario` builds a lab with a unique name
-(swarm/lab.py), imports the demo image (busybox) on every host, creates a
+(swarm/lab/lab.py), imports the demo image (busybox) on every host, creates a
 replicated service `chaos` with one task per host and waits for it; then it
 starts the observers and the client workload (chaos/workload.py), executes
 the scenario's fault schedule (chaos/scenarios.py) with chaos/faults.py,
@@ -33,9 +33,9 @@ from chaos import invariants as inv
 from chaos.cluster import FREEZER_ROOT, ChaosError, Cluster, alive
 from chaos.scenarios import ATTACKS, Scenario, Shape
 from chaos.workload import History, Observer, Workload
-from swarm import lab as labmod
-from swarm.errors import SwarmError
-from swarm.rpc import RPCError
+from swarm.lab import lab as labmod
+from swarm.api.errors import SwarmError
+from swarm.rpc.core import RPCError
 
 SERVICE = "chaos"
 IMAGE = "demo:1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, NamedTuple, Protocol, Sequence
 
-from swarm.spec import ContainerSpec, Resources
+from swarm.api.spec import ContainerSpec, Resources
 
 if TYPE_CHECKING:
     from swarm.runtime.logfile import Chunk, Cursor

@@ -8,7 +8,7 @@ an agent rejects the task instead of restarting it.
 """
 from __future__ import annotations
 
-from swarm.errors import SwarmError
+from swarm.api.errors import SwarmError
 
 
 class ImageError(SwarmError):

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from swarm.runtime.errors import SpecError
 from swarm.runtime.images import DEFAULT_PATH, Image
-from swarm.spec import ContainerSpec, Mount, Resources
+from swarm.api.spec import ContainerSpec, Mount, Resources
 
 # Docker refuses smaller limits (daemon: "Minimum memory limit allowed is 6MB").
 # On this kernel runc itself only fails when the limit is below what the

@@ -57,7 +57,7 @@ from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerStat
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
-from swarm.spec import ContainerSpec, Resources
+from swarm.api.spec import ContainerSpec, Resources
 
 POLL = 0.05
 FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only

@@ -1,6 +1,6 @@
 import pytest
 
-from raft.harness import RaftCluster
+from swarm.lab.raftharness import RaftCluster
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import os
 import pytest
 import trio
 
-from swarm import pki
-from swarm.config import split_addr
-from swarm.daemon import NOT_MANAGER, Daemon
-from swarm.localcluster import Swarm, eventually
-from swarm.rpc import RPCClient, RPCError
+from swarm.ca import pki
+from swarm.daemon.config import split_addr
+from swarm.daemon.daemon import NOT_MANAGER, Daemon
+from swarm.lab.localcluster import Swarm, eventually
+from swarm.rpc.core import RPCClient, RPCError
 
 # What a worker node needs, as Docker's: its membership, its dispatcher calls
 # and the reads the docs allow. Nothing of services, networks, logs or Raft.

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from swarm import lab as labmod
-from swarm.localcluster import ROOT
+from swarm.lab import lab as labmod
+from swarm.lab.localcluster import ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the chaos suite builds labs (network namespaces): root")
 

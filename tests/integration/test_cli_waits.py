@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from swarm.localcluster import ROOT, Swarm, eventually
+from swarm.lab.localcluster import ROOT, Swarm, eventually
 
 
 @pytest.fixture(scope="module")

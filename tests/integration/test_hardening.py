@@ -7,10 +7,10 @@ import subprocess
 import pytest
 import trio
 
-from swarm import pki
-from swarm.config import Paths, split_addr
-from swarm.localcluster import ROOT, Swarm, eventually
-from swarm.rpc import RPCClient, RPCError
+from swarm.ca import pki
+from swarm.daemon.config import Paths, split_addr
+from swarm.lab.localcluster import ROOT, Swarm, eventually
+from swarm.rpc.core import RPCClient, RPCError
 
 
 @pytest.fixture(scope="module")

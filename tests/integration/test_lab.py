@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from swarm import lab as labmod
+from swarm.lab import lab as labmod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAB_ADDR = re.compile(r"\binet 10\.(2[0-4][0-9]|250)\.0\.\d+/")
@@ -190,7 +190,7 @@ def test_down_cleans_up_after_kill9_and_a_lost_record_entry(lab):
     # a stray process inside h2's namespace, not known to any daemon
     stray = subprocess.Popen([sys.executable, "-m", "swarm", "lab", "exec", "--name", lab, "h2", "--", "sleep", "300"],
                              env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT, start_new_session=True)
-    # a task namespace as h3's daemon names them (swarm.agentnet), with a process inside
+    # a task namespace as h3's daemon names them (swarm.agent.networking), with a process inside
     from pyroute2 import netns
     task_ns = labmod.node_netns_prefix(record["hosts"][2]["state_dir"]) + "t-fake"
     netns.create(task_ns)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from swarm.localcluster import ROOT, Swarm, eventually
-from swarm.procs import wait_gone
+from swarm.lab.localcluster import ROOT, Swarm, eventually
+from swarm.daemon.procs import wait_gone
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import subprocess
 import threading
 import time
 
-from swarm.agentnet import prefix_for
-from swarm.localcluster import eventually
+from swarm.agent.networking import prefix_for
+from swarm.lab.localcluster import eventually
 from tests.integration.test_networking import ENV, HTTPD, PY, lab, on, swarm  # noqa: F401 (lab: fixture)
 
 HOSTS = ("h1", "h2", "h3")

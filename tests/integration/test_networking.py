@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from swarm.agentnet import prefix_for
-from swarm.localcluster import ROOT, eventually
+from swarm.agent.networking import prefix_for
+from swarm.lab.localcluster import ROOT, eventually
 
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=ROOT)

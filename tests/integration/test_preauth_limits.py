@@ -1,7 +1,7 @@
 """What a peer without a certificate may cost a real daemon: bounded.
 
 The node API accepts TLS without a client certificate (a joining node has
-none). These tests attack a real daemon process (swarm.localcluster) over
+none). These tests attack a real daemon process (swarm.lab.localcluster) over
 loopback, from many 127.x source addresses, and check that it keeps serving
 its members and the CLI: half-frames are closed at the first-frame deadline,
 large frames at their header, and a flood under a low descriptor limit never
@@ -21,9 +21,9 @@ import time
 import pytest
 import trio
 
-from swarm import pki
-from swarm.localcluster import Node, Swarm, eventually
-from swarm.rpc import RPCClient, UNAUTHENTICATED
+from swarm.ca import pki
+from swarm.lab.localcluster import Node, Swarm, eventually
+from swarm.rpc.core import RPCClient, UNAUTHENTICATED
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from raft.harness import ControlError, put
+from swarm.lab.raftharness import ControlError, put
 
 
 def commit(cluster, member, *ops, timeout=5.0):

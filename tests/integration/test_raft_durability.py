@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from raft.harness import ControlError, put
+from swarm.lab.raftharness import ControlError, put
 
 
 class Writer(threading.Thread):

@@ -6,9 +6,9 @@ import os
 import pytest
 import trio
 
-from raft.harness import RaftCluster
+from swarm.lab.raftharness import RaftCluster
 from raft.node import RaftConfig, encode_snapshot, open_raft_node
-from raft.server import load_tls
+from swarm.lab.raftserver import load_tls
 from raft.store import Op, RecordStore, decode_batch
 from raft.watch import LeadershipChanged, Resync
 

@@ -12,8 +12,8 @@ import msgpack
 import pytest
 
 from raft import framing
-from raft.harness import put
-from swarm import pki
+from swarm.lab.raftharness import put
+from swarm.ca import pki
 
 
 class Exploit:

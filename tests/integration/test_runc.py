@@ -21,7 +21,7 @@ import trio.testing
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
-from swarm.spec import ContainerSpec, Mount, Resources
+from swarm.api.spec import ContainerSpec, Mount, Resources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")

@@ -10,9 +10,9 @@ import time
 import pytest
 import trio
 
-from swarm.localcluster import ROOT, Swarm, eventually
-from swarm.rpc import call_unix_sync
-from swarm.spec import ContainerSpec, Resources
+from swarm.lab.localcluster import ROOT, Swarm, eventually
+from swarm.rpc.core import call_unix_sync
+from swarm.api.spec import ContainerSpec, Resources
 from tests.integration.test_runc import _kill_shim, demo_tar, runtime, state_dir, pytestmark  # noqa: F401
 
 # Numbered lines of ~100 bytes, fast (busybox awk), so the shim and the readers do the work.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from swarm.localcluster import ROOT, Swarm, eventually
+from swarm.lab.localcluster import ROOT, Swarm, eventually
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from swarm.localcluster import Swarm, eventually
-from swarm.rpc import RPCError, call_unix_sync
+from swarm.lab.localcluster import Swarm, eventually
+from swarm.rpc.core import RPCError, call_unix_sync
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_bad_bytes_and_anonymous_calls_on_the_node_port_are_refused(swarm):
 
 
 def _client_context(cert_dir: str) -> ssl.SSLContext:
-    from swarm import pki
+    from swarm.ca import pki
 
     def read(name):
         with open(os.path.join(cert_dir, name), "rb") as f:
@@ -269,7 +269,7 @@ def test_worker_certificate_and_foreign_ca_are_refused_for_manager_only_methods(
     import datetime
 
     from raft import framing
-    from swarm import pki
+    from swarm.ca import pki
 
     m1 = swarm.init("m1")
     w1 = swarm.join("w1", m1, "worker")

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import pytest
 from click.testing import CliRunner, Result
 
-from swarm import cli
+from swarm.cli import main as cli
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from chaos import report, runner, scenarios
 from chaos.invariants import NAMES, Verdict
 from chaos.linearizability import CAS, FAIL, OK, UNKNOWN, WRITE, Op
 from chaos.workload import History, Workload, classify
-from swarm.cli import swarm
-from swarm.rpc import RPCError
+from swarm.cli.main import swarm
+from swarm.rpc.core import RPCError
 
 SHAPE = scenarios.Shape(["h1", "h2", "h3"], ["h4", "h5"], quick=False, duration=60)
 QUICK = scenarios.Shape(["h1", "h2", "h3"], ["h4"], quick=True)

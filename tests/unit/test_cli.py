@@ -1,4 +1,4 @@
-"""swarm.cli against a fake daemon: a real rpc.serve_unix with canned handlers.
+"""swarm.cli.main against a fake daemon: a real rpc.serve_unix with canned handlers.
 
 The fake runs trio in a background thread on a socket in a fresh state
 directory; each test sets the answers (`fake.answers[method]`: a value, an
@@ -20,9 +20,11 @@ import pytest
 import trio
 from click.testing import CliRunner
 
-from swarm import cli, rpc
-from swarm.errors import SwarmError
-from swarm.rpc import RPCError
+from swarm.cli import main as cli
+
+from swarm.rpc import core as rpc
+from swarm.api.errors import SwarmError
+from swarm.rpc.core import RPCError
 
 ROWS = [
     {"id": "wrk2", "hostname": "node-b", "role": "worker", "status": "down",
@@ -328,7 +330,7 @@ def test_main_never_shows_a_traceback(fake, monkeypatch, capsys):
     (["info", "--format", "yaml"], "'--format'"),
 ])
 def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
-    monkeypatch.setitem(sys.modules, "swarm.bootstrap", None)  # never reached
+    monkeypatch.setitem(sys.modules, "swarm.daemon.bootstrap", None)  # never reached
     err = failed(run(*args), 2)
     assert err.startswith("Usage: swarm ")
     assert option in err.splitlines()[-1]
@@ -361,7 +363,7 @@ def test_what_docker_has_and_we_lack_is_named_not_guessed(run, args, message):
 
 @pytest.fixture
 def boot(monkeypatch):
-    module = types.ModuleType("swarm.bootstrap")
+    module = types.ModuleType("swarm.daemon.bootstrap")
     module.calls = []
 
     def record(name: str, answer: Any):
@@ -377,7 +379,7 @@ def boot(monkeypatch):
     module.join_state = record("join_state", {"node_id": "wrk1", "role": "worker", "addr": "10.0.0.2:2377",
                                               "hostname": "node-b"})
     module.start_daemon = record("start_daemon", None)
-    monkeypatch.setitem(sys.modules, "swarm.bootstrap", module)
+    monkeypatch.setitem(sys.modules, "swarm.daemon.bootstrap", module)
     return module
 
 

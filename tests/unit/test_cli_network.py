@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from swarm import cli_service
-from swarm.rpc import RPCError
+from swarm.cli import service as cli_service
+from swarm.rpc.core import RPCError
 from tests.unit.test_cli import failed, ok
 from tests.unit.test_cli_service import INSPECTED, SID, ServiceFake
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from swarm import cli_image, cli_service
-from swarm.rpc import RPCError
+from swarm.cli import image as cli_image, service as cli_service
+from swarm.rpc.core import RPCError
 from tests.unit.test_cli import FakeDaemon, failed, ok
 
 SID = "k5k3v6l9lqr8jxzmlwcw1h4hx"

@@ -8,12 +8,12 @@ import pytest
 
 from raft.memory import MemoryStore
 from raft.store import MAX_COMMAND, Op, pack_txn
-from swarm import model, records, spec
-from swarm.leader import Reconciler, batches, node_infos
-from swarm.manager import Manager
-from swarm.networks import INGRESS_SUBNET, NETWORK, new_network
-from swarm.rpc import Peer, RPCError
-from swarm.services import ServiceAPI, spec_from_params
+from swarm.api import model, records, spec
+from swarm.manager.reconciler import Reconciler, batches, node_infos
+from swarm.manager.membership import Manager
+from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, new_network
+from swarm.rpc.core import Peer, RPCError
+from swarm.manager.controlapi.services import ServiceAPI, spec_from_params
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 NODES = ("n1", "n2", "n3")

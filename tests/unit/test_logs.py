@@ -1,4 +1,4 @@
-"""swarm/logs.py: the manager's chunked fan-out and merge by time, over real log files
+"""swarm/daemon/logs.py: the manager's chunked fan-out and merge by time, over real log files
 (written by the shim's LogWriter) read by a real Runtime, with the nodes as plain functions."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import pytest
 import trio
 
-from swarm import logs
-from swarm.rpc import RPCError
+from swarm.daemon import logs
+from swarm.rpc.core import RPCError
 from swarm.runtime.runc import Runtime
 from swarm.runtime.shim import LogWriter
 

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from swarm.orchestrator import HISTORY_LIMIT, is_live, reconcile, stopping_slots
-from swarm.scheduler import NodeInfo, schedule
-from swarm.spec import ContainerSpec, Resources, RestartPolicy, Service, ServiceSpec, Task, TaskStatus, is_terminal
+from swarm.manager.orchestrator import HISTORY_LIMIT, is_live, reconcile, stopping_slots
+from swarm.manager.scheduler import NodeInfo, schedule
+from swarm.api.spec import ContainerSpec, Resources, RestartPolicy, Service, ServiceSpec, Task, TaskStatus, is_terminal
 
 NOW = 1000.0
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from swarm import pki
+from swarm.ca import pki
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 BASE36 = set(string.digits + string.ascii_lowercase)

@@ -4,10 +4,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from swarm.scheduler import (AvailabilityFilter, Constraint, ConstraintError, ConstraintFilter, NodeInfo, NodeState,
+from swarm.manager.scheduler import (AvailabilityFilter, Constraint, ConstraintError, ConstraintFilter, NodeInfo, NodeState,
                              PortFilter, ReadyFilter, ResourceFilter, TaskContext, explain, human_bytes, human_cpus,
                              node_matches, parse_constraints, schedule)
-from swarm.spec import ContainerSpec, Resources, Service, ServiceSpec, Task, TaskStatus
+from swarm.api.spec import ContainerSpec, Resources, Service, ServiceSpec, Task, TaskStatus
 
 GiB, MiB, CPU = 1 << 30, 1 << 20, 10 ** 9
 

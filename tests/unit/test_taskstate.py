@@ -1,7 +1,7 @@
 import pytest
 
-from swarm.spec import STATE_ORDER, TASK_STATES, TERMINAL_STATES
-from swarm.taskstate import TRANSITIONS, IllegalTransition, advance, can_advance, is_running_like
+from swarm.api.spec import STATE_ORDER, TASK_STATES, TERMINAL_STATES
+from swarm.api.taskstate import TRANSITIONS, IllegalTransition, advance, can_advance, is_running_like
 
 LIVE = [s for s in TASK_STATES if s not in TERMINAL_STATES]
 

@@ -1,0 +1,263 @@
+"""The worker agent: run the tasks assigned to this node, report every change.
+
+How this works. `Agent.run` long-polls a manager for this node's
+assignments (`tasks.assigned`) and keeps one controller per task, each a trio
+task in the agent's nursery. A controller walks its task through SwarmKit's
+states with the runtime (prepare, start, wait, stop, remove), reporting each
+state through a channel that one reporter task batches into `tasks.status`
+calls. When the desired state becomes shutdown the controller stops the
+container (SIGTERM, then SIGKILL after the grace period); when a task is no
+longer assigned at all its container is removed.
+
+On start the agent re-adopts: containers that still run for tasks that are
+still assigned are watched, not restarted, and containers of tasks that are
+no longer assigned are stopped and removed. The agent dying does not stop
+its containers (each runs under its own shim, in its own session).
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from swarm.api import spec
+from swarm.rpc.core import RPCError
+
+log = logging.getLogger(__name__)
+REPORT_BATCH_DELAY = 0.02
+START_CONCURRENCY = 4  # containers being prepared or started at once on this node
+LB_DRAIN_DELAY = 1.0   # seconds between leaving the load balancers and the stop signal
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Await a coroutine function, or run a blocking one in a worker thread."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+class Controller:
+    """Drives one task; lives as long as the task is assigned here."""
+
+    def __init__(self, agent: "Agent", task: spec.Task) -> None:
+        self.agent = agent
+        self.task = task
+        self.state = task.status.state
+        self.changed = trio.Event()
+        self.cancel = trio.CancelScope()
+        self.done = False
+
+    def update(self, task: spec.Task) -> None:
+        self.task = task
+        self.changed.set()
+
+    async def report(self, state: str, message: str = "", err: str = "", exit_code: int | None = None) -> None:
+        if state == self.state:
+            return
+        if spec.STATE_ORDER[state] < spec.STATE_ORDER.get(self.state, 0) and not spec.is_terminal(state):
+            return
+        self.state = state
+        cut = spec.MAX_STATUS_TEXT  # the manager refuses longer texts: keep their beginning
+        status = spec.TaskStatus(state, message[:cut], err[:cut], time.time(), exit_code, self.task.id)
+        await self.agent.reports.send((self.task.id, status))
+
+    async def run(self, adopted: bool) -> None:
+        runtime = self.agent.runtime
+        task_id = self.task.id
+        try:
+            if adopted:
+                if self.task.networks:
+                    await self.agent.net.sandbox(self.task)  # repair the sandbox, restart its DNS server
+                await self.report("running", "re-adopted after an agent restart")
+            else:
+                if self.task.desired_state != "running":
+                    await self.report("shutdown", "shut down before it started")
+                    return
+                await self.report("accepted", "accepted")
+                async with self.agent.start_slots:
+                    await self.report("preparing", "preparing")
+                    try:
+                        netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
+                        await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, netns)
+                    except Exception as exc:  # the runtime's or the datapath's one-sentence error
+                        await self.report("rejected", "preparing failed", err=str(exc))
+                        return
+                    await self.report("ready", "ready")
+                while self.task.not_before > time.time() and self.task.desired_state == "running":
+                    with trio.move_on_after(self.task.not_before - time.time()):
+                        await self._desired_changed()
+                if self.task.desired_state != "running":
+                    await self.report("shutdown", "shut down before it started")
+                    return
+                async with self.agent.start_slots:
+                    await self.report("starting", "starting")
+                    try:
+                        await call(runtime.start, task_id)
+                    except Exception as exc:
+                        await self.report("failed", "starting failed", err=str(exc))
+                        return
+                    await self.report("running", "started")
+            await self._watch_running()
+        finally:
+            self.done = True
+            if self.task.networks and spec.is_terminal(self.state):
+                # A stopped task gives its addresses back: its sandbox must go
+                # now, before the allocator hands them to a new task.
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self.agent.net.remove(task_id)
+                    except Exception as exc:
+                        log.warning("could not remove the sandbox of task %s: %s", task_id, exc)
+
+    async def _desired_changed(self) -> None:
+        self.changed = trio.Event()
+        await self.changed.wait()
+
+    async def _watch_running(self) -> None:
+        runtime = self.agent.runtime
+        async with trio.open_nursery() as nursery:
+            exit_box: list[int] = []
+
+            async def wait_exit() -> None:
+                exit_box.append(await call(runtime.wait, self.task.id))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wait_exit)
+            # Stop when the desired state leaves "running", or when the managers
+            # declared the task dead (orphaned while this node was cut off:
+            # its slot already runs elsewhere).
+            while self.task.desired_state == "running" and not spec.is_terminal(self.task.status.state):
+                await self._desired_changed()
+            if self.task.networks and not spec.is_terminal(self.task.status.state):
+                # The managers took the task out of every load balancer when its desired
+                # state changed; give the other nodes a moment to apply that before the
+                # task stops answering, so no new connection is sent to a closed port.
+                await trio.sleep(LB_DRAIN_DELAY)
+            await call(runtime.stop_async, self.task.id, self.task.spec.stop_grace_period)
+            await trio.sleep_forever()  # wait_exit cancels us once the container is gone
+        code = exit_box[0] if exit_box else None
+        if self.task.desired_state != "running" or spec.is_terminal(self.task.status.state):
+            await self.report("shutdown", "shut down", exit_code=code)
+        elif code == 0:
+            await self.report("complete", "finished", exit_code=0)
+        else:
+            await self.report("failed", "task: non-zero exit", err=f"task: non-zero exit ({code})", exit_code=code)
+
+
+class Agent:
+    def __init__(self, node_id: str, runtime: Any, call_manager: Callable[..., Awaitable[Any]],
+                 vtep: str = "127.0.0.1") -> None:
+        self.node_id = node_id
+        self.vtep = vtep
+        self.net: Any = None
+        self.runtime = runtime
+        self.call_manager = call_manager   # (method, params, timeout) -> result, to any manager
+        self.controllers: dict[str, Controller] = {}
+        self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
+        self.since = 0
+        self.known: dict[str, spec.Task] = {}
+        # Preparing and starting a container is CPU-heavy (mounts, a namespace, a shim,
+        # runc): hundreds at once would starve this node's own control plane (Raft
+        # elections from starvation). A few at a time finish as soon, in total.
+        self.start_slots = trio.Semaphore(START_CONCURRENCY)
+
+    async def run(self) -> None:
+        from swarm.agent.networking import NodeNetworking
+
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.net = NodeNetworking(self.node_id, self.vtep, nursery)
+            nursery.start_soon(self._reporter)
+            adoptable = set(await call(self.runtime.list))
+            first = True
+            while True:
+                try:
+                    answer = await self.call_manager("tasks.assigned", {"since": self.since, "wait": 1.0}, 7.0)
+                except Exception as exc:  # a manager may be down: try another shortly
+                    log.info("could not fetch assignments: %s", exc)
+                    await trio.sleep(0.5)
+                    continue
+                await self._apply(answer, adoptable if first else set())
+                first = False
+
+    async def _apply(self, answer: dict, adoptable: set[str]) -> None:
+        self.since = answer["index"]
+        if answer.get("network"):
+            try:
+                await self.net.update(answer["network"])
+            except Exception as exc:
+                log.exception("could not apply the network view: %s", exc)
+        for data in answer["changed"]:
+            task = spec.task_from_dict(data)
+            self.known[task.id] = task
+        assigned = set(answer["task_ids"])
+        for task_id in list(self.known):
+            if task_id not in assigned:
+                self.known.pop(task_id)
+        for task_id, task in self.known.items():
+            controller = self.controllers.get(task_id)
+            if controller is None:
+                if spec.is_terminal(task.status.state):
+                    # Orphaned while this node was down (its slot now runs elsewhere):
+                    # a container still running for it must stop.
+                    if task_id in adoptable:
+                        self._nursery.start_soon(self._remove_orphan, task_id)
+                    continue
+                adopted = task_id in adoptable and task.status.state in ("starting", "running")
+                if task_id in adoptable and not adopted:
+                    await call(self.runtime.remove, task_id)
+                controller = Controller(self, task)
+                self.controllers[task_id] = controller
+                self._nursery.start_soon(controller.run, adopted)
+            else:
+                controller.update(task)
+        for task_id in list(self.controllers):
+            if task_id not in self.known:
+                controller = self.controllers.pop(task_id)
+                controller.update(dataclasses.replace(controller.task, desired_state="remove"))
+                self._nursery.start_soon(self._remove_when_done, controller)
+        for task_id in adoptable - set(self.known):
+            self._nursery.start_soon(self._remove_orphan, task_id)
+
+    async def _remove_when_done(self, controller: Controller) -> None:
+        while not controller.done:
+            await trio.sleep(0.05)
+        await call(self.runtime.remove, controller.task.id)
+        await self.net.remove(controller.task.id)
+
+    async def _remove_orphan(self, task_id: str) -> None:
+        try:
+            await call(self.runtime.stop_async, task_id, 1.0)
+        finally:
+            await call(self.runtime.remove, task_id)
+            await self.net.remove(task_id)
+
+    async def _reporter(self) -> None:
+        """Batch status reports into tasks.status calls, in order, retried until accepted."""
+        while True:
+            batch = [await self._report_inbox.receive()]
+            await trio.sleep(REPORT_BATCH_DELAY)
+            while True:
+                try:
+                    batch.append(self._report_inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            updates = [{"id": tid, "status": spec.to_dict(status)} for tid, status in batch]
+            while True:
+                try:
+                    await self.call_manager("tasks.status", {"updates": updates}, 10.0)
+                    break
+                except RPCError as exc:
+                    if exc.code in ("bad_request", "forbidden"):
+                        # Retrying cannot help, and would hold back every later report.
+                        log.error("the manager refused task status reports (dropped): %s", exc.message)
+                        break
+                    log.info("could not report task status (retrying): %s", exc)
+                    await trio.sleep(0.5)
+                except Exception as exc:
+                    log.info("could not report task status (retrying): %s", exc)
+                    await trio.sleep(0.5)

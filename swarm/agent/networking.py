@@ -1,0 +1,234 @@
+"""The agent's networking: overlay datapaths, task sandboxes, embedded DNS,
+VIP load balancing and the ingress routing mesh on one node.
+
+How this works. The managers' answer to `tasks.assigned` carries a network
+view for this node (`Reconciler.network_view`): the networks its tasks use,
+the peers on them (other nodes' task addresses and VTEPs), each network's
+service table, and the published ports. `update(view)` makes the node match
+it: one `overlay.network.NetworkDatapath` per network (VXLAN + bridge in its
+own namespace, static FDB/neighbour entries from the peer table), the DNS
+records every task's resolver reads, the nftables VIP map of every task
+namespace, and the ingress sandbox with its published ports. `sandbox(task)`
+builds a task's namespace (veth per network) and starts its DNS server on
+127.0.0.11:53 inside it; `remove(task_id)` undoes both.
+
+Every namespace is named `<prefix>-<kind>-<id>` with a per-node prefix, so
+several nodes on one machine (a lab) never collide, and so `lab down` and
+`swarm leave` can find what a node made. Kernel work runs in worker threads
+(pyroute2 and nft are blocking).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import re
+from typing import Any
+
+import trio
+
+from overlay import dns, lb
+from overlay.errors import InvalidRequest
+from overlay import netns as ns
+from overlay.ingress import IngressSandbox
+from overlay.network import NetworkDatapath, Peer
+from overlay.sandbox import Attachment, TaskSandbox
+from swarm.api import records as records_log
+from swarm.api import spec
+
+log = logging.getLogger(__name__)
+
+
+def prefix_for(node_id: str) -> str:
+    return "sw" + node_id[:6]
+
+
+class NodeNetworking:
+    def __init__(self, node_id: str, vtep: str, nursery: trio.Nursery) -> None:
+        self.prefix = prefix_for(node_id)
+        self.vtep = vtep
+        self.nursery = nursery
+        self.datapaths: dict[str, NetworkDatapath] = {}
+        self.peers: dict[str, list[Peer]] = {}  # per network: the peer table programmed last
+        self.sandboxes: dict[str, TaskSandbox] = {}
+        self.task_networks: dict[str, list[str]] = {}
+        self.dns_scopes: dict[str, trio.CancelScope] = {}
+        self.records = dns.Records()
+        self.views: dict[frozenset[str], dns.ResolverView] = {}
+        self.view: dict[str, Any] = {}
+        self.ingress: IngressSandbox | None = None
+        self.rng = random.Random()
+        self.upstreams = dns.host_upstreams()
+        self._lock = trio.Lock()
+        self.closed = False
+
+    def name(self, kind: str, ident: str) -> str:
+        return f"{self.prefix}-{kind}-{ident[:10]}"
+
+    # -- the network view ----------------------------------------------------------------
+    async def update(self, view: dict) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            self.view = view
+            # Peers are added before and removed after the load balancers change: a backend
+            # leaves every LB here while its address still leads somewhere.
+            leaving: dict[str, list[Peer]] = {}
+            for net_id, net in view.get("networks", {}).items():
+                await self._ensure_network(net)
+                peers = [Peer.at(p["ip"], p["vtep"]) for p in view.get("peers", {}).get(net_id, [])]
+                dp = self.datapaths[net_id]
+                merged = {p.ip: p for p in self.peers.get(net_id, [])} | {p.ip: p for p in peers}
+                if len(merged) > len(peers):
+                    leaving[net_id] = peers
+                await trio.to_thread.run_sync(dp.set_peers, list(merged.values()))
+                self.peers[net_id] = list(merged.values())
+            records = dns.Records({
+                net_id: dns.NetworkRecords(tuple(
+                    dns.ServiceRecord(s["name"], s["mode"], s["vip"] or None, tuple(s["tasks"]))
+                    for s in services), {}, view.get("networks", {}).get(net_id, {}).get("name", ""))
+                for net_id, services in view.get("services", {}).items()})
+            # Compiling a view costs ~0.1 ms per task address (dnspython records): do it in a
+            # thread, for every set of networks a task uses now, then swap records and views at once.
+            in_use = {frozenset(nets) for task_id, nets in self.task_networks.items() if task_id in self.dns_scopes}
+            try:
+                views = await trio.to_thread.run_sync(lambda: {nets: records.view(nets) for nets in in_use})
+                for problem in sorted({p for v in views.values() for p in v.rejected}):
+                    records_log.warn_once(f"dns {problem}", f"DNS record left out: {problem}")
+            except InvalidRequest as exc:        # a record the view refuses: keep serving the old one
+                log.warning("could not compile the DNS records: %s", exc)
+            else:
+                self.records, self.views = records, views
+            for task_id in list(self.sandboxes):
+                await self._apply_lb(task_id)
+            await self._update_ingress(view)
+            for net_id, peers in leaving.items():
+                await trio.to_thread.run_sync(self.datapaths[net_id].set_peers, peers)
+                self.peers[net_id] = peers
+
+    async def _ensure_network(self, net: dict) -> NetworkDatapath:
+        dp = self.datapaths.get(net["id"])
+        if dp is None:
+            dp = NetworkDatapath(self.name("ov", net["id"]), int(net["vni"]), net["subnet"], self.vtep,
+                                 gateway=net["gateway"])
+            await trio.to_thread.run_sync(dp.create)
+            self.datapaths[net["id"]] = dp
+        return dp
+
+    def _lb_services(self, net_ids: list[str]) -> list[lb.VipService]:
+        out = []
+        for net_id in net_ids:
+            for s in self.view.get("services", {}).get(net_id, []):
+                if s["mode"] != "vip" or not s["vip"]:
+                    continue
+                # The chain name must be plain ASCII whatever the service's name (names
+                # are validated at create, but one odd record must not break the rest).
+                key = re.sub(r"[^A-Za-z0-9_]", "_", s["name"])[:40] + f"_{net_id[:6]}_{len(out)}"
+                out.append(lb.VipService(key, s["vip"], tuple(s["tasks"])))
+        return out
+
+    async def _apply_lb(self, task_id: str) -> None:
+        sandbox = self.sandboxes.get(task_id)
+        if sandbox is None:
+            return
+        try:
+            script = lb.vip_ruleset(self._lb_services(self.task_networks.get(task_id, [])))
+            await trio.to_thread.run_sync(lb.apply_ruleset, sandbox.netns, script)
+        except Exception as exc:
+            log.warning("could not program the load balancer of task %s: %s", task_id, exc)
+
+    async def _update_ingress(self, view: dict) -> None:
+        published = view.get("published", [])
+        ingress_ip = view.get("ingress_ip", "")
+        ingress_net = next((n for n in view.get("networks", {}).values() if n.get("ingress")), None)
+        if not published or not ingress_ip or ingress_net is None:
+            return
+        if self.ingress is None:
+            dp = await self._ensure_network(ingress_net)
+            sandbox = IngressSandbox(self.name("in", "gress"), Attachment.on(dp, ingress_ip))
+            try:
+                await trio.to_thread.run_sync(sandbox.create)
+            except Exception as exc:  # e.g. a node in the machine's own namespace: no mesh, the rest works
+                records_log.warn_once(f"ingress {self.node_id}", f"published ports are not served here: {exc}")
+                return
+            self.ingress = sandbox
+        ports = [lb.PublishedPort(p["published"], p["protocol"],
+                                  tuple(lb.Backend(ip, p["target"]) for ip in p["tasks"])) for p in published]
+        try:
+            await trio.to_thread.run_sync(self.ingress.set_published, ports)
+        except Exception as exc:
+            log.warning("could not program the ingress routing mesh: %s", exc)
+
+    # -- task sandboxes ----------------------------------------------------------------------
+    async def sandbox(self, task: spec.Task) -> str:
+        """Build the task's namespace and start its DNS server; returns the namespace path."""
+        async with self._lock:
+            atts = []
+            for att in task.networks:
+                net = self.view.get("networks", {}).get(att.network_id)
+                if net is None:
+                    raise RuntimeError(f"network {att.network_id} is not known on this node yet")
+                dp = await self._ensure_network(net)
+                atts.append(Attachment.on(dp, att.address.split("/")[0]))
+            box = TaskSandbox(self.name("t", task.id), atts)
+            await trio.to_thread.run_sync(box.create)
+            self.sandboxes[task.id] = box
+            self.task_networks[task.id] = [a.network_id for a in task.networks]
+            await self._apply_lb(task.id)
+        await self._start_dns(task.id, box)
+        return box.path
+
+    async def _start_dns(self, task_id: str, box: TaskSandbox) -> None:
+        if task_id in self.dns_scopes:
+            return
+        udp, tcp = await trio.to_thread.run_sync(dns.open_sockets_in_netns, box.netns)
+        networks = frozenset(self.task_networks[task_id])
+
+        def resolver() -> dns.ResolverView:
+            view = self.views.get(networks)
+            if view is None:
+                view = self.views[networks] = self.records.view(networks)
+            return view
+
+        scope = trio.CancelScope()
+        self.dns_scopes[task_id] = scope
+
+        async def run() -> None:
+            with scope:
+                await dns.serve([udp, tcp], resolver, self.upstreams)
+
+        self.nursery.start_soon(run)
+
+    async def remove(self, task_id: str) -> None:
+        scope = self.dns_scopes.pop(task_id, None)
+        if scope is not None:
+            scope.cancel()
+        box = self.sandboxes.pop(task_id, None)
+        self.task_networks.pop(task_id, None)
+        name = box.netns if box is not None else self.name("t", task_id)
+        if box is not None or ns.ns_exists(name):
+            await trio.to_thread.run_sync((box or TaskSandbox(name, [])).remove)
+
+    async def teardown(self) -> None:
+        """Remove everything this node made (swarm leave)."""
+        self.closed = True  # no view applied after this
+        async with self._lock:
+            for task_id in list(self.sandboxes):
+                await self.remove(task_id)
+            if self.ingress is not None:
+                await trio.to_thread.run_sync(self.ingress.remove)
+                self.ingress = None
+            script = lb.delete_table_script(lb.INGRESS_TABLE)
+            try:  # also when the sandbox object was lost: the host's rules go by name
+                await trio.to_thread.run_sync(lb.apply_ruleset, None, script)
+            except Exception:
+                pass
+        for dp in self.datapaths.values():
+            await trio.to_thread.run_sync(dp.remove)
+        for name in ns.list_ns():
+            if name.startswith(self.prefix + "-"):
+                await trio.to_thread.run_sync(ns.remove, name)
+
+
+def interface_address(address: str) -> str:
+    return str(ipaddress.ip_interface(address).ip)

@@ -1,0 +1,105 @@
+"""`swarm network ...`: create, ls, inspect, rm (overlay networks, on a manager).
+
+Like the rest of the CLI (`swarm.cli.main`): input is checked locally (click usage
+error, exit 2), then one call to the node's daemon (`network.create`,
+`network.ls`, `network.inspect`, `network.rm`) and docker's output.
+`network ls --format json` prints the rows with the keys of DESIGN.md §11
+(id, name, driver, scope, subnet). This module adds itself to
+`swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import click
+
+from swarm.cli.main import LocalDaemon, print_json, print_table, swarm, with_daemon
+
+ID_LEN = 12  # IDs in tables (and -q), as docker truncates them
+DRIVERS = ("overlay",)
+NETWORK_COLUMNS = ("NETWORK ID", "NAME", "DRIVER", "SCOPE")
+JSON_KEYS = ("id", "name", "driver", "scope", "subnet")
+
+
+def check_name(ctx: click.Context, param: click.Parameter, name: str) -> str:
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise click.BadParameter(f"invalid network name {name!r}: use letters, digits, '-', '_' or '.'", ctx, param)
+    return name
+
+
+def check_subnet(ctx: click.Context, param: click.Parameter, subnet: str | None) -> str | None:
+    if subnet is None:
+        return None
+    try:
+        net = ipaddress.ip_network(subnet.strip(), strict=True)
+    except ValueError as exc:
+        raise click.BadParameter(f"{subnet!r} is not a subnet in CIDR form (like 10.0.9.0/24): {exc}",
+                                 ctx, param) from None
+    if net.version != 4 or net.prefixlen > 29:
+        raise click.BadParameter(f"{subnet!r}: the subnet must be IPv4 with room for hosts (/29 or larger)",
+                                 ctx, param)
+    return str(net)
+
+
+@swarm.group()
+def network() -> None:
+    """Manage overlay networks (on a manager)."""
+
+
+networks_argument = click.argument("refs", metavar="NETWORK...", nargs=-1, required=True)
+
+
+@network.command("create")
+@click.option("--driver", "-d", type=click.Choice(DRIVERS), default="overlay", show_default=True,
+              help="Network driver.")
+@click.option("--subnet", callback=check_subnet, metavar="CIDR", help="Subnet (default: one is allocated).")
+@click.option("--attachable", is_flag=True, help="Let standalone containers attach to the network.")
+@click.argument("name", callback=check_name)
+@with_daemon
+def network_create(daemon: LocalDaemon, driver: str, subnet: str | None, attachable: bool, name: str) -> None:
+    """Create a network; prints its ID."""
+    params: dict[str, Any] = {"name": name, "driver": driver, "attachable": attachable}
+    if subnet is not None:
+        params["subnet"] = subnet
+    click.echo(daemon.call("network.create", params)["id"])
+
+
+@network.command("ls")
+@click.option("--quiet", "-q", is_flag=True, help="Only print IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate IDs.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@with_daemon
+def network_ls(daemon: LocalDaemon, quiet: bool, no_trunc: bool, fmt: str) -> None:
+    """List the networks."""
+    rows = sorted(daemon.call("network.ls"), key=lambda r: (r["name"], r["id"]))
+    if fmt == "json":
+        print_json([{key: row.get(key, "") for key in JSON_KEYS} for row in rows])
+        return
+
+    def short(net_id: str) -> str:
+        return net_id if no_trunc else net_id[:ID_LEN]
+
+    if quiet:
+        for row in rows:
+            click.echo(short(row["id"]))
+    else:
+        print_table([[short(row["id"]), row["name"], row["driver"], row["scope"]] for row in rows],
+                    NETWORK_COLUMNS)
+
+
+@network.command("inspect")
+@networks_argument
+@with_daemon
+def network_inspect(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
+    """Show networks in detail (NETWORK: ID, ID prefix or name), as a JSON list."""
+    print_json(daemon.call("network.inspect", {"refs": list(refs)}))
+
+
+@network.command("rm")
+@networks_argument
+@with_daemon
+def network_rm(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
+    """Remove networks (no service may use them)."""
+    for name in daemon.call("network.rm", {"refs": list(refs)}):
+        click.echo(name)

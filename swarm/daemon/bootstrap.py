@@ -1,0 +1,253 @@
+"""Creating a node's state (`swarm init`, `swarm join`) and starting its daemon.
+
+Both write the new state into a temporary directory beside STATE_DIR and
+move the files in only once everything succeeded, so a failed init or join
+leaves nothing half-created. `join` pins the cluster CA before trusting
+anything: it fetches the CA certificate without verification, checks its
+SHA-256 against the digest in the token, and only then opens a verified
+connection to present the secret and a certificate request.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+import trio
+
+from raft.fsutil import fsync_dir
+from swarm.ca import pki
+from swarm.daemon.config import NodeConfig, Paths, split_addr
+from swarm.api.errors import SwarmError
+from swarm.rpc.core import RPCClient, RPCError, call_unix_sync
+
+ALREADY = 'this node is already part of a swarm; use "swarm leave" to leave it before joining or creating another'
+
+
+def _raft_addr(host: str, port: int) -> str:
+    return f"{host}:{port + 1}"
+
+
+def _check_fresh(state_dir: str) -> None:
+    if os.path.exists(os.path.join(state_dir, "node.json")):
+        raise SwarmError(ALREADY)
+
+
+def _addresses(advertise_addr: str, listen_addr: str | None) -> tuple[str, str, str]:
+    try:
+        host, port = split_addr(advertise_addr)
+        listen = listen_addr or f"{host}:{port}"
+        lhost, lport = split_addr(listen)
+    except ValueError as exc:
+        raise SwarmError(str(exc)) from None
+    return f"{host}:{port}", f"{lhost}:{lport}", _raft_addr(host, port)
+
+
+def _install(state_dir: str, staging: str) -> None:
+    """Move the staged files into state_dir (created 0700 if missing)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    for name in os.listdir(staging):
+        os.rename(os.path.join(staging, name), os.path.join(state_dir, name))
+    fsync_dir(state_dir)
+
+
+def _stage(state_dir: str) -> str:
+    parent = os.path.dirname(os.path.abspath(state_dir)) or "/"
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=".swarm-staging-", dir=parent)
+
+
+def _write_certs(root: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+    paths = Paths(root)
+    os.makedirs(paths.certs, mode=0o700)
+    pki.write_public(paths.ca, ca_pem)
+    pki.write_public(paths.cert, cert_pem)
+    pki.write_private(paths.key, key_pem)
+
+
+def init_state(state_dir: str, advertise_addr: str, listen_addr: str | None, hostname: str | None,
+               cert_expiry: float, heartbeat: float, force_new_cluster: bool) -> dict:
+    if force_new_cluster:
+        return _force_new_cluster(state_dir)
+    _check_fresh(state_dir)
+    if cert_expiry < 10:
+        raise SwarmError("--cert-expiry must be at least 10s")
+    if not 0.05 <= heartbeat <= 3600:
+        raise SwarmError("--dispatcher-heartbeat must be between 50ms and 1h")
+    addr, listen, raft_addr = _addresses(advertise_addr, listen_addr)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cluster_id, node_id = pki.new_id(), pki.new_id()
+    ca = pki.ClusterCA.create(cluster_id, now)
+    key = pki.new_node_key()
+    cert = ca.issue(pki.make_csr(key, node_id), node_id, "manager", now, datetime.timedelta(seconds=cert_expiry))
+    staging = _stage(state_dir)
+    try:
+        _write_certs(staging, ca.cert_pem(), cert, pki.key_to_pem(key))
+        boot = {"cluster": {
+            "id": cluster_id, "ca_cert_pem": ca.cert_pem().decode(), "ca_key_pem": ca.key_pem().decode(),
+            "tokens": {"worker": pki.new_join_token(ca.cert).secret, "manager": pki.new_join_token(ca.cert).secret},
+            "cert_expiry": cert_expiry, "heartbeat": heartbeat, "created_at": now.isoformat(),
+        }}
+        pki.write_private(os.path.join(staging, "bootstrap.json"), json.dumps(boot).encode())
+        NodeConfig(node_id, cluster_id, "manager", hostname or socket.gethostname(), addr, listen, raft_addr,
+                   [addr], heartbeat, cert_expiry).save(staging)
+        _install(state_dir, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"node_id": node_id, "cluster_id": cluster_id, "addr": addr}
+
+
+def _force_new_cluster(state_dir: str) -> dict:
+    from raft.recovery import force_new_cluster
+
+    paths = Paths(state_dir)
+    try:
+        config = NodeConfig.load(state_dir)
+    except FileNotFoundError:
+        raise SwarmError(f"--force-new-cluster needs an existing manager's state in {state_dir}") from None
+    if config.role != "manager" or not os.path.isdir(paths.raft):
+        raise SwarmError("--force-new-cluster works only on a manager's state (this node is a worker)")
+    if os.path.exists(paths.pid) and _alive(paths.pid):
+        raise SwarmError("stop this node's daemon before forcing a new cluster")
+    force_new_cluster(paths.raft, config.node_id, config.raft_addr)
+    config.managers = [config.addr]
+    config.save(state_dir)
+    return {"node_id": config.node_id, "cluster_id": config.cluster_id, "addr": config.addr}
+
+
+def _alive(pid_path: str) -> bool:
+    """Is the process named in a pid file running (not a zombie awaiting its reaper)?"""
+    try:
+        with open(pid_path) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"swarm" in f.read()  # a recycled PID belongs to someone else
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _local_addr_towards(host: str) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))  # no packet is sent: this only picks the route's source address
+        return s.getsockname()[0]
+
+
+async def _fetch_ca(host: str, port: int) -> bytes:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # nothing is trusted from this answer until its digest matches the token
+    async with await RPCClient.connect_tls(host, port, ctx, timeout=5) as client:
+        return (await client.call("ca.bundle", {}, timeout=5))["ca_pem"]
+
+
+async def _join_call(host: str, port: int, token: pki.JoinToken, request: dict) -> tuple[bytes, dict]:
+    ca_pem = await _fetch_ca(host, port)
+    if pki.ca_digest(ca_pem) != token.ca_digest:
+        raise SwarmError("the manager's CA does not match the digest in the join token: "
+                         "the token is for another swarm (or someone is in the middle)")
+    ctx = pki.pinning_client_context(ca_pem)
+    async with await RPCClient.connect_tls(host, port, ctx, timeout=5) as client:
+        answer = await client.call("join", dict(request, secret=token.secret), timeout=30)
+    return ca_pem, answer
+
+
+def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str | None,
+               listen_addr: str | None, hostname: str | None) -> dict:
+    _check_fresh(state_dir)
+    try:
+        parsed = pki.parse_join_token(token)
+        rhost, rport = split_addr(remote_addr)
+    except (pki.PKIError, ValueError) as exc:
+        raise SwarmError(str(exc)) from None
+    if advertise_addr is None:
+        try:
+            advertise_addr = f"{_local_addr_towards(rhost)}:2377"
+        except OSError:
+            raise SwarmError(f"cannot reach {remote_addr}; give --advertise-addr") from None
+    addr, listen, raft_addr = _addresses(advertise_addr, listen_addr)
+    hostname = hostname or socket.gethostname()
+    key = pki.new_node_key()
+    request = {"csr_pem": pki.make_csr(key, "joining"), "hostname": hostname, "addr": addr, "raft_addr": raft_addr}
+    try:
+        ca_pem, answer = trio.run(_join_call, rhost, rport, parsed, request)
+    except RPCError as exc:
+        if exc.code == "unavailable":
+            raise SwarmError(f"cannot reach a manager at {remote_addr}: {exc.message}") from None
+        raise SwarmError(exc.message) from None
+    staging = _stage(state_dir)
+    try:
+        _write_certs(staging, ca_pem, answer["cert_pem"], pki.key_to_pem(key))
+        config = NodeConfig(answer["node_id"], answer["cluster_id"], answer["role"], hostname, addr, listen,
+                            raft_addr, list(answer["managers"]))
+        config.save(staging)
+        if answer["role"] == "manager":
+            import msgpack
+
+            os.makedirs(os.path.join(staging, "raft"), mode=0o700)
+            pki.write_private(os.path.join(staging, "raft", "members"), msgpack.packb(answer["raft_members"]))
+        _install(state_dir, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname}
+
+
+def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) -> None:
+    """Run the node's daemon here, or start it in the background and return once it answers.
+
+    `memory_journal` is the unsafe option of `swarm daemon --unsafe-memory-journal`."""
+    paths = Paths(state_dir)
+    if not os.path.exists(paths.node):
+        raise SwarmError(f"no swarm state in {state_dir}: run swarm init or swarm join first")
+    if os.path.exists(paths.pid) and _alive(paths.pid):
+        raise SwarmError(f"the swarm daemon of {state_dir} is already running")
+    if not detach:
+        from swarm.daemon.daemon import main
+
+        main(state_dir, memory_journal=memory_journal)
+        return
+    with open(paths.log, "ab") as log:
+        argv = [sys.executable, "-m", "swarm", "daemon", "--state-dir", paths.root]
+        proc = subprocess.Popen(argv + (["--unsafe-memory-journal"] if memory_journal else []),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd="/",
+                                env=dict(os.environ, PYTHONPATH=_project_root()))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SwarmError(f"the swarm daemon exited at start: {_last_error(paths.log)}")
+        try:
+            if call_unix_sync(paths.socket, "ping", timeout=1)["ready"]:
+                return
+        except RPCError:
+            pass
+        time.sleep(0.05)
+    raise SwarmError(f"the swarm daemon did not become ready within 30 s: {_last_error(paths.log)}")
+
+
+def _project_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _last_error(log_path: str) -> str:
+    try:
+        with open(log_path, errors="replace") as f:
+            lines = [line.strip() for line in f.readlines()[-40:] if line.strip()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if "Error" in line or "ERROR" in line or "error" in line:
+            return line[-300:]
+    return lines[-1][-300:] if lines else "no log"

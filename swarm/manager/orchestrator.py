@@ -1,0 +1,316 @@
+"""Reconcile a service's desired state to tasks. Pure: returns a plan.
+
+How this works. A task is *live* when its desired state is running and its
+observed state is not terminal. Replicated services work on slots: each slot
+is first classified from its own tasks as
+
+  live      one live task (extra live tasks in the slot are shut down);
+  replace   its task is gone without having ended on its own: its node is
+            down, removed or draining (shut it down), or it was orphaned or
+            shut down under it. A replacement comes at once, same attempt;
+  restart   its newest task ended on its own (complete, failed, rejected)
+            and the restart policy allows another attempt: a replacement
+            with attempt + 1 that may not start before now + delay;
+  finished  its newest task ended and the policy says no more;
+
+and a slot whose newest task was shut down on purpose is free. If more slots
+are occupied than `replicas`, the cheapest go first (finished, restart,
+replace, not yet running, running; highest slot first); if fewer, the lowest
+free slot numbers get fresh tasks. Then a rolling update (stop-first, one at
+a time) moves one old-version live task to the new spec, but only when no
+old task is still stopping and every new-version live task is running: the
+orchestrator sets the old task's desired state to shutdown and creates its
+successor in the same slot, and the dispatcher and agent do not start a
+slot's new task until the old one is terminal (see `stopping_slots`). A
+finished slot of an older version also gets a fresh task (an update reruns
+one-shot tasks). Global services do the same per node, with the node fixed,
+for each node that is ready, not draining and matching the constraints (new
+tasks only on active nodes). Finally each slot (global: node) keeps its 5
+newest terminal tasks; older ones are deleted. A task that never reached a
+node is shut down outright (its state set to shutdown): no agent will.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, parse_constraints
+from swarm.api.spec import STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
+
+HISTORY_LIMIT = 5
+ENDED = frozenset({"complete", "failed", "rejected"})   # ended on its own: the restart policy decides
+UNCLAIMED = frozenset({"new", "pending"})                 # no agent has the task yet
+
+
+@dataclass(frozen=True)
+class OrchestratorPlan:
+    create: list[Task]
+    update: list[Task]      # full new values of tasks whose desired state (or unclaimed status) changes
+    delete: list[str]       # task ids to remove from the store
+
+
+def is_live(t: Task) -> bool:
+    return t.desired_state == "running" and not is_terminal(t.status.state)
+
+
+def node_trouble(t: Task, nodes: dict[str, NodeInfo]) -> str | None:
+    """Why a task cannot stay on its node: "lost" (down or removed), "drain", or None."""
+    if not t.node_id:
+        return None
+    node = nodes.get(t.node_id)
+    if node is None or node.status != "ready":
+        return "lost"
+    return "drain" if node.availability == "drain" else None
+
+
+def stopping_slots(tasks: list[Task], nodes: list[NodeInfo]) -> set[tuple[str, int | str]]:
+    """(service id, slot or node id) pairs whose old task is still stopping on a reachable node.
+
+    The dispatcher must not start a new task in such a slot. A task on a down or removed
+    node does not hold its slot: nobody can confirm it stopped, and it is replaced at once.
+    """
+    by_id = {n.id: n for n in nodes}
+    return {(t.service_id, t.slot or t.node_id) for t in tasks
+            if t.desired_state != "running" and not is_terminal(t.status.state)
+            and node_trouble(t, by_id) != "lost"}
+
+
+def _age(t: Task) -> tuple:
+    return (t.created_at, t.attempt, t.status.timestamp, t.id)
+
+
+def _preference(t: Task) -> tuple:
+    return (t.spec_version, STATE_ORDER.get(t.status.state, 0), t.created_at, t.id)
+
+
+def _restart_at(policy: RestartPolicy, last: Task, slot_tasks: list[Task], service: Service,
+                now: float) -> float | None:
+    """When the slot of `last` (which ended on its own) may run again, or None: never."""
+    if policy.condition == "none":
+        return None
+    failed = last.status.state != "complete" or last.status.exit_code not in (None, 0)
+    if policy.condition == "on-failure" and not failed:
+        return None
+    if policy.max_attempts > 0:
+        if policy.window > 0:
+            # every task of this spec version that ended inside the window was (or asks for) a restart
+            restarts = sum(1 for t in slot_tasks if t.status.state in ENDED
+                           and t.spec_version == service.spec_version and t.status.timestamp >= now - policy.window)
+        else:
+            restarts = last.attempt + 1
+        if restarts > policy.max_attempts:
+            return None
+    return now + policy.delay
+
+
+class _Plan:
+    def __init__(self, service: Service | None, now: float, new_id: Callable[[], str]):
+        self.service, self.now, self.new_id = service, now, new_id
+        self.version = service.spec_version if service else 0
+        self.create: list[Task] = []
+        self.update: dict[str, Task] = {}
+
+    def shutdown(self, t: Task, why: str) -> None:
+        t = self.update.get(t.id, t)
+        if t.desired_state in ("shutdown", "remove"):
+            return
+        new = dataclasses.replace(t, desired_state="shutdown")
+        if t.status.state in UNCLAIMED:
+            new = dataclasses.replace(new, status=TaskStatus("shutdown", why, timestamp=self.now))
+        self.update[t.id] = new
+
+    def new_task(self, slot: int, node_id: str = "", attempt: int = 0, not_before: float = 0.0) -> Task:
+        s = self.service
+        assert s is not None
+        t = Task(id=self.new_id(), service_id=s.id, service_name=s.spec.name, slot=slot, node_id=node_id,
+                 desired_state="running", spec=s.spec.container, spec_version=s.spec_version,
+                 status=TaskStatus("new", "created", timestamp=self.now), created_at=self.now,
+                 attempt=attempt, not_before=not_before)
+        self.create.append(t)
+        return t
+
+
+@dataclass
+class _Slot:
+    kind: str               # live | replace | restart | finished
+    task: Task              # the live task, or the newest task of the slot
+    key: int | str          # slot number, or node id (global)
+    not_before: float = 0.0
+
+
+def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo], now: float,
+              new_id: Callable[[], str]) -> OrchestratorPlan:
+    """The changes that bring `tasks` (all tasks of the service) to what `service` asks for.
+
+    `service` None means the service was deleted: its tasks are shut down, then deleted.
+    """
+    by_node = {n.id: n for n in nodes}
+    plan = _Plan(service, now, new_id)
+    if service is None:
+        delete = []
+        for t in tasks:
+            if is_terminal(t.status.state) or (t.node_id and t.node_id not in by_node):
+                delete.append(t.id)
+            else:
+                plan.shutdown(t, "service removed")
+        return OrchestratorPlan([], list(plan.update.values()), delete)
+
+    tasks = [t for t in tasks if t.service_id == service.id]
+    if service.spec.mode == "global":
+        try:
+            constraints = parse_constraints(service.spec.constraints)
+        except ConstraintError:
+            return OrchestratorPlan([], [], [])   # validated at create time; never act on a bad spec
+        _global(service, tasks, by_node, constraints, plan)
+    else:
+        _replicated(service, tasks, by_node, plan)
+    return OrchestratorPlan(plan.create, list(plan.update.values()), _trim_history(service, tasks, by_node, plan))
+
+
+def _classify(service: Service, key: int | str, ts: list[Task], nodes: dict[str, NodeInfo],
+              plan: _Plan) -> _Slot | None:
+    """One slot's (global: one node's) state, shutting down what cannot stay; None if free."""
+    live = [t for t in ts if is_live(t)]
+    if live:
+        keep = max(live, key=_preference)
+        for t in live:
+            if t is not keep:
+                plan.shutdown(t, "duplicate task in slot")
+        trouble = node_trouble(keep, nodes)
+        if trouble:
+            plan.shutdown(keep, "node is down" if trouble == "lost" else "node is draining")
+            return _Slot("replace", keep, key)
+        return _Slot("live", keep, key)
+    last = max(ts, key=_age)
+    if last.desired_state != "running":
+        return None
+    if last.status.state not in ENDED:
+        return _Slot("replace", last, key)        # orphaned or shut down under us: not its own doing
+    at = _restart_at(service.spec.restart, last, ts, service, plan.now)
+    return _Slot("finished", last, key) if at is None else _Slot("restart", last, key, at)
+
+
+def _fill(slot: _Slot, plan: _Plan, node_id: str = "") -> None:
+    """Create the task an occupied slot needs, if any."""
+    slot_no = slot.key if isinstance(slot.key, int) else 0
+    if slot.kind == "replace":
+        plan.new_task(slot_no, node_id, slot.task.attempt)
+    elif slot.kind == "restart":
+        plan.new_task(slot_no, node_id, slot.task.attempt + 1, slot.not_before)
+    elif slot.kind == "finished" and slot.task.spec_version < plan.version:
+        plan.new_task(slot_no, node_id)
+
+
+_VICTIM_ORDER = {"finished": 0, "restart": 1, "replace": 2}
+
+
+def _victim_key(slot: _Slot) -> tuple:
+    rank = _VICTIM_ORDER.get(slot.kind, 3 if slot.task.status.state != "running" else 4)
+    return (rank, -int(slot.key))
+
+
+def _replicated(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan) -> None:
+    by_slot: dict[int, list[Task]] = {}
+    for t in tasks:
+        if t.slot > 0:
+            by_slot.setdefault(t.slot, []).append(t)
+        elif is_live(t):
+            plan.shutdown(t, "not a replicated task")   # left over from a mode change
+    occupied = {}
+    for slot_no in sorted(by_slot):
+        slot = _classify(service, slot_no, by_slot[slot_no], nodes, plan)
+        if slot is not None:
+            occupied[slot_no] = slot
+    replicas = max(service.spec.replicas, 0)
+    if len(occupied) > replicas:
+        for slot in sorted(occupied.values(), key=_victim_key)[:len(occupied) - replicas]:
+            plan.shutdown(slot.task, "scaled down")
+            del occupied[int(slot.key)]
+    slot_no = 1
+    for _ in range(replicas - len(occupied)):
+        while slot_no in occupied:
+            slot_no += 1
+        plan.new_task(slot_no)
+        slot_no += 1
+    for slot in occupied.values():
+        _fill(slot, plan)
+    _rolling_update(service, tasks, nodes, occupied.values(), plan)
+
+
+def _global(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], constraints: tuple,
+            plan: _Plan) -> None:
+    def may_keep(node: NodeInfo | None) -> bool:
+        return (node is not None and node.status == "ready" and node.availability != "drain"
+                and node_matches(constraints, node))
+
+    by_node: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_node.setdefault(t.node_id, []).append(t)
+    occupied: list[_Slot] = []
+    for node_id, ts in by_node.items():
+        node = nodes.get(node_id)
+        if not may_keep(node):
+            for t in ts:
+                if is_live(t):
+                    plan.shutdown(t, "node is not eligible for this global service")
+            continue
+        slot = _classify(service, node_id, ts, nodes, plan)
+        if slot is None:
+            continue
+        occupied.append(slot)
+        if node.availability == "active":  # type: ignore[union-attr]
+            _fill(slot, plan, node_id)
+    taken = {s.key for s in occupied}
+    for node_id in sorted(nodes):
+        node = nodes[node_id]
+        if node_id not in taken and may_keep(node) and node.availability == "active":
+            plan.new_task(0, node_id)
+    _rolling_update(service, tasks, nodes, occupied, plan)
+
+
+def _rolling_update(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], slots: Iterable[_Slot],
+                    plan: _Plan) -> None:
+    """Stop-first, one task at a time: replace one old-version live task if none is in flight."""
+    version = service.spec_version
+    for t in tasks:
+        if t.spec_version < version and not is_live(t) and not is_terminal(t.status.state) \
+                and node_trouble(t, nodes) != "lost":
+            return      # an old task is still stopping
+        if t.spec_version == version and is_live(t) and t.status.state != "running" \
+                and t.id not in plan.update:
+            return      # the last replacement has not started yet
+    old = [s for s in slots if s.kind == "live" and s.task.spec_version < version and s.task.id not in plan.update
+           and (s.task.slot or nodes[s.task.node_id].availability == "active")]   # no new task on a paused node
+    if not old:
+        return
+    slot = min(old, key=lambda s: (s.task.status.state == "running", str(s.key).zfill(20)))
+    plan.shutdown(slot.task, "replaced by a new version of the service")
+    plan.new_task(slot.task.slot, slot.task.node_id if not slot.task.slot else "")
+
+
+def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan) -> list[str]:
+    """Delete terminal tasks beyond the newest HISTORY_LIMIT per slot (global: per node).
+
+    Tasks that still count in an active restart window stay, so the window sees them; a
+    task shut down on a removed node is deleted (no agent will report it stopped).
+    """
+    policy = service.spec.restart
+    counting = policy.max_attempts > 0 and policy.window > 0
+    history: dict[int | str, list[Task]] = {}
+    delete = []
+    for t in tasks:
+        if t.id in plan.update:
+            continue
+        if is_terminal(t.status.state):
+            history.setdefault(t.slot or t.node_id, []).append(t)
+        elif t.desired_state != "running" and t.node_id and t.node_id not in nodes:
+            delete.append(t.id)
+    for ts in history.values():
+        ts.sort(key=_age, reverse=True)
+        for t in ts[HISTORY_LIMIT:]:
+            if counting and t.status.state in ENDED and t.spec_version == service.spec_version \
+                    and t.status.timestamp >= plan.now - policy.window:
+                continue
+            delete.append(t.id)
+    return delete

@@ -1,0 +1,419 @@
+"""Task placement: a SwarmKit-style filter pipeline, then spread. Pure.
+
+How this works. `schedule` builds one `NodeState` per node (what live tasks
+already reserve there, how many tasks of each service it runs), then places
+the pending tasks service by service. For a service, the static filters
+(ready, availability, constraints) run once per node, cheapest first, and a
+node that fails is counted against the first filter that refused it; their
+result is cached per constraint set, since many services share one. The
+nodes that pass go into a heap ordered by (tasks of this service, tasks
+overall, seeded shuffle rank). Each task takes the top node if the dynamic
+filters (resources, host ports) still accept it; a node they refuse is
+dropped for the rest of the service (placements only use capacity up, so it
+cannot fit later) and counted; a node that takes a task has its counters
+bumped and goes back into the heap. A task with no node left gets Docker's
+reason, built from the per-filter counts: "no suitable node (1 node is not
+ready; 2 nodes lack 4GiB of memory)". Global tasks arrive with their node
+preset: they are only checked against that node. The rng only orders ties;
+the same seed, nodes and tasks give the same plan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from swarm.api.errors import SwarmError
+from swarm.api.spec import Resources, Service, Task, is_terminal
+
+# -- constraints ------------------------------------------------------------------------------
+
+
+class ConstraintError(SwarmError, ValueError):
+    """A placement constraint that cannot be parsed (the user's input is wrong)."""
+
+
+_KEYS = ("node.id", "node.hostname", "node.role")
+_LABEL_PREFIXES = ("node.labels.", "engine.labels.")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
+_VALUE = re.compile(r"^[A-Za-z0-9:\-_\s.*()?+\[\]\\^$|/]+$")   # SwarmKit's value pattern
+_KEY_HELP = "use node.id, node.hostname, node.role, node.labels.NAME or engine.labels.NAME"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    key: str          # node.id | node.hostname | node.role | node.labels | engine.labels
+    label: str        # the label name for *.labels keys, else ""
+    equal: bool       # == (True) or != (False)
+    value: str
+
+    def matches(self, node: NodeInfo) -> bool:
+        if self.key == "node.id":
+            have: str | None = node.id
+        elif self.key == "node.hostname":
+            have = node.hostname
+        elif self.key == "node.role":
+            have = node.role
+        elif self.key == "node.labels":
+            have = node.labels.get(self.label)
+        else:
+            have = node.engine_labels.get(self.label)
+        # SwarmKit compares case-insensitively; a missing label never equals anything
+        same = have is not None and have.casefold() == self.value.casefold()
+        return same if self.equal else not same
+
+
+def parse_constraint(expr: str) -> Constraint:
+    def bad(why: str) -> ConstraintError:
+        return ConstraintError(f'invalid constraint "{expr}": {why}')
+
+    if not isinstance(expr, str):
+        raise ConstraintError(f"invalid constraint {expr!r}: expected a string")
+    eq, ne = expr.find("=="), expr.find("!=")
+    if eq < 0 and ne < 0:
+        raise bad("expected KEY==VALUE or KEY!=VALUE")
+    equal = ne < 0 or (0 <= eq < ne)
+    at = eq if equal else ne
+    key, value = expr[:at].strip(), expr[at + 2:].strip()
+    if not key:
+        raise bad(f"the key is missing ({_KEY_HELP})")
+    if not value:
+        raise bad("the value is missing")
+    if not _VALUE.match(value):
+        raise bad(f'"{value}" is not a valid value')
+    low = key.lower()
+    if low in _KEYS:
+        return Constraint(low, "", equal, value)
+    for prefix in _LABEL_PREFIXES:
+        if low.startswith(prefix):
+            label = key[len(prefix):]
+            if not _LABEL_NAME.match(label):
+                raise bad(f'"{label}" is not a valid label name' if label else f"a label name must follow {prefix}")
+            return Constraint(prefix[:-1], label, equal, value)
+    raise bad(f"unknown key {key} ({_KEY_HELP})")
+
+
+def parse_constraints(exprs: Iterable[str]) -> tuple[Constraint, ...]:
+    """Parse every expression; raise ConstraintError naming the first bad one."""
+    return tuple(parse_constraint(e) for e in exprs)
+
+
+def node_matches(constraints: Iterable[Constraint], node: NodeInfo) -> bool:
+    return all(c.matches(node) for c in constraints)
+
+
+# -- what the filters look at ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    id: str
+    hostname: str = ""
+    role: str = "worker"
+    status: str = "ready"               # ready | down | unknown | disconnected
+    availability: str = "active"        # active | pause | drain
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: Resources = Resources()  # total capacity the node reported
+    engine_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What the filters need to know about a task (the same for all tasks of a service)."""
+    service_id: str
+    constraints: tuple[Constraint, ...] = ()
+    reservations: Resources = Resources()
+    host_ports: frozenset[int] = frozenset()
+
+
+class NodeState:
+    """One node during one scheduling pass: capacity left and task counts, kept incrementally."""
+    __slots__ = ("info", "free_cpu", "free_mem", "tasks", "ports")
+
+    def __init__(self, info: NodeInfo):
+        self.info = info
+        self.free_cpu = info.resources.nano_cpus
+        self.free_mem = info.resources.memory_bytes
+        self.tasks = 0                  # live tasks of any service (spread tie-break)
+        self.ports: set[int] = set()    # published host ports in use
+
+    def take(self, reservations: Resources, ports: Iterable[int] = ()) -> None:
+        self.free_cpu -= reservations.nano_cpus
+        self.free_mem -= reservations.memory_bytes
+        self.ports.update(ports)
+
+
+def _task_ports(task: Task) -> frozenset[int]:
+    # Tasks do not carry published ports yet; the port filter is ready for when they do.
+    return frozenset(getattr(task, "published_host_ports", ()) or ())
+
+
+# -- filters ----------------------------------------------------------------------------------
+
+
+def _n(count: int) -> str:
+    return "1 node" if count == 1 else f"{count} nodes"
+
+
+def _nodes(count: int, one: str, many: str) -> str:
+    return f"{_n(count)} {one if count == 1 else many}"
+
+
+def human_bytes(n: int) -> str:
+    """Docker's (go-units BytesSize) rendering: 4GiB, 1.5GiB, 512MiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    size, i = float(n), 0
+    while size >= 1024 and i < len(units) - 1:
+        size, i = size / 1024, i + 1
+    return f"{size:.4g}{units[i]}"
+
+
+def human_cpus(nano_cpus: int) -> str:
+    cpus = nano_cpus / 1e9
+    return "1 CPU" if cpus == 1 else f"{cpus:g} CPUs"
+
+
+class Filter:
+    name = ""
+    static = True   # depends on the node alone, not on what this pass placed
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        """False when the filter has nothing to say about this task (SwarmKit's SetTask)."""
+        return True
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        raise NotImplementedError
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        raise NotImplementedError
+
+
+class ReadyFilter(Filter):
+    name = "ready"
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return node.info.status == "ready"
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return _nodes(count, "is not ready", "are not ready")
+
+
+class AvailabilityFilter(Filter):
+    name = "availability"
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return node.info.availability == "active"
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return _nodes(count, "not available for new tasks", "not available for new tasks")
+
+
+class ConstraintFilter(Filter):
+    name = "constraints"
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        return bool(ctx.constraints)
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return node_matches(ctx.constraints, node.info)
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return f"scheduling constraints not satisfied on {_n(count)}"
+
+
+class ResourceFilter(Filter):
+    name = "resources"
+    static = False
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        return ctx.reservations.nano_cpus > 0 or ctx.reservations.memory_bytes > 0
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return (node.free_cpu >= ctx.reservations.nano_cpus
+                and node.free_mem >= ctx.reservations.memory_bytes)
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        wants = []
+        if ctx is not None and ctx.reservations.nano_cpus:
+            wants.append(human_cpus(ctx.reservations.nano_cpus))
+        if ctx is not None and ctx.reservations.memory_bytes:
+            wants.append(f"{human_bytes(ctx.reservations.memory_bytes)} of memory")
+        what = " and ".join(wants) or "the reserved resources"
+        return _nodes(count, f"lacks {what}", f"lack {what}")
+
+
+class PortFilter(Filter):
+    name = "ports"
+    static = False
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        return bool(ctx.host_ports)
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return node.ports.isdisjoint(ctx.host_ports)
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return f"host-mode port already in use on {_n(count)}"
+
+
+# cheapest first; a node is counted against the first filter that refuses it
+FILTERS: tuple[Filter, ...] = (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), ResourceFilter(),
+                               PortFilter())
+
+
+def explain(failures: dict[str, int], ctx: TaskContext | None = None) -> str:
+    """Docker's reason for an unplaced task from per-filter failure counts (keyed by filter name)."""
+    parts = [f.explain(failures[f.name], ctx) for f in FILTERS if failures.get(f.name)]
+    return f"no suitable node ({'; '.join(parts)})" if parts else "no suitable node (the cluster has no nodes)"
+
+
+def first_failure(ctx: TaskContext, node: NodeState) -> Filter | None:
+    """The first enabled filter that refuses the node, or None if all accept it."""
+    for f in FILTERS:
+        if f.enabled(ctx) and not f.check(ctx, node):
+            return f
+    return None
+
+
+# -- the pass ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    assignments: dict[str, str]     # task id -> node id
+    unplaced: dict[str, str]        # task id -> why not ("no suitable node (...)")
+
+
+def schedule(pending: list[Task], nodes: list[NodeInfo], live_tasks: list[Task],
+             services: dict[str, Service], rng: random.Random) -> SchedulePlan:
+    """Place `pending` tasks (desired running) on `nodes`, given the `live_tasks` already there.
+
+    Tasks whose desired state is not running are ignored (neither placed nor explained).
+    """
+    p = _Pass(nodes, live_tasks, services, rng)
+    groups: dict[tuple[str, frozenset[int]], list[Task]] = {}
+    contexts: dict[str, TaskContext | str] = {}
+    for t in pending:
+        if t.desired_state != "running":
+            continue
+        if t.service_id not in contexts:
+            contexts[t.service_id] = _context(t.service_id, services.get(t.service_id))
+        ctx = contexts[t.service_id]
+        if isinstance(ctx, str):
+            p.unplaced[t.id] = ctx
+        elif t.node_id:
+            p.place_on_its_node(dataclasses.replace(ctx, host_ports=_task_ports(t)), t)
+        else:
+            groups.setdefault((t.service_id, _task_ports(t)), []).append(t)
+    for (service_id, ports), tasks in groups.items():
+        ctx = contexts[service_id]
+        assert isinstance(ctx, TaskContext)
+        p.place_group(dataclasses.replace(ctx, host_ports=ports), tasks)
+    return SchedulePlan(p.assignments, p.unplaced)
+
+
+def _context(service_id: str, service: Service | None) -> TaskContext | str:
+    """The filters' view of a service's tasks, or the reason none of them can be placed."""
+    if service is None:
+        return f"service {service_id} not found"
+    try:
+        constraints = parse_constraints(service.spec.constraints)
+    except ConstraintError as exc:
+        return exc.message
+    return TaskContext(service_id, constraints, service.spec.reservations)
+
+
+class _Pass:
+    """The mutable state of one `schedule` call: node counters, caches, the plan so far."""
+
+    def __init__(self, nodes: list[NodeInfo], live_tasks: list[Task], services: dict[str, Service],
+                 rng: random.Random):
+        ordered = sorted(nodes, key=lambda n: n.id)   # input order must not change the plan
+        self.states = [NodeState(n) for n in ordered]
+        self.index = {n.id: i for i, n in enumerate(ordered)}
+        self.rank = list(range(len(ordered)))
+        rng.shuffle(self.rank)
+        self.per_service: dict[str, dict[int, int]] = {}    # service id -> node index -> live tasks
+        self.assignments: dict[str, str] = {}
+        self.unplaced: dict[str, str] = {}
+        for t in live_tasks:
+            i = self.index.get(t.node_id) if t.node_id else None
+            if i is None or is_terminal(t.status.state):
+                continue
+            svc = services.get(t.service_id)
+            self.states[i].take(svc.spec.reservations if svc else Resources(), _task_ports(t))
+            if t.desired_state == "running":
+                self._count(t.service_id, i)
+        # ready and availability do not depend on the task: run them once for the whole pass
+        self.base: list[int] = []
+        self.base_failures: dict[str, int] = {}
+        for i, ns in enumerate(self.states):
+            refused = next((f for f in FILTERS[:2] if not f.check(_ANY, ns)), None)
+            if refused is None:
+                self.base.append(i)
+            else:
+                self.base_failures[refused.name] = self.base_failures.get(refused.name, 0) + 1
+        self.static_cache: dict[tuple[Constraint, ...], tuple[list[int], dict[str, int]]] = {}
+
+    def _count(self, service_id: str, i: int) -> int:
+        self.states[i].tasks += 1
+        counts = self.per_service.setdefault(service_id, {})
+        counts[i] = counts.get(i, 0) + 1
+        return counts[i]
+
+    def static_pass(self, ctx: TaskContext) -> tuple[list[int], dict[str, int]]:
+        """Nodes passing the static filters for these constraints, and the failure counts."""
+        hit = self.static_cache.get(ctx.constraints)
+        if hit is None:
+            ok = [i for i in self.base if node_matches(ctx.constraints, self.states[i].info)]
+            fails = dict(self.base_failures)
+            if len(ok) < len(self.base):
+                fails["constraints"] = len(self.base) - len(ok)
+            hit = self.static_cache[ctx.constraints] = (ok, fails)
+        return hit
+
+    def place_group(self, ctx: TaskContext, tasks: list[Task]) -> None:
+        """Spread one service's tasks: fewest of this service, then fewest overall, then rank."""
+        feasible, static_failures = self.static_pass(ctx)
+        dynamic = [f for f in FILTERS if not f.static and f.enabled(ctx)]
+        failures = dict(static_failures)
+        counts = self.per_service.get(ctx.service_id, {})
+        states, rank = self.states, self.rank
+        heap = [(counts.get(i, 0), states[i].tasks, rank[i], i) for i in feasible]
+        heapq.heapify(heap)
+        for pos, t in enumerate(tasks):
+            while heap:
+                svc_count, total, r, i = heap[0]
+                refused = next((f for f in dynamic if not f.check(ctx, states[i])), None)
+                if refused is None:
+                    break
+                failures[refused.name] = failures.get(refused.name, 0) + 1
+                heapq.heappop(heap)    # capacity only shrinks in a pass: this node is out for good
+            if not heap:
+                reason = explain(failures, ctx)
+                for rest in tasks[pos:]:
+                    self.unplaced[rest.id] = reason
+                return
+            states[i].take(ctx.reservations, ctx.host_ports)
+            heapq.heapreplace(heap, (self._count(ctx.service_id, i), total + 1, r, i))
+            self.assignments[t.id] = states[i].info.id
+
+    def place_on_its_node(self, ctx: TaskContext, t: Task) -> None:
+        """A global task: its node is fixed, only check that node."""
+        i = self.index.get(t.node_id)
+        if i is None:
+            self.unplaced[t.id] = f"no suitable node (node {t.node_id} is not in the cluster)"
+            return
+        refused = first_failure(ctx, self.states[i])
+        if refused is not None:
+            self.unplaced[t.id] = explain({refused.name: 1}, ctx)
+            return
+        self.states[i].take(ctx.reservations, ctx.host_ports)
+        self._count(t.service_id, i)
+        self.assignments[t.id] = self.states[i].info.id
+
+
+_ANY = TaskContext("")
