@@ -1,7 +1,10 @@
-"""`python -m chaos ...`: the same commands as `swarm chaos ...` (list, run)."""
+"""`python -m chaos ...`: the same commands as `swarm chaos ...` (list, run).
+
+It runs the `swarm` command line as a new program rather than importing it:
+chaos/ sits below the CLI (the CLI's chaos group imports chaos/), never above.
+"""
+import os
 import sys
 
-from swarm.cli.main import main
-
 if __name__ == "__main__":
-    main(["chaos", *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", "swarm", "chaos", *sys.argv[1:]])

@@ -30,7 +30,6 @@ import os
 import queue
 import struct
 import sys
-import threading
 import time
 import zlib
 from collections import deque
@@ -48,7 +47,7 @@ from raft import engine_hooks
 from raft.fsutil import atomic_write, fsync_dir
 from raft.journal import DurableJournal
 from raft.store import MAX_BATCH, MAX_COMMAND, Op, RecordStore, TxnError, TxnResult, decode_batch, pack_txn
-from raft.transport import MEMBERSHIP, NO_OP, REGULAR, TlsSettings, TlsTransport, node_id_of
+from raft.transport import MEMBERSHIP, REGULAR, TlsSettings, TlsTransport, node_id_of
 from raft.watch import LeadershipChanged, Watch, WatchHub
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ import time
 import click
 
 from swarm.lab import lab as labmod
-from swarm.cli.main import print_json, print_table, swarm
+from swarm.cli.common import print_json, print_table
+from swarm.cli.root import swarm
 
 
 @swarm.group()

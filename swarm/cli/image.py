@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from swarm.cli.main import LocalDaemon, print_json, print_table, swarm, with_daemon
+from swarm.cli.common import LocalDaemon, print_json, print_table, with_daemon
+from swarm.cli.root import swarm
 
 IMAGE_CALL_TIMEOUT = 300.0  # unpacking a large archive takes a while (the daemon may cap it)
 ID_LEN = 12

@@ -15,7 +15,8 @@ import time
 import click
 
 from swarm.lab import lab as labmod
-from swarm.cli.main import print_json, print_table, swarm
+from swarm.cli.common import print_json, print_table
+from swarm.cli.root import swarm
 
 LAB_COLUMNS = ("LAB", "HOST", "ADDR", "ROLE", "NETNS", "STATE DIR")
 name_option = click.option("--name", default="lab", show_default=True, help="The lab's name.")

@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from swarm.cli.main import LocalDaemon, print_json, print_table, swarm, with_daemon
+from swarm.cli.common import LocalDaemon, print_json, print_table, with_daemon
+from swarm.cli.root import swarm
 
 ID_LEN = 12  # IDs in tables (and -q), as docker truncates them
 DRIVERS = ("overlay",)

@@ -34,8 +34,9 @@ from typing import Any, TextIO
 import click
 from click.core import ParameterSource
 
-from swarm.cli.main import (LocalDaemon, Duration, _title, fail, format_duration, kv, print_json, print_table, swarm,
-                       with_daemon)
+from swarm.cli.common import (Duration, LocalDaemon, _title, fail, format_duration, kv, print_json, print_table,
+                               with_daemon)
+from swarm.cli.root import swarm
 from swarm.rpc.core import RPCError
 from swarm.api.units import parse_memory
 

@@ -14,7 +14,6 @@ stops it and deletes its Raft data.
 """
 from __future__ import annotations
 
-import datetime
 import functools
 import json
 import logging
@@ -34,7 +33,7 @@ from raft.transport import TlsSettings
 from swarm.api import model
 from swarm.ca import pki
 from swarm.daemon import logs
-from swarm.api.errors import SwarmError
+from swarm.api.errors import ApiError, SwarmError
 from swarm.daemon.config import NodeConfig, Paths, load_cert_into, split_addr
 from swarm.agent.agent import Agent
 from swarm.manager.controlapi.nodes import HAND_OVER_TIME, READ_METHODS, WRITE_METHODS, ControlAPI, leave_refusal
@@ -55,7 +54,18 @@ NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to 
                "Please run this command on a manager node or promote the current node to a manager.")
 
 
-class NodeRouter(Router):
+class ApiRouter(Router):
+    """A Router whose handlers may raise the control API's own errors: they leave
+    as RPC errors with the same code and sentence (the manager knows no wire)."""
+
+    async def dispatch(self, peer: Peer, method: str, params: dict) -> Any:
+        try:
+            return await super().dispatch(peer, method, params)
+        except ApiError as exc:
+            raise RPCError(exc.code, exc.message) from None
+
+
+class NodeRouter(ApiRouter):
     """A Router that checks each call against the caller's current role
     (`current`, which may also refuse with an RPCError), not only the one
     its certificate was issued with."""
@@ -134,6 +144,14 @@ class Daemon:
                 return await client.call(method, params or {}, timeout=timeout)
         return await self._pool.call(host, port, method, params, timeout)
 
+    async def _call_manager_api(self, addr: str, method: str, params: dict | None = None,
+                                timeout: float = 5.0) -> Any:
+        """call_manager for the manager's own code: wire errors become ApiErrors."""
+        try:
+            return await self.call_manager(addr, method, params, timeout)
+        except RPCError as exc:
+            raise ApiError(exc.code, exc.message) from None
+
     async def call_any_manager(self, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
         addrs = list(self.config.managers) or []
         if self._leader_addr and self._leader_addr not in addrs:
@@ -155,7 +173,7 @@ class Daemon:
 
     # -- local API ------------------------------------------------------------------------
     def local_router(self) -> Router:
-        router = Router()
+        router = ApiRouter()
         router.route("ping", self._ping)
         router.route("leave", self._leave)
         for method in READ_METHODS + WRITE_METHODS:
@@ -253,7 +271,7 @@ class Daemon:
         }
         try:
             cluster = await (self.control.info({}) if self.control else self.call_any_manager("control.info"))
-        except RPCError as exc:
+        except (RPCError, ApiError) as exc:
             info["error"] = exc.message
         else:
             info.update({k: cluster[k] for k in ("leader", "managers", "nodes", "manager_addrs")})
@@ -281,7 +299,7 @@ class Daemon:
                 self._handing_over = True
                 try:
                     told = await m.hand_over(trio.current_time() + HAND_OVER_TIME)
-                except RPCError as exc:
+                except (RPCError, ApiError) as exc:
                     self._handing_over = False
                     raise RPCError(exc.code, f"this node did not leave the swarm and is still a manager: "
                                              f"{exc.message}") from None
@@ -379,12 +397,12 @@ class Daemon:
     async def _tasks_assigned(self, peer: Peer, params: dict) -> dict:
         if self.reconciler is None:
             raise RPCError("unavailable", "this node is no longer a manager")
-        return await self.reconciler.assigned(peer, params)
+        return await self.reconciler.assigned(peer.node_id, params)
 
     async def _tasks_status(self, peer: Peer, params: dict) -> dict:
         if self.reconciler is None:
             raise RPCError("unavailable", "this node is no longer a manager")
-        return await self.reconciler.status(peer, params)
+        return await self.reconciler.status(peer.node_id, params)
 
     async def _agent_call(self, method: str, params: dict, timeout: float) -> Any:
         if self._leader_addr:
@@ -410,7 +428,7 @@ class Daemon:
             raise RPCError("bad_request", f"join request lacks {exc}") from None
 
     async def _heartbeat(self, peer: Peer, params: dict) -> dict:
-        return await self._need_manager().heartbeat(peer, params)
+        return await self._need_manager().heartbeat(peer.node_id, params)
 
     def _node_facts(self) -> dict:
         """What the scheduler needs to know about this node."""
@@ -468,7 +486,7 @@ class Daemon:
             async with trio.open_nursery() as nursery:
                 raft = RaftNode(self._raft_config(peers))
                 await nursery.start(raft.run)
-                self.manager = Manager(raft, self.config.node_id, self.call_manager, nursery)
+                self.manager = Manager(raft, self.config.node_id, self._call_manager_api, nursery)
                 await self._bootstrap_cluster()
                 with trio.move_on_after(10):
                     # Answer commands once this manager holds the cluster's state

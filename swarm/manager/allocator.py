@@ -20,7 +20,7 @@ from overlay.ipam import Allocator
 from raft.store import Op
 from swarm.api import model, records, spec
 from swarm.ca import pki
-from swarm.rpc.core import RPCError
+from swarm.api.errors import ApiError
 
 NETWORK = "network"
 INGRESS_SUBNET = "10.0.0.0/24"
@@ -136,42 +136,42 @@ class NetworkAPI:
             return nets[ref]
         named = [n for n in nets.values() if n["name"] == ref]
         if len(named) > 1:
-            raise RPCError("bad_request", f"network name {ref} is ambiguous ({len(named)} networks): use an ID")
+            raise ApiError("bad_request", f"network name {ref} is ambiguous ({len(named)} networks): use an ID")
         if named:
             return named[0]
         prefixed = [n for n in nets.values() if n["id"].startswith(ref)] if ref else []
         if len(prefixed) == 1:
             return prefixed[0]
-        raise RPCError("not_found", f"network {ref} not found")
+        raise ApiError("not_found", f"network {ref} not found")
 
     async def handle(self, method: str, params: dict) -> Any:
         handler = {"network.create": self.create, "network.ls": self.ls, "network.inspect": self.inspect,
                    "network.rm": self.rm}.get(method)
         if handler is None:
-            raise RPCError("unknown_method", f"unknown network method {method}")
+            raise ApiError("unknown_method", f"unknown network method {method}")
         return await handler(params)
 
     async def create(self, params: dict) -> dict:
         try:
             name = spec.check_name("network", params.get("name"))
         except spec.InvalidRecord as exc:
-            raise RPCError("bad_request", str(exc)) from None
+            raise ApiError("bad_request", str(exc)) from None
         if params.get("driver", "overlay") != "overlay":
-            raise RPCError("bad_request", "only the overlay driver is supported in swarm scope")
+            raise ApiError("bad_request", "only the overlay driver is supported in swarm scope")
         nets = self.networks()
         if any(n["name"] == name for n in nets.values()):
-            raise RPCError("conflict", f"a network named {name} already exists")
+            raise ApiError("conflict", f"a network named {name} already exists")
         alloc = allocation_state(nets, {}, [])
         subnet = params.get("subnet")
         if subnet is not None and not isinstance(subnet, str):
-            raise RPCError("bad_request", f"invalid subnet {subnet!r}: expected CIDR text like 10.0.9.0/24")
+            raise ApiError("bad_request", f"invalid subnet {subnet!r}: expected CIDR text like 10.0.9.0/24")
         if subnet:
             try:
                 net = ipaddress.ip_network(subnet, strict=True)
             except ValueError as exc:
-                raise RPCError("bad_request", f"invalid subnet {subnet!r}: {exc}") from None
+                raise ApiError("bad_request", f"invalid subnet {subnet!r}: {exc}") from None
             if net.version != 4 or net.prefixlen > 29:
-                raise RPCError("bad_request", "the subnet must be IPv4 with room for hosts (/29 or larger)")
+                raise ApiError("bad_request", "the subnet must be IPv4 with room for hosts (/29 or larger)")
             subnet = str(net)
         else:
             subnet = alloc.allocate_subnet()
@@ -193,10 +193,10 @@ class NetworkAPI:
         for ref in _refs(params):
             net = self.find(ref)
             if net["ingress"]:
-                raise RPCError("conflict", "the ingress network cannot be removed")
+                raise ApiError("conflict", "the ingress network cannot be removed")
             users = sorted(s.spec.name for s in services if net["id"] in s.spec.networks)
             if users:
-                raise RPCError("conflict", f"network {net['name']} is in use by service(s) {', '.join(users)}")
+                raise ApiError("conflict", f"network {net['name']} is in use by service(s) {', '.join(users)}")
             await self.m.commit([Op.delete(NETWORK, net["id"])])
             removed.append(net["name"])
         return removed
@@ -205,5 +205,5 @@ class NetworkAPI:
 def _refs(params: dict) -> list[str]:
     refs = params.get("refs") or []
     if not isinstance(refs, list) or len(refs) > 1000 or not all(isinstance(r, str) and len(r) <= 256 for r in refs):
-        raise RPCError("bad_request", "refs must be a list of network names or IDs")
+        raise ApiError("bad_request", "refs must be a list of network names or IDs")
     return refs

@@ -24,7 +24,7 @@ from raft.node import RaftNode, RaftUnavailable
 from raft.store import Op, TxnError, TxnResult
 from swarm.api import model
 from swarm.ca import pki
-from swarm.rpc.core import Peer, RPCError
+from swarm.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 GRACE_PERIODS = 3
@@ -49,7 +49,7 @@ class Manager:
     def cluster(self) -> dict:
         rec = self.raft.get(model.CLUSTER, model.CLUSTER_ID)
         if rec is None:
-            raise RPCError("unavailable", "this manager has not received the cluster's state yet; retry")
+            raise ApiError("unavailable", "this manager has not received the cluster's state yet; retry")
         return model.decode(rec.data)
 
     def nodes(self) -> dict[str, dict]:
@@ -82,18 +82,18 @@ class Manager:
         try:
             return model.resolve(self.nodes(), ref)
         except model.RefError as exc:
-            raise RPCError("not_found", str(exc)) from None
+            raise ApiError("not_found", str(exc)) from None
 
     # -- writing ---------------------------------------------------------------------
     async def commit(self, ops: list[Op]) -> TxnResult:
         try:
             result = await self.raft.commit(ops)
         except RaftUnavailable as exc:
-            raise RPCError("unavailable", str(exc)) from None
+            raise ApiError("unavailable", str(exc)) from None
         except TxnError as exc:
-            raise RPCError("bad_request", str(exc)) from None
+            raise ApiError("bad_request", str(exc)) from None
         if not result.ok:
-            raise RPCError(result.error_code or "conflict", result.error)
+            raise ApiError(result.error_code or "conflict", result.error)
         return result
 
     async def modify_node(self, node_id: str, change: Callable[[dict], dict | None]) -> dict:
@@ -110,9 +110,9 @@ class Manager:
         for _ in range(WRITE_RETRIES if version is None else 1):
             rec = self.raft.get(model.NODE, node_id)
             if rec is None:
-                raise RPCError("not_found", f"node {node_id} not found")
+                raise ApiError("not_found", f"node {node_id} not found")
             if version is not None and rec.version != version:
-                raise RPCError("conflict", f"update out of sequence: node {node_id} is at version "
+                raise ApiError("conflict", f"update out of sequence: node {node_id} is at version "
                                            f"{rec.version}, not {version}")
             new = change(model.decode(rec.data))
             if new is None:
@@ -120,15 +120,15 @@ class Manager:
             try:
                 result = await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
                 return new, result.versions[0]
-            except RPCError as exc:
+            except ApiError as exc:
                 if exc.code == "conflict" and version is not None:
                     # This copy was behind: the record moved on before the commit.
-                    raise RPCError("conflict", f"update out of sequence: node {node_id} changed after "
+                    raise ApiError("conflict", f"update out of sequence: node {node_id} changed after "
                                                f"version {version}") from None
                 if exc.code != "conflict":
                     raise
             await trio.sleep(random.uniform(0.005, 0.05))
-        raise RPCError("unavailable", f"node {node_id} kept changing under this update; retry")
+        raise ApiError("unavailable", f"node {node_id} kept changing under this update; retry")
 
     async def modify_cluster(self, change: Callable[[dict], dict]) -> dict:
         for _ in range(WRITE_RETRIES):
@@ -137,11 +137,11 @@ class Manager:
             try:
                 await self.commit([Op.update(model.CLUSTER, model.CLUSTER_ID, model.encode(new), expect=rec.version)])
                 return new
-            except RPCError as exc:
+            except ApiError as exc:
                 if exc.code != "conflict":
                     raise
             await trio.sleep(random.uniform(0.005, 0.05))
-        raise RPCError("unavailable", "the cluster record kept changing under this update; retry")
+        raise ApiError("unavailable", "the cluster record kept changing under this update; retry")
 
     # -- CA ----------------------------------------------------------------------------
     def issue(self, csr_pem: bytes, node_id: str, role: str) -> bytes:
@@ -149,7 +149,7 @@ class Manager:
         try:
             return self.ca().issue(csr_pem, node_id, role, utcnow(), lifetime)
         except pki.PKIError as exc:
-            raise RPCError("bad_request", str(exc)) from None
+            raise ApiError("bad_request", str(exc)) from None
 
     async def join(self, params: dict) -> dict:
         cluster = self.cluster()
@@ -159,15 +159,15 @@ class Manager:
         elif pki.token_matches(pki.JoinToken("", cluster["tokens"]["worker"]), secret):
             role = "worker"
         else:
-            raise RPCError("forbidden", "the join token is not valid for this swarm (wrong or rotated secret)")
+            raise ApiError("forbidden", "the join token is not valid for this swarm (wrong or rotated secret)")
         try:
             hostname = model.check_hostname(params.get("hostname"))
             addr = model.check_address("the node's address", params.get("addr"))
             raft_addr = model.check_address("the Raft address", params.get("raft_addr", ""), optional=role == "worker")
         except model.BadFacts as exc:
-            raise RPCError("bad_request", f"join refused: {exc}") from None
+            raise ApiError("bad_request", f"join refused: {exc}") from None
         if not isinstance(params.get("csr_pem"), bytes) or len(params["csr_pem"]) > 16384:
-            raise RPCError("bad_request", "join refused: a certificate signing request (PEM) is required")
+            raise ApiError("bad_request", "join refused: a certificate signing request (PEM) is required")
         node_id = pki.new_id()
         cert_pem = self.issue(params["csr_pem"], node_id, role)
         serial = pki.identity_from_cert(cert_pem).serial
@@ -192,7 +192,7 @@ class Manager:
         async def add() -> None:
             try:
                 await self.raft.add_member(node_id, raft_addr, timeout=60)
-            except (RaftUnavailable, RPCError) as exc:
+            except (RaftUnavailable, ApiError) as exc:
                 failed.append(str(exc))
                 log.warning("adding manager %s to Raft failed: %s", node_id, exc)
 
@@ -201,17 +201,17 @@ class Manager:
             while name not in self.raft.members() and not failed:
                 await trio.sleep(0.02)
         if name not in self.raft.members():
-            raise RPCError("unavailable", "could not add the manager to Raft: " + (failed[0] if failed else "timed out"))
+            raise ApiError("unavailable", "could not add the manager to Raft: " + (failed[0] if failed else "timed out"))
         return self.raft.members()
 
     async def remove_raft_member(self, node_id: str) -> list[str]:
         """Remove another manager from Raft (a member cannot remove itself: see hand_over)."""
         if node_id == self.node_id:
-            raise RPCError("conflict", "a manager cannot remove itself from Raft; another manager must demote it")
+            raise ApiError("conflict", "a manager cannot remove itself from Raft; another manager must demote it")
         try:
             await self.raft.remove_member(node_id, timeout=15)
         except RaftUnavailable as exc:
-            raise RPCError("unavailable", f"could not remove the manager from Raft: {exc}") from None
+            raise ApiError("unavailable", f"could not remove the manager from Raft: {exc}") from None
         return self.raft.members()
 
     async def hand_over(self, deadline: float) -> str:
@@ -242,20 +242,20 @@ class Manager:
                     return addr
             except RaftUnavailable as exc:  # leadership moved under the transfer: look again
                 last = str(exc)
-            except RPCError as exc:
+            except ApiError as exc:
                 if exc.code == "forbidden" and addr and await self._demoted_by(addr):
                     return addr  # an earlier attempt completed but its answer was lost
                 if exc.code not in ("unavailable", "deadline", "not_leader"):
                     raise
                 last = exc.message
             await trio.sleep(0.1)
-        raise RPCError("unavailable", f"this manager could not hand over its role in time ({last})")
+        raise ApiError("unavailable", f"this manager could not hand over its role in time ({last})")
 
     async def _demoted_by(self, addr: str) -> bool:
         """Whether the manager at `addr` already sees this node demoted and out of Raft."""
         try:
             info = await self.call_manager(addr, "control.info", {}, timeout=5.0)
-        except RPCError:
+        except ApiError:
             return False
         return not any(m.startswith(self.node_id + "@") for m in info["raft"]["members"])
 
@@ -263,20 +263,20 @@ class Manager:
         return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
 
     # -- dispatcher ----------------------------------------------------------------------
-    async def heartbeat(self, peer: Peer, params: dict | None = None) -> dict:
+    async def heartbeat(self, caller: str, params: dict | None = None) -> dict:
         if not self.raft.is_leader():
             leader = self.nodes().get(self.leader_id() or "", {})
-            raise RPCError("not_leader", leader.get("addr", ""))
-        node = self.nodes().get(peer.node_id)
+            raise ApiError("not_leader", leader.get("addr", ""))
+        node = self.nodes().get(caller)
         if node is None:
-            raise RPCError("forbidden", "this node has been removed from the swarm")
+            raise ApiError("forbidden", "this node has been removed from the swarm")
         # What the node reports about itself (resources, images) is checked before it
         # counts as a beat, and written only when it changes.
         try:
             facts = model.node_facts(params or {})
         except model.BadFacts as exc:
-            raise RPCError("bad_request", f"heartbeat refused: {exc}") from None
-        self.last_seen[peer.node_id] = time.monotonic()
+            raise ApiError("bad_request", f"heartbeat refused: {exc}") from None
+        self.last_seen[caller] = time.monotonic()
 
         def change(n: dict) -> dict | None:
             if n["status"] == "ready" and all(n.get(k) == v for k, v in facts.items()):
@@ -285,9 +285,9 @@ class Manager:
 
         if change(node) is not None:
             try:
-                await self.modify_node(peer.node_id, change)
-            except RPCError as exc:
-                log.warning("could not record node %s's heartbeat: %s", peer.node_id, exc.message)
+                await self.modify_node(caller, change)
+            except ApiError as exc:
+                log.warning("could not record node %s's heartbeat: %s", caller, exc.message)
         cluster = self.cluster()
         return {"period": cluster["heartbeat"], "role": node["role"], "managers": self.manager_addrs(),
                 "raft_members": self.raft.members()}
@@ -299,7 +299,7 @@ class Manager:
             return dict(node, status=status, status_message=message, updated_at=model.timestamp(utcnow()))
         try:
             await self.modify_node(node_id, change)
-        except RPCError as exc:
+        except ApiError as exc:
             log.warning("could not mark node %s %s: %s", node_id, status, exc.message)
 
     async def run_dispatcher(self) -> None:
@@ -317,7 +317,7 @@ class Manager:
             self._was_leader = leading
             try:
                 period = self.cluster()["heartbeat"]
-            except RPCError:
+            except ApiError:
                 period = 1.0
             if leader:
                 for node_id in model.stale_nodes(self.nodes(), self.last_seen, now, period * GRACE_PERIODS):

@@ -31,7 +31,7 @@ from swarm.ca import pki
 from swarm.manager.membership import Manager
 from swarm.manager.allocator import NETWORK, allocate_service, allocate_task, allocation_state
 from swarm.manager.orchestrator import reconcile, stopping_slots
-from swarm.rpc.core import Peer, RPCError
+from swarm.api.errors import ApiError
 from swarm.manager.scheduler import NodeInfo, schedule
 from swarm.api.taskstate import IllegalTransition, advance
 
@@ -120,7 +120,7 @@ class Reconciler:
                     if self.m.raft.is_leader():
                         try:
                             await self.round()
-                        except (RPCError, RaftUnavailable) as exc:
+                        except (ApiError, RaftUnavailable) as exc:
                             log.info("reconcile round failed (will retry): %s", getattr(exc, "message", exc))
                         except Exception:  # a bug in one round must not take the manager down
                             log.exception("reconcile round failed (will retry)")
@@ -266,13 +266,13 @@ class Reconciler:
                 self._dirty.set()
 
     # -- dispatcher RPCs ------------------------------------------------------------------------
-    async def assigned(self, peer: Peer, params: dict) -> dict:
+    async def assigned(self, caller: str, params: dict) -> dict:
         """Long-poll: the tasks assigned to the caller changed since `since` (store index)."""
         since, wait = params.get("since", 0), params.get("wait", 1.0)
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            raise RPCError("bad_request", "since must be a store index (a whole number)")
+            raise ApiError("bad_request", "since must be a store index (a whole number)")
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 60:
-            raise RPCError("bad_request", "wait must be a number of seconds from 0 to 60")
+            raise ApiError("bad_request", "wait must be a number of seconds from 0 to 60")
         wait = min(float(wait), 5.0)
         if self.m.raft.index <= since:
             with trio.move_on_after(wait):
@@ -284,13 +284,13 @@ class Reconciler:
         mine, changed = [], []
         # Typed (and cached) decoding: a record the agent could not act on is left out.
         for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
-            if task.node_id != peer.node_id:
+            if task.node_id != caller:
                 continue
             mine.append(task_id)
             if (version >> 16) > since:
                 changed.append(model.decode(listing[task_id].data))
         return {"index": index, "task_ids": mine, "changed": changed,
-                "network": self.network_view(peer.node_id)}
+                "network": self.network_view(caller)}
 
     def network_view(self, node_id: str) -> dict:
         """What the node's agent needs to wire its tasks: the networks its tasks use,
@@ -355,7 +355,7 @@ class Reconciler:
                                                else local_ingress.get(s.id, []))}
                               for s in services.values() for p in s.ports if p.published]}
 
-    async def status(self, peer: Peer, params: dict) -> dict:
+    async def status(self, caller: str, params: dict) -> dict:
         """Apply a batch of task status changes reported by the caller's agent, as
         compare-and-set updates in store-sized transactions (a batch that conflicts
         is read again and retried); a state only moves forward. Every update is
@@ -373,8 +373,8 @@ class Reconciler:
                     task = spec.task_from_dict(model.decode(rec.data))
                 except spec.InvalidRecord:
                     continue  # a record no one can act on; the reader logs it
-                if task.node_id != peer.node_id:
-                    raise RPCError("forbidden", f"task {task_id} is not assigned to this node")
+                if task.node_id != caller:
+                    raise ApiError("forbidden", f"task {task_id} is not assigned to this node")
                 try:
                     advance(task.status.state, status.state)
                 except IllegalTransition:
@@ -392,24 +392,24 @@ class Reconciler:
                 return {"applied": applied}
             todo = {k: v for k, v in todo.items() if k in conflicted}
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
-        raise RPCError("unavailable", "task status kept conflicting; the agent retries")
+        raise ApiError("unavailable", "task status kept conflicting; the agent retries")
 
 
 def parse_status_updates(params: dict, now: float) -> dict[str, spec.TaskStatus]:
-    """task id -> its latest reported status, from a tasks.status call; RPCError bad_request names the fault."""
+    """task id -> its latest reported status, from a tasks.status call; ApiError bad_request names the fault."""
     updates = params.get("updates")
     if not isinstance(updates, list):
-        raise RPCError("bad_request", "updates must be a list")
+        raise ApiError("bad_request", "updates must be a list")
     if len(updates) > spec.MAX_STATUS_BATCH:
-        raise RPCError("bad_request", f"at most {spec.MAX_STATUS_BATCH} status updates per call")
+        raise ApiError("bad_request", f"at most {spec.MAX_STATUS_BATCH} status updates per call")
     latest: dict[str, spec.TaskStatus] = {}
     for i, u in enumerate(updates):
         if not isinstance(u, dict) or not isinstance(u.get("id"), str) or not 0 < len(u["id"]) <= spec.MAX_ID:
-            raise RPCError("bad_request", f"update {i}: a task id is a non-empty string")
+            raise ApiError("bad_request", f"update {i}: a task id is a non-empty string")
         try:
             latest[u["id"]] = spec.status_from_wire(u.get("status"), now)
         except spec.InvalidRecord as exc:
-            raise RPCError("bad_request", f"update {i} (task {u['id']}): {exc}") from None
+            raise ApiError("bad_request", f"update {i} (task {u['id']}): {exc}") from None
     return latest
 
 

@@ -93,16 +93,16 @@ def test_the_poison_kinds_are_all_refused_by_the_checks_the_manager_uses():
     # The same validators the leader runs (swarm.manager.reconciler, swarm.api.model): every kind must fail them.
     from swarm.api import model
     from swarm.manager.reconciler import parse_status_updates
-    from swarm.rpc.core import RPCError
+    from swarm.api.errors import ApiError
 
     for kind in payloads.POISON:
         method, params = payloads.poison_request(kind, "t" * 25)
-        with pytest.raises((RPCError, model.BadFacts)) as caught:
+        with pytest.raises((ApiError, model.BadFacts)) as caught:
             if method == "tasks.status":
                 parse_status_updates(params, 1000.0)
             else:
                 model.node_facts(params)
-        assert not isinstance(caught.value, RPCError) or caught.value.code == "bad_request", kind
+        assert not isinstance(caught.value, ApiError) or caught.value.code == "bad_request", kind
 
 
 def test_frames_announce_more_than_they_carry():

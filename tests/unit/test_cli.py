@@ -20,6 +20,7 @@ import pytest
 import trio
 from click.testing import CliRunner
 
+from swarm.cli import common
 from swarm.cli import main as cli
 
 from swarm.rpc import core as rpc
@@ -303,7 +304,7 @@ def test_unexpected_exception_is_an_internal_error(fake, run):
 
 
 def test_main_never_shows_a_traceback(fake, monkeypatch, capsys):
-    monkeypatch.setattr(cli.LocalDaemon, "call", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(common.LocalDaemon, "call", lambda *a, **k: 1 / 0)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["info", "--state-dir", fake.state_dir])
     assert exit_info.value.code == 1
@@ -474,14 +475,14 @@ def test_daemon_start_failure(state_dir, run, boot):
     ("1.5h", 5400.0), (".5s", 0.5), ("100us", 1e-4), ("10µs", 1e-5),
 ])
 def test_parse_duration(text, seconds):
-    assert cli.parse_duration(text) == pytest.approx(seconds)
+    assert common.parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("seconds, text", [
     (1.0, "1s"), (90.0, "1m30s"), (7776000.0, "2160h0m0s"), (0.5, "500ms"), (1.5, "1.5s"), (0, "0s"),
 ])
 def test_format_duration(seconds, text):
-    assert cli.format_duration(seconds) == text
+    assert common.format_duration(seconds) == text
 
 
 def test_python_dash_m_swarm(state_dir):
@@ -495,5 +496,5 @@ def test_python_dash_m_swarm(state_dir):
 
 def test_internal_error_names_the_real_failure_inside_a_group():
     group = ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [ValueError("bad thing\nmore")])
-    assert cli.one_line(group) == "ValueError: bad thing"
-    assert cli.one_line(KeyError()) == "KeyError"
+    assert common.one_line(group) == "ValueError: bad thing"
+    assert common.one_line(KeyError()) == "KeyError"

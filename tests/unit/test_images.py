@@ -215,7 +215,7 @@ def _add_bytes(tf, name, data):
 
 
 def make_docker_save(tmp_path, layers, repo_tags, cmd=("sh",), entrypoint=None):
-    diff_ids = [hashlib.sha256(gzip.decompress(l) if l[:2] == b"\x1f\x8b" else l).hexdigest() for l in layers]
+    diff_ids = [hashlib.sha256(gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b).hexdigest() for b in layers]
     config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.5Z",
                          "config": {"Cmd": list(cmd), "Entrypoint": entrypoint, "Env": ["PATH=/bin", "A=1"],
                                     "WorkingDir": "/srv"},

@@ -12,16 +12,12 @@ from swarm.api import model, records, spec
 from swarm.manager.reconciler import Reconciler, batches, node_infos
 from swarm.manager.membership import Manager
 from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, new_network
-from swarm.rpc.core import Peer, RPCError
+from swarm.api.errors import ApiError
 from swarm.manager.controlapi.services import ServiceAPI, spec_from_params
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 NODES = ("n1", "n2", "n3")
 pytestmark = pytest.mark.trio
-
-
-def peer(node_id):
-    return Peer(node_id, "worker", "c1")
 
 
 async def cluster(images=("demo:1",)):
@@ -60,7 +56,7 @@ async def report(reconciler, store, state, name=None):
             by_node.setdefault(t.node_id, []).append(
                 {"id": t.id, "status": spec.to_dict(spec.TaskStatus(state, state, "", 1.0, None, t.id))})
     for nid, updates in by_node.items():
-        await reconciler.status(peer(nid), {"updates": updates})
+        await reconciler.status(nid, {"updates": updates})
 
 
 # -- validation at the boundary -------------------------------------------------------------------
@@ -74,12 +70,12 @@ async def test_a_poisoned_task_status_is_refused_and_nothing_is_written():
     for status in ({"state": "failed", "timestamp": "not-a-time"}, {"state": "exploded", "timestamp": 1.0},
                    {"state": "failed", "timestamp": float("nan")}, {"state": "failed", "err": "x" * 100_000},
                    {"state": "failed", "exit_code": "1"}, "failed", None):
-        with pytest.raises(RPCError) as err:
-            await reconciler.status(peer(task.node_id), {"updates": [{"id": task.id, "status": status}]})
+        with pytest.raises(ApiError) as err:
+            await reconciler.status(task.node_id, {"updates": [{"id": task.id, "status": status}]})
         assert err.value.code == "bad_request" and task.id in err.value.message
     for params in ({"updates": "all"}, {"updates": [{"id": 5}]}, {"updates": [{"id": "t"}] * 5000}):
-        with pytest.raises(RPCError, match="bad_request"):
-            await reconciler.status(peer(task.node_id), params)
+        with pytest.raises(ApiError, match="bad_request"):
+            await reconciler.status(task.node_id, params)
     assert store.index == index  # nothing written
     # ...and orchestration goes on: another service converges
     await create(api, "db", replicas=2)
@@ -96,7 +92,7 @@ async def test_a_timestamp_from_the_future_is_clamped_not_trusted():
     parsed = spec.status_from_wire({"state": "running", "timestamp": now + 10 ** 9}, now)
     assert parsed.timestamp == now
     assert spec.status_from_wire({"state": "running", "timestamp": now + 1}, now).timestamp == now + 1
-    await reconciler.status(peer(task.node_id), {"updates": [
+    await reconciler.status(task.node_id, {"updates": [
         {"id": task.id, "status": {"state": "running", "timestamp": 1e15}}]})
     assert tasks_of(store, "web")[0].status.timestamp < 1e10
 
@@ -122,8 +118,8 @@ async def test_a_bad_heartbeat_is_refused_and_the_scheduler_never_sees_it():
     before = manager.nodes()["n2"]
     for params in ({"resources": {"nano_cpus": "lots"}}, {"resources": {"memory_bytes": -1}},
                    {"resources": "all"}, {"images": "demo:1"}, {"images": [7]}, {"images": ["x"] * 20_000}):
-        with pytest.raises(RPCError) as err:
-            await manager.heartbeat(peer("n2"), params)
+        with pytest.raises(ApiError) as err:
+            await manager.heartbeat("n2", params)
         assert err.value.code == "bad_request"
     assert manager.nodes()["n2"] == before
     # A node record that is bad anyway (written past validation) costs that node only.
@@ -137,7 +133,7 @@ async def test_a_bad_heartbeat_is_refused_and_the_scheduler_never_sees_it():
 
 async def test_service_names_are_checked_as_docker_does():
     for bad in ("ünï", ".", "..", "-rf", "_x", "a b", "a/b", "x" * 64, "", 5, None, "web\n"):
-        with pytest.raises(RPCError, match="invalid service name"):
+        with pytest.raises(ApiError, match="invalid service name"):
             spec_from_params({"name": bad, "image": "demo:1"})
     for good in ("web", "a.b-c_d", "9lives", "x" * 63):
         assert spec_from_params({"name": good, "image": "demo:1"}).name == good
@@ -147,7 +143,7 @@ async def test_service_parameters_of_the_wrong_type_are_refused_in_one_sentence(
     for params in ({"limit_cpu": "lots"}, {"replicas": "3"}, {"replicas": True}, {"env": "A=1"},
                    {"mounts": ["x"]}, {"labels": {"a": 1}}, {"ports": [{"target": "80"}]},
                    {"restart_delay": float("inf")}, {"command": [1]}, {"replicas": 10 ** 9}):
-        with pytest.raises(RPCError) as err:
+        with pytest.raises(ApiError) as err:
             spec_from_params({"name": "web", "image": "demo:1", **params})
         assert err.value.code == "bad_request" and "\n" not in err.value.message
 
@@ -157,10 +153,10 @@ async def test_service_parameters_of_the_wrong_type_are_refused_in_one_sentence(
 async def test_a_published_port_clash_is_refused_at_create_and_update():
     store, _, reconciler, api = await cluster()
     await create(api, "web", ports=[{"target": 80, "published": 8080}])
-    with pytest.raises(RPCError, match="port '8080' is already in use by service 'web'"):
+    with pytest.raises(ApiError, match="port '8080' is already in use by service 'web'"):
         await create(api, "other", ports=[{"target": 80, "published": 8080}])
     await create(api, "other", ports=[{"target": 80, "published": 8081}])
-    with pytest.raises(RPCError, match="port '8080' is already in use by service 'web'"):
+    with pytest.raises(ApiError, match="port '8080' is already in use by service 'web'"):
         await api.update({"ref": "other", "ports": [{"target": 80, "published": 8080}]})
     assert [s.spec.name for s in api.services().values() if s.spec.name == "other"]
 
@@ -260,7 +256,7 @@ async def test_ambiguous_service_names_are_an_error_not_the_first_match():
     await create(api, "web")
     twin = dataclasses.replace(api.find("web"), id="twin00000000000000000000")
     await store.commit([Op.create(spec.SERVICE, twin.id, model.encode(spec.to_dict(twin)))])
-    with pytest.raises(RPCError, match="ambiguous"):
+    with pytest.raises(ApiError, match="ambiguous"):
         api.find("web")
     assert api.find(twin.id).id == twin.id
 

@@ -1,5 +1,4 @@
 import pytest
-import trio
 
 from raft.memory import MemoryStore
 from raft.node import RaftNode

@@ -19,7 +19,6 @@ import pytest
 import trio
 
 from overlay import dns as edns
-from overlay.errors import InvalidRequest
 
 RECORDS = edns.Records({
     "net-front": edns.NetworkRecords(

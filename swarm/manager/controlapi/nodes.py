@@ -15,7 +15,7 @@ from raft.store import Op
 from swarm.api import model
 from swarm.ca import pki
 from swarm.manager.membership import Manager, utcnow
-from swarm.rpc.core import RPCError
+from swarm.api.errors import ApiError
 
 READ_METHODS = ("info", "node.ls", "node.inspect")
 WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token")
@@ -41,7 +41,7 @@ def leave_refusal(managers: int, reachable: int) -> str:
 def _refs(params: dict) -> list[str]:
     refs = params.get("refs")
     if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r for r in refs):
-        raise RPCError("bad_request", "give at least one node (ID, ID prefix or hostname)")
+        raise ApiError("bad_request", "give at least one node (ID, ID prefix or hostname)")
     return refs
 
 
@@ -59,7 +59,7 @@ class ControlAPI:
             "node.demote": self.node_demote, "node.rm": self.node_rm, "join_token": self.join_token,
         }.get(method)
         if handler is None:
-            raise RPCError("unknown_method", f"unknown control method {method}")
+            raise ApiError("unknown_method", f"unknown control method {method}")
         return await handler(params)
 
     async def info(self, params: dict) -> dict:
@@ -95,11 +95,11 @@ class ControlAPI:
         label_add = params.get("label_add") or {}
         label_rm = params.get("label_rm") or []
         if not isinstance(label_add, dict) or not isinstance(label_rm, list):
-            raise RPCError("bad_request", "label_add must be a map and label_rm a list")
+            raise ApiError("bad_request", "label_add must be a map and label_rm a list")
         availability = params.get("availability")
         version = params.get("version")
         if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
-            raise RPCError("bad_request", "version must be a record version (an integer from node.inspect)")
+            raise ApiError("bad_request", "version must be a record version (an integer from node.inspect)")
 
         def change(node: dict) -> dict:
             try:
@@ -107,7 +107,7 @@ class ControlAPI:
                                      label_add={str(k): str(v) for k, v in label_add.items()},
                                      label_rm=[str(k) for k in label_rm])
             except ValueError as exc:
-                raise RPCError("bad_request", str(exc)) from None
+                raise ApiError("bad_request", str(exc)) from None
 
         node, new_version = await self.m.modify_node_at(target["id"], change, version)
         leader, reachable = self._view()
@@ -142,10 +142,10 @@ class ControlAPI:
             managers = [n for n in self.m.nodes().values() if n["role"] == "manager"]
             reachable = self.m.reachable()
             if len(managers) == 1:
-                raise RPCError("conflict", "cannot demote the last manager of the swarm")
+                raise ApiError("conflict", "cannot demote the last manager of the swarm")
             if not model.removal_keeps_quorum(len(managers), len(reachable & {n["id"] for n in managers}),
                                               node["id"] in reachable):
-                raise RPCError("conflict", f"demoting {node['hostname']} would lose the Raft quorum "
+                raise ApiError("conflict", f"demoting {node['hostname']} would lose the Raft quorum "
                                            "(not enough reachable managers would remain)")
             if node["id"] == self.m.node_id:
                 # A member cannot remove itself from Raft: the leader does it (see Manager.hand_over).
@@ -155,7 +155,7 @@ class ControlAPI:
                                                                    updated_at=model.timestamp(utcnow())))
                 try:
                     await self.m.remove_raft_member(node["id"])
-                except RPCError:
+                except ApiError:
                     if any(m.startswith(node["id"] + "@") for m in self.m.raft.members()):
                         # Still a Raft member: put the record back, the node stays a manager.
                         await self.m.modify_node(node["id"], lambda n: dict(
@@ -171,9 +171,9 @@ class ControlAPI:
         for ref in _refs(params):
             node = self.m.find(ref)
             if node["role"] == "manager":
-                raise RPCError("conflict", f"node {node['hostname']} is a manager: demote it before removing it")
+                raise ApiError("conflict", f"node {node['hostname']} is a manager: demote it before removing it")
             if node["status"] != "down" and not force:
-                raise RPCError("conflict", f"node {node['hostname']} is not down and can't be removed "
+                raise ApiError("conflict", f"node {node['hostname']} is not down and can't be removed "
                                            "(use --force to remove it anyway)")
             rec = self.m.raft.get(model.NODE, node["id"])
             ops = [Op.delete(model.NODE, node["id"], expect=rec.version)]
@@ -189,7 +189,7 @@ class ControlAPI:
     async def join_token(self, params: dict) -> dict:
         role = params.get("role")
         if role not in model.ROLES:
-            raise RPCError("bad_request", "the token role is worker or manager")
+            raise ApiError("bad_request", "the token role is worker or manager")
         if params.get("rotate"):
             def rotate(cluster: dict) -> dict:
                 tokens = dict(cluster["tokens"])

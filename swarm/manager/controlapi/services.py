@@ -15,15 +15,15 @@ from raft.store import Op
 from swarm.api import model, records, spec
 from swarm.ca import pki
 from swarm.manager.membership import Manager
-from swarm.rpc.core import RPCError
+from swarm.api.errors import ApiError
 from swarm.manager.scheduler import ConstraintError, parse_constraints
 
 MIN_MEMORY = 6 * 1024 * 1024  # below this runc cannot start a container
 MAX_REPLICAS = 100_000
 
 
-def _bad(message: str) -> RPCError:
-    return RPCError("bad_request", message)
+def _bad(message: str) -> ApiError:
+    return ApiError("bad_request", message)
 
 
 MAX_LIST = 1000          # env entries, mounts, constraints, ports, networks, labels, command words
@@ -123,7 +123,7 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
         try:
             pc = spec.PortConfig(_number(port, "target", 0), _number(port, "published", 0),
                                  str(port.get("protocol", "tcp")), str(port.get("mode", "ingress")))
-        except RPCError:
+        except ApiError:
             raise _bad(f"invalid published port {port!r}") from None
         if not 0 < pc.target < 65536 or not 0 <= pc.published < 65536:
             raise _bad(f"invalid port {port!r}: ports are 1-65535")
@@ -208,7 +208,7 @@ class ServiceAPI:
         prefixed = [s for s in services.values() if s.id.startswith(ref)] if ref else []
         if len(prefixed) == 1:
             return prefixed[0]
-        raise RPCError("not_found", f"service {ref} not found")
+        raise ApiError("not_found", f"service {ref} not found")
 
     async def handle(self, method: str, params: dict) -> Any:
         handler = {
@@ -217,7 +217,7 @@ class ServiceAPI:
             "service.rm": self.rm,
         }.get(method)
         if handler is None:
-            raise RPCError("unknown_method", f"unknown service method {method}")
+            raise ApiError("unknown_method", f"unknown service method {method}")
         return await handler(params)
 
     def _resolve_networks(self, params: dict) -> dict:
@@ -230,7 +230,7 @@ class ServiceAPI:
         for ref in params["networks"]:
             try:
                 net = api.find(str(ref))
-            except RPCError:
+            except ApiError:
                 raise _bad(f"network {ref} not found") from None
             if net["ingress"]:
                 raise _bad("the ingress network is attached by publishing a port, not with --network")
@@ -240,7 +240,7 @@ class ServiceAPI:
     async def create(self, params: dict) -> dict:
         s = spec_from_params(self._resolve_networks(params))
         if any(x.spec.name == s.name for x in self.services().values()):
-            raise RPCError("conflict", f"a service named {s.name} already exists")
+            raise ApiError("conflict", f"a service named {s.name} already exists")
         images = set()
         for node in self.m.nodes().values():
             images.update(node.get("images", []))
@@ -251,9 +251,9 @@ class ServiceAPI:
         service = spec.Service(pki.new_id(), s, 1, now, now)
         try:
             await self.m.commit([Op.create(spec.SERVICE, service.id, model.encode(spec.to_dict(service)))])
-        except RPCError as exc:
+        except ApiError as exc:
             if exc.code == "conflict":
-                raise RPCError("conflict", f"a service named {s.name} already exists") from None
+                raise ApiError("conflict", f"a service named {s.name} already exists") from None
             raise
         return {"id": service.id, "name": s.name}
 
@@ -319,7 +319,7 @@ class ServiceAPI:
             for port in new.ports:
                 mode = held.get((port.published, port.protocol))
                 if port.published and mode is not None and "ingress" in (mode, port.mode):
-                    raise RPCError("conflict", f"port '{port.published}' is already in use by service "
+                    raise ApiError("conflict", f"port '{port.published}' is already in use by service "
                                                f"'{other.spec.name}' ({other.id}) as an {mode} port")
 
     async def _write_spec(self, service: spec.Service, new_spec: spec.ServiceSpec) -> dict:

@@ -1,0 +1,181 @@
+"""`swarm init`, `join`, `daemon`, `join-token`, `leave` and `info`: the swarm itself."""
+from __future__ import annotations
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import click
+
+from swarm.rpc.core import RPCError
+from swarm.cli.common import (ADDRESS, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT, LocalDaemon,
+                               bootstrap, format_duration, print_json, with_daemon)
+from swarm.cli.root import swarm
+
+log = logging.getLogger(__name__)
+# -- swarm init / join / daemon ------------------------------------------------
+
+
+def join_command_text(role: str, token: str, addr: str) -> str:
+    return (f"To add a {role} to this swarm, run the following command:\n\n"
+            f"    swarm join --token {token} {addr}\n")
+
+
+def say_defaults(addr: str | None, hostname: str | None) -> None:
+    """Name what the node chose by itself (a wrong guess is hard to see later), on
+    stderr: scripts read stdout."""
+    chosen = ([addr] if addr else []) + ([f"hostname {hostname}"] if hostname else [])
+    flags = (["--advertise-addr"] if addr else []) + (["--hostname"] if hostname else [])
+    if chosen:
+        click.echo(f"advertising {' and '.join(chosen)}; use {'/'.join(flags)} to choose", err=True)
+
+
+@swarm.command()
+@click.option("--advertise-addr", type=ADDRESS, help=f"Address other nodes reach this one at (port {DEFAULT_PORT}).")
+@click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
+@click.option("--hostname", help="This node's name (default: the machine's hostname).")
+@click.option("--cert-expiry", type=DURATION, default="2160h0m0s", show_default=True,
+              help="Validity of node certificates.")
+@click.option("--dispatcher-heartbeat", type=DURATION, default="1s", show_default=True,
+              help="Heartbeat period of the nodes.")
+@click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
+@click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
+@with_daemon
+def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
+         cert_expiry: float, dispatcher_heartbeat: float, force_new_cluster: bool, foreground: bool) -> None:
+    """Initialize a swarm: this node becomes its first manager."""
+    if advertise_addr is None and not force_new_cluster:
+        raise click.UsageError("Missing option '--advertise-addr'.")
+    # Chosen here rather than in the bootstrap, so that it can be named (a forced new cluster keeps its name).
+    default_hostname = socket.gethostname() if hostname is None and not force_new_cluster else None
+    boot = bootstrap()
+    state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
+                            listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
+                            heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster)
+    say_defaults(None, default_hostname)
+    click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
+    if foreground:
+        boot.start_daemon(daemon.state_dir, detach=False)
+        return
+    boot.start_daemon(daemon.state_dir, detach=True)
+    token = daemon.call("join_token", {"role": "worker", "rotate": False})
+    click.echo(join_command_text("worker", token["token"], token["addr"]))
+    click.echo("To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n")
+
+
+@swarm.command()
+@click.option("--token", required=True, help="The worker or manager join token.")
+@click.option("--advertise-addr", type=ADDRESS,
+              help="Address other nodes reach this one at (default: this host's address on the way to the manager, "
+                   f"port {DEFAULT_PORT}).")
+@click.option("--listen-addr", type=ADDRESS, help="Address to listen on (default: the advertise address).")
+@click.option("--hostname", help="This node's name (default: the machine's hostname).")
+@click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
+@click.argument("remote_addr", metavar="HOST:PORT", type=ADDRESS)
+@with_daemon
+def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_addr: str | None,
+         hostname: str | None, foreground: bool, remote_addr: str) -> None:
+    """Join a swarm as a worker or a manager (the token decides)."""
+    if not token.strip():
+        raise click.BadParameter("the token is empty", param_hint="'--token'")
+    boot = bootstrap()
+    joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
+                             advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
+    say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
+    if foreground:
+        click.echo(f"This node joined a swarm as a {joined['role']}.")
+        boot.start_daemon(daemon.state_dir, detach=False)
+        return
+    boot.start_daemon(daemon.state_dir, detach=True)
+    click.echo(f"This node joined a swarm as a {joined['role']}.")
+
+
+@swarm.command("daemon")
+@click.option("--detach", "-d", is_flag=True, help="Start in the background; return once it is ready.")
+@click.option("--unsafe-memory-journal", is_flag=True,
+              help="UNSAFE, for throwaway labs: keep new Raft log entries in memory only. A restart of "
+                   "every manager then loses acknowledged writes.")
+@with_daemon
+def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool) -> None:
+    """(Re)start the daemon of a node that already has its state."""
+    bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
+
+
+# -- swarm join-token / leave / info -------------------------------------------
+
+
+@swarm.command("join-token")
+@click.option("--quiet", "-q", is_flag=True, help="Only print the token.")
+@click.option("--rotate", is_flag=True, help="Replace the token with a new one.")
+@click.argument("role", type=click.Choice(ROLES))
+@with_daemon
+def join_token(daemon: LocalDaemon, quiet: bool, rotate: bool, role: str) -> None:
+    """Print (or rotate) the token to join as a worker or a manager."""
+    result = daemon.call("join_token", {"role": role, "rotate": rotate})
+    if rotate and not quiet:
+        click.echo(f"Successfully rotated {role} join token.\n")
+    if quiet:
+        click.echo(result["token"])
+    else:
+        click.echo(join_command_text(role, result["token"], result["addr"]))
+
+
+@swarm.command()
+@click.option("--force", "-f", is_flag=True,
+              help="Force this node to leave the swarm, ignoring warnings (a manager always needs it).")
+@with_daemon
+def leave(daemon: LocalDaemon, force: bool) -> None:
+    """Leave the swarm; the daemon stops and the node's state is cleared."""
+    try:
+        daemon.call("leave", {"force": force}, timeout=SLOW_CALL_TIMEOUT)
+    except RPCError as exc:
+        # The daemon stops as it leaves; if the answer was lost on the way but
+        # the node's state is gone, the node did leave.
+        if exc.code != "unavailable" or os.path.exists(os.path.join(daemon.state_dir, NODE_FILE)):
+            raise
+    click.echo("Node left the swarm.")
+
+
+@swarm.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@with_daemon
+def info(daemon: LocalDaemon, fmt: str) -> None:
+    """Show this node's view of the swarm."""
+    result = daemon.call("info")
+    if fmt == "json":
+        print_json(result)
+    else:
+        click.echo("\n".join(info_lines(result)))
+
+
+def info_lines(info: Mapping[str, Any]) -> list[str]:
+    """The Swarm section of `docker info`, for our info object."""
+    def line(indent: int, label: str, key: str, show: Callable[[Any], str] = str) -> list[str]:
+        return [f"{' ' * indent}{label}: {show(info[key])}"] if info.get(key) is not None else []
+
+    lines = ["Swarm: active"] + line(1, "NodeID", "node_id") + line(1, "Hostname", "hostname")
+    lines.append(f" Is Manager: {str(info.get('role') == 'manager').lower()}")
+    lines += line(1, "ClusterID", "cluster_id") + line(1, "Managers", "managers") + line(1, "Nodes", "nodes")
+    lines += line(1, "Leader", "leader")
+    raft = info.get("raft")
+    if isinstance(raft, Mapping):
+        lines.append(" Raft:")
+        for label, key in (("Term", "term"), ("Commit Index", "commit_index"), ("Applied Index", "applied_index"),
+                           ("Journal", "journal")):
+            if raft.get(key) is not None:
+                lines.append(f"  {label}: {raft[key]}")
+        if raft.get("members"):
+            lines.append("  Members:")
+            lines += [f"   {member}" for member in raft["members"]]
+    if info.get("heartbeat_period") is not None:
+        lines += [" Dispatcher:", f"  Heartbeat Period: {format_duration(float(info['heartbeat_period']))}"]
+    lines += line(1, "Certificate Expiry", "cert_expiry") + line(1, "Node Address", "addr")
+    if info.get("manager_addrs"):
+        lines.append(" Manager Addresses:")
+        lines += [f"  {addr}" for addr in info["manager_addrs"]]
+    lines += line(1, "State Dir", "state_dir")
+    return lines

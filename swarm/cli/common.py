@@ -1,0 +1,266 @@
+"""What every command of the `swarm` CLI shares: the local daemon (one blocking
+RPC per request over STATE_DIR/swarm.sock), input types (durations, addresses,
+labels), output as docker prints it, and errors as one line on stderr."""
+from __future__ import annotations
+
+import functools
+import importlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import traceback
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, NoReturn
+
+import click
+
+from swarm.rpc.core import RPCError, call_unix_sync
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = "/var/lib/swarm"
+DEFAULT_PORT = 2377
+SOCKET_NAME = "swarm.sock"
+NODE_FILE = "node.json"
+CALL_TIMEOUT = 10.0
+SLOW_CALL_TIMEOUT = 30.0  # membership changes: leave, promote, demote, rm
+ROLES = ("worker", "manager")
+AVAILABILITIES = ("active", "pause", "drain")
+
+
+# -- the local daemon ----------------------------------------------------------
+
+
+class LocalDaemon:
+    """The node selected by --state-dir, reached over its unix socket."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.socket = os.path.join(self.state_dir, SOCKET_NAME)
+
+    def call(self, method: str, params: dict | None = None, timeout: float = CALL_TIMEOUT) -> Any:
+        try:
+            return call_unix_sync(self.socket, method, params or {}, timeout)
+        except RPCError as exc:
+            # "No socket" alone does not tell a new user what is wrong: say whether
+            # there is a node here at all. The code stays "unavailable" (callers
+            # such as `leave` and the convergence wait decide on it).
+            if exc.code != "unavailable" or self._listening():
+                raise
+            if not os.path.exists(os.path.join(self.state_dir, NODE_FILE)):
+                raise RPCError("unavailable", not_in_swarm(self.state_dir)) from None
+            raise RPCError("unavailable", f"the swarm daemon of the node in {self.state_dir} is not running; "
+                                          'start it with "swarm daemon --detach"') from None
+
+    def _listening(self) -> bool:
+        """Does anything accept connections on the socket (a daemon that failed mid-call, say)?"""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
+        return True
+
+
+def not_in_swarm(state_dir: str) -> str:
+    return (f'this node is not part of a swarm (no node in {state_dir}): run "swarm init" or "swarm join", '
+            "or point --state-dir (or SWARM_STATE_DIR) at a node's state directory")
+
+
+def with_daemon(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --state-dir to a command and hand it a LocalDaemon as `daemon`."""
+    @click.option("--state-dir", envvar="SWARM_STATE_DIR", default=DEFAULT_STATE_DIR, show_default=True,
+                  type=click.Path(file_okay=False), help="The node's state directory (env SWARM_STATE_DIR).")
+    @functools.wraps(fn)
+    def wrapper(state_dir: str, **kwargs: Any) -> Any:
+        return fn(daemon=LocalDaemon(state_dir), **kwargs)
+    return wrapper
+
+
+def bootstrap() -> ModuleType:
+    # import_module reads sys.modules, so tests can put a fake module there.
+    return importlib.import_module("swarm.daemon.bootstrap")
+
+
+# -- input types ---------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
+
+
+def parse_duration(text: str, allow_zero: bool = False) -> float:
+    """Go's time.ParseDuration ("90s", "1h30m", "500ms"), in seconds; must be > 0
+    (or >= 0 with allow_zero, where a bare "0" is also accepted, as Go does)."""
+    text = text.strip()
+    if allow_zero and text == "0":
+        return 0.0
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration (use a number and a unit, like 90s, 5m or 2160h)")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(f"{text!r} must be a positive duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as Go prints a time.Duration: 1s, 1m30s, 2160h0m0s, 500ms."""
+    ns = round(seconds * 1e9)
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1e6), ("µs", 1e3), ("ns", 1)):
+            if ns >= size:
+                return f"{_trim(ns / size)}{unit}"
+    hours, rest = divmod(ns, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    secs = f"{_trim(rest / 1e9)}s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
+
+
+def parse_addr(text: str, default_port: int = DEFAULT_PORT) -> str:
+    """HOST[:PORT] (IPv6 as [ADDR]:PORT) -> "HOST:PORT", port 1-65535."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not HOST[:PORT] (write IPv6 as [ADDR]:PORT)")
+        _check_ipv6(host)
+        return f"[{host}]:{_port(rest[1:], text) if rest else default_port}"
+    if text.count(":") > 1:  # a bare IPv6 address, no port
+        _check_ipv6(text)
+        return f"[{text}]:{default_port}"
+    host, sep, port = text.partition(":")
+    if not _HOSTNAME.match(host):
+        raise ValueError(f"{text!r} is not HOST[:PORT]: {host!r} is not a host name or IP address")
+    if re.fullmatch(r"[\d.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not a valid IPv4 address") from None
+    return f"{host}:{_port(port, text) if sep else default_port}"
+
+
+def _check_ipv6(host: str) -> None:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not a valid IPv6 address") from None
+
+
+def _port(text: str, whole: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{whole!r} has an invalid port {text!r} (use 1-65535)")
+    return int(text)
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value, self.allow_zero)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Address(click.ParamType):
+    name = "host[:port]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        try:
+            return parse_addr(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+ADDRESS = Address()
+
+
+def parse_label_add(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str] | None:
+    """--label-add k=v (or just k: empty value, as docker does) -> {k: v}."""
+    if not values:
+        return None
+    labels: dict[str, str] = {}
+    for item in values:
+        key, _, value = item.partition("=")
+        if not key.strip():
+            raise click.BadParameter(f"{item!r} has no key (use KEY=VALUE or KEY)", ctx, param)
+        labels[key] = value
+    return labels
+
+
+def parse_label_rm(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> list[str] | None:
+    if not values:
+        return None
+    for key in values:
+        if not key.strip() or "=" in key:
+            raise click.BadParameter(f"{key!r} is not a label key", ctx, param)
+    return list(values)
+
+
+# -- output --------------------------------------------------------------------
+
+
+def print_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> None:
+    """Columns padded like docker's tabwriter (min width 10, 3 spaces between)."""
+    table = [list(columns)] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(10, max(len(r[i]) for r in table) + 3) for i in range(len(columns) - 1)]
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + row[len(widths):]
+        click.echo("".join(cells).rstrip())
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=4, ensure_ascii=False))
+
+
+def _title(value: Any) -> str:
+    return str(value or "").capitalize()
+
+
+# -- errors --------------------------------------------------------------------
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    raise click.exceptions.Exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:  # name the real failure, not trio's wrapper
+        exc = exc.exceptions[0]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def internal_error(exc: Exception) -> NoReturn:
+    # The details go where an operator looks, never to a user's terminal: the
+    # log of a daemon running in this process (`swarm daemon`), or stderr
+    # when SWARM_DEBUG is set.
+    if logging.getLogger().handlers:
+        log.error("internal error", exc_info=exc)
+    elif os.environ.get("SWARM_DEBUG"):
+        traceback.print_exception(exc)
+    fail(f"internal error: {one_line(exc)}")
+
+def kv(label: str, value: Any, indent: int = 0) -> str:
+    """One `Label:  value` line of a --pretty block, labels aligned."""
+    return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"

@@ -1,0 +1,111 @@
+"""The root `swarm` group: every failure of a command becomes one line on stderr,
+and a command or option Docker has but this CLI lacks says so (instead of
+click's close-match guess). The command groups add themselves to `swarm`."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from swarm.api.errors import SwarmError
+from swarm.cli.common import fail, internal_error
+from swarm.rpc.core import RPCError
+
+# What Docker has and this CLI has not (yet), by command path: click would
+# suggest a near name instead ("secret" -> "Did you mean 'service'?", --hostname
+# -> --name), which sends a Docker user the wrong way. Stale entries are
+# harmless: they are only read when click finds no such command or option.
+DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
+    (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key", "update"}),
+    ("node",): frozenset({"ps"}),
+    ("service",): frozenset({"rollback"}),
+    ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
+    ("network",): frozenset({"connect", "disconnect", "prune"}),
+}
+_SERVICE_FLAGS = ("--cap-add --cap-drop --credential-spec --entrypoint --health-cmd --health-interval "
+                  "--health-retries --health-start-interval --health-start-period --health-timeout --hostname "
+                  "--init --isolation --limit-pids --log-driver --log-opt --max-concurrent --no-healthcheck "
+                  "--no-resolve-image --oom-score-adj --read-only --replicas-max-per-node --rollback-delay "
+                  "--rollback-failure-action --rollback-max-failure-ratio --rollback-monitor --rollback-order "
+                  "--rollback-parallelism --stop-signal --tty --update-delay --update-failure-action "
+                  "--update-max-failure-ratio --update-monitor --update-order --update-parallelism --user "
+                  "--with-registry-auth --workdir -t -u -w")
+DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(flags.split()) for key, flags in {
+    ("init",): "--autolock --availability --data-path-addr --data-path-port --default-addr-pool "
+               "--default-addr-pool-mask-length --external-ca --max-snapshots --snapshot-interval "
+               "--task-history-limit",
+    ("join",): "--availability --data-path-addr",
+    ("info",): "-f",
+    ("node", "ls"): "--filter -f",
+    ("node", "inspect"): "--pretty -f",
+    ("node", "update"): "--role",
+    ("service", "create"): _SERVICE_FLAGS + " --config --container-label --dns --dns-option --dns-search "
+                           "--env-file --generic-resource --group --host --label --placement-pref --secret "
+                           "--sysctl --ulimit -l",
+    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --container-label-add "
+                           "--container-label-rm --dns-add --dns-option-add --dns-option-rm --dns-rm "
+                           "--dns-search-add --dns-search-rm --force --generic-resource-add --generic-resource-rm "
+                           "--group-add --group-rm --host-add --host-rm --label-add --label-rm --mount-add "
+                           "--mount-rm --placement-pref-add --placement-pref-rm --rollback --secret-add "
+                           "--secret-rm --sysctl-add --sysctl-rm --ulimit-add --ulimit-rm",
+    ("service", "ls"): "--filter -f",
+    ("service", "ps"): "--filter --no-resolve -f",
+    ("service", "inspect"): "--pretty -f",
+    ("service", "logs"): "--details --no-resolve --no-task-ids --no-trunc --raw --since -n",
+    ("image", "import"): "--change --message --platform -c -m",
+    ("image", "load"): "--platform --quiet -q",
+    ("image", "ls"): "--all --digests --filter --no-trunc --tree -a -f",
+    ("image", "rm"): "--force --no-prune --platform -f",
+    ("network", "create"): "--aux-address --config-from --config-only --gateway --ingress --internal --ip-range "
+                           "--ipam-driver --ipam-opt --ipv4 --ipv6 --label --opt --scope -o",
+    ("network", "inspect"): "--format --verbose -f -v",
+    ("network", "ls"): "--filter -f",
+    ("network", "rm"): "--force -f",
+}.items()}
+# Docker flags whose job another flag does here.
+DOCKER_FLAG_INSTEAD = {"--pretty": "use --format pretty"}
+
+
+def _command_path(ctx: click.Context | None) -> tuple[str, ...]:
+    """The subcommand names leading to ctx, without the program's own name."""
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return tuple(reversed(names))
+
+
+def docker_only(exc: click.UsageError) -> click.UsageError:
+    """A usage error for a command or option Docker has and we lack says so,
+    instead of click's close-match guess; any other error is returned as it is."""
+    path = _command_path(exc.ctx)
+    if isinstance(exc, click.NoSuchOption) and exc.option_name in DOCKER_ONLY_OPTIONS.get(path, ()):
+        instead = DOCKER_FLAG_INSTEAD.get(exc.option_name, "not supported yet")
+        return click.NoSuchOption(exc.option_name, f"no such option: {exc.option_name} ({instead})", ctx=exc.ctx)
+    if isinstance(exc, click.exceptions.NoSuchCommand) and exc.command_name in DOCKER_ONLY_COMMANDS.get(path, ()):
+        name = " ".join((*path, exc.command_name))
+        return click.exceptions.NoSuchCommand(exc.command_name, f"'{name}' is not supported yet", ctx=exc.ctx)
+    return exc
+
+
+class SwarmGroup(click.Group):
+    """The root group: turns every failure of a command into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.NoSuchOption, click.exceptions.NoSuchCommand) as exc:
+            raise docker_only(exc) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SwarmError as exc:
+            fail(exc.message)
+        except RPCError as exc:
+            fail(exc.message)
+        except Exception as exc:
+            internal_error(exc)
+
+
+@click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def swarm() -> None:
+    """Run a cluster of nodes, the way `docker swarm` does."""
