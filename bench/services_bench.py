@@ -1,13 +1,19 @@
 """Service benchmarks with real runc containers, next to Docker swarm when it is installed.
 
-    .venv/bin/python bench/services_bench.py [--quick] [--docker]
+    .venv/bin/python bench/services_bench.py [--quick] [--docker] [--no-scheduler]
+
+The file runs unchanged in a checkout of an older tree (see docs/benchmarks.md,
+"Control plane before/after"), so both sides are measured by the same code.
 
 Prints one JSON document:
 - convergence: `service create --replicas N` to all N running (N = 10, 50),
   on one node and on three nodes (one manager, two workers), median of runs;
 - rescheduling: kill -9 of a worker daemon to the service's six replicas
-  running again on the other nodes, median of 5;
-- scheduler: the pure scheduler alone (bench/scheduler_bench.py);
+  running again on the other nodes, median of 5; `down_detection` in it is
+  the kill to the manager's record saying the node is down (the heartbeat
+  grace period, 3 periods of 1 s, plus how late the dispatcher notices);
+- scheduler: the pure scheduler alone (bench/scheduler_bench.py; skipped
+  with --no-scheduler);
 - docker (with --docker, if dockerd is installed): the same convergence on a
   single-node Docker swarm, in the same run (bench/docker_anchor.py), and
   the ratios.
@@ -24,8 +30,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from swarm.lab.localcluster import Swarm, eventually  # noqa: E402
-from swarm.rpc.core import call_unix_sync  # noqa: E402
+try:
+    from swarm.lab.localcluster import Swarm, eventually
+    from swarm.rpc.client import call_unix_sync
+except ImportError:  # a tree from before the package split (009c86f), for before/after runs
+    from swarm.localcluster import Swarm, eventually  # type: ignore[no-redef]
+    from swarm.rpc import call_unix_sync  # type: ignore[no-redef]
 
 
 def running_count(node, name: str) -> int:
@@ -73,7 +83,8 @@ def convergence(base: str, tar: str, sizes: list[int], runs: int) -> dict:
 
 def rescheduling(base: str, tar: str, trials: int) -> dict:
     swarm, m1, workers = make_cluster(os.path.join(base, "resched"), 2, tar)
-    times = []
+    times, detections = [], []
+    sock = os.path.join(m1.state_dir, "swarm.sock")
     try:
         swarm.run(m1, "service", "create", "--detach", "--name", "web", "--replicas", "6",
                   "--stop-grace-period", "0s", "demo:1", "sleep", "1000")
@@ -82,28 +93,43 @@ def rescheduling(base: str, tar: str, trials: int) -> dict:
             victim = workers[trial % 2]
             swarm.kill(victim)
             killed = time.monotonic()
-            sock = os.path.join(m1.state_dir, "swarm.sock")
+            detected = None
 
             def restored() -> bool:
                 rows = call_unix_sync(sock, "service.ps", {"refs": ["web"]}, timeout=10)
                 return sum(1 for r in rows if r["desired_state"] == "running" and r["state"] == "running"
                            and r["node"] != victim.name) == 6
 
-            while not restored():
+            def down() -> bool:
+                rows = call_unix_sync(sock, "node.ls", {}, timeout=10)
+                return any(r["hostname"] == victim.name and r["status"] == "down" for r in rows)
+
+            while True:
+                if detected is None and down():
+                    detected = time.monotonic() - killed
+                if restored():
+                    break
                 time.sleep(0.02)
             times.append(time.monotonic() - killed)
+            while detected is None:  # restored before the manager's record said down (not expected)
+                if down():
+                    detected = time.monotonic() - killed
+                time.sleep(0.02)
+            detections.append(detected)
             swarm.restart(victim)
             eventually(lambda: swarm.ls(m1)[victim.name]["status"] == "ready", 20, "worker back")
     finally:
         swarm.stop_all()
         swarm.stop_containers()
-    return {"runs": times, "median": statistics.median(times)}
+    return {"runs": times, "median": statistics.median(times),
+            "down_detection": {"runs": detections, "median": statistics.median(detections)}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--docker", action="store_true", help="also measure Docker swarm (if installed)")
+    parser.add_argument("--no-scheduler", action="store_true", help="skip the pure scheduler benchmark")
     args = parser.parse_args()
     sizes, runs, trials = ([10], 1, 2) if args.quick else ([10, 50], 3, 5)
     base = tempfile.mkdtemp(prefix="svc-bench-")
@@ -112,9 +138,10 @@ def main() -> None:
                    capture_output=True)
     figures = {"convergence_s": convergence(base, tar, sizes, runs),
                "rescheduling_s": rescheduling(base, tar, trials)}
-    sched = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scheduler_bench.py")],
-                           capture_output=True, text=True, check=True)
-    figures["scheduler"] = json.loads(sched.stdout)
+    if not args.no_scheduler:
+        sched = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "scheduler_bench.py")],
+                               capture_output=True, text=True, check=True)
+        figures["scheduler"] = json.loads(sched.stdout)
     if args.docker:
         proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "docker_anchor.py"), "--replicas",
                                *map(str, sizes), "--runs", str(runs), "--rootfs-tar", tar],

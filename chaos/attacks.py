@@ -53,7 +53,7 @@ from chaos import payloads
 from chaos.cluster import ChaosError, Cluster
 from chaos.scenarios import BAD_NAMES, BIG_SERVICE, FRAME_FLOOD, LOG_FLOOD, POISON_WORKER, Fault
 from swarm.lab import lab as labmod
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 
 IMAGE = "demo:1"
 SLEEP = ["sleep", "1000000"]
@@ -221,7 +221,7 @@ def tls_call(ssl_ctx: ssl.SSLContext, addr: tuple[str, int], calls: list[tuple[s
     ("ok", result) or (error code, message)."""
     import trio
 
-    from swarm.rpc.core import RPCClient
+    from swarm.rpc.client import RPCClient
 
     async def main() -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []

@@ -37,7 +37,8 @@ from typing import Any
 from swarm.lab import lab as labmod
 from swarm.api.errors import SwarmError
 from swarm.daemon.procs import wait_gone
-from swarm.rpc.core import RPCError, call_unix_sync
+from swarm.rpc.client import call_unix_sync
+from swarm.rpc.messages import RPCError
 
 NFT_TABLE = "swarm_chaos"
 FREEZER_ROOT = "/sys/fs/cgroup/freezer"

@@ -35,7 +35,7 @@ from chaos.scenarios import ATTACKS, Scenario, Shape
 from chaos.workload import History, Observer, Workload
 from swarm.lab import lab as labmod
 from swarm.api.errors import SwarmError
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 
 SERVICE = "chaos"
 IMAGE = "demo:1"

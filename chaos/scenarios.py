@@ -152,8 +152,14 @@ def _poison_worker(rng: random.Random, shape: Shape) -> list[Fault]:
 
 
 def _big_service(rng: random.Random, shape: Shape) -> list[Fault]:
-    # 1,000 tasks on a full run; a few hundred with --quick (two cores shared with the rest).
-    replicas = rng.choice([150, 180, 200]) if shape.quick else 1000
+    # 400 tasks on a full run, 150-200 with --quick. Every container here holds two
+    # processes of its own for its whole life (a Python log shim and a foreground
+    # `runc run`, ~20 MB together), and a lab puts every node on one 2-core machine:
+    # 1,000 containers starve the lab's daemons of CPU (TLS handshakes time out,
+    # 72 of 1,000 running after 300 s). The control plane's part of 1,000 replicas
+    # (converge, scale to 0, remove; store-sized writes) is a unit test
+    # (tests/unit/test_reconciler.py); a lab of 1,000 waits for a native monitor.
+    replicas = rng.choice([150, 180, 200]) if shape.quick else 400
     steps = [replicas, 0] if shape.quick else [replicas, replicas // 2, 0]
     return [Fault(BIG_SERVICE, "all", rng.uniform(0.5, 1.5), 60.0 if shape.quick else 300.0,
                   {"steps": steps, **_canary(rng)})]
@@ -215,7 +221,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "heartbeat calls (a timestamp that is not a time, unknown states, huge strings, wrong types), "
              "again and again: each must be refused as bad_request", _poison_worker, needs_workers=True,
              attack=True),
-    Scenario(BIG_SERVICE, "create a service of 1,000 replicas (150-200 with --quick), scale it down to 0 and "
+    Scenario(BIG_SERVICE, "create a service of 400 replicas (150-200 with --quick), scale it down to 0 and "
              "remove it: it converges, its containers go, the canary is unaffected, no election storm",
              _big_service, attack=True),
     Scenario(LOG_FLOOD, "a task prints without end while `swarm service logs -f` follows it on a manager: the "

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from chaos.attack_checks import vm_rss
 from chaos.cluster import Cluster
 from chaos.linearizability import CAS, FAIL, OK, READ, UNKNOWN, WRITE, Op
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 
 KEY_PREFIX = "chaos.r"
 OP_TIMEOUT = 7.0                          # above the daemon's 5 s commit timeout: its answer comes first

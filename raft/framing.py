@@ -17,7 +17,7 @@ young containers used to trigger the cyclic garbage collector again and again
 while they were built (a 4 MiB frame of empty arrays took 2 s instead of 0.2 s,
 all of it with the event loop stopped); decoded data can hold no reference
 cycle, so `unpack` pauses the collector for the duration. Servers keep the cap
-small for peers that have not authenticated (swarm.rpc.core).
+small for peers that have not authenticated (swarm.rpc.limits).
 
 This module does no I/O: callers feed it bytes and send the bytes it returns.
 """

@@ -1,7 +1,13 @@
-"""Crash-safe file replacement: temp file, fsync, rename, fsync of the directory."""
+"""Crash-safe file replacement: temp file, fsync, rename, fsync of the directory.
+
+`atomic_write` is the project's one atomic file writer (the Raft journal and
+membership, node config, certificates and keys, image metadata, bundles).
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 
 def fsync_dir(directory: str) -> None:
@@ -12,18 +18,26 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that a crash leaves the old or the new file, whole."""
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` (file mode exactly `mode`) so that a crash leaves
+    the old or the new file, whole. The temp file has a name of its own, in the
+    same directory, and is removed if the write fails."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     fsync_dir(directory)

@@ -62,7 +62,7 @@ _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 def unnamed_cap(nofile: int) -> int:
     """How many accepted, not yet named connections the Raft port holds with `nofile` descriptors.
 
-    A Raft group has a handful of members; the RPC port (swarm.rpc.core) takes at
+    A Raft group has a handful of members; the RPC port (swarm.rpc.server) takes at
     most half the table, this at most a sixteenth."""
     return max(8, min(64, nofile // 16))
 

@@ -20,12 +20,13 @@ import dataclasses
 import inspect
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
 from swarm.api import spec
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
+from swarm.runtime.base import ContainerRuntime
 
 log = logging.getLogger(__name__)
 REPORT_BATCH_DELAY = 0.02
@@ -38,6 +39,30 @@ async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if inspect.iscoroutinefunction(fn):
         return await fn(*args, **kwargs)
     return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+class Networking(Protocol):
+    """What the agent asks of the node's networking (NodeNetworking; a fake in unit tests)."""
+
+    async def update(self, view: dict) -> None: ...
+
+    async def sandbox(self, task: spec.Task) -> str: ...   # the task's network namespace path
+
+    async def remove(self, task_id: str) -> None: ...
+
+    async def teardown(self) -> None: ...
+
+
+# (node id, VTEP address, the agent's nursery) -> the node's networking, made when the agent runs
+NetworkingFactory = Callable[[str, str, trio.Nursery], Networking]
+CallManager = Callable[[str, dict, float], Awaitable[Any]]   # (method, params, timeout) -> result
+
+
+def node_networking(node_id: str, vtep: str, nursery: trio.Nursery) -> Networking:
+    """The real datapath (kernel namespaces, VXLAN, nftables), imported only when an agent runs."""
+    from swarm.agent.networking import NodeNetworking
+
+    return NodeNetworking(node_id, vtep, nursery)
 
 
 class Controller:
@@ -149,11 +174,12 @@ class Controller:
 
 
 class Agent:
-    def __init__(self, node_id: str, runtime: Any, call_manager: Callable[..., Awaitable[Any]],
-                 vtep: str = "127.0.0.1") -> None:
+    def __init__(self, node_id: str, runtime: ContainerRuntime, call_manager: CallManager,
+                 vtep: str = "127.0.0.1", *, networking: NetworkingFactory = node_networking) -> None:
         self.node_id = node_id
         self.vtep = vtep
-        self.net: Any = None
+        self.networking = networking
+        self.net: Networking = None  # type: ignore[assignment]  # made in run(), with the agent's nursery
         self.runtime = runtime
         self.call_manager = call_manager   # (method, params, timeout) -> result, to any manager
         self.controllers: dict[str, Controller] = {}
@@ -166,11 +192,9 @@ class Agent:
         self.start_slots = trio.Semaphore(START_CONCURRENCY)
 
     async def run(self) -> None:
-        from swarm.agent.networking import NodeNetworking
-
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            self.net = NodeNetworking(self.node_id, self.vtep, nursery)
+            self.net = self.networking(self.node_id, self.vtep, nursery)
             nursery.start_soon(self._reporter)
             adoptable = set(await call(self.runtime.list))
             first = True

@@ -2,10 +2,11 @@
 VIP load balancing and the ingress routing mesh on one node.
 
 How this works. The managers' answer to `tasks.assigned` carries a network
-view for this node (`Reconciler.network_view`): the networks its tasks use,
-the peers on them (other nodes' task addresses and VTEPs), each network's
-service table, and the published ports. `update(view)` makes the node match
-it: one `overlay.network.NetworkDatapath` per network (VXLAN + bridge in its
+view for this node (`swarm.api.netview.NetworkView`, built by the
+dispatcher): the networks its tasks use, the peers on them (other nodes' task
+addresses and VTEPs), each network's service table, and the published ports.
+`update(view)` decodes it (a view that does not decode is refused whole and
+the last good one stays) and makes the node match it: one `overlay.network.NetworkDatapath` per network (VXLAN + bridge in its
 own namespace, static FDB/neighbour entries from the peer table), the DNS
 records every task's resolver reads, the nftables VIP map of every task
 namespace, and the ingress sandbox with its published ports. `sandbox(task)`
@@ -33,6 +34,7 @@ from overlay import netns as ns
 from overlay.ingress import IngressSandbox
 from overlay.network import NetworkDatapath, Peer
 from overlay.sandbox import Attachment, TaskSandbox
+from swarm.api import netview
 from swarm.api import records as records_log
 from swarm.api import spec
 
@@ -45,6 +47,7 @@ def prefix_for(node_id: str) -> str:
 
 class NodeNetworking:
     def __init__(self, node_id: str, vtep: str, nursery: trio.Nursery) -> None:
+        self.node_id = node_id
         self.prefix = prefix_for(node_id)
         self.vtep = vtep
         self.nursery = nursery
@@ -55,7 +58,7 @@ class NodeNetworking:
         self.dns_scopes: dict[str, trio.CancelScope] = {}
         self.records = dns.Records()
         self.views: dict[frozenset[str], dns.ResolverView] = {}
-        self.view: dict[str, Any] = {}
+        self.view = netview.NetworkView()
         self.ingress: IngressSandbox | None = None
         self.rng = random.Random()
         self.upstreams = dns.host_upstreams()
@@ -66,7 +69,13 @@ class NodeNetworking:
         return f"{self.prefix}-{kind}-{ident[:10]}"
 
     # -- the network view ----------------------------------------------------------------
-    async def update(self, view: dict) -> None:
+    async def update(self, data: Any) -> None:
+        """Make this node match a network view (plain data from `tasks.assigned`)."""
+        try:
+            view = data if isinstance(data, netview.NetworkView) else netview.decode(data)
+        except netview.InvalidView as exc:
+            records_log.warn_once(f"view {exc}", f"network view refused, keeping the last one: {exc}")
+            return
         async with self._lock:
             if self.closed:
                 return
@@ -74,20 +83,21 @@ class NodeNetworking:
             # Peers are added before and removed after the load balancers change: a backend
             # leaves every LB here while its address still leads somewhere.
             leaving: dict[str, list[Peer]] = {}
-            for net_id, net in view.get("networks", {}).items():
+            for net_id, net in view.networks.items():
                 await self._ensure_network(net)
-                peers = [Peer.at(p["ip"], p["vtep"]) for p in view.get("peers", {}).get(net_id, [])]
+                peers = [Peer.at(p.ip, p.vtep) for p in view.peers.get(net_id, ())]
                 dp = self.datapaths[net_id]
                 merged = {p.ip: p for p in self.peers.get(net_id, [])} | {p.ip: p for p in peers}
                 if len(merged) > len(peers):
                     leaving[net_id] = peers
                 await trio.to_thread.run_sync(dp.set_peers, list(merged.values()))
                 self.peers[net_id] = list(merged.values())
+            names = {net_id: net.name for net_id, net in view.networks.items()}
             records = dns.Records({
                 net_id: dns.NetworkRecords(tuple(
-                    dns.ServiceRecord(s["name"], s["mode"], s["vip"] or None, tuple(s["tasks"]))
-                    for s in services), {}, view.get("networks", {}).get(net_id, {}).get("name", ""))
-                for net_id, services in view.get("services", {}).items()})
+                    dns.ServiceRecord(s.name, s.mode, s.vip or None, s.tasks) for s in services), {},
+                    names.get(net_id, ""))
+                for net_id, services in view.services.items()})
             # Compiling a view costs ~0.1 ms per task address (dnspython records): do it in a
             # thread, for every set of networks a task uses now, then swap records and views at once.
             in_use = {frozenset(nets) for task_id, nets in self.task_networks.items() if task_id in self.dns_scopes}
@@ -106,25 +116,24 @@ class NodeNetworking:
                 await trio.to_thread.run_sync(self.datapaths[net_id].set_peers, peers)
                 self.peers[net_id] = peers
 
-    async def _ensure_network(self, net: dict) -> NetworkDatapath:
-        dp = self.datapaths.get(net["id"])
+    async def _ensure_network(self, net: netview.Network) -> NetworkDatapath:
+        dp = self.datapaths.get(net.id)
         if dp is None:
-            dp = NetworkDatapath(self.name("ov", net["id"]), int(net["vni"]), net["subnet"], self.vtep,
-                                 gateway=net["gateway"])
+            dp = NetworkDatapath(self.name("ov", net.id), net.vni, net.subnet, self.vtep, gateway=net.gateway)
             await trio.to_thread.run_sync(dp.create)
-            self.datapaths[net["id"]] = dp
+            self.datapaths[net.id] = dp
         return dp
 
     def _lb_services(self, net_ids: list[str]) -> list[lb.VipService]:
         out = []
         for net_id in net_ids:
-            for s in self.view.get("services", {}).get(net_id, []):
-                if s["mode"] != "vip" or not s["vip"]:
+            for s in self.view.services.get(net_id, ()):
+                if s.mode != "vip" or not s.vip:
                     continue
                 # The chain name must be plain ASCII whatever the service's name (names
                 # are validated at create, but one odd record must not break the rest).
-                key = re.sub(r"[^A-Za-z0-9_]", "_", s["name"])[:40] + f"_{net_id[:6]}_{len(out)}"
-                out.append(lb.VipService(key, s["vip"], tuple(s["tasks"])))
+                key = re.sub(r"[^A-Za-z0-9_]", "_", s.name)[:40] + f"_{net_id[:6]}_{len(out)}"
+                out.append(lb.VipService(key, s.vip, s.tasks))
         return out
 
     async def _apply_lb(self, task_id: str) -> None:
@@ -137,10 +146,8 @@ class NodeNetworking:
         except Exception as exc:
             log.warning("could not program the load balancer of task %s: %s", task_id, exc)
 
-    async def _update_ingress(self, view: dict) -> None:
-        published = view.get("published", [])
-        ingress_ip = view.get("ingress_ip", "")
-        ingress_net = next((n for n in view.get("networks", {}).values() if n.get("ingress")), None)
+    async def _update_ingress(self, view: netview.NetworkView) -> None:
+        published, ingress_ip, ingress_net = view.published, view.ingress_ip, view.ingress_network()
         if not published or not ingress_ip or ingress_net is None:
             return
         if self.ingress is None:
@@ -152,8 +159,8 @@ class NodeNetworking:
                 records_log.warn_once(f"ingress {self.node_id}", f"published ports are not served here: {exc}")
                 return
             self.ingress = sandbox
-        ports = [lb.PublishedPort(p["published"], p["protocol"],
-                                  tuple(lb.Backend(ip, p["target"]) for ip in p["tasks"])) for p in published]
+        ports = [lb.PublishedPort(p.published, p.protocol, tuple(lb.Backend(ip, p.target) for ip in p.tasks))
+                 for p in published]
         try:
             await trio.to_thread.run_sync(self.ingress.set_published, ports)
         except Exception as exc:
@@ -165,7 +172,7 @@ class NodeNetworking:
         async with self._lock:
             atts = []
             for att in task.networks:
-                net = self.view.get("networks", {}).get(att.network_id)
+                net = self.view.networks.get(att.network_id)
                 if net is None:
                     raise RuntimeError(f"network {att.network_id} is not known on this node yet")
                 dp = await self._ensure_network(net)

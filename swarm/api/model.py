@@ -12,6 +12,8 @@ from typing import Any
 
 import msgpack
 
+from swarm.api.refs import resolve_ref
+
 CLUSTER, NODE, REVOKED = "cluster", "node", "revoked"
 CLUSTER_ID = "default"
 ROLES = ("manager", "worker")
@@ -107,25 +109,9 @@ def new_node(node_id: str, hostname: str, role: str, addr: str, raft_addr: str, 
     }
 
 
-class RefError(LookupError):
-    """A node reference that matches no node, or more than one."""
-
-
 def resolve(nodes: dict[str, dict], ref: str) -> dict:
-    """A node by full ID, hostname, or unique ID prefix (Docker's rules)."""
-    if ref in nodes:
-        return nodes[ref]
-    by_name = [n for n in nodes.values() if n["hostname"] == ref]
-    if len(by_name) == 1:
-        return by_name[0]
-    if len(by_name) > 1:
-        raise RefError(f"node {ref} is ambiguous ({len(by_name)} nodes have that hostname); use an ID")
-    by_prefix = [n for n in nodes.values() if n["id"].startswith(ref)] if ref else []
-    if len(by_prefix) == 1:
-        return by_prefix[0]
-    if len(by_prefix) > 1:
-        raise RefError(f"node {ref} is ambiguous ({len(by_prefix)} matches)")
-    raise RefError(f"node {ref} not found")
+    """A node by full ID, hostname, or unique ID prefix (Docker's rules: `refs.resolve_ref`)."""
+    return resolve_ref("node", nodes, ref, lambda n: n["hostname"])
 
 
 def updated(node: dict, now: datetime.datetime, *, availability: str | None = None,
@@ -178,9 +164,3 @@ def removal_keeps_quorum(members: int, reachable: int, target_reachable: bool) -
         return False
     reachable_after = reachable - (1 if target_reachable else 0)
     return reachable_after > remaining / 2
-
-
-def stale_nodes(nodes: dict[str, dict], last_seen: dict[str, float], now: float, grace: float) -> list[str]:
-    """Nodes believed ready whose last heartbeat is older than the grace period."""
-    return sorted(n["id"] for n in nodes.values()
-                  if n["status"] == "ready" and now - last_seen.get(n["id"], now) > grace)

@@ -12,12 +12,12 @@ certificates checked on both sides against the cluster CA only, and the peer's
 role is read from its certificate (`peer_identity`). Certificates are renewed
 at a random point between 50 % and 80 % of their lifetime so a cluster of nodes
 created together does not renew in one burst. Everything here is pure except
-the small file helpers and the temp file `ssl` needs to load a key.
+the small file helpers (over `raft.fsutil.atomic_write`) and the temp file `ssl`
+needs to load a key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
@@ -34,6 +34,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from raft.fsutil import atomic_write
 
 CA_LIFETIME = timedelta(days=20 * 365)
 NODE_CERT_LIFETIME = timedelta(days=90)
@@ -388,33 +390,11 @@ def pinning_client_context(ca_pem: bytes) -> ssl.SSLContext:
 # -- files -------------------------------------------------------------------------
 
 
-def _write_atomic(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically replace `path` with `data`, readable by the owner only."""
-    _write_atomic(path, data, 0o600)
+    atomic_write(path, data, 0o600)
 
 
 def write_public(path: str | os.PathLike[str], data: bytes) -> None:
     """Atomically replace `path` with `data`, world-readable (mode 0644)."""
-    _write_atomic(path, data, 0o644)
+    atomic_write(path, data, 0o644)

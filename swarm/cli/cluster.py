@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 from swarm.cli.common import (ADDRESS, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT, LocalDaemon,
                                bootstrap, format_duration, print_json, with_daemon)
 from swarm.cli.root import swarm

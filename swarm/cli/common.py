@@ -13,12 +13,14 @@ import re
 import socket
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NoReturn
 
 import click
 
-from swarm.rpc.core import RPCError, call_unix_sync
+from swarm.rpc.client import call_unix_sync
+from swarm.rpc.messages import RPCError
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,31 @@ def not_in_swarm(state_dir: str) -> str:
             "or point --state-dir (or SWARM_STATE_DIR) at a node's state directory")
 
 
+@dataclass
+class Options:
+    """What the root group was given (`swarm --state-dir DIR COMMAND`); the root puts it in ctx.obj."""
+    state_dir: str | None = None
+
+
+STATE_DIR_HELP = "The node's state directory (env SWARM_STATE_DIR)."
+
+
+def state_dir_of(ctx: click.Context, state_dir: str) -> str:
+    """The state directory a command works on: its own --state-dir, else the root's
+    (`swarm --state-dir DIR COMMAND`, as `docker -H`), else SWARM_STATE_DIR, else the default."""
+    if ctx.get_parameter_source("state_dir") is click.core.ParameterSource.COMMANDLINE:
+        return state_dir
+    options = ctx.find_object(Options)
+    return options.state_dir if options is not None and options.state_dir is not None else state_dir
+
+
 def with_daemon(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add --state-dir to a command and hand it a LocalDaemon as `daemon`."""
     @click.option("--state-dir", envvar="SWARM_STATE_DIR", default=DEFAULT_STATE_DIR, show_default=True,
-                  type=click.Path(file_okay=False), help="The node's state directory (env SWARM_STATE_DIR).")
+                  type=click.Path(file_okay=False), help=STATE_DIR_HELP)
     @functools.wraps(fn)
     def wrapper(state_dir: str, **kwargs: Any) -> Any:
-        return fn(daemon=LocalDaemon(state_dir), **kwargs)
+        return fn(daemon=LocalDaemon(state_dir_of(click.get_current_context(), state_dir)), **kwargs)
     return wrapper
 
 

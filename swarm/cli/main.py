@@ -1,8 +1,9 @@
 """The `swarm` command line: a thin client of the node's local daemon.
 
-How this works: every command resolves `--state-dir` (env SWARM_STATE_DIR)
-to a node and talks to that node's daemon over STATE_DIR/swarm.sock with one
-blocking RPC per request (`swarm.rpc.core.call_unix_sync`); the daemon does the
+How this works: every command resolves its `--state-dir` (else the root's,
+`swarm --state-dir DIR COMMAND`, else env SWARM_STATE_DIR) to a node and
+talks to that node's daemon over STATE_DIR/swarm.sock with one blocking RPC
+per request (`swarm.rpc.client.call_unix_sync`); the daemon does the
 work and the CLI only validates input, builds params and prints. `init`,
 `join` and `daemon` are the exceptions: they prepare the node's state and
 start its daemon through `swarm.daemon.bootstrap` (imported when used). Input is

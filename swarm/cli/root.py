@@ -1,6 +1,8 @@
 """The root `swarm` group: every failure of a command becomes one line on stderr,
 and a command or option Docker has but this CLI lacks says so (instead of
-click's close-match guess). The command groups add themselves to `swarm`."""
+click's close-match guess). Its --state-dir selects the node for the command
+that follows (`swarm --state-dir DIR node ls`, as `docker -H`); a command's own
+--state-dir wins. The command groups add themselves to `swarm`."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,8 +10,8 @@ from typing import Any
 import click
 
 from swarm.api.errors import SwarmError
-from swarm.cli.common import fail, internal_error
-from swarm.rpc.core import RPCError
+from swarm.cli.common import STATE_DIR_HELP, Options, fail, internal_error
+from swarm.rpc.messages import RPCError
 
 # What Docker has and this CLI has not (yet), by command path: click would
 # suggest a near name instead ("secret" -> "Did you mean 'service'?", --hostname
@@ -107,5 +109,9 @@ class SwarmGroup(click.Group):
 
 
 @click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def swarm() -> None:
+@click.option("--state-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help=f"{STATE_DIR_HELP[:-1]}, for the command that follows; its own --state-dir wins.")
+@click.pass_context
+def swarm(ctx: click.Context, state_dir: str | None) -> None:
     """Run a cluster of nodes, the way `docker swarm` does."""
+    ctx.obj = Options(state_dir=state_dir)

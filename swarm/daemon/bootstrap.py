@@ -26,7 +26,8 @@ from raft.fsutil import fsync_dir
 from swarm.ca import pki
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.api.errors import SwarmError
-from swarm.rpc.core import RPCClient, RPCError, call_unix_sync
+from swarm.rpc.client import RPCClient, call_unix_sync
+from swarm.rpc.messages import RPCError
 
 ALREADY = 'this node is already part of a swarm; use "swarm leave" to leave it before joining or creating another'
 
@@ -238,7 +239,8 @@ def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) 
 
 
 def _project_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the directory holding the swarm package (this file is swarm/daemon/bootstrap.py)
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _last_error(log_path: str) -> str:

@@ -2,10 +2,11 @@
 
 How this works. The daemon always serves the local API on STATE_DIR/swarm.sock
 and runs the agent loop (heartbeats to the leader, certificate renewal, role
-changes). A manager additionally runs, inside one cancel scope it can drop
-on demotion: its RaftNode, the node API over mutual TLS on its listen
-address, and the dispatcher. A worker answers read commands by asking a
-manager and refuses the rest with one sentence.
+changes: swarm/daemon/nodeloop.py). A manager additionally runs, inside one
+cancel scope it can drop on demotion: its RaftNode, the node API over mutual
+TLS on its listen address, and the dispatcher. A worker answers read commands
+by asking a manager and refuses the rest with one sentence (the routers:
+swarm/daemon/routing.py).
 
 Role changes follow the node record: when a heartbeat answer says the node's
 role changed, the agent first gets a certificate for the new role, then (to
@@ -18,12 +19,10 @@ import functools
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import ssl
-import time
-from typing import Any, Callable
+from typing import Any
 
 import trio
 
@@ -32,53 +31,32 @@ from raft.store import Op
 from raft.transport import TlsSettings
 from swarm.api import model
 from swarm.ca import pki
-from swarm.daemon import logs
+from swarm.daemon import logs, routing
 from swarm.api.errors import ApiError, SwarmError
-from swarm.daemon.config import NodeConfig, Paths, load_cert_into, split_addr
+from swarm.daemon.config import NodeConfig, Paths, split_addr
+from swarm.daemon.images import image_handlers, max_import_size
+from swarm.daemon.members import MembershipRPC
+from swarm.daemon.nodeloop import NodeLoop
+from swarm.daemon.routing import ANONYMOUS
 from swarm.agent.agent import Agent
-from swarm.manager.controlapi.nodes import HAND_OVER_TIME, READ_METHODS, WRITE_METHODS, ControlAPI, leave_refusal
+from swarm.manager.controlapi.nodes import ControlAPI
+from swarm.manager.dispatcher import Dispatcher
 from swarm.manager.reconciler import Reconciler
-from swarm.runtime.images import MAX_IMPORT_BYTES, ImageStore, run_cancellable
+from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.manager.controlapi.services import ServiceAPI
-from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, NetworkAPI, new_network
+from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, new_network
+from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager, utcnow
-from swarm.rpc.core import ClientPool, RPCClient, RPCError, Router, Peer, serve_tls, serve_unix
+from swarm.rpc.client import ClientPool
+from swarm.rpc.messages import Peer, RPCError
+from swarm.rpc.router import Handler, Router
+from swarm.rpc.server import serve_tls, serve_unix
 
 log = logging.getLogger(__name__)
-ANONYMOUS = "anonymous"
-LOGS_TIMEOUT = 30.0   # a worker's service.logs through a manager: a follow call waits up to logs.MAX_WAIT
-REMOVED = "removed"  # the role of a caller whose node record is gone: allowed nothing
-# Docker's answer on a worker to any command that reads or changes cluster state.
-NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
-               "Please run this command on a manager node or promote the current node to a manager.")
 
 
-class ApiRouter(Router):
-    """A Router whose handlers may raise the control API's own errors: they leave
-    as RPC errors with the same code and sentence (the manager knows no wire)."""
-
-    async def dispatch(self, peer: Peer, method: str, params: dict) -> Any:
-        try:
-            return await super().dispatch(peer, method, params)
-        except ApiError as exc:
-            raise RPCError(exc.code, exc.message) from None
-
-
-class NodeRouter(ApiRouter):
-    """A Router that checks each call against the caller's current role
-    (`current`, which may also refuse with an RPCError), not only the one
-    its certificate was issued with."""
-
-    def __init__(self, current: Callable[[Peer], Peer]) -> None:
-        super().__init__()
-        self._current = current
-
-    async def dispatch(self, peer: Peer, method: str, params: dict) -> Any:
-        return await super().dispatch(self._current(peer), method, params)
-
-
-class Daemon:
+class Daemon(NodeLoop):
     def __init__(self, state_dir: str, *, memory_journal: bool = False) -> None:
         self.paths = Paths(state_dir)
         self.memory_journal = memory_journal       # UNSAFE: see swarm daemon --unsafe-memory-journal
@@ -97,7 +75,10 @@ class Daemon:
         self.services: ServiceAPI | None = None
         self.networks: NetworkAPI | None = None
         self.reconciler: Reconciler | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.membership = MembershipRPC(lambda: self.manager, self.ca_pem)
         self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size())
+        self.image_handlers = image_handlers(self.images)
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
         self.agent = Agent(self.config.node_id, self.runtime, self._agent_call,
                            vtep=split_addr(self.config.addr)[0])
@@ -136,133 +117,17 @@ class Daemon:
             raise PermissionError(f"certificate of removed node {ident.node_id}")
         return ident.node_id
 
-    # -- calling other nodes ------------------------------------------------------------
-    async def call_manager(self, addr: str, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
-        host, port = split_addr(addr)
-        if self._pool is None:  # before the daemon runs (tests call nodes directly)
-            async with await RPCClient.connect_tls(host, port, self.client_ctx, timeout=timeout) as client:
-                return await client.call(method, params or {}, timeout=timeout)
-        return await self._pool.call(host, port, method, params, timeout)
-
-    async def _call_manager_api(self, addr: str, method: str, params: dict | None = None,
-                                timeout: float = 5.0) -> Any:
-        """call_manager for the manager's own code: wire errors become ApiErrors."""
-        try:
-            return await self.call_manager(addr, method, params, timeout)
-        except RPCError as exc:
-            raise ApiError(exc.code, exc.message) from None
-
-    async def call_any_manager(self, method: str, params: dict | None = None, timeout: float = 5.0) -> Any:
-        addrs = list(self.config.managers) or []
-        if self._leader_addr and self._leader_addr not in addrs:
-            addrs.insert(0, self._leader_addr)
-        random.shuffle(addrs)
-        last: RPCError | None = None
-        for addr in addrs:
-            try:
-                return await self.call_manager(addr, method, params, timeout)
-            except RPCError as exc:
-                if exc.code == "forbidden" and method.startswith("control."):
-                    # The managers refuse this node's role a control method (the
-                    # node API's role matrix): say so as Docker does.
-                    raise RPCError("not_manager", NOT_MANAGER) from None
-                if exc.code not in ("unavailable", "deadline"):
-                    raise
-                last = exc
-        raise last or RPCError("unavailable", "no manager of this swarm is known to this node")
-
-    # -- local API ------------------------------------------------------------------------
+    # -- the two APIs (tables in swarm/daemon/routing.py) -------------------------------------
     def local_router(self) -> Router:
-        router = ApiRouter()
-        router.route("ping", self._ping)
-        router.route("leave", self._leave)
-        for method in READ_METHODS + WRITE_METHODS:
-            router.route(method, self._local_control(method))
-        for method in SERVICE_READS + SERVICE_WRITES:
-            router.route(method, self._local_service(method))
-        router.route("service.logs", self._local_logs)
-        for method in NETWORK_READS + NETWORK_WRITES:
-            router.route(method, self._local_network(method))
-        for method in ("image.import", "image.load", "image.ls", "image.rm"):
-            router.route(method, self._image(method))
-        return router
+        return routing.local_router(self)
 
-    def _local_service(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if self.services is not None:
-                return await self.services.handle(method, params)
-            # Services (their specs carry environment) are a manager's to show, not a worker's.
-            raise RPCError("not_manager", NOT_MANAGER)
-        return handler
+    def node_router(self) -> Router:
+        return routing.node_router(self)
 
-    def _local_network(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if self.networks is not None:
-                return await self.networks.handle(method, params)
-            raise RPCError("not_manager", NOT_MANAGER)
-        return handler
-
-    async def _local_logs(self, peer: Peer, params: dict) -> Any:
-        if self.services is None:
-            return await self.call_any_manager("control.service.logs", params, timeout=LOGS_TIMEOUT)
-        return await self._service_logs(params)
-
-    async def _service_logs(self, params: dict) -> dict:
-        """One bounded step of `service logs` (swarm/daemon/logs.py): fan out to the nodes, merge by time."""
-        services, manager = self.services, self.manager
-
-        async def tasks_of(ref: str) -> list[dict]:
-            return await services.ps({"refs": [ref]})
-
-        async def read_node(node_id: str, request: dict) -> dict:
-            if node_id == self.config.node_id:
-                return await logs.read_tasks(self.runtime, request)
-            addr = manager.nodes().get(node_id, {}).get("addr", "")
-            return await self.call_manager(addr, "task.logs", request, timeout=logs.NODE_TIMEOUT)
-
-        return await logs.service_logs(logs.LogsSource(tasks_of, manager.nodes, read_node), params)
-
-    async def _task_logs(self, peer: Peer, params: dict) -> dict:
-        return await logs.read_tasks(self.runtime, params)
-
-    def _image(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            try:
-                if method == "image.import":
-                    image_id = await run_cancellable(self.images.import_rootfs, params["path"], params["ref"])
-                    return {"id": image_id, "ref": params["ref"]}
-                if method == "image.load":
-                    return {"refs": await run_cancellable(self.images.load_archive, params["path"])}
-                if method == "image.ls":
-                    return self.images.list()
-                removed = []
-                for ref in params.get("refs", []):
-                    self.images.remove(ref)
-                    removed.append(ref)
-                return removed
-            except (OSError, ValueError) as exc:
-                raise RPCError("bad_request", str(exc)) from None
-            except Exception as exc:
-                if type(exc).__name__ == "ImageError":
-                    raise RPCError("bad_request", str(exc)) from None
-                raise
-        return handler
-
-    async def _ping(self, peer: Peer, params: dict) -> dict:
+    async def ping(self, peer: Peer, params: dict) -> dict:
         return {"node_id": self.config.node_id, "ready": self._ready}
 
-    def _local_control(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if method == "info":
-                return await self._info()
-            if self.control is not None:
-                return await self.control.handle(method, params)
-            if method in READ_METHODS:
-                return await self.call_any_manager(f"control.{method}", params)
-            raise RPCError("not_manager", NOT_MANAGER)
-        return handler
-
-    async def _info(self) -> dict:
+    async def info(self) -> dict:
         info = {
             "node_id": self.config.node_id, "hostname": self.config.hostname, "role": self.config.role,
             "cluster_id": self.cluster_id, "addr": self.config.addr, "state_dir": self.paths.root,
@@ -279,198 +144,37 @@ class Daemon:
                 info["raft"] = cluster["raft"]
         return info
 
-    async def _leave(self, peer: Peer, params: dict) -> dict:
-        """Leave the swarm. A manager must be forced (Docker's rule) and then
-        either leaves completely (demoted by the leader, out of Raft, state
-        cleared) or stays the manager it was, with one sentence of why."""
-        force = bool(params.get("force"))
-        if self._leaving or self._handing_over:
-            raise RPCError("conflict", "this node is already leaving the swarm")
-        told: str | None = None  # the manager to tell that this node left
-        if self.manager is not None:
-            m = self.manager
-            managers = [n for n in m.nodes().values() if n["role"] == "manager"]
-            reachable = m.reachable() & {n["id"] for n in managers}
-            if not force:
-                raise RPCError("conflict", leave_refusal(len(managers), len(reachable | {self.config.node_id})))
-            if len(managers) > 1:
-                # The agent must not act on the role change this causes (renew,
-                # stop Raft) while the node leaves; it resumes if the leave fails.
-                self._handing_over = True
-                try:
-                    told = await m.hand_over(trio.current_time() + HAND_OVER_TIME)
-                except (RPCError, ApiError) as exc:
-                    self._handing_over = False
-                    raise RPCError(exc.code, f"this node did not leave the swarm and is still a manager: "
-                                             f"{exc.message}") from None
-        self._leaving = True
-        try:
-            # After any heartbeat in flight: its "ready" must not land after "left".
-            async with self._beat_lock:
-                if told is not None:
-                    await self.call_manager(told, "control.left", {}, timeout=2)
-                elif self.manager is None:
-                    await self.call_any_manager("control.left", {}, timeout=2)
-        except RPCError:
-            pass  # the managers notice the missing heartbeats
-        self._nursery.start_soon(self._stop_after_answer)
-        return {"left": True}
+    async def service_logs(self, params: dict) -> dict:
+        """One bounded step of `service logs` (swarm/daemon/logs.py): fan out to the nodes, merge by time."""
+        services, manager = self.services, self.manager
 
-    async def _stop_after_answer(self) -> None:
-        await trio.sleep(0.2)  # let the answer to `leave` reach the CLI first
-        self._stop.set()
+        async def tasks_of(ref: str) -> list[dict]:
+            return await services.ps({"refs": [ref]})
 
-    # -- node API (TLS) ---------------------------------------------------------------------
-    def node_router(self) -> Router:
-        """The node API and who may call what (docs/daemon-api.md, "Roles").
+        async def read_node(node_id: str, request: dict) -> dict:
+            if node_id == self.config.node_id:
+                return await logs.read_tasks(self.runtime, request)
+            addr = manager.nodes().get(node_id, {}).get("addr", "")
+            return await self.call_manager(addr, "task.logs", request, timeout=logs.NODE_TIMEOUT)
 
-        A worker gets what a worker node needs, as Docker's: its own membership
-        (heartbeat, cert.renew, control.left), its dispatcher calls
-        (tasks.assigned, tasks.status) and the reads the docs allow (info,
-        node.ls, node.inspect); never services (their specs carry environment),
-        their logs, networks, writes or Raft."""
-        router = NodeRouter(self._current_peer)
-        anyone = {ANONYMOUS, "manager", "worker"}
-        members = {"manager", "worker"}
-        managers = {"manager"}
-        router.route("ca.bundle", self._ca_bundle, roles=anyone)
-        router.route("join", self._join, roles=anyone)
-        router.route("heartbeat", self._heartbeat, roles=members)
-        router.route("cert.renew", self._cert_renew, roles=members)
-        router.route("raft.join", self._raft_join, roles=managers)
-        router.route("raft.remove", self._raft_remove, roles=managers)
-        router.route("control.left", self._node_left, roles=members)
-        for method in READ_METHODS:
-            router.route(f"control.{method}", self._remote_control(method), roles=members)
-        for method in WRITE_METHODS:
-            router.route(f"control.{method}", self._remote_control(method), roles=managers)
-        for method in SERVICE_READS:
-            router.route(f"control.{method}", self._remote_service(method), roles=managers)
-        router.route("control.service.logs", self._remote_logs, roles=managers)
-        for method in NETWORK_READS:
-            router.route(f"control.{method}", self._remote_network(method), roles=managers)
-        router.route("tasks.assigned", self._tasks_assigned, roles=members)
-        router.route("tasks.status", self._tasks_status, roles=members)
-        router.route("task.logs", self._task_logs, roles=managers)
-        return router
+        return await logs.service_logs(logs.LogsSource(tasks_of, manager.nodes, read_node), params)
 
-    def _current_peer(self, peer: Peer) -> Peer:
-        """The caller with the role its node record gives it now.
+    async def task_logs(self, peer: Peer, params: dict) -> dict:
+        return await logs.read_tasks(self.runtime, params)
 
-        A certificate's OU is the role at issue time: a demoted manager keeps a
-        valid manager certificate until it renews (and could keep a copy). So
-        on a manager a caller is a manager only if both its certificate and
-        its record say so, a worker if it has a record, and nothing without
-        one (a removed node). A worker daemon holds no records: it trusts the
-        certificate for the manager-only calls it serves (task.logs)."""
-        m = self.manager
-        if peer.role == ANONYMOUS or m is None:
-            return peer
-        if m.raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
-            raise RPCError("unavailable", "this manager has not received the cluster's state yet; retry")
-        rec = m.raft.get(model.NODE, peer.node_id)
-        if rec is None:
-            return Peer(peer.node_id, REMOVED, peer.cluster_id)
-        stored = model.decode(rec.data).get("role")
-        role = "manager" if peer.role == "manager" and stored == "manager" else "worker"
-        return Peer(peer.node_id, role, peer.cluster_id)
-
-    def _remote_service(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if self.services is None:
-                raise RPCError("unavailable", "this node is no longer a manager")
-            return await self.services.handle(method, params)
-        return handler
-
-    def _remote_network(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if self.networks is None:
-                raise RPCError("unavailable", "this node is no longer a manager")
-            return await self.networks.handle(method, params)
-        return handler
-
-    async def _remote_logs(self, peer: Peer, params: dict) -> Any:
-        if self.services is None:
-            raise RPCError("unavailable", "this node is no longer a manager")
-        return await self._service_logs(params)
+    def dispatcher_routes(self) -> dict[str, Handler]:
+        """The dispatcher's calls on the node API (a member's agent asks for its tasks and reports them)."""
+        return {"tasks.assigned": self._tasks_assigned, "tasks.status": self._tasks_status}
 
     async def _tasks_assigned(self, peer: Peer, params: dict) -> dict:
-        if self.reconciler is None:
+        if self.dispatcher is None:
             raise RPCError("unavailable", "this node is no longer a manager")
-        return await self.reconciler.assigned(peer.node_id, params)
+        return await self.dispatcher.assigned(peer.node_id, params)
 
     async def _tasks_status(self, peer: Peer, params: dict) -> dict:
-        if self.reconciler is None:
+        if self.dispatcher is None:
             raise RPCError("unavailable", "this node is no longer a manager")
-        return await self.reconciler.status(peer.node_id, params)
-
-    async def _agent_call(self, method: str, params: dict, timeout: float) -> Any:
-        if self._leader_addr:
-            try:
-                return await self.call_manager(self._leader_addr, method, params, timeout)
-            except RPCError as exc:
-                if exc.code not in ("unavailable", "deadline"):
-                    raise
-        return await self.call_any_manager(method, params, timeout)
-
-    def _need_manager(self) -> Manager:
-        if self.manager is None:
-            raise RPCError("unavailable", "this node is no longer a manager")
-        return self.manager
-
-    async def _ca_bundle(self, peer: Peer, params: dict) -> dict:
-        return {"ca_pem": self.ca_pem}
-
-    async def _join(self, peer: Peer, params: dict) -> dict:
-        try:
-            return await self._need_manager().join(params)
-        except KeyError as exc:
-            raise RPCError("bad_request", f"join request lacks {exc}") from None
-
-    async def _heartbeat(self, peer: Peer, params: dict) -> dict:
-        return await self._need_manager().heartbeat(peer.node_id, params)
-
-    def _node_facts(self) -> dict:
-        """What the scheduler needs to know about this node."""
-        return {"resources": node_resources(), "images": sorted(i["ref"] for i in self.images.list())}
-
-    async def _node_left(self, peer: Peer, params: dict) -> dict:
-        m = self._need_manager()
-        await m.set_status(peer.node_id, "down", "left the swarm")
-        return {}
-
-    async def _cert_renew(self, peer: Peer, params: dict) -> dict:
-        m = self._need_manager()
-        if not isinstance(params.get("csr_pem"), bytes):
-            raise RPCError("bad_request", "cert.renew needs a certificate signing request (csr_pem, PEM bytes)")
-        node = m.nodes().get(peer.node_id)
-        if node is None:
-            raise RPCError("forbidden", "this node has been removed from the swarm")
-        cert = m.issue(params["csr_pem"], peer.node_id, node["role"])
-        serial = format(pki.identity_from_cert(cert).serial, "x")
-        await m.modify_node(peer.node_id, lambda n: dict(
-            n, cert_serial=serial, old_serials=([n["cert_serial"]] + n.get("old_serials", []))[:8]))
-        return {"cert_pem": cert}
-
-    async def _raft_join(self, peer: Peer, params: dict) -> dict:
-        m = self._need_manager()
-        node = m.nodes().get(peer.node_id)
-        if node is None or node["role"] != "manager":
-            raise RPCError("forbidden", "only a node promoted to manager may join Raft")
-        raft_addr = str(params["raft_addr"])
-        await m.modify_node(peer.node_id, lambda n: None if n.get("raft_addr") == raft_addr
-                            else dict(n, raft_addr=raft_addr))
-        return {"raft_members": await m.add_raft_member(peer.node_id, raft_addr)}
-
-    async def _raft_remove(self, peer: Peer, params: dict) -> dict:
-        return {"raft_members": await self._need_manager().remove_raft_member(str(params["node_id"]))}
-
-    def _remote_control(self, method: str):
-        async def handler(peer: Peer, params: dict) -> Any:
-            if self.control is None:
-                raise RPCError("unavailable", "this node is no longer a manager")
-            return await self.control.handle(method, params)
-        return handler
+        return await self.dispatcher.status(peer.node_id, params)
 
     # -- manager scope ----------------------------------------------------------------------
     def _raft_config(self, peers: list[str]) -> RaftConfig:
@@ -497,14 +201,17 @@ class Daemon:
                 self.services = ServiceAPI(self.manager)
                 self.networks = NetworkAPI(self.manager)
                 self.reconciler = Reconciler(self.manager)
+                self.dispatcher = Dispatcher(self.manager)
                 nursery.start_soon(self.manager.run_dispatcher)
                 nursery.start_soon(self.reconciler.run)
+                nursery.start_soon(self.dispatcher.run)
                 task_status.started()
         self.manager = None
         self.control = None
         self.services = None
         self.networks = None
         self.reconciler = None
+        self.dispatcher = None
 
     async def _bootstrap_cluster(self) -> None:
         """First start of `swarm init`: commit the cluster and this node's record."""
@@ -540,92 +247,6 @@ class Daemon:
             while self.manager is not None:
                 await trio.sleep(0.02)
         shutil.rmtree(self.paths.raft, ignore_errors=True)
-
-    # -- agent ----------------------------------------------------------------------------
-    async def _renew_certificate(self) -> None:
-        key = pki.new_node_key()
-        result = await self.call_any_manager("cert.renew", {"csr_pem": pki.make_csr(key, self.config.node_id)})
-        cert, key_pem = result["cert_pem"], pki.key_to_pem(key)
-        pki.write_private(self.paths.key, key_pem)
-        pki.write_public(self.paths.cert, cert)
-        for ctx in (self.client_ctx, self.server_ctx, self.raft_server_ctx, self.raft_client_ctx):
-            load_cert_into(ctx, cert, key_pem)
-        if self._pool is not None:
-            await self._pool.reset()  # kept connections still present the old certificate
-        self.cert_identity = pki.identity_from_cert(cert)
-        log.info("renewed this node's certificate (%s, expires %s)", self.cert_identity.role,
-                 self.cert_identity.not_after)
-
-    def _renewal_due(self, rng: random.Random) -> float:
-        now = utcnow()
-        delay = pki.renewal_delay(self.cert_identity.not_before, self.cert_identity.not_after, now, rng)
-        return time.monotonic() + delay
-
-    async def _change_role(self, role: str) -> None:
-        log.info("this node's role changed to %s", role)
-        await self._renew_certificate()
-        if role == "manager":
-            result = await self.call_any_manager("raft.join", {"raft_addr": self.config.raft_addr}, timeout=20)
-            self.config.role = "manager"
-            self.config.save(self.paths.root)
-            await self._become_manager([m for m in result["raft_members"]
-                                        if not m.startswith(self.config.node_id + "@")])
-        else:
-            self.config.role = "worker"
-            self.config.save(self.paths.root)
-            await self._become_worker()
-
-    async def run_agent(self) -> None:
-        rng = random.Random()
-        renew_at = self._renewal_due(rng)
-        while True:
-            period = self.config.heartbeat
-            try:
-                async with self._beat_lock:
-                    if self._leaving:
-                        return  # told the managers it left: a beat now would mark it ready again
-                    target = self._leader_addr or None
-                    facts = self._node_facts()
-                    if target is None:
-                        answer = await self.call_any_manager("heartbeat", facts, timeout=max(1.0, period))
-                    else:
-                        answer = await self.call_manager(target, "heartbeat", facts, timeout=max(1.0, period))
-            except RPCError as exc:
-                if exc.code == "not_leader":
-                    self._leader_addr = exc.message or None
-                    await trio.sleep(0.05 if exc.message else period / 2)
-                    continue
-                if exc.code == "forbidden":
-                    log.error("the swarm refused this node: %s", exc.message)
-                else:
-                    log.info("heartbeat failed: %s", exc.message)
-                self._leader_addr = None
-                await trio.sleep(period / 2)
-                continue
-            except OSError as exc:
-                # Out of descriptors (EMFILE) while reading this node's facts: a
-                # passing shortage must cost one heartbeat, not the daemon.
-                log.warning("heartbeat not sent: %s", exc)
-                await trio.sleep(period / 2)
-                continue
-            if target is None:
-                self._leader_addr = None
-            if answer["managers"] != self.config.managers or answer["period"] != self.config.heartbeat:
-                self.config.managers = answer["managers"]
-                self.config.heartbeat = answer["period"]
-                self.config.save(self.paths.root)
-            if answer["role"] != self.config.role and not (self._handing_over or self._leaving):
-                try:
-                    await self._change_role(answer["role"])
-                except RPCError as exc:
-                    log.warning("role change to %s failed, will retry: %s", answer["role"], exc.message)
-            if time.monotonic() >= renew_at:
-                try:
-                    await self._renew_certificate()
-                    renew_at = self._renewal_due(rng)
-                except RPCError as exc:
-                    log.warning("certificate renewal failed, will retry: %s", exc.message)
-            await trio.sleep(period)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -680,37 +301,6 @@ class Daemon:
             async for _ in signals:
                 self._stop.set()
                 return
-
-
-NETWORK_READS = ("network.ls", "network.inspect")
-NETWORK_WRITES = ("network.create", "network.rm")
-SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
-SERVICE_WRITES = ("service.create", "service.update", "service.scale", "service.rm")
-
-
-def max_import_size() -> int:
-    """SWARM_MAX_IMPORT_SIZE (a size like 20g or 512m): what one image import may expand to."""
-    text = os.environ.get("SWARM_MAX_IMPORT_SIZE", "")
-    if not text:
-        return MAX_IMPORT_BYTES
-    from swarm.api.units import parse_memory
-
-    try:
-        return parse_memory(text)
-    except ValueError as exc:
-        raise SwarmError(f"SWARM_MAX_IMPORT_SIZE: {exc}") from None
-
-
-def node_resources() -> dict:
-    memory = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    memory = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return {"nano_cpus": (os.cpu_count() or 1) * 1_000_000_000, "memory_bytes": memory}
 
 
 def read_members(raft_dir: str) -> list[str]:

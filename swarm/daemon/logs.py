@@ -33,7 +33,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 from swarm.runtime.errors import ContainerError
 from swarm.runtime.logfile import CHUNK_BYTES, Cursor, CursorError, FileId
 

@@ -61,7 +61,8 @@ OCTETS = list(range(200, 251))
 CLI_TIMEOUT = 60.0
 READY_TIMEOUT = 60.0
 JOIN_PARALLEL = min(8, os.cpu_count() or 1)  # joins are CPU-bound (interpreter and daemon start-up)
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the directory holding the swarm package (the repository, when run from a checkout)
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # No "-" in lab names: it separates the parts of namespace names, and lab
 # "a" must not sweep up the namespaces of lab "a-b".
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,14}$")
@@ -288,13 +289,39 @@ def _swarm(rec: dict[str, Any], host: dict[str, Any], *args: str) -> None:
     python = rec.get("python") or sys.executable
     res = run(rec, host, [python, "-m", "swarm", *args])
     if res.returncode != 0:
-        lines = [ln for ln in (res.stderr + res.stdout).strip().splitlines() if ln.strip()]
-        why = lines[-1].removeprefix("Error: ").rstrip(".") if lines else f"exit code {res.returncode}"
+        why = command_error(res.stderr, res.returncode)
+        daemon = daemon_failure(host["state_dir"])
+        if daemon and daemon.removeprefix("Error: ").rstrip(".") not in why:
+            why += f"; {host['name']}'s daemon.log ends with: {daemon}"
         raise LabError(f"swarm {args[0]} on {host['name']} failed: {why}")
 
 
+def command_error(stderr: str, returncode: int) -> str:
+    """The sentence a failed swarm command gave: its last "Error: " line on stderr (else its last
+    line there). Never stdout: what a command printed before failing ("Swarm initialized: ...")
+    is not why it failed."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error: ")]
+    line = errors[-1] if errors else lines[-1] if lines else f"exit code {returncode}"
+    return line.removeprefix("Error: ").rstrip(".")
+
+
+def daemon_failure(state_dir: str, lines: int = 40) -> str:
+    """The node daemon's own account of its failure, from the end of STATE_DIR/daemon.log: the last
+    line that reports an error (a traceback's last line is the exception), else the last line; ""
+    when there is no log (the daemon never started)."""
+    try:
+        with open(os.path.join(state_dir, "daemon.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
+            tail = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()[-lines:] if ln.strip()]
+    except OSError:
+        return ""
+    errors = [ln for ln in tail if re.search(r"\b(ERROR|CRITICAL)\b|^Error: |^\w+(Error|Exception|Group)\b", ln)]
+    return (errors or tail or [""])[-1][-300:]
+
+
 def _call(host: dict[str, Any], method: str, params: dict | None = None) -> Any:
-    from swarm.rpc.core import call_unix_sync
+    from swarm.rpc.client import call_unix_sync
     return call_unix_sync(os.path.join(host["state_dir"], "swarm.sock"), method, params or {}, timeout=10)
 
 
@@ -364,24 +391,27 @@ def _build(rec: dict[str, Any], say: Callable[[str], None]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, min(len(workers), JOIN_PARALLEL))) as pool:
         for future in [pool.submit(join, h) for h in workers]:  # workers only ask the manager for a certificate
             future.result()
-    rec["leader"] = _wait_ready(first, len(rec["hosts"]))
+    rec["leader"] = _wait_ready(first, rec["hosts"])
     rec["netns_prefixes"] += [p for p in map(node_netns_prefix, (h["state_dir"] for h in rec["hosts"])) if p]
     rec["status"] = "up"
     save(rec)
 
 
-def _wait_ready(first: dict[str, Any], count: int) -> str:
+def _wait_ready(first: dict[str, Any], hosts: Sequence[dict[str, Any]]) -> str:
     deadline = time.monotonic() + READY_TIMEOUT
     rows: list[dict] = []
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             rows = _call(first, "node.ls")
             leaders = [r["hostname"] for r in rows if r.get("manager_status") == "leader"]
-            if sum(r.get("status") == "ready" for r in rows) == count and leaders:
+            if sum(r.get("status") == "ready" for r in rows) == len(hosts) and leaders:
                 return leaders[0]
         time.sleep(0.1)
-    ready = sum(r.get("status") == "ready" for r in rows)
-    raise LabError(f"only {ready} of {count} nodes were ready after {READY_TIMEOUT:g} s")
+    ready = {r.get("hostname") for r in rows if r.get("status") == "ready"}
+    late = [h for h in hosts if h["name"] not in ready]
+    why = "; ".join(f"{h['name']}'s daemon.log ends with: {d}" for h in late[:3] if (d := daemon_failure(h["state_dir"])))
+    raise LabError(f"only {len(ready)} of {len(hosts)} nodes were ready after {READY_TIMEOUT:g} s"
+                   f" (not ready: {', '.join(h['name'] for h in late)}{'; ' + why if why else ''})")
 
 
 # -- down --------------------------------------------------------------------------------

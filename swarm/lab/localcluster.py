@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from swarm.daemon.procs import wait_gone
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the repository (this file is swarm/lab/localcluster.py): PYTHONPATH of the nodes, home of scripts/
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass

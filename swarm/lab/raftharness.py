@@ -140,7 +140,7 @@ class RaftCluster:
             cmd += ["--peer", peer.name]
         log = open(member.log_path, "ab")
         member.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         log.close()
         if wait:
             self.wait_ready(member)

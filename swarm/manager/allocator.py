@@ -1,4 +1,5 @@
-"""Overlay networks: records, the control API, and the allocator's decisions.
+"""Overlay networks: records and the allocator's decisions (the control API for
+networks is `swarm.manager.controlapi.networks`).
 
 A network record (kind "network") holds its subnet, gateway and VNI. The
 `ingress` network exists from `swarm init`. Addresses are never stored in a
@@ -17,10 +18,8 @@ from typing import Any
 
 from overlay.errors import OverlayError
 from overlay.ipam import Allocator
-from raft.store import Op
-from swarm.api import model, records, spec
+from swarm.api import spec
 from swarm.ca import pki
-from swarm.api.errors import ApiError
 
 NETWORK = "network"
 INGRESS_SUBNET = "10.0.0.0/24"
@@ -121,89 +120,3 @@ def allocate_task(task: spec.Task, service: spec.Service | None, networks: dict[
         prefix = ipaddress.ip_network(networks[net_id]["subnet"]).prefixlen
         atts.append(spec.Attachment(net_id, f"{alloc.allocate_address(net_id)}/{prefix}"))
     return dataclasses.replace(task, networks=tuple(atts))
-
-
-class NetworkAPI:
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
-
-    def networks(self) -> dict[str, dict]:
-        return {k: model.decode(r.data) for k, r in self.m.raft.list(NETWORK).items()}
-
-    def find(self, ref: str) -> dict:
-        nets = self.networks()
-        if ref in nets:
-            return nets[ref]
-        named = [n for n in nets.values() if n["name"] == ref]
-        if len(named) > 1:
-            raise ApiError("bad_request", f"network name {ref} is ambiguous ({len(named)} networks): use an ID")
-        if named:
-            return named[0]
-        prefixed = [n for n in nets.values() if n["id"].startswith(ref)] if ref else []
-        if len(prefixed) == 1:
-            return prefixed[0]
-        raise ApiError("not_found", f"network {ref} not found")
-
-    async def handle(self, method: str, params: dict) -> Any:
-        handler = {"network.create": self.create, "network.ls": self.ls, "network.inspect": self.inspect,
-                   "network.rm": self.rm}.get(method)
-        if handler is None:
-            raise ApiError("unknown_method", f"unknown network method {method}")
-        return await handler(params)
-
-    async def create(self, params: dict) -> dict:
-        try:
-            name = spec.check_name("network", params.get("name"))
-        except spec.InvalidRecord as exc:
-            raise ApiError("bad_request", str(exc)) from None
-        if params.get("driver", "overlay") != "overlay":
-            raise ApiError("bad_request", "only the overlay driver is supported in swarm scope")
-        nets = self.networks()
-        if any(n["name"] == name for n in nets.values()):
-            raise ApiError("conflict", f"a network named {name} already exists")
-        alloc = allocation_state(nets, {}, [])
-        subnet = params.get("subnet")
-        if subnet is not None and not isinstance(subnet, str):
-            raise ApiError("bad_request", f"invalid subnet {subnet!r}: expected CIDR text like 10.0.9.0/24")
-        if subnet:
-            try:
-                net = ipaddress.ip_network(subnet, strict=True)
-            except ValueError as exc:
-                raise ApiError("bad_request", f"invalid subnet {subnet!r}: {exc}") from None
-            if net.version != 4 or net.prefixlen > 29:
-                raise ApiError("bad_request", "the subnet must be IPv4 with room for hosts (/29 or larger)")
-            subnet = str(net)
-        else:
-            subnet = alloc.allocate_subnet()
-        record = new_network(name, subnet, alloc.allocate_vni(), attachable=bool(params.get("attachable")))
-        await self.m.commit([Op.create(NETWORK, record["id"], model.encode(record))])
-        return {"id": record["id"], "name": name}
-
-    async def ls(self, params: dict) -> list[dict]:
-        return sorted(({"id": n["id"], "name": n["name"], "driver": n["driver"], "scope": n["scope"],
-                        "subnet": n["subnet"]} for n in self.networks().values()), key=lambda r: r["name"])
-
-    async def inspect(self, params: dict) -> list[dict]:
-        return [dict(net, created_at=model.rfc3339(net.get("created_at") or 0.0))
-                for net in (self.find(r) for r in _refs(params))]
-
-    async def rm(self, params: dict) -> list[str]:
-        removed = []
-        services = [s for s, _ in records.decode_all(self.m.raft.list(spec.SERVICE), spec.service_from_dict).values()]
-        for ref in _refs(params):
-            net = self.find(ref)
-            if net["ingress"]:
-                raise ApiError("conflict", "the ingress network cannot be removed")
-            users = sorted(s.spec.name for s in services if net["id"] in s.spec.networks)
-            if users:
-                raise ApiError("conflict", f"network {net['name']} is in use by service(s) {', '.join(users)}")
-            await self.m.commit([Op.delete(NETWORK, net["id"])])
-            removed.append(net["name"])
-        return removed
-
-
-def _refs(params: dict) -> list[str]:
-    refs = params.get("refs") or []
-    if not isinstance(refs, list) or len(refs) > 1000 or not all(isinstance(r, str) and len(r) <= 256 for r in refs):
-        raise ApiError("bad_request", "refs must be a list of network names or IDs")
-    return refs

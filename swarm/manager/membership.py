@@ -4,24 +4,29 @@ and the dispatcher's node-liveness tracking.
 How this works. Every manager runs a RaftNode and answers the control API
 from its local copy of the records; writes are compare-and-set transactions
 that any manager can commit (pysyncobj forwards them to the leader), retried
-on conflict. Only the acting leader (RaftNode.is_leader, which is fenced by
-a quorum lease) runs the dispatcher: nodes send heartbeats to it, and it
-marks a node down when its last heartbeat is older than the grace period
-(3 heartbeat periods), and ready again when it hears from it. A node asks a
-non-leader manager for a heartbeat and is told where the leader is.
+on conflict (`compare_and_set` is the one read-modify-write loop). Only the
+acting leader (RaftNode.is_leader, which is fenced by a quorum lease) runs the
+dispatcher: nodes send heartbeats to it, and a node asking a non-leader
+manager is told where the leader is. The dispatcher keeps one deadline per
+node (`Deadlines`, a cancel scope per node), moved a grace period (3
+heartbeat periods) ahead by each beat; a node is marked down when its
+deadline passes, and ready again when it is heard from. No task scans the
+nodes, and a beat writes to the store only when something about the node
+changed. A new leadership (a new Raft term) gives every node a full grace
+period, since the new leader has heard nobody yet.
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import random
-import time
 from typing import Any, Awaitable, Callable
 
 import trio
 
 from raft.node import RaftNode, RaftUnavailable
 from raft.store import Op, TxnError, TxnResult
+from raft.watch import LeadershipChanged
 from swarm.api import model
 from swarm.ca import pki
 from swarm.api.errors import ApiError
@@ -42,8 +47,11 @@ class Manager:
         self.nursery = nursery  # for changes that finish after the call returns
         self.node_id = node_id
         self.call_manager = call_manager  # (addr, method, params) -> result, over mTLS
-        self.last_seen: dict[str, float] = {}
-        self._was_leader = False
+        self.rng = random.Random()  # the pause between compare-and-set retries
+        self._deadlines: Deadlines | None = None  # while run_dispatcher runs
+        self._leading = False  # the deadlines are armed, for the leadership of Raft term _term
+        self._term: int | None = None
+        self._overdue: set[str] = set()  # deadlines that passed while the lease had lapsed
 
     # -- reading -------------------------------------------------------------------
     def cluster(self) -> dict:
@@ -79,10 +87,7 @@ class Manager:
         return seen
 
     def find(self, ref: str) -> dict:
-        try:
-            return model.resolve(self.nodes(), ref)
-        except model.RefError as exc:
-            raise ApiError("not_found", str(exc)) from None
+        return model.resolve(self.nodes(), ref)
 
     # -- writing ---------------------------------------------------------------------
     async def commit(self, ops: list[Op]) -> TxnResult:
@@ -96,52 +101,57 @@ class Manager:
             raise ApiError(result.error_code or "conflict", result.error)
         return result
 
+    async def compare_and_set(self, kind: str, id: str, change: Callable[[Any], Any | None], *,
+                              version: int | None = None, what: str = "",
+                              decode: Callable[[bytes], Any] = model.decode,
+                              encode: Callable[[Any], bytes] = model.encode) -> tuple[Any, int]:
+        """Read-modify-write one record with compare-and-set; returns the record as
+        it now is and its version.
+
+        `change` gets the record as read (through `decode`) and returns the new
+        one, or None to write nothing. Someone writing first is retried: read
+        again, change again, after a random pause, up to WRITE_RETRIES times.
+        Given `version` (what the caller read), the change applies only to the
+        record at that version and is never retried: a record that moved on
+        is a "conflict" and nothing is written (Docker's "update out of
+        sequence")."""
+        what = what or f"{kind} {id}"
+        for _ in range(WRITE_RETRIES if version is None else 1):
+            rec = self.raft.get(kind, id)
+            if rec is None:
+                raise ApiError("not_found", f"{what} not found")
+            if version is not None and rec.version != version:
+                raise ApiError("conflict", f"update out of sequence: {what} is at version {rec.version}, "
+                                           f"not {version}")
+            current = decode(rec.data)
+            new = change(current)
+            if new is None:
+                return current, rec.version
+            try:
+                result = await self.commit([Op.update(kind, id, encode(new), expect=rec.version)])
+                return new, result.versions[0]
+            except ApiError as exc:
+                if exc.code != "conflict":
+                    raise
+                if version is not None:
+                    # This copy was behind: the record moved on before the commit.
+                    raise ApiError("conflict", f"update out of sequence: {what} changed after "
+                                               f"version {version}") from None
+            await trio.sleep(self.rng.uniform(0.005, 0.05))
+        raise ApiError("unavailable", f"{what} kept changing under this update; retry")
+
     async def modify_node(self, node_id: str, change: Callable[[dict], dict | None]) -> dict:
         """Read-modify-write a node record with compare-and-set, retried on conflict."""
-        return (await self.modify_node_at(node_id, change))[0]
+        return (await self.compare_and_set(model.NODE, node_id, change))[0]
 
     async def modify_node_at(self, node_id: str, change: Callable[[dict], dict | None],
                              version: int | None = None) -> tuple[dict, int]:
-        """modify_node, returning the record's new version too. Given `version`
-        (what the caller read), a compare-and-set for the caller: the change
-        applies only to the record at that version, is never retried, and a
-        record that moved on gives a "conflict" error: nothing was written
-        (Docker's "update out of sequence")."""
-        for _ in range(WRITE_RETRIES if version is None else 1):
-            rec = self.raft.get(model.NODE, node_id)
-            if rec is None:
-                raise ApiError("not_found", f"node {node_id} not found")
-            if version is not None and rec.version != version:
-                raise ApiError("conflict", f"update out of sequence: node {node_id} is at version "
-                                           f"{rec.version}, not {version}")
-            new = change(model.decode(rec.data))
-            if new is None:
-                return model.decode(rec.data), rec.version
-            try:
-                result = await self.commit([Op.update(model.NODE, node_id, model.encode(new), expect=rec.version)])
-                return new, result.versions[0]
-            except ApiError as exc:
-                if exc.code == "conflict" and version is not None:
-                    # This copy was behind: the record moved on before the commit.
-                    raise ApiError("conflict", f"update out of sequence: node {node_id} changed after "
-                                               f"version {version}") from None
-                if exc.code != "conflict":
-                    raise
-            await trio.sleep(random.uniform(0.005, 0.05))
-        raise ApiError("unavailable", f"node {node_id} kept changing under this update; retry")
+        """modify_node, returning the record's new version too; given `version`,
+        a compare-and-set for the caller (see compare_and_set)."""
+        return await self.compare_and_set(model.NODE, node_id, change, version=version)
 
-    async def modify_cluster(self, change: Callable[[dict], dict]) -> dict:
-        for _ in range(WRITE_RETRIES):
-            rec = self.raft.get(model.CLUSTER, model.CLUSTER_ID)
-            new = change(model.decode(rec.data))
-            try:
-                await self.commit([Op.update(model.CLUSTER, model.CLUSTER_ID, model.encode(new), expect=rec.version)])
-                return new
-            except ApiError as exc:
-                if exc.code != "conflict":
-                    raise
-            await trio.sleep(random.uniform(0.005, 0.05))
-        raise ApiError("unavailable", "the cluster record kept changing under this update; retry")
+    async def modify_cluster(self, change: Callable[[dict], dict | None]) -> dict:
+        return (await self.compare_and_set(model.CLUSTER, model.CLUSTER_ID, change, what="the cluster record"))[0]
 
     # -- CA ----------------------------------------------------------------------------
     def issue(self, csr_pem: bytes, node_id: str, role: str) -> bytes:
@@ -173,7 +183,7 @@ class Manager:
         serial = pki.identity_from_cert(cert_pem).serial
         record = model.new_node(node_id, hostname, role, addr, raft_addr, serial, utcnow())
         await self.commit([Op.create(model.NODE, node_id, model.encode(record))])
-        self.last_seen[node_id] = time.monotonic()
+        self._beat(node_id)
         members: list[str] = self.raft.members()
         if role == "manager":
             members = await self.add_raft_member(node_id, raft_addr)
@@ -263,20 +273,35 @@ class Manager:
         return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
 
     # -- dispatcher ----------------------------------------------------------------------
+    def _grace(self) -> float:
+        try:
+            period = self.cluster()["heartbeat"]
+        except ApiError:
+            period = 1.0
+        return period * GRACE_PERIODS
+
+    def _beat(self, node_id: str, grace: float | None = None) -> None:
+        """A sign of life from a node: its deadline moves a grace period ahead."""
+        if self._deadlines is not None and self._leading:
+            self._overdue.discard(node_id)
+            self._deadlines.reset(node_id, self._grace() if grace is None else grace)
+
     async def heartbeat(self, caller: str, params: dict | None = None) -> dict:
         if not self.raft.is_leader():
             leader = self.nodes().get(self.leader_id() or "", {})
             raise ApiError("not_leader", leader.get("addr", ""))
-        node = self.nodes().get(caller)
-        if node is None:
+        rec = self.raft.get(model.NODE, caller)
+        if rec is None:
             raise ApiError("forbidden", "this node has been removed from the swarm")
+        node = model.decode(rec.data)
         # What the node reports about itself (resources, images) is checked before it
         # counts as a beat, and written only when it changes.
         try:
             facts = model.node_facts(params or {})
         except model.BadFacts as exc:
             raise ApiError("bad_request", f"heartbeat refused: {exc}") from None
-        self.last_seen[caller] = time.monotonic()
+        cluster = self.cluster()
+        self._beat(caller, cluster["heartbeat"] * GRACE_PERIODS)
 
         def change(n: dict) -> dict | None:
             if n["status"] == "ready" and all(n.get(k) == v for k, v in facts.items()):
@@ -288,7 +313,6 @@ class Manager:
                 await self.modify_node(caller, change)
             except ApiError as exc:
                 log.warning("could not record node %s's heartbeat: %s", caller, exc.message)
-        cluster = self.cluster()
         return {"period": cluster["heartbeat"], "role": node["role"], "managers": self.manager_addrs(),
                 "raft_members": self.raft.members()}
 
@@ -303,25 +327,110 @@ class Manager:
             log.warning("could not mark node %s %s: %s", node_id, status, exc.message)
 
     async def run_dispatcher(self) -> None:
-        """Leader-only: mark nodes down when they miss the grace period."""
-        while True:
-            leader = self.raft.is_leader()
-            now = time.monotonic()
-            # Raft's view of who leads, not the acting lease: the lease can lapse
-            # for a moment under load, and restarting every grace period on each
-            # lapse would never let a dead node be marked down.
-            leading = self.raft.leader_id == self.node_id
-            if leading and not self._was_leader:
-                # A new leader has seen no heartbeats yet: give everyone a full grace period.
-                self.last_seen = {nid: now for nid in self.nodes()}
-            self._was_leader = leading
-            try:
-                period = self.cluster()["heartbeat"]
-            except ApiError:
-                period = 1.0
-            if leader:
-                for node_id in model.stale_nodes(self.nodes(), self.last_seen, now, period * GRACE_PERIODS):
-                    log.info("node %s missed its heartbeats: marking it down", node_id)
-                    await self.set_status(node_id, "down", "heartbeat failure")
-            await trio.sleep(min(0.25, period / 4))
+        """Mark nodes down when they miss their deadline, while this manager leads.
 
+        Deadlines belong to one leadership (one Raft term): the lease lapsing
+        for a moment under load leaves them running (a node whose deadline
+        passed meanwhile is marked down when the lease is back), a new term
+        gives every node a full grace period again."""
+        with self.raft.watch(kinds=()) as changes:  # leadership changes only
+            async with trio.open_nursery() as nursery:
+                self._deadlines = Deadlines(nursery, self._deadline_passed)
+                try:
+                    if self.raft.is_leader():
+                        self._lead()
+                    async for change in changes:
+                        if isinstance(change, LeadershipChanged):
+                            self._leadership_changed(change, nursery)
+                finally:
+                    self._unlead()
+                    self._deadlines = None
+                    nursery.cancel_scope.cancel()
+
+    def _leadership_changed(self, change: LeadershipChanged, nursery: trio.Nursery) -> None:
+        if self._leading and self._term is not None and change.term != self._term:
+            self._unlead()  # the deadlines were set in an earlier leadership
+        if change.acting and not self._leading:
+            self._lead()
+        if self._leading:
+            self._term = change.term  # a dispatcher started while leading learns its term here
+        if change.acting:
+            overdue, self._overdue = sorted(self._overdue), set()
+            for node_id in overdue:
+                nursery.start_soon(self._mark_down, node_id)
+
+    def _lead(self) -> None:
+        """A new leader has heard no heartbeats yet: everyone gets a full grace period."""
+        assert self._deadlines is not None
+        self._leading, self._term = True, None
+        self._overdue.clear()
+        grace = self._grace()
+        for node_id in self.raft.list(model.NODE):
+            self._deadlines.reset(node_id, grace)
+
+    def _unlead(self) -> None:
+        self._leading, self._term = False, None
+        self._overdue.clear()
+        if self._deadlines is not None:
+            self._deadlines.clear()
+
+    async def _deadline_passed(self, node_id: str) -> None:
+        if self.raft.is_leader():
+            await self._mark_down(node_id)
+        else:
+            self._overdue.add(node_id)  # decided when the lease is back, in the same term
+
+    async def _mark_down(self, node_id: str) -> None:
+        rec = self.raft.get(model.NODE, node_id)
+        if rec is None or model.decode(rec.data)["status"] != "ready":
+            return
+        log.info("node %s missed its heartbeats: marking it down", node_id)
+
+        def change(node: dict) -> dict | None:
+            if node["status"] != "ready" or (self._deadlines is not None and node_id in self._deadlines):
+                return None  # it is down already, or it beat again meanwhile
+            return dict(node, status="down", status_message="heartbeat failure",
+                        updated_at=model.timestamp(utcnow()))
+        try:
+            await self.modify_node(node_id, change)
+        except ApiError as exc:
+            log.warning("could not mark node %s down: %s", node_id, exc.message)
+
+
+class Deadlines:
+    """One timer per node: a cancel scope whose deadline each heartbeat moves
+    (trio keeps deadlines ordered), held by a task that sleeps until it
+    passes. Nothing looks at the nodes that are on time."""
+
+    def __init__(self, nursery: trio.Nursery, passed: Callable[[str], Awaitable[None]]) -> None:
+        self._nursery = nursery
+        self._passed = passed
+        self._scopes: dict[str, trio.CancelScope] = {}
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._scopes
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    def reset(self, node_id: str, after: float) -> None:
+        """`node_id`'s deadline is now `after` seconds from now."""
+        deadline = trio.current_time() + after
+        scope = self._scopes.get(node_id)
+        if scope is not None:
+            scope.deadline = deadline
+            return
+        scope = self._scopes[node_id] = trio.CancelScope(deadline=deadline)
+        self._nursery.start_soon(self._wait, node_id, scope)
+
+    def clear(self) -> None:
+        scopes, self._scopes = self._scopes, {}
+        for scope in scopes.values():
+            scope.cancel()
+
+    async def _wait(self, node_id: str, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_forever()
+        if self._scopes.get(node_id) is scope:  # the deadline passed (it was not cleared)
+            del self._scopes[node_id]
+            await self._passed(node_id)

@@ -11,7 +11,12 @@ overall, seeded shuffle rank). Each task takes the top node if the dynamic
 filters (resources, host ports) still accept it; a node they refuse is
 dropped for the rest of the service (placements only use capacity up, so it
 cannot fit later) and counted; a node that takes a task has its counters
-bumped and goes back into the heap. A task with no node left gets Docker's
+bumped and goes back into the heap. Host ports are SwarmKit's: a port a
+service publishes in host mode (protocol and number) binds on the node that
+runs the task, so no node runs two tasks holding one, counting the live
+tasks already there; ingress ports are the routing mesh's and constrain no
+node. Tasks do not carry their ports: a task holds those of its service's
+current spec. A task with no node left gets Docker's
 reason, built from the per-filter counts: "no suitable node (1 node is not
 ready; 2 nodes lack 4GiB of memory)". Global tasks arrive with their node
 preset: they are only checked against that node. The rng only orders ties;
@@ -19,7 +24,6 @@ the same seed, nodes and tasks give the same plan.
 """
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import random
 import re
@@ -107,6 +111,8 @@ def node_matches(constraints: Iterable[Constraint], node: NodeInfo) -> bool:
 
 # -- what the filters look at ----------------------------------------------------------------
 
+HostPort = tuple[str, int]   # (protocol, published port)
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -126,7 +132,7 @@ class TaskContext:
     service_id: str
     constraints: tuple[Constraint, ...] = ()
     reservations: Resources = Resources()
-    host_ports: frozenset[int] = frozenset()
+    host_ports: frozenset[HostPort] = frozenset()
 
 
 class NodeState:
@@ -138,17 +144,19 @@ class NodeState:
         self.free_cpu = info.resources.nano_cpus
         self.free_mem = info.resources.memory_bytes
         self.tasks = 0                  # live tasks of any service (spread tie-break)
-        self.ports: set[int] = set()    # published host ports in use
+        self.ports: set[HostPort] = set()   # host-mode ports in use
 
-    def take(self, reservations: Resources, ports: Iterable[int] = ()) -> None:
+    def take(self, reservations: Resources, ports: Iterable[HostPort] = ()) -> None:
         self.free_cpu -= reservations.nano_cpus
         self.free_mem -= reservations.memory_bytes
         self.ports.update(ports)
 
 
-def _task_ports(task: Task) -> frozenset[int]:
-    # Tasks do not carry published ports yet; the port filter is ready for when they do.
-    return frozenset(getattr(task, "published_host_ports", ()) or ())
+def host_ports(service: Service | None) -> frozenset[HostPort]:
+    """The (protocol, port) pairs a service's tasks bind on their node: its host-mode published ports."""
+    if service is None:
+        return frozenset()
+    return frozenset((p.protocol, p.published) for p in service.spec.ports if p.mode == "host" and p.published)
 
 
 # -- filters ----------------------------------------------------------------------------------
@@ -291,10 +299,13 @@ def schedule(pending: list[Task], nodes: list[NodeInfo], live_tasks: list[Task],
              services: dict[str, Service], rng: random.Random) -> SchedulePlan:
     """Place `pending` tasks (desired running) on `nodes`, given the `live_tasks` already there.
 
-    Tasks whose desired state is not running are ignored (neither placed nor explained).
+    Tasks whose desired state is not running are ignored (neither placed nor explained). A pending
+    task listed among `live_tasks` too (a global task has its node before it is placed) is not
+    counted there: it would otherwise hold its own node's capacity and ports against itself.
     """
-    p = _Pass(nodes, live_tasks, services, rng)
-    groups: dict[tuple[str, frozenset[int]], list[Task]] = {}
+    placing = {t.id for t in pending if t.desired_state == "running"}
+    p = _Pass(nodes, [t for t in live_tasks if t.id not in placing], services, rng)
+    groups: dict[str, list[Task]] = {}
     contexts: dict[str, TaskContext | str] = {}
     for t in pending:
         if t.desired_state != "running":
@@ -305,13 +316,13 @@ def schedule(pending: list[Task], nodes: list[NodeInfo], live_tasks: list[Task],
         if isinstance(ctx, str):
             p.unplaced[t.id] = ctx
         elif t.node_id:
-            p.place_on_its_node(dataclasses.replace(ctx, host_ports=_task_ports(t)), t)
+            p.place_on_its_node(ctx, t)
         else:
-            groups.setdefault((t.service_id, _task_ports(t)), []).append(t)
-    for (service_id, ports), tasks in groups.items():
+            groups.setdefault(t.service_id, []).append(t)
+    for service_id, tasks in groups.items():
         ctx = contexts[service_id]
         assert isinstance(ctx, TaskContext)
-        p.place_group(dataclasses.replace(ctx, host_ports=ports), tasks)
+        p.place_group(ctx, tasks)
     return SchedulePlan(p.assignments, p.unplaced)
 
 
@@ -323,7 +334,7 @@ def _context(service_id: str, service: Service | None) -> TaskContext | str:
         constraints = parse_constraints(service.spec.constraints)
     except ConstraintError as exc:
         return exc.message
-    return TaskContext(service_id, constraints, service.spec.reservations)
+    return TaskContext(service_id, constraints, service.spec.reservations, host_ports(service))
 
 
 class _Pass:
@@ -344,7 +355,7 @@ class _Pass:
             if i is None or is_terminal(t.status.state):
                 continue
             svc = services.get(t.service_id)
-            self.states[i].take(svc.spec.reservations if svc else Resources(), _task_ports(t))
+            self.states[i].take(svc.spec.reservations if svc else Resources(), host_ports(svc))
             if t.desired_state == "running":
                 self._count(t.service_id, i)
         # ready and availability do not depend on the task: run them once for the whole pass

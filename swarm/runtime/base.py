@@ -5,6 +5,16 @@ prepare -> start -> (state | wait | logs) -> stop -> remove. Everything a
 backend knows about a task lives on disk under its root, so a new runtime
 object (a restarted agent) finds, inspects and stops the containers an earlier
 one started (`list` + `state`).
+
+Two backends implement it: `swarm.runtime.runc.Runtime` (the real one, used
+by daemons and integration tests) and `swarm.runtime.fake.FakeRuntime` (in
+memory, for unit tests and simulation). Plain methods may block (they run
+runc, mount, read files): the agent calls them in a worker thread; the
+coroutine methods are awaited on the event loop and may be cancelled.
+
+Errors: every method raises `ContainerError` (swarm.runtime.errors) with one
+sentence for the user; `prepare` raises its subclass `SpecError` when the
+task's spec cannot run on this node as given (retrying cannot help).
 """
 from __future__ import annotations
 
@@ -35,27 +45,49 @@ class LogEntry(NamedTuple):
 
 
 class ContainerRuntime(Protocol):
+    """One container per task id; what the agent, the daemon's log reader and the lab ask of a backend."""
+
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
                 hostname: str | None = None, dns: Sequence[str] = ..., dns_search: Sequence[str] = (),
-                dns_options: Sequence[str] = ..., hosts: Sequence[tuple[str, str]] = ()) -> None: ...
+                dns_options: Sequence[str] = ..., hosts: Sequence[tuple[str, str]] = ()) -> None:
+        """Make the task's container ready to start (status `created`), joined to the network
+        namespace at `netns_path` (None: a namespace of its own). A prepared, never started
+        container is prepared again; a started one is refused (remove it first)."""
 
-    def start(self, task_id: str) -> None: ...
+    def start(self, task_id: str) -> None:
+        """Start a prepared container; returns once it runs (`running`), or raises when its
+        process could not start (the state then says why, with status `stopped`)."""
 
-    def state(self, task_id: str) -> ContainerState: ...
+    def state(self, task_id: str) -> ContainerState:
+        """The container's state now; `missing` for a task id this backend does not know."""
 
-    async def wait(self, task_id: str) -> int | None: ...
+    async def wait(self, task_id: str) -> int | None:
+        """Until the started container stops: its exit code (None when it cannot be known).
+        Raises for an unknown or never started task."""
 
-    def kill(self, task_id: str, signal: int) -> None: ...
+    def kill(self, task_id: str, signal: int) -> None:
+        """Send `signal` to the container's init process; raises when it does not run."""
 
-    def stop(self, task_id: str, grace: float) -> None: ...
+    def stop(self, task_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL once `grace` seconds have passed; returns when the container
+        stopped. A container that is not running (created, stopped, missing) is left as it is."""
 
-    async def stop_async(self, task_id: str, grace: float) -> None: ...
+    async def stop_async(self, task_id: str, grace: float) -> None:
+        """`stop` for trio callers: its waits can be cancelled."""
 
-    def remove(self, task_id: str) -> None: ...
+    def remove(self, task_id: str) -> None:
+        """Kill the container if it runs and forget it (state `missing`). Idempotent."""
 
-    def list(self) -> list[str]: ...
+    def list(self) -> list[str]:
+        """The task ids this backend holds a container for (any status), sorted: what a
+        restarted agent re-adopts or cleans up."""
 
-    def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]: ...
+    def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]:
+        """The container's log lines, oldest first (the last `tail` ones); with follow, until
+        the container stopped and everything it wrote was given out."""
 
     def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
-                  budget: int = ...) -> Chunk: ...
+                  budget: int = ...) -> Chunk:
+        """About `budget` bytes of log lines from `cursor` (None: start a read at the oldest line,
+        or `tail` lines from the end; without follow it ends at what is written now), and the
+        cursor to go on from. Raises for an unknown task."""

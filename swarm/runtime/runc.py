@@ -17,7 +17,7 @@ restarted agent) adopts what an earlier one started:
 Names are predictable so that anything left over can be found: runc state
 under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
 (absolute, so they do not depend on the agent's own cgroup), and the only host
-mount is tasks/<id>/rootfs.
+mount is tasks/<id>/rootfs (mounts and cgroups: swarm/runtime/mounts.py).
 
 Exits are watched, not polled: the shim writes exit.json and then exits, so
 `wait` opens a pidfd of the shim (pidfd_open; the start time is checked after
@@ -34,8 +34,6 @@ its grace period + 10 s.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import json
 import os
@@ -52,7 +50,7 @@ from typing import AsyncIterator, Sequence
 import trio
 
 from raft.fsutil import atomic_write
-from swarm.runtime import ocispec, shim
+from swarm.runtime import mounts, ocispec, shim
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
@@ -65,13 +63,6 @@ KILL_TIMEOUT = 10.0
 DEFAULT_DNS = ("127.0.0.11",)
 DEFAULT_DNS_OPTIONS = ("ndots:0",)
 
-_libc = ctypes.CDLL(None, use_errno=True)
-MNT_DETACH = 2
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_NOATIME, MS_NODIRATIME, MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 1024, 2048, 4096, 16384, 1 << 18, 1 << 21
-_KEPT_FLAGS = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
-               (os.ST_NOATIME, MS_NOATIME), (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME))
-SYS_MOUNT_SETATTR = 442     # the same number on every architecture (new syscalls share one table)
 _RRO_SUPPORT: dict[str, bool] = {}
 
 
@@ -110,7 +101,7 @@ class Runtime:
     def cgroup_dirs(self, task_id: str) -> list[str]:
         """The container's cgroup directory in every mounted hierarchy (present or not)."""
         ocispec.check_task_id(task_id)
-        return [os.path.join(mnt, self.cgroup_parent, task_id) for mnt in _cgroup_mounts()]
+        return [os.path.join(mnt, self.cgroup_parent, task_id) for mnt in mounts.cgroup_mounts()]
 
     # -- lifecycle ---------------------------------------------------------------------
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
@@ -148,7 +139,7 @@ class Runtime:
             lowers = [self.images.layer_path(d) for d in image.layers]
             meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers}
             atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
-            self._mount_rootfs(bundle, lowers)
+            mounts.mount_rootfs(bundle, lowers)
             atomic_write(os.path.join(bundle, "config.json"), json.dumps(config, indent=1).encode(), 0o644)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -164,8 +155,8 @@ class Runtime:
             raise ContainerError(f"Task {task_id} is not prepared.")
         if os.path.exists(os.path.join(bundle, "shim.json")):
             raise ContainerError(f"Task {task_id} was already started.")
-        if not _mounted(os.path.join(bundle, "rootfs")):
-            self._mount_rootfs(bundle, _read_json(os.path.join(bundle, "meta.json"))["lowerdirs"])  # after a reboot
+        if not mounts.mounted(os.path.join(bundle, "rootfs")):
+            mounts.mount_rootfs(bundle, _read_json(os.path.join(bundle, "meta.json"))["lowerdirs"])  # after a reboot
         cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
                "--runc", self.runc, "--runc-root", self.runc_root,
                "--log-max-size", str(self.log_max_size), "--log-max-file", str(self.log_max_file)]
@@ -390,7 +381,7 @@ class Runtime:
                     else os.path.join(bundle, "volumes", str(index)))   # anonymous: lives and dies with the task
             os.makedirs(path, mode=0o755, exist_ok=True)
         if m.readonly and not self._rro():
-            path = self._readonly_tree(bundle, index, path)
+            path = mounts.readonly_tree(bundle, index, path)
         return path
 
     def _rro(self) -> bool:
@@ -398,47 +389,12 @@ class Runtime:
             self.recursive_readonly = _runc_has_rro(self.runc)
         return self.recursive_readonly
 
-    def _readonly_tree(self, bundle: str, index: int, source: str) -> str:
-        """For a runc without "rro": a private recursive bind of `source` in the bundle, with every
-        mount in it remounted read-only (runc's "ro" reaches only the top one). It is a host mount
-        under the bundle, so _teardown_bundle removes it with the rootfs."""
-        source = os.path.realpath(source)
-        if not os.path.isdir(source) or _mounts_under(source) in ([], [source]):
-            return source    # nothing mounted inside: "ro" is enough
-        target = os.path.join(bundle, "ro", str(index))
-        os.makedirs(target, mode=0o755)
-        _mount(source, target, MS_BIND | MS_REC)
-        _mount("none", target, MS_REC | MS_PRIVATE)   # our remounts must not propagate back to the source
-        for point in sorted(_mounts_under(target), key=len):
-            flags = os.statvfs(point).f_flag
-            kept = sum(ms for st, ms in _KEPT_FLAGS if flags & st)   # a bind remount resets these otherwise
-            _mount("none", point, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
-        return target
-
-    def _mount_rootfs(self, bundle: str, lowers: list[str]) -> None:
-        for lower in lowers:
-            if not os.path.isdir(lower):
-                raise ContainerError(f"The image layer {lower} is missing; load the image again.")
-        options = (f"lowerdir={':'.join(reversed(lowers))},upperdir={bundle}/upper,workdir={bundle}/work")
-        if any(c in bundle + "".join(lowers) for c in ",:"):
-            raise ContainerError("The state directory path may not contain ',' or ':' (overlayfs options).")
-        if len(options) >= 4096:
-            raise ContainerError("The image has too many layers for one overlay mount.")
-        target = os.path.join(bundle, "rootfs")
-        if _libc.mount(b"overlay", target.encode(), b"overlay", 0, options.encode()) != 0:
-            err = ctypes.get_errno()
-            raise ContainerError(f"Mounting the root filesystem of {os.path.basename(bundle)} failed: "
-                                 f"{os.strerror(err)}.")
-
     def _teardown_bundle(self, task_id: str) -> None:
         bundle = self.bundle(task_id)
-        for mnt in sorted(_mounts_under(bundle), key=len, reverse=True):
-            if _libc.umount2(mnt.encode(), 0) != 0:
-                _libc.umount2(mnt.encode(), MNT_DETACH)
-        if _mounts_under(bundle):
+        if not mounts.unmount_all(bundle):
             raise ContainerError(f"Cannot unmount the root filesystem of task {task_id}; it is still in use.")
         for path in self.cgroup_dirs(task_id):
-            _remove_cgroup(path)
+            mounts.remove_cgroup(path)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(os.path.join(self.runc_root, task_id), ignore_errors=True)
 
@@ -554,20 +510,8 @@ def _runc_has_rro(runc: str) -> bool:
         except (OSError, subprocess.TimeoutExpired):
             out = ""
         m = re.match(r"runc version (\d+)\.(\d+)", out)
-        _RRO_SUPPORT[runc] = bool(m) and (int(m[1]), int(m[2])) >= (1, 1) and _kernel_has_mount_setattr()
+        _RRO_SUPPORT[runc] = bool(m) and (int(m[1]), int(m[2])) >= (1, 1) and mounts.kernel_has_mount_setattr()
     return _RRO_SUPPORT[runc]
-
-
-def _kernel_has_mount_setattr() -> bool:
-    # mount_setattr(-1, "", 0, NULL, 0): EBADF where the call exists, ENOSYS where it does not.
-    res = _libc.syscall(SYS_MOUNT_SETATTR, -1, b"", 0, None, 0)
-    return not (res == -1 and ctypes.get_errno() == errno.ENOSYS)
-
-
-def _mount(source: str, target: str, flags: int) -> None:
-    if _libc.mount(source.encode(), target.encode(), None, flags, None) != 0:
-        err = ctypes.get_errno()
-        raise ContainerError(f"Mounting {source} read-only at {target} failed: {os.strerror(err)}.")
 
 
 def _pidfd_open(pid: int) -> int | None:
@@ -616,57 +560,3 @@ def _runc_message(res: subprocess.CompletedProcess) -> str:
 def _read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
-
-
-def _mountinfo(under: str = "") -> list[tuple[str, str]]:
-    """(mount point, filesystem type) of every mount in this mount namespace, or only
-    of those whose point starts with `under`. With hundreds of containers the table
-    is long and read often: lines that cannot match are skipped before parsing."""
-    out = []
-    needle = under.replace(" ", "\\040")
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            if needle and needle not in line:
-                continue
-            fields = line.split()
-            sep = fields.index("-")
-            point = fields[4]
-            if "\\" in point:
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)  # \040 is a space
-            if point.startswith(under):
-                out.append((point, fields[sep + 1]))
-    return out
-
-
-def _mounts_under(path: str) -> list[str]:
-    prefix = path.rstrip("/") + "/"
-    return [p for p, _ in _mountinfo(path.rstrip("/")) if p == path or p.startswith(prefix)]
-
-
-def _mounted(path: str) -> bool:
-    return any(p == path for p, _ in _mountinfo(path))
-
-
-@functools.cache
-def _cgroup_mounts() -> list[str]:
-    return sorted({p for p, fstype in _mountinfo() if fstype in ("cgroup", "cgroup2")})
-
-
-def _remove_cgroup(path: str) -> None:
-    """rmdir a cgroup directory (children first); a cgroup with live processes stays and raises."""
-    if not os.path.isdir(path):
-        return
-    for name in os.listdir(path):
-        child = os.path.join(path, name)
-        if os.path.isdir(child):
-            _remove_cgroup(child)
-    for attempt in range(50):
-        try:
-            os.rmdir(path)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBUSY or attempt == 49:
-                raise ContainerError(f"Cannot remove the cgroup {path}: {exc.strerror}.") from None
-            time.sleep(0.02)

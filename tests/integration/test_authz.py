@@ -10,9 +10,11 @@ import trio
 
 from swarm.ca import pki
 from swarm.daemon.config import split_addr
-from swarm.daemon.daemon import NOT_MANAGER, Daemon
+from swarm.daemon.daemon import Daemon
+from swarm.daemon.routing import NOT_MANAGER
 from swarm.lab.localcluster import Swarm, eventually
-from swarm.rpc.core import RPCClient, RPCError
+from swarm.rpc.client import RPCClient
+from swarm.rpc.messages import RPCError
 
 # What a worker node needs, as Docker's: its membership, its dispatcher calls
 # and the reads the docs allow. Nothing of services, networks, logs or Raft.

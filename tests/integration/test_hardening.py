@@ -10,7 +10,8 @@ import trio
 from swarm.ca import pki
 from swarm.daemon.config import Paths, split_addr
 from swarm.lab.localcluster import ROOT, Swarm, eventually
-from swarm.rpc.core import RPCClient, RPCError
+from swarm.rpc.client import RPCClient
+from swarm.rpc.messages import RPCError
 
 
 @pytest.fixture(scope="module")

@@ -246,3 +246,45 @@ def test_up_refuses_bad_input_and_cleans_up_a_failed_build(lab):
     assert failed.returncode == 1 and failed.stderr.startswith("Error: lab ") and "was removed" in failed.stderr
     assert len(failed.stderr.strip().splitlines()) == 1
     assert snapshot(lab) == before
+
+
+def test_a_daemon_that_fails_at_start_is_named_in_the_error(lab, tmp_path):
+    # The machine's nftables is unusable (as in a container without CAP_NET_ADMIN): h1's `swarm init`
+    # writes its state and prints "Swarm initialized: ...", then its daemon exits at start. The lab
+    # names the daemon's failure, not what init printed before it failed.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nft").write_text("#!/bin/sh\necho 'Error: Could not process rule: Operation not permitted' >&2\nexit 1\n")
+    (fake / "nft").chmod(0o755)
+    before = snapshot(lab)
+    failed = subprocess.run([sys.executable, "-m", "swarm", "lab", "up", "--nodes", "2", "--name", lab],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=ROOT, PATH=f"{fake}:{os.environ['PATH']}"))
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.startswith(f"Error: lab {lab} could not be built (swarm init on h1 failed: "
+                                    "the swarm daemon exited at start: "), failed.stderr
+    assert "nftables is required by the swarm daemon" in failed.stderr
+    assert "Operation not permitted" in failed.stderr
+    assert "Swarm initialized" not in failed.stderr
+    assert failed.stderr.rstrip().endswith("; everything it made was removed")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    assert snapshot(lab) == before
+
+
+def test_the_error_of_a_failed_command_comes_from_stderr_and_the_daemons_log(tmp_path):
+    assert labmod.command_error("advertising hostname h1; use --hostname to choose\n"
+                                "Error: the swarm daemon exited at start: boom.\n", 1) == (
+        "the swarm daemon exited at start: boom")
+    assert labmod.command_error("Killed\n", 137) == "Killed"
+    assert labmod.command_error("", 3) == "exit code 3"
+    assert labmod.daemon_failure(str(tmp_path)) == ""  # no log: the daemon never started
+    (tmp_path / "daemon.log").write_text(
+        "2024-05-01 10:00:00,000 INFO swarm.daemon: starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "/x/raft/journal.py", line 9, in open\n'
+        "    os.open(path)\n"
+        "PermissionError: [Errno 13] Permission denied: '/var/lib/swarm-lab/l/h1/raft'\n\n")
+    assert labmod.daemon_failure(str(tmp_path)) == (
+        "PermissionError: [Errno 13] Permission denied: '/var/lib/swarm-lab/l/h1/raft'")
+    (tmp_path / "daemon.log").write_text("2024-05-01 10:00:00,000 INFO swarm.daemon: listening\n")
+    assert labmod.daemon_failure(str(tmp_path)) == "2024-05-01 10:00:00,000 INFO swarm.daemon: listening"

@@ -23,7 +23,8 @@ import trio
 
 from swarm.ca import pki
 from swarm.lab.localcluster import Node, Swarm, eventually
-from swarm.rpc.core import RPCClient, UNAUTHENTICATED
+from swarm.rpc.client import RPCClient
+from swarm.rpc.limits import UNAUTHENTICATED
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from swarm.lab.localcluster import ROOT, Swarm, eventually
-from swarm.rpc.core import call_unix_sync
+from swarm.rpc.client import call_unix_sync
 from swarm.api.spec import ContainerSpec, Resources
 from tests.integration.test_runc import _kill_shim, demo_tar, runtime, state_dir, pytestmark  # noqa: F401
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from swarm.lab.localcluster import Swarm, eventually
-from swarm.rpc.core import RPCError, call_unix_sync
+from swarm.rpc.client import call_unix_sync
+from swarm.rpc.messages import RPCError
 
 
 @pytest.fixture

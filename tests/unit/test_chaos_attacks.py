@@ -43,10 +43,10 @@ def test_poison_worker_sends_every_kind_to_a_worker_in_a_seeded_order():
     assert len(orders) == 5
 
 
-def test_big_service_is_1000_replicas_on_a_full_run_and_a_few_hundred_quick_ending_at_zero():
+def test_big_service_is_400_replicas_on_a_full_run_and_a_few_hundred_quick_ending_at_zero():
     (full,) = scenarios.SCENARIOS["big-service"].faults(1, SHAPE)
     (quick,) = scenarios.SCENARIOS["big-service"].faults(1, QUICK)
-    assert full.detail["steps"] == [1000, 500, 0]
+    assert full.detail["steps"] == [400, 200, 0]
     assert 150 <= quick.detail["steps"][0] <= 300 and quick.detail["steps"][-1] == 0
     assert quick.hold < full.hold
 
@@ -54,7 +54,7 @@ def test_big_service_is_1000_replicas_on_a_full_run_and_a_few_hundred_quick_endi
 def test_frame_flood_sends_2_to_4_mib_frames_from_more_addresses_than_one_admits():
     (f,) = scenarios.SCENARIOS["frame-flood"].faults(9, SHAPE)
     assert all(2 * MiB <= size <= 4 * MiB for size in f.detail["frame_sizes"])
-    assert f.detail["per_address"] > 16      # swarm.rpc.core admits 16 unauthenticated per address
+    assert f.detail["per_address"] > 16      # swarm.rpc.limits admits 16 unauthenticated per address
     assert f.target in SHAPE.workers
 
 
@@ -90,9 +90,9 @@ def test_poison_requests_aim_at_the_given_task_and_fit_in_a_frame():
 
 
 def test_the_poison_kinds_are_all_refused_by_the_checks_the_manager_uses():
-    # The same validators the leader runs (swarm.manager.reconciler, swarm.api.model): every kind must fail them.
+    # The same validators the leader runs (swarm.manager.dispatcher, swarm.api.model): every kind must fail them.
     from swarm.api import model
-    from swarm.manager.reconciler import parse_status_updates
+    from swarm.manager.dispatcher import parse_status_updates
     from swarm.api.errors import ApiError
 
     for kind in payloads.POISON:

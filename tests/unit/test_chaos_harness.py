@@ -16,7 +16,7 @@ from chaos.invariants import NAMES, Verdict
 from chaos.linearizability import CAS, FAIL, OK, UNKNOWN, WRITE, Op
 from chaos.workload import History, Workload, classify
 from swarm.cli.main import swarm
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 
 SHAPE = scenarios.Shape(["h1", "h2", "h3"], ["h4", "h5"], quick=False, duration=60)
 QUICK = scenarios.Shape(["h1", "h2", "h3"], ["h4"], quick=True)

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from swarm.cli import common
 from swarm.cli import main as cli
 
-from swarm.rpc import core as rpc
+import swarm.rpc as rpc
 from swarm.api.errors import SwarmError
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 
 ROWS = [
     {"id": "wrk2", "hostname": "node-b", "role": "worker", "status": "down",
@@ -258,6 +258,45 @@ def test_state_dir_option_overrides_env(fake, run, tmp_path):
     result = CliRunner().invoke(cli.swarm, ["node", "ls", "-q", "--state-dir", fake.state_dir],
                                 env={"SWARM_STATE_DIR": str(tmp_path)})
     assert ok(result) == "mgr1\nwrk1\nwrk2\n"
+
+
+def test_state_dir_before_the_command_like_docker_H(fake, tmp_path):
+    # `swarm --state-dir DIR COMMAND` beats SWARM_STATE_DIR, as `docker -H` beats DOCKER_HOST
+    result = CliRunner().invoke(cli.swarm, ["--state-dir", fake.state_dir, "node", "ls", "-q"],
+                                env={"SWARM_STATE_DIR": str(tmp_path)})
+    assert ok(result) == "mgr1\nwrk1\nwrk2\n"
+    result = CliRunner().invoke(cli.swarm, [f"--state-dir={fake.state_dir}", "node", "inspect", "self",
+                                            "--format", "json"], env={})
+    assert json.loads(ok(result))[0]["id"] == "mgr1"
+    assert [m for m, _ in fake.calls] == ["node.ls", "node.inspect"]
+
+
+def test_the_commands_own_state_dir_wins_over_the_roots(fake, tmp_path):
+    elsewhere = str(tmp_path / "elsewhere")
+    result = CliRunner().invoke(cli.swarm, ["--state-dir", elsewhere, "node", "ls", "-q", "--state-dir",
+                                            fake.state_dir])
+    assert ok(result) == "mgr1\nwrk1\nwrk2\n"
+    result = CliRunner().invoke(cli.swarm, ["--state-dir", fake.state_dir, "node", "ls", "--state-dir", elsewhere])
+    assert failed(result, 1) == not_in_swarm(elsewhere)
+    assert [m for m, _ in fake.calls] == ["node.ls"]
+
+
+def test_root_state_dir_reaches_init_and_is_in_the_help(state_dir, boot, fake):
+    result = CliRunner().invoke(cli.swarm, ["--state-dir", state_dir, "init", "--advertise-addr", "10.0.0.1",
+                                            "--hostname", "node-a"], env={"SWARM_STATE_DIR": "/nonexistent"})
+    assert result.exit_code == 0, result.output
+    assert [(name, kwargs.get("state_dir", args)) for name, args, kwargs in boot.calls] == [
+        ("init_state", state_dir), ("start_daemon", (state_dir,))]
+    assert "--state-dir DIR" in ok(CliRunner().invoke(cli.swarm, ["--help"]))
+    assert "env SWARM_STATE_DIR" in ok(CliRunner().invoke(cli.swarm, ["node", "ls", "--help"]))
+
+
+def test_main_accepts_the_state_dir_before_the_command(fake, capsys, monkeypatch):
+    monkeypatch.delenv("SWARM_STATE_DIR", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--state-dir", fake.state_dir, "node", "ls", "-q"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == "mgr1\nwrk1\nwrk2\n"
 
 
 # -- errors --------------------------------------------------------------------

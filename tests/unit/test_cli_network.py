@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from swarm.cli import service as cli_service
-from swarm.rpc.core import RPCError
+from swarm.cli import progress as cli_progress
+from swarm.rpc.messages import RPCError
 from tests.unit.test_cli import failed, ok
 from tests.unit.test_cli_service import INSPECTED, SID, ServiceFake
 
@@ -46,7 +46,7 @@ def fake(state_dir):
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch):
-    monkeypatch.setattr(cli_service, "POLL_INTERVAL", 0.01)
+    monkeypatch.setattr(cli_progress, "POLL_INTERVAL", 0.01)
 
 
 def port(target: int, published: int = 0, protocol: str = "tcp", mode: str = "ingress") -> dict:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from swarm.cli import image as cli_image, service as cli_service
-from swarm.rpc.core import RPCError
+from swarm.cli import image as cli_image, progress as cli_progress, service as cli_service, service_flags
+from swarm.rpc.messages import RPCError
 from tests.unit.test_cli import FakeDaemon, failed, ok
 
 SID = "k5k3v6l9lqr8jxzmlwcw1h4hx"
@@ -43,7 +43,7 @@ def fake(state_dir):
 
 @pytest.fixture(autouse=True)
 def fast_polls(monkeypatch):
-    monkeypatch.setattr(cli_service, "POLL_INTERVAL", 0.01)
+    monkeypatch.setattr(cli_progress, "POLL_INTERVAL", 0.01)
 
 
 def sequence(*answers: Any):
@@ -64,7 +64,7 @@ def task(tid: str, slot: int, state: str, desired: str = "running", error: str =
             "node_id": "n" + node, "state": state, "exit_code": exit_code}
 
 
-BAR = {state: cli_service.progress_bar(state) for state in ("pending", "starting", "running")}
+BAR = {state: cli_progress.progress_bar(state) for state in ("pending", "starting", "running")}
 
 
 def test_progress_bars_are_dockers():
@@ -528,7 +528,7 @@ def test_update_that_replaces_nothing_converges(fake, run):
     fake.answers["service.ps"] = [task("t1", 1, "running"), task("t2", 2, "running")]
     out = ok(run("service", "update", "--restart-delay", "1s", "web"))
     assert out.endswith("overall progress: 2 out of 2 tasks\nverify: Service converged\n")
-    assert len(fake.params("service.ps")) == 1 + cli_service.UNCHANGED_GRACE_POLLS
+    assert len(fake.params("service.ps")) == 1 + cli_progress.UNCHANGED_GRACE_POLLS
 
 
 def test_global_service_progress_per_node(fake, run):
@@ -549,7 +549,7 @@ def test_global_service_progress_per_node(fake, run):
 
 def test_progress_redraws_in_place_on_a_terminal():
     out = io.StringIO()
-    progress = cli_service.Progress(out, tty=True)
+    progress = cli_progress.Progress(out, tty=True)
     progress.show([], [("overall", "overall progress: 0 out of 1 tasks"), ("1/1", "1/1: pending")])
     progress.show([], [("overall", "overall progress: 0 out of 1 tasks"), ("1/1", "1/1: pending")])
     progress.show(["1/1: boom"], [("overall", "overall progress: 1 out of 1 tasks"), ("1/1", "1/1: running")])
@@ -724,12 +724,12 @@ def test_image_ls_table_json_quiet_and_rm(fake, run, monkeypatch):
     ("100", 100), ("100b", 100), ("2k", 2048), ("1 t", 1024**4), ("0", 0),
 ])
 def test_parse_memory(text, size):
-    assert cli_service.parse_memory(text) == size
+    assert service_flags.parse_memory(text) == size
 
 
 @pytest.mark.parametrize("text, nano", [("0.5", 500_000_000), ("2", 2_000_000_000), ("0.000000001", 1), ("0", 0)])
 def test_parse_cpus(text, nano):
-    assert cli_service.parse_cpus(text) == nano
+    assert service_flags.parse_cpus(text) == nano
 
 
 @pytest.mark.parametrize("size, text", [

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from swarm.daemon import logs
-from swarm.rpc.core import RPCError
+from swarm.rpc.messages import RPCError
 from swarm.runtime.runc import Runtime
 from swarm.runtime.shim import LogWriter
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from raft.framing import encode_frame, unpack
-from swarm.rpc import core as rpc
-from swarm.rpc.core import Peer, RPCError
+import swarm.rpc as rpc
+from swarm.rpc.messages import Peer, RPCError
 
 CLUSTER = "cluster-test"
 ROLE_OU = {"manager": "swarm-manager", "worker": "swarm-worker"}
@@ -184,7 +184,7 @@ async def sock_path(nursery, tmp_path: Path) -> str:
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "swarm.rpc.core" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name.startswith("swarm.rpc.") and r.levelno == logging.WARNING]
 
 
 async def assert_good_client_works(port: int, creds: Creds) -> None:

@@ -1,20 +1,23 @@
 import random
 from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 
 from swarm.manager.scheduler import (AvailabilityFilter, Constraint, ConstraintError, ConstraintFilter, NodeInfo, NodeState,
                              PortFilter, ReadyFilter, ResourceFilter, TaskContext, explain, human_bytes, human_cpus,
                              node_matches, parse_constraints, schedule)
-from swarm.api.spec import ContainerSpec, Resources, Service, ServiceSpec, Task, TaskStatus
+from swarm.api.spec import ContainerSpec, PortConfig, Resources, Service, ServiceSpec, Task, TaskStatus
 
 GiB, MiB, CPU = 1 << 30, 1 << 20, 10 ** 9
 
 
-def service(sid="s1", replicas=1, constraints=(), reservations=Resources(), mode="replicated"):
+def service(sid="s1", replicas=1, constraints=(), reservations=Resources(), mode="replicated", ports=()):
     return Service(sid, ServiceSpec(sid, ContainerSpec("img"), mode=mode, replicas=replicas,
-                                    constraints=tuple(constraints), reservations=reservations))
+                                    constraints=tuple(constraints), reservations=reservations, ports=tuple(ports)))
+
+
+def host_port(published, protocol="tcp"):
+    return PortConfig(80, published, protocol, "host")
 
 
 def task(tid, sid="s1", node_id="", state="new", desired="running", slot=1):
@@ -98,7 +101,7 @@ def test_explain_joins_failures_in_filter_order():
 
 
 def test_filters_check_what_they_say():
-    ctx = TaskContext("s", parse_constraints(["node.labels.zone==a"]), Resources(CPU, GiB), frozenset({80}))
+    ctx = TaskContext("s", parse_constraints(["node.labels.zone==a"]), Resources(CPU, GiB), frozenset({("tcp", 80)}))
     ok = NodeState(node("n1", labels={"zone": "a"}))
     assert all(f.check(ctx, ok) for f in (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), ResourceFilter(),
                                           PortFilter()))
@@ -109,8 +112,11 @@ def test_filters_check_what_they_say():
     full.take(Resources(0, 1))
     assert not ResourceFilter().check(ctx, full)
     busy = NodeState(node("n6"))
-    busy.take(Resources(), [80])
+    busy.take(Resources(), [("tcp", 80)])
     assert not PortFilter().check(ctx, busy)
+    other_protocol = NodeState(node("n7"))
+    other_protocol.take(Resources(), [("udp", 80)])
+    assert PortFilter().check(ctx, other_protocol)
 
 
 def test_filters_opt_out_when_the_task_does_not_ask():
@@ -213,17 +219,58 @@ def test_unknown_service_or_bad_constraint_is_a_reason_not_a_crash():
     assert plan.unplaced["t1"].startswith('invalid constraint "node.zone==1"')
 
 
-@dataclass(frozen=True)
-class PortTask(Task):
-    published_host_ports: tuple[int, ...] = ()
+# -- host-mode ports ------------------------------------------------------------------------------
+
+PORT_IN_USE = "no suitable node (host-mode port already in use on {})"
 
 
-def test_host_port_conflicts_keep_one_task_per_port_per_node():
-    svc = service()
-    live = [PortTask("old", "s1", "s1", 1, "a", "running", ContainerSpec("img"), 1, TaskStatus("running"),
-                     published_host_ports=(8080,))]
-    tasks = [PortTask(f"p{i}", "s1", "s1", i + 2, "", "running", ContainerSpec("img"), 1,
-                      published_host_ports=(8080,)) for i in range(3)]
-    plan = schedule(tasks, [node("a"), node("b"), node("c")], live, {"s1": svc}, random.Random(0))
+def test_two_host_mode_services_on_one_port_and_one_node_one_waits_with_dockers_reason():
+    svcs = {"a": service("a", ports=[host_port(8080)]), "b": service("b", ports=[host_port(8080)])}
+    plan = schedule([task("ta", "a"), task("tb", "b")], [node("n1")], [], svcs, random.Random(0))
+    assert plan.assignments == {"ta": "n1"}
+    assert plan.unplaced == {"tb": PORT_IN_USE.format("1 node")}
+
+
+def test_two_host_mode_services_on_one_port_and_two_nodes_go_to_different_nodes():
+    svcs = {"a": service("a", ports=[host_port(8080)]), "b": service("b", ports=[host_port(8080)])}
+    for seed in range(10):
+        plan = schedule([task("ta", "a"), task("tb", "b")], [node("n1"), node("n2")], [], svcs, random.Random(seed))
+        assert sorted(plan.assignments.values()) == ["n1", "n2"] and plan.unplaced == {}
+
+
+def test_ingress_ports_constrain_no_node():
+    svcs = {"a": service("a", replicas=2, ports=[PortConfig(80, 8080)]), "b": service("b", ports=[PortConfig(80, 8080)])}
+    plan = schedule([*pending(2, "a", "a"), task("tb", "b")], [node("n1")], [], svcs, random.Random(0))
+    assert plan.assignments == {"a0": "n1", "a1": "n1", "tb": "n1"} and plan.unplaced == {}
+
+
+def test_host_ports_differ_by_protocol_and_number():
+    svcs = {"a": service("a", ports=[host_port(53, "udp")]), "b": service("b", ports=[host_port(53)]),
+            "c": service("c", ports=[host_port(54, "udp")])}
+    plan = schedule([task("ta", "a"), task("tb", "b"), task("tc", "c")], [node("n1")], [], svcs, random.Random(0))
+    assert plan.assignments == {"ta": "n1", "tb": "n1", "tc": "n1"}
+
+
+def test_replicas_of_a_host_mode_service_take_one_node_each_counting_live_tasks():
+    svc = service(replicas=4, ports=[host_port(8080), PortConfig(81, 9000)])
+    live = [task("old", node_id="a", state="running"), task("gone", node_id="b", state="failed")]
+    plan = schedule(pending(3), [node("a"), node("b"), node("c")], live, {"s1": svc}, random.Random(0))
     assert sorted(plan.assignments.values()) == ["b", "c"]
-    assert list(plan.unplaced.values()) == ["no suitable node (host-mode port already in use on 3 nodes)"]
+    assert list(plan.unplaced.values()) == [PORT_IN_USE.format("3 nodes")]
+
+
+def test_a_stopping_task_still_holds_its_port():
+    svc = service(ports=[host_port(8080)])
+    stopping = task("old", node_id="a", state="running", desired="shutdown")
+    plan = schedule(pending(1), [node("a")], [stopping], {"s1": svc}, random.Random(0))
+    assert plan.unplaced == {"t0": PORT_IN_USE.format("1 node")}
+
+
+def test_a_global_task_does_not_hold_its_port_against_itself():
+    # the reconciler lists a global task among the live ones (it has its node) while it is still pending
+    svcs = {"g": service("g", mode="global", ports=[host_port(8080)], reservations=Resources(0, 6 * GiB)),
+            "h": service("h", mode="global", ports=[host_port(8080)])}
+    ga, gb, hb = task("ga", "g", node_id="a", slot=0), task("gb", "g", node_id="b", slot=0), task("hb", "h", node_id="b", slot=0)
+    plan = schedule([ga, gb, hb], [node("a"), node("b")], [ga, gb, hb], svcs, random.Random(0))
+    assert plan.assignments == {"ga": "a", "gb": "b"}
+    assert plan.unplaced == {"hb": PORT_IN_USE.format("1 node")}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 from raft.store import Op
 from swarm.api import model, records, spec
 from swarm.ca import pki
+from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager
 from swarm.api.errors import ApiError
+from swarm.api.refs import resolve_ref
 from swarm.manager.scheduler import ConstraintError, parse_constraints
 
 MIN_MEMORY = 6 * 1024 * 1024  # below this runc cannot start a container
@@ -197,18 +199,7 @@ class ServiceAPI:
         return [t for t, _ in records.decode_all(self.m.raft.list(spec.TASK), spec.task_from_dict).values()]
 
     def find(self, ref: str) -> spec.Service:
-        services = self.services()
-        if ref in services:
-            return services[ref]
-        named = [s for s in services.values() if s.spec.name == ref]
-        if len(named) > 1:
-            raise _bad(f"service name {ref} is ambiguous ({len(named)} services): use an ID")
-        if named:
-            return named[0]
-        prefixed = [s for s in services.values() if s.id.startswith(ref)] if ref else []
-        if len(prefixed) == 1:
-            return prefixed[0]
-        raise ApiError("not_found", f"service {ref} not found")
+        return resolve_ref("service", self.services(), ref, lambda s: s.spec.name)
 
     async def handle(self, method: str, params: dict) -> Any:
         handler = {
@@ -223,8 +214,6 @@ class ServiceAPI:
     def _resolve_networks(self, params: dict) -> dict:
         if "networks" not in params:
             return params
-        from swarm.manager.allocator import NetworkAPI
-
         api = NetworkAPI(self.m)
         ids = []
         for ref in params["networks"]:
@@ -322,25 +311,34 @@ class ServiceAPI:
                     raise ApiError("conflict", f"port '{port.published}' is already in use by service "
                                                f"'{other.spec.name}' ({other.id}) as an {mode} port")
 
-    async def _write_spec(self, service: spec.Service, new_spec: spec.ServiceSpec) -> dict:
-        rec = self.m.raft.get(spec.SERVICE, service.id)
-        # Only a change that affects the tasks themselves rolls them; scaling does not.
-        rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
-        updated = dataclasses.replace(service, spec=new_spec,
-                                      spec_version=service.spec_version + (1 if rolls else 0),
-                                      updated_at=time.time())
-        await self.m.commit([Op.update(spec.SERVICE, service.id, model.encode(spec.to_dict(updated)),
-                                       expect=rec.version)])
-        return {"id": service.id, "name": new_spec.name}
+    async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec]) -> dict:
+        """Write the spec `respec` makes of the service as stored, with compare-and-set:
+        a write in between (the allocator's, another update) is read again and
+        `respec` applied to it."""
+        def change(service: spec.Service) -> spec.Service:
+            new_spec = respec(service)
+            # Only a change that affects the tasks themselves rolls them; scaling does not.
+            rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
+            return dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + (1 if rolls else 0),
+                                       updated_at=time.time())
+
+        service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",
+                                                  decode=_decode_service, encode=_encode_service)
+        return {"id": service.id, "name": service.spec.name}
 
     async def update(self, params: dict) -> dict:
         service = self.find(str(params.get("ref", "")))
-        new_spec = apply_update(service.spec, self._resolve_networks(params))
-        self._check_ports_free(new_spec, service.id)
-        if "image" in params and not _image_known(new_spec.container.image,
-                                                  {i for n in self.m.nodes().values() for i in n.get("images", [])}):
-            raise _bad(f"image {new_spec.container.image} not found on any node")
-        return await self._write_spec(service, new_spec)
+        params = self._resolve_networks(params)
+
+        def respec(current: spec.Service) -> spec.ServiceSpec:
+            new_spec = apply_update(current.spec, params)
+            self._check_ports_free(new_spec, current.id)
+            if "image" in params and not _image_known(new_spec.container.image,
+                                                      {i for n in self.m.nodes().values() for i in n.get("images", [])}):
+                raise _bad(f"image {new_spec.container.image} not found on any node")
+            return new_spec
+
+        return await self._respec(service.id, respec)
 
     async def scale(self, params: dict) -> list[dict]:
         out = []
@@ -353,7 +351,7 @@ class ServiceAPI:
                 raise _bad(f"{service.spec.name}: scale can only be used with replicated mode")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
                 raise _bad(f"invalid replicas value for {ref}: {replicas!r}")
-            out.append(await self._write_spec(service, dataclasses.replace(service.spec, replicas=replicas)))
+            out.append(await self._respec(service.id, lambda s, n=replicas: dataclasses.replace(s.spec, replicas=n)))
         return out
 
     async def rm(self, params: dict) -> list[str]:
@@ -370,6 +368,14 @@ def _refs(params: dict) -> list[str]:
     if not isinstance(refs, list) or len(refs) > MAX_LIST or not all(isinstance(r, str) and len(r) <= 256 for r in refs):
         raise _bad("refs must be a list of service names or IDs")
     return refs
+
+
+def _decode_service(data: bytes) -> spec.Service:
+    return spec.service_from_dict(model.decode(data))
+
+
+def _encode_service(service: spec.Service) -> bytes:
+    return model.encode(spec.to_dict(service))
 
 
 def _image_known(ref: str, images: set[str]) -> bool:

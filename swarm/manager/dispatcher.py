@@ -1,0 +1,211 @@
+"""The dispatcher: the managers' side of the agents' two calls.
+
+How this works. Agents long-poll `tasks.assigned`: any manager answers from
+its local store with the ids of the tasks assigned to the caller, those that
+changed since the store index the agent last saw, and the caller's network
+view. The poll waits (up to 5 s) until a store event (services, tasks, nodes,
+networks) arrives, then a little longer so a burst of changes goes out in one
+answer. The network view (`build_network_view`, pure) is a typed
+`swarm.api.netview.NetworkView`: the networks the node's tasks use (and
+ingress when any service publishes ports), the peers on them, each network's
+service table for DNS and the VIP load balancers, and the published ports;
+it is encoded to plain data only at the end.
+
+Agents report state changes with `tasks.status`: every update is checked
+before anything is written, then applied as compare-and-set updates that only
+move a task's state forward, in store-sized transactions; a batch that
+conflicts is read again and retried.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import trio
+
+from raft.store import Op
+from swarm.api import model, netview, records, spec
+from swarm.api.errors import ApiError
+from swarm.api.taskstate import IllegalTransition, advance
+from swarm.manager.allocator import NETWORK
+from swarm.manager.membership import Manager
+from swarm.manager.planner import ingress_id, network_record
+from swarm.manager.reconciler import MAX_TXN_BYTES, MAX_TXN_OPS, batches, encode_task
+
+ASSIGN_BATCH = 0.03
+MAX_WAIT = 5.0
+
+
+class Dispatcher:
+    def __init__(self, manager: Manager) -> None:
+        self.m = manager
+        self.tasks_changed = trio.Event()
+
+    async def run(self) -> None:
+        """Wake the long polls on every store event that can change an answer."""
+        with self.m.raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE, NETWORK]) as watch:
+            async for _ in watch:
+                self.tasks_changed.set()
+                self.tasks_changed = trio.Event()
+
+    async def assigned(self, caller: str, params: dict) -> dict:
+        """Long-poll: the tasks assigned to the caller changed since `since` (store index)."""
+        since, wait = params.get("since", 0), params.get("wait", 1.0)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise ApiError("bad_request", "since must be a store index (a whole number)")
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 60:
+            raise ApiError("bad_request", "wait must be a number of seconds from 0 to 60")
+        wait = min(float(wait), MAX_WAIT)
+        if self.m.raft.index <= since:
+            with trio.move_on_after(wait):
+                await self.tasks_changed.wait()
+                await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
+        raft = self.m.raft
+        index = raft.index
+        listing = raft.list(spec.TASK)
+        mine, changed = [], []
+        # Typed (and cached) decoding: a record the agent could not act on is left out.
+        for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
+            if task.node_id != caller:
+                continue
+            mine.append(task_id)
+            if (version >> 16) > since:
+                changed.append(model.decode(listing[task_id].data))
+        return {"index": index, "task_ids": mine, "changed": changed,
+                "network": netview.encode(self.network_view(caller))}
+
+    def network_view(self, node_id: str) -> netview.NetworkView:
+        """The caller's network view, from the local store."""
+        raft = self.m.raft
+        networks = {k: n for k, (n, _) in records.decode_all(raft.list(NETWORK), network_record).items()}
+        services = {k: s for k, (s, _) in records.decode_all(raft.list(spec.SERVICE), spec.service_from_dict).items()}
+        tasks = [t for t, _ in records.decode_all(raft.list(spec.TASK), spec.task_from_dict).values()]
+        return build_network_view(node_id, networks, self.m.nodes(), services, tasks)
+
+    async def status(self, caller: str, params: dict) -> dict:
+        """Apply a batch of task status changes reported by the caller's agent, as
+        compare-and-set updates in store-sized transactions (a batch that conflicts
+        is read again and retried); a state only moves forward. Every update is
+        checked before anything is written: one malformed update refuses the whole
+        call with the reason."""
+        todo = parse_status_updates(params, time.time())  # later reports of one task win
+        applied = 0
+        for _ in range(10):
+            ops = []
+            for task_id, status in todo.items():
+                rec = self.m.raft.get(spec.TASK, task_id)
+                if rec is None:
+                    continue
+                try:
+                    task = spec.task_from_dict(model.decode(rec.data))
+                except spec.InvalidRecord:
+                    continue  # a record no one can act on; the reader logs it
+                if task.node_id != caller:
+                    raise ApiError("forbidden", f"task {task_id} is not assigned to this node")
+                try:
+                    advance(task.status.state, status.state)
+                except IllegalTransition:
+                    continue  # stale or duplicate report
+                ops.append(Op.update(spec.TASK, task_id, encode_task(dataclasses.replace(task, status=status)),
+                                     expect=rec.version))
+            conflicted: set[str] = set()
+            for batch in batches(ops, MAX_TXN_BYTES, MAX_TXN_OPS):
+                result = await self.m.raft.commit(batch)
+                if result.ok:
+                    applied += len(batch)
+                else:
+                    conflicted.update(op.id for op in batch)
+            if not conflicted:
+                return {"applied": applied}
+            todo = {k: v for k, v in todo.items() if k in conflicted}
+            await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
+        raise ApiError("unavailable", "task status kept conflicting; the agent retries")
+
+
+
+def parse_status_updates(params: dict, now: float) -> dict[str, spec.TaskStatus]:
+    """task id -> its latest reported status, from a tasks.status call; ApiError bad_request names the fault."""
+    updates = params.get("updates")
+    if not isinstance(updates, list):
+        raise ApiError("bad_request", "updates must be a list")
+    if len(updates) > spec.MAX_STATUS_BATCH:
+        raise ApiError("bad_request", f"at most {spec.MAX_STATUS_BATCH} status updates per call")
+    latest: dict[str, spec.TaskStatus] = {}
+    for i, u in enumerate(updates):
+        if not isinstance(u, dict) or not isinstance(u.get("id"), str) or not 0 < len(u["id"]) <= spec.MAX_ID:
+            raise ApiError("bad_request", f"update {i}: a task id is a non-empty string")
+        try:
+            latest[u["id"]] = spec.status_from_wire(u.get("status"), now)
+        except spec.InvalidRecord as exc:
+            raise ApiError("bad_request", f"update {i} (task {u['id']}): {exc}") from None
+    return latest
+
+
+def _vtep(node: dict) -> str:
+    return node["addr"].rsplit(":", 1)[0]
+
+
+def build_network_view(node_id: str, networks: dict[str, dict], nodes: dict[str, dict],
+                       services: dict[str, spec.Service], tasks: list[spec.Task]) -> netview.NetworkView:
+    """What the node's agent needs to wire its tasks: the networks its tasks use,
+    the peers on them (other nodes' task addresses and VTEPs), the service
+    discovery and load-balancing table of each network, and the published ports."""
+    live = [t for t in tasks if t.networks and t.desired_state == "running"
+            and not spec.is_terminal(t.status.state) and t.node_id in nodes]
+    local_ingress: dict[str, list[str]] = {}  # service -> its running tasks' ingress addresses on this node
+    used = {a.network_id for t in live if t.node_id == node_id for a in t.networks}
+    mesh = ingress_id(networks)
+    publishing = any(s.ports for s in services.values())
+    if publishing and mesh:
+        used.add(mesh)  # every node is in the routing mesh
+    peers: dict[str, list[netview.Peer]] = {n: [] for n in used}
+    if publishing and mesh:
+        for nid, node in nodes.items():
+            if nid != node_id and node.get("ingress_ip"):
+                peers[mesh].append(netview.Peer(node["ingress_ip"], _vtep(node)))
+    # A task being stopped leaves the load balancers and DNS at once (`live`) but stays a
+    # peer until it has stopped: connections already sent to it must still reach it.
+    for t in tasks:
+        if t.networks and t.desired_state != "running" and t.node_id in nodes and t.node_id != node_id \
+                and not spec.is_terminal(t.status.state):
+            vtep = _vtep(nodes[t.node_id])
+            for a in t.networks:
+                if a.network_id in used:
+                    peers[a.network_id].append(netview.Peer(a.address.split("/")[0], vtep))
+    endpoints: dict[str, dict[str, list[str]]] = {}
+    for t in live:
+        vtep = _vtep(nodes[t.node_id])
+        for a in t.networks:
+            ip = a.address.split("/")[0]
+            if a.network_id in used and t.node_id != node_id:
+                peers[a.network_id].append(netview.Peer(ip, vtep))
+            if t.status.state == "running":
+                endpoints.setdefault(a.network_id, {}).setdefault(t.service_id, []).append(ip)
+                if a.network_id == mesh and t.node_id == node_id:
+                    local_ingress.setdefault(t.service_id, []).append(ip)
+    table: dict[str, list[netview.ServiceEntry]] = {n: [] for n in used}
+    for s in services.values():
+        for net_id in used:
+            if networks.get(net_id, {}).get("ingress"):
+                continue  # the routing mesh balances ingress; names resolve on the service's own networks
+            if net_id not in s.vips and net_id not in s.spec.networks:
+                continue
+            table[net_id].append(netview.ServiceEntry(
+                s.spec.name, s.spec.endpoint_mode, s.vips.get(net_id, "").split("/")[0],
+                tuple(sorted(endpoints.get(net_id, {}).get(s.id, [])))))
+    published = tuple(
+        netview.PublishedPort(p.published, p.target, p.protocol, s.spec.name, tuple(sorted(
+            # ingress mode: every task of the service; host mode: only this node's tasks
+            endpoints.get(mesh, {}).get(s.id, []) if p.mode == "ingress" else local_ingress.get(s.id, []))))
+        for s in services.values() for p in s.ports if p.published)
+    return netview.NetworkView(
+        networks={n: _network(networks[n]) for n in used if n in networks},
+        peers={n: tuple(ps) for n, ps in peers.items()},
+        services={n: tuple(entries) for n, entries in table.items()},
+        ingress_ip=nodes.get(node_id, {}).get("ingress_ip", ""),
+        published=published)
+
+
+def _network(record: dict) -> netview.Network:
+    return netview.Network(record["id"], record["name"], record["subnet"], record["gateway"], record["vni"],
+                           bool(record.get("ingress")))

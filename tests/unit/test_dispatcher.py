@@ -1,0 +1,176 @@
+"""The dispatcher: task status batches refused or applied at the boundary, the
+assignment long-poll, and the network view it builds for each node."""
+import dataclasses
+
+import msgpack
+import pytest
+import trio
+
+from swarm.api import model, netview, spec
+from swarm.api.errors import ApiError
+from swarm.manager.controlapi.networks import NetworkAPI
+from swarm.manager.dispatcher import build_network_view
+from tests.unit.test_reconciler import cluster, create, report, settle, tasks_of
+
+pytestmark = pytest.mark.trio
+
+
+# -- tasks.status ---------------------------------------------------------------------------------
+
+async def test_a_poisoned_task_status_is_refused_and_nothing_is_written():
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web", replicas=1)
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    index = store.index
+    for status in ({"state": "failed", "timestamp": "not-a-time"}, {"state": "exploded", "timestamp": 1.0},
+                   {"state": "failed", "timestamp": float("nan")}, {"state": "failed", "err": "x" * 100_000},
+                   {"state": "failed", "exit_code": "1"}, "failed", None):
+        with pytest.raises(ApiError) as err:
+            await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": status}]})
+        assert err.value.code == "bad_request" and task.id in err.value.message
+    for params in ({"updates": "all"}, {"updates": [{"id": 5}]}, {"updates": [{"id": "t"}] * 5000}):
+        with pytest.raises(ApiError, match="bad_request"):
+            await dispatcher.status(task.node_id, params)
+    assert store.index == index  # nothing written
+    # ...and orchestration goes on: another service converges
+    await create(api, "db", replicas=2)
+    await settle(reconciler)
+    assert sum(t.status.state == "assigned" for t in tasks_of(store, "db")) == 2
+
+
+async def test_a_timestamp_from_the_future_is_clamped_not_trusted():
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web")
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    now = 1_800_000_000.0
+    parsed = spec.status_from_wire({"state": "running", "timestamp": now + 10 ** 9}, now)
+    assert parsed.timestamp == now
+    assert spec.status_from_wire({"state": "running", "timestamp": now + 1}, now).timestamp == now + 1
+    await dispatcher.status(task.node_id, {"updates": [
+        {"id": task.id, "status": {"state": "running", "timestamp": 1e15}}]})
+    assert tasks_of(store, "web")[0].status.timestamp < 1e10
+
+
+# -- tasks.assigned --------------------------------------------------------------------------------
+
+async def test_the_long_poll_waits_for_a_change_and_answers_at_once_after_one(autojump_clock):
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web", replicas=3)
+    await settle(reconciler)
+    node = tasks_of(store, "web")[0].node_id
+    first = await dispatcher.assigned(node, {"since": 0, "wait": 1.0})
+    mine = sorted(t.id for t in tasks_of(store, "web") if t.node_id == node)
+    assert sorted(first["task_ids"]) == mine and sorted(d["id"] for d in first["changed"]) == mine
+    assert first["index"] == store.index
+    # nothing new: the poll waits its full time (capped at 5 s) and reports no change
+    before = trio.current_time()
+    idle = await dispatcher.assigned(node, {"since": first["index"], "wait": 60})
+    assert trio.current_time() - before == pytest.approx(5.0) and idle["changed"] == []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dispatcher.run)
+        await trio.sleep(0.1)
+
+        async def stop_one() -> None:
+            await trio.sleep(0.5)
+            await api.scale({"scales": {"web": 0}})
+            await reconciler.round()
+
+        nursery.start_soon(stop_one)
+        before = trio.current_time()
+        woken = await dispatcher.assigned(node, {"since": first["index"], "wait": 5})
+        assert trio.current_time() - before < 1.0
+        assert woken["changed"] and all(d["desired_state"] == "shutdown" for d in woken["changed"])
+        nursery.cancel_scope.cancel()
+    for params in ({"since": -1}, {"since": "0"}, {"since": True}, {"wait": 61}, {"wait": "1"}):
+        with pytest.raises(ApiError, match="bad_request"):
+            await dispatcher.assigned(node, params)
+
+
+# -- the network view ------------------------------------------------------------------------------
+
+async def networked_cluster():
+    store, manager, reconciler, dispatcher, api = await cluster()
+    front = await NetworkAPI(manager).create({"name": "front"})
+    await create(api, "web", replicas=3, networks=[front["id"]], ports=[{"target": 80, "published": 8080}])
+    await create(api, "db", replicas=2, networks=[front["id"]], endpoint_mode="dnsrr")
+    await settle(reconciler)
+    await report(dispatcher, store, "running")
+    return store, manager, reconciler, dispatcher, api, front["id"]
+
+
+async def test_a_node_sees_its_networks_peers_service_tables_and_published_ports():
+    store, manager, reconciler, dispatcher, api, front = await networked_cluster()
+    tasks = tasks_of(store)
+    node = next(t.node_id for t in tasks if t.service_name == "db")
+    view = dispatcher.network_view(node)
+    ingress = view.ingress_network()
+    assert ingress is not None and set(view.networks) == {front, ingress.id}
+    assert view.networks[front].name == "front" and not view.networks[front].ingress
+    assert view.ingress_ip == manager.nodes()[node]["ingress_ip"] != ""
+
+    def ips(name, net):
+        return sorted(a.address.split("/")[0] for t in tasks if t.service_name == name
+                      for a in t.networks if a.network_id == net)
+    table = {s.name: s for s in view.services[front]}
+    assert table["web"].mode == "vip" and table["web"].vip and table["web"].tasks == tuple(ips("web", front))
+    assert table["db"].mode == "dnsrr" and table["db"].vip == "" and table["db"].tasks == tuple(ips("db", front))
+    assert view.services[ingress.id] == ()   # the routing mesh balances ingress, no names there
+    # peers: every task address on another node (with that node's VTEP), never this node's own
+    others = {(a.address.split("/")[0], manager.nodes()[t.node_id]["addr"].rsplit(":", 1)[0])
+              for t in tasks if t.node_id != node for a in t.networks if a.network_id == front}
+    assert {(p.ip, p.vtep) for p in view.peers[front]} == others
+    assert {p.ip for p in view.peers[ingress.id]} >= {n["ingress_ip"] for nid, n in manager.nodes().items()
+                                                        if nid != node}
+    [port] = view.published
+    assert (port.published, port.target, port.protocol, port.service) == (8080, 80, "tcp", "web")
+    assert port.tasks == tuple(ips("web", ingress.id))
+
+
+async def test_the_view_goes_over_the_wire_in_the_shape_agents_read():
+    store, manager, reconciler, dispatcher, api, front = await networked_cluster()
+    node = tasks_of(store, "web")[0].node_id
+    answer = await dispatcher.assigned(node, {"since": 0, "wait": 0})
+    wire = msgpack.unpackb(msgpack.packb(answer["network"]), raw=False)
+    assert set(wire) == {"networks", "peers", "services", "ingress_ip", "published"}
+    for net_id, net in wire["networks"].items():   # what agents read of a network record
+        assert net["id"] == net_id and isinstance(net["vni"], int) and {"subnet", "gateway", "name"} <= set(net)
+    assert all(set(p) == {"ip", "vtep"} for ps in wire["peers"].values() for p in ps)
+    assert all(set(s) == {"name", "mode", "vip", "tasks"} for ss in wire["services"].values() for s in ss)
+    assert all(set(p) == {"published", "target", "protocol", "service", "tasks"} for p in wire["published"])
+    assert netview.decode(wire) == dispatcher.network_view(node)
+
+
+async def test_a_stopping_task_leaves_the_tables_at_once_but_stays_a_peer_until_stopped():
+    store, manager, reconciler, dispatcher, api, front = await networked_cluster()
+    nodes = manager.nodes()
+    tasks = tasks_of(store)
+    victim = next(t for t in tasks if t.service_name == "web")
+    here = next(nid for nid in nodes if nid != victim.node_id)
+    ip = next(a.address.split("/")[0] for a in victim.networks if a.network_id == front)
+    stopping = [t if t.id != victim.id else
+                dataclasses.replace(t, desired_state="shutdown") for t in tasks]
+    services = {s.id: s for s in api.services().values()}
+    networks = {k: model.decode(r.data) for k, r in store.list("network").items()}
+    view = build_network_view(here, networks, nodes, services, stopping)
+    assert ip in {p.ip for p in view.peers[front]}
+    assert ip not in {a for s in view.services[front] for a in s.tasks}
+    stopped = [t if t.id != victim.id else dataclasses.replace(t, status=spec.TaskStatus("shutdown"))
+               for t in stopping]
+    view = build_network_view(here, networks, nodes, services, stopped)
+    assert ip not in {p.ip for p in view.peers[front]}
+
+
+async def test_a_node_with_no_networked_tasks_gets_an_empty_view_unless_ports_are_published():
+    store, manager, reconciler, dispatcher, api = await cluster()
+    await create(api, "plain", replicas=1)
+    await settle(reconciler)
+    view = dispatcher.network_view("n1")
+    assert view == netview.NetworkView(ingress_ip="")
+    await create(api, "pub", replicas=1, ports=[{"target": 80, "published": 9000}])
+    await settle(reconciler)
+    view = dispatcher.network_view("n1")
+    assert list(view.networks.values()) == [view.ingress_network()] and view.ingress_ip
+    assert [p.published for p in view.published] == [9000]
+

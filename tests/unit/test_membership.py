@@ -1,0 +1,302 @@
+"""The manager against the in-memory store: one heartbeat deadline per node
+(exact virtual times with trio's MockClock), and the one compare-and-set
+retry helper."""
+import datetime
+import random
+
+import pytest
+import trio
+
+from raft.memory import MemoryStore
+from raft.store import Op
+from raft.watch import LeadershipChanged
+from swarm.api import model
+from swarm.api.errors import ApiError
+from swarm.manager.membership import GRACE_PERIODS, Deadlines, Manager
+
+NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+PERIOD = 1.0
+GRACE = PERIOD * GRACE_PERIODS
+pytestmark = pytest.mark.trio
+
+
+class Store(MemoryStore):
+    """The in-memory store with the little of RaftNode a heartbeat answer reads."""
+
+    def members(self) -> list[str]:
+        return ["m1@127.0.0.1:4000"]
+
+    @property
+    def leader_id(self) -> str | None:
+        return "m1" if self._leader else None
+
+    def lapse(self, acting: bool) -> None:
+        """The lease lapses (or comes back) within the same term: no new leadership."""
+        self._leader = acting
+        self.hub.publish_leadership(LeadershipChanged(acting, self._term), self.state.index)
+
+
+async def cluster(nodes=("m1", "w1", "w2")):
+    store = Store()
+    ops = [Op.create(model.CLUSTER, model.CLUSTER_ID, model.encode({"id": "c1", "heartbeat": PERIOD}))]
+    for i, nid in enumerate(nodes):
+        node = model.new_node(nid, f"h-{nid}", "manager" if nid.startswith("m") else "worker",
+                              f"127.0.0.{i + 2}:2377", "", 1, NOW)
+        ops.append(Op.create(model.NODE, nid, model.encode(node)))
+    await store.commit(ops)
+    manager = Manager(store, "m1", None, None)
+    manager.rng = random.Random(7)
+    return store, manager
+
+
+def status(manager, node_id):
+    return manager.nodes()[node_id]["status"]
+
+
+async def downed(store, node_id):
+    """Wait until `node_id` is marked down; returns the (virtual) time it was."""
+    with store.watch([model.NODE]) as watch:
+        while model.decode(store.get(model.NODE, node_id).data)["status"] != "down":
+            await watch.next()
+    return trio.current_time()
+
+
+async def beat_every(manager, node_id, period, until):
+    """Play a node's agent: a beat every `period` (a beat refused by a non-leader is lost)."""
+    while trio.current_time() < until:
+        try:
+            await manager.heartbeat(node_id, {})
+        except ApiError as exc:
+            assert exc.code == "not_leader"
+        await trio.sleep(period)
+
+
+# -- heartbeat deadlines ----------------------------------------------------------------------------
+
+async def test_a_silent_node_is_marked_down_after_exactly_the_grace_period(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        nursery.start_soon(beat_every, manager, "m1", PERIOD, start + 10)
+        nursery.start_soon(beat_every, manager, "w1", PERIOD, start + 10)
+        assert await downed(store, "w2") == start + GRACE
+        assert status(manager, "w1") == "ready" and status(manager, "m1") == "ready"
+        assert manager.nodes()["w2"]["status_message"] == "heartbeat failure"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_stops_beating_is_down_one_grace_period_after_its_last_beat(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        nursery.start_soon(beat_every, manager, "w1", 0.5, start + 7.2)  # last beat at start + 7.0
+        assert await downed(store, "w1") == start + 7.0 + GRACE
+        nursery.cancel_scope.cancel()
+
+
+async def test_beats_write_nothing_when_nothing_changed(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        for nid in ("m1", "w1", "w2"):
+            nursery.start_soon(beat_every, manager, nid, PERIOD, start + 30)
+        await trio.sleep(0.5)
+        index = store.index
+        await trio.sleep(29)
+        assert store.index == index
+        assert all(status(manager, n) == "ready" for n in ("m1", "w1", "w2"))
+        assert len(manager._deadlines) == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_dispatcher_never_scans_the_nodes_while_it_waits(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        await trio.sleep(0.1)
+        reads = []
+        get, listing = store.get, store.list
+        store.get = lambda kind, id: (reads.append((kind, id)), get(kind, id))[1]
+        store.list = lambda kind: (reads.append((kind, "*")), listing(kind))[1]
+        await trio.sleep(GRACE - 0.2)
+        assert reads == []  # nothing read at all until a deadline passes
+        assert await downed(store, "w1") == start + GRACE
+        assert (model.NODE, "*") not in reads  # a passed deadline reads its own node only
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_node_marked_down_is_ready_again_when_it_beats_and_down_again_when_it_stops(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        assert await downed(store, "w1") == start + GRACE
+        await trio.sleep(5)
+        await manager.heartbeat("w1", {})
+        again = trio.current_time()
+        assert status(manager, "w1") == "ready"
+        assert await downed(store, "w1") == again + GRACE
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_gives_every_node_a_full_grace_period(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        nursery.start_soon(beat_every, manager, "w1", PERIOD, start + 2.5)  # last beat at start + 2
+        await trio.sleep(2.5)
+        store.set_leader(False)       # another manager leads: beats go there, not here
+        await trio.sleep(10)          # w1's deadline (start + 5) passed while this one followed
+        assert status(manager, "w1") == "ready" and status(manager, "w2") == "ready"
+        store.set_leader(True)        # a new term
+        elected = trio.current_time()
+        assert await downed(store, "w1") == elected + GRACE
+        assert status(manager, "w2") == "down"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lease_lapse_in_the_same_term_keeps_the_deadlines(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        nursery.start_soon(beat_every, manager, "w1", 0.5, start + 100)
+        await trio.sleep(2.25)
+        store.lapse(False)                     # w1's beats at start + 2.5 and 3.0 are refused
+        await trio.sleep(1.25)                 # w2's deadline (start + 3) passes during the lapse
+        assert status(manager, "w2") == "ready"  # only an acting leader marks nodes down
+        store.lapse(True)
+        assert await downed(store, "w2") == start + 3.5  # at once when the lease is back
+        await trio.sleep(10)
+        assert status(manager, "w1") == "ready"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dispatcher_of_a_follower_marks_nobody_down(autojump_clock):
+    store, manager = await cluster()
+    store.set_leader(False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(manager.run_dispatcher)
+        await trio.sleep(60)
+        assert all(n["status"] == "ready" for n in manager.nodes().values())
+        assert len(manager._deadlines) == 0
+        with pytest.raises(ApiError, match="not_leader"):
+            await manager.heartbeat("w1", {})
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_removed_node_s_deadline_passes_without_a_write(autojump_clock):
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(manager.run_dispatcher)
+        await trio.sleep(0.1)
+        await store.commit([Op.delete(model.NODE, "w2")])
+        index = store.index
+        await trio.sleep(GRACE + 1)
+        assert status(manager, "w1") == "down" and status(manager, "m1") == "down"
+        assert store.index == index + 2  # w1 and m1 down in one write each, nothing for w2
+        nursery.cancel_scope.cancel()
+
+
+async def test_deadlines_move_on_reset_and_fire_once(autojump_clock):
+    fired = []
+
+    async def passed(node_id):
+        fired.append((node_id, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        deadlines = Deadlines(nursery, passed)
+        start = trio.current_time()
+        deadlines.reset("a", 2.0)
+        deadlines.reset("b", 5.0)
+        await trio.sleep(1.0)
+        deadlines.reset("a", 2.0)           # now due at start + 3
+        assert "a" in deadlines and len(deadlines) == 2
+        await trio.sleep(10)
+        assert fired == [("a", start + 3.0), ("b", start + 5.0)]
+        assert len(deadlines) == 0
+        deadlines.reset("c", 1.0)
+        deadlines.clear()                  # cleared: never fires
+        await trio.sleep(5)
+        assert fired == [("a", start + 3.0), ("b", start + 5.0)]
+
+
+# -- compare-and-set ----------------------------------------------------------------------------------
+
+class Meddling(Store):
+    """A store where someone else writes the record first, `times` times."""
+
+    def __init__(self, times):
+        super().__init__()
+        self.times = times
+
+    async def commit(self, ops, timeout=5.0):
+        if self.times and ops and ops[0].action == "update":
+            self.times -= 1
+            rec = self.get(ops[0].kind, ops[0].id)
+            other = dict(model.decode(rec.data), labels={"other": str(self.times)})
+            await super().commit([Op.update(ops[0].kind, ops[0].id, model.encode(other))])
+        return await super().commit(ops, timeout)
+
+
+async def meddled(times):
+    store, _ = await cluster()
+    meddling = Meddling(times)
+    meddling.state = store.state
+    manager = Manager(meddling, "m1", None, None)
+    manager.rng = random.Random(7)
+    return meddling, manager
+
+
+async def test_compare_and_set_reads_again_and_reapplies_on_conflict(autojump_clock):
+    store, manager = await meddled(3)
+    seen = []
+
+    def change(node):
+        seen.append(dict(node["labels"]))
+        return dict(node, availability="drain")
+
+    node, version = await manager.compare_and_set(model.NODE, "w1", change)
+    assert seen == [{}, {"other": "2"}, {"other": "1"}, {"other": "0"}]
+    assert node["availability"] == "drain" and node["labels"] == {"other": "0"}
+    assert store.get(model.NODE, "w1").version == version
+
+
+async def test_compare_and_set_gives_up_after_the_retries(autojump_clock):
+    store, manager = await meddled(1000)
+    with pytest.raises(ApiError) as err:
+        await manager.modify_node("w1", lambda n: dict(n, availability="pause"))
+    assert err.value.code == "unavailable" and "kept changing" in err.value.message
+
+
+async def test_compare_and_set_with_a_version_is_out_of_sequence_once_the_record_moved(autojump_clock):
+    store, manager = await cluster()
+    version = manager.node_version("w1")
+    node, new = await manager.modify_node_at("w1", lambda n: dict(n, labels={"a": "1"}), version)
+    assert new > version and node["labels"] == {"a": "1"}
+    with pytest.raises(ApiError) as err:
+        await manager.modify_node_at("w1", lambda n: dict(n, labels={"a": "2"}), version)
+    assert err.value.code == "conflict" and "out of sequence" in err.value.message
+    # Read at the right version, but someone commits first: not retried either.
+    store2, manager2 = await meddled(1)
+    with pytest.raises(ApiError) as err:
+        await manager2.modify_node_at("w1", lambda n: dict(n, labels={"a": "3"}), manager2.node_version("w1"))
+    assert err.value.code == "conflict" and "changed after version" in err.value.message
+    assert model.decode(store2.get(model.NODE, "w1").data)["labels"] == {"other": "0"}
+
+
+async def test_compare_and_set_writes_nothing_when_the_change_is_none_and_knows_missing_records(autojump_clock):
+    store, manager = await cluster()
+    index = store.index
+    node, version = await manager.compare_and_set(model.NODE, "w1", lambda n: None)
+    assert store.index == index and node["id"] == "w1" and version == manager.node_version("w1")
+    with pytest.raises(ApiError) as err:
+        await manager.modify_node("gone", lambda n: n)
+    assert (err.value.code, err.value.message) == ("not_found", "node gone not found")
+    cluster_rec = await manager.modify_cluster(lambda c: dict(c, heartbeat=2.0))
+    assert cluster_rec["heartbeat"] == 2.0 and manager.cluster()["heartbeat"] == 2.0
