@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NoReturn
@@ -250,6 +250,29 @@ def print_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> None:
 
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=4, ensure_ascii=False))
+
+
+def show_list(rows: Sequence[Any], fmt: str, quiet: bool, table: Callable[[], list[list[str]]],
+              columns: Sequence[str], *, ident: Callable[[Any], str] = lambda row: row["id"],
+              as_json: Callable[[Sequence[Any]], Any] = list) -> None:
+    """What every `ls` prints: one JSON document, the IDs (-q), or docker's table
+    (built only when it is shown: it may cost another call)."""
+    if fmt == "json":
+        print_json(as_json(rows))
+    elif quiet:
+        for row in rows:
+            click.echo(ident(row))
+    else:
+        print_table(table(), columns)
+
+
+def show_inspect(objects: Sequence[Mapping[str, Any]], fmt: str,
+                 pretty: Callable[[Mapping[str, Any]], list[str]]) -> None:
+    """What every `inspect` prints: a JSON list, or docker's --pretty text, one block per object."""
+    if fmt == "json":
+        print_json(list(objects))
+    else:
+        click.echo("\n\n".join("\n".join(pretty(o)) for o in objects))
 
 
 def _title(value: Any) -> str:

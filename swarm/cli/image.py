@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from swarm.cli.common import LocalDaemon, print_json, print_table, with_daemon
+from swarm.cli.common import LocalDaemon, show_list, with_daemon
 from swarm.cli.root import swarm
 
 IMAGE_CALL_TIMEOUT = 300.0  # unpacking a large archive takes a while (the daemon may cap it)
@@ -93,13 +93,9 @@ def image_load(daemon: LocalDaemon, source: str) -> None:
 def image_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
     """List the images of this node."""
     rows = sorted(daemon.call("image.ls"), key=lambda r: (-_epoch(r.get("created")), r["ref"]))
-    if fmt == "json":
-        print_json([{**row, **dict(zip(("repository", "tag"), split_reference(row["ref"])))} for row in rows])
-    elif quiet:
-        for row in rows:
-            click.echo(row["id"])
-    else:
-        print_table([image_row(row) for row in rows], IMAGE_COLUMNS)
+    show_list(rows, fmt, quiet, lambda: [image_row(row) for row in rows], IMAGE_COLUMNS,
+              as_json=lambda rows: [{**row, **dict(zip(("repository", "tag"), split_reference(row["ref"])))}
+                                    for row in rows])
 
 
 def image_row(row: Mapping[str, Any]) -> list[str]:

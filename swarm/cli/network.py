@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from swarm.cli.common import LocalDaemon, print_json, print_table, with_daemon
+from swarm.cli.common import LocalDaemon, print_json, show_list, with_daemon
 from swarm.cli.root import swarm
 
 ID_LEN = 12  # IDs in tables (and -q), as docker truncates them
@@ -74,19 +74,12 @@ def network_create(daemon: LocalDaemon, driver: str, subnet: str | None, attacha
 def network_ls(daemon: LocalDaemon, quiet: bool, no_trunc: bool, fmt: str) -> None:
     """List the networks."""
     rows = sorted(daemon.call("network.ls"), key=lambda r: (r["name"], r["id"]))
-    if fmt == "json":
-        print_json([{key: row.get(key, "") for key in JSON_KEYS} for row in rows])
-        return
-
     def short(net_id: str) -> str:
         return net_id if no_trunc else net_id[:ID_LEN]
 
-    if quiet:
-        for row in rows:
-            click.echo(short(row["id"]))
-    else:
-        print_table([[short(row["id"]), row["name"], row["driver"], row["scope"]] for row in rows],
-                    NETWORK_COLUMNS)
+    show_list(rows, fmt, quiet, lambda: [[short(row["id"]), row["name"], row["driver"], row["scope"]] for row in rows],
+              NETWORK_COLUMNS, ident=lambda row: short(row["id"]),
+              as_json=lambda rows: [{key: row.get(key, "") for key in JSON_KEYS} for row in rows])
 
 
 @network.command("inspect")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from swarm.cli.common import (AVAILABILITIES, SLOW_CALL_TIMEOUT, LocalDaemon, _title, kv, parse_label_add,
-                               parse_label_rm, print_json, print_table, with_daemon)
+                               parse_label_rm, show_inspect, show_list, with_daemon)
 from swarm.cli.root import swarm
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,12 @@ def node() -> None:
 def node_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
     """List the nodes."""
     rows = sorted(daemon.call("node.ls"), key=lambda r: (r["hostname"], r["id"]))
-    if fmt == "json":
-        print_json(rows)
-    elif quiet:
-        for row in rows:
-            click.echo(row["id"])
-    else:
+
+    def table() -> list[list[str]]:
         self_id = daemon.call("ping").get("node_id")
-        print_table([node_row(row, row["id"] == self_id) for row in rows], NODE_COLUMNS)
+        return [node_row(row, row["id"] == self_id) for row in rows]
+
+    show_list(rows, fmt, quiet, table, NODE_COLUMNS)
 
 
 def node_row(row: Mapping[str, Any], is_self: bool) -> list[str]:
@@ -53,11 +51,7 @@ def node_row(row: Mapping[str, Any], is_self: bool) -> list[str]:
 @with_daemon
 def node_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
     """Show one or more nodes in detail (NODE: ID, ID prefix or hostname)."""
-    nodes = daemon.call("node.inspect", {"refs": list(refs)})
-    if fmt == "json":
-        print_json(nodes)
-    else:
-        click.echo("\n\n".join("\n".join(pretty_node(n)) for n in nodes))
+    show_inspect(daemon.call("node.inspect", {"refs": list(refs)}), fmt, pretty_node)
 
 
 

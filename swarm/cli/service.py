@@ -25,7 +25,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from swarm.cli.common import LocalDaemon, _title, fail, format_duration, kv, print_json, print_table, with_daemon
+from swarm.cli.common import (LocalDaemon, _title, fail, format_duration, kv, print_json, print_table, show_inspect,
+                               show_list, with_daemon)
 from swarm.cli.progress import ID_LEN, Waiter
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import (CONSTRAINT, ENV, ENV_KEY, NETWORK, PUBLISH, PUBLISH_RM, SCALE, SPEC_PARAMS, TAIL,
@@ -220,14 +221,8 @@ TASK_COLUMNS = ("ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE",
 def service_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
     """List the services."""
     rows = sorted(daemon.call("service.ls"), key=lambda r: (r["name"], r["id"]))
-    if fmt == "json":
-        print_json(rows)
-    elif quiet:
-        for row in rows:
-            click.echo(row["id"])
-    else:
-        print_table([[row["id"][:ID_LEN], row["name"], row["mode"], row["replicas"], row["image"],
-                      row.get("ports") or ""] for row in rows], SERVICE_COLUMNS)
+    show_list(rows, fmt, quiet, lambda: [[row["id"][:ID_LEN], row["name"], row["mode"], row["replicas"],
+                                          row["image"], row.get("ports") or ""] for row in rows], SERVICE_COLUMNS)
 
 
 @service.command("ps")
@@ -273,11 +268,7 @@ def task_table(rows: Sequence[Mapping[str, Any]], trunc: bool) -> list[list[str]
 @with_daemon
 def service_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
     """Show services in detail (SERVICE: ID, ID prefix or name)."""
-    services = daemon.call("service.inspect", {"refs": list(refs)})
-    if fmt == "json":
-        print_json(services)
-    else:
-        click.echo("\n\n".join("\n".join(pretty_service(s)) for s in services))
+    show_inspect(daemon.call("service.inspect", {"refs": list(refs)}), fmt, pretty_service)
 
 
 def pretty_service(s: Mapping[str, Any]) -> list[str]:

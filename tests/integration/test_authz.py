@@ -5,14 +5,13 @@ node record in the managers' store, not only the OU of the certificate it
 shows (a demoted manager may keep a copy of its old one)."""
 import os
 
-import pytest
 import trio
 
 from swarm.ca import pki
 from swarm.daemon.config import split_addr
 from swarm.daemon.daemon import Daemon
 from swarm.daemon.routing import NOT_MANAGER
-from swarm.lab.localcluster import Swarm, eventually
+from swarm.lab.localcluster import eventually
 from swarm.rpc.client import RPCClient
 from swarm.rpc.messages import RPCError
 
@@ -21,15 +20,6 @@ from swarm.rpc.messages import RPCError
 WORKER_ALLOWED = {"ca.bundle", "join", "heartbeat", "cert.renew", "control.left", "tasks.assigned",
                   "tasks.status", "control.info", "control.node.ls", "control.node.inspect"}
 ANONYMOUS_ALLOWED = {"ca.bundle", "join"}
-
-
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(str(tmp_path))
-    try:
-        yield s
-    finally:
-        s.stop_all()
 
 
 def read_certs(state_dir: str) -> tuple[bytes, bytes, bytes]:

@@ -1,20 +1,10 @@
 """What a user sees while the CLI waits for a service, on one real node (a
 real daemon and runc containers, through the real CLI): the reason a task
 cannot start, shown once, and `service scale` waiting like create/update."""
-import os
-import subprocess
 
 import pytest
 
-from swarm.lab.localcluster import ROOT, Swarm, eventually
-
-
-@pytest.fixture(scope="module")
-def demo_tar(tmp_path_factory):
-    out = tmp_path_factory.mktemp("image") / "demo.tar"
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), str(out)], check=True,
-                   capture_output=True)
-    return str(out)
+from swarm.lab.localcluster import Swarm, eventually
 
 
 @pytest.fixture

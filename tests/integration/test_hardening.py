@@ -1,25 +1,15 @@
 """One bad input must never stall the cluster: real daemons (a manager and a
 worker), a worker's own certificate over real mutual TLS, and the real CLI."""
 import json
-import os
-import subprocess
 
 import pytest
 import trio
 
 from swarm.ca import pki
 from swarm.daemon.config import Paths, split_addr
-from swarm.lab.localcluster import ROOT, Swarm, eventually
+from swarm.lab.localcluster import Swarm, eventually
 from swarm.rpc.client import RPCClient
 from swarm.rpc.messages import RPCError
-
-
-@pytest.fixture(scope="module")
-def demo_tar(tmp_path_factory):
-    out = tmp_path_factory.mktemp("image") / "demo.tar"
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), str(out)], check=True,
-                   capture_output=True)
-    return str(out)
 
 
 @pytest.fixture

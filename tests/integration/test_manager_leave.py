@@ -14,15 +14,6 @@ from swarm.lab.localcluster import ROOT, Swarm, eventually
 from swarm.daemon.procs import wait_gone
 
 
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(str(tmp_path))
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
 def foreground_daemon(swarm: Swarm, node) -> subprocess.Popen:
     """Restart `node`'s daemon as a child of the test, so that its exit status
     can be read; its output goes to the state dir's daemon.log, as a detached one's."""

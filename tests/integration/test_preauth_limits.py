@@ -18,22 +18,12 @@ import struct
 import subprocess
 import time
 
-import pytest
 import trio
 
 from swarm.ca import pki
-from swarm.lab.localcluster import Node, Swarm, eventually
+from swarm.lab.localcluster import Node, eventually
 from swarm.rpc.client import RPCClient
 from swarm.rpc.limits import UNAUTHENTICATED
-
-
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(str(tmp_path))
-    try:
-        yield s
-    finally:
-        s.stop_all()
 
 
 def host_port(addr: str) -> tuple[str, int]:

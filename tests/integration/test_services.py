@@ -2,20 +2,11 @@
 (one manager, two workers; separate daemons), through the real CLI."""
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from swarm.lab.localcluster import ROOT, Swarm, eventually
-
-
-@pytest.fixture(scope="module")
-def demo_tar(tmp_path_factory):
-    out = tmp_path_factory.mktemp("image") / "demo.tar"
-    subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), str(out)], check=True,
-                   capture_output=True)
-    return str(out)
+from swarm.lab.localcluster import Swarm, eventually
 
 
 @pytest.fixture

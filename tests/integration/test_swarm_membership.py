@@ -8,18 +8,9 @@ import time
 
 import pytest
 
-from swarm.lab.localcluster import Swarm, eventually
+from swarm.lab.localcluster import eventually
 from swarm.rpc.client import call_unix_sync
 from swarm.rpc.messages import RPCError
-
-
-@pytest.fixture
-def swarm(tmp_path):
-    s = Swarm(str(tmp_path))
-    try:
-        yield s
-    finally:
-        s.stop_all()
 
 
 @pytest.fixture
