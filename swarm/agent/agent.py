@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import trio
 
+from swarm.agent.slots import FairSlots
 from swarm.api import spec
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
@@ -103,7 +104,7 @@ class Controller:
                     await self.report("shutdown", "shut down before it started")
                     return
                 await self.report("accepted", "accepted")
-                async with self.agent.start_slots:
+                async with self.agent.start_slots.hold(self.task.service_id):
                     await self.report("preparing", "preparing")
                     try:
                         netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
@@ -118,7 +119,7 @@ class Controller:
                 if self.task.desired_state != "running":
                     await self.report("shutdown", "shut down before it started")
                     return
-                async with self.agent.start_slots:
+                async with self.agent.start_slots.hold(self.task.service_id):
                     await self.report("starting", "starting")
                     try:
                         await call(runtime.start, task_id)
@@ -188,8 +189,9 @@ class Agent:
         self.known: dict[str, spec.Task] = {}
         # Preparing and starting a container is CPU-heavy (mounts, a namespace, a shim,
         # runc): hundreds at once would starve this node's own control plane (Raft
-        # elections from starvation). A few at a time finish as soon, in total.
-        self.start_slots = trio.Semaphore(START_CONCURRENCY)
+        # elections from starvation). A few at a time finish as soon, in total, and
+        # services take turns, so a big one never holds back a small one's tasks.
+        self.start_slots = FairSlots(START_CONCURRENCY)
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
