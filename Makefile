@@ -10,7 +10,7 @@ test: setup
 demo:
 	scripts/demo.sh
 
-# Every scenario, full length (about 20 minutes); SEED=... replays a run.
+# Every scenario, full length (about 15 minutes); SEED=... replays a run.
 chaos: setup
 	.venv/bin/python -m swarm chaos run all --nodes 4 --managers 3 --duration 60 $(if $(SEED),--seed $(SEED)) --report chaos-report.json
 
