@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from raft.fsutil import atomic_write
 from swarm.api.errors import SwarmError
 from swarm.daemon.procs import wait_gone
 
@@ -102,12 +103,7 @@ def load(name: str) -> dict[str, Any] | None:
 def save(rec: dict[str, Any]) -> None:
     path = record_path(rec["name"])
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(rec, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    atomic_write(path, json.dumps(rec, indent=2).encode(), mode=0o600)
 
 
 def lab_names() -> list[str]:
