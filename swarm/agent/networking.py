@@ -151,6 +151,12 @@ class NodeNetworking:
         if not published or not ingress_ip or ingress_net is None:
             return
         if self.ingress is None:
+            if ns.is_initial_ns(None):
+                # The routing mesh rewrites the node's own namespace (nftables, a veth):
+                # never the machine's. Such a node serves everything but published ports.
+                records_log.warn_once(f"ingress {self.node_id}", "published ports are not served here: this "
+                                      "node runs in the machine's own network namespace")
+                return
             dp = await self._ensure_network(ingress_net)
             sandbox = IngressSandbox(self.name("in", "gress"), Attachment.on(dp, ingress_ip))
             try:

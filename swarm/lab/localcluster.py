@@ -90,20 +90,35 @@ class Swarm:
         return {row["hostname"]: row for row in self.json(via, "node", "ls")}
 
     def stop_containers(self) -> None:
-        """Containers outlive their daemons by design: stop every one these nodes made."""
+        """Containers (and the namespaces of their networks) outlive their daemons by
+        design: stop and remove every one these nodes made."""
         from swarm.runtime.images import ImageStore
         from swarm.runtime.runc import Runtime
 
-        for node in self.nodes.values():
-            tasks = os.path.join(node.state_dir, "tasks")
-            if not os.path.isdir(tasks):
-                continue
-            runtime = Runtime(tasks, ImageStore(os.path.join(node.state_dir, "images")))
-            for task_id in runtime.list():
-                try:
-                    runtime.stop(task_id, 0)
-                finally:
-                    runtime.remove(task_id)
+        try:
+            for node in self.nodes.values():
+                tasks = os.path.join(node.state_dir, "tasks")
+                if not os.path.isdir(tasks):
+                    continue
+                runtime = Runtime(tasks, ImageStore(os.path.join(node.state_dir, "images")))
+                for task_id in runtime.list():
+                    try:
+                        runtime.stop(task_id, 0)
+                    finally:
+                        runtime.remove(task_id)
+        finally:
+            self.remove_namespaces()
+
+    def remove_namespaces(self) -> list[str]:
+        """The network namespaces these nodes' daemons made (killed daemons leave them)."""
+        from swarm.lab.lab import NETNS_DIR, node_netns_prefix, remove_netns
+
+        removed = []
+        prefixes = [p for p in (node_netns_prefix(n.state_dir) for n in self.nodes.values()) if p]
+        for name in sorted(os.listdir(NETNS_DIR)) if prefixes and os.path.isdir(NETNS_DIR) else []:
+            if any(name.startswith(p) for p in prefixes) and remove_netns(name):
+                removed.append(name)
+        return removed
 
     def stop_all(self) -> None:
         for node in self.nodes.values():
