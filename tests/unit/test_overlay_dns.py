@@ -203,7 +203,11 @@ def test_too_short_for_a_header_is_dropped():
 
 
 def test_header_with_a_broken_body_gets_formerr():
-    good = dns.message.make_query("web", "A").to_wire()
+    query = dns.message.make_query("web", "A")
+    # A fixed id: the last case re-reads the query's own header as a question, and an
+    # id whose first byte is 0 or 1 makes that a readable question (1 run in 128 failed).
+    query.id = 0x4A4A
+    good = query.to_wire()
     for bad in (good[:12],                                            # question missing
                 good[:-3],                                            # question cut short
                 good[:12] + b"\xc0\x0c" + good[-4:],                  # pointer in the question
