@@ -46,8 +46,36 @@ class RestartPolicy:
 class Mount:
     type: str                # bind | volume | tmpfs
     target: str
-    source: str = ""
+    source: str = ""         # bind: host path; volume: name ("" = anonymous, one per task); tmpfs: none
     readonly: bool = False
+    bind_propagation: str = ""          # bind: rprivate (Docker's default) | private | rshared | shared | rslave | slave
+    bind_recursive: str = "enabled"     # bind: enabled | disabled | writable | readonly (Docker 25's bind-recursive)
+    volume_nocopy: bool = False         # volume: do not copy the image's files at the target into a new volume
+    volume_labels: dict[str, str] = field(default_factory=dict)
+    volume_driver: str = "local"        # only the local driver exists
+    volume_opts: dict[str, str] = field(default_factory=dict)   # local driver: type, device, o (as docker's)
+    tmpfs_size: int = 0                 # bytes; 0 = unlimited (half the node's memory, the kernel's default)
+    tmpfs_mode: int = 0                 # permission bits; 0 = 1777
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str                # nofile, nproc, core, ... (without RLIMIT_)
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class DNSConfig:
+    nameservers: tuple[str, ...] = ()   # --dns: upstreams of the embedded DNS (or resolv.conf without networks)
+    search: tuple[str, ...] = ()        # --dns-search
+    options: tuple[str, ...] = ()       # --dns-option
+
+
+@dataclass(frozen=True)
+class LogDriver:
+    name: str = "json-file"             # json-file | local | none
+    options: dict[str, str] = field(default_factory=dict)   # max-size, max-file (as docker's --log-opt)
 
 
 @dataclass(frozen=True)
@@ -66,20 +94,41 @@ class Attachment:
 
 @dataclass(frozen=True)
 class ContainerSpec:
+    """What one task's container runs: Docker's ContainerSpec, plus the log driver (a
+    task template field in Docker, kept here because it is all the worker needs)."""
     image: str
-    command: tuple[str, ...] = ()     # argv; empty = the image's default
-    env: tuple[str, ...] = ()         # "K=V"
+    command: tuple[str, ...] = ()     # docker's Args (COMMAND ARG... of service create): replaces the image's CMD
+    env: tuple[str, ...] = ()         # "K=V"; values may hold templates ({{.Task.Slot}})
     mounts: tuple[Mount, ...] = ()
     stop_grace_period: float = 10.0
     limits: Resources = Resources()   # copied from ServiceSpec.limits: what the runtime enforces
+    entrypoint: tuple[str, ...] = ()  # docker's Command (--entrypoint): replaces the image's ENTRYPOINT and CMD
+    hostname: str = ""                # may hold templates; "" = the container id's first 12 characters
+    user: str = ""                    # USER[:GROUP], names or ids; "" = the image's USER (root if none)
+    groups: tuple[str, ...] = ()      # supplementary groups (names or gids)
+    workdir: str = ""                 # "" = the image's WORKDIR ("/" if none)
+    init: bool | None = None          # a tiny init as PID 1; None = the node's default (off)
+    tty: bool = False
+    stop_signal: str = ""             # "" = the image's STOPSIGNAL, else SIGTERM
+    read_only: bool = False           # the root filesystem
+    cap_add: tuple[str, ...] = ()     # "CAP_NET_ADMIN" form, or "ALL"
+    cap_drop: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    ulimits: tuple[Ulimit, ...] = ()
+    pids_limit: int = 0               # 0 = no limit
+    oom_score_adj: int = 0
+    dns: DNSConfig = DNSConfig()
+    hosts: tuple[str, ...] = ()       # "IP HOSTNAME..." lines for /etc/hosts (docker's --host HOST:IP)
+    labels: dict[str, str] = field(default_factory=dict)    # container labels
+    log_driver: LogDriver = LogDriver()
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     container: ContainerSpec
-    mode: str = "replicated"          # replicated | global
-    replicas: int = 1
+    mode: str = "replicated"          # replicated | global | replicated-job | global-job
+    replicas: int = 1                 # replicated-job: the number of completions wanted
     constraints: tuple[str, ...] = ()  # "node.labels.zone==a", "node.role!=manager", ...
     reservations: Resources = Resources()
     limits: Resources = Resources()
@@ -88,6 +137,13 @@ class ServiceSpec:
     networks: tuple[str, ...] = ()     # network IDs
     endpoint_mode: str = "vip"         # vip | dnsrr
     ports: tuple[PortConfig, ...] = ()
+    placement_prefs: tuple[str, ...] = ()  # "spread=node.labels.zone", applied in order (SwarmKit's tree)
+    max_replicas_per_node: int = 0     # 0 = no limit
+    max_concurrent: int = 0            # jobs: tasks running at once; 0 = as many as replicas (global: all)
+
+
+JOB_MODES = frozenset({"replicated-job", "global-job"})
+GLOBAL_MODES = frozenset({"global", "global-job"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +155,7 @@ class Service:
     updated_at: float = 0.0
     vips: dict[str, str] = field(default_factory=dict)   # network ID -> VIP ("10.0.1.2/24"), set by the allocator
     ports: tuple[PortConfig, ...] = ()                     # published ports as allocated
+    job_iteration: int = 0             # jobs: bumped on every update, so the job runs again (Docker's JobIteration)
 
 
 @dataclass(frozen=True)
@@ -126,6 +183,8 @@ class Task:
     attempt: int = 0                   # restarts of this slot so far
     not_before: float = 0.0            # restart delay: do not start before this time
     networks: tuple[Attachment, ...] = ()  # addresses, set by the allocator when the task is placed
+    job_iteration: int = 0             # jobs: the service's job_iteration this task belongs to
+    service_labels: dict[str, str] = field(default_factory=dict)  # for templates ({{.Service.Labels}})
 
     @property
     def name(self) -> str:
