@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import ipaddress
 import logging
+import platform
+import socket
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import trio
 
+from overlay import dns as embedded_dns
 from swarm.agent.slots import FairSlots
 from swarm.api import spec
+from swarm.api.servicetemplate import context_for, expand_container
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
 
@@ -33,6 +38,34 @@ log = logging.getLogger(__name__)
 REPORT_BATCH_DELAY = 0.02
 START_CONCURRENCY = 4  # containers being prepared or started at once on this node
 LB_DRAIN_DELAY = 1.0   # seconds between leaving the load balancers and the stop signal
+EMBEDDED_DNS = "127.0.0.11"             # the task's resolver on its networks (networking.py serves it)
+FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")   # Docker's, when the node's resolv.conf names no usable server
+
+
+def resolver_settings(dns: spec.DNSConfig, on_networks: bool,
+                      host_servers: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(nameservers, search, options) of a task's resolv.conf, as Docker writes it: on networks the
+    embedded DNS (which forwards to the --dns servers) with ndots:0 unless an ndots option is
+    given; without networks the --dns servers themselves, else the node's, else Docker's fallback."""
+    if on_networks:
+        options = dns.options if any(o.startswith("ndots:") for o in dns.options) else (*dns.options, "ndots:0")
+        return (EMBEDDED_DNS,), dns.search, tuple(options)
+    return dns.nameservers or tuple(host_servers) or FALLBACK_DNS, dns.search, dns.options
+
+
+def hosts_entries(lines: Sequence[str]) -> list[tuple[str, str]]:
+    """--host entries ("IP HOSTNAME [ALIAS...]") as (address, names) for /etc/hosts."""
+    out = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 2:
+            raise ValueError(f"invalid --host entry {line!r}: expected an address and a host name")
+        try:
+            ipaddress.ip_address(parts[0])
+        except ValueError:
+            raise ValueError(f"invalid --host entry {line!r}: {parts[0]!r} is not an IP address") from None
+        out.append((parts[0], " ".join(parts[1:])))
+    return out
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -107,8 +140,7 @@ class Controller:
                 async with self.agent.start_slots.hold(self.task.service_id):
                     await self.report("preparing", "preparing")
                     try:
-                        netns = await self.agent.net.sandbox(self.task) if self.task.networks else None
-                        await call(runtime.prepare, task_id, self.task.spec, self.task.spec.limits, netns)
+                        await self._prepare()
                     except Exception as exc:  # the runtime's or the datapath's one-sentence error
                         await self.report("rejected", "preparing failed", err=str(exc))
                         return
@@ -138,6 +170,17 @@ class Controller:
                         await self.agent.net.remove(task_id)
                     except Exception as exc:
                         log.warning("could not remove the sandbox of task %s: %s", task_id, exc)
+
+    async def _prepare(self) -> None:
+        """The task's container spec with its templates expanded for this node, then its container."""
+        agent, task = self.agent, self.task
+        container = expand_container(task.spec, context_for(task, agent.hostname, "linux", agent.arch))
+        servers, search, options = resolver_settings(container.dns, bool(task.networks), agent.host_nameservers)
+        hosts = hosts_entries(container.hosts)
+        netns = await agent.net.sandbox(task) if task.networks else None
+        await call(agent.runtime.prepare, task.id, container, container.limits, netns,
+                   hostname=container.hostname or None, dns=servers, dns_search=search, dns_options=options,
+                   hosts=hosts)
 
     async def _desired_changed(self) -> None:
         self.changed = trio.Event()
@@ -176,8 +219,13 @@ class Controller:
 
 class Agent:
     def __init__(self, node_id: str, runtime: ContainerRuntime, call_manager: CallManager,
-                 vtep: str = "127.0.0.1", *, networking: NetworkingFactory = node_networking) -> None:
+                 vtep: str = "127.0.0.1", *, networking: NetworkingFactory = node_networking,
+                 hostname: str = "") -> None:
         self.node_id = node_id
+        self.hostname = hostname or socket.gethostname()   # the node's, for {{.Node.Hostname}}
+        self.arch = platform.machine()                      # {{.Node.Platform.Architecture}}, as uname -m
+        # Servers for tasks without networks and without --dns, as Docker's (loopback ones left out).
+        self.host_nameservers = tuple(addr for addr, _ in embedded_dns.host_upstreams())
         self.vtep = vtep
         self.networking = networking
         self.net: Networking = None  # type: ignore[assignment]  # made in run(), with the agent's nursery

@@ -119,7 +119,8 @@ class NodeNetworking:
     async def _ensure_network(self, net: netview.Network) -> NetworkDatapath:
         dp = self.datapaths.get(net.id)
         if dp is None:
-            dp = NetworkDatapath(self.name("ov", net.id), net.vni, net.subnet, self.vtep, gateway=net.gateway)
+            dp = NetworkDatapath(self.name("ov", net.id), net.vni, net.subnet, self.vtep, gateway=net.gateway,
+                                 port=self.view.data_path_port)
             await trio.to_thread.run_sync(dp.create)
             self.datapaths[net.id] = dp
         return dp
@@ -188,10 +189,12 @@ class NodeNetworking:
             self.sandboxes[task.id] = box
             self.task_networks[task.id] = [a.network_id for a in task.networks]
             await self._apply_lb(task.id)
-        await self._start_dns(task.id, box)
+        await self._start_dns(task.id, box, task_upstreams(task.spec.dns.nameservers) or self.upstreams)
         return box.path
 
-    async def _start_dns(self, task_id: str, box: TaskSandbox) -> None:
+    async def _start_dns(self, task_id: str, box: TaskSandbox, upstreams: list[dns.Upstream]) -> None:
+        """The task's embedded DNS server: its networks' records, else `upstreams` (the task's --dns
+        servers, else the node's)."""
         if task_id in self.dns_scopes:
             return
         udp, tcp = await trio.to_thread.run_sync(dns.open_sockets_in_netns, box.netns)
@@ -208,7 +211,7 @@ class NodeNetworking:
 
         async def run() -> None:
             with scope:
-                await dns.serve([udp, tcp], resolver, self.upstreams)
+                await dns.serve([udp, tcp], resolver, upstreams)
 
         self.nursery.start_soon(run)
 
@@ -241,6 +244,18 @@ class NodeNetworking:
         for name in ns.list_ns():
             if name.startswith(self.prefix + "-"):
                 await trio.to_thread.run_sync(ns.remove, name)
+
+
+def task_upstreams(nameservers: tuple[str, ...]) -> list[dns.Upstream]:
+    """A task's --dns servers as the embedded DNS forwards to them (port 53; not addresses are skipped,
+    the control API refuses them before they get here)."""
+    out: list[dns.Upstream] = []
+    for server in nameservers:
+        try:
+            out.append((str(ipaddress.ip_address(server)), 53))
+        except ValueError:
+            log.warning("--dns %r is not an IP address: left out", server)
+    return out
 
 
 def interface_address(address: str) -> str:

@@ -8,6 +8,8 @@ reads a clock: callers pass `now`.
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import re
 from typing import Any
 
 import msgpack
@@ -45,6 +47,8 @@ def rfc3339(seconds: float) -> str:
 
 MAX_IMAGES = 10_000
 MAX_REF = 512
+MAX_PLATFORM = 64
+_PLATFORM_RE = re.compile(r"[A-Za-z0-9_.-]*")
 MAX_RESOURCE = 1 << 62
 
 
@@ -96,6 +100,19 @@ def node_facts(params: Any) -> dict:
             if not isinstance(ref, str) or not 0 < len(ref) <= MAX_REF or not ref.isprintable():
                 raise BadFacts(f"images holds an invalid reference {str(ref)[:80]!r}")
         facts["images"] = sorted(set(images))
+    if "platform" in params:
+        # what node.platform.os / node.platform.arch constraints match: "linux", "x86_64"
+        platform = params["platform"]
+        if not isinstance(platform, dict):
+            raise BadFacts("platform must be a map of os and architecture")
+        clean = {}
+        for key in ("os", "architecture"):
+            value = platform.get(key, "")
+            if not isinstance(value, str) or len(value) > MAX_PLATFORM or not _PLATFORM_RE.fullmatch(value):
+                raise BadFacts(f"platform.{key} must be a short name of letters, digits, '.', '_' and '-', "
+                               f"not {str(value)[:80]!r}")
+            clean[key] = value
+        facts["platform"] = clean
     return facts
 
 
@@ -164,3 +181,131 @@ def removal_keeps_quorum(members: int, reachable: int, target_reachable: bool) -
         return False
     reachable_after = reachable - (1 if target_reachable else 0)
     return reachable_after > remaining / 2
+
+
+# -- cluster settings (`swarm init` flags, `swarm update`) -------------------------------
+#
+# The cluster record carries them beside the CA and the tokens; a record made before a
+# setting existed lacks it, so readers go through `cluster_settings` (defaults filled in).
+
+DEFAULT_HEARTBEAT = 1.0                      # seconds (Docker's is 5 s; ours is shorter for labs)
+DEFAULT_CERT_EXPIRY = 90 * 24 * 3600.0       # Docker's 2160h
+DEFAULT_TASK_HISTORY = 5
+DEFAULT_ADDR_POOLS = ("10.0.0.0/8",)         # Docker's default-addr-pool
+DEFAULT_POOL_MASK = 24
+DEFAULT_DATA_PATH_PORT = 4789                # IANA's VXLAN port
+DATA_PATH_PORTS = (1024, 49151)              # Docker's range for --data-path-port
+MIN_CERT_EXPIRY = 10.0                       # seconds; lower than Docker's 1h so tests can renew
+HEARTBEAT_RANGE = (0.05, 3600.0)
+MAX_ADDR_POOLS = 64
+SETTINGS = ("heartbeat", "cert_expiry", "task_history_limit", "default_addr_pools",
+            "default_addr_pool_mask_length", "data_path_port")
+UPDATABLE = ("heartbeat", "cert_expiry", "task_history_limit")   # the rest are fixed at init, as Docker's
+
+
+class BadSetting(ValueError):
+    """A cluster setting out of range; the message names the flag."""
+
+
+def cluster_settings(cluster: dict) -> dict:
+    """The cluster's settings, with Docker's defaults for those its record lacks."""
+    return {
+        "heartbeat": float(cluster.get("heartbeat", DEFAULT_HEARTBEAT)),
+        "cert_expiry": float(cluster.get("cert_expiry", DEFAULT_CERT_EXPIRY)),
+        "task_history_limit": int(cluster.get("task_history_limit", DEFAULT_TASK_HISTORY)),
+        "default_addr_pools": list(cluster.get("default_addr_pools") or DEFAULT_ADDR_POOLS),
+        "default_addr_pool_mask_length": int(cluster.get("default_addr_pool_mask_length", DEFAULT_POOL_MASK)),
+        "data_path_port": int(cluster.get("data_path_port") or DEFAULT_DATA_PATH_PORT),
+    }
+
+
+def _number(flag: str, value: Any, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise BadSetting(f"{flag} must be a {'whole ' if integer else ''}number, not {value!r}")
+    return value
+
+
+def check_heartbeat(value: Any) -> float:
+    low, high = HEARTBEAT_RANGE
+    if not low <= _number("--dispatcher-heartbeat", value) <= high:
+        raise BadSetting("--dispatcher-heartbeat must be between 50ms and 1h")
+    return float(value)
+
+
+def check_cert_expiry(value: Any) -> float:
+    if _number("--cert-expiry", value) < MIN_CERT_EXPIRY:
+        raise BadSetting(f"--cert-expiry must be at least {MIN_CERT_EXPIRY:g}s")
+    return float(value)
+
+
+def check_task_history(value: Any) -> int:
+    """Docker's task history retention limit: a negative one keeps every task."""
+    if not -1 <= _number("--task-history-limit", value, integer=True) <= 1_000_000:
+        raise BadSetting("--task-history-limit must be a whole number from -1 (keep all) to 1000000")
+    return int(value)
+
+
+def check_data_path_port(value: Any) -> int:
+    """Docker's rule: 0 means the default (4789), otherwise 1024-49151."""
+    port = _number("--data-path-port", value, integer=True)
+    if port == 0:
+        return DEFAULT_DATA_PATH_PORT
+    low, high = DATA_PATH_PORTS
+    if not low <= port <= high:
+        raise BadSetting(f"--data-path-port must be from {low} to {high} (0: the default {DEFAULT_DATA_PATH_PORT}), "
+                         f"not {port}")
+    return int(port)
+
+
+def check_addr_pools(pools: Any, mask: Any) -> tuple[list[str], int]:
+    """--default-addr-pool CIDRs (IPv4, not overlapping) and the subnet size cut from them
+    (at least as long as every pool's prefix, at most /29 so a subnet has room for tasks).
+    No pool given: Docker's default 10.0.0.0/8."""
+    if not isinstance(pools, (list, tuple)) or len(pools) > MAX_ADDR_POOLS:
+        raise BadSetting(f"--default-addr-pool takes at most {MAX_ADDR_POOLS} CIDRs")
+    mask = _number("--default-addr-pool-mask-length", mask, integer=True)
+    nets = []
+    for text in pools or DEFAULT_ADDR_POOLS:
+        try:
+            net = ipaddress.ip_network(str(text), strict=True)
+        except ValueError as exc:
+            raise BadSetting(f"--default-addr-pool {text!r} is not a network in CIDR form (like 10.20.0.0/16): "
+                             f"{exc}") from None
+        if net.version != 4:
+            raise BadSetting(f"--default-addr-pool {text} is not IPv4 (overlay networks are IPv4 here)")
+        clash = next((n for n in nets if n.overlaps(net)), None)
+        if clash is not None:
+            raise BadSetting(f"--default-addr-pool {text} overlaps {clash}")
+        nets.append(net)
+    widest = max(n.prefixlen for n in nets)
+    if not widest <= mask <= 29:
+        raise BadSetting(f"--default-addr-pool-mask-length must be from {widest} (the longest pool prefix) to 29, "
+                         f"not {mask}")
+    return [str(n) for n in nets], int(mask)
+
+
+def init_settings(*, heartbeat: Any = DEFAULT_HEARTBEAT, cert_expiry: Any = DEFAULT_CERT_EXPIRY,
+                  task_history_limit: Any = DEFAULT_TASK_HISTORY, default_addr_pools: Any = (),
+                  default_addr_pool_mask_length: Any = DEFAULT_POOL_MASK,
+                  data_path_port: Any = DEFAULT_DATA_PATH_PORT) -> dict:
+    """The settings `swarm init` writes into the new cluster record, checked (BadSetting names the flag)."""
+    pools, mask = check_addr_pools(list(default_addr_pools), default_addr_pool_mask_length)
+    return {"heartbeat": check_heartbeat(heartbeat), "cert_expiry": check_cert_expiry(cert_expiry),
+            "task_history_limit": check_task_history(task_history_limit), "default_addr_pools": pools,
+            "default_addr_pool_mask_length": mask, "data_path_port": check_data_path_port(data_path_port)}
+
+
+def settings_update(params: Any) -> dict:
+    """The settings a `swarm update` changes, checked: only those given; a setting fixed at
+    init (address pools, data path port) is refused with one sentence."""
+    if not isinstance(params, dict):
+        raise BadSetting("cluster.update takes a map of settings")
+    fixed = sorted(k for k in params if k in SETTINGS and k not in UPDATABLE)
+    if fixed:
+        raise BadSetting(f"{fixed[0]} is chosen at swarm init and cannot be changed")
+    unknown = sorted(k for k in params if k not in SETTINGS and k != "version")
+    if unknown:
+        raise BadSetting(f"unknown cluster setting {unknown[0]!r}")
+    checks = {"heartbeat": check_heartbeat, "cert_expiry": check_cert_expiry,
+              "task_history_limit": check_task_history}
+    return {k: checks[k](params[k]) for k in UPDATABLE if params.get(k) is not None}

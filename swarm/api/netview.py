@@ -12,7 +12,8 @@ On the wire (msgpack maps, the same keys as the fields below):
      "peers":      {network id: [{"ip", "vtep"}, ...]},
      "services":   {network id: [{"name", "mode", "vip", "tasks": [ip, ...]}, ...]},
      "ingress_ip": "10.0.0.3",
-     "published":  [{"published", "target", "protocol", "service", "tasks": [ip, ...]}, ...]}
+     "published":  [{"published", "target", "protocol", "service", "tasks": [ip, ...]}, ...],
+     "data_path_port": 4789}
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class NetworkView:
     services: dict[str, tuple[ServiceEntry, ...]] = field(default_factory=dict)  # per network: its service table
     ingress_ip: str = ""             # this node's ingress sandbox address ("" if none yet)
     published: tuple[PublishedPort, ...] = ()
+    data_path_port: Annotated[int, msgspec.Meta(ge=1024, le=49151)] = 4789   # VXLAN's UDP port (swarm init)
 
     def ingress_network(self) -> Network | None:
         return next((n for n in self.networks.values() if n.ingress), None)

@@ -1,8 +1,7 @@
-"""`swarm init`, `join`, `daemon`, `join-token`, `leave` and `info`: the swarm itself."""
+"""`swarm init`, `join`, `daemon`, `join-token`, `leave`, `update` and `info`: the swarm itself."""
 from __future__ import annotations
 
-from __future__ import annotations
-
+import ipaddress
 import logging
 import os
 import socket
@@ -11,12 +10,47 @@ from typing import Any
 
 import click
 
+from swarm.api import model
 from swarm.rpc.messages import RPCError
-from swarm.cli.common import (ADDRESS, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT, LocalDaemon,
-                               bootstrap, format_duration, print_json, with_daemon)
+from swarm.cli.common import (ADDRESS, AVAILABILITIES, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT,
+                               LocalDaemon, bootstrap, format_duration, print_json, with_daemon)
 from swarm.cli.root import swarm
 
 log = logging.getLogger(__name__)
+
+
+class AddrPool(click.ParamType):
+    """--default-addr-pool: IPv4 CIDRs, comma-separated or repeated (Docker's ipNetSlice)."""
+    name = "cidr"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        out = []
+        for text in str(value).split(","):
+            try:
+                out.append(str(ipaddress.IPv4Network(text.strip(), strict=True)))
+            except ValueError as exc:
+                self.fail(f"{text.strip()!r} is not an IPv4 network in CIDR form (like 10.20.0.0/16): {exc}",
+                          param, ctx)
+        return tuple(out)
+
+
+ADDR_POOL = AddrPool()
+
+
+def check_setting(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback running one of the model's setting checks (a usage error naming the flag)."""
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except model.BadSetting as exc:
+            raise click.UsageError(str(exc), ctx) from None
+    return callback
+
+
 # -- swarm init / join / daemon ------------------------------------------------
 
 
@@ -42,20 +76,36 @@ def say_defaults(addr: str | None, hostname: str | None) -> None:
               help="Validity of node certificates.")
 @click.option("--dispatcher-heartbeat", type=DURATION, default="1s", show_default=True,
               help="Heartbeat period of the nodes.")
+@click.option("--availability", type=click.Choice(AVAILABILITIES), default="active", show_default=True,
+              help="Availability of this node.")
+@click.option("--default-addr-pool", "addr_pools", multiple=True, type=ADDR_POOL, metavar="CIDR",
+              help="Address pool the subnets of overlay networks are taken from (repeatable; default 10.0.0.0/8).")
+@click.option("--default-addr-pool-mask-length", "pool_mask", type=click.IntRange(1, 32), default=24,
+              show_default=True, help="Size (prefix length) of the subnets taken from the pools.")
+@click.option("--data-path-port", type=int, default=0, callback=check_setting(model.check_data_path_port),
+              help="UDP port of the VXLAN data path (1024-49151; 0: the default 4789).")
+@click.option("--task-history-limit", type=int, default=5, show_default=True,
+              callback=check_setting(model.check_task_history), help="Ended tasks kept per slot (-1: all).")
 @click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @with_daemon
 def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
-         cert_expiry: float, dispatcher_heartbeat: float, force_new_cluster: bool, foreground: bool) -> None:
+         cert_expiry: float, dispatcher_heartbeat: float, availability: str, addr_pools: tuple[tuple[str, ...], ...],
+         pool_mask: int, data_path_port: int, task_history_limit: int, force_new_cluster: bool,
+         foreground: bool) -> None:
     """Initialize a swarm: this node becomes its first manager."""
     if advertise_addr is None and not force_new_cluster:
         raise click.UsageError("Missing option '--advertise-addr'.")
     # Chosen here rather than in the bootstrap, so that it can be named (a forced new cluster keeps its name).
     default_hostname = socket.gethostname() if hostname is None and not force_new_cluster else None
+    settings = {"default_addr_pools": [cidr for group in addr_pools for cidr in group],
+                "default_addr_pool_mask_length": pool_mask, "data_path_port": data_path_port,
+                "task_history_limit": task_history_limit}
     boot = bootstrap()
     state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
                             listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
-                            heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster)
+                            heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster,
+                            availability=availability, settings=settings)
     say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
     if foreground:
@@ -140,6 +190,23 @@ def leave(daemon: LocalDaemon, force: bool) -> None:
     click.echo("Node left the swarm.")
 
 
+@swarm.command("update")
+@click.option("--task-history-limit", type=int, callback=check_setting(model.check_task_history),
+              help="Ended tasks kept per slot (-1: all).")
+@click.option("--dispatcher-heartbeat", type=DURATION, callback=check_setting(model.check_heartbeat),
+              help="Heartbeat period of the nodes.")
+@click.option("--cert-expiry", type=DURATION, callback=check_setting(model.check_cert_expiry),
+              help="Validity of node certificates issued from now on.")
+@with_daemon
+def update(daemon: LocalDaemon, task_history_limit: int | None, dispatcher_heartbeat: float | None,
+           cert_expiry: float | None) -> None:
+    """Update the swarm's settings (only those given change)."""
+    changes = {"task_history_limit": task_history_limit, "heartbeat": dispatcher_heartbeat,
+               "cert_expiry": cert_expiry}
+    daemon.call("cluster.update", {k: v for k, v in changes.items() if v is not None})
+    click.echo("Swarm updated.")
+
+
 @swarm.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @with_daemon
@@ -161,6 +228,8 @@ def info_lines(info: Mapping[str, Any]) -> list[str]:
     lines.append(f" Is Manager: {str(info.get('role') == 'manager').lower()}")
     lines += line(1, "ClusterID", "cluster_id") + line(1, "Managers", "managers") + line(1, "Nodes", "nodes")
     lines += line(1, "Leader", "leader")
+    if info.get("task_history_limit") is not None:
+        lines += [" Orchestration:", f"  Task History Retention Limit: {info['task_history_limit']}"]
     raft = info.get("raft")
     if isinstance(raft, Mapping):
         lines.append(" Raft:")
@@ -173,7 +242,12 @@ def info_lines(info: Mapping[str, Any]) -> list[str]:
             lines += [f"   {member}" for member in raft["members"]]
     if info.get("heartbeat_period") is not None:
         lines += [" Dispatcher:", f"  Heartbeat Period: {format_duration(float(info['heartbeat_period']))}"]
+    if info.get("cert_expiry_period") is not None:
+        lines += [" CA Configuration:", f"  Expiry Duration: {format_duration(float(info['cert_expiry_period']))}"]
     lines += line(1, "Certificate Expiry", "cert_expiry") + line(1, "Node Address", "addr")
+    if info.get("default_addr_pools"):
+        lines.append(f" Default Address Pool: {' '.join(info['default_addr_pools'])}")
+    lines += line(1, "SubnetSize", "default_addr_pool_mask_length") + line(1, "Data Path Port", "data_path_port")
     if info.get("manager_addrs"):
         lines.append(" Manager Addresses:")
         lines += [f"  {addr}" for addr in info["manager_addrs"]]

@@ -19,6 +19,9 @@ from typing import Any, NoReturn
 
 import click
 
+from swarm.api import filters
+from swarm.api.gofmt import DOCKER_FUNCTIONS, Function
+from swarm.api.gotemplate import TemplateError, compile_template
 from swarm.rpc.client import call_unix_sync
 from swarm.rpc.messages import RPCError
 
@@ -241,10 +244,16 @@ def parse_label_rm(ctx: click.Context, param: click.Parameter, values: Sequence[
 
 def print_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> None:
     """Columns padded like docker's tabwriter (min width 10, 3 spaces between)."""
-    table = [list(columns)] + [[str(cell) for cell in row] for row in rows]
-    widths = [max(10, max(len(r[i]) for r in table) + 3) for i in range(len(columns) - 1)]
+    print_cells([list(columns)] + [[str(cell) for cell in row] for row in rows])
+
+
+def print_cells(table: Sequence[Sequence[str]]) -> None:
+    """Rows of cells as docker's tabwriter(minwidth 10, padding 3) aligns them: every cell
+    but a row's last is padded to its column's width (rows may have fewer cells)."""
+    columns = max((len(row) for row in table), default=0)
+    widths = [max([10] + [len(row[i]) + 3 for row in table if len(row) > i + 1]) for i in range(columns - 1)]
     for row in table:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + row[len(widths):]
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths)] + list(row[-1:])
         click.echo("".join(cells).rstrip())
 
 
@@ -254,11 +263,16 @@ def print_json(obj: Any) -> None:
 
 def show_list(rows: Sequence[Any], fmt: str, quiet: bool, table: Callable[[], list[list[str]]],
               columns: Sequence[str], *, ident: Callable[[Any], str] = lambda row: row["id"],
-              as_json: Callable[[Sequence[Any]], Any] = list) -> None:
-    """What every `ls` prints: one JSON document, the IDs (-q), or docker's table
-    (built only when it is shown: it may cost another call)."""
+              as_json: Callable[[Sequence[Any]], Any] = list,
+              fields: Callable[[Sequence[Any]], list[Mapping[str, Any]]] | None = None,
+              headers: Mapping[str, str] | None = None) -> None:
+    """What every `ls` prints: one JSON document, a Go template per row (`fields` gives the
+    rows with docker's field names, `headers` their column titles for "table TEMPLATE"),
+    the IDs (-q), or docker's table (built only when it is shown: it may cost another call)."""
     if fmt == "json":
         print_json(as_json(rows))
+    elif fmt != "table" and fields is not None:
+        show_templated(fields(rows), fmt, headers or {})     # docker: a custom format wins over -q
     elif quiet:
         for row in rows:
             click.echo(ident(row))
@@ -267,12 +281,134 @@ def show_list(rows: Sequence[Any], fmt: str, quiet: bool, table: Callable[[], li
 
 
 def show_inspect(objects: Sequence[Mapping[str, Any]], fmt: str,
-                 pretty: Callable[[Mapping[str, Any]], list[str]]) -> None:
-    """What every `inspect` prints: a JSON list, or docker's --pretty text, one block per object."""
+                 pretty: Callable[[Mapping[str, Any]], list[str]] | None = None) -> None:
+    """What every `inspect` prints: a JSON list, docker's --pretty text (one block per
+    object), or a Go template rendered for each object."""
     if fmt == "json":
         print_json(list(objects))
-    else:
+    elif fmt == "pretty" and pretty is not None:
         click.echo("\n\n".join("\n".join(pretty(o)) for o in objects))
+    else:
+        text = _template_text(fmt)
+        try:
+            tmpl = compile_template(text)
+            out = "".join(tmpl.render(InspectDoc(o)) + "\n" for o in objects)
+        except TemplateError as exc:
+            fail(f"template parsing error: {exc}")
+        click.echo(out, nl=False)
+
+
+# -- --format templates and --filter (docker's formatter and filter flags) ------
+
+FORMAT_HELP = 'table, json, "table TEMPLATE" or a Go template ({{.ID}}), as docker\'s --format.'
+INSPECT_FORMAT_HELP = "json, pretty or a Go template ({{.id}}: the keys of the JSON document)."
+FILTER_HELP = "Filter the list, KEY=VALUE (repeatable: one key's values OR, different keys AND)."
+
+# docker/cli's templates.HeaderFunctions: a table's header row is the template run on the
+# column titles, with these in place of the functions that would change a title.
+HEADER_FUNCTIONS: dict[str, Function] = {
+    **DOCKER_FUNCTIONS,
+    **{name: Function(lambda v, *_: v, ("any",) + ("any",) * extra)
+       for name, extra in (("json", 0), ("split", 1), ("join", 1), ("title", 0), ("lower", 0), ("upper", 0),
+                           ("truncate", 1))},
+}
+
+
+class OutputFormat(click.ParamType):
+    """--format: json, table (lists) or pretty (inspect), "table TEMPLATE", or a Go template.
+    A bare word that is none of these is refused: it would print itself once per row."""
+    name = "format"
+
+    def __init__(self, *words: str) -> None:
+        self.words = words
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if text in self.words or "{{" in text or ("table" in self.words and is_table(text)):
+            return text
+        self.fail(f"{text!r} is not {', '.join(self.words)} or a Go template like '{{{{.ID}}}}'", param, ctx)
+
+
+LIST_FORMAT = OutputFormat("table", "json")
+INSPECT_FORMAT = OutputFormat("json", "pretty")
+
+
+def is_table(fmt: str) -> bool:
+    return fmt == "table" or fmt.startswith(("table ", "table\t"))
+
+
+def _template_text(fmt: str) -> str:
+    """The template of a --format value, as docker's formatter prepares it."""
+    text = fmt[len("table"):] if is_table(fmt) else fmt
+    return text.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
+
+
+def show_templated(items: Sequence[Mapping[str, Any]], fmt: str, headers: Mapping[str, str]) -> None:
+    """Each item through the --format template; "table TEMPLATE" adds a header row and aligns columns."""
+    text = _template_text(fmt)
+    try:
+        tmpl = compile_template(text)
+        body = "".join(tmpl.render(item) + "\n" for item in items)
+    except TemplateError as exc:
+        fail(f"template parsing error: {exc}")
+    if not is_table(fmt):
+        click.echo(body, nl=False)
+        return
+    try:
+        head = compile_template(text, funcs=HEADER_FUNCTIONS, missing_key="zero").render(headers)
+    except TemplateError:
+        head = ""          # docker ignores a header that does not render
+    print_cells([line.split("\t") for line in (head + "\n" + body).split("\n")[:-1]])
+
+
+def parse_filters(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, list[str]] | None:
+    """-f KEY=VALUE flags -> {key: [values]} (the daemon checks the keys)."""
+    try:
+        return filters.parse(values) or None
+    except filters.FilterError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def filter_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--filter", "-f", "filters", multiple=True, callback=parse_filters, metavar="KEY=VALUE",
+                        help=FILTER_HELP)(fn)
+
+
+def self_node(daemon: LocalDaemon, filters: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """`node=self` names this node, as docker's does: its ID, asked of the daemon."""
+    if "self" not in filters.get("node", ()):
+        return {k: list(v) for k, v in filters.items()}
+    me = daemon.call("ping").get("node_id") or "self"
+    return {k: [me if k == "node" and v == "self" else v for v in values] for k, values in filters.items()}
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+class InspectDoc(dict):
+    """An inspect document for templates: a key not found is looked up snake_cased too, so
+    docker's `{{.ID}}` and `{{.Spec.Name}}` find our "id" and "spec"/"name"."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        super().__init__(doc)
+
+    def _key(self, key: Any) -> Any:
+        return key if dict.__contains__(self, key) or not isinstance(key, str) else _snake(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, self._key(key))
+
+    def __getitem__(self, key: Any) -> Any:
+        return _doc(dict.__getitem__(self, self._key(key)))
+
+
+def _doc(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, InspectDoc):
+        return InspectDoc(value)
+    if isinstance(value, list):
+        return [_doc(v) for v in value]
+    return value
 
 
 def _title(value: Any) -> str:
@@ -306,4 +442,4 @@ def internal_error(exc: Exception) -> NoReturn:
 
 def kv(label: str, value: Any, indent: int = 0) -> str:
     """One `Label:  value` line of a --pretty block, labels aligned."""
-    return f"{' ' * indent}{label + ':':<{22 - indent}}{value}"
+    return f"{' ' * indent}{label + ':':<{21 - indent}} {value}"

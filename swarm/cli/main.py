@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import click
 
-from swarm.cli import chaos, cluster, image, lab, network, node, service  # noqa: F401  (each adds its commands)
+from swarm.cli import chaos, cluster, image, lab, network, node, service, volume  # noqa: F401  (each adds its commands)
 from swarm.cli.common import internal_error
 from swarm.cli.root import swarm
 

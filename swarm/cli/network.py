@@ -4,22 +4,27 @@ Like the rest of the CLI (`swarm.cli.main`): input is checked locally (click usa
 error, exit 2), then one call to the node's daemon (`network.create`,
 `network.ls`, `network.inspect`, `network.rm`) and docker's output.
 `network ls --format json` prints the rows with the keys of DESIGN.md §11
-(id, name, driver, scope, subnet). This module adds itself to
+(id, name, driver, scope, subnet); `ls` also takes filters and Go templates. This module adds itself to
 `swarm.cli.main.swarm` when `swarm.cli.main` imports it.
 """
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from swarm.cli.common import LocalDaemon, print_json, show_list, with_daemon
+from swarm.cli.common import (FORMAT_HELP, LIST_FORMAT, LocalDaemon, OutputFormat, filter_option, show_inspect,
+                               show_list, with_daemon)
 from swarm.cli.root import swarm
 
 ID_LEN = 12  # IDs in tables (and -q), as docker truncates them
 DRIVERS = ("overlay",)
 NETWORK_COLUMNS = ("NETWORK ID", "NAME", "DRIVER", "SCOPE")
+# --format templates: docker's field names and the titles of "table TEMPLATE".
+NETWORK_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE", "Subnet": "SUBNET",
+                   "IPv6": "IPV6", "Internal": "INTERNAL", "Labels": "LABELS"}
 JSON_KEYS = ("id", "name", "driver", "scope", "subnet")
 
 
@@ -69,25 +74,38 @@ def network_create(daemon: LocalDaemon, driver: str, subnet: str | None, attacha
 @network.command("ls")
 @click.option("--quiet", "-q", is_flag=True, help="Only print IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate IDs.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@filter_option
+@click.option("--format", "fmt", type=LIST_FORMAT, default="table", show_default=True, help=FORMAT_HELP)
 @with_daemon
-def network_ls(daemon: LocalDaemon, quiet: bool, no_trunc: bool, fmt: str) -> None:
-    """List the networks."""
-    rows = sorted(daemon.call("network.ls"), key=lambda r: (r["name"], r["id"]))
+def network_ls(daemon: LocalDaemon, quiet: bool, no_trunc: bool, filters: dict[str, list[str]] | None,
+               fmt: str) -> None:
+    """List the networks (filters: id, name, driver, scope, label, type)."""
+    rows = sorted(daemon.call("network.ls", {"filters": filters} if filters else {}),
+                  key=lambda r: (r["name"], r["id"]))
+
     def short(net_id: str) -> str:
         return net_id if no_trunc else net_id[:ID_LEN]
 
+    def fields(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [{"ID": short(row["id"]), "Name": row["name"], "Driver": row["driver"], "Scope": row["scope"],
+                 "Subnet": row.get("subnet", ""), "IPv6": False, "Internal": False,
+                 "Labels": ",".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))}
+                for row in rows]
+
     show_list(rows, fmt, quiet, lambda: [[short(row["id"]), row["name"], row["driver"], row["scope"]] for row in rows],
               NETWORK_COLUMNS, ident=lambda row: short(row["id"]),
-              as_json=lambda rows: [{key: row.get(key, "") for key in JSON_KEYS} for row in rows])
+              as_json=lambda rows: [{key: row.get(key, "") for key in JSON_KEYS} for row in rows],
+              fields=fields, headers=NETWORK_HEADERS)
 
 
 @network.command("inspect")
+@click.option("--format", "-f", "fmt", type=OutputFormat("json"), default="json", show_default=True,
+              help="json or a Go template ({{.name}}: the keys of the JSON document).")
 @networks_argument
 @with_daemon
-def network_inspect(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
+def network_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
     """Show networks in detail (NETWORK: ID, ID prefix or name), as a JSON list."""
-    print_json(daemon.call("network.inspect", {"refs": list(refs)}))
+    show_inspect(daemon.call("network.inspect", {"refs": list(refs)}), fmt)
 
 
 @network.command("rm")

@@ -1,22 +1,29 @@
-"""`swarm node ...`: list, inspect, update, promote, demote and remove nodes."""
-from __future__ import annotations
+"""`swarm node ...`: list, inspect, ps, update, promote, demote and remove nodes.
 
+`node ps` lists the tasks on nodes through the manager's `service.ps` with a
+`node` filter (self by default, as docker's), so it is a manager's read too.
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from swarm.cli.common import (AVAILABILITIES, SLOW_CALL_TIMEOUT, LocalDaemon, _title, kv, parse_label_add,
-                               parse_label_rm, show_inspect, show_list, with_daemon)
+from swarm.cli.common import (AVAILABILITIES, FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT,
+                               SLOW_CALL_TIMEOUT, LocalDaemon, _title, fail, filter_option, kv, parse_label_add,
+                               parse_label_rm, self_node, show_inspect, show_list, with_daemon)
 from swarm.cli.root import swarm
+from swarm.cli.service import show_tasks
 
 log = logging.getLogger(__name__)
 # -- swarm node ----------------------------------------------------------------
 
 NODE_COLUMNS = ("ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDR")
+# --format templates: docker's field names (Self: this node) and the titles of "table TEMPLATE".
+NODE_HEADERS = {"ID": "ID", "Self": "", "Hostname": "HOSTNAME", "Status": "STATUS", "Availability": "AVAILABILITY",
+                "ManagerStatus": "MANAGER STATUS", "Addr": "ADDR"}
 refs_argument = click.argument("refs", metavar="NODE...", nargs=-1, required=True)
 
 
@@ -27,17 +34,25 @@ def node() -> None:
 
 @node.command("ls")
 @click.option("--quiet", "-q", is_flag=True, help="Only print IDs.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@filter_option
+@click.option("--format", "fmt", type=LIST_FORMAT, default="table", show_default=True, help=FORMAT_HELP)
 @with_daemon
-def node_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
-    """List the nodes."""
-    rows = sorted(daemon.call("node.ls"), key=lambda r: (r["hostname"], r["id"]))
+def node_ls(daemon: LocalDaemon, quiet: bool, filters: dict[str, list[str]] | None, fmt: str) -> None:
+    """List the nodes (filters: id, name, role, membership, label, node.label)."""
+    rows = sorted(daemon.call("node.ls", {"filters": filters} if filters else {}),
+                  key=lambda r: (r["hostname"], r["id"]))
 
     def table() -> list[list[str]]:
         self_id = daemon.call("ping").get("node_id")
         return [node_row(row, row["id"] == self_id) for row in rows]
 
-    show_list(rows, fmt, quiet, table, NODE_COLUMNS)
+    def fields(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        self_id = daemon.call("ping").get("node_id")
+        return [{"ID": row["id"], "Self": row["id"] == self_id, "Hostname": row["hostname"],
+                 "Status": _title(row["status"]), "Availability": _title(row["availability"]),
+                 "ManagerStatus": _title(row["manager_status"]), "Addr": row["addr"]} for row in rows]
+
+    show_list(rows, fmt, quiet, table, NODE_COLUMNS, fields=fields, headers=NODE_HEADERS)
 
 
 def node_row(row: Mapping[str, Any], is_self: bool) -> list[str]:
@@ -46,14 +61,33 @@ def node_row(row: Mapping[str, Any], is_self: bool) -> list[str]:
 
 
 @node.command("inspect")
-@click.option("--format", "fmt", type=click.Choice(["json", "pretty"]), default="json", show_default=True)
+@click.option("--format", "-f", "fmt", type=INSPECT_FORMAT, default="json", show_default=True,
+              help=INSPECT_FORMAT_HELP)
+@click.option("--pretty", is_flag=True, help="Print docker's human-friendly text (as --format pretty).")
 @refs_argument
 @with_daemon
-def node_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
+def node_inspect(daemon: LocalDaemon, fmt: str, pretty: bool, refs: tuple[str, ...]) -> None:
     """Show one or more nodes in detail (NODE: ID, ID prefix or hostname)."""
-    show_inspect(daemon.call("node.inspect", {"refs": list(refs)}), fmt, pretty_node)
+    if pretty and fmt not in ("json", "pretty"):
+        fail("--format is incompatible with human friendly format")
+    show_inspect(daemon.call("node.inspect", {"refs": list(refs)}), "pretty" if pretty else fmt, pretty_node)
 
 
+@node.command("ps")
+@click.option("--quiet", "-q", is_flag=True, help="Only print task IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate IDs, images and errors.")
+@filter_option
+@click.option("--format", "fmt", type=LIST_FORMAT, default="table", show_default=True, help=FORMAT_HELP)
+@click.argument("refs", metavar="[NODE...]", nargs=-1)
+@with_daemon
+def node_ps(daemon: LocalDaemon, quiet: bool, no_trunc: bool, filters: dict[str, list[str]] | None, fmt: str,
+            refs: tuple[str, ...]) -> None:
+    """List the tasks on nodes, this one by default (NODE: ID, ID prefix, hostname or
+    self; filters: id, name, desired-state, label, service)."""
+    wanted = dict(filters or {})
+    wanted["node"] = [*wanted.get("node", ()), *(refs or ("self",))]
+    rows = daemon.call("service.ps", {"refs": [], "filters": self_node(daemon, wanted)})
+    show_tasks(rows, fmt, quiet, trunc=not no_trunc)
 
 
 def pretty_node(n: Mapping[str, Any]) -> list[str]:

@@ -7,6 +7,13 @@ failure is printed (each distinct error once, with how long the command
 still waits) and waited through (the orchestrator replaces it), and if the
 service is still not running when `--timeout` ends the command fails with
 the last error seen.
+
+A job (replicated-job, global-job) does not converge to running tasks: it is
+followed as docker's job progress until every slot (global: every node it
+started on) has a complete task of the job's current iteration, then "job
+complete". When a task failed and the restart policy will not run its slot
+again (condition none, or its attempts used up), the job cannot complete and
+the command fails at once, naming the error.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ from typing import Any, TextIO
 
 import click
 
-from swarm.api.spec import TERMINAL_STATES
+from swarm.api.spec import JOB_MODES, TERMINAL_STATES
 from swarm.cli.common import LocalDaemon, fail, format_duration
 from swarm.rpc.messages import RPCError
 
@@ -26,11 +33,13 @@ PENDING_ERROR_POLLS = 3       # a pending task's error is shown once it lasts th
 UNCHANGED_GRACE_POLLS = 6     # update: polls before tasks the update did not replace count as updated
 ID_LEN = 12                   # IDs in tables, as docker truncates them
 MAX_PROGRESS_ERR = 75         # a task's error on its progress line, as docker truncates it
+GIVE_UP_POLLS = 8             # a failed job task not replaced for this many polls: its slot was given up
 
 # The progress bar of a task in each state (docker's numbering: running = full bar).
 STATE_PROGRESS = {"new": 1, "pending": 3, "assigned": 4, "accepted": 5, "preparing": 6,
                   "ready": 7, "starting": 8, "running": 9}
 MAX_PROGRESS = 9
+MAX_JOB_PROGRESS = 10         # a job task's bar: complete (10) is full
 LONGEST_STATE = max(len(s) for s in STATE_PROGRESS)
 FAILED_STATES = frozenset({"failed", "rejected"})
 
@@ -40,7 +49,12 @@ def _sleep(seconds: float) -> None:  # one place for tests to replace
 
 
 def progress_bar(state: str) -> str:
-    done = min(50, int(STATE_PROGRESS.get(state, 0) / MAX_PROGRESS * 100) // 2)
+    return bar(STATE_PROGRESS.get(state, 0), MAX_PROGRESS)
+
+
+def bar(current: int, total: int) -> str:
+    """Docker's progress bar: 50 columns, '=' for the part done, '>' at its head."""
+    done = min(50, int(current / total * 100) // 2) if total else 0
     return f"[{'=' * done}>{' ' * (50 - done)}]"
 
 
@@ -106,6 +120,8 @@ class Waiter:
         self.pending_errors: dict[str, tuple[str, int]] = {}
         self.last_error = ""
         self.status = ""  # the state of things, for a timeout without an error: "1 of 2 tasks running"
+        self.job: JobProgress | None = None
+        self.failure = ""  # a job that cannot complete: why
 
     def run(self) -> None:
         """Wait up to --timeout; fail if the service has not converged by then."""
@@ -127,10 +143,14 @@ class Waiter:
                 else:
                     if self.poll(rows):
                         if self.progress:
-                            self.progress.line("verify: Service converged")
+                            self.progress.line("job complete" if self.mode in JOB_MODES
+                                               else "verify: Service converged")
                         return None
+                    if self.failure:
+                        return f"job {self.name} cannot complete: {self.failure}"
                 if time.monotonic() >= deadline:
-                    return (f"service {self.name} did not converge in {format_duration(self.timeout)}: "
+                    what = "complete" if self.mode in JOB_MODES else "converge"
+                    return (f"service {self.name} did not {what} in {format_duration(self.timeout)}: "
                             f"{self.last_error or self.status}")
                 _sleep(POLL_INTERVAL)
         except KeyboardInterrupt:
@@ -172,6 +192,8 @@ class Waiter:
 
     def poll(self, rows: Sequence[Mapping[str, Any]]) -> bool:
         """Take one service.ps answer; draw it; True once the service runs as specified."""
+        if self.mode in JOB_MODES:
+            return self._poll_job(rows)
         self.polls += 1
         old_names = set(self.old_running.values())
         if any(t["id"] not in self.old_ids and t["name"] in old_names for t in rows):
@@ -221,6 +243,144 @@ class Waiter:
         if self.mode == "global" and not current:
             return self.polls >= UNCHANGED_GRACE_POLLS  # no node to run on (or no task yet)
         return running == desired and len(current) == desired
+
+
+    def _poll_job(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """A job's poll: draw docker's job progress; True once the job completed."""
+        if self.job is None:
+            view = self.daemon.call("service.inspect", {"refs": [self.service_id]})[0]
+            self.job = JobProgress(self.mode, view.get("spec") or {}, view.get("job_iteration", 0), self.old_ids)
+        job = self.job
+        done, frame, failure = job.poll(rows)
+        events = []
+        for t in job.failed(rows):
+            if t["id"] in self.reported:
+                continue
+            self.reported.add(t["id"])
+            error = t.get("error") or (f"task: non-zero exit ({t['exit_code']})" if t.get("exit_code")
+                                       else f"task {t['state']}")
+            self.last_error = error
+            if self._new_reason(t, error):
+                events.append(f"{job.label(t)}: {' '.join(error.splitlines())}")
+        if self.reasons and not failure:
+            frame.append(("wait", waiting_note(self.timeout)))
+        self.status = job.status
+        self.failure = failure
+        if self.progress:
+            self.progress.show(events, frame)
+        return done
+
+
+class JobProgress:
+    """Docker's replicated and global job progress (its replicatedJobProgressUpdater and
+    globalJobProgressUpdater), from service.ps rows.
+
+    Only the tasks of the job's current iteration count: the rows' job_iteration when
+    they carry it, else the tasks that were not there before the command. Per slot
+    (global: per node) the least advanced task is shown, as docker picks."""
+
+    def __init__(self, mode: str, spec: Mapping[str, Any], iteration: int, old_ids: set[str]) -> None:
+        self.mode, self.iteration, self.old_ids = mode, iteration, old_ids
+        self.total = int(spec.get("replicas") or 0) if mode == "replicated-job" else 0
+        self.concurrent = int(spec.get("max_concurrent") or 0) or self.total
+        restart = spec.get("restart") or {}
+        self.condition = restart.get("condition", "any")
+        self.max_attempts = int(restart.get("max_attempts") or 0)
+        self.window = float(restart.get("window") or 0)
+        self.nodes: list[str] | None = None     # global: the nodes the job started on
+        self.unreplaced: dict[str, int] = {}    # failed task id -> polls it has been the newest of its slot
+        self.status = ""
+
+    def mine(self, t: Mapping[str, Any]) -> bool:
+        if "job_iteration" in t:
+            return t["job_iteration"] == self.iteration
+        return t["id"] not in self.old_ids
+
+    def key(self, t: Mapping[str, Any]) -> Any:
+        return t.get("slot") if self.mode == "replicated-job" else t.get("node_id")
+
+    def label(self, t: Mapping[str, Any]) -> str:
+        if self.mode == "replicated-job":
+            return f"{t.get('slot', 0)}/{self.total}"
+        return str(t.get("node_id") or t.get("node") or "")[:ID_LEN]
+
+    def failed(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [t for t in rows if self.mine(t) and t["state"] in FAILED_STATES]
+
+    def poll(self, rows: Sequence[Mapping[str, Any]]) -> tuple[bool, list[tuple[str, str]], str]:
+        """(done, the lines to draw, why the job cannot complete or "")."""
+        by_key: dict[Any, list[Mapping[str, Any]]] = {}
+        for t in rows:
+            if self.mine(t):
+                by_key.setdefault(self.key(t), []).append(t)
+        if self.mode == "global-job":
+            if self.nodes is None:
+                if not by_key:
+                    self.status = "waiting for tasks"
+                    return False, [("overall", "job progress: waiting for tasks")], ""
+                self.nodes = sorted(by_key)   # as docker: the nodes of the first tasks; later ones are not waited for
+            self.total = len(self.nodes)
+            keys: list[Any] = self.nodes
+        else:
+            keys = list(range(1, self.total + 1))
+        frame: list[tuple[str, str]] = []
+        complete = active = 0
+        failure = ""
+        for key in keys:
+            ts = by_key.get(key, [])
+            shown = self._shown(ts)
+            if shown is None:
+                continue
+            label = self.label(shown)
+            state = shown["state"]
+            complete += state == "complete"
+            active += state not in TERMINAL_STATES
+            if shown.get("error") and state != "complete":
+                frame.append((label, f"{label}: {trunc_error(shown['error'])}"))
+            else:
+                frame.append((label, f"{label}: {state:<{LONGEST_STATE}} "
+                                     f"{bar(JOB_STATE_PROGRESS.get(state, 0), MAX_JOB_PROGRESS)}"))
+            failure = failure or self._given_up(ts)
+        frame.insert(0, ("overall", f"job progress: {complete} out of {self.total} complete "
+                                    f"{bar(complete, self.total)}"))
+        if self.mode == "replicated-job":
+            frame.insert(1, ("active", f"active tasks: {active} out of "
+                                       f"{min(self.total - complete, self.concurrent)} tasks"))
+        self.status = f"{complete} of {self.total} tasks complete"
+        return complete == self.total and self.total > 0, frame, failure
+
+    @staticmethod
+    def _shown(ts: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """The slot's task to show: a live one if any (the least advanced), else the newest that ended."""
+        live = [t for t in ts if t["state"] not in TERMINAL_STATES and t["desired_state"] == "running"]
+        if live:
+            return min(live, key=lambda t: JOB_STATE_PROGRESS.get(t["state"], 0))
+        ended = [t for t in ts if t["state"] in TERMINAL_STATES]
+        return ended[0] if ended else None   # service.ps lists a slot's history newest first
+
+    def _given_up(self, ts: list[Mapping[str, Any]]) -> str:
+        """The error of a slot the restart policy will not run again, or "".
+
+        Decided only when the policy says so (condition none, or more failures than
+        max attempts without a window) and the orchestrator, which replaces a failed
+        task at once (delayed start), has not done so for GIVE_UP_POLLS polls."""
+        if any(t["state"] not in TERMINAL_STATES for t in ts) or any(t["state"] == "complete" for t in ts):
+            return ""
+        failed = [t for t in ts if t["state"] in FAILED_STATES]
+        if not failed:
+            return ""
+        exhausted = self.condition == "none" or (
+            self.max_attempts > 0 and not self.window and len(failed) > self.max_attempts)
+        newest = failed[0]   # service.ps lists a slot's history newest first
+        polls = self.unreplaced[newest["id"]] = self.unreplaced.get(newest["id"], 0) + 1
+        if not exhausted or polls < GIVE_UP_POLLS:
+            return ""
+        error = newest.get("error") or (f"task: non-zero exit ({newest['exit_code']})" if newest.get("exit_code")
+                                        else f"task {newest['state']}")
+        return f"task {self.label(newest)} failed and its restart policy gives up: {error}"
+
+
+JOB_STATE_PROGRESS = {**STATE_PROGRESS, "complete": 10}
 
 
 def waiting_note(timeout: float) -> str:

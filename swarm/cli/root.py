@@ -18,42 +18,31 @@ from swarm.rpc.messages import RPCError
 # -> --name), which sends a Docker user the wrong way. Stale entries are
 # harmless: they are only read when click finds no such command or option.
 DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
-    (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key", "update"}),
+    (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key"}),
     ("node",): frozenset({"ps"}),
     ("service",): frozenset({"rollback"}),
     ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
     ("network",): frozenset({"connect", "disconnect", "prune"}),
 }
-_SERVICE_FLAGS = ("--cap-add --cap-drop --credential-spec --entrypoint --health-cmd --health-interval "
-                  "--health-retries --health-start-interval --health-start-period --health-timeout --hostname "
-                  "--init --isolation --limit-pids --log-driver --log-opt --max-concurrent --no-healthcheck "
-                  "--no-resolve-image --oom-score-adj --read-only --replicas-max-per-node --rollback-delay "
+_SERVICE_FLAGS = ("--health-cmd --health-interval --health-retries --health-start-interval --health-start-period "
+                  "--health-timeout --no-healthcheck --no-resolve-image --rollback-delay "
                   "--rollback-failure-action --rollback-max-failure-ratio --rollback-monitor --rollback-order "
-                  "--rollback-parallelism --stop-signal --tty --update-delay --update-failure-action "
-                  "--update-max-failure-ratio --update-monitor --update-order --update-parallelism --user "
-                  "--with-registry-auth --workdir -t -u -w")
+                  "--rollback-parallelism --update-delay --update-failure-action "
+                  "--update-max-failure-ratio --update-monitor --update-order --update-parallelism "
+                  "--with-registry-auth")
 DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(flags.split()) for key, flags in {
-    ("init",): "--autolock --availability --data-path-addr --data-path-port --default-addr-pool "
-               "--default-addr-pool-mask-length --external-ca --max-snapshots --snapshot-interval "
-               "--task-history-limit",
+    ("init",): "--autolock --data-path-addr --external-ca --max-snapshots --snapshot-interval",
+    ("update",): "--autolock --external-ca --max-snapshots --snapshot-interval",
     ("join",): "--availability --data-path-addr",
     ("info",): "-f",
     ("node", "ls"): "--filter -f",
     ("node", "inspect"): "--pretty -f",
     ("node", "update"): "--role",
-    ("service", "create"): _SERVICE_FLAGS + " --config --container-label --dns --dns-option --dns-search "
-                           "--env-file --generic-resource --group --host --label --placement-pref --secret "
-                           "--sysctl --ulimit -l",
-    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --container-label-add "
-                           "--container-label-rm --dns-add --dns-option-add --dns-option-rm --dns-rm "
-                           "--dns-search-add --dns-search-rm --force --generic-resource-add --generic-resource-rm "
-                           "--group-add --group-rm --host-add --host-rm --label-add --label-rm --mount-add "
-                           "--mount-rm --placement-pref-add --placement-pref-rm --rollback --secret-add "
-                           "--secret-rm --sysctl-add --sysctl-rm --ulimit-add --ulimit-rm",
+    ("service", "create"): _SERVICE_FLAGS + " --config --secret",
+    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --force --rollback --secret-add --secret-rm",
     ("service", "ls"): "--filter -f",
     ("service", "ps"): "--filter --no-resolve -f",
     ("service", "inspect"): "--pretty -f",
-    ("service", "logs"): "--details --no-resolve --no-task-ids --no-trunc --raw --since -n",
     ("image", "import"): "--change --message --platform -c -m",
     ("image", "load"): "--platform --quiet -q",
     ("image", "ls"): "--all --digests --filter --no-trunc --tree -a -f",

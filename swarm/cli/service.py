@@ -5,7 +5,7 @@ its input locally (click usage error, exit 2), makes one call to the node's
 daemon (methods `service.*` of docs/daemon-api.md) and prints docker's output.
 `create`, `update` and `scale` then follow the service until it converges,
 unless `--detach` (swarm/cli/progress.py); create and update share one flag
-set (swarm/cli/service_flags.py).
+set (swarm/cli/service_spec.py; their values' parsers in swarm/cli/service_flags.py).
 `logs` calls `service.logs` with the cursors of the previous answer until it is
 done (with -f: for ever, each call waiting for new lines), see swarm/daemon/logs.py.
 `update --network-add/-rm` and `--publish-add/-rm` first read the current spec
@@ -25,12 +25,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from swarm.cli.common import (LocalDaemon, _title, fail, format_duration, kv, print_json, print_table, show_inspect,
-                               show_list, with_daemon)
+from swarm.api import logview
+from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, _title, fail,
+                               filter_option, format_duration, is_table, kv, self_node,
+                               show_inspect, show_list, with_daemon)
 from swarm.cli.progress import ID_LEN, Waiter
 from swarm.cli.root import swarm
-from swarm.cli.service_flags import (CONSTRAINT, ENV, ENV_KEY, NETWORK, PUBLISH, PUBLISH_RM, SCALE, SPEC_PARAMS, TAIL,
-                                     check_publish, detach_option, spec_options, timeout_option)
+from swarm.cli.service_flags import SCALE, TAIL
+from swarm.cli.service_spec import (JOB_MODES, ServiceCommand, create_options, create_params, detach_option,
+                                    timeout_option, update_options, update_params)
 
 LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
 LOGS_CALL_TIMEOUT = 45.0      # one service.logs call (a worker's goes through a manager to the nodes)
@@ -49,87 +52,37 @@ def service() -> None:
 services_argument = click.argument("refs", metavar="SERVICE...", nargs=-1, required=True)
 
 
-@service.command("create", context_settings=CONTEXT)
-@click.option("--name", help="Service name (default: a random one).")
-@click.option("--mode", type=click.Choice(["replicated", "global"]), default="replicated", show_default=True,
-              help="Replicated (--replicas tasks) or global (one task per node).")
-@spec_options(update=False)
-@click.option("--network", "networks", multiple=True, type=NETWORK, help="Attach the service to a network (repeatable).")
-@click.option("--publish", "-p", "ports", multiple=True, type=PUBLISH, callback=check_publish,
-              help="Publish a port: [PUBLISHED:]TARGET[/PROTO] or published=P,target=T[,protocol=..][,mode=..] "
-              "(repeatable).")
+@service.command("create", cls=ServiceCommand, context_settings=CONTEXT)
+@create_options()
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @with_daemon
-def service_create(daemon: LocalDaemon, name: str | None, mode: str, image: str, command: tuple[str, ...],
-                   detach: bool, quiet: bool, wait_timeout: float, **spec: Any) -> None:
+def service_create(daemon: LocalDaemon, name: str | None, image: str, command: tuple[str, ...], detach: bool,
+                   quiet: bool, wait_timeout: float, **values: Any) -> None:
     """Create a service running IMAGE [COMMAND [ARG...]]."""
-    if mode == "global" and spec["replicas"] is not None:
-        raise click.BadParameter("--replicas can only be used with replicated mode", param_hint="'--replicas'")
     if not image.strip():
         raise click.BadParameter("the image is empty", param_hint="'IMAGE'")
-    defaults = {"replicas": 1, "reserve_cpu": 0, "reserve_memory": 0, "limit_cpu": 0, "limit_memory": 0,
-                "restart_max_attempts": 0, "restart_window": 0.0}
-    params: dict[str, Any] = {"name": name or random_name(), "image": image, "command": list(command),
-                              "mode": mode}
-    for option, key in SPEC_PARAMS.items():
-        value = spec[option]
-        if option == "replicas" and mode == "global":
-            continue
-        if value is None:
-            if option not in defaults:
-                continue  # the daemon's default (endpoint mode: vip)
-            value = defaults[option]
-        params[key] = list(value) if isinstance(value, tuple) else value
-    for key in ("networks", "ports"):
-        if spec[key]:
-            params[key] = list(spec[key])
+    params = create_params(values, name or random_name(), image, command)
     result = daemon.call("service.create", params)
     click.echo(result["id"])
-    if not detach:
+    mode = params["mode"]
+    if not detach and mode not in JOB_MODES:   # a job does not converge to running tasks: it completes
         expected = params.get("replicas") if mode == "replicated" else None
         Waiter(daemon, result["id"], result["name"], mode, expected, None, quiet, wait_timeout).run()
 
 
-@service.command("update")
-@click.option("--image", help="The image of the service's tasks.")
-@click.option("--args", "args", help="The command and its arguments (replaces them; shell-quoted string).")
-@spec_options(update=True)
-@click.option("--env-add", multiple=True, type=ENV, metavar="KEY=VALUE", help="Add or change a variable.")
-@click.option("--env-rm", multiple=True, type=ENV_KEY, metavar="KEY", help="Remove a variable.")
-@click.option("--constraint-add", multiple=True, type=CONSTRAINT, metavar="EXPR", help="Add a constraint.")
-@click.option("--constraint-rm", multiple=True, metavar="EXPR", help="Remove a constraint.")
-@click.option("--network-add", multiple=True, type=NETWORK, help="Attach the service to a network.")
-@click.option("--network-rm", multiple=True, type=NETWORK, help="Detach the service from a network.")
-@click.option("--publish-add", multiple=True, type=PUBLISH, callback=check_publish,
-              help="Publish a port: [PUBLISHED:]TARGET[/PROTO] or published=P,target=T[,protocol=..][,mode=..].")
-@click.option("--publish-rm", multiple=True, type=PUBLISH_RM, help="Remove a published port by its target port.")
+@service.command("update", cls=ServiceCommand)
+@update_options()
 @click.argument("ref", metavar="SERVICE")
 @with_daemon
-def service_update(daemon: LocalDaemon, ref: str, image: str | None, args: str | None, detach: bool, quiet: bool,
-                   wait_timeout: float, env_add: tuple[str, ...], env_rm: tuple[str, ...],
-                   constraint_add: tuple[str, ...], constraint_rm: tuple[str, ...], network_add: tuple[str, ...],
-                   network_rm: tuple[str, ...], publish_add: tuple[dict, ...], publish_rm: tuple[dict, ...],
-                   **spec: Any) -> None:
+def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wait_timeout: float,
+                   network_add: tuple[str, ...], network_rm: tuple[str, ...], publish_add: tuple[dict, ...],
+                   publish_rm: tuple[dict, ...], **values: Any) -> None:
     """Change a service; only the flags given change."""
     ctx = click.get_current_context()
-    given = {**spec, "image": image, "args": args, "env_add": env_add, "env_rm": env_rm,
-             "constraint_add": constraint_add, "constraint_rm": constraint_rm}
-    keys = {**SPEC_PARAMS, "image": "image", "args": "command", "env_add": "env_add", "env_rm": "env_rm",
-            "constraint_add": "constraint_add", "constraint_rm": "constraint_rm"}
-    params: dict[str, Any] = {"ref": ref}
-    for option, key in keys.items():
-        if ctx.get_parameter_source(option) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None):
-            continue
-        value = given[option]
-        if option == "args":
-            try:
-                value = shlex.split(value)
-            except ValueError as exc:
-                raise click.BadParameter(f"{value!r}: {exc}", param_hint="'--args'") from None
-        if option == "image" and not value.strip():
-            raise click.BadParameter("the image is empty", param_hint="'--image'")
-        params[key] = list(value) if isinstance(value, tuple) else value
+    params: dict[str, Any] = {"ref": ref, **update_params(values, lambda option: ctx.get_parameter_source(option)
+                                                          not in (ParameterSource.DEFAULT,
+                                                                  ParameterSource.DEFAULT_MAP, None))}
     if network_add or network_rm or publish_add or publish_rm:
         # The daemon replaces the lists it is given: send the whole new lists, made from the current spec.
         current = daemon.call("service.inspect", {"refs": [ref]})[0].get("spec") or {}
@@ -143,6 +96,8 @@ def service_update(daemon: LocalDaemon, ref: str, image: str | None, args: str |
     if not detach:
         spec_now = daemon.call("service.inspect", {"refs": [result["id"]]})[0].get("spec", {})
         mode = spec_now.get("mode", "replicated")
+        if mode in JOB_MODES:
+            return
         expected = spec_now.get("replicas") if mode == "replicated" else None
         image_now = (spec_now.get("container") or {}).get("image")
         Waiter(daemon, result["id"], result["name"], mode, expected, image_now, quiet, wait_timeout,
@@ -212,82 +167,130 @@ def service_rm(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
 
 SERVICE_COLUMNS = ("ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS")
 TASK_COLUMNS = ("ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR")
+# --format templates: docker's field names, and the column titles of "table TEMPLATE".
+SERVICE_HEADERS = {"ID": "ID", "Name": "NAME", "Mode": "MODE", "Replicas": "REPLICAS", "Image": "IMAGE",
+                   "Ports": "PORTS"}
+TASK_HEADERS = {"ID": "ID", "Name": "NAME", "Image": "IMAGE", "Node": "NODE", "DesiredState": "DESIRED STATE",
+                "CurrentState": "CURRENT STATE", "Error": "ERROR", "Ports": "PORTS"}
 
 
 @service.command("ls")
 @click.option("--quiet", "-q", is_flag=True, help="Only print IDs.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@filter_option
+@click.option("--format", "fmt", type=LIST_FORMAT, default="table", show_default=True, help=FORMAT_HELP)
 @with_daemon
-def service_ls(daemon: LocalDaemon, quiet: bool, fmt: str) -> None:
-    """List the services."""
-    rows = sorted(daemon.call("service.ls"), key=lambda r: (r["name"], r["id"]))
-    show_list(rows, fmt, quiet, lambda: [[row["id"][:ID_LEN], row["name"], row["mode"], row["replicas"],
-                                          row["image"], row.get("ports") or ""] for row in rows], SERVICE_COLUMNS)
+def service_ls(daemon: LocalDaemon, quiet: bool, filters: dict[str, list[str]] | None, fmt: str) -> None:
+    """List the services (filters: id, name, label, mode)."""
+    rows = sorted(daemon.call("service.ls", {"filters": filters} if filters else {}),
+                  key=lambda r: (r["name"], r["id"]))
+
+    def fields(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        return [dict(zip(SERVICE_HEADERS, cells)) for cells in table()]
+
+    def table() -> list[list[str]]:
+        return [[row["id"][:ID_LEN], row["name"], row["mode"], row["replicas"], row["image"], row.get("ports") or ""]
+                for row in rows]
+
+    show_list(rows, fmt, quiet, table, SERVICE_COLUMNS, fields=fields, headers=SERVICE_HEADERS)
 
 
 @service.command("ps")
 @click.option("--quiet", "-q", is_flag=True, help="Only print task IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate IDs, images and errors.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@filter_option
+@click.option("--format", "fmt", type=LIST_FORMAT, default="table", show_default=True, help=FORMAT_HELP)
 @services_argument
 @with_daemon
-def service_ps(daemon: LocalDaemon, quiet: bool, no_trunc: bool, fmt: str, refs: tuple[str, ...]) -> None:
-    """List the tasks of services (the current ones and their history)."""
-    rows = daemon.call("service.ps", {"refs": list(refs)})
-    if fmt == "json":
-        print_json(rows)
-    elif quiet:
-        for row in rows:
-            click.echo(row["id"])
-    else:
-        print_table(task_table(rows, trunc=not no_trunc), TASK_COLUMNS)
+def service_ps(daemon: LocalDaemon, quiet: bool, no_trunc: bool, filters: dict[str, list[str]] | None, fmt: str,
+               refs: tuple[str, ...]) -> None:
+    """List the tasks of services, the current ones and their history
+    (filters: id, name, node, desired-state, label)."""
+    params: dict[str, Any] = {"refs": list(refs)}
+    if filters:
+        params["filters"] = self_node(daemon, filters)
+    show_tasks(daemon.call("service.ps", params), fmt, quiet, trunc=not no_trunc)
 
 
-def task_table(rows: Sequence[Mapping[str, Any]], trunc: bool) -> list[list[str]]:
-    """Docker's ps table: a slot's current task first, its older tasks under it as " \\_ NAME"."""
+def show_tasks(rows: Sequence[Mapping[str, Any]], fmt: str, quiet: bool, trunc: bool) -> None:
+    """`service ps` and `node ps`: JSON, -q, docker's table or a --format template."""
+    show_list(rows, fmt, quiet, lambda: task_table(rows, trunc), TASK_COLUMNS,
+              fields=lambda rows: task_fields(rows, trunc, indent=is_table(fmt)), headers=TASK_HEADERS)
+
+
+def task_fields(rows: Sequence[Mapping[str, Any]], trunc: bool, indent: bool) -> list[dict[str, str]]:
+    """Tasks as docker's task formatter shows them: a slot's current task first, its older
+    tasks under it (named " \\_ NAME" in a table, as docker indents them)."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["name"], []).append(row)
-    table = []
+    out = []
     for name, tasks in groups.items():
         tasks = sorted(tasks, key=lambda t: t["desired_state"] != "running")  # stable: keeps the daemon's order
         for i, t in enumerate(tasks):
-            image = t["image"].split("@", 1)[0] if trunc else t["image"]
             error = t.get("error") or ""
             if trunc and len(error) > MAX_ERR_LEN:
                 error = error[:MAX_ERR_LEN - 1] + "…"
-            table.append([t["id"][:ID_LEN] if trunc else t["id"], name if i == 0 else f" \\_ {name}", image,
-                          t.get("node") or "", _title(t["desired_state"]), _title(t["current_state"]),
-                          f'"{error}"' if error else ""])
-    return table
+            out.append({"ID": t["id"][:ID_LEN] if trunc else t["id"],
+                        "Name": f" \\_ {name}" if i and indent else name,
+                        "Image": t["image"].split("@", 1)[0] if trunc else t["image"],
+                        "Node": t.get("node") or "", "DesiredState": _title(t["desired_state"]),
+                        "CurrentState": _title(t["current_state"]), "Error": f'"{error}"' if error else "",
+                        "Ports": t.get("ports") or ""})
+    return out
+
+
+def task_table(rows: Sequence[Mapping[str, Any]], trunc: bool) -> list[list[str]]:
+    """Docker's ps table (without its PORTS column: tasks publish no host ports here)."""
+    return [[f[key] for key in TASK_HEADERS if key != "Ports"] for f in task_fields(rows, trunc, indent=True)]
 
 
 @service.command("inspect")
-@click.option("--format", "fmt", type=click.Choice(["json", "pretty"]), default="json", show_default=True)
+@click.option("--format", "-f", "fmt", type=INSPECT_FORMAT, default="json", show_default=True,
+              help=INSPECT_FORMAT_HELP)
+@click.option("--pretty", is_flag=True, help="Print docker's human-friendly text (as --format pretty).")
 @services_argument
 @with_daemon
-def service_inspect(daemon: LocalDaemon, fmt: str, refs: tuple[str, ...]) -> None:
+def service_inspect(daemon: LocalDaemon, fmt: str, pretty: bool, refs: tuple[str, ...]) -> None:
     """Show services in detail (SERVICE: ID, ID prefix or name)."""
-    show_inspect(daemon.call("service.inspect", {"refs": list(refs)}), fmt, pretty_service)
+    if pretty and fmt not in ("json", "pretty"):
+        fail("--format is incompatible with human friendly format")
+    services = daemon.call("service.inspect", {"refs": list(refs)})
+    fmt = "pretty" if pretty else fmt
+    names: dict[str, str] = {}
+    if fmt == "pretty" and any((s.get("spec") or {}).get("networks") for s in services):
+        names = {n["id"]: n["name"] for n in daemon.call("network.ls")}
+    show_inspect(services, fmt, lambda s: pretty_service(s, names))
 
 
-def pretty_service(s: Mapping[str, Any]) -> list[str]:
-    """docker service inspect --pretty, for our service objects."""
+def pretty_service(s: Mapping[str, Any], network_names: Mapping[str, str] | None = None) -> list[str]:
+    """docker service inspect --pretty (cli/command/service/formatter.go), for our service
+    objects: its sections in its order, each option shown when it is set."""
     spec = s.get("spec") or {}
     container = spec.get("container") or {}
     lines = [kv("ID", s["id"]), kv("Name", spec.get("name", ""))]
     if spec.get("labels"):
         lines += ["Labels:"] + [f" {k}={v}" if v else f" {k}" for k, v in sorted(spec["labels"].items())]
-    if spec.get("mode") == "global":
+    mode = spec.get("mode", "replicated")
+    if mode == "global":
         lines.append(kv("Service Mode", "Global"))
-    else:
+    elif mode == "replicated":
         lines += [kv("Service Mode", "Replicated"), kv("Replicas", spec.get("replicas", 0), 1)]
+    else:
+        lines.append(kv("Service Mode", mode.replace("-job", " job").capitalize()))
+        if mode == "replicated-job":
+            lines.append(kv("Total Completions", spec.get("replicas", 0), 1))
+        if spec.get("max_concurrent"):
+            lines.append(kv("Max Concurrent", spec["max_concurrent"], 1))
     for label, key in (("Created at", "created_at"), ("Updated at", "updated_at")):
         if s.get(key):
             lines.append(kv(label, timestamp(s[key])))
     lines.append("Placement:")
     if spec.get("constraints"):
         lines.append(kv("Constraints", "[" + " ".join(spec["constraints"]) + "]", 1))
+    if spec.get("placement_prefs"):
+        lines.append(kv("Preferences", "[" + " ".join(spec["placement_prefs"]) + "]", 1))
+    if spec.get("max_replicas_per_node"):
+        lines.append(kv("Max Replicas Per Node", spec["max_replicas_per_node"], 1))
     restart = spec.get("restart") or {}
     if restart:
         lines += ["Restart Policy:", kv("Condition", restart.get("condition", ""), 1),
@@ -295,27 +298,111 @@ def pretty_service(s: Mapping[str, Any]) -> list[str]:
                   kv("Max Attempts", restart.get("max_attempts", 0), 1),
                   kv("Window", format_duration(float(restart.get("window", 0))), 1)]
     lines += ["ContainerSpec:", kv("Image", container.get("image", ""), 1)]
-    if container.get("command"):
-        lines.append(kv("Args", " ".join(shlex.quote(a) for a in container["command"]), 1))
-    if container.get("env"):
-        lines.append(kv("Env", " ".join(container["env"]), 1))
-    if container.get("stop_grace_period") is not None:
-        lines.append(kv("StopGracePeriod", format_duration(float(container["stop_grace_period"])), 1))
-    if container.get("mounts"):
-        lines.append("Mounts:")
-        for m in container["mounts"]:
-            lines += [kv("Target", m.get("target", ""), 1), kv("Source", m.get("source", ""), 2),
-                      kv("ReadOnly", str(bool(m.get("readonly"))).lower(), 2), kv("Type", m.get("type", ""), 2)]
+    lines += _pretty_container(container)
+    lines += _pretty_mounts(container.get("mounts") or ())
+    log_driver = container.get("log_driver") or {}
+    if log_driver and (log_driver.get("name", "json-file") != "json-file" or log_driver.get("options")):
+        lines += ["Log Driver:", kv("Name", log_driver.get("name", ""), 1)]
+        if log_driver.get("options"):
+            lines += [" LogOpts:"] + [kv(k, v, 2) for k, v in sorted(log_driver["options"].items())]
+    lines += _pretty_resources(spec, container)
+    if spec.get("networks"):
+        names = network_names or {}
+        lines.append("Networks:" + "".join(f" {names.get(n, n)}" for n in spec["networks"]))
+    if "endpoint_mode" in spec:
+        lines.append(kv("Endpoint Mode", spec["endpoint_mode"]))
+    ports = s.get("ports") or spec.get("ports") or ()
+    if ports:
+        lines.append("Ports:")
+        for p in ports:
+            lines += [f" PublishedPort = {p.get('published', 0)}", f"  Protocol = {p.get('protocol', 'tcp')}",
+                      f"  TargetPort = {p.get('target', 0)}", f"  PublishMode = {p.get('mode', 'ingress')}"]
+    return lines
+
+
+def _pretty_container(c: Mapping[str, Any]) -> list[str]:
+    lines = []
+    if c.get("entrypoint"):
+        lines.append(kv("Command", " ".join(shlex.quote(a) for a in c["entrypoint"]), 1))
+    if c.get("command"):
+        lines.append(kv("Args", " ".join(shlex.quote(a) for a in c["command"]), 1))
+    if c.get("env"):
+        lines.append(kv("Env", " ".join(c["env"]), 1))
+    simple = (("Dir", "workdir"), ("User", "user"), ("Hostname", "hostname"), ("Stop Signal", "stop_signal"))
+    lines += [kv(label, c[key], 1) for label, key in simple if c.get(key)]
+    if c.get("groups"):
+        lines.append(kv("Groups", " ".join(c["groups"]), 1))
+    if c.get("init") is not None:
+        lines.append(kv("Init", str(bool(c["init"])).lower(), 1))
+    lines += [kv(label, "true", 1) for label, key in (("TTY", "tty"), ("Read Only", "read_only")) if c.get(key)]
+    if c.get("oom_score_adj"):
+        lines.append(kv("OOM Score Adj", c["oom_score_adj"], 1))
+    if c.get("stop_grace_period") is not None:
+        lines.append(kv("StopGracePeriod", format_duration(float(c["stop_grace_period"])), 1))
+    if c.get("labels"):
+        lines += [" Labels:"] + [f"  {k}={v}" if v else f"  {k}" for k, v in sorted(c["labels"].items())]
+    dns = c.get("dns") or {}
+    for label, key in (("DNS", "nameservers"), ("DNS Search", "search"), ("DNS Options", "options")):
+        if dns.get(key):
+            lines.append(kv(label, " ".join(dns[key]), 1))
+    if c.get("hosts"):
+        lines += [" Hosts:"] + [f"  {line}" for line in c["hosts"]]
+    if c.get("cap_add") or c.get("cap_drop"):
+        lines.append("Capabilities:")
+        lines += [kv(label, ", ".join(c[key]), 1) for label, key in (("Add", "cap_add"), ("Drop", "cap_drop"))
+                  if c.get(key)]
+    if c.get("sysctls"):
+        lines += ["SysCtls:"] + [f" {k}: {v}" if v else f" {k}" for k, v in sorted(c["sysctls"].items())]
+    if c.get("ulimits"):
+        lines += ["Ulimits:"] + [f" {u['name']}: {u['soft']}:{u['hard']}"
+                                 for u in sorted(c["ulimits"], key=lambda u: u["name"])]
+    return lines
+
+
+# Mount options: the key in our record, its label, and its default (not shown).
+_MOUNT_OPTIONS = (("bind_propagation", "Propagation", ""), ("bind_recursive", "Recursive", "enabled"),
+                  ("volume_nocopy", "NoCopy", False), ("volume_driver", "Driver", "local"),
+                  ("volume_labels", "Labels", {}), ("volume_opts", "Options", {}), ("tmpfs_size", "Size", 0),
+                  ("tmpfs_mode", "Mode", 0))
+
+
+def _pretty_mounts(mounts: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = ["Mounts:"] if mounts else []
+    for m in mounts:
+        lines += [kv("Target", m.get("target", ""), 1), kv("Source", m.get("source", ""), 2),
+                  kv("ReadOnly", str(bool(m.get("readonly"))).lower(), 2), kv("Type", m.get("type", ""), 2)]
+        for key, label, default in _MOUNT_OPTIONS:
+            value = m.get(key, default)
+            if value == default:
+                continue
+            if isinstance(value, dict):
+                value = ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+            elif key == "tmpfs_size":
+                value = binary_size(value)
+            elif key == "tmpfs_mode":
+                value = f"{value:o}"
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            lines.append(kv(label, value, 2))
+    return lines
+
+
+def _pretty_resources(spec: Mapping[str, Any], container: Mapping[str, Any]) -> list[str]:
     resources = [("Reservations", spec.get("reservations") or {}), ("Limits", spec.get("limits") or {})]
-    if any(r.get("nano_cpus") or r.get("memory_bytes") for _, r in resources):
-        lines.append("Resources:")
-        for label, r in resources:
-            if r.get("nano_cpus") or r.get("memory_bytes"):
-                lines.append(f" {label}:")
-                if r.get("nano_cpus"):
-                    lines.append(kv("CPU", f"{r['nano_cpus'] / 1e9:g}", 2))
-                if r.get("memory_bytes"):
-                    lines.append(kv("Memory", binary_size(r["memory_bytes"]), 2))
+    pids = container.get("pids_limit") or 0
+    if not (pids or any(r.get("nano_cpus") or r.get("memory_bytes") for _, r in resources)):
+        return []
+    lines = ["Resources:"]
+    for label, r in resources:
+        extra = pids if label == "Limits" else 0
+        if r.get("nano_cpus") or r.get("memory_bytes") or extra:
+            lines.append(f" {label}:")
+            if r.get("nano_cpus"):
+                lines.append(kv("CPU", f"{r['nano_cpus'] / 1e9:g}", 2))
+            if r.get("memory_bytes"):
+                lines.append(kv("Memory", binary_size(r["memory_bytes"]), 2))
+            if extra:
+                lines.append(kv("PIDs", extra, 2))
     return lines
 
 
@@ -340,22 +427,47 @@ def timestamp(value: Any) -> str:
 # -- logs ----------------------------------------------------------------------
 
 
+def log_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--since/--until in Docker's syntax (a time, Unix seconds, or a duration back from now)
+    as the RFC 3339 UTC time the daemon compares lines with."""
+    if value is None:
+        return None
+    try:
+        return logview.get_timestamp(value, time.time(), datetime.datetime.now().astimezone().tzinfo)
+    except logview.BadTime as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @service.command("logs")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (until Ctrl-C).")
-@click.option("--tail", type=TAIL, default="all", show_default=True, help="Lines to show from the end.")
+@click.option("--tail", "-n", type=TAIL, default="all", show_default=True, help="Lines to show from the end.")
+@click.option("--since", callback=log_time, metavar="TIME",
+              help='Show lines since a time (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m").')
+@click.option("--until", callback=log_time, metavar="TIME",
+              help='Show lines before a time (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m").')
 @click.option("--timestamps", "-t", is_flag=True, help="Show each line's time.")
-@click.argument("ref", metavar="SERVICE")
+@click.option("--no-task-ids", is_flag=True, help="Do not include task IDs.")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate task IDs.")
+@click.option("--no-resolve", is_flag=True, help="Print service and node IDs instead of names.")
+@click.option("--raw", is_flag=True, help="Print the lines only, without the task and node.")
+@click.option("--details", is_flag=True, help="Show the details the log options ask for (labels, env).")
+@click.argument("ref", metavar="SERVICE|TASK")
 @with_daemon
-def service_logs(daemon: LocalDaemon, follow: bool, tail: int | None, timestamps: bool, ref: str) -> None:
-    """Print the output of a service's tasks, as TASK@NODE    | LINE."""
+def service_logs(daemon: LocalDaemon, follow: bool, tail: int | None, since: str | None, until: str | None,
+                 timestamps: bool, no_task_ids: bool, no_trunc: bool, no_resolve: bool, raw: bool, details: bool,
+                 ref: str) -> None:
+    """Print the output of a service's tasks (or one task's), as NAME.SLOT.TASKID@NODE    | LINE."""
     # Chunk by chunk: each answer carries the cursors to pass back; without --follow the
     # daemon says when all is read, with it each call waits up to LOGS_WAIT for new lines.
     cursors: dict | None = None
     warned: set[str] = set()
+    shape = {"timestamps": timestamps, "raw": raw, "details": details, "task_ids": not no_task_ids,
+             "trunc": not no_trunc, "resolve": not no_resolve}
+    params = {"ref": ref, "tail": tail, "follow": follow, "wait": LOGS_WAIT if follow else 0.0}
+    params.update({k: v for k, v in (("since", since), ("until", until), ("details", details or None)) if v})
     try:
         while True:
-            answer = daemon.call("service.logs", {"ref": ref, "tail": tail, "follow": follow, "cursors": cursors,
-                                                  "wait": LOGS_WAIT if follow else 0.0}, timeout=LOGS_CALL_TIMEOUT)
+            answer = daemon.call("service.logs", dict(params, cursors=cursors), timeout=LOGS_CALL_TIMEOUT)
             if not (isinstance(answer, dict) and isinstance(answer.get("lines"), list)
                     and isinstance(answer.get("cursors"), dict)):
                 fail("the daemon's answer to service.logs is not a chunk of logs (is it an older version?)")
@@ -364,21 +476,17 @@ def service_logs(daemon: LocalDaemon, follow: bool, tail: int | None, timestamps
                     warned.add(warning)
                     click.echo(f"Warning: {warning}", err=True)
             for entry in answer["lines"]:
-                print_log(entry, timestamps)
+                print_log(entry, width=int(answer.get("width") or 1), **shape)
             cursors = answer["cursors"]
-            if answer.get("done") and not follow:
+            if answer.get("done"):
                 return
     except KeyboardInterrupt:
         return
 
 
-def print_log(entry: Mapping[str, Any], timestamps: bool) -> None:
-    line = str(entry.get("line", ""))
-    line = line[:-1] if line.endswith("\n") else line
-    text = f"{entry.get('task', '')}@{entry.get('node', '')}    | {line}"
-    if timestamps:
-        text = f"{timestamp(entry.get('time'))} {text}"
-    click.echo(text, err=entry.get("stream") == "stderr")
+def print_log(entry: Mapping[str, Any], **shape: Any) -> None:
+    """One line as docker prints it (swarm/api/logview.py), on stdout or stderr as the task wrote it."""
+    click.echo(logview.format_line(entry, **shape), err=entry.get("stream") == "stderr")
 
 
 _ADJECTIVES = ("agile", "bold", "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "keen",

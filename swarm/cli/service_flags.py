@@ -1,18 +1,27 @@
-"""The flags of `swarm service create` and `update` (one shared set) and the
-parsers of their values: each parser turns docker's text form into the
-daemon's value or raises ValueError with a sentence, which `Parsed` turns into
-a click usage error naming the option (exit 2, nothing sent)."""
+"""The values of `swarm service create` and `update` flags: each parser turns
+docker's text form into the daemon's value or raises ValueError with a
+sentence, which `Parsed` turns into a click usage error naming the option
+(exit 2, nothing sent). The flags themselves are declared in
+swarm/cli/service_spec.py.
+
+The syntaxes are docker/cli's: opts/mount.go (--mount), opts/swarmopts/port.go
+and go-connections' nat.ParsePortSpec (--publish), pkg/kvfile (--env-file),
+opts.ValidateExtraHost (--host), opts.ValidateDNSSearch (--dns-search),
+placementPrefOpts (--placement-pref)."""
 from __future__ import annotations
 
 import csv
+import ipaddress
 import os
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import click
 
+from swarm.api import options
 from swarm.api.units import parse_memory
 from swarm.cli.common import Duration
 
@@ -33,46 +42,129 @@ def parse_cpus(text: str) -> int:
     return int(nano)
 
 
-_MOUNT_KEYS = {"type": "type", "source": "source", "src": "source", "target": "target", "destination": "target",
-               "dst": "target", "readonly": "readonly", "ro": "readonly"}
+# -- --mount -------------------------------------------------------------------
+
 MOUNT_TYPES = ("bind", "volume", "tmpfs")
+BIND_PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+BIND_RECURSIVE = ("enabled", "disabled", "writable", "readonly")
+_MOUNT_KEYS = {"type": "type", "source": "source", "src": "source", "target": "target", "destination": "target",
+               "dst": "target", "readonly": "readonly", "ro": "readonly", "consistency": "consistency",
+               "bind-propagation": "bind_propagation", "bind-recursive": "bind_recursive",
+               "bind-nonrecursive": "bind_nonrecursive", "volume-nocopy": "volume_nocopy",
+               "volume-label": "volume_labels", "volume-driver": "volume_driver", "volume-opt": "volume_opts",
+               "tmpfs-size": "tmpfs_size", "tmpfs-mode": "tmpfs_mode"}
+_BARE_MOUNT_KEYS = {"readonly", "volume_nocopy", "bind_nonrecursive"}   # may be given without =VALUE
+
+
+def _bool(key: str, value: str | None) -> bool:
+    if value is None or value.lower() in ("1", "true"):
+        return True
+    if value.lower() in ("0", "false"):
+        return False
+    raise ValueError(f"invalid value for {key}: {value!r} (use true or false)")
+
+
+def _mount_field(mount: dict[str, Any], key: str, name: str, value: str | None) -> None:
+    """One KEY[=VALUE] of --mount into the mount dict (the keys the daemon's Mount has)."""
+    if key == "readonly":
+        mount["readonly"] = _bool(name, value)
+    elif key == "volume_nocopy":
+        mount["volume_nocopy"] = _bool(name, value)
+    elif key == "bind_nonrecursive":
+        # Docker's deprecated spelling of bind-recursive=disabled.
+        mount["bind_recursive"] = "disabled" if _bool(name, value) else "enabled"
+    elif key == "consistency":
+        pass                            # macOS only: accepted and ignored, as docker on Linux does
+    elif key == "type":
+        mount["type"] = str(value).lower()
+    elif key == "bind_propagation":
+        if str(value).lower() not in BIND_PROPAGATIONS:
+            raise ValueError(f"invalid bind-propagation {value!r} (use {', '.join(BIND_PROPAGATIONS)})")
+        mount["bind_propagation"] = str(value).lower()
+    elif key == "bind_recursive":
+        if value not in BIND_RECURSIVE:
+            raise ValueError(f"invalid bind-recursive {value!r} (use enabled, disabled, writable or readonly)")
+        mount["bind_recursive"] = value
+    elif key in ("volume_labels", "volume_opts"):
+        k, _, v = str(value).partition("=")
+        if k:
+            mount.setdefault(key, {})[k] = v
+    elif key == "volume_driver":
+        if value != "local":
+            raise ValueError(f"volume driver {value!r} is not supported (only the local driver exists)")
+        mount["volume_driver"] = value
+    elif key == "tmpfs_size":
+        try:
+            mount["tmpfs_size"] = parse_memory(str(value))
+        except ValueError:
+            raise ValueError(f"invalid tmpfs-size {value!r} (use a size, like 64m)") from None
+    elif key == "tmpfs_mode":
+        if not re.fullmatch(r"[0-7]{1,11}", str(value)) or int(str(value), 8) > 0o7777:
+            raise ValueError(f"invalid tmpfs-mode {value!r} (use octal permission bits, like 1777 or 0700)")
+        mount["tmpfs_mode"] = int(str(value), 8)
+    else:
+        mount[key] = value
 
 
 def parse_mount(text: str) -> dict[str, Any]:
-    """Docker's --mount CSV: type=bind,source=/a,target=/b,readonly -> the daemon's mount dict."""
+    """Docker's --mount CSV (type=bind,source=/a,target=/b,readonly, and the bind-*, volume-* and
+    tmpfs-* options) -> the daemon's mount dict: type, source, target, readonly, plus the options given."""
+    if not text.strip():
+        raise ValueError("the mount is empty")
     try:
-        fields = next(csv.reader([text]))
+        fields = next(csv.reader([text.strip()]))
     except (csv.Error, StopIteration):
         raise ValueError(f"{text!r} is not a list of KEY=VALUE fields separated by commas") from None
     mount: dict[str, Any] = {"type": "volume", "source": "", "target": "", "readonly": False}
     for field in fields:
-        key, sep, value = field.partition("=")
-        key = _MOUNT_KEYS.get(key.strip().lower(), "")
+        name, sep, value = field.partition("=")
+        if name.strip() != name:
+            raise ValueError(f"invalid option {name.strip()!r} in {field!r}: option should not have whitespace")
+        key = _MOUNT_KEYS.get(name.lower(), "")
         if not key:
-            raise ValueError(f"unexpected key {field.partition('=')[0]!r} in {field!r} "
-                             "(use type, source, target and readonly)")
-        if key == "readonly":
-            if not sep or value.lower() in ("1", "true"):
-                mount["readonly"] = True
-            elif value.lower() in ("0", "false"):
-                mount["readonly"] = False
-            else:
-                raise ValueError(f"invalid value for {field.partition('=')[0]}: {value!r} (use true or false)")
-            continue
-        if not sep:
+            raise ValueError(f"unexpected key {name!r} in {field!r} (use type, source, target, readonly, "
+                             "bind-propagation, bind-recursive, volume-nocopy, volume-label, volume-driver, "
+                             "volume-opt, tmpfs-size or tmpfs-mode)")
+        if not sep and key not in _BARE_MOUNT_KEYS:
             raise ValueError(f"invalid field {field!r}: must be a KEY=VALUE pair")
-        mount[key] = value
-    if mount["type"] not in MOUNT_TYPES:
-        raise ValueError(f"invalid mount type {mount['type']!r} (use bind, volume or tmpfs)")
-    if not mount["target"]:
-        raise ValueError(f"{text!r} has no target (add target=/PATH)")
-    if not mount["target"].startswith("/"):
-        raise ValueError(f"the target {mount['target']!r} is not an absolute path")
-    if mount["type"] == "tmpfs" and mount["source"]:
-        raise ValueError("a tmpfs mount has no source")
+        if sep and not value.strip():
+            raise ValueError(f"invalid value for {name!r}: value is empty")
+        _mount_field(mount, key, name, value if sep else None)
+    check_mount(mount)
+    if mount["type"] == "bind" and mount["source"].startswith("."):
+        mount["source"] = os.path.abspath(mount["source"])   # as docker does with ./dir
     if mount["type"] == "bind" and not mount["source"].startswith("/"):
         raise ValueError("a bind mount needs a source that is an absolute path (source=/PATH)")
     return mount
+
+
+_OPTION_TYPE = {"bind_propagation": "bind", "bind_recursive": "bind", "volume_nocopy": "volume",
+                "volume_labels": "volume", "volume_driver": "volume", "volume_opts": "volume",
+                "tmpfs_size": "tmpfs", "tmpfs_mode": "tmpfs"}
+
+
+def check_mount(mount: Mapping[str, Any]) -> None:
+    """The rules between a mount's fields (docker's validateMountOptions)."""
+    kind = mount["type"]
+    if kind not in MOUNT_TYPES:
+        raise ValueError(f"invalid mount type {kind!r} (use bind, volume or tmpfs)")
+    if not mount["target"]:
+        raise ValueError("the mount has no target (add target=/PATH)")
+    if not mount["target"].startswith("/"):
+        raise ValueError(f"the target {mount['target']!r} is not an absolute path")
+    for key, owner in _OPTION_TYPE.items():
+        if key in mount and owner != kind:
+            raise ValueError(f"cannot mix '{owner}-*' options with mount type '{kind}'")
+    if kind == "tmpfs" and mount["source"]:
+        raise ValueError("a tmpfs mount has no source")
+    recursive = mount.get("bind_recursive", "enabled")
+    if recursive in ("writable", "readonly") and not mount["readonly"]:
+        raise ValueError(f"option 'bind-recursive={recursive}' requires 'readonly' to be specified in conjunction")
+    if recursive == "readonly" and mount.get("bind_propagation", "rprivate") != "rprivate":
+        raise ValueError("option 'bind-recursive=readonly' requires 'bind-propagation=rprivate'")
+
+
+# -- environment ---------------------------------------------------------------
 
 
 def parse_env(item: str) -> str:
@@ -87,6 +179,52 @@ def parse_env(item: str) -> str:
     return item
 
 
+def parse_env_lines(lines: Sequence[str], lookup: Callable[[str], str | None]) -> list[str]:
+    """An env file's lines as docker's kvfile reads them: KEY=VALUE kept as written,
+    blank lines and # comments skipped, a bare KEY takes `lookup(KEY)` (dropped when unset)."""
+    out = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.lstrip().rstrip("\r\n")
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        key, sep, _ = line.partition("=")
+        if not key:
+            raise ValueError(f"no variable name on line {number} ({line!r})")
+        if " " in key or "\t" in key:
+            raise ValueError(f"variable {key!r} on line {number} contains whitespace")
+        if sep:
+            out.append(line)
+        elif (value := lookup(key)) is not None:
+            out.append(f"{key}={value}")
+    return out
+
+
+def read_env_file(path: str) -> list[str]:
+    """--env-file PATH: the variables of the file (docker's format, see parse_env_lines)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return parse_env_lines(lines, os.environ.get)
+    except ValueError as exc:
+        raise ValueError(f"invalid env file {path}: {exc}") from None
+
+
+def parse_env_key(item: str) -> str:
+    if not item.strip() or "=" in item:
+        raise ValueError(f"{item!r} is not a variable name")
+    return item
+
+
+# -- placement -----------------------------------------------------------------
+
+
 def parse_constraint(item: str) -> str:
     ops = re.findall(r"==|!=", item)
     if len(ops) == 1:
@@ -96,11 +234,19 @@ def parse_constraint(item: str) -> str:
     raise ValueError(f"{item!r} is not a constraint (use KEY==VALUE or KEY!=VALUE, like node.role==manager)")
 
 
-def parse_env_key(item: str) -> str:
-    if not item.strip() or "=" in item:
-        raise ValueError(f"{item!r} is not a variable name")
+def parse_placement_pref(item: str) -> str:
+    """spread=DESCRIPTOR (the only strategy docker knows), like spread=node.labels.zone."""
+    strategy, sep, descriptor = item.partition("=")
+    if not sep or not strategy:
+        raise ValueError('placement preference must be of the format "<strategy>=<arg>"')
+    if strategy != "spread":
+        raise ValueError(f"unsupported placement preference {strategy} (only spread is supported)")
+    if not descriptor.strip():
+        raise ValueError(f"{item!r} spreads over nothing (use spread=node.labels.LABEL)")
     return item
 
+
+# -- ports ---------------------------------------------------------------------
 
 PROTOCOLS = ("tcp", "udp")
 PUBLISH_MODES = ("ingress", "host")
@@ -114,6 +260,16 @@ def _port_number(text: str, what: str, item: str) -> int:
     return int(text)
 
 
+def _port_range(text: str, what: str, item: str) -> tuple[int, int]:
+    """"80" -> (80, 80); "8080-8081" -> (8080, 8081)."""
+    start, sep, end = text.partition("-")
+    first = _port_number(start, what, item)
+    last = _port_number(end, what, item) if sep else first
+    if last < first:
+        raise ValueError(f"invalid {what} port range {text!r} in {item!r}: the end is below the start")
+    return first, last
+
+
 def _protocol(text: str, item: str) -> str:
     protocol = text.strip().lower()
     if protocol not in PROTOCOLS:
@@ -121,23 +277,32 @@ def _protocol(text: str, item: str) -> str:
     return protocol
 
 
-def parse_publish(item: str) -> dict[str, Any]:
-    """Docker's --publish, short ([PUBLISHED:]TARGET[/PROTOCOL]) or long CSV
-    (published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]) -> the daemon's port dict.
-    No published port = 0: the daemon allocates one (ingress mode)."""
+def parse_publish(item: str) -> list[dict[str, Any]]:
+    """Docker's --publish -> the daemon's port dicts (a range gives one per port): short syntax
+    [PUBLISHED[-END]:]TARGET[-END][/PROTOCOL] (ranges of the same size, or one target for a
+    range of published ports, as nat.ParsePortSpec), or long CSV
+    published=P,target=T[,protocol=tcp|udp][,mode=ingress|host]. No published port = 0: the
+    daemon allocates one (ingress mode)."""
     if "=" in item:
-        return _parse_publish_long(item)
+        return [_parse_publish_long(item)]
     port, sep, proto = item.partition("/")
     protocol = _protocol(proto, item) if sep else "tcp"
     parts = port.split(":")
     if len(parts) > 2:
         raise ValueError(f"{item!r}: publishing on a specific IP address is not supported "
                          "(use [PUBLISHED:]TARGET[/PROTOCOL], like 8080:80 or 53/udp)")
-    if "-" in port:
-        raise ValueError(f"{item!r}: port ranges are not supported (publish each port)")
-    published = _port_number(parts[0], "published", item) if len(parts) == 2 and parts[0].strip() else 0
-    target = _port_number(parts[-1], "target", item)
-    return {"target": target, "published": published, "protocol": protocol, "mode": "ingress"}
+    targets = _port_range(parts[-1], "target", item)
+    published = _port_range(parts[0], "published", item) if len(parts) == 2 and parts[0].strip() else None
+    if published is None:
+        return [{"target": t, "published": 0, "protocol": protocol, "mode": "ingress"}
+                for t in range(targets[0], targets[1] + 1)]
+    if targets[0] == targets[1]:
+        return [{"target": targets[0], "published": p, "protocol": protocol, "mode": "ingress"}
+                for p in range(published[0], published[1] + 1)]
+    if published[1] - published[0] != targets[1] - targets[0]:
+        raise ValueError(f"{item!r}: the published and target port ranges are not of the same size")
+    return [{"target": t, "published": published[0] + i, "protocol": protocol, "mode": "ingress"}
+            for i, t in enumerate(range(targets[0], targets[1] + 1))]
 
 
 def _parse_publish_long(item: str) -> dict[str, Any]:
@@ -177,14 +342,9 @@ def parse_publish_rm(item: str) -> dict[str, Any]:
     return {"target": _port_number(port, "target", item), "protocol": _protocol(proto, item) if sep else "tcp"}
 
 
-def parse_network(item: str) -> str:
-    if not item.strip() or any(c.isspace() or c in "=," for c in item):
-        raise ValueError(f"{item!r} is not a network name or ID")
-    return item
-
-
-def check_publish(ctx: click.Context, param: click.Parameter, ports: Sequence[Mapping[str, Any]]) -> tuple:
-    """No published port twice for one protocol (among the ports of one option)."""
+def check_publish(ctx: click.Context, param: click.Parameter, values: Sequence[Any]) -> tuple:
+    """The ports of all the option's values, in order; no published port twice for one protocol."""
+    ports = [p for value in values for p in (value if isinstance(value, list) else [value])]
     seen: set[tuple[int, str]] = set()
     for port in ports:
         key = (port["published"], port["protocol"])
@@ -192,6 +352,170 @@ def check_publish(ctx: click.Context, param: click.Parameter, ports: Sequence[Ma
             raise click.BadParameter(f"published port {key[0]}/{key[1]} is given twice", ctx, param)
         seen.add(key)
     return tuple(ports)
+
+
+def parse_network(item: str) -> str:
+    if not item.strip() or any(c.isspace() or c in "=," for c in item):
+        raise ValueError(f"{item!r} is not a network name or ID")
+    return item
+
+
+# -- process -------------------------------------------------------------------
+
+
+def parse_command(text: str) -> list[str]:
+    """--entrypoint and --args: one string split as a shell does ("" = none: back to the image's)."""
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+
+
+def parse_user(text: str) -> str:
+    """USER[:GROUP], names or ids, as `docker service create -u`."""
+    if not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", text):
+        raise ValueError(f"{text!r} is not a user (use <name|uid>[:<group|gid>])")
+    return text
+
+
+def parse_group(text: str) -> str:
+    if not re.fullmatch(r"[^:\s]+", text):
+        raise ValueError(f"{text!r} is not a group name or id")
+    return text
+
+
+def parse_hostname(text: str) -> str:
+    """A hostname, which may hold templates ({{.Service.Name}}-{{.Task.Slot}}); "" = the default."""
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{text!r} is not a hostname (no spaces)")
+    return text
+
+
+def parse_workdir(text: str) -> str:
+    if text and not text.startswith("/"):
+        raise ValueError(f"the working directory {text!r} is not an absolute path")
+    return text
+
+
+def parse_capability(text: str) -> str:
+    """A capability as docker accepts it (net_admin, CAP_NET_ADMIN, ALL; RESET for update)."""
+    if text.strip().upper() == "RESET":
+        return "RESET"
+    return options.normalize_capability(text)
+
+
+def parse_signal(text: str) -> str:
+    """--stop-signal: a signal name or number, kept as written once it is known."""
+    options.parse_signal(text)
+    return text.strip()
+
+
+def parse_sysctl(text: str) -> tuple[str, str]:
+    """KEY=VALUE of a sysctl the container's namespaces own (net.*, kernel.shm*, ...)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    options.check_sysctl(key, value)
+    return key, value
+
+
+def parse_ulimit(text: str) -> dict[str, Any]:
+    """NAME=SOFT[:HARD], like nofile=1024:2048 -> {"name", "soft", "hard"}."""
+    ulimit = options.parse_ulimit(text)
+    return {"name": ulimit.name, "soft": ulimit.soft, "hard": ulimit.hard}
+
+
+def parse_sysctl_key(text: str) -> str:
+    """--sysctl-rm KEY (KEY=VALUE is taken as KEY, as docker does)."""
+    key = text.partition("=")[0]
+    if not key.strip():
+        raise ValueError(f"{text!r} is not a sysctl name")
+    return key
+
+
+# -- identity and DNS ----------------------------------------------------------
+
+_DOMAIN = re.compile(r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*\.?")
+
+
+def parse_ip(text: str) -> str:
+    """An IPv4 or IPv6 address (--dns), written as Go writes it."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"IP address is not correctly formatted: {text}") from None
+
+
+def parse_dns_search(text: str) -> str:
+    """A search domain (docker's ValidateDNSSearch; "." = none)."""
+    text = text.strip(" ")
+    if text == "." or (re.search("[a-zA-Z]", text) and _DOMAIN.fullmatch(text) and len(text) < 255):
+        return text
+    raise ValueError(f"{text} is not a valid domain")
+
+
+def parse_dns_option(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a resolver option (like ndots:2 or timeout:3)")
+    return text
+
+
+def parse_host(text: str) -> str:
+    """--host HOST:IP (or HOST=IP), as docker's ValidateExtraHost -> "IP HOST", the /etc/hosts line
+    the spec keeps."""
+    host, sep, ip = text.partition("=")
+    if not sep:
+        host, sep, ip = text.partition(":")
+    if not sep or not host or ":" in host or any(c.isspace() for c in host):
+        raise ValueError(f"bad format for add-host: {text!r} (use HOST:IP)")
+    if len(ip) > 2 and ip[0] == "[" and ip[-1] == "]":
+        ip = ip[1:-1]
+    try:
+        ip = str(ipaddress.ip_address(ip))
+    except ValueError:
+        raise ValueError(f"invalid IP address in add-host: {ip!r}") from None
+    return f"{ip} {host}"
+
+
+def parse_host_rm(text: str) -> str:
+    """--host-rm HOST or HOST:IP (the mapping to remove)."""
+    host = text.partition(":")[0]
+    if not host or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not HOST or HOST:IP")
+    return text
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """KEY[=VALUE] (no value: an empty one), as docker's ValidateLabel."""
+    key, _, value = text.partition("=")
+    key = key.lstrip(" \t")
+    if not key:
+        raise ValueError(f"invalid label {text!r}: empty name")
+    if any(c in " \t" for c in key):
+        raise ValueError(f"label {key!r} contains whitespaces")
+    return key, value
+
+
+def parse_label_key(text: str) -> str:
+    if not text.strip() or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a label key")
+    return text
+
+
+# -- logs ----------------------------------------------------------------------
+
+LOG_DRIVERS = ("json-file", "local", "none")
+
+
+def parse_log_opt(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE (like max-size=10m)")
+    return key, value
+
+
+# -- other commands ------------------------------------------------------------
 
 
 def parse_scale(item: str) -> tuple[str, int]:
@@ -233,67 +557,30 @@ MOUNT = Parsed("mount", parse_mount)
 ENV = Parsed("KEY=VALUE", parse_env)
 ENV_KEY = Parsed("KEY", parse_env_key)
 CONSTRAINT = Parsed("expr", parse_constraint)
+PLACEMENT_PREF = Parsed("pref", parse_placement_pref)
 SCALE = Parsed("SERVICE=REPLICAS", parse_scale)
 TAIL = Parsed("N|all", parse_tail)
 PUBLISH = Parsed("[PUBLISHED:]TARGET[/PROTO]", parse_publish)
 PUBLISH_RM = Parsed("TARGET[/PROTO]", parse_publish_rm)
 NETWORK = Parsed("NETWORK", parse_network)
+COMMAND = Parsed("command", parse_command)
+USER = Parsed("<name|uid>[:<group|gid>]", parse_user)
+GROUP = Parsed("GROUP", parse_group)
+WORKDIR = Parsed("PATH", parse_workdir)
+HOSTNAME = Parsed("NAME", parse_hostname)
+CAPABILITY = Parsed("CAPABILITY", parse_capability)
+SIGNAL = Parsed("SIGNAL", parse_signal)
+SYSCTL = Parsed("KEY=VALUE", parse_sysctl)
+SYSCTL_KEY = Parsed("KEY", parse_sysctl_key)
+ULIMIT = Parsed("NAME=SOFT[:HARD]", parse_ulimit)
+ULIMIT_NAME = Parsed("NAME", parse_env_key)
+IP = Parsed("IP", parse_ip)
+DNS_SEARCH = Parsed("DOMAIN", parse_dns_search)
+DNS_OPTION = Parsed("OPTION", parse_dns_option)
+HOST = Parsed("HOST:IP", parse_host)
+HOST_RM = Parsed("HOST[:IP]", parse_host_rm)
+LABEL = Parsed("KEY[=VALUE]", parse_label)
+LABEL_KEY = Parsed("KEY", parse_label_key)
+LOG_OPT = Parsed("KEY=VALUE", parse_log_opt)
 DURATION0 = Duration(allow_zero=True)
 RESTART_CONDITIONS = ("none", "on-failure", "any")
-
-# option name -> the daemon's spec param (create sends them all, update the given ones)
-SPEC_PARAMS = {
-    "replicas": "replicas", "env": "env", "mounts": "mounts", "constraints": "constraints",
-    "reserve_cpu": "reserve_cpu", "reserve_memory": "reserve_memory", "limit_cpu": "limit_cpu",
-    "limit_memory": "limit_memory", "restart_condition": "restart_condition", "restart_delay": "restart_delay",
-    "restart_max_attempts": "restart_max_attempts", "restart_window": "restart_window",
-    "stop_grace_period": "stop_grace_period", "endpoint_mode": "endpoint_mode",
-}
-
-
-detach_option = click.option("--detach", "-d", is_flag=True,
-                             help="Exit immediately instead of waiting for the service to converge.")
-timeout_option = click.option("--timeout", "wait_timeout", type=Duration(), default=DEFAULT_WAIT, show_default=True,
-                              help="How long to wait for the service to converge; then exit 1 (the service stays).")
-
-
-def spec_options(update: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The flags create and update share; create's defaults are docker's, update's are "not given"."""
-    def default(value: Any) -> Any:
-        return None if update else value
-
-    options = [
-        click.option("--replicas", type=click.IntRange(min=0), help="Number of tasks (replicated mode)."),
-        click.option("--env", "-e", "env", multiple=True, type=ENV, metavar="KEY=VALUE",
-                     help="Set an environment variable (repeatable)" + ("; replaces them all." if update else ".")),
-        click.option("--mount", "mounts", multiple=True, type=MOUNT, metavar="type=..,source=..,target=..",
-                     help="Attach a bind, volume or tmpfs mount (repeatable)"
-                     + ("; replaces them all." if update else ".")),
-        click.option("--constraint", "constraints", multiple=True, type=CONSTRAINT, metavar="EXPR",
-                     help="Placement constraint, like node.role==manager (repeatable)"
-                     + ("; replaces them all." if update else ".")),
-        click.option("--reserve-cpu", type=CPUS, help="Reserve CPUs (0.5 = half a CPU)."),
-        click.option("--reserve-memory", type=MEMORY, help="Reserve memory (64m, 1g, 512MiB)."),
-        click.option("--limit-cpu", type=CPUS, help="Limit CPUs."),
-        click.option("--limit-memory", type=MEMORY, help="Limit memory."),
-        click.option("--restart-condition", type=click.Choice(RESTART_CONDITIONS), default=default("any"),
-                     show_default=not update, help="When to restart a task's container."),
-        click.option("--restart-delay", type=DURATION0, default=default("5s"), show_default=not update,
-                     help="Delay between restart attempts."),
-        click.option("--restart-max-attempts", type=click.IntRange(min=0),
-                     help="Maximum number of restarts before giving up (0: no limit)."),
-        click.option("--restart-window", type=DURATION0, help="Window in which restarts are counted."),
-        click.option("--stop-grace-period", type=DURATION0, default=default("10s"), show_default=not update,
-                     help="Time to wait before force killing a container."),
-        click.option("--endpoint-mode", type=click.Choice(ENDPOINT_MODES),
-                     help="How clients reach the tasks: a virtual IP (vip, the default) or DNS round robin (dnsrr)."),
-        detach_option,
-        click.option("--quiet", "-q", is_flag=True, help="Suppress progress output."),
-        timeout_option,
-    ]
-
-    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            fn = option(fn)
-        return fn
-    return apply

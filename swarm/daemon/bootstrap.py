@@ -23,6 +23,7 @@ import time
 import trio
 
 from raft.fsutil import fsync_dir
+from swarm.api import model
 from swarm.ca import pki
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.api.errors import SwarmError
@@ -75,14 +76,19 @@ def _write_certs(root: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> N
 
 
 def init_state(state_dir: str, advertise_addr: str, listen_addr: str | None, hostname: str | None,
-               cert_expiry: float, heartbeat: float, force_new_cluster: bool) -> dict:
+               cert_expiry: float, heartbeat: float, force_new_cluster: bool, *, availability: str = "active",
+               settings: dict | None = None) -> dict:
+    """`settings`: the other cluster settings of `model.init_settings` (address pools,
+    data path port, task history limit), as given to `swarm init`."""
     if force_new_cluster:
         return _force_new_cluster(state_dir)
     _check_fresh(state_dir)
-    if cert_expiry < 10:
-        raise SwarmError("--cert-expiry must be at least 10s")
-    if not 0.05 <= heartbeat <= 3600:
-        raise SwarmError("--dispatcher-heartbeat must be between 50ms and 1h")
+    try:
+        cluster_settings = model.init_settings(**dict(settings or {}, heartbeat=heartbeat, cert_expiry=cert_expiry))
+    except model.BadSetting as exc:
+        raise SwarmError(str(exc)) from None
+    if availability not in model.AVAILABILITIES:
+        raise SwarmError(f"--availability must be active, pause or drain, not {availability!r}")
     addr, listen, raft_addr = _addresses(advertise_addr, listen_addr)
     now = datetime.datetime.now(datetime.timezone.utc)
     cluster_id, node_id = pki.new_id(), pki.new_id()
@@ -95,8 +101,8 @@ def init_state(state_dir: str, advertise_addr: str, listen_addr: str | None, hos
         boot = {"cluster": {
             "id": cluster_id, "ca_cert_pem": ca.cert_pem().decode(), "ca_key_pem": ca.key_pem().decode(),
             "tokens": {"worker": pki.new_join_token(ca.cert).secret, "manager": pki.new_join_token(ca.cert).secret},
-            "cert_expiry": cert_expiry, "heartbeat": heartbeat, "created_at": now.isoformat(),
-        }}
+            "created_at": now.isoformat(), **cluster_settings,
+        }, "availability": availability}
         pki.write_private(os.path.join(staging, "bootstrap.json"), json.dumps(boot).encode())
         NodeConfig(node_id, cluster_id, "manager", hostname or socket.gethostname(), addr, listen, raft_addr,
                    [addr], heartbeat, cert_expiry).save(staging)

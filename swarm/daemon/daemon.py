@@ -29,7 +29,8 @@ import trio
 from raft.node import RaftConfig, RaftNode
 from raft.store import Op
 from raft.transport import TlsSettings
-from swarm.api import model
+from swarm.api import logview, model
+from swarm.api.refs import resolve_ref
 from swarm.ca import pki
 from swarm.daemon import logs, routing
 from swarm.api.errors import ApiError, SwarmError
@@ -38,6 +39,7 @@ from swarm.daemon.images import image_handlers, max_import_size
 from swarm.daemon.members import MembershipRPC
 from swarm.daemon.nodeloop import NodeLoop
 from swarm.daemon.routing import ANONYMOUS
+from swarm.daemon.volumes import volume_handlers
 from swarm.agent.agent import Agent
 from swarm.manager.controlapi.nodes import ControlAPI
 from swarm.manager.dispatcher import Dispatcher
@@ -45,7 +47,9 @@ from swarm.manager.reconciler import Reconciler
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.manager.controlapi.services import ServiceAPI
-from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, new_network
+from swarm.daemon.usercheck import image_user_checker
+from overlay.ipam import Allocator
+from swarm.manager.allocator import NETWORK, new_network, pool_subnet
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager, utcnow
 from swarm.rpc.client import ClientPool
@@ -54,6 +58,8 @@ from swarm.rpc.router import Handler, Router
 from swarm.rpc.server import serve_tls, serve_unix
 
 log = logging.getLogger(__name__)
+CLUSTER_SETTINGS = ("heartbeat_period", "cert_expiry_period", "task_history_limit", "default_addr_pools",
+                    "default_addr_pool_mask_length", "data_path_port")
 
 
 class Daemon(NodeLoop):
@@ -80,8 +86,9 @@ class Daemon(NodeLoop):
         self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size())
         self.image_handlers = image_handlers(self.images)
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
+        self.volume_handlers = volume_handlers(self.runtime.volumes)
         self.agent = Agent(self.config.node_id, self.runtime, self._agent_call,
-                           vtep=split_addr(self.config.addr)[0])
+                           vtep=split_addr(self.config.addr)[0], hostname=self.config.hostname)
         self._manager_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ClientPool | None = None   # connections to managers, kept while the daemon runs
@@ -140,6 +147,9 @@ class Daemon(NodeLoop):
             info["error"] = exc.message
         else:
             info.update({k: cluster[k] for k in ("leader", "managers", "nodes", "manager_addrs")})
+            # The cluster's settings as the store has them now (a node's own heartbeat period
+            # catches up at its next beat).
+            info.update({k: cluster[k] for k in CLUSTER_SETTINGS if k in cluster})
             if self.control is not None:
                 info["raft"] = cluster["raft"]
         return info
@@ -149,7 +159,7 @@ class Daemon(NodeLoop):
         services, manager = self.services, self.manager
 
         async def tasks_of(ref: str) -> list[dict]:
-            return await services.ps({"refs": [ref]})
+            return log_rows(services, ref)
 
         async def read_node(node_id: str, request: dict) -> dict:
             if node_id == self.config.node_id:
@@ -198,7 +208,7 @@ class Daemon(NodeLoop):
                     while raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
-                self.services = ServiceAPI(self.manager)
+                self.services = ServiceAPI(self.manager, check_user=image_user_checker(self.images))
                 self.networks = NetworkAPI(self.manager)
                 self.reconciler = Reconciler(self.manager)
                 self.dispatcher = Dispatcher(self.manager)
@@ -228,7 +238,11 @@ class Daemon(NodeLoop):
                            ca_key_pem=boot["cluster"]["ca_key_pem"].encode())
             node = model.new_node(self.config.node_id, self.config.hostname, "manager", self.config.addr,
                                   self.config.raft_addr, self.cert_identity.serial, utcnow())
-            ingress = new_network("ingress", INGRESS_SUBNET, 4096, ingress=True)
+            node["availability"] = boot.get("availability", "active")      # swarm init --availability
+            # Ingress takes the first subnet of the address pools, as Docker's does (10.0.0.0/24 by default).
+            settings = model.cluster_settings(cluster)
+            ingress = new_network("ingress", pool_subnet(Allocator(), settings["default_addr_pools"],
+                                                         settings["default_addr_pool_mask_length"]), 4096, ingress=True)
             result = await raft.commit([Op.create(model.CLUSTER, model.CLUSTER_ID, model.encode(cluster)),
                                         Op.create(model.NODE, self.config.node_id, model.encode(node)),
                                         Op.create(NETWORK, ingress["id"], model.encode(ingress))])
@@ -334,3 +348,30 @@ def main(state_dir: str, *, memory_journal: bool = False) -> int:
     daemon = Daemon(state_dir, memory_journal=memory_journal)
     trio.run(daemon.run)
     return 0
+
+
+def log_rows(services: ServiceAPI, ref: str) -> list[dict]:
+    """The tasks `service logs REF` reads: a service's (by ID, name or prefix) or, as Docker's,
+    one task's (by ID or unique prefix); each row with what a log line names (service, slot,
+    the details its log options ask for) and the width of the service's slot numbers."""
+    tasks = {t.id: t for t in services.tasks()}
+    try:
+        service = services.find(ref)
+        chosen = [t for t in tasks.values() if t.service_id == service.id]
+    except ApiError as exc:
+        if exc.code != "not_found":
+            raise
+        try:
+            task = resolve_ref("task", tasks, ref, lambda t: "")
+        except ApiError:
+            raise ApiError("not_found", f"no such task or service: {ref}") from None
+        service, chosen = None, [task]
+    # docker/cli pads the slot to the digits of a replicated service's replica count (a task: its own slot).
+    if service is not None and service.spec.mode == "replicated":
+        width = len(str(service.spec.replicas))
+    else:
+        width = len(str(chosen[0].slot)) if chosen else 1
+    return [{"id": t.id, "name": t.name, "node_id": t.node_id, "service": t.service_name, "service_id": t.service_id,
+             "slot": t.slot, "width": width,
+             "details": logview.log_details(t.spec.labels, t.spec.env, t.spec.log_driver.options)}
+            for t in sorted(chosen, key=lambda t: (t.slot, t.node_id, t.created_at))]

@@ -8,7 +8,17 @@ is, and a call with nothing new waits up to `wait` seconds for new lines (the
 manager looks again every FOLLOW_POLL). The first call (no cursors) places
 every task at its oldest line or `tail` lines from its end; without follow it
 also fixes where each task's log ends, so a task that writes faster than it
-is read cannot keep the command going.
+is read cannot keep the command going. `since` and `until` (RFC 3339 UTC
+times, the CLI turns Docker's syntax into them: swarm/api/logview.py) go to
+the nodes with every read: a node seeks to `since` and stops at the first
+line after `until`, so no line outside them leaves the node; with `until`
+and follow the command ends once `until` has passed and every task read up
+to it.
+
+Each line says its task, service, slot and node (IDs and names: the CLI
+prints Docker's `NAME.SLOT.TASKID@NODE`), and with `details` the details the
+task's log options ask for (`logview.log_details`). The reference names a
+service or, as Docker's, one task (its ID or a unique prefix).
 
 Per call the manager asks each node (`task.logs`, TASKS_PER_CALL tasks at a
 time, nodes in parallel) for about CHUNK_BYTES / tasks of each task's log,
@@ -28,11 +38,13 @@ from __future__ import annotations
 
 import functools
 import heapq
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 import trio
 
+from swarm.api import logview
 from swarm.rpc.messages import RPCError
 from swarm.runtime.errors import ContainerError
 from swarm.runtime.logfile import CHUNK_BYTES, Cursor, CursorError, FileId
@@ -52,6 +64,9 @@ class LogsRequest:
     follow: bool = False
     cursors: dict[str, dict] | None = None   # task id -> cursor; None: the first call
     wait: float = 0.0
+    since: str | None = None                 # RFC 3339 UTC with nanoseconds (logview.check_time)
+    until: str | None = None
+    details: bool = False
 
     @classmethod
     def from_wire(cls, params: dict) -> LogsRequest:
@@ -73,7 +88,17 @@ class LogsRequest:
             for cursor in cursors.values():
                 if cursor is not None:        # None: a task whose container was not there yet
                     _check_cursor(cursor)
-        return cls(ref, tail, follow, cursors, float(wait))
+        since, until = _check_times(params)
+        if not isinstance(params.get("details", False), bool):
+            raise RPCError("bad_request", "details must be true or false")
+        return cls(ref, tail, follow, cursors, float(wait), since, until, params.get("details", False))
+
+
+def _check_times(params: dict) -> tuple[str | None, str | None]:
+    try:
+        return logview.check_time("since", params.get("since")), logview.check_time("until", params.get("until"))
+    except ValueError as exc:
+        raise RPCError("bad_request", str(exc)) from None
 
 
 def _is_int(v: Any) -> bool:
@@ -101,11 +126,13 @@ async def read_tasks(runtime: Any, params: dict) -> dict:
         raise RPCError("bad_request", "tail must be a non-negative number of lines or null")
     if not _is_int(budget) or not 0 < budget <= CHUNK_BYTES:
         raise RPCError("bad_request", f"budget must be a number of bytes from 1 to {CHUNK_BYTES}")
+    since, until = _check_times(params)
+    bounds = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
     chunks = []
     for task in tasks:
         cursor = None if task.get("cursor") is None else _check_cursor(task["cursor"])
         read = functools.partial(runtime.log_chunk, task["id"], cursor, tail=tail, follow=bool(follow),
-                                 budget=budget)
+                                 budget=budget, **bounds)
         try:
             chunk = await trio.to_thread.run_sync(read, limiter=READ_THREADS)
         except (ContainerError, ValueError):
@@ -161,18 +188,20 @@ def merge(chunks: list[dict]) -> tuple[list[tuple[str, list]], dict[str, dict]]:
 @dataclass
 class LogsSource:
     """What the fan-out needs from the manager (a seam: tests give fakes)."""
-    tasks_of: Callable[[str], Awaitable[list[dict]]]   # service.ps rows of one service
+    tasks_of: Callable[[str], Awaitable[list[dict]]]   # service.ps rows of one service or task (+ "details",
+                                                       # "service", "width": see Daemon.service_logs)
     nodes: Callable[[], dict[str, dict]]               # node id -> node record
     read_node: Callable[[str, dict], Awaitable[dict]]  # (node id, task.logs params) -> answer
 
 
 async def service_logs(source: LogsSource, params: dict) -> dict:
-    """service.logs: {"ref", "tail", "follow", "cursors", "wait"} -> {"lines", "cursors", "done", "warnings"}."""
+    """service.logs: {"ref", "tail", "follow", "cursors", "wait", "since", "until", "details"}
+    -> {"lines", "cursors", "done", "warnings", "width"}."""
     request = LogsRequest.from_wire(params)
     deadline = trio.current_time() + (request.wait if request.follow else 0.0)
     while True:
         answer = await _one_round(source, request)
-        if answer["lines"] or not request.follow or trio.current_time() + FOLLOW_POLL > deadline:
+        if answer["lines"] or answer["done"] or not request.follow or trio.current_time() + FOLLOW_POLL > deadline:
             return answer
         request = replace(request, cursors=answer["cursors"])
         await trio.sleep(FOLLOW_POLL)
@@ -197,6 +226,7 @@ async def _one_round(source: LogsSource, request: LogsRequest) -> dict:
         # tail places the first cursors only; a task that shows up later is read from its start.
         req = {"tasks": [{"id": r["id"], "cursor": cursors.get(r["id"])} for r in batch],
                "tail": request.tail if first else None, "follow": request.follow, "budget": budget}
+        req.update({k: v for k, v in (("since", request.since), ("until", request.until)) if v is not None})
         try:
             answer = await source.read_node(node_id, req)
         except RPCError as exc:
@@ -222,12 +252,23 @@ async def _one_round(source: LogsSource, request: LogsRequest) -> dict:
     cursors = {r["id"]: cursors[r["id"]] for r in rows if r["id"] in cursors}   # forget removed tasks
     warnings += [f"lines of task {task_names_of(rows, c['task_id'])} were rotated away before they could be read"
                  for c in chunks if c["lost"]]
-    task_names = {r["id"]: r["name"] for r in rows}
+    by_id = {r["id"]: r for r in rows}
     node_names = {r["id"]: nodes.get(r["node_id"], {}).get("hostname", r["node_id"]) for r in rows}
-    lines = [{"task": task_names[tid], "node": node_names[tid], "time": line[0], "stream": line[1],
-              "line": line[2]} for tid, line in taken]
-    done = not request.follow and all(c["eof"] for c in chunks)
-    return {"lines": lines, "cursors": cursors, "done": done, "warnings": warnings}
+    lines = [_line(by_id[tid], node_names[tid], line, request.details) for tid, line in taken]
+    # Following up to --until: done once that time has passed here and every task read up to it.
+    past_until = request.until is not None and logview.rfc3339_ns(time.time_ns()) > request.until
+    done = (not request.follow or past_until) and all(c["eof"] for c in chunks)
+    return {"lines": lines, "cursors": cursors, "done": done, "warnings": warnings,
+            "width": max((r.get("width", 1) for r in rows), default=1)}
+
+
+def _line(row: dict, node_name: str, line: list, details: bool) -> dict:
+    out = {"task": row["name"], "task_id": row["id"], "service": row.get("service", row["name"].rsplit(".", 1)[0]),
+           "service_id": row.get("service_id", ""), "slot": row.get("slot", 0), "node": node_name,
+           "node_id": row["node_id"], "time": line[0], "stream": line[1], "line": line[2]}
+    if details:
+        out["details"] = row.get("details") or {}
+    return out
 
 
 def task_names_of(rows: list[dict], task_id: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -196,7 +197,8 @@ class NodeLoop:
 
     def _node_facts(self) -> dict:
         """What the scheduler needs to know about this node."""
-        return {"resources": node_resources(), "images": sorted(i["ref"] for i in self.images.list())}
+        return {"resources": node_resources(), "images": sorted(i["ref"] for i in self.images.list()),
+                "platform": node_platform()}
 
     # -- leave ------------------------------------------------------------------------------
     async def leave(self, peer: Peer, params: dict) -> dict:
@@ -239,6 +241,12 @@ class NodeLoop:
     async def _stop_after_answer(self) -> None:
         await trio.sleep(0.2)  # let the answer to `leave` reach the CLI first
         self._stop.set()
+
+
+def node_platform() -> dict:
+    """The node's OS and architecture as Docker reports them (node.platform.os/arch): the
+    kernel's names, "linux" and uname's machine ("x86_64", "aarch64")."""
+    return {"os": platform.system().lower(), "architecture": platform.machine()}
 
 
 def node_resources() -> dict:

@@ -119,6 +119,8 @@ def local_router(d: Daemon) -> Router:
         router.route(method, forward(d, api("networks", method)))
     for method, handler in d.image_handlers.items():
         router.route(method, handler)
+    for method, handler in d.volume_handlers.items():     # a node's own volumes: never forwarded
+        router.route(method, handler)
     return router
 
 

@@ -16,7 +16,7 @@ import ipaddress
 import time
 from typing import Any
 
-from overlay.errors import OverlayError
+from overlay.errors import OverlayError, PoolExhausted
 from overlay.ipam import Allocator
 from swarm.api import spec
 from swarm.ca import pki
@@ -30,6 +30,17 @@ def new_network(name: str, subnet: str, vni: int, *, ingress: bool = False, atta
     return {"id": pki.new_id(), "name": name, "driver": "overlay", "scope": "swarm", "subnet": str(net),
             "gateway": str(next(net.hosts())), "vni": vni, "ingress": ingress, "attachable": attachable,
             "created_at": time.time()}
+
+
+def pool_subnet(alloc: Allocator, pools: list[str], mask: int) -> str:
+    """A new network's subnet: the lowest /mask no network holds, from the cluster's
+    default address pools in their order (`swarm init --default-addr-pool`)."""
+    for pool in pools:
+        try:
+            return alloc.allocate_subnet(pool, mask)
+        except PoolExhausted:
+            continue
+    raise PoolExhausted(f"No free /{mask} subnet is left in the default address pools ({', '.join(pools)}).")
 
 
 REUSE_DELAY = 30.0  # seconds a stopped task's address stays reserved (peers and sandboxes catch up)

@@ -80,7 +80,9 @@ class Dispatcher:
         networks = {k: n for k, (n, _) in records.decode_all(raft.list(NETWORK), network_record).items()}
         services = {k: s for k, (s, _) in records.decode_all(raft.list(spec.SERVICE), spec.service_from_dict).items()}
         tasks = [t for t, _ in records.decode_all(raft.list(spec.TASK), spec.task_from_dict).values()]
-        return build_network_view(node_id, networks, self.m.nodes(), services, tasks)
+        view = build_network_view(node_id, networks, self.m.nodes(), services, tasks)
+        port = model.cluster_settings(self.m.cluster())["data_path_port"]
+        return view if port == view.data_path_port else dataclasses.replace(view, data_path_port=port)
 
     async def status(self, caller: str, params: dict) -> dict:
         """Apply a batch of task status changes reported by the caller's agent, as

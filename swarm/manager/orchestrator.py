@@ -25,9 +25,19 @@ slot's new task until the old one is terminal (see `stopping_slots`). A
 finished slot of an older version also gets a fresh task (an update reruns
 one-shot tasks). Global services do the same per node, with the node fixed,
 for each node that is ready, not draining and matching the constraints (new
-tasks only on active nodes). Finally each slot (global: node) keeps its 5
-newest terminal tasks; older ones are deleted. A task that never reached a
+tasks only on active nodes). Finally each slot (global: node) keeps its
+newest terminal tasks, as many as the cluster's task history limit (5 unless
+`swarm update --task-history-limit` says otherwise); older ones are deleted. A task that never reached a
 node is shut down outright (its state set to shutdown): no agent will.
+
+Jobs (SwarmKit's jobs orchestrator) run to completion instead. A replicated
+job has slots 1..replicas, each wanting one completed task, and keeps at most
+max_concurrent slots active (live, or being restarted or replaced); a global
+job wants one completed task per eligible node. A completed task is never
+restarted (the condition "any" counts as "on-failure"), a failed one is per
+the restart policy. Only the tasks of the service's current `job_iteration`
+count: an update bumps it, so the job runs again, and the live tasks of an
+earlier iteration are stopped. Jobs have no rolling update.
 """
 from __future__ import annotations
 
@@ -36,7 +46,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, parse_constraints
-from swarm.api.spec import STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
+from swarm.api.spec import JOB_MODES, STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
 
 HISTORY_LIMIT = 5
 ENDED = frozenset({"complete", "failed", "rejected"})   # ended on its own: the restart policy decides
@@ -84,19 +94,29 @@ def _preference(t: Task) -> tuple:
     return (t.spec_version, STATE_ORDER.get(t.status.state, 0), t.created_at, t.id)
 
 
+def _current(service: Service, t: Task) -> bool:
+    """Does `t` belong to what the service asks for now: its spec version (a job: its iteration)?"""
+    if service.spec.mode in JOB_MODES:
+        return t.job_iteration == service.job_iteration
+    return t.spec_version == service.spec_version
+
+
 def _restart_at(policy: RestartPolicy, last: Task, slot_tasks: list[Task], service: Service,
                 now: float) -> float | None:
-    """When the slot of `last` (which ended on its own) may run again, or None: never."""
+    """When the slot of `last` (which ended on its own) may run again, or None: never.
+
+    A job's task that completed is never run again, whatever the condition: SwarmKit
+    treats "any" as "on-failure" for jobs (restarting a finished job makes no sense)."""
     if policy.condition == "none":
         return None
     failed = last.status.state != "complete" or last.status.exit_code not in (None, 0)
-    if policy.condition == "on-failure" and not failed:
+    if (policy.condition == "on-failure" or service.spec.mode in JOB_MODES) and not failed:
         return None
     if policy.max_attempts > 0:
         if policy.window > 0:
             # every task of this spec version that ended inside the window was (or asks for) a restart
             restarts = sum(1 for t in slot_tasks if t.status.state in ENDED
-                           and t.spec_version == service.spec_version and t.status.timestamp >= now - policy.window)
+                           and _current(service, t) and t.status.timestamp >= now - policy.window)
         else:
             restarts = last.attempt + 1
         if restarts > policy.max_attempts:
@@ -126,7 +146,9 @@ class _Plan:
         t = Task(id=self.new_id(), service_id=s.id, service_name=s.spec.name, slot=slot, node_id=node_id,
                  desired_state="running", spec=s.spec.container, spec_version=s.spec_version,
                  status=TaskStatus("new", "created", timestamp=self.now), created_at=self.now,
-                 attempt=attempt, not_before=not_before)
+                 attempt=attempt, not_before=not_before,
+                 job_iteration=s.job_iteration if s.spec.mode in JOB_MODES else 0,
+                 service_labels=dict(s.spec.labels))
         self.create.append(t)
         return t
 
@@ -140,7 +162,7 @@ class _Slot:
 
 
 def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo], now: float,
-              new_id: Callable[[], str]) -> OrchestratorPlan:
+              new_id: Callable[[], str], history_limit: int = HISTORY_LIMIT) -> OrchestratorPlan:
     """The changes that bring `tasks` (all tasks of the service) to what `service` asks for.
 
     `service` None means the service was deleted: its tasks are shut down, then deleted.
@@ -157,15 +179,21 @@ def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo],
         return OrchestratorPlan([], list(plan.update.values()), delete)
 
     tasks = [t for t in tasks if t.service_id == service.id]
-    if service.spec.mode == "global":
+    if service.spec.mode in ("global", "global-job"):
         try:
             constraints = parse_constraints(service.spec.constraints)
         except ConstraintError:
             return OrchestratorPlan([], [], [])   # validated at create time; never act on a bad spec
-        _global(service, tasks, by_node, constraints, plan)
+        if service.spec.mode == "global":
+            _global(service, tasks, by_node, constraints, plan)
+        else:
+            _global_job(service, tasks, by_node, constraints, plan)
+    elif service.spec.mode == "replicated-job":
+        _replicated_job(service, tasks, by_node, plan)
     else:
         _replicated(service, tasks, by_node, plan)
-    return OrchestratorPlan(plan.create, list(plan.update.values()), _trim_history(service, tasks, by_node, plan))
+    deletes = _trim_history(service, tasks, by_node, plan, history_limit)
+    return OrchestratorPlan(plan.create, list(plan.update.values()), deletes)
 
 
 def _classify(service: Service, key: int | str, ts: list[Task], nodes: dict[str, NodeInfo],
@@ -269,6 +297,83 @@ def _global(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], con
     _rolling_update(service, tasks, nodes, occupied, plan)
 
 
+def _this_iteration(service: Service, tasks: list[Task], plan: _Plan) -> list[Task]:
+    """The job's tasks of its current iteration; a live task of an earlier one is stopped
+    (the job was updated: SwarmKit removes the old iteration's tasks)."""
+    mine = []
+    for t in tasks:
+        if t.job_iteration == service.job_iteration:
+            mine.append(t)
+        elif is_live(t):
+            plan.shutdown(t, "the job was updated")
+    return mine
+
+
+def _replicated_job(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan) -> None:
+    """SwarmKit's replicated job: slots 1..replicas each want one completed task, at most
+    max_concurrent slots are active at once (running, waiting to restart, or replaced).
+
+    A slot whose task completed is done for good; one whose task failed is restarted per
+    the restart policy and keeps its place among the active ones; one whose policy gives
+    up stays failed (the job cannot complete) and frees its place."""
+    total = max(service.spec.replicas, 0)
+    limit = service.spec.max_concurrent if service.spec.max_concurrent > 0 else total
+    by_slot: dict[int, list[Task]] = {}
+    for t in _this_iteration(service, tasks, plan):
+        if t.slot > 0:
+            by_slot.setdefault(t.slot, []).append(t)
+        elif is_live(t):
+            plan.shutdown(t, "not a replicated task")
+    occupied: set[int] = set()
+    active = 0
+    for slot_no in sorted(by_slot):
+        slot = _classify(service, slot_no, by_slot[slot_no], nodes, plan)
+        if slot is None:
+            continue
+        if slot_no > total:   # fewer completions wanted than slots used
+            if slot.kind == "live":
+                plan.shutdown(slot.task, "scaled down")
+            continue
+        occupied.add(slot_no)
+        if slot.kind != "finished":
+            active += 1
+            _fill(slot, plan)
+    free = [n for n in range(1, total + 1) if n not in occupied]
+    for slot_no in free[:max(limit - active, 0)]:
+        plan.new_task(slot_no)
+
+
+def _global_job(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], constraints: tuple,
+                plan: _Plan) -> None:
+    """SwarmKit's global job: one task to completion on each node that is ready, active
+    and matches the constraints (a node that joins later runs it too); a failed task is
+    restarted on its node per the restart policy."""
+    def eligible(node: NodeInfo | None) -> bool:
+        return (node is not None and node.status == "ready" and node.availability != "drain"
+                and node_matches(constraints, node))
+
+    by_node: dict[str, list[Task]] = {}
+    for t in _this_iteration(service, tasks, plan):
+        by_node.setdefault(t.node_id, []).append(t)
+    taken = set()
+    for node_id, ts in by_node.items():
+        node = nodes.get(node_id)
+        if not eligible(node):
+            for t in ts:
+                if is_live(t):
+                    plan.shutdown(t, "node is not eligible for this global job")
+            continue
+        slot = _classify(service, node_id, ts, nodes, plan)
+        if slot is None:
+            continue
+        taken.add(node_id)
+        if slot.kind in ("replace", "restart") and node.availability == "active":  # type: ignore[union-attr]
+            _fill(slot, plan, node_id)
+    for node_id in sorted(nodes):
+        if node_id not in taken and eligible(nodes[node_id]) and nodes[node_id].availability == "active":
+            plan.new_task(0, node_id)
+
+
 def _rolling_update(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], slots: Iterable[_Slot],
                     plan: _Plan) -> None:
     """Stop-first, one task at a time: replace one old-version live task if none is in flight."""
@@ -289,8 +394,10 @@ def _rolling_update(service: Service, tasks: list[Task], nodes: dict[str, NodeIn
     plan.new_task(slot.task.slot, slot.task.node_id if not slot.task.slot else "")
 
 
-def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan) -> list[str]:
-    """Delete terminal tasks beyond the newest HISTORY_LIMIT per slot (global: per node).
+def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan,
+                  limit: int = HISTORY_LIMIT) -> list[str]:
+    """Delete terminal tasks beyond the newest `limit` per slot (global: per node); the limit is
+    the cluster's task history retention limit (swarm update --task-history-limit), negative: keep all.
 
     Tasks that still count in an active restart window stay, so the window sees them; a
     task shut down on a removed node is deleted (no agent will report it stopped).
@@ -308,8 +415,8 @@ def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo
             delete.append(t.id)
     for ts in history.values():
         ts.sort(key=_age, reverse=True)
-        for t in ts[HISTORY_LIMIT:]:
-            if counting and t.status.state in ENDED and t.spec_version == service.spec_version \
+        for t in ts[limit:] if limit >= 0 else ():
+            if counting and t.status.state in ENDED and _current(service, t) \
                     and t.status.timestamp >= plan.now - policy.window:
                 continue
             delete.append(t.id)

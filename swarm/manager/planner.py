@@ -33,7 +33,7 @@ from typing import Callable
 from overlay.errors import OverlayError
 from swarm.api import records, spec
 from swarm.manager.allocator import allocate_service, allocate_task, allocation_state
-from swarm.manager.orchestrator import reconcile, stopping_slots
+from swarm.manager.orchestrator import HISTORY_LIMIT, reconcile, stopping_slots
 from swarm.manager.scheduler import NodeInfo, schedule
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Snapshot:
     tasks: dict[str, tuple[spec.Task, int]] = field(default_factory=dict)
     nodes: dict[str, tuple[dict, int]] = field(default_factory=dict)       # node records as the manager keeps them
     networks: dict[str, dict] = field(default_factory=dict)                # checked by `network_record`
+    history_limit: int = HISTORY_LIMIT         # the cluster's task history retention limit
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ def node_infos(nodes: dict[str, dict]) -> list[NodeInfo]:
     for n in nodes.values():
         try:
             res = n.get("resources") or {}
+            platform = n.get("platform") or {}   # checked by model.node_facts; absent before the first beat
             out.append(NodeInfo(id=n["id"], hostname=n["hostname"], role=n["role"], status=n["status"],
                                 availability=n["availability"], labels=dict(n.get("labels", {})),
                                 resources=spec.Resources(_count(res.get("nano_cpus", 0)),
-                                                         _count(res.get("memory_bytes", 0)))))
+                                                         _count(res.get("memory_bytes", 0))),
+                                os=str(platform.get("os", "")), arch=str(platform.get("architecture", ""))))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             records.warn_once(f"node {n.get('id')!r}", f"node record ignored by the scheduler: {exc!r}")
     return out
@@ -140,7 +143,8 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
     created: list[spec.Task] = []
     for service_id in sorted(set(services) | set(by_service)):
         try:
-            plan = reconcile(services.get(service_id), by_service.get(service_id, []), infos, now, new_id)
+            plan = reconcile(services.get(service_id), by_service.get(service_id, []), infos, now, new_id,
+                             snapshot.history_limit)
         except Exception as exc:  # a bug for one service's tasks must not stop the others
             log.debug("reconcile of service %s failed", service_id, exc_info=True)
             problems[service_id] = f"cannot reconcile the service: {_why(exc)}"

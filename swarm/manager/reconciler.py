@@ -68,7 +68,14 @@ def read_snapshot(store: Any) -> Snapshot:
         services=records.decode_all(store.list(spec.SERVICE), spec.service_from_dict),
         tasks=records.decode_all(store.list(spec.TASK), spec.task_from_dict),
         nodes={k: (model.decode(r.data), r.version) for k, r in store.list(model.NODE).items()},
-        networks={k: n for k, (n, _) in records.decode_all(store.list(NETWORK), network_record).items()})
+        networks={k: n for k, (n, _) in records.decode_all(store.list(NETWORK), network_record).items()},
+        history_limit=_history_limit(store))
+
+
+def _history_limit(store: Any) -> int:
+    """The cluster's task history retention limit (`swarm update --task-history-limit`)."""
+    rec = store.get(model.CLUSTER, model.CLUSTER_ID)
+    return model.cluster_settings(model.decode(rec.data) if rec else {})["task_history_limit"]
 
 
 def plan_ops(snapshot: Snapshot, plan: RoundPlan) -> list[Op]:

@@ -8,10 +8,19 @@ node that fails is counted against the first filter that refused it; their
 result is cached per constraint set, since many services share one. The
 nodes that pass go into a heap ordered by (tasks of this service, tasks
 overall, seeded shuffle rank). Each task takes the top node if the dynamic
-filters (resources, host ports) still accept it; a node they refuse is
-dropped for the rest of the service (placements only use capacity up, so it
-cannot fit later) and counted; a node that takes a task has its counters
-bumped and goes back into the heap. Host ports are SwarmKit's: a port a
+filters (max replicas per node, resources, host ports) still accept it; a
+node they refuse is dropped for the rest of the service (placements only use
+capacity up, so it cannot fit later) and counted; a node that takes a task
+has its counters bumped and goes back into the heap.
+
+Placement preferences are SwarmKit's decision tree: with `spread=LABEL`
+preferences the nodes are grouped by their value of the first label (nodes
+without it form the group ""), each group by the next label, and so on; the
+heaps above are the leaves. The tasks are divided equally over the groups of
+a level, counting the tasks each already runs (the emptiest get the
+remainder); a group that cannot take its share (no node fits) gives the rest
+to the others. A node's `platform` (os, architecture as uname names it) is
+matched by node.platform.os / node.platform.arch constraints. Host ports are SwarmKit's: a port a
 service publishes in host mode (protocol and number) binds on the node that
 runs the task, so no node runs two tasks holding one, counting the live
 tasks already there; ingress ports are the routing mesh's and constrain no
@@ -40,16 +49,21 @@ class ConstraintError(SwarmError, ValueError):
     """A placement constraint that cannot be parsed (the user's input is wrong)."""
 
 
-_KEYS = ("node.id", "node.hostname", "node.role")
+class PreferenceError(ConstraintError):
+    """A placement preference that cannot be parsed."""
+
+
+_KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
 _LABEL_PREFIXES = ("node.labels.", "engine.labels.")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]*$")
 _VALUE = re.compile(r"^[A-Za-z0-9:\-_\s.*()?+\[\]\\^$|/]+$")   # SwarmKit's value pattern
-_KEY_HELP = "use node.id, node.hostname, node.role, node.labels.NAME or engine.labels.NAME"
+_KEY_HELP = ("use node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME "
+             "or engine.labels.NAME")
 
 
 @dataclass(frozen=True)
 class Constraint:
-    key: str          # node.id | node.hostname | node.role | node.labels | engine.labels
+    key: str          # node.id | node.hostname | node.role | node.platform.os|arch | node.labels | engine.labels
     label: str        # the label name for *.labels keys, else ""
     equal: bool       # == (True) or != (False)
     value: str
@@ -61,6 +75,10 @@ class Constraint:
             have = node.hostname
         elif self.key == "node.role":
             have = node.role
+        elif self.key == "node.platform.os":
+            have = node.os
+        elif self.key == "node.platform.arch":
+            have = node.arch
         elif self.key == "node.labels":
             have = node.labels.get(self.label)
         else:
@@ -124,6 +142,42 @@ class NodeInfo:
     labels: dict[str, str] = field(default_factory=dict)
     resources: Resources = Resources()  # total capacity the node reported
     engine_labels: dict[str, str] = field(default_factory=dict)
+    os: str = ""                        # node.platform.os as the node reports it: "linux"
+    arch: str = ""                      # node.platform.arch, uname's name: "x86_64", "aarch64"
+
+
+@dataclass(frozen=True)
+class Preference:
+    """One placement preference: spread the tasks over the values of a node or engine label."""
+    key: str          # node.labels | engine.labels
+    label: str
+
+    def value(self, node: NodeInfo) -> str:
+        # A node without the label spreads as the value "" (SwarmKit's tree does the same).
+        labels = node.labels if self.key == "node.labels" else node.engine_labels
+        return labels.get(self.label, "")
+
+
+def parse_preference(expr: str) -> Preference:
+    """"spread=node.labels.zone" (docker's --placement-pref); PreferenceError says what is wrong."""
+    if not isinstance(expr, str):
+        raise PreferenceError(f"invalid placement preference {expr!r}: expected a string")
+    strategy, sep, descriptor = expr.partition("=")
+    if not sep or not strategy:
+        raise PreferenceError(f'invalid placement preference "{expr}": the format is "<strategy>=<arg>"')
+    if strategy != "spread":
+        raise PreferenceError(f"unsupported placement preference {strategy} (only spread is supported)")
+    low = descriptor.strip().lower()
+    for prefix in _LABEL_PREFIXES:
+        label = descriptor.strip()[len(prefix):]
+        if low.startswith(prefix) and _LABEL_NAME.match(label):
+            return Preference(prefix[:-1], label)
+    raise PreferenceError(f'invalid placement preference "{expr}": spread over node.labels.NAME or '
+                          f"engine.labels.NAME")
+
+
+def parse_preferences(exprs: Iterable[str]) -> tuple[Preference, ...]:
+    return tuple(parse_preference(e) for e in exprs)
 
 
 @dataclass(frozen=True)
@@ -133,11 +187,13 @@ class TaskContext:
     constraints: tuple[Constraint, ...] = ()
     reservations: Resources = Resources()
     host_ports: frozenset[HostPort] = frozenset()
+    max_replicas: int = 0               # per node; 0 = no limit
+    preferences: tuple[Preference, ...] = ()
 
 
 class NodeState:
     """One node during one scheduling pass: capacity left and task counts, kept incrementally."""
-    __slots__ = ("info", "free_cpu", "free_mem", "tasks", "ports")
+    __slots__ = ("info", "free_cpu", "free_mem", "tasks", "ports", "by_service")
 
     def __init__(self, info: NodeInfo):
         self.info = info
@@ -145,6 +201,7 @@ class NodeState:
         self.free_mem = info.resources.memory_bytes
         self.tasks = 0                  # live tasks of any service (spread tie-break)
         self.ports: set[HostPort] = set()   # host-mode ports in use
+        self.by_service: dict[str, int] = {}   # service id -> its live tasks here
 
     def take(self, reservations: Resources, ports: Iterable[HostPort] = ()) -> None:
         self.free_cpu -= reservations.nano_cpus
@@ -267,9 +324,24 @@ class PortFilter(Filter):
         return f"host-mode port already in use on {_n(count)}"
 
 
+class MaxReplicasFilter(Filter):
+    """SwarmKit's: no more than max_replicas_per_node live tasks of the service on a node."""
+    name = "max-replicas"
+    static = False
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        return ctx.max_replicas > 0
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return node.by_service.get(ctx.service_id, 0) < ctx.max_replicas
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return "max replicas per node limit exceed"   # SwarmKit's words, without a count
+
+
 # cheapest first; a node is counted against the first filter that refuses it
-FILTERS: tuple[Filter, ...] = (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), ResourceFilter(),
-                               PortFilter())
+FILTERS: tuple[Filter, ...] = (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), MaxReplicasFilter(),
+                               ResourceFilter(), PortFilter())
 
 
 def explain(failures: dict[str, int], ctx: TaskContext | None = None) -> str:
@@ -332,9 +404,25 @@ def _context(service_id: str, service: Service | None) -> TaskContext | str:
         return f"service {service_id} not found"
     try:
         constraints = parse_constraints(service.spec.constraints)
+        preferences = parse_preferences(service.spec.placement_prefs)
     except ConstraintError as exc:
         return exc.message
-    return TaskContext(service_id, constraints, service.spec.reservations, host_ports(service))
+    return TaskContext(service_id, constraints, service.spec.reservations, host_ports(service),
+                       max(service.spec.max_replicas_per_node, 0), preferences)
+
+
+class _Branch:
+    """A node of SwarmKit's decision tree: the nodes sharing the values of the preferences so far.
+
+    `tasks` counts the service's live tasks under it, kept up to date as the pass places
+    more; a leaf holds its feasible nodes in a heap, least loaded first."""
+    __slots__ = ("key", "tasks", "children", "heap")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.tasks = 0
+        self.children: dict[str, _Branch] = {}
+        self.heap: list[tuple[int, int, int, int]] = []   # (service tasks, all tasks, rank, node index)
 
 
 class _Pass:
@@ -347,7 +435,6 @@ class _Pass:
         self.index = {n.id: i for i, n in enumerate(ordered)}
         self.rank = list(range(len(ordered)))
         rng.shuffle(self.rank)
-        self.per_service: dict[str, dict[int, int]] = {}    # service id -> node index -> live tasks
         self.assignments: dict[str, str] = {}
         self.unplaced: dict[str, str] = {}
         for t in live_tasks:
@@ -370,10 +457,10 @@ class _Pass:
         self.static_cache: dict[tuple[Constraint, ...], tuple[list[int], dict[str, int]]] = {}
 
     def _count(self, service_id: str, i: int) -> int:
-        self.states[i].tasks += 1
-        counts = self.per_service.setdefault(service_id, {})
-        counts[i] = counts.get(i, 0) + 1
-        return counts[i]
+        state = self.states[i]
+        state.tasks += 1
+        state.by_service[service_id] = state.by_service.get(service_id, 0) + 1
+        return state.by_service[service_id]
 
     def static_pass(self, ctx: TaskContext) -> tuple[list[int], dict[str, int]]:
         """Nodes passing the static filters for these constraints, and the failure counts."""
@@ -387,30 +474,39 @@ class _Pass:
         return hit
 
     def place_group(self, ctx: TaskContext, tasks: list[Task]) -> None:
-        """Spread one service's tasks: fewest of this service, then fewest overall, then rank."""
+        """Place one service's tasks: over the preferences' tree, then least loaded first."""
         feasible, static_failures = self.static_pass(ctx)
-        dynamic = [f for f in FILTERS if not f.static and f.enabled(ctx)]
-        failures = dict(static_failures)
-        counts = self.per_service.get(ctx.service_id, {})
-        states, rank = self.states, self.rank
-        heap = [(counts.get(i, 0), states[i].tasks, rank[i], i) for i in feasible]
-        heapq.heapify(heap)
-        for pos, t in enumerate(tasks):
-            while heap:
-                svc_count, total, r, i = heap[0]
-                refused = next((f for f in dynamic if not f.check(ctx, states[i])), None)
-                if refused is None:
-                    break
-                failures[refused.name] = failures.get(refused.name, 0) + 1
-                heapq.heappop(heap)    # capacity only shrinks in a pass: this node is out for good
-            if not heap:
-                reason = explain(failures, ctx)
-                for rest in tasks[pos:]:
-                    self.unplaced[rest.id] = reason
-                return
-            states[i].take(ctx.reservations, ctx.host_ports)
-            heapq.heapreplace(heap, (self._count(ctx.service_id, i), total + 1, r, i))
-            self.assignments[t.id] = states[i].info.id
+        group = _Group(self, ctx, list(reversed(tasks)), static_failures)
+        root = self._tree(ctx, feasible)
+        group.spread(root, len(tasks))
+        if group.queue:
+            reason = explain(group.failures, ctx)
+            for rest in group.queue:
+                self.unplaced[rest.id] = reason
+
+    def _tree(self, ctx: TaskContext, feasible: list[int]) -> _Branch:
+        """SwarmKit's decision tree (nodeset.go `tree`): one level per preference, keyed by the
+        node's value of its label. Every node counts in the tree's task totals, so a branch
+        whose nodes are all unfit still gets its share and then gives it up; only feasible
+        nodes go into the leaves' heaps."""
+        root = _Branch("")
+        if not ctx.preferences:   # one leaf: no totals needed, and only the feasible nodes to visit
+            by_service = [self.states[i].by_service.get(ctx.service_id, 0) for i in feasible]
+            root.heap = [(mine, self.states[i].tasks, self.rank[i], i) for mine, i in zip(by_service, feasible)]
+            heapq.heapify(root.heap)
+            return root
+        fit = set(feasible)
+        for i, state in enumerate(self.states):
+            mine = state.by_service.get(ctx.service_id, 0)
+            branch = root
+            branch.tasks += mine
+            for pref in ctx.preferences:
+                value = pref.value(state.info)
+                branch = branch.children.setdefault(value, _Branch(value))
+                branch.tasks += mine
+            if i in fit:
+                heapq.heappush(branch.heap, (mine, state.tasks, self.rank[i], i))
+        return root
 
     def place_on_its_node(self, ctx: TaskContext, t: Task) -> None:
         """A global task: its node is fixed, only check that node."""
@@ -425,6 +521,75 @@ class _Pass:
         self.states[i].take(ctx.reservations, ctx.host_ports)
         self._count(t.service_id, i)
         self.assignments[t.id] = self.states[i].info.id
+
+
+class _Group:
+    """Placing one service's tasks over a decision tree (SwarmKit's scheduleNTasksOnSubtree)."""
+
+    def __init__(self, p: _Pass, ctx: TaskContext, queue: list[Task], failures: dict[str, int]) -> None:
+        self.p, self.ctx = p, ctx
+        self.queue = queue          # tasks still to place, the next one last
+        self.failures = dict(failures)
+        self.dynamic = [f for f in FILTERS if not f.static and f.enabled(ctx)]
+
+    def spread(self, branch: _Branch, n: int) -> list[int]:
+        """Place up to `n` tasks under `branch`; the node indexes used (one per task placed).
+
+        The tasks are divided equally over the children, counting those they already have:
+        each child below its share gets the difference (the first `remainder` ones one
+        more), and a child that cannot take its share is full: the rest is divided over the
+        others, until all are placed or every child is full."""
+        if not branch.children:
+            return self._fill_leaf(branch, n)
+        used: list[int] = []
+        full: set[str] = set()
+        while len(used) < n:
+            open_ = [c for c in branch.children.values() if c.key not in full]
+            if not open_:
+                break
+            share, remainder = divmod(sum(c.tasks for c in open_) + n - len(used), len(open_))
+            moved = False
+            # fewest tasks first (then by value): they get the remainder, and the plan is repeatable
+            for child in sorted(open_, key=lambda c: (c.tasks, c.key)):
+                target = share + (1 if remainder > 0 else 0)
+                want = min(target - child.tasks, n - len(used))
+                if want <= 0:
+                    continue
+                got = self.spread(child, want)
+                used += got
+                moved = moved or bool(got)
+                if len(got) < want:
+                    full.add(child.key)
+                    moved = True
+                elif target > share:
+                    remainder -= 1
+            if not moved:
+                break
+        branch.tasks += len(used)
+        return used
+
+    def _fill_leaf(self, leaf: _Branch, n: int) -> list[int]:
+        """Place up to `n` tasks on the leaf's nodes: fewest of this service, then fewest overall, then rank."""
+        heap, states, ctx = leaf.heap, self.p.states, self.ctx
+        used: list[int] = []
+        while len(used) < n and self.queue:
+            while heap:
+                i = heap[0][3]
+                refused = next((f for f in self.dynamic if not f.check(ctx, states[i])), None)
+                if refused is None:
+                    break
+                self.failures[refused.name] = self.failures.get(refused.name, 0) + 1
+                heapq.heappop(heap)    # capacity only shrinks in a pass: this node is out for good
+            if not heap:
+                break
+            _, total, r, i = heap[0]
+            t = self.queue.pop()
+            states[i].take(ctx.reservations, ctx.host_ports)
+            heapq.heapreplace(heap, (self.p._count(ctx.service_id, i), total + 1, r, i))
+            self.p.assignments[t.id] = states[i].info.id
+            used.append(i)
+        leaf.tasks += len(used)
+        return used
 
 
 _ANY = TaskContext("")

@@ -87,7 +87,8 @@ class ContainerRuntime(Protocol):
         the container stopped and everything it wrote was given out."""
 
     def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
-                  budget: int = ...) -> Chunk:
+                  budget: int = ..., since: str | None = None, until: str | None = None) -> Chunk:
         """About `budget` bytes of log lines from `cursor` (None: start a read at the oldest line,
         or `tail` lines from the end; without follow it ends at what is written now), and the
-        cursor to go on from. Raises for an unknown task."""
+        cursor to go on from; only lines from `since` to `until` (RFC 3339 UTC with nanoseconds,
+        both included), the first line past `until` ending the read. Raises for an unknown task."""

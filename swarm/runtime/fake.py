@@ -32,6 +32,7 @@ from typing import AsyncIterator, Callable, Sequence
 import trio
 
 from swarm.api.spec import ContainerSpec, Resources
+from swarm.runtime import ocispec
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
 from swarm.runtime.errors import ContainerError
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, FileId
@@ -130,6 +131,7 @@ class FakeRuntime:
                 hostname: str | None = None, dns: Sequence[str] = ("127.0.0.11",), dns_search: Sequence[str] = (),
                 dns_options: Sequence[str] = ("ndots:0",), hosts: Sequence[tuple[str, str]] = ()) -> None:
         with self._call("prepare", task_id):
+            ocispec.check_process(container)     # the spec errors runc's prepare gives without a machine
             with self._lock:
                 c = self.containers.get(task_id)
                 if c is not None and c.status != CREATED:
@@ -225,7 +227,7 @@ class FakeRuntime:
             await self._changed.wait()
 
     def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
-                  budget: int = CHUNK_BYTES) -> Chunk:
+                  budget: int = CHUNK_BYTES, since: str | None = None, until: str | None = None) -> Chunk:
         """Lines from one never rotated "file" per container: a cursor's offset counts lines."""
         with self._call("log_chunk", task_id), self._lock:
             c = self.containers.get(task_id)
@@ -242,9 +244,12 @@ class FakeRuntime:
         lines, used, at = [], 0, cursor.offset
         while at < end and (used < budget or not lines):
             entry = log[at]
+            if until is not None and entry.timestamp > until:
+                return Chunk(lines, [fid], Cursor(fid, at, cursor.until), cursor, eof=True)
             at += 1
             used += len(entry.line) + 1
-            lines.append((entry.timestamp, entry.stream, entry.line, (0, at)))
+            if since is None or entry.timestamp >= since:
+                lines.append((entry.timestamp, entry.stream, entry.line, (0, at)))
         return Chunk(lines, [fid], Cursor(fid, at, cursor.until), cursor, eof=at >= end)
 
     # -- helpers ----------------------------------------------------------------------

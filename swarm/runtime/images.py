@@ -7,7 +7,8 @@ Layout under the root:
                            trusted.overlay.opaque=y), named by the sha256 of its
                            uncompressed tar
     images/<id>.json       {id, layers: [diff_id, ... bottom first], layer_sizes,
-                           config: {Cmd, Entrypoint, Env, WorkingDir}, created, size}
+                           config: {Cmd, Entrypoint, Env, WorkingDir, User, StopSignal,
+                           ExposedPorts, Volumes, Labels, Healthcheck}, created, size}
     tags.json              {"NAME:TAG": id}
     lock                   flock'ed by every writer (CLI and daemon may both write)
 
@@ -44,13 +45,14 @@ import threading
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, BinaryIO, Callable, Iterator, TypeVar
 
 import trio
 
 from raft.fsutil import atomic_write
 from swarm.runtime.errors import ImageError
+from swarm.api.options import parse_signal
 from swarm.runtime.extract import Budget, extract_layer, format_bytes
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -82,6 +84,17 @@ def normalize_ref(ref: str) -> str:
 
 
 @dataclass(frozen=True)
+class Healthcheck:
+    """The image's HEALTHCHECK, as Docker stores it (durations in nanoseconds; 0 = the default)."""
+    test: tuple[str, ...] = ()        # ["NONE"] | ["CMD", arg...] | ["CMD-SHELL", command]
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
 class Image:
     id: str
     layers: tuple[str, ...]           # diff_ids, bottom layer first
@@ -91,14 +104,26 @@ class Image:
     working_dir: str = ""
     created: float = 0.0
     size: int = 0
+    user: str = ""                    # USER: "name", "uid", "name:group", "uid:gid"; "" = root
+    stop_signal: str = ""             # STOPSIGNAL as written ("SIGQUIT", "3"); "" = SIGTERM
+    exposed_ports: tuple[str, ...] = ()   # EXPOSE: "80/tcp", "53/udp"
+    volumes: tuple[str, ...] = ()     # VOLUME: container paths
+    healthcheck: Healthcheck | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def from_json(data: dict) -> "Image":
         cfg = data.get("config") or {}
+        health = cfg.get("Healthcheck")
         return Image(id=data["id"], layers=tuple(data["layers"]), cmd=tuple(cfg.get("Cmd") or ()),
                      entrypoint=tuple(cfg.get("Entrypoint") or ()), env=tuple(cfg.get("Env") or ()),
                      working_dir=cfg.get("WorkingDir") or "", created=float(data.get("created", 0.0)),
-                     size=int(data.get("size", 0)))
+                     size=int(data.get("size", 0)), user=cfg.get("User") or "",
+                     stop_signal=cfg.get("StopSignal") or "", exposed_ports=tuple(cfg.get("ExposedPorts") or ()),
+                     volumes=tuple(cfg.get("Volumes") or ()),
+                     healthcheck=Healthcheck(**{k: tuple(v) if k == "test" else v for k, v in health.items()})
+                     if health else None,
+                     labels=dict(cfg.get("Labels") or {}))
 
 
 @dataclass
@@ -119,16 +144,83 @@ def _parse_time(text: object) -> float:
     return base.timestamp() + (float(m.group(2)) if m.group(2) else 0.0)
 
 
+_EXPOSED_PORT = re.compile(r"^\d{1,5}(-\d{1,5})?(/(tcp|udp|sctp))?$", re.IGNORECASE)
+_HEALTH_DURATIONS = {"Interval": "interval", "Timeout": "timeout", "StartPeriod": "start_period",
+                     "StartInterval": "start_interval"}
+
+
 def _image_config(cfg: dict) -> dict:
-    def strings(value: object) -> list[str] | None:
+    """The parts of an image's config the runtime uses, checked: a malformed one refuses the import."""
+    def bad(what: str) -> ImageError:
+        return ImageError(f"The image configuration is malformed ({what}).")
+
+    def strings(value: object, name: str) -> list[str] | None:
         if value is None:
             return None
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ImageError("The image configuration is malformed (Cmd, Entrypoint and Env must be lists of strings).")
+            raise bad(f"{name} must be a list of strings")
         return value
 
-    return {"Cmd": strings(cfg.get("Cmd")), "Entrypoint": strings(cfg.get("Entrypoint")),
-            "Env": strings(cfg.get("Env")), "WorkingDir": str(cfg.get("WorkingDir") or "")}
+    def text(value: object, name: str) -> str:
+        if value is None:
+            return ""
+        if not isinstance(value, str) or "\n" in value or "\0" in value:
+            raise bad(f"{name} must be one line of text")
+        return value
+
+    def keys(value: object, name: str) -> list[str]:
+        # ExposedPorts and Volumes are sets written as objects whose values are {}.
+        if value is None:
+            return []
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad(f"{name} must be an object")
+        return sorted(value)
+
+    out: dict = {"Cmd": strings(cfg.get("Cmd"), "Cmd"), "Entrypoint": strings(cfg.get("Entrypoint"), "Entrypoint"),
+                 "Env": strings(cfg.get("Env"), "Env"), "WorkingDir": text(cfg.get("WorkingDir"), "WorkingDir")}
+    out["User"] = text(cfg.get("User"), "User")
+    stop_signal = text(cfg.get("StopSignal"), "StopSignal")
+    if stop_signal:
+        try:
+            parse_signal(stop_signal)
+        except ValueError as exc:
+            raise bad(f"StopSignal: {exc}") from None
+    out["StopSignal"] = stop_signal
+    ports = keys(cfg.get("ExposedPorts"), "ExposedPorts")
+    for port in ports:
+        if not _EXPOSED_PORT.match(port):
+            raise bad(f"the exposed port {port!r} is not PORT[/PROTOCOL]")
+    out["ExposedPorts"] = [p if "/" in p else p + "/tcp" for p in ports]
+    volumes = keys(cfg.get("Volumes"), "Volumes")
+    for volume in volumes:
+        if not volume.startswith("/") or "\0" in volume:
+            raise bad(f"the volume {volume!r} is not an absolute path")
+    out["Volumes"] = volumes
+    labels = cfg.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise bad("Labels must map strings to strings")
+    out["Labels"] = dict(labels)
+    out["Healthcheck"] = _healthcheck(cfg.get("Healthcheck"), bad)
+    return out
+
+
+def _healthcheck(value: object, bad: Callable[[str], ImageError]) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("Healthcheck must be an object")
+    test = value.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise bad("Healthcheck.Test must be a list of strings")
+    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        raise bad(f"Healthcheck.Test starts with {test[0]!r}, not NONE, CMD or CMD-SHELL")
+    out: dict = {"test": list(test)}
+    for name, key in (*_HEALTH_DURATIONS.items(), ("Retries", "retries")):
+        number = value.get(name) or 0
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise bad(f"Healthcheck.{name} must be a whole number, not negative")
+        out[key] = number
+    return out
 
 
 class ImageStore:

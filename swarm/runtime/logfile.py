@@ -24,7 +24,14 @@ is given out in pieces, so a line without a newline cannot grow a chunk
 without bound. A cursor may carry `until` (the end of the files when the
 read began): `service logs` without --follow stops there even if the task
 writes faster than it is read. `start_cursor` places the first cursor,
-reading backwards from the end in BLOCK steps for --tail.
+reading backwards from the end in BLOCK steps for --tail, and for --since
+seeking the first line at or after that time: lines are appended in time
+order, so the newest file that starts before it holds it, and a binary
+search over line starts finds it in that file (about log2(size/BLOCK) reads).
+`read_chunk` then drops the lines before `since` that the seek leaves (at
+most about one BLOCK) and stops at the first line after `until_time`.
+Times are compared as text: the files and the bounds carry the same fixed
+RFC 3339 UTC format with nanoseconds.
 
 Everything here is synchronous file I/O: call it in a worker thread.
 """
@@ -43,6 +50,7 @@ BLOCK = 64 * 1024            # one read
 HEAD = 40                    # bytes that identify a file: its first entry's timestamp and stream
 MAX_JOINED = 64 * 1024       # a longer line (joined P entries) is given out in pieces
 CHUNK_BYTES = 1024 * 1024    # default budget of one read_chunk
+TS_LEN = len("2006-01-02T15:04:05.000000000Z")   # a line's timestamp, fixed width
 
 
 class CursorError(ValueError):
@@ -228,24 +236,74 @@ def _find(chain: list[_File], fid: FileId) -> int | None:
     return None
 
 
-def start_cursor(bundle: str, tail: int | None, follow: bool) -> Cursor:
-    """Where a read of this task starts: the oldest line, or `tail` lines from the end;
-    without follow, also where it ends (the end of what is written now)."""
+def start_cursor(bundle: str, tail: int | None, follow: bool, since: str | None = None) -> Cursor:
+    """Where a read of this task starts: the oldest line, or `tail` lines from the end,
+    or (given `since`) at the latest where its lines begin; without follow, also where
+    it ends (the end of what is written now)."""
     with _open_chain(bundle) as chain:
         if not chain:
             return Cursor(nothing=not follow)
         newest = chain[0]
         until = None if follow else (newest.id, newest.size)
-        if tail is None:
-            return Cursor(chain[-1].id, 0, until)
-        if tail <= 0:
-            return Cursor(newest.id, _complete_end(newest), until)
-        want = tail + 1              # start just after the (tail+1)-th last full line
-        for entry in chain:
-            found, want = _scan_back(entry, _complete_end(entry), want)
-            if found is not None:
-                return Cursor(entry.id, found, until)
-        return Cursor(chain[-1].id, 0, until)
+        index, offset = _tail_position(chain, tail)
+        if since is not None:
+            # Docker takes the last `tail` lines, then drops those before `since`: start at the later
+            # place (a newer file has a lower index).
+            at_since = _seek_since(chain, since)
+            if (at_since[0], -at_since[1]) < (index, -offset):
+                index, offset = at_since
+        return Cursor(chain[index].id, offset, until)
+
+
+def _tail_position(chain: list[_File], tail: int | None) -> tuple[int, int]:
+    """(chain index, offset) where the last `tail` lines begin (None: the oldest line)."""
+    if tail is None:
+        return len(chain) - 1, 0
+    if tail <= 0:
+        return 0, _complete_end(chain[0])
+    want = tail + 1              # start just after the (tail+1)-th last full line
+    for index, entry in enumerate(chain):
+        found, want = _scan_back(entry, _complete_end(entry), want)
+        if found is not None:
+            return index, found
+    return len(chain) - 1, 0
+
+
+def _seek_since(chain: list[_File], since: str) -> tuple[int, int]:
+    """(chain index, offset) of a place a reader can start at, at most about a BLOCK before
+    the first line at or after `since` (the reader drops what comes before it)."""
+    bound = since.encode()
+    index = next((i for i, entry in enumerate(chain) if entry.size and entry.id.head[:TS_LEN] < bound), None)
+    if index is None:
+        return len(chain) - 1, 0                  # every file starts at or after since: all of it
+    entry = chain[index]
+    fd = entry.f.fileno()
+    lo, hi = 0, _complete_end(entry)
+    while hi - lo > BLOCK:                        # lo: 0 or a line before since; the first line after is < hi
+        mid = (lo + hi) // 2
+        found = _line_at(fd, mid, hi)
+        if found is None:
+            hi = mid
+        elif found[1] < bound:
+            lo = found[0]
+        else:
+            hi = found[0]
+    if lo == 0:
+        return index, 0
+    cut, _ = _scan_back(entry, lo, 1)             # back to just after a full line: never half a joined one
+    return index, cut or 0
+
+
+def _line_at(fd: int, pos: int, end: int) -> tuple[int, bytes] | None:
+    """The first line starting at or after pos and before end: (its offset, its timestamp)."""
+    data = os.pread(fd, BLOCK, pos - 1)
+    nl = data.find(b"\n")
+    if nl < 0:
+        return None
+    start = pos + nl
+    if start >= end:
+        return None
+    return start, os.pread(fd, TS_LEN, start)
 
 
 def _complete_end(entry: _File) -> int:
@@ -289,20 +347,25 @@ def _scan_back(entry: _File, end: int, want: int) -> tuple[int | None, int]:
     return None, want
 
 
-def read_chunk(bundle: str, cursor: Cursor, budget: int = CHUNK_BYTES) -> Chunk:
+def read_chunk(bundle: str, cursor: Cursor, budget: int = CHUNK_BYTES, *, since: str | None = None,
+               until_time: str | None = None) -> Chunk:
     """About `budget` bytes of lines from `cursor` (never more than budget + 2*MAX_JOINED + BLOCK
-    read), ending at a cut; `eof` when nothing more is there now (or before `until`)."""
+    read), ending at a cut; `eof` when nothing more is there now (or before `until`).
+    Lines before `since` are left out; the first line after `until_time` ends the read
+    for good (`eof`, the cursor before that line)."""
     if cursor.nothing:
         return Chunk(cursor=cursor, start=cursor)
     with _open_chain(bundle) as chain:
-        return _Reader(chain, cursor, budget).run()
+        return _Reader(chain, cursor, budget, since, until_time).run()
 
 
 class _Reader:
     """One read_chunk: entries from the cursor on, across rotated files, up to the budget."""
 
-    def __init__(self, chain: list[_File], cursor: Cursor, budget: int) -> None:
+    def __init__(self, chain: list[_File], cursor: Cursor, budget: int, since: str | None = None,
+                 until_time: str | None = None) -> None:
         self.chain, self.cursor, self.budget = chain, cursor, budget
+        self.since, self.until_time = since, until_time
         self.chunk = Chunk(cursor=cursor, start=cursor, eof=False)
         self.joiner = Joiner()
         self.used = 0
@@ -367,10 +430,15 @@ class _Reader:
                 self.used += len(raw) + 1
                 line = joiner.feed_one(raw)
                 if line is not None:
-                    lines.append((line.timestamp, line.stream, line.line, None))
+                    if self.until_time is not None and line.timestamp > self.until_time:
+                        self.chunk.eof = True         # past --until: this task has nothing more to give
+                        return offset, True
+                    if self.since is None or line.timestamp >= self.since:
+                        lines.append((line.timestamp, line.stream, line.line, None))
                 if joiner.pending and self.used >= hard:
                     for forced in joiner.flush():     # no cut for too long: give out what is pending
-                        lines.append((*forced, None))
+                        if self.since is None or forced[0] >= self.since:
+                            lines.append((*forced, None))
                 if not joiner.pending:
                     if lines:
                         lines[-1] = (*lines[-1][:3], (fi, offset))

@@ -6,17 +6,27 @@ and the CPU count, so the decisions are unit-testable. Defaults follow
 Docker's: its capability set, masked and read-only /proc paths, /dev, shm and
 mqueue mounts, a fresh network namespace unless the agent hands one in.
 No seccomp profile is applied (runc runs without one when none is given).
+
+The process follows Docker's rules: --entrypoint replaces the image's
+ENTRYPOINT and drops its CMD, the command replaces CMD; the user and groups
+come resolved from the image's passwd and group files (users.py); the working
+directory is the spec's, else the image's WORKDIR, else /; --init runs the
+node's tini as /sbin/docker-init with the command after "--"; capabilities
+are Docker's default set with --cap-add/--cap-drop applied (options.py).
 """
 from __future__ import annotations
 
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from swarm.api import options
 from swarm.runtime.errors import SpecError
 from swarm.runtime.images import DEFAULT_PATH, Image
-from swarm.api.spec import ContainerSpec, Mount, Resources
+from swarm.runtime.users import ExecUser
+from swarm.runtime import volumes
+from swarm.api.spec import ContainerSpec, Mount, Resources, Ulimit
 
 # Docker refuses smaller limits (daemon: "Minimum memory limit allowed is 6MB").
 # On this kernel runc itself only fails when the limit is below what the
@@ -26,9 +36,14 @@ CPU_PERIOD_US = 100_000
 MIN_CPU_QUOTA_US = 1_000         # the kernel's minimum CFS quota (1 ms)
 NOFILE = 1_048_576               # what Docker containers get from a systemd-started dockerd
 
-DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE")
+DEFAULT_CAPS = options.DEFAULT_CAPABILITIES
+INIT_PATH = "/sbin/docker-init"  # where Docker mounts its init (tini) in a container
+RLIM_INFINITY = 2**64 - 1        # an unlimited rlimit in config.json (Docker's -1)
+MAX_HOSTNAME = 64                # the kernel's HOST_NAME_MAX
+# RFC 1123 names, as Docker validated --hostname.
+HOSTNAME = re.compile(r"^(([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])\.)*"
+                      r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$")
+ROOT_USER = ExecUser(0, 0, (0,), "/root")
 MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                 "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware")
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
@@ -80,48 +95,195 @@ def check_mounts(mounts: Sequence[Mount]) -> None:
             raise SpecError(f"{m.source!r} is not a valid volume name (letters, digits, '_', '.', '-').")
         if m.type == "tmpfs" and m.source:
             raise SpecError(f"A tmpfs mount takes no source (got {m.source!r} for {m.target}).")
+        _check_mount_options(m)
 
 
-def process_args(container: ContainerSpec, image: Image) -> list[str]:
-    args = list(container.command) or list(image.entrypoint) + list(image.cmd)
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
+BIND_RECURSIVE = ("enabled", "disabled", "writable", "readonly")
+
+
+def _check_mount_options(m: Mount) -> None:
+    """The options of one mount type given to another are refused, as Docker refuses
+    BindOptions on a volume ("field BindOptions must not be specified")."""
+    where = f"the {m.type} mount at {m.target}"
+    if m.bind_propagation and m.bind_propagation not in PROPAGATIONS:
+        raise SpecError(f"Invalid bind-propagation {m.bind_propagation!r} for {where} (use {', '.join(PROPAGATIONS)}).")
+    if m.bind_recursive not in BIND_RECURSIVE:
+        raise SpecError(f"Invalid bind-recursive {m.bind_recursive!r} for {where} "
+                        f"(use {', '.join(BIND_RECURSIVE)}).")
+    if m.type != "bind" and (m.bind_propagation or m.bind_recursive != "enabled"):
+        raise SpecError(f"bind-propagation and bind-recursive apply only to bind mounts, not to {where}.")
+    if m.bind_recursive in ("writable", "readonly") and not m.readonly:
+        raise SpecError(f"bind-recursive={m.bind_recursive} applies only to a read-only bind: add readonly "
+                        f"to {where}.")
+    if m.type != "volume" and (m.volume_nocopy or m.volume_labels or m.volume_opts or m.volume_driver != "local"):
+        raise SpecError(f"volume-nocopy, volume-label, volume-driver and volume-opt apply only to volume mounts, "
+                        f"not to {where}.")
+    if m.volume_driver != "local":
+        raise SpecError(f"The volume driver {m.volume_driver!r} is not available on this node (only local is).")
+    try:
+        volumes.check_options(m.volume_opts)
+    except ValueError as exc:
+        raise SpecError(f"volume-opt of {where}: {exc}.") from None
+    if m.type != "tmpfs" and (m.tmpfs_size or m.tmpfs_mode):
+        raise SpecError(f"tmpfs-size and tmpfs-mode apply only to tmpfs mounts, not to {where}.")
+    if m.tmpfs_size < 0:
+        raise SpecError(f"tmpfs-size of {where} cannot be negative.")
+    if not 0 <= m.tmpfs_mode <= 0o7777:
+        raise SpecError(f"tmpfs-mode {m.tmpfs_mode:o} of {where} is not a file mode (0 to 7777 in octal).")
+
+
+def rootfs_propagation(mounts: Sequence[Mount]) -> dict:
+    """The root's propagation a propagating bind needs (Docker's WithMounts): shared for a
+    shared bind, rslave for a slave one; {} leaves runc's default."""
+    modes = {m.bind_propagation for m in mounts if m.type == "bind"}
+    if modes & {"shared", "rshared"}:
+        return {"rootfsPropagation": "shared"}
+    if modes & {"slave", "rslave"}:
+        return {"rootfsPropagation": "rslave"}
+    return {}
+
+
+def check_process(container: ContainerSpec) -> None:
+    """The process options that can be checked without the image or the node; each error names its flag."""
+    if container.tty:
+        raise SpecError("--tty is not supported by this node's runtime: a task's output goes to its log, "
+                        "not to a terminal.")
+    if container.workdir and not container.workdir.startswith("/"):
+        raise SpecError(f"The working directory {container.workdir!r} must be an absolute path (--workdir).")
+    for flag, caps in (("--cap-add", container.cap_add), ("--cap-drop", container.cap_drop)):
+        for cap in caps:
+            try:
+                options.normalize_capability(cap)
+            except ValueError as exc:
+                raise SpecError(f"{flag}: {exc}.") from None
+    for key, value in container.sysctls.items():
+        try:
+            options.check_sysctl(key, value)
+        except ValueError as exc:
+            raise SpecError(f"--sysctl: {exc}.") from None
+    seen: set[str] = set()
+    for ulimit in container.ulimits:
+        try:
+            options.check_ulimit(ulimit)
+        except ValueError as exc:
+            raise SpecError(f"--ulimit: {exc}.") from None
+        if ulimit.name in seen:
+            raise SpecError(f"--ulimit: {ulimit.name} is given twice.")
+        seen.add(ulimit.name)
+    if not -1000 <= container.oom_score_adj <= 1000:
+        raise SpecError(f"--oom-score-adj must be between -1000 and 1000, not {container.oom_score_adj}.")
+    if container.stop_signal:
+        try:
+            options.parse_signal(container.stop_signal)
+        except ValueError as exc:
+            raise SpecError(f"--stop-signal: {exc}.") from None
+
+
+def check_hostname(hostname: str) -> None:
+    """A hostname after template expansion: what the kernel and resolvers accept."""
+    if len(hostname) > MAX_HOSTNAME or not HOSTNAME.match(hostname):
+        raise SpecError(f"The hostname {hostname!r} is not valid (--hostname): letters, digits and '-' in "
+                        f"dot-separated labels, at most {MAX_HOSTNAME} characters.")
+
+
+def check_host_limits(container: ContainerSpec, hard_limits: Mapping[str, int], oom_score_adj: int,
+                      can_raise: bool) -> None:
+    """Without CAP_SYS_RESOURCE the runtime can only lower limits: refuse what runc would fail on.
+    `hard_limits`: the node's own hard limit per ulimit name (-1 = unlimited); `oom_score_adj`: its own."""
+    if can_raise:
+        return
+    for ulimit in container.ulimits:
+        mine = hard_limits.get(ulimit.name, options.UNLIMITED)
+        if mine != options.UNLIMITED and (ulimit.hard == options.UNLIMITED or ulimit.hard > mine):
+            raise SpecError(f"--ulimit {ulimit.name}: the hard limit {ulimit.hard} is above this node's own "
+                            f"({mine}), which its runtime cannot raise.")
+    if container.oom_score_adj and container.oom_score_adj < oom_score_adj:
+        raise SpecError(f"--oom-score-adj {container.oom_score_adj} is below this node's own ({oom_score_adj}), "
+                        "which its runtime cannot lower.")
+
+
+def stop_signal(container: ContainerSpec, image: Image) -> int:
+    """--stop-signal, else the image's STOPSIGNAL, else SIGTERM."""
+    text = container.stop_signal or image.stop_signal or "SIGTERM"
+    try:
+        return options.parse_signal(text)
+    except ValueError as exc:
+        raise SpecError(f"--stop-signal: {exc}.") from None
+
+
+def workdir(container: ContainerSpec, image: Image) -> str:
+    path = container.workdir or (image.working_dir if image.working_dir.startswith("/") else "") or "/"
+    return posixpath.normpath(path)
+
+
+def process_args(container: ContainerSpec, image: Image, init: bool = False) -> list[str]:
+    """As Docker's: --entrypoint replaces ENTRYPOINT and drops CMD; the command (Args) replaces CMD."""
+    if container.entrypoint:
+        args = list(container.entrypoint) + list(container.command)
+    else:
+        args = list(image.entrypoint) + list(container.command or image.cmd)
     if not args:
         raise SpecError(f"No command given and the image {container.image} has no default command.")
-    return args
+    return [INIT_PATH, "--", *args] if init else args
 
 
-def merge_env(image_env: Sequence[str], task_env: Sequence[str], hostname: str) -> list[str]:
-    """Image env, then the task's (a task value replaces the image's); PATH and HOSTNAME as Docker sets them."""
+def merge_env(image_env: Sequence[str], task_env: Sequence[str], hostname: str, home: str = "") -> list[str]:
+    """Image env, then the task's (a task value replaces the image's); PATH and HOSTNAME as Docker sets
+    them, and HOME (the user's home from passwd) unless the image or the task sets it."""
     merged: dict[str, str] = {"PATH": DEFAULT_PATH.partition("=")[2], "HOSTNAME": hostname}
     for item in list(image_env) + list(task_env):
         key, sep, value = item.partition("=")
         if not key or not sep:
             raise SpecError(f"The environment entry {item!r} is not of the form KEY=VALUE.")
         merged[key] = value
+    if home and "HOME" not in merged:
+        merged["HOME"] = home
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+def rlimits(ulimits: Sequence[Ulimit], nofile: int) -> list[dict]:
+    """The node's default RLIMIT_NOFILE, replaced or joined by the task's ulimits."""
+    def value(n: int) -> int:
+        return RLIM_INFINITY if n == options.UNLIMITED else n
+
+    limits = {"RLIMIT_NOFILE": {"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}}
+    for u in ulimits:
+        kind = options.ULIMIT_NAMES[u.name]
+        limits[kind] = {"type": kind, "hard": value(u.hard), "soft": value(u.soft)}
+    return list(limits.values())
+
+
 def _mount_entry(m: Mount, source: str, recursive_readonly: bool) -> dict:
+    destination = posixpath.normpath(m.target)
     if m.type == "tmpfs":
-        options = ["nosuid", "nodev", "noexec", "mode=1777"]
-        source = "tmpfs"
-    else:
-        options = ["rbind", "rprivate"]
+        options = ["nosuid", "nodev", "noexec", f"mode={m.tmpfs_mode or 0o1777:o}"]
+        if m.tmpfs_size:
+            options.append(f"size={m.tmpfs_size}")       # bytes; the kernel rounds up to pages
+        if m.readonly:
+            options.append("ro")
+        return {"destination": destination, "type": "tmpfs", "source": "tmpfs", "options": options}
+    # Docker 25's bind-recursive: disabled binds the top mount only; writable keeps a read-only
+    # bind's submounts writable; enabled and readonly make them read-only too.
+    recursive = m.type != "bind" or m.bind_recursive != "disabled"
+    options = ["rbind" if recursive else "bind", (m.bind_propagation or "rprivate") if m.type == "bind" else "rprivate"]
     if m.readonly:
         options.append("ro")
-        if recursive_readonly and m.type != "tmpfs":
+        if recursive_readonly and recursive and m.bind_recursive != "writable":
             # "ro" covers only the bind's top mount; a mount inside the source would stay writable.
             # "rro" (runc >= 1.1, mount_setattr) makes the whole tree read-only, as Docker 25+ does.
             options.append("rro")
-    return {"destination": posixpath.normpath(m.target), "type": "tmpfs" if m.type == "tmpfs" else "bind",
-            "source": source, "options": options}
+    return {"destination": destination, "type": "bind", "source": source, "options": options}
 
 
 def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits: Resources,
                  netns_path: str | None, mount_sources: Sequence[str], files: BundleFiles, hostname: str,
-                 cgroup_parent: str, nofile: int = NOFILE, recursive_readonly: bool = True) -> dict:
+                 cgroup_parent: str, nofile: int = NOFILE, recursive_readonly: bool = True,
+                 user: ExecUser = ROOT_USER, init_path: str = "") -> dict:
     """The OCI config.json document; `mount_sources[i]` is the host path of `container.mounts[i]`.
     Without `recursive_readonly` (an old runc or kernel) the caller must have made the submounts
-    of read-only sources read-only itself."""
+    of read-only sources read-only itself. `user`: the resolved USER and groups (users.py);
+    `init_path`: the node's init binary when the task runs with --init ("" = without)."""
     user_mounts = sorted((_mount_entry(m, src, recursive_readonly) for m, src in zip(container.mounts, mount_sources)),
                          key=lambda e: e["destination"].count("/"))
     taken = {e["destination"] for e in user_mounts}
@@ -136,20 +298,30 @@ def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits
         resources["memory"] = {"limit": limits.memory_bytes}
     if limits.nano_cpus:
         resources["cpu"] = {"period": CPU_PERIOD_US, "quota": limits.nano_cpus * CPU_PERIOD_US // 1_000_000_000}
-    caps = list(DEFAULT_CAPS)
+    if container.pids_limit > 0:
+        resources["pids"] = {"limit": container.pids_limit}
+    try:
+        caps = options.effective_capabilities(container.cap_add, container.cap_drop, DEFAULT_CAPS)
+    except ValueError as exc:
+        raise SpecError(f"--cap-add/--cap-drop: {exc}.") from None
+    process_extra = {"oomScoreAdj": container.oom_score_adj} if container.oom_score_adj else {}   # else inherited
+    if init_path:
+        etc_mounts.append({"destination": INIT_PATH, "type": "bind", "source": init_path,
+                           "options": ["rbind", "rprivate", "ro"]})
     return {
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": process_args(container, image),
-            "env": merge_env(image.env, container.env, hostname),
-            "cwd": image.working_dir if image.working_dir.startswith("/") else "/",
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
+            "args": process_args(container, image, init=bool(init_path)),
+            "env": merge_env(image.env, container.env, hostname, user.home),
+            "cwd": workdir(container, image),
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "rlimits": rlimits(container.ulimits, nofile),
+            **process_extra,
             "noNewPrivileges": False,
         },
-        "root": {"path": "rootfs", "readonly": False},
+        "root": {"path": "rootfs", "readonly": container.read_only},
         "hostname": hostname,
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
@@ -169,6 +341,8 @@ def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits
             "cgroupsPath": f"/{cgroup_parent}/{task_id}",
             "resources": resources,
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network],
+            "sysctl": dict(container.sysctls),
+            **rootfs_propagation(container.mounts),
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },

@@ -42,6 +42,7 @@ import resource
 import select
 import shutil
 import signal as signals
+import stat
 import subprocess
 import sys
 import time
@@ -50,14 +51,17 @@ from typing import AsyncIterator, Sequence
 import trio
 
 from raft.fsutil import atomic_write
-from swarm.runtime import mounts, ocispec, shim
+from swarm.api import logdriver
+from swarm.runtime import mounts, ocispec, shim, users, volumes
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
-from swarm.api.spec import ContainerSpec, Resources
+from swarm.api.spec import ContainerSpec, Mount, Resources
 
 POLL = 0.05
+INIT_BINARY = "/usr/bin/tini-static"
+MAX_ETC_FILE = 4 << 20  # an image's /etc/passwd or /etc/group read to resolve --user
 FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only
 KILL_TIMEOUT = 10.0
 DEFAULT_DNS = ("127.0.0.11",)
@@ -72,7 +76,8 @@ class Runtime:
     def __init__(self, root: str, images: ImageStore, *, volumes_dir: str | None = None, runc: str = "runc",
                  runc_root: str | None = None, cgroup_parent: str = "swarm", start_timeout: float = 30.0,
                  python: str = sys.executable, log_max_size: int = shim.LOG_MAX_SIZE,
-                 log_max_file: int = shim.LOG_MAX_FILE, recursive_readonly: bool | None = None) -> None:
+                 log_max_file: int = shim.LOG_MAX_FILE, recursive_readonly: bool | None = None,
+                 init_path: str = INIT_BINARY, init: bool = False) -> None:
         self.root = os.path.abspath(root)
         self.images = images
         self.volumes_dir = os.path.abspath(volumes_dir or os.path.join(os.path.dirname(self.root), "volumes"))
@@ -84,7 +89,10 @@ class Runtime:
         # Read-only binds made read-only all the way down by runc ("rro") or, where runc or the kernel
         # cannot, by prepare itself; None asks runc and the kernel (once per process).
         self.recursive_readonly = recursive_readonly
+        self.init_path = init_path      # the init --init runs as PID 1 (Debian's tini, static: no libc needed)
+        self.init = init                # for tasks whose spec leaves init unset (Docker's daemon --init)
         self.log_max_size, self.log_max_file = log_max_size, log_max_file   # per task, as Docker's `local` driver
+        self.volumes = volumes.VolumeStore(self.volumes_dir, self.root)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
 
     # -- paths -------------------------------------------------------------------------
@@ -107,9 +115,12 @@ class Runtime:
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
                 hostname: str | None = None, dns: Sequence[str] = DEFAULT_DNS, dns_search: Sequence[str] = (),
                 dns_options: Sequence[str] = DEFAULT_DNS_OPTIONS, hosts: Sequence[tuple[str, str]] = ()) -> None:
-        """Write the task's bundle and mount its rootfs; a prepared, never started bundle is redone."""
+        """Write the task's bundle and mount its rootfs; a prepared, never started bundle is redone.
+        `hostname`: the expanded --hostname (None: the task id's first 12 characters)."""
         ocispec.check_task_id(task_id)
         ocispec.check_limits(limits, os.cpu_count() or 1)
+        ocispec.check_process(container)
+        ocispec.check_host_limits(container, *_host_limits())
         ocispec.check_mounts(container.mounts)
         for m in container.mounts:
             if m.type == "bind" and not os.path.exists(m.source):
@@ -118,6 +129,12 @@ class Runtime:
             raise ContainerError(f"The network namespace {netns_path} does not exist.")
         image = self.images.resolve(container.image)
         hostname = hostname or task_id[:12]
+        ocispec.check_hostname(hostname)
+        stop_signal = ocispec.stop_signal(container, image)
+        init = container.init if container.init is not None else self.init
+        if init and not os.path.isfile(self.init_path):
+            raise SpecError(f"--init needs an init on this node, and {self.init_path} is missing "
+                            "(install Debian's tini package).")
         bundle = self.bundle(task_id)
         if os.path.isdir(bundle):
             if os.path.exists(os.path.join(bundle, "shim.json")):
@@ -132,14 +149,25 @@ class Runtime:
             atomic_write(files.hosts, ocispec.hosts_text(hostname, hosts).encode(), 0o644)
             atomic_write(files.hostname, f"{hostname}\n".encode(), 0o644)
             sources = [self._mount_source(bundle, i, m) for i, m in enumerate(container.mounts)]
+            lowers = [self.images.layer_path(d) for d in image.layers]
+            meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers,
+                    "stop_signal": stop_signal,    # kept so that a restarted agent stops the task with it too
+                    "log": self._log_settings(container)}
+            atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
+            mounts.mount_rootfs(bundle, lowers)
+            self._populate_volumes(bundle, container)
+            rootfs = os.path.join(bundle, "rootfs")
+            try:
+                user = users.resolve_user(container.user or image.user, container.groups,
+                                          _read_in_rootfs(rootfs, "/etc/passwd"), _read_in_rootfs(rootfs, "/etc/group"))
+            except ValueError as exc:
+                raise SpecError(f"{'--user' if container.user else 'the image USER'}: {exc}.") from None
             config = ocispec.build_config(task_id=task_id, container=container, image=image, limits=limits,
                                           netns_path=netns_path, mount_sources=sources, files=files,
                                           hostname=hostname, cgroup_parent=self.cgroup_parent,
-                                          nofile=_nofile_limit(), recursive_readonly=self._rro())
-            lowers = [self.images.layer_path(d) for d in image.layers]
-            meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers}
-            atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
-            mounts.mount_rootfs(bundle, lowers)
+                                          nofile=_nofile_limit(), recursive_readonly=self._rro(), user=user,
+                                          init_path=self.init_path if init else "")
+            _make_workdir(rootfs, config["process"]["cwd"])
             atomic_write(os.path.join(bundle, "config.json"), json.dumps(config, indent=1).encode(), 0o644)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -158,8 +186,7 @@ class Runtime:
         if not mounts.mounted(os.path.join(bundle, "rootfs")):
             mounts.mount_rootfs(bundle, _read_json(os.path.join(bundle, "meta.json"))["lowerdirs"])  # after a reboot
         cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
-               "--runc", self.runc, "--runc-root", self.runc_root,
-               "--log-max-size", str(self.log_max_size), "--log-max-file", str(self.log_max_file)]
+               "--runc", self.runc, "--runc-root", self.runc_root, *self._shim_log_args(bundle)]
         with open(os.path.join(bundle, "shim.log"), "ab") as shim_log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=shim_log,
                                     cwd="/", close_fds=True, start_new_session=True)
@@ -244,13 +271,14 @@ class Runtime:
             raise ContainerError(f"Signalling task {task_id} failed: {msg}")
 
     def stop(self, task_id: str, grace: float) -> None:
-        """SIGTERM, then SIGKILL once `grace` seconds have passed; returns when the container stopped.
-        A prepared container that was never started is left as it is. Blocks: from trio, run it in a
-        worker thread or use stop_async."""
+        """The task's stop signal (--stop-signal, the image's STOPSIGNAL, else SIGTERM), then SIGKILL
+        once `grace` seconds have passed; returns when the container stopped. A prepared container
+        that was never started is left as it is. Blocks: from trio, run it in a worker thread or use
+        stop_async."""
         if not self._needs_stop(task_id):
             return
         with contextlib.suppress(ContainerError):
-            self.kill(task_id, signals.SIGTERM)
+            self.kill(task_id, self.stop_signal(task_id))
         if self._wait_stopped(task_id, max(grace, 0.0)):
             return
         with contextlib.suppress(ContainerError):
@@ -263,7 +291,7 @@ class Runtime:
         if not await trio.to_thread.run_sync(self._needs_stop, task_id):
             return
         with contextlib.suppress(ContainerError):
-            await trio.to_thread.run_sync(self.kill, task_id, signals.SIGTERM)
+            await trio.to_thread.run_sync(self.kill, task_id, self.stop_signal(task_id))
         with trio.move_on_after(max(grace, 0.0)):
             await self._until_stopped(task_id)
             return
@@ -273,6 +301,13 @@ class Runtime:
             await self._until_stopped(task_id)
             return
         raise ContainerError(f"Task {task_id} did not stop within {KILL_TIMEOUT:g} s of SIGKILL.")
+
+    def stop_signal(self, task_id: str) -> int:
+        """The signal that asks the task's process to stop, as prepare decided it (meta.json)."""
+        try:
+            return int(_read_json(self._file(task_id, "meta.json")).get("stop_signal") or signals.SIGTERM)
+        except (OSError, ValueError, TypeError, AttributeError):
+            return signals.SIGTERM     # a bundle from before stop signals were kept
 
     def _needs_stop(self, task_id: str) -> bool:
         started = os.path.exists(self._file(task_id, "shim.json"))
@@ -334,16 +369,18 @@ class Runtime:
         return out
 
     def log_chunk(self, task_id: str, cursor: Cursor | None, *, tail: int | None = None, follow: bool = False,
-                  budget: int = CHUNK_BYTES) -> Chunk:
+                  budget: int = CHUNK_BYTES, since: str | None = None, until: str | None = None) -> Chunk:
         """About `budget` bytes of the task's log from `cursor` (None: start a read, at the
         oldest line or `tail` lines from the end; without follow it ends at what is written
         now). Blocking file I/O in bounded steps: call it in a worker thread."""
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             raise ContainerError(f"No such task {task_id}.")
+        if self._log_settings_of(bundle) is None:
+            raise ContainerError(logdriver.NO_READ)      # the none driver: nothing was kept
         if cursor is None:
-            cursor = start_cursor(bundle, tail, follow)
-        return read_chunk(bundle, cursor, budget)
+            cursor = start_cursor(bundle, tail, follow, since)
+        return read_chunk(bundle, cursor, budget, since=since, until_time=until)
 
     async def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]:
         """(timestamp, stream, line) entries; with follow, until the container stopped and all is read.
@@ -371,18 +408,56 @@ class Runtime:
                 await trio.sleep(POLL)
 
     # -- helpers -----------------------------------------------------------------------
-    def _mount_source(self, bundle: str, index: int, m) -> str:
+    def _mount_source(self, bundle: str, index: int, m: Mount) -> str:
+        """The host path of a task's mount: the bind's source (its propagation checked as Docker
+        does), or the volume's directory (created on first use, recorded as used by this bundle;
+        an anonymous one lives and dies with the task)."""
         if m.type == "tmpfs":
             return "tmpfs"
         if m.type == "bind":
             path = m.source
+            _check_propagation(path, m.bind_propagation)
         else:
-            path = (os.path.join(self.volumes_dir, m.source, "_data") if m.source
-                    else os.path.join(bundle, "volumes", str(index)))   # anonymous: lives and dies with the task
-            os.makedirs(path, mode=0o755, exist_ok=True)
-        if m.readonly and not self._rro():
+            path = self.volumes.attach(bundle, m)[1]
+        recursive = m.type != "bind" or m.bind_recursive in ("enabled", "readonly")
+        if m.readonly and recursive and not self._rro():
             path = mounts.readonly_tree(bundle, index, path)
         return path
+
+    def _populate_volumes(self, bundle: str, container: ContainerSpec) -> None:
+        """Copy-up of the image's files into new volumes, once bundle/rootfs is mounted."""
+        names = volumes.read_uses(bundle)     # one per volume mount, in order (a fresh bundle)
+        rootfs = os.path.join(bundle, "rootfs")
+        for m, name in zip((m for m in container.mounts if m.type == "volume"), names):
+            if not m.volume_nocopy:
+                self.volumes.populate(name, volumes.resolve_in_root(rootfs, m.target))
+
+    def _log_settings(self, container: ContainerSpec) -> dict:
+        """What the shim keeps of the task's output (bundle meta.json "log")."""
+        driver = container.log_driver
+        try:
+            logdriver.check_log_driver(driver)
+        except ValueError as exc:
+            raise SpecError(f"Invalid log driver settings: {exc}.") from None
+        keep = logdriver.rotation(driver, self.log_max_size, self.log_max_file)
+        return {"driver": driver.name, "max_size": keep[0] if keep else 0, "max_file": keep[1] if keep else 0}
+
+    def _log_settings_of(self, bundle: str) -> dict | None:
+        """The bundle's log settings; None for a driver that keeps no log. A bundle of an older
+        version has none recorded: the node's defaults."""
+        try:
+            log = _read_json(os.path.join(bundle, "meta.json")).get("log")
+        except (OSError, ValueError):
+            log = None
+        if not isinstance(log, dict):
+            return {"driver": "json-file", "max_size": self.log_max_size, "max_file": self.log_max_file}
+        return None if log.get("driver") == "none" else log
+
+    def _shim_log_args(self, bundle: str) -> list[str]:
+        log = self._log_settings_of(bundle)
+        if log is None:
+            return ["--no-log"]
+        return ["--log-max-size", str(int(log["max_size"])), "--log-max-file", str(int(log["max_file"]))]
 
     def _rro(self) -> bool:
         if self.recursive_readonly is None:
@@ -395,8 +470,13 @@ class Runtime:
             raise ContainerError(f"Cannot unmount the root filesystem of task {task_id}; it is still in use.")
         for path in self.cgroup_dirs(task_id):
             mounts.remove_cgroup(path)
+        used = volumes.read_uses(bundle)
         shutil.rmtree(bundle, ignore_errors=True)
         shutil.rmtree(os.path.join(self.runc_root, task_id), ignore_errors=True)
+        # The bundle no longer counts as a user: its anonymous volumes go. A failure here must not
+        # keep the task: what is left is an unused volume that `volume prune` removes.
+        with contextlib.suppress(ContainerError, OSError):
+            self.volumes.release(used)
 
     def _exit_state(self, bundle: str) -> ContainerState | None:
         try:
@@ -514,6 +594,33 @@ def _runc_has_rro(runc: str) -> bool:
     return _RRO_SUPPORT[runc]
 
 
+def _check_propagation(source: str, propagation: str) -> None:
+    """Docker's ensureShared / ensureSharedOrSlave: a shared bind needs a shared source mount,
+    a slave one a shared or slave source mount (else no event could ever propagate)."""
+    if propagation not in ("shared", "rshared", "slave", "rslave"):
+        return
+    point, tags = _mount_of(os.path.realpath(source))
+    if propagation in ("shared", "rshared") and "shared" not in tags:
+        raise SpecError(f"path {source} is mounted on {point} but it is not a shared mount.")
+    if "shared" not in tags and "master" not in tags:
+        raise SpecError(f"path {source} is mounted on {point} but it is not a shared or slave mount.")
+
+
+def _mount_of(path: str) -> tuple[str, set[str]]:
+    """The mount point holding `path` (the longest one above it) and its propagation tags
+    ("shared", "master"), from /proc/self/mountinfo's optional fields."""
+    best, tags = "/", set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if path == point or path.startswith(point.rstrip("/") + "/"):
+                if len(point) >= len(best):   # a later mount on the same point hides the earlier
+                    best = point
+                    tags = {opt.split(":")[0] for opt in fields[6:fields.index("-")]}
+    return best, tags
+
+
 def _pidfd_open(pid: int) -> int | None:
     """A pidfd of `pid`, or None when the process is gone or the kernel (< 5.3) has no pidfds."""
     try:
@@ -538,6 +645,91 @@ def _nofile_limit() -> int:
     CAP_SYS_RESOURCE, as on this project's machines): ask for at most our hard limit."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return ocispec.NOFILE if hard == resource.RLIM_INFINITY else min(ocispec.NOFILE, hard)
+
+
+_CAP_SYS_RESOURCE = 24
+_RLIMITS = {"core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU, "data": resource.RLIMIT_DATA,
+            "fsize": resource.RLIMIT_FSIZE, "locks": 10, "memlock": resource.RLIMIT_MEMLOCK,
+            "msgqueue": resource.RLIMIT_MSGQUEUE, "nice": resource.RLIMIT_NICE, "nofile": resource.RLIMIT_NOFILE,
+            "nproc": resource.RLIMIT_NPROC, "rss": resource.RLIMIT_RSS, "rtprio": resource.RLIMIT_RTPRIO,
+            "rttime": resource.RLIMIT_RTTIME, "sigpending": resource.RLIMIT_SIGPENDING,
+            "stack": resource.RLIMIT_STACK}   # RLIMIT_LOCKS (10) has no name in Python's resource module
+
+
+def _host_limits() -> tuple[dict[str, int], int, bool]:
+    """(our hard limit per ulimit name (-1 = unlimited), our oom_score_adj, whether we hold
+    CAP_SYS_RESOURCE): runc, our child, can only raise them with that capability."""
+    hard = {}
+    for name, number in _RLIMITS.items():
+        limit = resource.getrlimit(number)[1]
+        hard[name] = -1 if limit == resource.RLIM_INFINITY else limit
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            oom = int(f.read().strip())
+        with open("/proc/self/status") as f:
+            cap_eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, ValueError, StopIteration):
+        return hard, 0, True       # cannot tell: let runc decide
+    return hard, oom, bool(cap_eff >> _CAP_SYS_RESOURCE & 1)
+
+
+def _secure_join(root: str, path: str) -> str:
+    """`path` as the container will see it, as a host path under `root`: symlinks are followed as
+    if `root` were "/", and ".." stops at it (filepath-securejoin's rule), so an image's symlink
+    never leads to the host's files."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            resolved.append(part)
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            resolved.append(part)
+            continue
+        links += 1
+        if links > 40:
+            raise SpecError(f"The path {path} in the image has too many levels of symbolic links.")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *resolved)
+
+
+def _read_in_rootfs(rootfs: str, path: str) -> str | None:
+    """A small text file of the image (/etc/passwd), or None when it has none."""
+    try:
+        fd = os.open(_secure_join(rootfs, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return None
+        data = f.read(MAX_ETC_FILE + 1)
+    if len(data) > MAX_ETC_FILE:
+        raise SpecError(f"The image's {path} is larger than {MAX_ETC_FILE >> 20} MiB.")
+    return data.decode(errors="replace")
+
+
+def _make_workdir(rootfs: str, cwd: str) -> None:
+    """Create the working directory in the rootfs when the image lacks it, as Docker does (owned by
+    root, mode 755). A path that exists as something else than a directory is refused."""
+    path = _secure_join(rootfs, cwd)
+    if os.path.isdir(path):
+        return
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SpecError(f"The working directory {cwd} is not a directory in the image.") from None
 
 
 def _start_failure(task_id: str, error: str) -> str:

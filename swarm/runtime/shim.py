@@ -16,7 +16,10 @@ partial one continued by the next entry of that stream; a line longer than
 16 KiB is split into P entries). Before a write would take container.log
 past --log-max-size, the shim rotates it as Docker's `local` log driver does
 (container.log -> container.log.1 -> ... -> container.log.<max-file - 1>, the
-oldest dropped), so a task keeps at most max-size * max-file bytes of log; it
+oldest dropped), so a task keeps at most max-size * max-file bytes of log
+(max-size and max-file come from the task's log driver options, see
+swarm/api/logdriver.py; with --no-log, the `none` driver, the output is read
+and dropped); it
 rotates under an exclusive flock of the bundle directory, which readers
 (logfile.py) take shared while they open the files. When both pipes are closed (the container
 and runc have exited) the shim waits for runc, whose exit status is the
@@ -110,6 +113,16 @@ def start_error_code(message: str) -> int:
     return 128
 
 
+class NoLog:
+    """The `none` log driver: the container's output is read (so it never blocks) and dropped."""
+
+    def feed(self, stream: str, data: bytes) -> None:
+        pass
+
+    def close_stream(self, stream: str) -> None:
+        pass
+
+
 class LogWriter:
     def __init__(self, path: str, max_size: int = LOG_MAX_SIZE, max_file: int = LOG_MAX_FILE) -> None:
         self.path, self.max_size, self.max_file = path, max_size, max_file
@@ -188,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     bundle = args.bundle
     pid_file = os.path.join(bundle, "init.pid")
     runc_log = os.path.join(bundle, "runc.log")
-    log = LogWriter(os.path.join(bundle, "container.log"), args.log_max_size, args.log_max_file)
+    log: LogWriter | NoLog = (NoLog() if args.no_log else
+                              LogWriter(os.path.join(bundle, "container.log"), args.log_max_size, args.log_max_file))
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     cmd = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json",
@@ -244,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runc-root", required=True)
     parser.add_argument("--log-max-size", type=_positive, default=LOG_MAX_SIZE, help="bytes per log file")
     parser.add_argument("--log-max-file", type=_positive, default=LOG_MAX_FILE, help="log files kept")
+    parser.add_argument("--no-log", action="store_true", help="keep no log (the none log driver)")
     args = parser.parse_args(argv)
     args.bundle = os.path.abspath(args.bundle)
     child = os.fork()

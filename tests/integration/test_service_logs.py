@@ -1,6 +1,7 @@
 """Task logs on real runc containers: rotation on disk, reading across rotations, and
 `swarm service logs` of a chatty task through real daemons (one manager, two workers)."""
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -118,7 +119,8 @@ def test_service_logs_of_a_chatty_task_prints_every_line_and_the_worker_stays_re
     assert proc.returncode == 0, proc.stderr
     with open(out_path) as f:
         lines = f.read().splitlines()
-    assert lines == [f"loud.1@w1    | {line}" for line in expected(count)]
+    [task] = swarm.json(m1, "service", "ps", "loud", "--format", "json")
+    assert lines == [f"loud.1.{task['id'][:12]}@w1    | {line}" for line in expected(count)]
     rss_after = rss_peak_kb(w1.pid)
     print(f"w1 peak RSS {rss_before} -> {rss_after} kB; ping delays max {max(delays):.3f}s over {len(delays)}")
     assert delays and max(delays) < 1.0
@@ -150,4 +152,42 @@ def test_service_logs_that_fail_exit_non_zero_with_one_sentence(cluster):
     assert err.startswith("Error: could not read the logs of quiet.1 on node w1") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     proc = swarm.run(m1, "service", "logs", "nope", check=False)
-    assert proc.returncode == 1 and proc.stderr == "Error: service nope not found\n"
+    assert proc.returncode == 1 and proc.stderr == "Error: no such task or service: nope\n"
+
+
+def test_service_logs_takes_dockers_flags_and_a_task_id(cluster):
+    swarm, m1, (w1, _) = cluster
+    swarm.run(m1, "service", "create", "--name", "ticker", "--detach", "--constraint", "node.hostname==w1",
+              "demo:1", "sh", "-c", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done; exec sleep 1000")
+
+    def logs(*args: str) -> list[str]:
+        return swarm.run(m1, "service", "logs", *args).stdout.splitlines()
+    eventually(lambda: len(logs("ticker")) == 6, 60, "six ticks")
+    [task] = swarm.json(m1, "service", "ps", "ticker", "--format", "json")
+    tid = task["id"]
+    ticks = [f"tick {i}" for i in range(1, 7)]
+    # Docker's line: NAME.SLOT.TASKID@NODE    | LINE, and its variants.
+    assert logs("ticker") == [f"ticker.1.{tid[:12]}@w1    | {t}" for t in ticks]
+    assert logs("--no-task-ids", "ticker") == [f"ticker.1@w1    | {t}" for t in ticks]
+    assert logs("--no-trunc", "ticker")[0] == f"ticker.1.{tid}@w1    | tick 1"
+    assert logs("--raw", "ticker") == ticks
+    assert logs("--details", "--no-task-ids", "ticker")[0] == "ticker.1@w1    |  tick 1"   # no log-opt: empty
+    assert logs("--tail", "2", "--raw", "ticker") == ticks[-2:] == logs("-n", "2", "--raw", "ticker")
+    # A task ID (or a unique prefix) instead of the service, as `docker service logs TASK`.
+    assert logs(tid[:10]) == logs("ticker")
+    # --timestamps: RFC 3339 with nanoseconds; the same times bound --since and --until (both included).
+    stamped = logs("-t", "--raw", "ticker")
+    times = [line.split(" ", 1)[0] for line in stamped]
+    assert [line.split(" ", 1)[1] for line in stamped] == ticks and times == sorted(times)
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", t) for t in times)
+    assert logs("--raw", "--since", times[2], "--until", times[4], "ticker") == ticks[2:5]
+    assert logs("--raw", "--since", "10m", "ticker") == ticks          # relative: the last 10 minutes
+    assert logs("--raw", "--until", "10m", "ticker") == []             # older than 10 minutes: none
+    assert logs("--raw", "--since", "1h", "--tail", "1", "ticker") == ticks[-1:]
+    # Following up to a time already past ends by itself, as the lines are all there.
+    assert swarm.run(m1, "service", "logs", "-f", "--raw", "--until", times[1], "ticker",
+                     timeout=30).stdout.splitlines() == ticks[:2]
+    # Bad input: one sentence, usage exit 2; an unknown reference: exit 1.
+    bad = swarm.run(m1, "service", "logs", "--since", "last tuesday", "ticker", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--since'")
+    assert "Traceback" not in bad.stderr

@@ -24,7 +24,8 @@ import pytest
 import trio
 import trio.testing
 
-from swarm.agent.agent import LB_DRAIN_DELAY, REPORT_BATCH_DELAY, START_CONCURRENCY, Agent
+from swarm.agent.agent import (LB_DRAIN_DELAY, REPORT_BATCH_DELAY, START_CONCURRENCY, Agent, hosts_entries,
+                               resolver_settings)
 from swarm.api import spec, taskstate
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
@@ -461,3 +462,49 @@ async def test_an_unassigned_task_is_stopped_and_its_container_removed(clock) ->
     assert ops(runtime, "t1") == ["prepare", "start", "wait", "stop_async", "kill", "remove"]
     assert net.removed == ["t1"]
     assert manager.states("t1") == STARTING + ["shutdown"]   # a real manager ignores it: the task is gone
+
+
+# -- templates, hostname, DNS and hosts given to prepare -------------------------------------------
+def test_resolver_settings_as_docker_writes_resolv_conf() -> None:
+    dns = spec.DNSConfig(nameservers=("10.0.0.2",), search=("corp.example",), options=("timeout:2",))
+    assert resolver_settings(dns, True, ("192.0.2.1",)) == (("127.0.0.11",), ("corp.example",), ("timeout:2", "ndots:0"))
+    assert resolver_settings(dataclasses.replace(dns, options=("ndots:3",)), True, ())[2] == ("ndots:3",)
+    assert resolver_settings(dns, False, ("192.0.2.1",)) == (("10.0.0.2",), ("corp.example",), ("timeout:2",))
+    assert resolver_settings(spec.DNSConfig(), False, ("192.0.2.1",))[0] == ("192.0.2.1",)
+    assert resolver_settings(spec.DNSConfig(), False, ())[0] == ("8.8.8.8", "8.8.4.4")
+
+
+def test_hosts_entries() -> None:
+    assert hosts_entries(["10.0.0.5 db db.local", "::1 six"]) == [("10.0.0.5", "db db.local"), ("::1", "six")]
+    with pytest.raises(ValueError, match="expected an address and a host name"):
+        hosts_entries(["10.0.0.5"])
+    with pytest.raises(ValueError, match="'db' is not an IP address"):
+        hosts_entries(["db 10.0.0.5"])
+
+
+@pytest.mark.trio
+async def test_prepare_gets_the_expanded_spec_hostname_dns_and_hosts(clock) -> None:
+    runtime, manager = FakeRuntime(), FakeManager()
+    task = make_task("t1")
+    container = dataclasses.replace(task.spec, hostname="{{.Service.Name}}-{{.Task.Slot}}-{{.Node.Hostname}}",
+                                    env=("SLOT={{.Task.Slot}}",), hosts=("10.0.0.5 db",),
+                                    dns=spec.DNSConfig(nameservers=("10.0.0.2",), search=("example.org",)))
+    async with running_agent(runtime, manager) as agent:
+        agent.hostname = "node-a"
+        await run_to_running(runtime, manager, dataclasses.replace(task, spec=container))
+    prepared = runtime.containers["t1"]
+    assert prepared.container.hostname == "web-1-node-a" and prepared.container.env == ("SLOT=1",)
+    assert prepared.options == {"hostname": "web-1-node-a", "dns": ("10.0.0.2",), "dns_search": ("example.org",),
+                                "dns_options": (), "hosts": (("10.0.0.5", "db"),)}
+
+
+@pytest.mark.trio
+async def test_a_bad_template_rejects_the_task_with_its_sentence(clock) -> None:
+    runtime, manager = FakeRuntime(), FakeManager()
+    task = make_task("t1")
+    async with running_agent(runtime, manager):
+        manager.put(dataclasses.replace(task, spec=dataclasses.replace(task.spec, hostname="{{.Task.Nope}}")))
+        await manager.until_state("t1", "rejected")
+    err = manager.last("t1")[1].err
+    assert err.startswith("invalid template in --hostname") and "Nope" in err
+    assert "t1" not in runtime.containers

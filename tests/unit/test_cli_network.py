@@ -183,7 +183,8 @@ def test_same_port_on_two_protocols_is_fine(fake, run):
     (["-p", "80/sctp"], "'--publish'"),
     (["-p", "80/"], "'--publish'"),
     (["-p", "127.0.0.1:8080:80"], "'--publish'"),
-    (["-p", "8080-8081:80-81"], "'--publish'"),
+    (["-p", "8080-8082:80-81"], "'--publish'"),  # ranges of different sizes
+    (["-p", "81-80"], "'--publish'"),
     (["-p", "published=8080"], "'--publish'"),
     (["-p", "target=80,published=0"], "'--publish'"),
     (["-p", "target=80,protocol=icmp"], "'--publish'"),

@@ -563,11 +563,14 @@ def test_progress_redraws_in_place_on_a_terminal():
 
 # -- logs ----------------------------------------------------------------------
 
-LOGS = [
-    {"task": "web.1", "node": "node-a", "time": 1714557600.25, "stream": "stdout", "line": "hello\n"},
-    {"task": "web.2", "node": "node-b", "time": 1714557601.0, "stream": "stderr", "line": "oops"},
-    {"task": "web.1", "node": "node-a", "time": 1714557602.0, "stream": "stdout", "line": "bye"},
-]
+def log_line(slot: int, node: str, time: str, stream: str, line: str) -> dict:
+    return {"task": f"web.{slot}", "task_id": f"t{slot}" * 10, "service": "web", "service_id": "s1" * 10,
+            "slot": slot, "node": node, "node_id": node.upper(), "time": time, "stream": stream, "line": line}
+
+
+LOGS = [log_line(1, "node-a", "2024-05-01T10:00:00.250000000Z", "stdout", "hello\n"),
+        log_line(2, "node-b", "2024-05-01T10:00:01.000000000Z", "stderr", "oops"),
+        log_line(1, "node-a", "2024-05-01T10:00:02.000000000Z", "stdout", "bye")]
 
 
 def chunks(*answers: dict):
@@ -587,16 +590,25 @@ def test_logs_format_tail_and_timestamps(fake, run):
     fake.answers["service.logs"] = chunks({"lines": LOGS, "cursors": {"t1": {"off": 9}}, "done": True})
     result = run("service", "logs", "web")
     assert result.exit_code == 0
-    assert result.stdout == "web.1@node-a    | hello\nweb.1@node-a    | bye\n"
-    assert result.stderr == "web.2@node-b    | oops\n"
-    fake.answers["service.logs"] = chunks({"lines": LOGS[::2], "cursors": {}, "done": True})
-    result = run("service", "logs", "-t", "--tail", "2", "web")
+    assert result.stdout == "web.1.t1t1t1t1t1t1@node-a    | hello\nweb.1.t1t1t1t1t1t1@node-a    | bye\n"
+    assert result.stderr == "web.2.t2t2t2t2t2t2@node-b    | oops\n"
+    fake.answers["service.logs"] = chunks({"lines": LOGS[::2], "cursors": {}, "done": True, "width": 2})
+    result = run("service", "logs", "-t", "-n", "2", "--no-task-ids", "web")
     assert result.stdout == (
-        "2024-05-01T10:00:00.250000000Z web.1@node-a    | hello\n"
-        "2024-05-01T10:00:02.000000000Z web.1@node-a    | bye\n")
+        "2024-05-01T10:00:00.250000000Z web.1@node-a     | hello\n"
+        "2024-05-01T10:00:02.000000000Z web.1@node-a     | bye\n")
+    fake.answers["service.logs"] = chunks({"lines": LOGS[::2], "cursors": {}, "done": True})
+    assert run("service", "logs", "--raw", "--since", "2024-05-01T12:00:00+02:00", "--until", "1714557600",
+               "web").stdout == "hello\nbye\n"
+    fake.answers["service.logs"] = chunks({"lines": LOGS[:1], "cursors": {}, "done": True})
+    assert run("service", "logs", "--no-trunc", "--no-resolve", "--details", "t1t1").stdout == \
+        "s1s1s1s1s1s1s1s1s1s1.1.t1t1t1t1t1t1t1t1t1t1@NODE-A    |  hello\n"    # IDs; an empty details column
     assert fake.params("service.logs") == [
         {"ref": "web", "tail": None, "follow": False, "cursors": None, "wait": 0.0},
-        {"ref": "web", "tail": 2, "follow": False, "cursors": None, "wait": 0.0}]
+        {"ref": "web", "tail": 2, "follow": False, "cursors": None, "wait": 0.0},
+        {"ref": "web", "tail": None, "follow": False, "cursors": None, "wait": 0.0,
+         "since": "2024-05-01T10:00:00.000000000Z", "until": "2024-05-01T10:00:00.000000000Z"},
+        {"ref": "t1t1", "tail": None, "follow": False, "cursors": None, "wait": 0.0, "details": True}]
 
 
 def test_logs_calls_again_with_the_cursors_until_done(fake, run):
@@ -606,13 +618,13 @@ def test_logs_calls_again_with_the_cursors_until_done(fake, run):
         {"lines": LOGS[2:], "cursors": {"t1": {"off": 2}}, "done": True})
     result = run("service", "logs", "web")
     assert result.exit_code == 0
-    assert result.stdout == "web.1@node-a    | hello\nweb.1@node-a    | bye\n"
+    assert result.stdout == "web.1.t1t1t1t1t1t1@node-a    | hello\nweb.1.t1t1t1t1t1t1@node-a    | bye\n"
     assert result.stderr == "Warning: node w3 is down\n"        # once, not once per call
     assert len(fake.params("service.logs")) == 3
 
 
 def test_logs_follow_keeps_calling_and_a_failure_is_one_sentence(fake, run):
-    new = {"task": "web.2", "node": "node-b", "time": 1714557603.0, "stream": "stdout", "line": "later"}
+    new = log_line(2, "node-b", "2024-05-01T10:00:03.000000000Z", "stdout", "later")
     follow = chunks({"lines": LOGS[2:], "cursors": {"t1": {"off": 2}}, "done": False},
                     {"lines": [], "cursors": {"t1": {"off": 2}}, "done": False},
                     {"lines": [new], "cursors": {"t1": {"off": 2}, "t2": {"off": 1}}, "done": False})
@@ -624,15 +636,16 @@ def test_logs_follow_keeps_calling_and_a_failure_is_one_sentence(fake, run):
     fake.answers["service.logs"] = answer
     result = run("service", "logs", "-f", "--tail", "1", "web")
     assert result.exit_code == 1
-    assert result.stdout == "web.1@node-a    | bye\nweb.2@node-b    | later\n"
+    assert result.stdout == "web.1.t1t1t1t1t1t1@node-a    | bye\nweb.2.t2t2t2t2t2t2@node-b    | later\n"
     assert result.stderr == "Error: could not read the logs of web.2 on node node-b: connection refused\n"
     assert [p["wait"] for p in fake.params("service.logs")] == [cli_service.LOGS_WAIT] * 4
     assert all(p["follow"] and p["tail"] == 1 for p in fake.params("service.logs"))
 
 
 def test_logs_that_fail_exit_non_zero_with_one_sentence(fake, run):
-    fake.answers["service.logs"] = RPCError("not_found", "service nope not found")
-    assert failed(run("service", "logs", "nope"), 1) == "Error: service nope not found\n"
+    fake.answers["service.logs"] = RPCError("not_found", "no such task or service: nope")
+    assert failed(run("service", "logs", "nope"), 1) == "Error: no such task or service: nope\n"
+    assert "Invalid value for '--since'" in failed(run("service", "logs", "--since", "yesterday", "web"), 2)
     fake.answers["service.logs"] = [{"line": "an old daemon's answer"}]
     assert "not a chunk of logs" in failed(run("service", "logs", "web"), 1)
 
@@ -747,3 +760,233 @@ def test_human_size(size, text):
 ])
 def test_human_duration(seconds, text):
     assert cli_image.human_duration(seconds) == text
+
+
+# -- create/update: every docker flag (swarm/cli/service_spec.py) --------------
+
+
+def test_create_sends_docker_s_process_identity_and_storage_flags(fake, run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ok(run("service", "create", "-d", "--name", "app", "--entrypoint", "/bin/sh -c", "-u", "app:staff",
+                  "--group", "audio", "--group", "42", "-w", "/srv", "--init", "-t", "--read-only",
+                  "--stop-signal", "SIGUSR1", "--cap-add", "net_admin", "--cap-drop", "ALL",
+                  "--sysctl", "net.core.somaxconn=1024", "--ulimit", "nofile=1024:2048", "--ulimit", "nproc=64",
+                  "--ulimit", "nofile=10", "--limit-pids", "20", "--oom-score-adj", "-500",
+                  "--hostname", "{{.Service.Name}}-{{.Task.Slot}}", "--dns", "10.0.0.2", "--dns", "::1",
+                  "--dns-search", "example.org", "--dns-option", "ndots:2", "--host", "db:10.0.0.5",
+                  "--host", "v6=[::2]", "-l", "tier=front", "--label", "flag", "--container-label", "c=1",
+                  "--log-driver", "local", "--log-opt", "max-size=1m", "--log-opt", "max-file=2",
+                  "--placement-pref", "spread=node.labels.zone", "--replicas-max-per-node", "2",
+                  "--mount", "type=bind,src=./data,dst=/data,bind-propagation=rshared,ro,bind-recursive=readonly"
+                  ",bind-propagation=rprivate",
+                  "--mount", "type=volume,source=cache,target=/cache,volume-nocopy,volume-label=a=b,"
+                  "volume-label=c=d,volume-driver=local,volume-opt=type=tmpfs,volume-opt=device=tmpfs",
+                  "--mount", "type=tmpfs,target=/tmp,tmpfs-size=64m,tmpfs-mode=1770,consistency=cached",
+                  "--mount", "type=bind,source=/srv,target=/old,bind-nonrecursive",
+                  "-p", "8080-8081:80-81", "-p", "9000-9001:90/udp",
+                  "alpine", "echo", "--tty=false"))
+    params = fake.params("service.create")[0]
+    assert {k: v for k, v in params.items() if k not in CREATE_KEYS} == {
+        "name": "app", "command": ["echo", "--tty=false"], "entrypoint": ["/bin/sh", "-c"], "user": "app:staff",
+        "groups": ["audio", "42"], "workdir": "/srv", "init": True, "tty": True, "read_only": True,
+        "stop_signal": "SIGUSR1", "cap_add": ["CAP_NET_ADMIN"], "cap_drop": ["ALL"],
+        "sysctls": {"net.core.somaxconn": "1024"},
+        "ulimits": [{"name": "nofile", "soft": 10, "hard": 10}, {"name": "nproc", "soft": 64, "hard": 64}],
+        "limit_pids": 20, "oom_score_adj": -500, "hostname": "{{.Service.Name}}-{{.Task.Slot}}",
+        "dns": ["10.0.0.2", "::1"], "dns_search": ["example.org"], "dns_options": ["ndots:2"],
+        "hosts": ["10.0.0.5 db", "::2 v6"], "labels": {"tier": "front", "flag": ""}, "container_labels": {"c": "1"},
+        "log_driver": "local", "log_opts": {"max-size": "1m", "max-file": "2"},
+        "placement_prefs": ["spread=node.labels.zone"], "max_replicas_per_node": 2,
+        "ports": [port_dict(80, 8080), port_dict(81, 8081), port_dict(90, 9000, "udp"), port_dict(90, 9001, "udp")],
+    }
+    assert params["mounts"] == [
+        {"type": "bind", "source": str(tmp_path / "data"), "target": "/data", "readonly": True,
+         "bind_propagation": "rprivate", "bind_recursive": "readonly"},
+        {"type": "volume", "source": "cache", "target": "/cache", "readonly": False, "volume_nocopy": True,
+         "volume_labels": {"a": "b", "c": "d"}, "volume_driver": "local",
+         "volume_opts": {"type": "tmpfs", "device": "tmpfs"}},
+        {"type": "tmpfs", "source": "", "target": "/tmp", "readonly": False, "tmpfs_size": 64 * 1024**2,
+         "tmpfs_mode": 0o1770},
+        {"type": "bind", "source": "/srv", "target": "/old", "readonly": False, "bind_recursive": "disabled"},
+    ]
+
+
+CREATE_KEYS = {"image", "mode", "replicas", "env", "mounts", "constraints", "reserve_cpu", "reserve_memory",
+               "limit_cpu", "limit_memory", "restart_condition", "restart_delay", "restart_max_attempts",
+               "restart_window", "stop_grace_period"}
+
+
+def port_dict(target: int, published: int = 0, protocol: str = "tcp", mode: str = "ingress") -> dict:
+    return {"target": target, "published": published, "protocol": protocol, "mode": mode}
+
+
+def test_bool_flags_take_docker_s_value_syntax(fake, run):
+    assert ok(run("service", "create", "-d", "--name", "a", "--read-only=false", "--tty=true", "--init=0",
+                  "alpine", "sh", "--init=1"))
+    assert ok(run("service", "update", "-d", "--read-only=false", "--no-tty", "--init", "web"))
+    created = fake.params("service.create")[0]
+    assert (created["read_only"], created["tty"], created["init"], created["command"]) == (
+        False, True, False, ["sh", "--init=1"])
+    assert fake.params("service.update") == [{"ref": "web", "read_only": False, "tty": False, "init": True}]
+
+
+def test_jobs_and_their_flags(fake, run):
+    assert ok(run("service", "create", "--name", "job", "--mode", "replicated-job", "--replicas", "5",
+                  "--max-concurrent", "2", "alpine", "true")) == f"{SID}\n"
+    assert ok(run("service", "create", "-d", "--name", "gjob", "--mode", "global-job", "alpine"))
+    first, second = fake.params("service.create")
+    assert (first["mode"], first["replicas"], first["max_concurrent"]) == ("replicated-job", 5, 2)
+    assert second["mode"] == "global-job" and "replicas" not in second
+    assert [m for m, _ in fake.calls] == ["service.create"] * 2     # a job is not waited on as a service
+
+
+def test_env_file_is_read_as_docker_reads_it(fake, run, tmp_path, monkeypatch):
+    monkeypatch.setenv("FROM_HOST", "h")
+    monkeypatch.delenv("NOT_SET_ANYWHERE_42", raising=False)
+    env_file = tmp_path / "app.env"
+    env_file.write_text("\ufeff# a comment\nA=1\n\n   B=two words\nFROM_HOST\nNOT_SET_ANYWHERE_42\nC=\nA=3\n")
+    assert ok(run("service", "create", "-d", "--name", "e", "--env-file", str(env_file), "-e", "C=override",
+                  "alpine"))
+    assert fake.params("service.create")[0]["env"] == ["B=two words", "FROM_HOST=h", "A=3", "C=override"]
+
+
+def test_update_sends_the_add_and_rm_pairs(fake, run):
+    assert ok(run("service", "update", "-d", "--entrypoint", "", "--args", "", "--hostname", "h", "-u", "0:0",
+                  "-w", "/", "--stop-signal", "15", "--cap-add", "RESET", "--cap-drop", "chown",
+                  "--limit-pids", "0", "--oom-score-adj", "0", "--log-driver", "none", "--log-opt", "x=y",
+                  "--replicas-max-per-node", "1", "--max-concurrent", "3",
+                  "--label-add", "a=1", "--label-rm", "b", "--container-label-add", "c", "--container-label-rm", "d",
+                  "--group-add", "wheel", "--group-rm", "audio", "--dns-add", "1.1.1.1", "--dns-rm", "8.8.8.8",
+                  "--dns-search-add", "a.org", "--dns-search-rm", "b.org", "--dns-option-add", "ndots:1",
+                  "--dns-option-rm", "debug", "--host-add", "x:10.0.0.1", "--host-rm", "y",
+                  "--host-rm", "z:10.0.0.2", "--mount-add", "type=tmpfs,target=/t", "--mount-rm", "/old",
+                  "--sysctl-add", "net.ipv4.ip_forward=1", "--sysctl-rm", "net.core.somaxconn",
+                  "--ulimit-add", "core=0", "--ulimit-rm", "nofile", "--placement-pref-add", "spread=node.labels.a",
+                  "--placement-pref-rm", "spread=node.labels.b", "web")) == "web\n"
+    assert fake.params("service.update") == [{
+        "ref": "web", "entrypoint": [], "command": [], "hostname": "h", "user": "0:0", "workdir": "/",
+        "stop_signal": "15", "cap_add": ["RESET"], "cap_drop": ["CAP_CHOWN"], "limit_pids": 0, "oom_score_adj": 0,
+        "log_driver": "none", "log_opts": {"x": "y"}, "max_replicas_per_node": 1, "max_concurrent": 3,
+        "labels_add": {"a": "1"}, "labels_rm": ["b"], "container_labels_add": {"c": ""},
+        "container_labels_rm": ["d"], "groups_add": ["wheel"], "groups_rm": ["audio"], "dns_add": ["1.1.1.1"],
+        "dns_rm": ["8.8.8.8"], "dns_search_add": ["a.org"], "dns_search_rm": ["b.org"],
+        "dns_options_add": ["ndots:1"], "dns_options_rm": ["debug"], "hosts_add": ["10.0.0.1 x"],
+        "hosts_rm": ["y", "z:10.0.0.2"], "mounts_add": [{"type": "tmpfs", "source": "", "target": "/t",
+                                                         "readonly": False}],
+        "mounts_rm": ["/old"], "sysctls_add": {"net.ipv4.ip_forward": "1"}, "sysctls_rm": ["net.core.somaxconn"],
+        "ulimits_add": [{"name": "core", "soft": 0, "hard": 0}], "ulimits_rm": ["nofile"],
+        "placement_prefs_add": ["spread=node.labels.a"], "placement_prefs_rm": ["spread=node.labels.b"],
+    }]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["create", "--cap-add", "NET_ADMN", "alpine"], "'--cap-add'"),
+    (["create", "--cap-drop", "", "alpine"], "'--cap-drop'"),
+    (["create", "--sysctl", "kernel.panic=1", "alpine"], "'--sysctl'"),
+    (["create", "--sysctl", "net.ipv4.ip_forward", "alpine"], "'--sysctl'"),
+    (["create", "--ulimit", "nofile", "alpine"], "'--ulimit'"),
+    (["create", "--ulimit", "nofile=2048:1024", "alpine"], "'--ulimit'"),
+    (["create", "--ulimit", "files=1", "alpine"], "'--ulimit'"),
+    (["create", "--stop-signal", "SIGFOO", "alpine"], "'--stop-signal'"),
+    (["create", "--stop-signal", "99", "alpine"], "'--stop-signal'"),
+    (["create", "--user", "a b", "alpine"], "'--user'"),
+    (["create", "--user", "a:b:c", "alpine"], "'--user'"),
+    (["create", "--group", "a:b", "alpine"], "'--group'"),
+    (["create", "--workdir", "relative", "alpine"], "'--workdir'"),
+    (["create", "--hostname", "a b", "alpine"], "'--hostname'"),
+    (["create", "--entrypoint", "sh -c 'open", "alpine"], "'--entrypoint'"),
+    (["create", "--limit-pids", "-1", "alpine"], "'--limit-pids'"),
+    (["create", "--oom-score-adj", "1001", "alpine"], "'--oom-score-adj'"),
+    (["create", "--dns", "10.0.0", "alpine"], "'--dns'"),
+    (["create", "--dns-search", "-bad-", "alpine"], "'--dns-search'"),
+    (["create", "--dns-search", "123", "alpine"], "'--dns-search'"),
+    (["create", "--dns-option", "a b", "alpine"], "'--dns-option'"),
+    (["create", "--host", "db", "alpine"], "'--host'"),
+    (["create", "--host", "db:300.0.0.1", "alpine"], "'--host'"),
+    (["create", "--label", "=x", "alpine"], "'--label'"),
+    (["create", "--container-label", "a b=c", "alpine"], "'--container-label'"),
+    (["create", "--log-driver", "syslog", "alpine"], "'--log-driver'"),
+    (["create", "--log-opt", "max-size", "alpine"], "'--log-opt'"),
+    (["create", "--placement-pref", "spread", "alpine"], "'--placement-pref'"),
+    (["create", "--placement-pref", "pack=node.labels.a", "alpine"], "'--placement-pref'"),
+    (["create", "--mode", "global", "--replicas-max-per-node", "2", "alpine"], "'--replicas-max-per-node'"),
+    (["create", "--mode", "global-job", "--replicas", "2", "alpine"], "'--replicas'"),
+    (["create", "--max-concurrent", "2", "alpine"], "'--max-concurrent'"),
+    (["create", "--max-concurrent", "-1", "--mode", "replicated-job", "alpine"], "'--max-concurrent'"),
+    (["create", "--env-file", "/nonexistent/app.env", "alpine"], "'--env-file'"),
+    (["create", "--credential-spec", "file://x", "alpine"], "'--credential-spec'"),
+    (["create", "--isolation", "hyperv", "alpine"], "'--isolation'"),
+    (["create", "--generic-resource", "gpu=1", "alpine"], "'--generic-resource'"),
+    (["create", "--mount", "type=volume,target=/v,tmpfs-size=1m", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=tmpfs,target=/t,bind-propagation=shared", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,src=/a,target=/b,bind-propagation=sideways", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,src=/a,target=/b,bind-recursive=readonly", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,src=/a,target=/b,ro,bind-recursive=readonly,bind-propagation=shared",
+      "alpine"], "'--mount'"),
+    (["create", "--mount", "type=bind,src=/a,target=/b,bind-recursive=maybe", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=volume,target=/v,volume-driver=nfs", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=tmpfs,target=/t,tmpfs-size=big", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=tmpfs,target=/t,tmpfs-mode=999", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=tmpfs,target=/t,tmpfs-mode=17777", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=volume,target=/v,volume-nocopy=perhaps", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=volume,target=/v,source=", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=volume, target=/v", "alpine"], "'--mount'"),
+    (["create", "--mount", "type=image,target=/v", "alpine"], "'--mount'"),
+    (["create", "--mount", "", "alpine"], "'--mount'"),
+    (["create", "-p", "8080-8082:80-81", "alpine"], "'--publish'"),
+    (["create", "-p", "8080-8081:80", "-p", "8081:90", "alpine"], "'--publish'"),
+    (["update", "--generic-resource-add", "gpu=1", "web"], "'--generic-resource-add'"),
+    (["update", "--sysctl-add", "vm.swappiness=1", "web"], "'--sysctl-add'"),
+    (["update", "--ulimit-add", "nofile=x", "web"], "'--ulimit-add'"),
+    (["update", "--cap-drop", "CAP_NOPE", "web"], "'--cap-drop'"),
+    (["update", "--host-add", "x", "web"], "'--host-add'"),
+    (["update", "--dns-add", "example.org", "web"], "'--dns-add'"),
+    (["update", "--label-rm", "a b", "web"], "'--label-rm'"),
+    (["update", "--placement-pref-rm", "spread", "web"], "'--placement-pref-rm'"),
+    (["update", "--mount-add", "type=bind,target=/x", "web"], "'--mount-add'"),
+])
+def test_bad_values_of_docker_s_flags_are_usage_errors(fake, run, args, option):
+    err = failed(run("service", *args), 2)
+    assert err.startswith("Usage: swarm service ")
+    last = err.splitlines()[-1]
+    assert option in last and last.startswith("Error: Invalid value for ")
+    assert fake.calls == []
+
+
+def test_refused_flags_say_why_in_one_sentence(fake, run):
+    assert failed(run("service", "create", "--isolation", "hyperv", "alpine"), 2).splitlines()[-1] == (
+        "Error: Invalid value for '--isolation': --isolation is only used on Windows and is not supported")
+    assert failed(run("service", "update", "--generic-resource-rm", "gpu", "web"), 2).splitlines()[-1] == (
+        "Error: Invalid value for '--generic-resource-rm': --generic-resource-rm is only used with plugins "
+        "and is not supported")
+
+
+@pytest.mark.parametrize("text, ports", [
+    ("80", [(80, 0)]), ("8080:80", [(80, 8080)]), ("80-82", [(80, 0), (81, 0), (82, 0)]),
+    ("8080-8081:80-81", [(80, 8080), (81, 8081)]), ("8080-8081:80", [(80, 8080), (80, 8081)]),
+    (":81", [(81, 0)]),
+])
+def test_publish_ranges_as_nat_parse_port_spec(text, ports):
+    assert [(p["target"], p["published"]) for p in service_flags.parse_publish(text)] == ports
+
+
+@pytest.mark.parametrize("lines, env", [
+    (["A=1", "# c", "", "  B = x"], None),          # whitespace in a name is an error
+    (["=1"], None),
+    (["A=1", "  # indented comment", "A", "Z"], ["A=1", "A=from-env"]),
+])
+def test_env_lines(lines, env):
+    lookup = {"A": "from-env"}.get
+    if env is None:
+        with pytest.raises(ValueError, match="line"):
+            service_flags.parse_env_lines(lines, lookup)
+    else:
+        assert service_flags.parse_env_lines(lines, lookup) == env
+
+
+def test_bool_flag_rewriting_stops_at_the_image():
+    from swarm.cli.service_spec import rewrite_bool_flags
+    assert rewrite_bool_flags(["--name", "--init=true", "--tty=false", "img", "--read-only=1"], {"--name"},
+                              interspersed=False) == ["--name", "--init=true", "--no-tty", "img", "--read-only=1"]
+    assert rewrite_bool_flags(["web", "--read-only=0", "--", "--tty=1"], set(), interspersed=True) == [
+        "web", "--no-read-only", "--", "--tty=1"]

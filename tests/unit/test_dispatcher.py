@@ -133,7 +133,7 @@ async def test_the_view_goes_over_the_wire_in_the_shape_agents_read():
     node = tasks_of(store, "web")[0].node_id
     answer = await dispatcher.assigned(node, {"since": 0, "wait": 0})
     wire = msgpack.unpackb(msgpack.packb(answer["network"]), raw=False)
-    assert set(wire) == {"networks", "peers", "services", "ingress_ip", "published"}
+    assert set(wire) == {"networks", "peers", "services", "ingress_ip", "published", "data_path_port"}
     for net_id, net in wire["networks"].items():   # what agents read of a network record
         assert net["id"] == net_id and isinstance(net["vni"], int) and {"subnet", "gateway", "name"} <= set(net)
     assert all(set(p) == {"ip", "vtep"} for ps in wire["peers"].values() for p in ps)

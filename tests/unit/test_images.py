@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -15,7 +16,7 @@ import tarfile
 import pytest
 
 from swarm.runtime.errors import ImageError
-from swarm.runtime.images import ImageStore, normalize_ref
+from swarm.runtime.images import Healthcheck, ImageStore, normalize_ref
 
 
 # -- building archives ---------------------------------------------------------------------
@@ -214,11 +215,11 @@ def _add_bytes(tf, name, data):
     tf.addfile(_info(name, size=len(data)), io.BytesIO(data))
 
 
-def make_docker_save(tmp_path, layers, repo_tags, cmd=("sh",), entrypoint=None):
+def make_docker_save(tmp_path, layers, repo_tags, cmd=("sh",), entrypoint=None, extra=None):
     diff_ids = [hashlib.sha256(gzip.decompress(b) if b[:2] == b"\x1f\x8b" else b).hexdigest() for b in layers]
     config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-02T03:04:05.5Z",
                          "config": {"Cmd": list(cmd), "Entrypoint": entrypoint, "Env": ["PATH=/bin", "A=1"],
-                                    "WorkingDir": "/srv"},
+                                    "WorkingDir": "/srv", **(extra or {})},
                          "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]}}).encode()
     config_id = hashlib.sha256(config).hexdigest()
     path = str(tmp_path / "save.tar")
@@ -250,6 +251,39 @@ def test_load_docker_save_with_two_layers_and_whiteout(store, tmp_path):
     # loading again reuses the layers and changes nothing
     assert store.load_archive(path) == ["app:2", "app:latest"]
     assert len([n for n in os.listdir(store.layers_dir)]) == 2
+
+
+def test_the_image_config_keeps_user_stop_signal_ports_volumes_health_and_labels(store, tmp_path):
+    extra = {"User": "app:staff", "StopSignal": "SIGQUIT", "ExposedPorts": {"80/tcp": {}, "53/udp": {}, "8080": {}},
+             "Volumes": {"/data": {}}, "Labels": {"org.example": "yes"},
+             "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 3}}
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["cfg:1"], extra=extra)
+    store.load_archive(path)
+    image = store.resolve("cfg:1")
+    assert image.user == "app:staff" and image.stop_signal == "SIGQUIT"
+    assert image.exposed_ports == ("53/udp", "80/tcp", "8080/tcp") and image.volumes == ("/data",)
+    assert image.labels == {"org.example": "yes"}
+    assert image.healthcheck == Healthcheck(test=("CMD-SHELL", "true"), interval=5_000_000_000, retries=3)
+    # An image without them (docker import) has the defaults.
+    plain = store.resolve(import_bytes(store, make_tar(ROOTFS), ref="plain:1"))
+    assert (plain.user, plain.stop_signal, plain.exposed_ports, plain.healthcheck, plain.labels) == ("", "", (), None, {})
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"User": 1000}, "User must be one line of text"),
+    ({"StopSignal": "SIGNOPE"}, "StopSignal: invalid signal"),
+    ({"ExposedPorts": {"http": {}}}, "exposed port 'http'"),
+    ({"ExposedPorts": ["80/tcp"]}, "ExposedPorts must be an object"),
+    ({"Volumes": {"data": {}}}, "volume 'data' is not an absolute path"),
+    ({"Labels": {"a": 1}}, "Labels must map strings to strings"),
+    ({"Healthcheck": {"Test": ["RUN", "x"]}}, "not NONE, CMD or CMD-SHELL"),
+    ({"Healthcheck": {"Test": ["CMD", "x"], "Interval": -1}}, "Healthcheck.Interval"),
+])
+def test_a_malformed_image_config_refuses_the_load(store, tmp_path, extra, message):
+    path = make_docker_save(tmp_path, [make_tar(ROOTFS)], ["bad:1"], extra=extra)
+    with pytest.raises(ImageError, match=re.escape(message)):
+        store.load_archive(path)
+    assert leftovers(store) == []
 
 
 def test_docker_save_with_wrong_layer_digest_is_refused(store, tmp_path):

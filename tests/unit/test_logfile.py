@@ -157,3 +157,87 @@ def test_cursors_survive_the_wire(tmp_path):
     assert Cursor.from_wire(cursor.to_wire()) == cursor
     lines, _ = read_all(bundle, Cursor.from_wire(cursor.to_wire()))
     assert lines == [f"line {i}" for i in range(90, 100)]
+
+
+# -- --since / --until: seek on the node, filter exactly ------------------------------
+
+BASE_NS = 1_700_000_000 * 10**9
+
+
+def timed(writer: LogWriter, start: int, count: int, step_ns: int = 10**6) -> None:
+    """Lines `line I` at BASE + I * step (times under the test's control, not the clock)."""
+    from swarm.api.logview import rfc3339_ns
+    writer.write_entries([b"%s stdout F line %d\n" % (rfc3339_ns(BASE_NS + i * step_ns).encode(), i)
+                          for i in range(start, start + count)])
+
+
+def at(i: int, step_ns: int = 10**6) -> str:
+    from swarm.api.logview import rfc3339_ns
+    return rfc3339_ns(BASE_NS + i * step_ns)
+
+
+def read_bounded(bundle: str, cursor: Cursor, since=None, until_time=None) -> tuple[list[str], int]:
+    out, chunks = [], 0
+    while True:
+        chunk = read_chunk(bundle, cursor, 4096, since=since, until_time=until_time)
+        chunks += 1
+        out.extend(line for _, _, line, _ in chunk.lines)
+        cursor = chunk.cursor
+        if chunk.eof:
+            return out, chunks
+
+
+def test_since_seeks_into_the_right_rotated_file_and_reads_no_line_before_it(tmp_path):
+    bundle = str(tmp_path)
+    w = LogWriter(os.path.join(bundle, "container.log"), 200_000, 5)
+    timed(w, 0, 30_000)                                   # ~ 5 files of 200 kB
+    assert len(files(bundle)) == 5
+    everything = read_bounded(bundle, start_cursor(bundle, None, False))[0]
+    oldest = int(everything[0].split()[1])                # the first lines were rotated away
+    assert oldest > 0 and everything == [f"line {i}" for i in range(oldest, 30_000)]
+    for first in (oldest, oldest + 1, 20_000, 24_444, 29_999):
+        cursor = start_cursor(bundle, None, False, since=at(first))
+        # Exactly the lines from there on, in small chunks, whichever file holds the first.
+        assert read_bounded(bundle, cursor, since=at(first))[0] == everything[first - oldest:]
+        # The seek is within about a block of the first line wanted.
+        assert read_chunk(bundle, cursor, 2 * logfile.BLOCK, since=at(first)).lines[0][2] == f"line {first}"
+    # A time past every line: nothing; a time before them all: everything still there.
+    assert read_bounded(bundle, start_cursor(bundle, None, False, since=at(40_000)), since=at(40_000))[0] == []
+    assert read_bounded(bundle, start_cursor(bundle, None, False, since=at(-5)), since=at(-5))[0] == everything
+
+
+def test_since_seek_reads_a_few_blocks_not_the_file(tmp_path, monkeypatch):
+    bundle = str(tmp_path)
+    w = LogWriter(os.path.join(bundle, "container.log"), 1 << 30, 2)
+    timed(w, 0, 200_000)                                  # one ~9 MB file
+    reads = []
+    real = os.pread
+    monkeypatch.setattr(logfile.os, "pread", lambda fd, n, off: reads.append(n) or real(fd, n, off))
+    cursor = start_cursor(bundle, None, False, since=at(150_000))
+    assert sum(reads) < 40 * logfile.BLOCK                # a binary search, not a scan of 9 MB
+    monkeypatch.setattr(logfile.os, "pread", real)
+    assert read_chunk(bundle, cursor, 2 * logfile.BLOCK, since=at(150_000)).lines[0][2] == "line 150000"
+
+
+def test_tail_and_since_together_start_at_the_later_place(tmp_path):
+    bundle = str(tmp_path)
+    w = LogWriter(os.path.join(bundle, "container.log"), 1 << 30, 2)
+    timed(w, 0, 1000)
+    # Docker takes the last N lines, then drops those before --since.
+    assert read_bounded(bundle, start_cursor(bundle, 5, False, since=at(10)), since=at(10))[0] == \
+        [f"line {i}" for i in range(995, 1000)]
+    assert read_bounded(bundle, start_cursor(bundle, 500, False, since=at(998)), since=at(998))[0] == \
+        ["line 998", "line 999"]
+
+
+def test_until_stops_at_the_first_later_line_for_good(tmp_path):
+    bundle = str(tmp_path)
+    w = LogWriter(os.path.join(bundle, "container.log"), 50_000, 5)
+    timed(w, 0, 3000)
+    cursor = start_cursor(bundle, None, True, since=at(100))
+    lines, chunks = read_bounded(bundle, cursor, since=at(100), until_time=at(2000))
+    assert lines == [f"line {i}" for i in range(100, 2001)] and chunks > 1   # both ends included, as Docker's
+    # Following: lines written later are past --until too: a read from the end gives nothing, at eof.
+    end = read_chunk(bundle, read_chunk(bundle, cursor, 1 << 20, until_time=at(2000)).cursor,
+                     until_time=at(2000))
+    assert end.lines == [] and end.eof

@@ -149,3 +149,99 @@ def test_merge_stops_at_the_slowest_task_and_rewinds_the_others():
                                  chunk("c", ["0"], True)])
     assert [line[2] for _, line in taken] == ["c0", "a1", "b2", "b3", "a4", "b5", "a6"]
     assert cursors["a"]["off"] == 30 and cursors["b"]["off"] == 30 and cursors["c"]["off"] == 10
+
+
+# -- --since / --until / --details and the task as argument ---------------------------
+
+def stamped(writer: LogWriter, name: bytes, start: int, count: int) -> None:
+    """Lines at known times: BASE + i ms (the files' own format)."""
+    from swarm.api.logview import rfc3339_ns
+    writer.write_entries([b"%s stdout F %s %d\n" % (rfc3339_ns(BASE + i * 10**6).encode(), name, i)
+                          for i in range(start, start + count)])
+
+
+BASE = 1_700_000_000 * 10**9
+
+
+def ms(i: int) -> str:
+    from swarm.api.logview import rfc3339_ns
+    return rfc3339_ns(BASE + i * 10**6)
+
+
+@pytest.mark.trio
+async def test_since_and_until_are_applied_where_the_file_is_read(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    stamped(nodes.add_task("ta", "web.1", "n1", max_size=64 * 1024), b"a", 0, 20_000)
+    stamped(nodes.add_task("tb", "web.2", "n2"), b"b", 0, 20_000)
+    lines, _ = await read_all(nodes.source(), since=ms(19_000), until=ms(19_099))
+    assert [e["line"] for e in lines if e["task"] == "web.1"] == [f"a {i}" for i in range(19_000, 19_100)]
+    assert [e["line"] for e in lines if e["task"] == "web.2"] == [f"b {i}" for i in range(19_000, 19_100)]
+    # Only those lines left the nodes (the seek skipped the rest; nothing was shipped to be filtered).
+    assert sum(nodes.answers) == sum(len(e["line"]) for e in lines)
+    # With a tail too: the last N lines, then those since.
+    lines, _ = await read_all(nodes.source(), tail=3, since=ms(19_998))
+    assert sorted(e["line"] for e in lines) == ["a 19998", "a 19999", "b 19998", "b 19999"]
+
+
+@pytest.mark.trio
+async def test_following_up_to_a_past_until_ends(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    stamped(nodes.add_task("ta", "web.1", "n1"), b"a", 0, 100)
+    answer = await logs.service_logs(nodes.source(), {"ref": "web", "follow": True, "until": ms(49), "wait": 5})
+    assert [e["line"] for e in answer["lines"]] == [f"a {i}" for i in range(50)]
+    assert answer["done"]                               # --until has passed: nothing more will come
+
+
+@pytest.mark.trio
+async def test_lines_name_task_service_slot_node_and_carry_details_when_asked(tmp_path):
+    nodes = Nodes(str(tmp_path))
+    nodes.add_task("ta", "web.1", "n1").feed("stdout", b"hi\n")
+    nodes.rows[0].update(service="web", service_id="s1", slot=1, width=2, details={"zone": "a"})
+    plain = await logs.service_logs(nodes.source(), {"ref": "web"})
+    [line] = plain["lines"]
+    assert {k: line[k] for k in ("task_id", "service", "service_id", "slot", "node", "node_id", "line")} == \
+        {"task_id": "ta", "service": "web", "service_id": "s1", "slot": 1, "node": "node-1", "node_id": "n1",
+         "line": "hi"}
+    assert "details" not in line and plain["width"] == 2
+    detailed = await logs.service_logs(nodes.source(), {"ref": "web", "details": True})
+    assert detailed["lines"][0]["details"] == {"zone": "a"}
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("params, words", [
+    ({"ref": "web", "since": "10m"}, "since must be an RFC 3339"), ({"ref": "web", "until": 5}, "until"),
+    ({"ref": "web", "details": "yes"}, "details")])
+async def test_bad_bounds_are_one_sentence(tmp_path, params, words):
+    with pytest.raises(RPCError) as err:
+        await logs.service_logs(Nodes(str(tmp_path)).source(), params)
+    assert err.value.code == "bad_request" and words in err.value.message
+
+
+def test_a_service_or_a_single_task_is_what_logs_reads():
+    from swarm.api import spec
+    from swarm.api.errors import ApiError
+    from swarm.api.refs import resolve_ref
+    from swarm.daemon.daemon import log_rows
+
+    container = spec.ContainerSpec("demo:1", env=("REGION=eu",),
+                                   log_driver=spec.LogDriver("json-file", {"env": "REGION"}))
+    web = spec.Service("s1", spec.ServiceSpec("web", container, replicas=12), 1, 0.0, 0.0)
+
+    def task(tid: str, slot: int) -> spec.Task:
+        return spec.Task(tid, "s1", "web", slot, "n1", "running", container, 1)
+
+    class Services:
+        def tasks(self):
+            return [task("t2aaa", 2), task("t1bbb", 1), task("t10cc", 10)]
+
+        def find(self, ref):
+            return resolve_ref("service", {"s1": web}, ref, lambda s: s.spec.name)
+
+    rows = log_rows(Services(), "web")
+    assert [r["id"] for r in rows] == ["t1bbb", "t2aaa", "t10cc"] and {r["width"] for r in rows} == {2}
+    assert rows[0]["details"] == {"REGION": "eu"} and rows[0]["service"] == "web" and rows[0]["slot"] == 1
+    [one] = log_rows(Services(), "t10")                   # a task ID prefix, as `docker service logs TASK`
+    assert one["id"] == "t10cc" and one["width"] == 2
+    with pytest.raises(ApiError) as err:
+        log_rows(Services(), "nope")
+    assert err.value.code == "not_found" and err.value.message == "no such task or service: nope"

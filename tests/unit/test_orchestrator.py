@@ -396,3 +396,129 @@ def test_global_service_converges_to_one_live_task_per_eligible_node(seed):
     live = [t for t in store.values() if is_live(t)]
     assert sorted(t.node_id for t in live) == sorted(want)
     assert all(t.status.state == "running" and t.spec_version == svc.spec_version and t.slot == 0 for t in live)
+
+
+# -- jobs (SwarmKit's jobs orchestrator) ------------------------------------------------------------
+
+def job(replicas=5, concurrent=2, mode="replicated-job", restart=RestartPolicy("any", delay=0), iteration=0,
+        constraints=(), labels=None):
+    return Service("s1", ServiceSpec("batch", ContainerSpec("img"), mode=mode, replicas=replicas,
+                                     max_concurrent=concurrent, restart=restart, constraints=tuple(constraints),
+                                     labels=labels or {}), job_iteration=iteration)
+
+
+def job_task(tid, slot=1, node_id="n1", state="running", iteration=0, attempt=0, exit_code=None, created=1.0,
+             desired="running"):
+    return dataclasses.replace(task(tid, slot, node_id, state, desired, created=created, attempt=attempt,
+                                    exit_code=exit_code, ended=NOW - 1), job_iteration=iteration)
+
+
+def test_a_replicated_job_starts_max_concurrent_tasks_of_its_iteration_with_the_service_labels():
+    plan = run(job(replicas=5, concurrent=2, iteration=3, labels={"team": "data"}), [])
+    assert [(t.slot, t.job_iteration, t.service_labels) for t in plan.create] == [
+        (1, 3, {"team": "data"}), (2, 3, {"team": "data"})]
+
+
+def test_max_concurrent_zero_runs_every_replica_at_once():
+    assert sorted(t.slot for t in run(job(replicas=4, concurrent=0), []).create) == [1, 2, 3, 4]
+
+
+def test_a_completed_slot_is_never_rerun_and_frees_its_place_for_the_next_slot():
+    tasks = [job_task("a", 1, state="complete", exit_code=0), job_task("b", 2)]
+    plan = run(job(replicas=5, concurrent=2, restart=RestartPolicy("any", delay=0)), tasks)
+    assert [t.slot for t in plan.create] == [3]
+    done = [job_task(f"t{i}", i, state="complete", exit_code=0) for i in range(1, 6)]
+    assert run(job(replicas=5, concurrent=2), done) == run(job(replicas=5, concurrent=2), done)
+    plan = run(job(replicas=5, concurrent=2), done)
+    assert plan.create == [] and plan.update == []
+
+
+def test_a_failed_task_is_restarted_in_its_slot_and_keeps_its_place():
+    tasks = [job_task("a", 1, state="failed", exit_code=1), job_task("b", 2)]
+    plan = run(job(replicas=5, concurrent=2, restart=RestartPolicy("on-failure", delay=4)), tasks)
+    assert [(t.slot, t.attempt, t.not_before) for t in plan.create] == [(1, 1, NOW + 4)]
+
+
+def test_a_failed_task_the_policy_gives_up_on_stays_failed_and_frees_its_place():
+    tasks = [job_task("a", 1, state="failed", exit_code=1), job_task("b", 2)]
+    plan = run(job(replicas=3, concurrent=2, restart=RestartPolicy("none")), tasks)
+    assert [t.slot for t in plan.create] == [3]
+    tasks = [job_task("a", 1, state="failed", exit_code=1, attempt=2), job_task("b", 2, state="complete", exit_code=0)]
+    plan = run(job(replicas=2, concurrent=2, restart=RestartPolicy("any", max_attempts=2)), tasks)
+    assert plan.create == []
+
+
+def test_a_task_on_a_lost_node_is_replaced_at_once_without_counting_an_attempt():
+    plan = run(job(replicas=1), [job_task("a", 1, node_id="gone")])
+    assert updated(plan)["a"].desired_state == "shutdown"
+    assert [(t.slot, t.attempt, t.not_before) for t in plan.create] == [(1, 0, 0.0)]
+
+
+def test_a_new_iteration_reruns_every_slot_and_stops_the_old_iterations_tasks():
+    tasks = [job_task("a", 1, state="complete", exit_code=0), job_task("b", 2), job_task("c", 3, state="pending",
+                                                                                           node_id="")]
+    plan = run(job(replicas=3, concurrent=3, iteration=1), tasks)
+    assert sorted(t.slot for t in plan.create) == [1, 2, 3] and all(t.job_iteration == 1 for t in plan.create)
+    up = updated(plan)
+    assert sorted(up) == ["b", "c"] and all(t.desired_state == "shutdown" for t in up.values())
+    assert up["c"].status.state == "shutdown"   # never reached a node
+
+
+def test_global_job_runs_once_on_each_eligible_node():
+    ns = nodes("n1", "n2") + nodes("n3", availability="drain") + nodes("n4", availability="pause") + \
+        nodes("n5", status="down")
+    svc = job(mode="global-job", replicas=0, concurrent=0, labels={"k": "v"}, iteration=2)
+    plan = run(svc, [], ns)
+    assert [(t.node_id, t.slot, t.job_iteration, t.service_labels) for t in plan.create] == [
+        ("n1", 0, 2, {"k": "v"}), ("n2", 0, 2, {"k": "v"})]
+    done = [dataclasses.replace(t, status=TaskStatus("complete", exit_code=0)) for t in plan.create]
+    plan = run(svc, done, ns + nodes("n6"))
+    assert [t.node_id for t in plan.create] == ["n6"]     # a node that joins runs it too, the others are done
+
+
+def test_global_job_restarts_a_failed_task_on_its_node_and_stops_tasks_on_ineligible_nodes():
+    svc = job(mode="global-job", replicas=0, concurrent=0, constraints=["node.labels.zone==a"],
+              restart=RestartPolicy("on-failure", delay=2))
+    ns = [NodeInfo("n1", "h1", labels={"zone": "a"}), NodeInfo("n2", "h2", labels={"zone": "b"})]
+    plan = run(svc, [job_task("a", 0, "n1", state="failed", exit_code=2), job_task("b", 0, "n2")], ns)
+    assert [(t.node_id, t.attempt, t.not_before) for t in plan.create] == [("n1", 1, NOW + 2)]
+    assert updated(plan)["b"].desired_state == "shutdown"
+
+
+def test_regular_services_carry_the_service_labels_too():
+    svc = dataclasses.replace(service(replicas=1), spec=dataclasses.replace(service().spec, labels={"a": "b"}))
+    assert run(svc, []).create[0].service_labels == {"a": "b"}
+
+
+def _agents_finish(store, rng, now):
+    """Workers: a placed task runs; a running one ends (mostly completing, sometimes failing)."""
+    for t in list(store.values()):
+        if t.desired_state != "running" and not is_terminal(t.status.state) and t.node_id:
+            store[t.id] = dataclasses.replace(t, status=TaskStatus("shutdown", timestamp=now))
+        elif t.status.state == "assigned":
+            store[t.id] = dataclasses.replace(t, status=TaskStatus("running", timestamp=now))
+        elif t.status.state == "running" and rng.random() < 0.4:
+            state, code = ("complete", 0) if rng.random() < 0.75 else ("failed", 1)
+            store[t.id] = dataclasses.replace(t, status=TaskStatus(state, timestamp=now, exit_code=code))
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_replicated_job_never_runs_more_than_max_concurrent_and_completes_every_slot(seed):
+    rng = random.Random(seed)
+    ns = [NodeInfo(f"n{i}", f"host{i}") for i in range(rng.randint(1, 4))]
+    total, concurrent = rng.randint(1, 8), rng.randint(0, 4)
+    svc = job(replicas=total, concurrent=concurrent, restart=RestartPolicy(rng.choice(["any", "on-failure"]),
+                                                                          delay=rng.choice([0.0, 2.0])))
+    limit = concurrent or total
+    store: dict[str, Task] = {}
+    new_id = (lambda c: lambda: f"t{next(c)}")(itertools.count())
+    now = 1000.0
+    for step in range(400):
+        _apply(store, reconcile(svc, list(store.values()), ns, now, new_id))
+        assert len([t for t in store.values() if is_live(t)]) <= limit, f"too many live tasks at step {step}"
+        _schedule(store, ns, svc, rng, now)
+        _agents_finish(store, rng, now)
+        now += 1.0
+    complete = [t for t in store.values() if t.status.state == "complete"]
+    assert sorted(t.slot for t in complete) == list(range(1, total + 1))
+    assert not [t for t in store.values() if is_live(t)]

@@ -219,3 +219,40 @@ def test_a_thousand_task_service_is_planned_in_one_round_and_spread():
     zero = dataclasses.replace(big, spec=dataclasses.replace(big.spec, replicas=0), spec_version=2)
     down = plan(Snapshot({big.id: (zero, 2)}, settled.tasks, settled.nodes, settled.networks))
     assert len(down.update) == 1000 and all(t.desired_state == "shutdown" for t in down.update)
+
+
+# -- node platform and jobs through a round (issue 12) -----------------------------------------------
+
+def test_heartbeat_platform_facts_are_checked_and_reach_the_scheduler():
+    facts = model.node_facts({"platform": {"os": "linux", "architecture": "aarch64"}})
+    assert facts == {"platform": {"os": "linux", "architecture": "aarch64"}}
+    for bad in ("linux", {"os": 1}, {"os": "linux", "architecture": "x86 64"}, {"os": "l" * 65}):
+        with pytest.raises(model.BadFacts) as exc:
+            model.node_facts({"platform": bad})
+        assert str(exc.value).startswith("platform")
+    arm = node("n1", 1, **facts)
+    x86 = node("n2", 2, platform={"os": "linux", "architecture": "x86_64"})
+    infos = {i.id: i for i in planner.node_infos({"n1": arm, "n2": x86, "n3": node("n3", 3)})}
+    assert (infos["n1"].os, infos["n1"].arch, infos["n3"].os, infos["n3"].arch) == ("linux", "aarch64", "", "")
+    svc = service("arm0000000000000000000000", "arm", replicas=2, constraints=["node.platform.arch==aarch64"])
+    p = plan(snapshot([svc], nodes=[arm, x86, node("n3", 3)]))
+    assert [t.node_id for t in p.create] == ["n1", "n1"]
+
+
+def test_a_replicated_job_round_by_round_runs_two_at_a_time_until_five_completed():
+    svc = service("job0000000000000000000000", "job", mode="replicated-job", replicas=5, max_concurrent=2)
+    snap = snapshot([svc])
+    now, new_id = NOW, ids()
+    for _ in range(12):
+        p = plan_round(snap, now, random.Random(7), new_id)
+        snap = applied(snap, p)
+        tasks = [t for t, _ in snap.tasks.values()]
+        assert len([t for t in tasks if t.desired_state == "running" and not spec.is_terminal(t.status.state)]) <= 2
+        # the workers finish what was placed in the round before
+        done = {t.id: (dataclasses.replace(t, status=spec.TaskStatus("complete", exit_code=0, timestamp=now)), 3)
+                for t in tasks if t.status.state == "assigned"}
+        snap = dataclasses.replace(snap, tasks=dict(snap.tasks) | done)
+        now += 1
+    tasks = [t for t, _ in snap.tasks.values()]
+    assert sorted(t.slot for t in tasks if t.status.state == "complete") == [1, 2, 3, 4, 5]
+    assert len(tasks) == 5 and all(t.job_iteration == 0 for t in tasks)

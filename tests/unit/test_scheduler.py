@@ -57,7 +57,8 @@ def test_unknown_key_error_lists_the_keys():
     with pytest.raises(ConstraintError) as exc:
         parse_constraints(["node.zone==a"])
     assert str(exc.value) == ('invalid constraint "node.zone==a": unknown key node.zone (use node.id, '
-                              'node.hostname, node.role, node.labels.NAME or engine.labels.NAME)')
+                              'node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME '
+                              'or engine.labels.NAME)')
 
 
 def test_constraints_match_case_insensitively_and_missing_labels_only_satisfy_not_equal():
@@ -274,3 +275,126 @@ def test_a_global_task_does_not_hold_its_port_against_itself():
     plan = schedule([ga, gb, hb], [node("a"), node("b")], [ga, gb, hb], svcs, random.Random(0))
     assert plan.assignments == {"ga": "a", "gb": "b"}
     assert plan.unplaced == {"hb": PORT_IN_USE.format("1 node")}
+
+
+# -- placement preferences, max replicas per node, platform (issue 12) ---------------------------
+
+def placed(prefs=(), replicas=6, max_per_node=0, constraints=()):
+    return Service("s1", ServiceSpec("s1", ContainerSpec("img"), replicas=replicas, constraints=tuple(constraints),
+                                     placement_prefs=tuple(prefs), max_replicas_per_node=max_per_node))
+
+
+def zones(*counts, **kw):
+    """Nodes z<zone>-<n>, `counts[k]` of them in zone k (labels node.labels.zone=z<k>)."""
+    return [node(f"z{k}-{n}", labels={"zone": f"z{k}"}, **kw) for k, count in enumerate(counts) for n in range(count)]
+
+
+def by_zone(plan, nodes):
+    zone_of = {n.id: n.labels.get("zone", "") for n in nodes}
+    return Counter(zone_of[nid] for nid in plan.assignments.values())
+
+
+def test_spread_preference_divides_six_replicas_equally_over_zones_of_one_two_and_three_nodes():
+    nodes = zones(1, 2, 3)
+    for seed in range(10):
+        plan = schedule(pending(6), nodes, [], {"s1": placed(["spread=node.labels.zone"])}, random.Random(seed))
+        assert by_zone(plan, nodes) == {"z0": 2, "z1": 2, "z2": 2}
+        # within a zone, the usual least loaded node: zone 1 one task per node, zone 2 on two of its three
+        assert Counter(plan.assignments.values())["z0-0"] == 2
+        assert max(Counter(plan.assignments.values()).values()) == 2
+    # without the preference the same tasks go one per node first
+    plan = schedule(pending(6), nodes, [], {"s1": placed()}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 1, "z1": 2, "z2": 3}
+
+
+def test_spread_counts_the_tasks_a_zone_already_runs():
+    nodes = zones(2, 2, 2)
+    live = [task("old1", node_id="z0-0", state="running"), task("old2", node_id="z0-1", state="running"),
+            task("old3", node_id="z1-0", state="running")]
+    plan = schedule(pending(3), nodes, live, {"s1": placed(["spread=node.labels.zone"])}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z1": 1, "z2": 2}
+
+
+def test_nodes_without_the_label_form_their_own_group():
+    nodes = [*zones(1, 1), node("bare-1"), node("bare-2")]
+    plan = schedule(pending(6), nodes, [], {"s1": placed(["spread=node.labels.zone"])}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 2, "z1": 2, "": 2}
+    assert Counter(plan.assignments.values())["bare-1"] == 1
+
+
+def test_a_zone_that_cannot_take_its_share_gives_it_to_the_others():
+    nodes = [*zones(1, 1, 0), node("z2-0", labels={"zone": "z2"}, status="down")]
+    plan = schedule(pending(6), nodes, [], {"s1": placed(["spread=node.labels.zone"])}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 3, "z1": 3} and plan.unplaced == {}
+    # a constraint that rules out a zone: the same
+    nodes = zones(1, 1, 1)
+    svc = placed(["spread=node.labels.zone"], constraints=["node.labels.zone!=z2"])
+    plan = schedule(pending(6), nodes, [], {"s1": svc}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 3, "z1": 3}
+
+
+def test_an_uneven_count_puts_the_remainder_in_the_emptiest_zones():
+    nodes = zones(1, 1, 1)
+    live = [task("old", node_id="z1-0", state="running")]
+    plan = schedule(pending(4), nodes, live, {"s1": placed(["spread=node.labels.zone"])}, random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 2, "z2": 2}
+
+
+def test_second_preference_spreads_within_each_value_of_the_first():
+    nodes = [node(f"{dc}-{rack}-{n}", labels={"dc": dc, "rack": rack}) for dc, racks in (("east", "ab"), ("west", "c"))
+             for rack in racks for n in range(2)]
+    svc = placed(["spread=node.labels.dc", "spread=node.labels.rack"], replicas=8)
+    plan = schedule(pending(8), nodes, [], {"s1": svc}, random.Random(0))
+    per_rack = Counter(nid.rsplit("-", 1)[0] for nid in plan.assignments.values())
+    assert per_rack == {"east-a": 2, "east-b": 2, "west-c": 4}
+
+
+def test_engine_label_preference_and_bad_preferences():
+    from swarm.manager.scheduler import Preference, PreferenceError, parse_preference
+    assert parse_preference("spread=node.labels.zone") == Preference("node.labels", "zone")
+    assert parse_preference("spread=Engine.Labels.disk") == Preference("engine.labels", "disk")
+    for bad, why in (("zone", 'the format is "<strategy>=<arg>"'), ("binpack=node.labels.zone",
+                                                                     "unsupported placement preference binpack"),
+                     ("spread=node.hostname", "spread over node.labels.NAME or engine.labels.NAME")):
+        with pytest.raises(PreferenceError) as exc:
+            parse_preference(bad)
+        assert why in str(exc.value)
+    plan = schedule(pending(1), [node("a")], [], {"s1": placed(["spread=node.id"])}, random.Random(0))
+    assert plan.unplaced["t0"].startswith('invalid placement preference "spread=node.id"')
+
+
+def test_max_replicas_per_node_leaves_the_rest_pending_with_swarmkits_reason():
+    plan = schedule(pending(5), [node("a"), node("b")], [], {"s1": placed(replicas=5, max_per_node=2)},
+                    random.Random(0))
+    assert Counter(plan.assignments.values()) == {"a": 2, "b": 2}
+    assert list(plan.unplaced.values()) == ["no suitable node (max replicas per node limit exceed)"]
+
+
+def test_max_replicas_per_node_counts_live_tasks_not_ended_ones():
+    live = [task("run", node_id="a", state="running"), task("done", node_id="b", state="complete")]
+    plan = schedule(pending(2), [node("a"), node("b")], live, {"s1": placed(replicas=3, max_per_node=1)},
+                    random.Random(0))
+    assert plan.assignments == {"t0": "b"}
+    assert plan.unplaced == {"t1": "no suitable node (max replicas per node limit exceed)"}
+
+
+def test_max_replicas_with_a_spread_preference():
+    nodes = zones(1, 3)
+    plan = schedule(pending(6), nodes, [], {"s1": placed(["spread=node.labels.zone"], max_per_node=1)},
+                    random.Random(0))
+    assert by_zone(plan, nodes) == {"z0": 1, "z1": 3}
+    assert set(plan.unplaced.values()) == {"no suitable node (max replicas per node limit exceed)"}
+
+
+def test_platform_constraints_match_what_the_node_reports():
+    nodes = [node("x86", os="linux", arch="x86_64"), node("arm", os="linux", arch="aarch64"), node("old")]
+    arm = placed(replicas=2, constraints=["node.platform.arch==aarch64"])
+    plan = schedule(pending(2), nodes, [], {"s1": arm}, random.Random(0))
+    assert plan.assignments == {"t0": "arm", "t1": "arm"}
+    not_x86 = placed(replicas=4, constraints=["node.platform.os==Linux", "node.platform.arch!=x86_64"])
+    plan = schedule(pending(4), nodes, [], {"s1": not_x86}, random.Random(0))
+    assert set(plan.assignments.values()) == {"arm"}
+    windows = placed(replicas=1, constraints=["node.platform.os==windows"])
+    plan = schedule(pending(1), nodes, [], {"s1": windows}, random.Random(0))
+    assert plan.unplaced == {"t0": "no suitable node (scheduling constraints not satisfied on 3 nodes)"}
+    assert parse_constraints(["NODE.PLATFORM.OS==linux"]) == (Constraint("node.platform.os", "", True, "linux"),)

@@ -9,10 +9,11 @@ import ipaddress
 from typing import Any
 
 from raft.store import Op
-from swarm.api import model, records, spec
+from swarm.api import filters, model, records, spec
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
-from swarm.manager.allocator import NETWORK, allocation_state, new_network
+from overlay.errors import OverlayError
+from swarm.manager.allocator import NETWORK, allocation_state, new_network, pool_subnet
 from swarm.manager.membership import Manager
 
 
@@ -56,14 +57,23 @@ class NetworkAPI:
                 raise ApiError("bad_request", "the subnet must be IPv4 with room for hosts (/29 or larger)")
             subnet = str(net)
         else:
-            subnet = alloc.allocate_subnet()
+            settings = model.cluster_settings(self.m.cluster())
+            try:
+                subnet = pool_subnet(alloc, settings["default_addr_pools"], settings["default_addr_pool_mask_length"])
+            except OverlayError as exc:
+                raise ApiError("conflict", str(exc)) from None
         record = new_network(name, subnet, alloc.allocate_vni(), attachable=bool(params.get("attachable")))
         await self.m.commit([Op.create(NETWORK, record["id"], model.encode(record))])
         return {"id": record["id"], "name": name}
 
     async def ls(self, params: dict) -> list[dict]:
+        wanted = filters.from_params(params, filters.NETWORK_FILTERS)
+        # All our networks are user-defined ("custom"); bridge, host and none are Docker's builtin ones.
         return sorted(({"id": n["id"], "name": n["name"], "driver": n["driver"], "scope": n["scope"],
-                        "subnet": n["subnet"]} for n in self.networks().values()), key=lambda r: r["name"])
+                        "subnet": n["subnet"]} for n in self.networks().values()
+                       if filters.matches(wanted, filters.NETWORK_FILTERS, {
+                           "id": n["id"], "name": n["name"], "driver": n["driver"], "scope": n["scope"],
+                           "label": n.get("labels") or {}, "type": "custom"})), key=lambda r: r["name"])
 
     async def inspect(self, params: dict) -> list[dict]:
         return [dict(net, created_at=model.rfc3339(net.get("created_at") or 0.0))

@@ -12,13 +12,13 @@ from typing import Any
 import trio
 
 from raft.store import Op
-from swarm.api import model
+from swarm.api import filters, model
 from swarm.ca import pki
 from swarm.manager.membership import Manager, utcnow
 from swarm.api.errors import ApiError
 
 READ_METHODS = ("info", "node.ls", "node.inspect")
-WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token")
+WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token", "cluster.update")
 HAND_OVER_TIME = 20.0  # seconds a manager leaving (or demoting itself) retries its hand-over
 MANAGER_LEAVING = "You are attempting to leave the swarm on a node that is participating as a manager."
 
@@ -57,6 +57,7 @@ class ControlAPI:
             "info": self.info, "node.ls": self.node_ls, "node.inspect": self.node_inspect,
             "node.update": self.node_update, "node.promote": self.node_promote,
             "node.demote": self.node_demote, "node.rm": self.node_rm, "join_token": self.join_token,
+            "cluster.update": self.cluster_update,
         }.get(method)
         if handler is None:
             raise ApiError("unknown_method", f"unknown control method {method}")
@@ -74,12 +75,39 @@ class ControlAPI:
             "raft": {"term": status["term"], "commit_index": status["commit_index"],
                      "applied_index": status["applied_index"], "members": status["members"]
                      if "members" in status else self.m.raft.members(), "journal": status["journal"]},
-            "heartbeat_period": self.m.cluster()["heartbeat"],
+            **self._settings_view(),
         }
 
+    def _settings_view(self) -> dict:
+        """The cluster settings as `info` shows them (heartbeat_period: the name nodes report too)."""
+        settings = model.cluster_settings(self.m.cluster())
+        settings["heartbeat_period"] = settings.pop("heartbeat")
+        settings["cert_expiry_period"] = settings.pop("cert_expiry")
+        return settings
+
+    async def cluster_update(self, params: dict) -> dict:
+        """`swarm update`: change the settings given, compare-and-set on the cluster record.
+        Nodes take a new heartbeat period from their next heartbeat's answer; a new
+        certificate expiry applies to the certificates issued from now on."""
+        try:
+            changes = model.settings_update(params)
+        except model.BadSetting as exc:
+            raise ApiError("bad_request", str(exc)) from None
+        if changes:
+            await self.m.modify_cluster(
+                lambda cluster: None if all(cluster.get(k) == v for k, v in changes.items())
+                else dict(cluster, **changes))
+        return self._settings_view()
+
     async def node_ls(self, params: dict) -> list[dict]:
+        wanted = filters.from_params(params, filters.NODE_FILTERS)
         leader, reachable = self._view()
-        rows = [model.row(n, leader, reachable) for n in self.m.nodes().values()]
+        # Every node here has been accepted (SwarmKit's pending membership does not exist);
+        # we have no engine labels, so `label` reads the node labels as `node.label` does.
+        rows = [model.row(n, leader, reachable) for n in self.m.nodes().values()
+                if filters.matches(wanted, filters.NODE_FILTERS, {
+                    "id": n["id"], "name": n["hostname"], "label": n.get("labels") or {},
+                    "node.label": n.get("labels") or {}, "role": n["role"], "membership": "accepted"})]
         return sorted(rows, key=lambda r: (r["hostname"], r["id"]))
 
     async def node_inspect(self, params: dict) -> list[dict]:

@@ -9,174 +9,46 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 from raft.store import Op
-from swarm.api import model, records, spec
+from swarm.api import filters, model, records, spec
 from swarm.ca import pki
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
-from swarm.manager.scheduler import ConstraintError, parse_constraints
+from swarm.manager.controlapi.specparams import MAX_LIST, MAX_REPLICAS, apply_update, spec_from_params
 
-MIN_MEMORY = 6 * 1024 * 1024  # below this runc cannot start a container
-MAX_REPLICAS = 100_000
+__all__ = ["ServiceAPI", "apply_update", "spec_from_params"]
 
 
 def _bad(message: str) -> ApiError:
     return ApiError("bad_request", message)
 
 
-MAX_LIST = 1000          # env entries, mounts, constraints, ports, networks, labels, command words
-MAX_TEXT = 64 * 1024     # one string of a spec
-
-
-def _number(p: dict, key: str, default: float, kind: type = int) -> Any:
-    value = p.get(key)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise _bad(f"invalid {key.replace('_', ' ')} {value!r}: expected a {'whole ' if kind is int else ''}number")
-    if value != value or value in (float("inf"), float("-inf")) or abs(value) > 1 << 62:
-        raise _bad(f"invalid {key.replace('_', ' ')} {value!r}: out of range")
-    return kind(value)
-
-
-def _strings(p: dict, key: str) -> tuple[str, ...]:
-    value = p.get(key, ())
-    if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST:
-        raise _bad(f"invalid {key}: expected a list of at most {MAX_LIST} strings")
-    for item in value:
-        if not isinstance(item, str) or len(item) > MAX_TEXT:
-            raise _bad(f"invalid {key}: every item must be a string of at most {MAX_TEXT} characters")
-    return tuple(value)
-
-
-def _maps(p: dict, key: str) -> list[dict]:
-    value = p.get(key, ())
-    if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST or not all(isinstance(m, dict) for m in value):
-        raise _bad(f"invalid {key}: expected a list of at most {MAX_LIST} maps")
-    return list(value)
-
-
-def spec_from_params(p: dict) -> spec.ServiceSpec:
-    """Build and validate a ServiceSpec from the CLI's parameters (anything a client
-    sends: every field's type, range and size is checked here, before any write)."""
-    try:
-        name = spec.check_name("service", p.get("name"))
-    except spec.InvalidRecord as exc:
-        raise _bad(str(exc)) from None
-    image = p.get("image") or ""
-    if not isinstance(image, str) or not image:
-        raise _bad("an image is required")
-    if len(image) > 512 or not image.isprintable() or " " in image:
-        raise _bad(f"invalid image reference {image[:80]!r}")
-    mode = p.get("mode", "replicated")
-    if mode not in ("replicated", "global"):
-        raise _bad(f"invalid mode {mode!r}: use replicated or global")
-    replicas = p.get("replicas", 1)
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
-        raise _bad(f"invalid replicas {replicas!r}: a number of replicas is from 0 to {MAX_REPLICAS}")
-    if mode == "global" and p.get("replicas") not in (None, 1):
-        raise _bad("--replicas applies to replicated services only")
-    env = _strings(p, "env")
-    for e in env:
-        if "=" not in e or e.startswith("="):
-            raise _bad(f"invalid environment variable {e!r}: expected KEY=VALUE")
-    mounts = []
-    for m in _maps(p, "mounts"):
-        if not all(isinstance(m.get(k, ""), str) for k in ("type", "target", "source")):
-            raise _bad(f"invalid mount {m!r}: type, source and target are strings")
-        if m.get("type") not in ("bind", "volume", "tmpfs") or not str(m.get("target", "")).startswith("/"):
-            raise _bad(f"invalid mount {m!r}: type is bind, volume or tmpfs and target an absolute path")
-        if m["type"] != "tmpfs" and not m.get("source"):
-            raise _bad(f"a {m['type']} mount needs a source")
-        mounts.append(spec.Mount(m["type"], m["target"], str(m.get("source", "")), bool(m.get("readonly"))))
-    constraints = _strings(p, "constraints")
-    try:
-        parse_constraints(list(constraints))
-    except ConstraintError as exc:
-        raise _bad(str(exc)) from None
-    limits = spec.Resources(_number(p, "limit_cpu", 0), _number(p, "limit_memory", 0))
-    reservations = spec.Resources(_number(p, "reserve_cpu", 0), _number(p, "reserve_memory", 0))
-    for what, res in (("limit", limits), ("reservation", reservations)):
-        if res.nano_cpus < 0 or res.memory_bytes < 0:
-            raise _bad(f"a {what} cannot be negative")
-    if 0 < limits.memory_bytes < MIN_MEMORY:
-        raise _bad(f"the memory limit {limits.memory_bytes} bytes is below the runtime minimum of 6MiB")
-    condition = p.get("restart_condition", "any")
-    if condition not in ("none", "on-failure", "any"):
-        raise _bad(f"invalid restart condition {condition!r}: use none, on-failure or any")
-    restart = spec.RestartPolicy(condition, _number(p, "restart_delay", 5.0, float),
-                                 _number(p, "restart_max_attempts", 0), _number(p, "restart_window", 0.0, float))
-    if restart.delay < 0 or restart.max_attempts < 0:
-        raise _bad("restart delay and max attempts cannot be negative")
-    grace = _number(p, "stop_grace_period", 10.0, float)
-    if grace < 0:
-        raise _bad("the stop grace period cannot be negative")
-    container = spec.ContainerSpec(image, _strings(p, "command"), env, tuple(mounts), grace,
-                                   limits)
-    endpoint_mode = p.get("endpoint_mode", "vip")
-    if endpoint_mode not in ("vip", "dnsrr"):
-        raise _bad(f"invalid endpoint mode {endpoint_mode!r}: use vip or dnsrr")
-    ports = []
-    for port in _maps(p, "ports"):
-        try:
-            pc = spec.PortConfig(_number(port, "target", 0), _number(port, "published", 0),
-                                 str(port.get("protocol", "tcp")), str(port.get("mode", "ingress")))
-        except ApiError:
-            raise _bad(f"invalid published port {port!r}") from None
-        if not 0 < pc.target < 65536 or not 0 <= pc.published < 65536:
-            raise _bad(f"invalid port {port!r}: ports are 1-65535")
-        if pc.protocol not in ("tcp", "udp") or pc.mode not in ("ingress", "host"):
-            raise _bad(f"invalid port {port!r}: protocol is tcp or udp, mode ingress or host")
-        if pc.mode == "host" and not pc.published:
-            raise _bad("a port published in host mode needs its published port")
-        if pc.mode == "ingress" and endpoint_mode == "dnsrr":
-            raise _bad("a port published in ingress mode can't be used with dnsrr mode")
-        if pc.published and any(q.published == pc.published and q.protocol == pc.protocol for q in ports):
-            raise _bad(f"published port {pc.published}/{pc.protocol} is given twice")
-        ports.append(pc)
-    networks = _strings(p, "networks")
-    labels = p.get("labels", {})
-    if (not isinstance(labels, dict) or len(labels) > MAX_LIST
-            or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 1024 and len(v) <= MAX_TEXT
-                       for k, v in labels.items())):
-        raise _bad("invalid labels: a map of at most 1000 non-empty names to strings")
-    return spec.ServiceSpec(name, container, mode, replicas if mode == "replicated" else 0, constraints,
-                            reservations, limits, restart, dict(labels), networks, endpoint_mode, tuple(ports))
-
-
-def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
-    """The spec with only the given flags changed (docker service update)."""
-    c = old.container
-    env = list(p["env"]) if "env" in p else list(c.env)
-    env = [e for e in env if e.split("=", 1)[0] not in set(p.get("env_rm", ()))]
-    for e in p.get("env_add", ()):
-        env = [x for x in env if x.split("=", 1)[0] != e.split("=", 1)[0]] + [e]
-    constraints = list(p["constraints"]) if "constraints" in p else list(old.constraints)
-    constraints = [x for x in constraints if x not in set(p.get("constraint_rm", ()))]
-    constraints += [x for x in p.get("constraint_add", ()) if x not in constraints]
-    merged = {
-        "name": old.name, "image": p.get("image", c.image), "mode": old.mode,
-        "replicas": p.get("replicas", old.replicas) if old.mode == "replicated" else None,
-        "env": env, "mounts": p.get("mounts", [dataclasses.asdict(m) for m in c.mounts]), "constraints": constraints,
-        "command": p.get("command", list(c.command)),
-        "limit_cpu": p.get("limit_cpu", old.limits.nano_cpus), "limit_memory": p.get("limit_memory", old.limits.memory_bytes),
-        "reserve_cpu": p.get("reserve_cpu", old.reservations.nano_cpus),
-        "reserve_memory": p.get("reserve_memory", old.reservations.memory_bytes),
-        "restart_condition": p.get("restart_condition", old.restart.condition),
-        "restart_delay": p.get("restart_delay", old.restart.delay),
-        "restart_max_attempts": p.get("restart_max_attempts", old.restart.max_attempts),
-        "restart_window": p.get("restart_window", old.restart.window),
-        "stop_grace_period": p.get("stop_grace_period", c.stop_grace_period), "labels": old.labels,
-        "networks": p.get("networks", list(old.networks)), "endpoint_mode": p.get("endpoint_mode", old.endpoint_mode),
-        "ports": p.get("ports", [dataclasses.asdict(x) for x in old.ports]),
-    }
-    if merged["mode"] == "global":
-        merged.pop("replicas")
-    return spec_from_params(merged)
+def replicas_column(service: spec.Service, tasks: list[spec.Task]) -> str:
+    """`service ls`'s REPLICAS as docker prints it: "2/3", "2/3 (max 1 per node)"; a job
+    "1/2 (3/5 completed)": running of max-concurrent, completed of the completions wanted
+    (a global job: of its nodes), counting only the tasks of the job's current iteration."""
+    mode = service.spec.mode
+    mine = [t for t in tasks if t.service_id == service.id
+            and (mode not in spec.JOB_MODES or t.job_iteration == service.job_iteration)]
+    running = sum(1 for t in mine if t.status.state == "running" and t.desired_state == "running")
+    completed = sum(1 for t in mine if t.status.state == "complete")
+    if mode == "replicated-job":
+        concurrent = service.spec.max_concurrent or service.spec.replicas
+        return f"{running}/{concurrent} ({completed}/{service.spec.replicas} completed)"
+    if mode == "global-job":
+        # SwarmKit's: desired are the tasks still to complete; the whole is those and the completed ones
+        desired = sum(1 for t in mine if t.desired_state == "running" and t.status.state != "complete")
+        return f"{running}/{desired} ({completed}/{desired + completed} completed)"
+    if mode == "global":
+        return f"{running}/{sum(1 for t in mine if t.desired_state == 'running')}"
+    if service.spec.max_replicas_per_node > 0:
+        return f"{running}/{service.spec.replicas} (max {service.spec.max_replicas_per_node} per node)"
+    return f"{running}/{service.spec.replicas}"
 
 
 def age(seconds: float) -> str:
@@ -189,8 +61,19 @@ def age(seconds: float) -> str:
 
 
 class ServiceAPI:
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: Manager,
+                 check_user: Callable[[str, str, Sequence[str]], str | None] | None = None) -> None:
         self.m = manager
+        # The daemon's: Docker's sentence when this node's copy of the image lacks --user or
+        # --group, None when it cannot tell (then the node that runs the task checks).
+        self.check_user = check_user
+
+    def _check_user(self, s: spec.ServiceSpec) -> None:
+        c = s.container
+        if self.check_user is not None and (c.user or c.groups):
+            sentence = self.check_user(c.image, c.user, c.groups)
+            if sentence:
+                raise _bad(f"invalid {'--user' if c.user else '--group'}: {sentence}")
 
     def services(self) -> dict[str, spec.Service]:
         return {k: s for k, (s, _) in records.decode_all(self.m.raft.list(spec.SERVICE), spec.service_from_dict).items()}
@@ -236,6 +119,7 @@ class ServiceAPI:
         if not _image_known(s.container.image, images):
             raise _bad(f"image {s.container.image} not found on any node (import it with swarm image import)")
         self._check_ports_free(s, None)
+        self._check_user(s)
         now = time.time()
         service = spec.Service(pki.new_id(), s, 1, now, now)
         try:
@@ -246,26 +130,29 @@ class ServiceAPI:
             raise
         return {"id": service.id, "name": s.name}
 
-    def _running(self, service_id: str) -> int:
-        return sum(1 for t in self.tasks() if t.service_id == service_id and t.status.state == "running"
-                   and t.desired_state == "running")
-
     async def ls(self, params: dict) -> list[dict]:
+        wanted = filters.from_params(params, filters.SERVICE_FILTERS)
         rows = []
         for s in sorted(self.services().values(), key=lambda x: x.spec.name):
-            if s.spec.mode == "replicated":
-                desired = s.spec.replicas
-            else:
-                desired = sum(1 for t in self.tasks() if t.service_id == s.id and t.desired_state == "running")
+            if not filters.matches(wanted, filters.SERVICE_FILTERS, {"id": s.id, "name": s.spec.name,
+                                                                     "label": s.spec.labels, "mode": s.spec.mode}):
+                continue
             ports = ", ".join(f"*:{p.published}->{p.target}/{p.protocol}" for p in s.ports)
             rows.append({"id": s.id, "name": s.spec.name, "mode": s.spec.mode,
-                         "replicas": f"{self._running(s.id)}/{desired}", "image": s.spec.container.image,
+                         "replicas": replicas_column(s, self.tasks()), "image": s.spec.container.image,
                          "ports": ports})
         return rows
 
     async def ps(self, params: dict) -> list[dict]:
+        """Tasks of the services in "refs" (all without), passing "filters" (`service ps`, `node ps`)."""
         refs = _refs(params)
         wanted = {self.find(r).id for r in refs} if refs else None
+        chosen = filters.from_params(params, filters.TASK_FILTERS)
+        # Nodes and services are named as the user likes (ID, prefix, name): match on their IDs.
+        if "node" in chosen:
+            chosen = dict(chosen, node=tuple(self.m.find(ref)["id"] for ref in chosen["node"]))
+        if "service" in chosen:
+            chosen = dict(chosen, service=tuple(self.find(ref).id for ref in chosen["service"]))
         nodes = self.m.nodes()
         now = time.time()
         rows = []
@@ -276,6 +163,10 @@ class ServiceAPI:
 
         for t in sorted(self.tasks(), key=order):
             if wanted is not None and t.service_id not in wanted:
+                continue
+            if not filters.matches(chosen, filters.TASK_FILTERS, {
+                    "id": t.id, "name": f"{t.name}.{t.id}", "label": t.service_labels, "service": t.service_id,
+                    "node": t.node_id, "desired-state": t.desired_state}):
                 continue
             rows.append({
                 "id": t.id, "name": t.name, "image": t.spec.image,
@@ -333,6 +224,8 @@ class ServiceAPI:
         def respec(current: spec.Service) -> spec.ServiceSpec:
             new_spec = apply_update(current.spec, params)
             self._check_ports_free(new_spec, current.id)
+            if new_spec.container != current.spec.container:
+                self._check_user(new_spec)
             if "image" in params and not _image_known(new_spec.container.image,
                                                       {i for n in self.m.nodes().values() for i in n.get("images", [])}):
                 raise _bad(f"image {new_spec.container.image} not found on any node")

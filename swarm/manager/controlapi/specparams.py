@@ -1,0 +1,536 @@
+"""Service specs from the params of `service.create` and `service.update`.
+
+How this works: `spec_from_params` decodes a create's params into a
+ServiceSpec, checking every field before anything is written (its type, its
+range, its size, and Docker's rules: capabilities, namespaced sysctls,
+ulimits, signals, templates, mounts, DNS, modes). A bad one raises ApiError
+bad_request with one sentence naming the flag. `apply_update` turns the
+stored spec back into params (`params_of`), lets the fields given replace
+theirs, merges the X_add/X_rm pairs as docker/cli's update.go does (labels,
+mounts by target, sysctls, ulimits by name, DNS, hosts, groups, placement
+preferences, capabilities), then checks the result with `spec_from_params`:
+an update is checked exactly as a create. Pure: no store, no clock.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from swarm.api import logdriver, options, servicetemplate, spec
+from swarm.api.errors import ApiError
+from swarm.manager.scheduler import ConstraintError, PreferenceError, parse_constraints, parse_preferences
+
+MIN_MEMORY = 6 * 1024 * 1024  # below this runc cannot start a container
+MAX_REPLICAS = 100_000
+MAX_LIST = 1000          # env entries, mounts, constraints, ports, networks, labels, command words
+MAX_TEXT = 64 * 1024     # one string of a spec
+MODES = ("replicated", "global", "replicated-job", "global-job")
+REPLICATED_MODES = ("replicated", "replicated-job")
+BIND_PROPAGATIONS = ("", "private", "rprivate", "shared", "rshared", "slave", "rslave")
+BIND_RECURSIVE = ("enabled", "disabled", "writable", "readonly")
+_VOLUME_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")   # docker's volume names
+_DOMAIN = re.compile(r"(?=.*[a-zA-Z])(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+                     r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*\.?")
+_NAME = re.compile(r"[^:\s]+")            # a user or group name or id
+HOST_NAME_MAX = 64                        # the kernel's limit of a hostname
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError("bad_request", message)
+
+
+def _number(p: Mapping, key: str, default: float, kind: type = int) -> Any:
+    value = p.get(key)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise _bad(f"invalid {key.replace('_', ' ')} {value!r}: expected a {'whole ' if kind is int else ''}number")
+    if value != value or value in (float("inf"), float("-inf")) or abs(value) > 1 << 62:
+        raise _bad(f"invalid {key.replace('_', ' ')} {value!r}: out of range")
+    return kind(value)
+
+
+def _strings(p: Mapping, key: str) -> tuple[str, ...]:
+    value = p.get(key, ())
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST:
+        raise _bad(f"invalid {key}: expected a list of at most {MAX_LIST} strings")
+    for item in value:
+        if not isinstance(item, str) or len(item) > MAX_TEXT:
+            raise _bad(f"invalid {key}: every item must be a string of at most {MAX_TEXT} characters")
+    return tuple(value)
+
+
+def _maps(p: Mapping, key: str) -> list[dict]:
+    value = p.get(key, ())
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST or not all(isinstance(m, dict) for m in value):
+        raise _bad(f"invalid {key}: expected a list of at most {MAX_LIST} maps")
+    return list(value)
+
+
+def _text(p: Mapping, key: str, flag: str, limit: int = 4096) -> str:
+    value = p.get(key, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str) or len(value) > limit or "\0" in value:
+        raise _bad(f"invalid {flag}: expected a string of at most {limit} characters")
+    return value
+
+
+def _bool(p: Mapping, key: str, flag: str) -> bool:
+    value = p.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"invalid {flag}: expected true or false")
+    return value
+
+
+def _string_map(p: Mapping, key: str, what: str) -> dict[str, str]:
+    value = p.get(key, {})
+    if (not isinstance(value, dict) or len(value) > MAX_LIST
+            or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 1024 and len(v) <= MAX_TEXT
+                       for k, v in value.items())):
+        raise _bad(f"invalid {what}: a map of at most {MAX_LIST} non-empty names to strings")
+    return dict(value)
+
+
+def _decode(cls: type, data: Any, flag: str) -> Any:
+    """A nested record (a mount, a ulimit) decoded with every field's type checked."""
+    try:
+        return msgspec.convert(data, cls)
+    except (msgspec.ValidationError, TypeError) as exc:
+        raise _bad(f"invalid {flag}: {exc}") from None
+
+
+def _ip(text: str, flag: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _bad(f"invalid {flag}: {text!r} is not an IP address") from None
+
+
+# -- parts of the container spec -------------------------------------------------------------
+
+
+def _mount(m: dict) -> spec.Mount:
+    """One --mount, checked as docker's validateMountOptions and the daemon's mount checks do."""
+    mount = _decode(spec.Mount, m, "--mount")
+    if mount.type not in ("bind", "volume", "tmpfs"):
+        raise _bad(f"invalid --mount: type {mount.type!r} is not bind, volume or tmpfs")
+    if not mount.target.startswith("/"):
+        raise _bad(f"invalid --mount: the target {mount.target!r} is not an absolute path")
+    defaults = spec.Mount(mount.type, mount.target)
+    for field, owner in (("bind_propagation", "bind"), ("bind_recursive", "bind"), ("volume_nocopy", "volume"),
+                         ("volume_labels", "volume"), ("volume_driver", "volume"), ("volume_opts", "volume"),
+                         ("tmpfs_size", "tmpfs"), ("tmpfs_mode", "tmpfs")):
+        if owner != mount.type and getattr(mount, field) != getattr(defaults, field):
+            raise _bad(f"invalid --mount: cannot mix '{owner}-*' options with mount type '{mount.type}'")
+    if mount.type == "bind" and not mount.source.startswith("/"):
+        raise _bad(f"invalid --mount: the bind source {mount.source!r} is not an absolute path")
+    if mount.type == "tmpfs" and mount.source:
+        raise _bad("invalid --mount: a tmpfs mount has no source")
+    if mount.type == "volume" and mount.source and "{{" not in mount.source and not _VOLUME_NAME.fullmatch(
+            mount.source):
+        raise _bad(f"invalid --mount: {mount.source!r} is not a volume name (letters, digits, '_', '.', '-', "
+                   "at least 2 characters)")
+    if mount.bind_propagation not in BIND_PROPAGATIONS:
+        raise _bad(f"invalid --mount: bind-propagation {mount.bind_propagation!r} is not one of "
+                   f"{', '.join(BIND_PROPAGATIONS[1:])}")
+    if mount.bind_recursive not in BIND_RECURSIVE:
+        raise _bad(f"invalid --mount: bind-recursive {mount.bind_recursive!r} is not enabled, disabled, "
+                   "writable or readonly")
+    if mount.bind_recursive in ("writable", "readonly") and not mount.readonly:
+        raise _bad(f"invalid --mount: bind-recursive={mount.bind_recursive} requires readonly")
+    if mount.bind_recursive == "readonly" and mount.bind_propagation not in ("", "rprivate"):
+        raise _bad("invalid --mount: bind-recursive=readonly requires bind-propagation=rprivate")
+    if mount.volume_driver != "local":
+        raise _bad(f"invalid --mount: volume driver {mount.volume_driver!r} is not supported (only local)")
+    if len(mount.volume_labels) > MAX_LIST or len(mount.volume_opts) > MAX_LIST:
+        raise _bad("invalid --mount: too many volume labels or options")
+    if mount.tmpfs_size < 0 or not 0 <= mount.tmpfs_mode <= 0o7777:
+        raise _bad("invalid --mount: tmpfs-size is a size of 0 or more and tmpfs-mode permission bits")
+    return mount
+
+
+def _capabilities(p: Mapping) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """cap_add and cap_drop as docker's EffectiveCapAddCapDrop leaves them: normalized, sorted,
+    ALL alone when given, a capability both added and dropped only added."""
+    lists = {}
+    for key in ("cap_add", "cap_drop"):
+        caps = set()
+        for name in _strings(p, key):
+            if name.strip().upper() == "RESET":
+                continue                # update's "start from nothing"; meaningless in a spec
+            try:
+                caps.add(options.normalize_capability(name))
+            except ValueError as exc:
+                raise _bad(f"invalid --{key.replace('_', '-')}: {exc}") from None
+        lists[key] = {options.ALL} if options.ALL in caps else caps
+    add, drop = lists["cap_add"], lists["cap_drop"] - lists["cap_add"]
+    return tuple(sorted(add)), tuple(sorted(drop))
+
+
+def _ulimits(p: Mapping) -> tuple[spec.Ulimit, ...]:
+    by_name: dict[str, spec.Ulimit] = {}
+    for item in _maps(p, "ulimits"):
+        try:
+            ulimit = options.check_ulimit(_decode(spec.Ulimit, item, "--ulimit"))
+        except ValueError as exc:
+            raise _bad(f"invalid --ulimit: {exc}") from None
+        by_name[ulimit.name] = ulimit
+    return tuple(by_name[n] for n in sorted(by_name))
+
+
+def _dns(p: Mapping) -> spec.DNSConfig:
+    nameservers = tuple(_ip(s, "--dns") for s in _strings(p, "dns"))
+    search = _strings(p, "dns_search")
+    for domain in search:
+        if domain != "." and (not _DOMAIN.fullmatch(domain) or len(domain) >= 255):
+            raise _bad(f"invalid --dns-search: {domain} is not a valid domain")
+    dns_options = _strings(p, "dns_options")
+    for option in dns_options:
+        if not option or any(c.isspace() for c in option):
+            raise _bad(f"invalid --dns-option: {option!r} is not a resolver option (like ndots:2)")
+    return spec.DNSConfig(nameservers, search, dns_options)
+
+
+def _hosts(p: Mapping) -> tuple[str, ...]:
+    """"IP HOSTNAME..." lines (docker's --host HOST:IP, as the spec keeps them)."""
+    hosts = _strings(p, "hosts")
+    for line in hosts:
+        parts = line.split()
+        if len(parts) < 2 or "\n" in line:
+            raise _bad(f"invalid --host: {line!r} is not an 'IP HOSTNAME' line")
+        _ip(parts[0], "--host")
+    return hosts
+
+
+def _user(p: Mapping) -> tuple[str, tuple[str, ...]]:
+    user = _text(p, "user", "--user", 256)
+    if user and not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", user):
+        raise _bad(f"invalid --user: {user!r} is not <name|uid>[:<group|gid>]")
+    groups = _strings(p, "groups")
+    for group in groups:
+        if not _NAME.fullmatch(group):
+            raise _bad(f"invalid --group: {group!r} is not a group name or id")
+    return user, groups
+
+
+def _log_driver(p: Mapping) -> spec.LogDriver:
+    name = p.get("log_driver") or "json-file"
+    if not isinstance(name, str):
+        raise _bad("invalid --log-driver: expected a driver name")
+    driver = spec.LogDriver(name, _string_map(p, "log_opts", "--log-opt"))
+    try:
+        logdriver.check_log_driver(driver)
+    except ValueError as exc:
+        raise _bad(f"invalid {'--log-driver' if name not in logdriver.DRIVERS else '--log-opt'}: {exc}") from None
+    return driver
+
+
+def _container(p: Mapping, image: str, limits: spec.Resources, labels: Mapping[str, str]) -> spec.ContainerSpec:
+    env = _strings(p, "env")
+    for e in env:
+        if "=" not in e or e.startswith("="):
+            raise _bad(f"invalid environment variable {e!r}: expected KEY=VALUE")
+    mounts = tuple(_mount(m) for m in _maps(p, "mounts"))
+    targets = [m.target for m in mounts]
+    if len(set(targets)) != len(targets):
+        raise _bad(f"invalid --mount: duplicate mount point {next(t for t in targets if targets.count(t) > 1)}")
+    grace = _number(p, "stop_grace_period", 10.0, float)
+    if grace < 0:
+        raise _bad("the stop grace period cannot be negative")
+    hostname = _text(p, "hostname", "--hostname", 1024)
+    outside = re.sub(r"\{\{.*?\}\}", "", hostname)       # a template may hold spaces; the name may not
+    if any(c.isspace() or not c.isprintable() for c in outside) or (
+            "{{" not in hostname and len(hostname) > HOST_NAME_MAX):
+        raise _bad(f"invalid --hostname {hostname[:80]!r}: a hostname has no spaces and at most "
+                   f"{HOST_NAME_MAX} characters")
+    user, groups = _user(p)
+    workdir = _text(p, "workdir", "--workdir")
+    if workdir and not workdir.startswith("/"):
+        raise _bad(f"invalid --workdir: {workdir!r} is not an absolute path")
+    init = p.get("init")
+    if init is not None and not isinstance(init, bool):
+        raise _bad("invalid --init: expected true or false")
+    stop_signal = _text(p, "stop_signal", "--stop-signal", 32)
+    if stop_signal:
+        try:
+            options.parse_signal(stop_signal)
+        except ValueError as exc:
+            raise _bad(f"invalid --stop-signal: {exc}") from None
+    cap_add, cap_drop = _capabilities(p)
+    sysctls = _string_map(p, "sysctls", "--sysctl")
+    for key, value in sysctls.items():
+        try:
+            options.check_sysctl(key, value)
+        except ValueError as exc:
+            raise _bad(f"invalid --sysctl: {exc}") from None
+    pids = _number(p, "limit_pids", 0)
+    if pids < 0:
+        raise _bad(f"invalid --limit-pids {pids}: use 0 for no limit")
+    oom = _number(p, "oom_score_adj", 0)
+    if not -1000 <= oom <= 1000:
+        raise _bad(f"invalid --oom-score-adj {oom}: it is from -1000 to 1000")
+    container = spec.ContainerSpec(
+        image, _strings(p, "command"), env, mounts, grace, limits,
+        entrypoint=_strings(p, "entrypoint"), hostname=hostname, user=user, groups=groups, workdir=workdir,
+        init=init, tty=_bool(p, "tty", "--tty"), stop_signal=stop_signal,
+        read_only=_bool(p, "read_only", "--read-only"), cap_add=cap_add, cap_drop=cap_drop, sysctls=sysctls,
+        ulimits=_ulimits(p), pids_limit=pids, oom_score_adj=oom, dns=_dns(p), hosts=_hosts(p),
+        labels=_string_map(p, "container_labels", "--container-label"), log_driver=_log_driver(p))
+    try:
+        servicetemplate.check_container(container, labels)
+    except servicetemplate.TemplateError as exc:
+        raise _bad(str(exc)) from None
+    return container
+
+
+# -- the service spec ------------------------------------------------------------------------
+
+
+def _mode(p: Mapping) -> tuple[str, int, int, int]:
+    """mode, replicas, max_concurrent, max_replicas_per_node, with docker's rules between them."""
+    mode = p.get("mode", "replicated")
+    if mode not in MODES:
+        raise _bad(f"invalid mode {mode!r}: use replicated, global, replicated-job or global-job")
+    replicas = p.get("replicas", 1)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
+        raise _bad(f"invalid replicas {replicas!r}: a number of replicas is from 0 to {MAX_REPLICAS}")
+    if mode not in REPLICATED_MODES and p.get("replicas") not in (None, 1):
+        raise _bad("--replicas can only be used with replicated or replicated-job mode")
+    concurrent = _number(p, "max_concurrent", 0)
+    if not 0 <= concurrent <= MAX_REPLICAS:
+        raise _bad(f"invalid --max-concurrent {concurrent}: from 0 (as many as --replicas) to {MAX_REPLICAS}")
+    if concurrent and mode != "replicated-job":
+        raise _bad("--max-concurrent can only be used with replicated-job mode")
+    per_node = _number(p, "max_replicas_per_node", 0)
+    if not 0 <= per_node <= MAX_REPLICAS:
+        raise _bad(f"invalid --replicas-max-per-node {per_node}: 0 (no limit) or more")
+    if per_node and mode not in REPLICATED_MODES:
+        raise _bad("--replicas-max-per-node can only be used with replicated or replicated-job mode")
+    return mode, replicas if mode in REPLICATED_MODES else 0, concurrent, per_node
+
+
+def _ports(p: Mapping, endpoint_mode: str) -> tuple[spec.PortConfig, ...]:
+    ports: list[spec.PortConfig] = []
+    for port in _maps(p, "ports"):
+        try:
+            pc = spec.PortConfig(_number(port, "target", 0), _number(port, "published", 0),
+                                 str(port.get("protocol", "tcp")), str(port.get("mode", "ingress")))
+        except ApiError:
+            raise _bad(f"invalid published port {port!r}") from None
+        if not 0 < pc.target < 65536 or not 0 <= pc.published < 65536:
+            raise _bad(f"invalid port {port!r}: ports are 1-65535")
+        if pc.protocol not in ("tcp", "udp") or pc.mode not in ("ingress", "host"):
+            raise _bad(f"invalid port {port!r}: protocol is tcp or udp, mode ingress or host")
+        if pc.mode == "host" and not pc.published:
+            raise _bad("a port published in host mode needs its published port")
+        if pc.mode == "ingress" and endpoint_mode == "dnsrr":
+            raise _bad("a port published in ingress mode can't be used with dnsrr mode")
+        if pc.published and any(q.published == pc.published and q.protocol == pc.protocol for q in ports):
+            raise _bad(f"published port {pc.published}/{pc.protocol} is given twice")
+        ports.append(pc)
+    return tuple(ports)
+
+
+def spec_from_params(p: dict) -> spec.ServiceSpec:
+    """Build and validate a ServiceSpec from the CLI's parameters (anything a client
+    sends: every field's type, range and size is checked here, before any write)."""
+    try:
+        name = spec.check_name("service", p.get("name"))
+    except spec.InvalidRecord as exc:
+        raise _bad(str(exc)) from None
+    image = p.get("image") or ""
+    if not isinstance(image, str) or not image:
+        raise _bad("an image is required")
+    if len(image) > 512 or not image.isprintable() or " " in image:
+        raise _bad(f"invalid image reference {image[:80]!r}")
+    mode, replicas, concurrent, per_node = _mode(p)
+    constraints = _strings(p, "constraints")
+    try:
+        parse_constraints(list(constraints))
+    except ConstraintError as exc:
+        raise _bad(str(exc)) from None
+    prefs = _strings(p, "placement_prefs")
+    try:
+        parse_preferences(prefs)
+    except PreferenceError as exc:
+        raise _bad(f"invalid --placement-pref: {exc}") from None
+    limits = spec.Resources(_number(p, "limit_cpu", 0), _number(p, "limit_memory", 0))
+    reservations = spec.Resources(_number(p, "reserve_cpu", 0), _number(p, "reserve_memory", 0))
+    for what, res in (("limit", limits), ("reservation", reservations)):
+        if res.nano_cpus < 0 or res.memory_bytes < 0:
+            raise _bad(f"a {what} cannot be negative")
+    if 0 < limits.memory_bytes < MIN_MEMORY:
+        raise _bad(f"the memory limit {limits.memory_bytes} bytes is below the runtime minimum of 6MiB")
+    condition = p.get("restart_condition", "any")
+    if condition not in ("none", "on-failure", "any"):
+        raise _bad(f"invalid restart condition {condition!r}: use none, on-failure or any")
+    restart = spec.RestartPolicy(condition, _number(p, "restart_delay", 5.0, float),
+                                 _number(p, "restart_max_attempts", 0), _number(p, "restart_window", 0.0, float))
+    if restart.delay < 0 or restart.max_attempts < 0:
+        raise _bad("restart delay and max attempts cannot be negative")
+    labels = _string_map(p, "labels", "labels")
+    container = _container(p, image, limits, labels)
+    endpoint_mode = p.get("endpoint_mode", "vip")
+    if endpoint_mode not in ("vip", "dnsrr"):
+        raise _bad(f"invalid endpoint mode {endpoint_mode!r}: use vip or dnsrr")
+    ports = _ports(p, endpoint_mode)
+    return spec.ServiceSpec(name, container, mode, replicas, constraints, reservations, limits, restart, labels,
+                            _strings(p, "networks"), endpoint_mode, ports, prefs, per_node, concurrent)
+
+
+# -- update ----------------------------------------------------------------------------------
+
+
+def params_of(s: spec.ServiceSpec) -> dict[str, Any]:
+    """The params that make `s` again (spec_from_params(params_of(s)) == s)."""
+    c = s.container
+    params: dict[str, Any] = {
+        "name": s.name, "image": c.image, "mode": s.mode, "command": list(c.command), "env": list(c.env),
+        "mounts": [dataclasses.asdict(m) for m in c.mounts], "constraints": list(s.constraints),
+        "limit_cpu": s.limits.nano_cpus, "limit_memory": s.limits.memory_bytes,
+        "reserve_cpu": s.reservations.nano_cpus, "reserve_memory": s.reservations.memory_bytes,
+        "restart_condition": s.restart.condition, "restart_delay": s.restart.delay,
+        "restart_max_attempts": s.restart.max_attempts, "restart_window": s.restart.window,
+        "stop_grace_period": c.stop_grace_period, "labels": dict(s.labels), "networks": list(s.networks),
+        "endpoint_mode": s.endpoint_mode, "ports": [dataclasses.asdict(x) for x in s.ports],
+        "entrypoint": list(c.entrypoint), "hostname": c.hostname, "user": c.user, "groups": list(c.groups),
+        "workdir": c.workdir, "init": c.init, "tty": c.tty, "stop_signal": c.stop_signal, "read_only": c.read_only,
+        "cap_add": list(c.cap_add), "cap_drop": list(c.cap_drop), "sysctls": dict(c.sysctls),
+        "ulimits": [dataclasses.asdict(u) for u in c.ulimits], "limit_pids": c.pids_limit,
+        "oom_score_adj": c.oom_score_adj, "dns": list(c.dns.nameservers), "dns_search": list(c.dns.search),
+        "dns_options": list(c.dns.options), "hosts": list(c.hosts), "container_labels": dict(c.labels),
+        "log_driver": c.log_driver.name, "log_opts": dict(c.log_driver.options),
+        "placement_prefs": list(s.placement_prefs), "max_replicas_per_node": s.max_replicas_per_node,
+        "max_concurrent": s.max_concurrent,
+    }
+    if s.mode in REPLICATED_MODES:
+        params["replicas"] = s.replicas
+    return params
+
+
+# What update may replace as a whole (the rest: name and mode, which docker cannot change).
+REPLACEABLE = frozenset(params_of(spec.ServiceSpec("x", spec.ContainerSpec("x"))).keys()) - {"name", "mode"}
+
+
+def _without(items: Iterable[str], remove: Iterable[str]) -> list[str]:
+    gone = set(remove)
+    return [x for x in items if x not in gone]
+
+
+def _added(items: Iterable[str], add: Iterable[str]) -> list[str]:
+    """items then add, each once, first order kept."""
+    return list(dict.fromkeys([*items, *add]))
+
+
+def _merge_map(current: Mapping[str, str], p: Mapping, key: str, flag: str) -> dict[str, str]:
+    merged = {k: v for k, v in current.items() if k not in set(_strings(p, f"{key}_rm"))}
+    merged.update(_string_map(p, f"{key}_add", f"{flag}-add"))
+    return merged
+
+
+def _merge_mounts(current: list[dict], p: Mapping) -> list[dict]:
+    """docker's updateMounts: a mount added replaces the one at its target; then removal by target."""
+    add = _maps(p, "mounts_add")
+    targets = [m.get("target") for m in add]
+    if len(set(targets)) != len(targets):
+        raise _bad("invalid --mount-add: duplicate mount target")
+    by_target = {str(m.get("target")): m for m in add}
+    merged = [by_target.pop(str(m.get("target")), m) for m in current] + list(by_target.values())
+    gone = set(_strings(p, "mounts_rm"))
+    return [m for m in merged if str(m.get("target")) not in gone]
+
+
+def _merge_hosts(current: list[str], p: Mapping) -> list[str]:
+    """docker's updateHosts: --host-rm HOST[:IP] takes HOST off the lines (of that IP), --host-add appends."""
+    removals = [(entry.partition(":")[0], entry.partition(":")[2]) for entry in _strings(p, "hosts_rm")]
+    lines = []
+    for line in current:
+        if not line.split():
+            continue
+        ip, *names = line.split()
+        names = [n for n in names if not any(n == host and (not rm_ip or rm_ip == ip) for host, rm_ip in removals)]
+        if names:
+            lines.append(" ".join([ip, *names]))
+    return _added(lines, _strings(p, "hosts_add"))
+
+
+def _merge_capabilities(cap_add: list[str], cap_drop: list[str], p: Mapping) -> tuple[list[str], list[str]]:
+    """docker's updateCapabilities: RESET empties a list; adding what was dropped un-drops it, and
+    dropping what was added un-adds it."""
+    def normalized(key: str) -> set[str]:
+        out = set()
+        for name in _strings(p, key):
+            if name.strip().upper() == "RESET":
+                out.add("RESET")
+                continue
+            try:
+                out.add(options.normalize_capability(name))
+            except ValueError as exc:
+                raise _bad(f"invalid --{key.replace('_', '-')}: {exc}") from None
+        return out
+
+    add, drop = set(cap_add), set(cap_drop)
+    to_add, to_drop = normalized("cap_add"), normalized("cap_drop")
+    if "RESET" in to_add:
+        add, to_add = set(), to_add - {"RESET"}
+    if "RESET" in to_drop:
+        drop, to_drop = set(), to_drop - {"RESET"}
+    for cap in to_drop - to_add:
+        if cap in add:
+            add.discard(cap)
+        else:
+            drop.add(cap)
+    for cap in to_add:
+        if cap in drop:
+            drop.discard(cap)
+        else:
+            add.add(cap)
+    def caps_list(caps: set[str]) -> list[str]:
+        return [options.ALL] if options.ALL in caps else sorted(caps)
+    return caps_list(add), caps_list(drop)
+
+
+def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
+    """The spec with only the given flags changed (docker service update), checked as a create."""
+    merged = params_of(old)
+    for key in REPLACEABLE - {"cap_add", "cap_drop"}:
+        if key in p:
+            merged[key] = p[key]
+    if "replicas" in p and old.mode not in REPLICATED_MODES:
+        raise _bad("--replicas can only be used with replicated or replicated-job mode")
+    if "log_driver" in p and "log_opts" not in p and p["log_driver"] != old.container.log_driver.name:
+        merged["log_opts"] = {}       # another driver: the old one's options do not carry over
+    env = [e for e in _strings(merged, "env") if e.split("=", 1)[0] not in set(_strings(p, "env_rm"))]
+    for e in _strings(p, "env_add"):
+        env = [x for x in env if x.split("=", 1)[0] != e.split("=", 1)[0]] + [e]
+    merged["env"] = env
+    merged["constraints"] = _added(_without(_strings(merged, "constraints"), _strings(p, "constraint_rm")),
+                                   _strings(p, "constraint_add"))
+    merged["labels"] = _merge_map(_string_map(merged, "labels", "labels"), p, "labels", "--label")
+    merged["container_labels"] = _merge_map(_string_map(merged, "container_labels", "--container-label"), p,
+                                            "container_labels", "--container-label")
+    merged["sysctls"] = _merge_map(_string_map(merged, "sysctls", "--sysctl"), p, "sysctls", "--sysctl")
+    if "groups_add" in p or "groups_rm" in p:     # docker sorts them then
+        merged["groups"] = sorted(_without(_added(_strings(merged, "groups"), _strings(p, "groups_add")),
+                                           _strings(p, "groups_rm")))
+    for key in ("dns", "dns_search", "dns_options"):
+        merged[key] = _without(_added(_strings(merged, key), _strings(p, f"{key}_add")), _strings(p, f"{key}_rm"))
+    merged["hosts"] = _merge_hosts(list(_strings(merged, "hosts")), p)
+    merged["mounts"] = _merge_mounts(_maps(merged, "mounts"), p)
+    removed = set(_strings(p, "ulimits_rm"))
+    ulimits = {str(u.get("name")): u for u in _maps(merged, "ulimits") if u.get("name") not in removed}
+    ulimits.update({str(u.get("name")): u for u in _maps(p, "ulimits_add")})
+    merged["ulimits"] = list(ulimits.values())
+    gone = {x.partition("=")[2] for x in _strings(p, "placement_prefs_rm")}     # by descriptor, as docker
+    prefs = [x for x in _strings(merged, "placement_prefs") if x.partition("=")[2] not in gone]
+    merged["placement_prefs"] = prefs + list(_strings(p, "placement_prefs_add"))
+    if "cap_add" in p or "cap_drop" in p:
+        merged["cap_add"], merged["cap_drop"] = _merge_capabilities(list(old.container.cap_add),
+                                                                    list(old.container.cap_drop), p)
+    return spec_from_params(merged)

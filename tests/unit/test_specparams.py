@@ -1,0 +1,201 @@
+"""The control API's service specs: every field of `service create` checked before any write,
+and `service update`'s X_add/X_rm pairs merged as docker/cli's update.go does."""
+from __future__ import annotations
+
+import pytest
+
+from swarm.api import spec
+from swarm.api.errors import ApiError
+from swarm.manager.controlapi.specparams import apply_update, params_of, spec_from_params
+
+BASE = {"name": "web", "image": "demo:1"}
+
+FULL = {
+    **BASE, "command": ["-c", "echo hi"], "entrypoint": ["/bin/sh"], "env": ["A=1", "SLOT={{.Task.Slot}}"],
+    "hostname": "{{.Service.Name}}-{{.Task.Slot}}", "user": "app:staff", "groups": ["audio", "42"],
+    "workdir": "/srv", "init": True, "tty": True, "stop_signal": "SIGUSR1", "read_only": True,
+    "cap_add": ["net_admin", "CAP_SYS_TIME"], "cap_drop": ["chown"], "sysctls": {"net.core.somaxconn": "1024"},
+    "ulimits": [{"name": "nproc", "soft": 64, "hard": 64}, {"name": "nofile", "soft": 1024, "hard": 2048}],
+    "limit_pids": 20, "oom_score_adj": -500, "dns": ["10.0.0.2"], "dns_search": ["example.org"],
+    "dns_options": ["ndots:2"], "hosts": ["10.0.0.5 db cache"], "container_labels": {"c": "1"},
+    "labels": {"tier": "front"}, "log_driver": "local", "log_opts": {"max-size": "1m", "max-file": "2"},
+    "placement_prefs": ["spread=node.labels.zone"], "max_replicas_per_node": 2,
+    "mounts": [{"type": "bind", "source": "/srv/{{.Node.Hostname}}", "target": "/data", "readonly": True,
+                "bind_propagation": "rprivate", "bind_recursive": "readonly"},
+               {"type": "volume", "source": "cache", "target": "/cache", "volume_nocopy": True,
+                "volume_labels": {"a": "b"}, "volume_opts": {"type": "tmpfs", "device": "tmpfs"}},
+               {"type": "volume", "target": "/anon"},
+               {"type": "tmpfs", "target": "/tmp", "tmpfs_size": 64 << 20, "tmpfs_mode": 0o1770}],
+}
+
+
+def test_every_field_reaches_the_spec_and_comes_back():
+    s = spec_from_params(FULL)
+    c = s.container
+    assert (c.entrypoint, c.command, c.user, c.groups, c.workdir, c.init, c.tty, c.read_only) == (
+        ("/bin/sh",), ("-c", "echo hi"), "app:staff", ("audio", "42"), "/srv", True, True, True)
+    assert (c.cap_add, c.cap_drop) == (("CAP_NET_ADMIN", "CAP_SYS_TIME"), ("CAP_CHOWN",))
+    assert c.ulimits == (spec.Ulimit("nofile", 1024, 2048), spec.Ulimit("nproc", 64, 64))   # by name, as docker
+    assert c.dns == spec.DNSConfig(("10.0.0.2",), ("example.org",), ("ndots:2",))
+    assert (c.pids_limit, c.oom_score_adj, c.hosts, c.labels) == (20, -500, ("10.0.0.5 db cache",), {"c": "1"})
+    assert c.log_driver == spec.LogDriver("local", {"max-size": "1m", "max-file": "2"})
+    assert c.mounts[1] == spec.Mount("volume", "/cache", "cache", volume_nocopy=True, volume_labels={"a": "b"},
+                                     volume_opts={"type": "tmpfs", "device": "tmpfs"})
+    assert c.mounts[3].tmpfs_mode == 0o1770 and c.mounts[2].source == ""
+    assert (s.placement_prefs, s.max_replicas_per_node, s.labels) == (
+        ("spread=node.labels.zone",), 2, {"tier": "front"})
+    assert spec_from_params(params_of(s)) == s
+    assert spec_from_params(BASE).container == spec.ContainerSpec("demo:1")   # docker's defaults
+
+
+@pytest.mark.parametrize("params, flag", [
+    ({"cap_add": ["NET_ADMN"]}, "--cap-add: unknown capability 'NET_ADMN'"),
+    ({"cap_drop": ["CAP_ALL"]}, "--cap-drop"),
+    ({"sysctls": {"kernel.panic": "1"}}, "--sysctl: sysctl 'kernel.panic' is not allowed"),
+    ({"sysctls": {"kernel.hostname": "x"}}, "--sysctl"),
+    ({"ulimits": [{"name": "nofile", "soft": 10, "hard": 5}]}, "--ulimit"),
+    ({"ulimits": [{"name": "files", "soft": 1, "hard": 1}]}, "--ulimit"),
+    ({"ulimits": [{"name": "nofile", "soft": "1", "hard": 1}]}, "--ulimit"),
+    ({"stop_signal": "SIGNOPE"}, "--stop-signal"),
+    ({"hostname": "{{.Task.Foo}}"}, "invalid template in --hostname"),
+    ({"env": ["A={{.Service.Nope}}"]}, "invalid template in --env A"),
+    ({"mounts": [{"type": "volume", "source": "v-{{.Nodes}}", "target": "/v"}]}, "invalid template in --mount"),
+    ({"hostname": "a b"}, "--hostname"),
+    ({"hostname": "x" * 65}, "--hostname"),
+    ({"user": "a b"}, "--user"),
+    ({"groups": ["a:b"]}, "--group"),
+    ({"workdir": "srv"}, "--workdir"),
+    ({"init": "yes"}, "--init"),
+    ({"tty": 1}, "--tty"),
+    ({"limit_pids": -1}, "--limit-pids"),
+    ({"oom_score_adj": 1001}, "--oom-score-adj"),
+    ({"dns": ["10.0.0"]}, "--dns"),
+    ({"dns_search": ["-x-"]}, "--dns-search"),
+    ({"dns_options": ["a b"]}, "--dns-option"),
+    ({"hosts": ["db"]}, "--host"),
+    ({"hosts": ["300.1.1.1 db"]}, "--host"),
+    ({"container_labels": {"": "x"}}, "--container-label"),
+    ({"log_driver": "syslog"}, "--log-driver"),
+    ({"log_opts": {"max-size": "big"}}, "--log-opt"),
+    ({"log_driver": "local", "log_opts": {"labels": "a"}}, "--log-opt"),
+    ({"placement_prefs": ["spread=zone"]}, "--placement-pref"),
+    ({"placement_prefs": ["pack=node.labels.a"]}, "--placement-pref"),
+    ({"mode": "daemonset"}, "invalid mode"),
+    ({"mode": "global-job", "replicas": 3}, "--replicas can only be used with replicated or replicated-job"),
+    ({"mode": "replicated", "max_concurrent": 2}, "--max-concurrent can only be used with replicated-job"),
+    ({"mode": "replicated-job", "max_concurrent": -1}, "--max-concurrent"),
+    ({"mode": "global", "max_replicas_per_node": 1}, "--replicas-max-per-node can only be used"),
+    ({"mounts": [{"type": "bind", "source": "relative", "target": "/x"}]}, "--mount: the bind source"),
+    ({"mounts": [{"type": "volume", "source": "a/b", "target": "/x"}]}, "--mount: 'a/b' is not a volume name"),
+    ({"mounts": [{"type": "tmpfs", "target": "/t"}, {"type": "volume", "target": "/t"}]},
+     "--mount: duplicate mount point /t"),
+    ({"mounts": [{"type": "volume", "target": "/t", "tmpfs_size": 5}]}, "cannot mix 'tmpfs-*' options"),
+    ({"mounts": [{"type": "bind", "source": "/a", "target": "/t", "bind_recursive": "readonly"}]}, "--mount"),
+    ({"mounts": [{"type": "volume", "target": "/t", "volume_driver": "nfs"}]}, "--mount: volume driver"),
+    ({"mounts": [{"type": "tmpfs", "target": "/t", "tmpfs_mode": 0o17777}]}, "--mount"),
+    ({"mounts": [{"type": "tmpfs", "target": "/t", "readonly": "yes"}]}, "--mount"),
+])
+def test_bad_fields_are_refused_in_one_sentence_naming_the_flag(params, flag):
+    with pytest.raises(ApiError) as err:
+        spec_from_params({**BASE, **params})
+    assert err.value.code == "bad_request" and "\n" not in err.value.message
+    assert flag in err.value.message
+
+
+def test_a_template_may_name_a_label_the_service_has():
+    s = spec_from_params({**BASE, "labels": {"zone": "a"}, "hostname": "{{index .Service.Labels \"zone\"}}"})
+    assert s.container.hostname == '{{index .Service.Labels "zone"}}'
+
+
+def test_jobs_keep_their_completions_and_concurrency():
+    job = spec_from_params({**BASE, "mode": "replicated-job", "replicas": 5, "max_concurrent": 2})
+    assert (job.mode, job.replicas, job.max_concurrent) == ("replicated-job", 5, 2)
+    assert spec_from_params({**BASE, "mode": "global-job"}).replicas == 0
+    assert apply_update(job, {"replicas": 6}).replicas == 6
+    with pytest.raises(ApiError, match="--replicas can only be used"):
+        apply_update(spec_from_params({**BASE, "mode": "global"}), {"replicas": 2})
+
+
+# -- update ------------------------------------------------------------------------------------
+
+CURRENT = spec_from_params(FULL)
+
+
+def test_update_changes_only_what_is_given():
+    assert apply_update(CURRENT, {}) == CURRENT
+    new = apply_update(CURRENT, {"entrypoint": [], "hostname": "", "read_only": False, "init": None})
+    assert (new.container.entrypoint, new.container.hostname, new.container.read_only, new.container.init) == (
+        (), "", False, None)
+    assert new.container.mounts == CURRENT.container.mounts and new.labels == CURRENT.labels
+
+
+def test_update_merges_maps_lists_and_mounts_as_docker():
+    new = apply_update(CURRENT, {
+        "labels_add": {"v": "2"}, "labels_rm": ["tier"], "container_labels_add": {"c": "2"},
+        "sysctls_add": {"net.ipv4.ip_forward": "1"}, "sysctls_rm": ["net.core.somaxconn"],
+        "groups_add": ["wheel", "audio"], "groups_rm": ["42"],
+        "dns_add": ["10.0.0.3", "10.0.0.2"], "dns_rm": ["10.0.0.9"], "dns_search_rm": ["example.org"],
+        "dns_options_add": ["debug"], "hosts_add": ["10.0.0.7 web"], "hosts_rm": ["db:10.0.0.5", "other"],
+        "ulimits_add": [{"name": "core", "soft": 0, "hard": 0}, {"name": "nproc", "soft": 10, "hard": 10}],
+        "ulimits_rm": ["nofile"], "mounts_add": [{"type": "tmpfs", "target": "/cache"},
+                                                 {"type": "tmpfs", "target": "/new"}],
+        "mounts_rm": ["/anon"], "placement_prefs_add": ["spread=node.labels.rack"],
+        "placement_prefs_rm": ["spread=node.labels.zone"], "env_add": ["B=2"], "env_rm": ["A"],
+    })
+    c = new.container
+    assert new.labels == {"v": "2"} and c.labels == {"c": "2"}
+    assert c.sysctls == {"net.ipv4.ip_forward": "1"}
+    assert c.groups == ("audio", "wheel")                       # docker sorts them
+    assert c.dns == spec.DNSConfig(("10.0.0.2", "10.0.0.3"), (), ("ndots:2", "debug"))
+    assert c.hosts == ("10.0.0.5 cache", "10.0.0.7 web")
+    assert c.ulimits == (spec.Ulimit("core", 0, 0), spec.Ulimit("nproc", 10, 10))
+    assert [(m.type, m.target) for m in c.mounts] == [("bind", "/data"), ("tmpfs", "/cache"), ("tmpfs", "/tmp"),
+                                                      ("tmpfs", "/new")]
+    assert new.placement_prefs == ("spread=node.labels.rack",)
+    assert c.env == ("SLOT={{.Task.Slot}}", "B=2")
+
+
+def test_update_of_the_log_driver():
+    assert apply_update(CURRENT, {"log_opts": {"max-size": "5m"}}).container.log_driver == spec.LogDriver(
+        "local", {"max-size": "5m"})
+    assert apply_update(CURRENT, {"log_driver": "json-file"}).container.log_driver == spec.LogDriver("json-file")
+
+
+def test_update_refuses_what_create_refuses():
+    for params in ({"sysctls_add": {"kernel.panic": "1"}}, {"ulimits_add": [{"name": "x", "soft": 1, "hard": 1}]},
+                   {"cap_add": ["nope"]}, {"hostname": "{{.Task.Nope}}"}, {"mounts_add": [{"type": "x"}]},
+                   {"mounts_add": [{"type": "tmpfs", "target": "/a"}, {"type": "tmpfs", "target": "/a"}]},
+                   {"labels_add": {"a": 1}}, {"env_rm": "A"}, {"hosts_add": ["nope"]}):
+        with pytest.raises(ApiError) as err:
+            apply_update(CURRENT, params)
+        assert err.value.code == "bad_request" and "\n" not in err.value.message
+
+
+# docker/cli's TestUpdateCaps, case by case: (spec add, spec drop, --cap-add, --cap-drop) -> (add, drop)
+CAP_CASES = [
+    ([], [], ["CAP_NET_ADMIN"], [], ["CAP_NET_ADMIN"], []),
+    ([], [], [], ["CAP_NET_ADMIN"], [], ["CAP_NET_ADMIN"]),
+    ([], ["CAP_NET_ADMIN"], ["CAP_NET_ADMIN"], [], [], []),
+    (["CAP_NET_ADMIN"], [], ["CAP_CHOWN"], ["CAP_NET_ADMIN"], ["CAP_CHOWN"], []),
+    (["ALL"], [], ["CAP_NET_ADMIN"], [], ["ALL"], []),
+    (["ALL"], [], ["CAP_NET_ADMIN"], ["ALL"], ["CAP_NET_ADMIN"], []),
+    ([], [], ["CAP_NET_ADMIN"], ["CAP_NET_ADMIN"], ["CAP_NET_ADMIN"], []),
+    (["CAP_NET_ADMIN", "CAP_SYS_TIME"], ["CAP_NET_ADMIN", "CAP_SYS_TIME"], ["CAP_CHOWN"], ["ALL"],
+     ["CAP_CHOWN", "CAP_NET_ADMIN", "CAP_SYS_TIME"], ["ALL"]),
+    (["CAP_NET_ADMIN"], ["CAP_CHOWN"], ["ALL"], ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"], ["ALL"],
+     ["CAP_CHOWN", "CAP_SYS_ADMIN"]),
+    (["CAP_NET_ADMIN"], ["CAP_CHOWN"], ["ALL"], ["ALL"], ["ALL"], ["CAP_CHOWN"]),
+    (["CAP_KILL"], ["CAP_MKNOD"], ["RESET"], ["RESET"], [], []),
+    (["CAP_KILL"], ["CAP_MKNOD"], ["RESET", "CAP_SYSLOG", "CAP_BPF"], ["RESET", "CAP_LEASE", "CAP_BPF"],
+     ["CAP_BPF", "CAP_SYSLOG"], ["CAP_LEASE"]),
+    (["CAP_KILL"], ["CAP_MKNOD"], ["RESET", "ALL"], ["RESET", "ALL"], ["ALL"], []),
+    (["CAP_KILL"], ["CAP_MKNOD"], ["ALL", "RESET"], ["ALL", "RESET"], ["ALL"], []),
+    (["CAP_KILL"], [], ["net_raw", "cap_Syslog"], [], ["CAP_KILL", "CAP_NET_RAW", "CAP_SYSLOG"], []),
+]
+
+
+@pytest.mark.parametrize("add, drop, flag_add, flag_drop, want_add, want_drop", CAP_CASES)
+def test_update_capabilities_as_docker(add, drop, flag_add, flag_drop, want_add, want_drop):
+    current = spec_from_params({**BASE, "cap_add": add, "cap_drop": drop})
+    new = apply_update(current, {"cap_add": flag_add, "cap_drop": flag_drop})
+    assert (list(new.container.cap_add), list(new.container.cap_drop)) == (want_add, want_drop)
