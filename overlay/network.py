@@ -167,6 +167,7 @@ class NetworkDatapath:
     gateway: str | None = None
     host_netns: str | None = None
     mtu: int = OVERLAY_MTU
+    port: int = VXLAN_PORT           # the VXLAN UDP port (a cluster setting: swarm init --data-path-port)
     _net: ipaddress.IPv4Network = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +176,8 @@ class NetworkDatapath:
             ipaddress.IPv4Address(self.vtep)
         except ValueError as exc:
             raise InvalidRequest(f"Network {self.netns}: {exc}.") from exc
+        if not 1 <= self.port <= 65535:
+            raise InvalidRequest(f"VXLAN port {self.port} is outside 1-65535.")
         if not 1 <= self.vni < (1 << 24):
             raise InvalidRequest(f"VNI {self.vni} is outside 1-16777215.")
         if self.gateway is None:
@@ -211,7 +214,7 @@ class NetworkDatapath:
         return (
             info_data(msg, "IFLA_VXLAN_ID") == self.vni
             and info_data(msg, "IFLA_VXLAN_LOCAL") == self.vtep
-            and info_data(msg, "IFLA_VXLAN_PORT") in (VXLAN_PORT, socket.htons(VXLAN_PORT))
+            and info_data(msg, "IFLA_VXLAN_PORT") in (self.port, socket.htons(self.port))
         )
 
     def _create_vxlan(self) -> None:
@@ -224,7 +227,7 @@ class NetworkDatapath:
                 kind="vxlan",
                 vxlan_id=self.vni,
                 vxlan_local=self.vtep,
-                vxlan_port=VXLAN_PORT,
+                vxlan_port=self.port,
                 vxlan_learning=0,
                 vxlan_proxy=1,
                 mtu=self.mtu,
