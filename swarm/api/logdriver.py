@@ -25,7 +25,8 @@ KNOWN_OPTIONS = {
     "json-file": ("max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag"),
     "local": ("max-size", "max-file", "compress"),
 }
-SUPPORTED_OPTIONS = ("max-size", "max-file")
+# labels/env (and their -regex forms) name container labels and variables shown by `service logs --details`
+SUPPORTED_OPTIONS = ("max-size", "max-file", "labels", "labels-regex", "env", "env-regex")
 # Docker's answer to `logs` of a container whose driver keeps nothing to read.
 NO_READ = "configured logging driver does not support reading"
 
@@ -58,8 +59,14 @@ def check_log_driver(driver: LogDriver) -> None:
         if key not in KNOWN_OPTIONS[driver.name]:
             raise ValueError(f"unknown log opt '{key}' for {driver.name} log driver")
         if key not in SUPPORTED_OPTIONS:
+            supported = [o for o in KNOWN_OPTIONS[driver.name] if o in SUPPORTED_OPTIONS]
             raise ValueError(f"log opt '{key}' of the {driver.name} log driver is not supported by this swarm "
-                             f"(it supports {' and '.join(SUPPORTED_OPTIONS)})")
+                             f"(it supports {', '.join(supported)})")
+        if key.endswith("-regex"):
+            try:
+                re.compile(driver.options[key])
+            except re.error as exc:
+                raise ValueError(f"invalid log opt {key}: {driver.options[key]!r} is not a regular expression ({exc})") from None
     _limits(driver)
 
 

@@ -19,7 +19,7 @@ from swarm.rpc.messages import RPCError
 # harmless: they are only read when click finds no such command or option.
 DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key"}),
-    ("node",): frozenset({"ps"}),
+    ("volume",): frozenset({"create"}),
     ("service",): frozenset({"rollback"}),
     ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
     ("network",): frozenset({"connect", "disconnect", "prune"}),
@@ -35,26 +35,21 @@ DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(fla
     ("update",): "--autolock --external-ca --max-snapshots --snapshot-interval",
     ("join",): "--availability --data-path-addr",
     ("info",): "-f",
-    ("node", "ls"): "--filter -f",
-    ("node", "inspect"): "--pretty -f",
     ("node", "update"): "--role",
     ("service", "create"): _SERVICE_FLAGS + " --config --secret",
     ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --force --rollback --secret-add --secret-rm",
-    ("service", "ls"): "--filter -f",
-    ("service", "ps"): "--filter --no-resolve -f",
-    ("service", "inspect"): "--pretty -f",
+    ("service", "ps"): "--no-resolve",
     ("image", "import"): "--change --message --platform -c -m",
     ("image", "load"): "--platform --quiet -q",
     ("image", "ls"): "--all --digests --filter --no-trunc --tree -a -f",
     ("image", "rm"): "--force --no-prune --platform -f",
     ("network", "create"): "--aux-address --config-from --config-only --gateway --ingress --internal --ip-range "
                            "--ipam-driver --ipam-opt --ipv4 --ipv6 --label --opt --scope -o",
-    ("network", "inspect"): "--format --verbose -f -v",
-    ("network", "ls"): "--filter -f",
+    ("network", "inspect"): "--verbose -v",
     ("network", "rm"): "--force -f",
 }.items()}
 # Docker flags whose job another flag does here.
-DOCKER_FLAG_INSTEAD = {"--pretty": "use --format pretty"}
+DOCKER_FLAG_INSTEAD: dict[str, str] = {}
 
 
 def _command_path(ctx: click.Context | None) -> tuple[str, ...]:

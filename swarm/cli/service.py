@@ -32,7 +32,7 @@ from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, 
 from swarm.cli.progress import ID_LEN, Waiter
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import SCALE, TAIL
-from swarm.cli.service_spec import (JOB_MODES, ServiceCommand, create_options, create_params, detach_option,
+from swarm.cli.service_spec import (ServiceCommand, create_options, create_params, detach_option,
                                     timeout_option, update_options, update_params)
 
 LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
@@ -66,8 +66,8 @@ def service_create(daemon: LocalDaemon, name: str | None, image: str, command: t
     result = daemon.call("service.create", params)
     click.echo(result["id"])
     mode = params["mode"]
-    if not detach and mode not in JOB_MODES:   # a job does not converge to running tasks: it completes
-        expected = params.get("replicas") if mode == "replicated" else None
+    if not detach:   # a service until its tasks run; a job until it completes
+        expected = params.get("replicas") if mode in ("replicated", "replicated-job") else None
         Waiter(daemon, result["id"], result["name"], mode, expected, None, quiet, wait_timeout).run()
 
 
@@ -96,9 +96,7 @@ def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wai
     if not detach:
         spec_now = daemon.call("service.inspect", {"refs": [result["id"]]})[0].get("spec", {})
         mode = spec_now.get("mode", "replicated")
-        if mode in JOB_MODES:
-            return
-        expected = spec_now.get("replicas") if mode == "replicated" else None
+        expected = spec_now.get("replicas") if mode in ("replicated", "replicated-job") else None
         image_now = (spec_now.get("container") or {}).get("image")
         Waiter(daemon, result["id"], result["name"], mode, expected, image_now, quiet, wait_timeout,
                before=before).run()
@@ -188,7 +186,8 @@ def service_ls(daemon: LocalDaemon, quiet: bool, filters: dict[str, list[str]] |
         return [dict(zip(SERVICE_HEADERS, cells)) for cells in table()]
 
     def table() -> list[list[str]]:
-        return [[row["id"][:ID_LEN], row["name"], row["mode"], row["replicas"], row["image"], row.get("ports") or ""]
+        # Docker's MODE column says "replicated job", "global job"
+        return [[row["id"][:ID_LEN], row["name"], row["mode"].replace("-", " "), row["replicas"], row["image"], row.get("ports") or ""]
                 for row in rows]
 
     show_list(rows, fmt, quiet, table, SERVICE_COLUMNS, fields=fields, headers=SERVICE_HEADERS)
@@ -233,7 +232,7 @@ def task_fields(rows: Sequence[Mapping[str, Any]], trunc: bool, indent: bool) ->
             out.append({"ID": t["id"][:ID_LEN] if trunc else t["id"],
                         "Name": f" \\_ {name}" if i and indent else name,
                         "Image": t["image"].split("@", 1)[0] if trunc else t["image"],
-                        "Node": t.get("node") or "", "DesiredState": _title(t["desired_state"]),
+                        "Node": t.get("node") or "", "DesiredState": _title(desired_shown(t)),
                         "CurrentState": _title(t["current_state"]), "Error": f'"{error}"' if error else "",
                         "Ports": t.get("ports") or ""})
     return out
@@ -498,3 +497,10 @@ _NAMES = ("babbage", "curie", "dijkstra", "einstein", "hopper", "kepler", "knuth
 def random_name() -> str:
     """A docker-style name for a service created without --name."""
     return f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
+
+
+def desired_shown(task: Mapping[str, Any]) -> str:
+    """A job's tasks are meant to complete: Docker shows their desired state as Complete."""
+    if task.get("job") and task["desired_state"] == "running":
+        return "complete"
+    return task["desired_state"]

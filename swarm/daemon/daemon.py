@@ -29,7 +29,7 @@ import trio
 from raft.node import RaftConfig, RaftNode
 from raft.store import Op
 from raft.transport import TlsSettings
-from swarm.api import logview, model
+from swarm.api import logdriver, logview, model
 from swarm.api.refs import resolve_ref
 from swarm.ca import pki
 from swarm.daemon import logs, routing
@@ -366,6 +366,9 @@ def log_rows(services: ServiceAPI, ref: str) -> list[dict]:
         except ApiError:
             raise ApiError("not_found", f"no such task or service: {ref}") from None
         service, chosen = None, [task]
+    driver = service.spec.container.log_driver if service is not None else chosen[0].spec.log_driver
+    if not logdriver.keeps_logs(driver):
+        raise ApiError("bad_request", logdriver.NO_READ)      # Docker's answer for the none driver
     # docker/cli pads the slot to the digits of a replicated service's replica count (a task: its own slot).
     if service is not None and service.spec.mode == "replicated":
         width = len(str(service.spec.replicas))

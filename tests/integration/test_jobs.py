@@ -75,3 +75,21 @@ def test_global_job_completes_once_on_every_node(cluster):
     rows = api.call("service.ps", {"refs": ["once"]})
     assert sorted((t["node"], t["state"]) for t in rows) == [("m1", "complete"), ("w1", "complete")]
     assert ls_row(api, "once")["replicas"] == "0/0 (2/2 completed)"
+
+
+def test_the_cli_waits_for_a_job_and_an_update_runs_it_again(cluster):
+    swarm, m1, api = cluster
+    create(api, {"name": "warm", "image": "demo:1", "replicas": 0})   # waits out the image's first heartbeat
+    out = swarm.run(m1, "service", "create", "--name", "job", "--mode", "replicated-job", "--replicas", "2",
+                    "demo:1", "true").stdout
+    assert "job complete" in out
+    rows = api.call("service.ps", {"refs": ["job"]})
+    assert sorted((t["slot"], t["state"], t["job_iteration"]) for t in rows) == [(1, "complete", 0), (2, "complete", 0)]
+    table = swarm.run(m1, "service", "ps", "job").stdout
+    assert "Complete" in table.splitlines()[1]       # Docker's desired state of a job's task
+    assert "replicated job" in swarm.run(m1, "service", "ls").stdout
+    out = swarm.run(m1, "service", "update", "--env-add", "RUN=2", "job").stdout
+    assert "job complete" in out
+    rows = api.call("service.ps", {"refs": ["job"]})
+    done = sorted((t["slot"], t["job_iteration"]) for t in rows if t["state"] == "complete")
+    assert done == [(1, 0), (1, 1), (2, 0), (2, 1)]   # the update ran every slot again

@@ -87,7 +87,7 @@ def test_create_and_update_round_trip(swarm, node, tmp_path):
     (["-e", "X={{.Service.Nope}}"], 1, "invalid template in --env X"),
     (["--mount", "type=volume,source=v-{{.Nope}},target=/v"], 1, "invalid template in --mount source"),
     (["--log-opt", "max-file=0"], 1, "invalid --log-opt: max-file cannot be less than 1"),
-    (["--placement-pref", "spread=zone"], 1, "invalid --placement-pref"),
+    (["--placement-pref", "spread=zone"], 1, "--placement-pref: invalid placement preference"),
     (["--user", "ghost"], 1, "invalid --user: unable to find user ghost: no matching entries in passwd file"),
     (["--group", "wheel"], 1, "invalid --group: unable to find group wheel: no matching entries in group file"),
 ])

@@ -831,13 +831,13 @@ def test_bool_flags_take_docker_s_value_syntax(fake, run):
 
 
 def test_jobs_and_their_flags(fake, run):
-    assert ok(run("service", "create", "--name", "job", "--mode", "replicated-job", "--replicas", "5",
+    assert ok(run("service", "create", "-d", "--name", "job", "--mode", "replicated-job", "--replicas", "5",
                   "--max-concurrent", "2", "alpine", "true")) == f"{SID}\n"
     assert ok(run("service", "create", "-d", "--name", "gjob", "--mode", "global-job", "alpine"))
     first, second = fake.params("service.create")
     assert (first["mode"], first["replicas"], first["max_concurrent"]) == ("replicated-job", 5, 2)
     assert second["mode"] == "global-job" and "replicas" not in second
-    assert [m for m, _ in fake.calls] == ["service.create"] * 2     # a job is not waited on as a service
+    assert [m for m, _ in fake.calls] == ["service.create"] * 2     # detached: nothing waited on
 
 
 def test_env_file_is_read_as_docker_reads_it(fake, run, tmp_path, monkeypatch):

@@ -245,3 +245,31 @@ def test_a_service_or_a_single_task_is_what_logs_reads():
     with pytest.raises(ApiError) as err:
         log_rows(Services(), "nope")
     assert err.value.code == "not_found" and err.value.message == "no such task or service: nope"
+
+
+class _Services:
+    """What log_rows reads of the service API: one service and its task."""
+
+    def __init__(self, driver: str) -> None:
+        from swarm.api import spec
+        container = spec.ContainerSpec("demo:1", log_driver=spec.LogDriver(driver))
+        self.service = spec.Service("s1", spec.ServiceSpec("web", container))
+        self.task = spec.Task("t1", "s1", "web", 1, "n1", "running", container, 1)
+
+    def find(self, ref: str):
+        from swarm.api.errors import ApiError
+        if ref in ("web", "s1"):
+            return self.service
+        raise ApiError("not_found", f"no such service: {ref}")
+
+    def tasks(self):
+        return [self.task]
+
+
+@pytest.mark.parametrize("ref", ["web", "t1"])
+def test_logs_of_a_service_whose_driver_keeps_none_say_so_as_docker(ref):
+    from swarm.api.errors import ApiError
+    from swarm.daemon.daemon import log_rows
+    with pytest.raises(ApiError, match="configured logging driver does not support reading"):
+        log_rows(_Services("none"), ref)
+    assert [r["id"] for r in log_rows(_Services("local"), ref)] == ["t1"]

@@ -154,6 +154,7 @@ class ServiceAPI:
         if "service" in chosen:
             chosen = dict(chosen, service=tuple(self.find(ref).id for ref in chosen["service"]))
         nodes = self.m.nodes()
+        jobs = {sid for sid, s in self.services().items() if s.spec.mode in spec.JOB_MODES}
         now = time.time()
         rows = []
         # A slot (global: a node) together; its current task first, then its history newest first.
@@ -176,6 +177,7 @@ class ServiceAPI:
                 else t.status.state,
                 "error": t.status.err, "service_id": t.service_id, "slot": t.slot, "node_id": t.node_id,
                 "state": t.status.state, "exit_code": t.status.exit_code, "spec_version": t.spec_version,
+                "job": t.service_id in jobs, "job_iteration": t.job_iteration,
             })
         return rows
 
@@ -210,7 +212,10 @@ class ServiceAPI:
             new_spec = respec(service)
             # Only a change that affects the tasks themselves rolls them; scaling does not.
             rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
+            # A job runs again after every update of its spec (SwarmKit's JobIteration).
+            reruns = rolls and new_spec.mode in spec.JOB_MODES
             return dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + (1 if rolls else 0),
+                                       job_iteration=service.job_iteration + (1 if reruns else 0),
                                        updated_at=time.time())
 
         service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",

@@ -359,7 +359,7 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
     try:
         parse_preferences(prefs)
     except PreferenceError as exc:
-        raise _bad(f"invalid --placement-pref: {exc}") from None
+        raise _bad(f"--placement-pref: {exc}") from None
     limits = spec.Resources(_number(p, "limit_cpu", 0), _number(p, "limit_memory", 0))
     reservations = spec.Resources(_number(p, "reserve_cpu", 0), _number(p, "reserve_memory", 0))
     for what, res in (("limit", limits), ("reservation", reservations)):
