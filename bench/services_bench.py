@@ -1,6 +1,7 @@
 """Service benchmarks with real runc containers, next to Docker swarm when it is installed.
 
     .venv/bin/python bench/services_bench.py [--quick] [--docker] [--no-scheduler]
+    .venv/bin/python bench/services_bench.py --options
 
 The file runs unchanged in a checkout of an older tree (see docs/benchmarks.md,
 "Control plane before/after"), so both sides are measured by the same code.
@@ -12,6 +13,8 @@ Prints one JSON document:
   running again on the other nodes, median of 5; `down_detection` in it is
   the kill to the manager's record saying the node is down (the heartbeat
   grace period, 3 periods of 1 s, plus how late the dispatcher notices);
+- options (--options, alone): 50 replicas on one node plain and with a user, a
+  hostname template, a read-only root with a tmpfs and an init, interleaved;
 - scheduler: the pure scheduler alone (bench/scheduler_bench.py; skipped
   with --no-scheduler);
 - docker (with --docker, if dockerd is installed): the same convergence on a
@@ -43,10 +46,16 @@ def running_count(node, name: str) -> int:
     return sum(1 for r in rows if r["desired_state"] == "running" and r["state"] == "running")
 
 
-def converge(swarm: Swarm, manager, name: str, replicas: int) -> float:
+# The service options the options benchmark adds (a user, a hostname template, a read-only
+# root with a tmpfs, an init as PID 1): what a real program asks of the start path.
+OPTION_FLAGS = ("--user", "nobody", "--hostname", "{{.Service.Name}}-{{.Task.Slot}}", "--read-only",
+                "--mount", "type=tmpfs,target=/scratch,tmpfs-size=1m", "--init")
+
+
+def converge(swarm: Swarm, manager, name: str, replicas: int, flags: tuple[str, ...] = ()) -> float:
     started = time.monotonic()
     swarm.run(manager, "service", "create", "--detach", "--name", name, "--replicas", str(replicas),
-              "--stop-grace-period", "0s", "demo:1", "sleep", "1000")
+              "--stop-grace-period", "0s", *flags, "demo:1", "sleep", "1000")
     while running_count(manager, name) < replicas:
         time.sleep(0.02)
     elapsed = time.monotonic() - started
@@ -79,6 +88,24 @@ def convergence(base: str, tar: str, sizes: list[int], runs: int) -> dict:
             swarm.stop_all()
             swarm.stop_containers()
     return out
+
+
+def options_cost(base: str, tar: str, replicas: int, runs: int) -> dict:
+    """`replicas` tasks on one node, plain and with OPTION_FLAGS, runs interleaved (a noisy
+    machine slows both alike); the ratio of the medians is the options' cost."""
+    swarm, m1, _ = make_cluster(os.path.join(base, "options"), 0, tar)
+    plain, options = [], []
+    try:
+        for i in range(runs):
+            plain.append(converge(swarm, m1, f"plain{i}", replicas))
+            options.append(converge(swarm, m1, f"opts{i}", replicas, OPTION_FLAGS))
+    finally:
+        swarm.stop_all()
+        swarm.stop_containers()
+    return {"replicas": replicas, "flags": " ".join(OPTION_FLAGS),
+            "plain": {"runs": plain, "median": statistics.median(plain)},
+            "options": {"runs": options, "median": statistics.median(options)},
+            "ratio_options_over_plain": statistics.median(options) / statistics.median(plain)}
 
 
 def rescheduling(base: str, tar: str, trials: int) -> dict:
@@ -130,12 +157,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--docker", action="store_true", help="also measure Docker swarm (if installed)")
     parser.add_argument("--no-scheduler", action="store_true", help="skip the pure scheduler benchmark")
+    parser.add_argument("--options", action="store_true",
+                        help="only the cost of service options: 50 replicas plain and with options, 5 runs each")
     args = parser.parse_args()
     sizes, runs, trials = ([10], 1, 2) if args.quick else ([10, 50], 3, 5)
     base = tempfile.mkdtemp(prefix="svc-bench-")
     tar = os.path.join(base, "demo.tar")
     subprocess.run(["bash", os.path.join(ROOT, "scripts", "build-demo-image.sh"), tar], check=True,
                    capture_output=True)
+    if args.options:
+        print(json.dumps({"options_cost_s": options_cost(base, tar, 50, 5)}, indent=2))
+        return
     figures = {"convergence_s": convergence(base, tar, sizes, runs),
                "rescheduling_s": rescheduling(base, tar, trials)}
     if not args.no_scheduler:

@@ -32,7 +32,7 @@ from raft.transport import TlsSettings
 from swarm.api import logdriver, logview, model
 from swarm.api.refs import resolve_ref
 from swarm.ca import pki
-from swarm.daemon import logs, routing
+from swarm.daemon import logs, routing, speccheck
 from swarm.api.errors import ApiError, SwarmError
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.daemon.images import image_handlers, max_import_size
@@ -47,6 +47,7 @@ from swarm.manager.reconciler import Reconciler
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.manager.controlapi.services import ServiceAPI
+from swarm.manager.scheduler import NodeInfo
 from swarm.daemon.usercheck import image_user_checker
 from overlay.ipam import Allocator
 from swarm.manager.allocator import NETWORK, new_network, pool_subnet
@@ -84,6 +85,7 @@ class Daemon(NodeLoop):
         self.dispatcher: Dispatcher | None = None
         self.membership = MembershipRPC(lambda: self.manager, self.ca_pem)
         self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size())
+        self.user_checker = image_user_checker(self.images)   # --user/--group in this node's copy of an image
         self.image_handlers = image_handlers(self.images)
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
         self.volume_handlers = volume_handlers(self.runtime.volumes)
@@ -172,6 +174,16 @@ class Daemon(NodeLoop):
     async def task_logs(self, peer: Peer, params: dict) -> dict:
         return await logs.read_tasks(self.runtime, params)
 
+    async def check_spec(self, peer: Peer, params: dict) -> list[dict]:
+        """node.check_spec: what this node sees wrong in a service spec (swarm/daemon/speccheck.py)."""
+        return await trio.to_thread.run_sync(speccheck.check_here, self.user_checker, params)
+
+    async def _ask_check_spec(self, node: NodeInfo, params: dict) -> list[dict]:
+        if node.id == self.config.node_id:
+            return await self.check_spec(Peer(node.id, "manager", ""), params)
+        addr = self.manager.nodes().get(node.id, {}).get("addr", "") if self.manager else ""
+        return await self.call_manager(addr, "node.check_spec", params, timeout=speccheck.CHECK_TIMEOUT)
+
     def dispatcher_routes(self) -> dict[str, Handler]:
         """The dispatcher's calls on the node API (a member's agent asks for its tasks and reports them)."""
         return {"tasks.assigned": self._tasks_assigned, "tasks.status": self._tasks_status}
@@ -208,7 +220,8 @@ class Daemon(NodeLoop):
                     while raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
-                self.services = ServiceAPI(self.manager, check_user=image_user_checker(self.images))
+                self.services = ServiceAPI(self.manager, check_on_nodes=functools.partial(
+                    speccheck.check_on_nodes, ask=self._ask_check_spec))
                 self.networks = NetworkAPI(self.manager)
                 self.reconciler = Reconciler(self.manager)
                 self.dispatcher = Dispatcher(self.manager)

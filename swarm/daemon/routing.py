@@ -156,6 +156,7 @@ def node_router(d: Daemon) -> Router:
     for method, handler in d.dispatcher_routes().items():
         router.route(method, handler, roles=members)
     router.route("task.logs", d.task_logs, roles=managers)
+    router.route("node.check_spec", d.check_spec, roles=managers)
     return router
 
 

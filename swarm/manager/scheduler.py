@@ -127,6 +127,13 @@ def node_matches(constraints: Iterable[Constraint], node: NodeInfo) -> bool:
     return all(c.matches(node) for c in constraints)
 
 
+def eligible_nodes(constraints: Iterable[str], nodes: Iterable[NodeInfo]) -> list[NodeInfo]:
+    """The nodes a service's tasks could be placed on now, whatever their load: ready,
+    active and matching the constraints (what `service create` asks the nodes about)."""
+    parsed = parse_constraints(constraints)
+    return [n for n in nodes if n.status == "ready" and n.availability == "active" and node_matches(parsed, n)]
+
+
 # -- what the filters look at ----------------------------------------------------------------
 
 HostPort = tuple[str, int]   # (protocol, published port)

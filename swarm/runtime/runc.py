@@ -673,42 +673,10 @@ def _host_limits() -> tuple[dict[str, int], int, bool]:
     return hard, oom, bool(cap_eff >> _CAP_SYS_RESOURCE & 1)
 
 
-def _secure_join(root: str, path: str) -> str:
-    """`path` as the container will see it, as a host path under `root`: symlinks are followed as
-    if `root` were "/", and ".." stops at it (filepath-securejoin's rule), so an image's symlink
-    never leads to the host's files."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(st.st_mode):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > 40:
-            raise SpecError(f"The path {path} in the image has too many levels of symbolic links.")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return os.path.join(root, *resolved)
-
-
 def _read_in_rootfs(rootfs: str, path: str) -> str | None:
     """A small text file of the image (/etc/passwd), or None when it has none."""
     try:
-        fd = os.open(_secure_join(rootfs, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(volumes.resolve_in_root(rootfs, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
     with os.fdopen(fd, "rb") as f:
@@ -723,7 +691,7 @@ def _read_in_rootfs(rootfs: str, path: str) -> str | None:
 def _make_workdir(rootfs: str, cwd: str) -> None:
     """Create the working directory in the rootfs when the image lacks it, as Docker does (owned by
     root, mode 755). A path that exists as something else than a directory is refused."""
-    path = _secure_join(rootfs, cwd)
+    path = volumes.resolve_in_root(rootfs, cwd)
     if os.path.isdir(path):
         return
     try:

@@ -227,7 +227,7 @@ def resolve_in_root(root: str, path: str, max_links: int = 255) -> str:
             continue
         links += 1
         if links > max_links:
-            raise ContainerError(f"Too many symbolic links under {path} in the image.")
+            raise SpecError(f"Too many symbolic links under {path} in the image.")
         target = os.readlink(here)
         if target.startswith("/"):
             done = []

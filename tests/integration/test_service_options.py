@@ -124,11 +124,29 @@ def test_a_task_runs_with_its_user_workdir_hostname_and_read_only_root(swarm, no
     assert lines[1:] == ["/tmp", "who-1", "root-read-only", "tmpfs-writable"]
 
 
-def test_a_bind_source_missing_on_the_node_rejects_the_task_with_a_sentence(swarm, node):
-    swarm.run(node, "service", "create", "--detach", "--name", "nobind", "--restart-condition", "none",
+def test_a_bind_source_missing_on_the_nodes_is_refused_before_anything_is_created(swarm, node, tmp_path):
+    proc = swarm.run(node, "service", "create", "--detach", "--name", "nobind",
+                     "--mount", "type=bind,source=/nonexistent/swarm-test,target=/data", "demo:1", "true", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "Error: invalid --mount: bind source path does not exist: /nonexistent/swarm-test (on node m1)"
+    assert swarm.json(node, "service", "ls") == []
+    # A source that is there is fine; a constraint no node matches leaves nobody to ask.
+    swarm.run(node, "service", "create", "--detach", "--name", "bind", "--replicas", "0",
+              "--mount", f"type=bind,source={tmp_path},target=/data", "demo:1", "true")
+    swarm.run(node, "service", "create", "--detach", "--name", "later", "--replicas", "0",
+              "--constraint", "node.labels.disk==ssd",
               "--mount", "type=bind,source=/nonexistent/swarm-test,target=/data", "demo:1", "true")
+    proc = swarm.run(node, "service", "update", "--detach", "--constraint-rm", "node.labels.disk==ssd", "later",
+                     check=False)
+    assert proc.returncode == 1 and "bind source path does not exist" in proc.stderr
+
+
+def test_a_templated_bind_source_missing_on_its_node_rejects_the_task_with_a_sentence(swarm, node):
+    swarm.run(node, "service", "create", "--detach", "--name", "nobind", "--restart-condition", "none",
+              "--mount", "type=bind,source=/nonexistent/{{.Task.Slot}},target=/data", "demo:1", "true")
     eventually(lambda: any("does not exist" in t["error"] for t in swarm.json(node, "service", "ps", "nobind")),
                60, "the task rejected on its node")
     task = swarm.json(node, "service", "ps", "nobind")[0]
     assert task["state"] == "rejected"
-    assert "The bind mount source /nonexistent/swarm-test does not exist on this node." in task["error"]
+    assert "The bind mount source /nonexistent/1 does not exist on this node." in task["error"]

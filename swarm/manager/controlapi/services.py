@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable
 from typing import Any, Callable
 
 from raft.store import Op
@@ -17,6 +17,8 @@ from swarm.api import filters, model, records, spec
 from swarm.ca import pki
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager
+from swarm.manager.planner import node_infos
+from swarm.manager.scheduler import NodeInfo, eligible_nodes
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
 from swarm.manager.controlapi.specparams import MAX_LIST, MAX_REPLICAS, apply_update, spec_from_params
@@ -60,20 +62,19 @@ def age(seconds: float) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''} ago"
 
 
-class ServiceAPI:
-    def __init__(self, manager: Manager,
-                 check_user: Callable[[str, str, Sequence[str]], str | None] | None = None) -> None:
-        self.m = manager
-        # The daemon's: Docker's sentence when this node's copy of the image lacks --user or
-        # --group, None when it cannot tell (then the node that runs the task checks).
-        self.check_user = check_user
+# The daemon's: ask the nodes that could run the spec's tasks about what only they can judge
+# (bind sources, --user in their copy of the image); raises ApiError (swarm/daemon/speccheck.py).
+NodeCheck = Callable[[spec.ServiceSpec, list[NodeInfo]], Awaitable[None]]
 
-    def _check_user(self, s: spec.ServiceSpec) -> None:
-        c = s.container
-        if self.check_user is not None and (c.user or c.groups):
-            sentence = self.check_user(c.image, c.user, c.groups)
-            if sentence:
-                raise _bad(f"invalid {'--user' if c.user else '--group'}: {sentence}")
+
+class ServiceAPI:
+    def __init__(self, manager: Manager, check_on_nodes: NodeCheck | None = None) -> None:
+        self.m = manager
+        self.check_on_nodes = check_on_nodes
+
+    async def _check_on_nodes(self, s: spec.ServiceSpec) -> None:
+        if self.check_on_nodes is not None:
+            await self.check_on_nodes(s, eligible_nodes(s.constraints, node_infos(self.m.nodes())))
 
     def services(self) -> dict[str, spec.Service]:
         return {k: s for k, (s, _) in records.decode_all(self.m.raft.list(spec.SERVICE), spec.service_from_dict).items()}
@@ -119,7 +120,7 @@ class ServiceAPI:
         if not _image_known(s.container.image, images):
             raise _bad(f"image {s.container.image} not found on any node (import it with swarm image import)")
         self._check_ports_free(s, None)
-        self._check_user(s)
+        await self._check_on_nodes(s)
         now = time.time()
         service = spec.Service(pki.new_id(), s, 1, now, now)
         try:
@@ -226,11 +227,13 @@ class ServiceAPI:
         service = self.find(str(params.get("ref", "")))
         params = self._resolve_networks(params)
 
+        new_spec = apply_update(service.spec, params)
+        if new_spec.container != service.spec.container or new_spec.constraints != service.spec.constraints:
+            await self._check_on_nodes(new_spec)    # before the write: a check waits on the nodes
+
         def respec(current: spec.Service) -> spec.ServiceSpec:
             new_spec = apply_update(current.spec, params)
             self._check_ports_free(new_spec, current.id)
-            if new_spec.container != current.spec.container:
-                self._check_user(new_spec)
             if "image" in params and not _image_known(new_spec.container.image,
                                                       {i for n in self.m.nodes().values() for i in n.get("images", [])}):
                 raise _bad(f"image {new_spec.container.image} not found on any node")
