@@ -146,9 +146,6 @@ def rootfs_propagation(mounts: Sequence[Mount]) -> dict:
 
 def check_process(container: ContainerSpec) -> None:
     """The process options that can be checked without the image or the node; each error names its flag."""
-    if container.tty:
-        raise SpecError("--tty is not supported by this node's runtime: a task's output goes to its log, "
-                        "not to a terminal.")
     if container.workdir and not container.workdir.startswith("/"):
         raise SpecError(f"The working directory {container.workdir!r} must be an absolute path (--workdir).")
     for flag, caps in (("--cap-add", container.cap_add), ("--cap-drop", container.cap_drop)):
@@ -311,7 +308,7 @@ def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits
     return {
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": False,
+            "terminal": container.tty,   # the shim gives runc a pseudo-terminal (shim.py --tty)
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
             "args": process_args(container, image, init=bool(init_path)),
             "env": merge_env(image.env, container.env, hostname, user.home),

@@ -454,10 +454,11 @@ class Runtime:
         return None if log.get("driver") == "none" else log
 
     def _shim_log_args(self, bundle: str) -> list[str]:
+        tty = ["--tty"] if _read_json(os.path.join(bundle, "config.json"))["process"].get("terminal") else []
         log = self._log_settings_of(bundle)
         if log is None:
-            return ["--no-log"]
-        return ["--log-max-size", str(int(log["max_size"])), "--log-max-file", str(int(log["max_file"]))]
+            return ["--no-log", *tty]
+        return ["--log-max-size", str(int(log["max_size"])), "--log-max-file", str(int(log["max_file"])), *tty]
 
     def _rro(self) -> bool:
         if self.recursive_readonly is None:

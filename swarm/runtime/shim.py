@@ -5,7 +5,8 @@ process forks, the parent records the child's pid and start time in
 B/shim.json and exits, so the agent has nothing to reap and the child (in its
 own session, reparented to init) survives an agent restart. The child runs
 `runc run` in the foreground as its own child, in runc's "pass-through" stdio
-mode: the container's stdout and stderr are pipes the shim reads. runc writes
+mode: the container's stdout and stderr are pipes the shim reads (with --tty,
+a pseudo-terminal: see _start_runc). runc writes
 B/init.pid once the container's process runs. Every line read is appended to
 B/container.log in the CRI log format (what kubelet writes, one entry a line):
 
@@ -39,8 +40,10 @@ import json
 import os
 import selectors
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 MAX_LINE = 16 * 1024
@@ -203,26 +206,23 @@ def run(args: argparse.Namespace) -> int:
     runc_log = os.path.join(bundle, "runc.log")
     log: LogWriter | NoLog = (NoLog() if args.no_log else
                               LogWriter(os.path.join(bundle, "container.log"), args.log_max_size, args.log_max_file))
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
     cmd = [args.runc, "--root", args.runc_root, "--log", runc_log, "--log-format", "json",
            "run", "--bundle", bundle, "--pid-file", pid_file, args.id]
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=w_out, stderr=w_err, cwd="/",
-                                close_fds=True)
+        proc, readers = _start_runc(cmd, args.tty)
     except OSError as exc:
         write_json(os.path.join(bundle, "exit.json"),
                    {"exit_code": 128, "error": f"cannot run {args.runc}: {exc.strerror}", "finished_at": time.time()})
         return 1
-    finally:
-        os.close(w_out)
-        os.close(w_err)
     sel = selectors.DefaultSelector()
-    sel.register(r_out, selectors.EVENT_READ, "stdout")
-    sel.register(r_err, selectors.EVENT_READ, "stderr")
+    for fd, stream in readers:
+        sel.register(fd, selectors.EVENT_READ, stream)
     while sel.get_map():
         for key, _ in sel.select():
-            data = os.read(key.fd, 65536)
+            try:
+                data = os.read(key.fd, 65536)
+            except OSError:       # EIO: a pseudo-terminal whose other end is closed (runc exited)
+                data = b""
             if data:
                 log.feed(key.data, data)
             else:
@@ -243,6 +243,45 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_runc(cmd: list[str], tty: bool) -> tuple[subprocess.Popen, list[tuple[int, str]]]:
+    """Run `runc run` in the foreground; the fds its output comes from, with their streams.
+
+    Without a terminal runc passes the container's stdout and stderr through: two pipes.
+    With one (`--tty`, process.terminal), foreground runc needs a controlling terminal of
+    its own, whose size it gives the container's console, and copies the console to it:
+    runc gets the slave of a pseudo-terminal (80x24, as a terminal starts), the shim reads
+    the master, and everything is stdout, as Docker logs a TTY container."""
+    if not tty:
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=w_out, stderr=w_err, cwd="/",
+                                    close_fds=True)
+        except OSError:
+            os.close(r_out)
+            os.close(r_err)
+            raise
+        finally:
+            os.close(w_out)
+            os.close(w_err)
+        return proc, [(r_out, "stdout"), (r_err, "stderr")]
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+
+    def controlling_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd="/", close_fds=True,
+                                start_new_session=True, preexec_fn=controlling_terminal)
+    except OSError:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return proc, [(master, "stdout")]
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -259,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-max-size", type=_positive, default=LOG_MAX_SIZE, help="bytes per log file")
     parser.add_argument("--log-max-file", type=_positive, default=LOG_MAX_FILE, help="log files kept")
     parser.add_argument("--no-log", action="store_true", help="keep no log (the none log driver)")
+    parser.add_argument("--tty", action="store_true", help="the container has a terminal (process.terminal)")
     args = parser.parse_args(argv)
     args.bundle = os.path.abspath(args.bundle)
     child = os.fork()

@@ -107,7 +107,6 @@ def test_defaults_leave_what_docker_leaves() -> None:
 
 # -- checks ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"tty": True}, "--tty is not supported"),
     ({"workdir": "app"}, "must be an absolute path \\(--workdir\\)"),
     ({"cap_add": ("net_admn",)}, "--cap-add: unknown capability 'net_admn'"),
     ({"cap_drop": ("bogus",)}, "--cap-drop: unknown capability"),
@@ -154,3 +153,8 @@ def test_stop_signal_from_the_spec_then_the_image_then_sigterm() -> None:
     assert ocispec.stop_signal(spec(stop_signal="SIGUSR1"), IMAGE) == 10
     assert ocispec.stop_signal(spec(), IMAGE) == 3          # the image's STOPSIGNAL SIGQUIT
     assert ocispec.stop_signal(spec(), BARE) == 15
+
+
+def test_a_terminal_is_asked_for_with_tty_only() -> None:
+    assert config(spec())["process"]["terminal"] is False
+    assert config(spec(tty=True))["process"]["terminal"] is True
