@@ -396,8 +396,9 @@ def _rolling_update(service: Service, tasks: list[Task], nodes: dict[str, NodeIn
 
 def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan,
                   limit: int = HISTORY_LIMIT) -> list[str]:
-    """Delete terminal tasks beyond the newest `limit` per slot (global: per node); the limit is
-    the cluster's task history retention limit (swarm update --task-history-limit), negative: keep all.
+    """Delete terminal tasks so that a slot (global: a node) keeps at most `limit` tasks, its live
+    ones included, newest first (SwarmKit's task reaper); the limit is the cluster's task history
+    retention limit (swarm update --task-history-limit), negative: keep all.
 
     Tasks that still count in an active restart window stay, so the window sees them; a
     task shut down on a removed node is deleted (no agent will report it stopped).
@@ -405,17 +406,23 @@ def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo
     policy = service.spec.restart
     counting = policy.max_attempts > 0 and policy.window > 0
     history: dict[int | str, list[Task]] = {}
+    live: dict[int | str, int] = {}
     delete = []
     for t in tasks:
         if t.id in plan.update:
+            if not is_terminal(t.status.state):
+                live[t.slot or t.node_id] = live.get(t.slot or t.node_id, 0) + 1
             continue
         if is_terminal(t.status.state):
             history.setdefault(t.slot or t.node_id, []).append(t)
-        elif t.desired_state != "running" and t.node_id and t.node_id not in nodes:
+            continue
+        live[t.slot or t.node_id] = live.get(t.slot or t.node_id, 0) + 1
+        if t.desired_state != "running" and t.node_id and t.node_id not in nodes:
             delete.append(t.id)
-    for ts in history.values():
+    for key, ts in history.items():
         ts.sort(key=_age, reverse=True)
-        for t in ts[limit:] if limit >= 0 else ():
+        keep = max(0, limit - live.get(key, 0))
+        for t in ts[keep:] if limit >= 0 else ():
             if counting and t.status.state in ENDED and _current(service, t) \
                     and t.status.timestamp >= plan.now - policy.window:
                 continue

@@ -454,7 +454,8 @@ class Runtime:
         return None if log.get("driver") == "none" else log
 
     def _shim_log_args(self, bundle: str) -> list[str]:
-        tty = ["--tty"] if _read_json(os.path.join(bundle, "config.json"))["process"].get("terminal") else []
+        config = os.path.join(bundle, "config.json")
+        tty = ["--tty"] if os.path.exists(config) and _read_json(config)["process"].get("terminal") else []
         log = self._log_settings_of(bundle)
         if log is None:
             return ["--no-log", *tty]

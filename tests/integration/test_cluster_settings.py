@@ -68,13 +68,16 @@ def test_swarm_update_changes_the_settings_and_what_the_cluster_does(cluster):
 
     def history() -> int:
         return sum(1 for t in swarm.json(m1, "service", "ps", "crash") if t["state"] == "failed")
-    eventually(lambda: history() == 3, 60, "three ended tasks kept (the init limit)")
+    # The init limit, 3 a slot: the live replacement and two ended tasks (three between a failure
+    # and its replacement's creation), as SwarmKit's reaper counts.
+    eventually(lambda: history() == 2, 60, "two ended tasks kept beside the live one (the init limit)")
+    assert history() <= 3
     assert swarm.run(m1, "update", "--task-history-limit", "1", "--dispatcher-heartbeat", "2s",
                      "--cert-expiry", "48h").stdout == "Swarm updated.\n"
     settings = info(swarm, m1)
     assert (settings["task_history_limit"], settings["heartbeat_period"], settings["cert_expiry_period"]) == \
         (1, 2.0, 48 * 3600.0)
-    eventually(lambda: history() == 1, 60, "one ended task kept after the update")
+    eventually(lambda: history() <= 1, 60, "at most one ended task kept after the update")
     for _ in range(5):                                  # and it stays so while the task keeps failing
         assert history() <= 1
     # Nodes take the new heartbeat period from their next heartbeat's answer.

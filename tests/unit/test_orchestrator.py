@@ -258,11 +258,12 @@ def test_global_rolling_update_one_node_at_a_time():
 
 # -- history and deletion -------------------------------------------------------------------------
 
-def test_history_is_trimmed_to_five_per_slot_oldest_first():
+def test_history_is_trimmed_to_five_per_slot_with_the_live_task_oldest_first():
     tasks = [failed(f"h{i}", attempt=i, created=float(i), ended=float(i)) for i in range(8)]
     tasks += [task("live", 1, created=100.0, attempt=8)]
     plan = run(service(), tasks)
-    assert sorted(plan.delete) == ["h0", "h1", "h2"] and HISTORY_LIMIT == 5
+    # As SwarmKit's task reaper: five tasks a slot in all, the live one and the four newest ended
+    assert sorted(plan.delete) == ["h0", "h1", "h2", "h3"] and HISTORY_LIMIT == 5
     assert plan.create == [] and plan.update == []
 
 
@@ -270,7 +271,7 @@ def test_history_kept_per_node_for_global_services():
     tasks = [task(f"{n}{i}", 0, n, state="shutdown", desired="shutdown", created=float(i))
              for n in ("a", "b") for i in range(7)] + [task("la", 0, "a", created=50), task("lb", 0, "b", created=50)]
     plan = run(service(mode="global"), tasks, nodes("a", "b"))
-    assert sorted(plan.delete) == ["a0", "a1", "b0", "b1"]
+    assert sorted(plan.delete) == ["a0", "a1", "a2", "b0", "b1", "b2"]
 
 
 def test_deleted_service_shuts_down_live_tasks_and_deletes_terminal_ones():
