@@ -92,8 +92,11 @@ def keeps_logs(driver: LogDriver) -> bool:
 
 def rotation(driver: LogDriver, default_size: int, default_files: int) -> tuple[int, int] | None:
     """(max bytes per file, files kept) for the shim; None when the driver keeps no log.
-    An option the task does not give takes the node's default. The driver must be checked."""
+    An option the task does not give takes the node's default, except that json-file with a
+    max-size and no max-file keeps one file, as Docker's does. The driver must be checked."""
     if not keeps_logs(driver):
         return None
     size, files = _limits(driver)
-    return (size if size is not None else default_size), (files if files is not None else default_files)
+    if files is None:
+        files = 1 if driver.name == "json-file" and size is not None else default_files
+    return (size if size is not None else default_size), files

@@ -93,6 +93,43 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """Docker's HealthConfig. test: [] = the image's; ["NONE"] = disabled; ["CMD", arg...];
+    ["CMD-SHELL", "command"]. A duration of 0 takes the image's value, else Docker's default
+    (interval 30 s, timeout 30 s, start period 0, start interval 5 s, retries 3)."""
+    test: tuple[str, ...] = ()
+    interval: float = 0.0
+    timeout: float = 0.0
+    start_period: float = 0.0
+    start_interval: float = 0.0
+    retries: int = 0
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How tasks are replaced by an update (or a rollback): Docker's UpdateConfig and its defaults."""
+    parallelism: int = 1               # tasks replaced at once; 0 = all
+    delay: float = 0.0                 # seconds between two batches
+    failure_action: str = "pause"      # pause | continue | rollback (rollback config: pause | continue)
+    monitor: float = 5.0               # seconds a new task is watched for a failure after it runs
+    max_failure_ratio: float = 0.0     # failures tolerated, as a fraction of the tasks updated
+    order: str = "stop-first"          # stop-first | start-first
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """Docker's UpdateStatus: where the last update (or rollback) of a service stands."""
+    state: str = ""                    # updating | paused | completed | rollback_started | rollback_paused | rollback_completed
+    started_at: float = 0.0
+    completed_at: float = 0.0
+    message: str = ""
+
+
+HEALTH_STATES = ("", "starting", "healthy", "unhealthy")
+UPDATE_STATES = ("updating", "paused", "completed", "rollback_started", "rollback_paused", "rollback_completed")
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """What one task's container runs: Docker's ContainerSpec, plus the log driver (a
     task template field in Docker, kept here because it is all the worker needs)."""
@@ -121,6 +158,8 @@ class ContainerSpec:
     hosts: tuple[str, ...] = ()       # "IP HOSTNAME..." lines for /etc/hosts (docker's --host HOST:IP)
     labels: dict[str, str] = field(default_factory=dict)    # container labels
     log_driver: LogDriver = LogDriver()
+    healthcheck: HealthConfig | None = None   # None = the image's HEALTHCHECK (if any)
+    force_update: int = 0             # bumped by `service update --force`: a new task template, same values
 
 
 @dataclass(frozen=True)
@@ -140,6 +179,8 @@ class ServiceSpec:
     placement_prefs: tuple[str, ...] = ()  # "spread=node.labels.zone", applied in order (SwarmKit's tree)
     max_replicas_per_node: int = 0     # 0 = no limit
     max_concurrent: int = 0            # jobs: tasks running at once; 0 = as many as replicas (global: all)
+    update_config: UpdateConfig = UpdateConfig()
+    rollback_config: UpdateConfig = UpdateConfig()
 
 
 JOB_MODES = frozenset({"replicated-job", "global-job"})
@@ -156,6 +197,11 @@ class Service:
     vips: dict[str, str] = field(default_factory=dict)   # network ID -> VIP ("10.0.1.2/24"), set by the allocator
     ports: tuple[PortConfig, ...] = ()                     # published ports as allocated
     job_iteration: int = 0             # jobs: bumped on every update, so the job runs again (Docker's JobIteration)
+    previous_spec: ServiceSpec | None = None   # the spec before the last update: what a rollback returns to
+    previous_spec_version: int = 0
+    last_spec_version: int = 0         # the highest spec version given so far (a new spec takes the next;
+                                       # a rollback returns to previous_spec_version, so its tasks stay current)
+    update_status: UpdateStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +212,7 @@ class TaskStatus:
     timestamp: float = 0.0
     exit_code: int | None = None
     container_id: str = ""
+    health: str = ""                   # "" (no healthcheck) | starting | healthy | unhealthy
 
 
 @dataclass(frozen=True)
@@ -255,6 +302,8 @@ def status_from_wire(data: Any, now: float) -> TaskStatus:
             raise InvalidRecord(f"invalid task status: {name} longer than {MAX_STATUS_TEXT} characters")
     if len(status.container_id) > MAX_ID:
         raise InvalidRecord("invalid task status: container_id too long")
+    if status.health not in HEALTH_STATES:
+        raise InvalidRecord(f"invalid task status: unknown health {status.health[:40]!r}")
     if status.exit_code is not None and not -(1 << 31) <= status.exit_code < (1 << 31):
         raise InvalidRecord(f"invalid task status: exit code {status.exit_code} out of range")
     if status.timestamp > now + CLOCK_SKEW:

@@ -146,8 +146,8 @@ def service_scale(daemon: LocalDaemon, detach: bool, wait_timeout: float,
     # As docker does: wait for each service in turn; one deadline for all of them.
     deadline = time.monotonic() + wait_timeout
     failures = [failure for count, result in zip(wanted.values(), scaled)
-                if (failure := Waiter(daemon, result["id"], result["name"], "replicated", count, None, False,
-                                      wait_timeout).wait(deadline))]
+                if (failure := Waiter(daemon, result["id"], result["name"], result.get("mode", "replicated"), count,
+                                      None, False, wait_timeout).wait(deadline))]
     for failure in failures[:-1]:
         click.echo(f"Error: {failure}", err=True)
     if failures:

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from swarm.api import options
+from swarm.api import logdriver, options
 from swarm.api.units import parse_memory
 from swarm.cli.common import Duration
 
@@ -508,11 +508,27 @@ def parse_label_key(text: str) -> str:
 LOG_DRIVERS = ("json-file", "local", "none")
 
 
-def parse_log_opt(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"{text!r} is not KEY=VALUE (like max-size=10m)")
-    return key, value
+LOG_OPT_KEYS = frozenset(k for keys in logdriver.KNOWN_OPTIONS.values() for k in keys)
+
+
+def parse_log_opt(text: str) -> tuple[tuple[str, str], ...]:
+    """KEY=VALUE as docker takes it, or several joined by commas (max-size=10m,max-file=3):
+    a comma starts a new option only before a known option's KEY=, so a value that is a
+    list (labels=com.a,com.b) stays whole."""
+    pairs: list[list[str]] = []
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not pairs or (sep and key.strip() in LOG_OPT_KEYS):
+            pairs.append([key, value] if sep else [part, ""])
+            if not sep or not key.strip():
+                raise ValueError(f"{text!r} is not KEY=VALUE (like max-size=10m)")
+        else:
+            pairs[-1][1] += "," + part
+    return tuple((key, value) for key, value in pairs)
+
+
+def flatten_log_opts(ctx: click.Context, param: click.Parameter, groups: Sequence[Sequence[tuple[str, str]]]) -> tuple:
+    return tuple(pair for group in groups for pair in group)
 
 
 # -- other commands ------------------------------------------------------------

@@ -25,7 +25,8 @@ from swarm.cli.service_flags import (CAPABILITY, COMMAND, CONSTRAINT, CPUS, DEFA
                                      DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, GROUP, HOST, HOST_RM, HOSTNAME, IP,
                                      LABEL, LABEL_KEY, LOG_DRIVERS, LOG_OPT, MEMORY, MOUNT, NETWORK,
                                      PLACEMENT_PREF, PUBLISH, PUBLISH_RM, RESTART_CONDITIONS, SIGNAL, SYSCTL,
-                                     SYSCTL_KEY, ULIMIT, ULIMIT_NAME, USER, WORKDIR, check_publish, read_env_file)
+                                     SYSCTL_KEY, ULIMIT, ULIMIT_NAME, USER, WORKDIR, check_publish, flatten_log_opts,
+                                     read_env_file)
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
 JOB_MODES = ("replicated-job", "global-job")
@@ -92,6 +93,7 @@ def shared_options(update: bool) -> list[Callable[[Callable[..., Any]], Callable
                      help="Limit maximum number of processes (default 0 = unlimited)."),
         click.option("--log-driver", type=click.Choice(LOG_DRIVERS), help="Logging driver for service."),
         click.option("--log-opt", "log_opts", multiple=True, type=LOG_OPT, metavar="KEY=VALUE",
+                     callback=flatten_log_opts,
                      help="Logging driver options, like max-size=10m or max-file=3 (repeatable)."),
         click.option("--max-concurrent", type=click.IntRange(min=0),
                      help="Number of job tasks to run concurrently (default equal to --replicas)."),

@@ -93,3 +93,8 @@ def test_the_cli_waits_for_a_job_and_an_update_runs_it_again(cluster):
     rows = api.call("service.ps", {"refs": ["job"]})
     done = sorted((t["slot"], t["job_iteration"]) for t in rows if t["state"] == "complete")
     assert done == [(1, 0), (1, 1), (2, 0), (2, 1)]   # the update ran every slot again
+    # Scaling a job (Docker's `service scale` takes replicated jobs) runs it again with the new count.
+    out = swarm.run(m1, "service", "scale", "job=3").stdout
+    assert "job complete" in out
+    rows = api.call("service.ps", {"refs": ["job"]})
+    assert sorted(t["slot"] for t in rows if t["state"] == "complete" and t["job_iteration"] == 2) == [1, 2, 3]

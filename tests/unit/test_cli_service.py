@@ -990,3 +990,10 @@ def test_bool_flag_rewriting_stops_at_the_image():
                               interspersed=False) == ["--name", "--init=true", "--no-tty", "img", "--read-only=1"]
     assert rewrite_bool_flags(["web", "--read-only=0", "--", "--tty=1"], set(), interspersed=True) == [
         "web", "--no-read-only", "--", "--tty=1"]
+
+
+def test_log_opts_may_be_joined_by_commas_and_list_values_stay_whole(fake, run):
+    assert ok(run("service", "create", "-d", "--name", "l", "--log-opt", "max-size=10m,max-file=3",
+                  "--log-opt", "labels=com.a,com.b,env=X", "alpine"))
+    assert fake.params("service.create")[0]["log_opts"] == {"max-size": "10m", "max-file": "3",
+                                                             "labels": "com.a,com.b", "env": "X"}

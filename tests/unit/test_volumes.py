@@ -322,7 +322,9 @@ def test_log_rotation_units_and_defaults():
     rot = logdriver.rotation
     assert rot(LogDriver("json-file", {"max-size": "1m", "max-file": "2"}), 99, 9) == (1_000_000, 2)
     assert rot(LogDriver("local", {"max-size": "1m"}), 99, 9) == (1 << 20, 9)
-    assert rot(LogDriver("json-file", {"max-size": "1.5kb"}), 99, 9) == (1500, 9)
+    # json-file with a max-size and no max-file keeps one file, as Docker's
+    assert rot(LogDriver("json-file", {"max-size": "1.5kb"}), 99, 9) == (1500, 1)
+    assert rot(LogDriver("json-file", {"max-file": "3"}), 99, 9) == (99, 3)
     assert rot(LogDriver(), 20 << 20, 5) == (20 << 20, 5)
     assert rot(LogDriver("none"), 20 << 20, 5) is None
 
@@ -333,7 +335,7 @@ def test_log_settings_reach_the_shim(tmp_path):
     rt = Runtime(str(tmp_path / "tasks"), images=None, log_max_size=4096, log_max_file=3)
     bundle = tmp_path / "tasks" / "t1"
     bundle.mkdir()
-    for driver, args in ((LogDriver("json-file", {"max-size": "2k"}), ["--log-max-size", "2000", "--log-max-file", "3"]),
+    for driver, args in ((LogDriver("json-file", {"max-size": "2k"}), ["--log-max-size", "2000", "--log-max-file", "1"]),
                          (LogDriver(), ["--log-max-size", "4096", "--log-max-file", "3"]),
                          (LogDriver("none"), ["--no-log"])):
         meta = {"log": rt._log_settings(ContainerSpec("demo:1", log_driver=driver))}

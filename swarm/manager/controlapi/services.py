@@ -213,15 +213,15 @@ class ServiceAPI:
             new_spec = respec(service)
             # Only a change that affects the tasks themselves rolls them; scaling does not.
             rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
-            # A job runs again after every update of its spec (SwarmKit's JobIteration).
-            reruns = rolls and new_spec.mode in spec.JOB_MODES
+            # A job runs again after every update (SwarmKit's controlapi bumps JobIteration on each).
+            reruns = new_spec.mode in spec.JOB_MODES
             return dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + (1 if rolls else 0),
                                        job_iteration=service.job_iteration + (1 if reruns else 0),
                                        updated_at=time.time())
 
         service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",
                                                   decode=_decode_service, encode=_encode_service)
-        return {"id": service.id, "name": service.spec.name}
+        return {"id": service.id, "name": service.spec.name, "mode": service.spec.mode}
 
     async def update(self, params: dict) -> dict:
         service = self.find(str(params.get("ref", "")))
@@ -248,8 +248,8 @@ class ServiceAPI:
             raise _bad("scales must be a map of services to replica counts")
         for ref, replicas in scales.items():
             service = self.find(ref)
-            if service.spec.mode != "replicated":
-                raise _bad(f"{service.spec.name}: scale can only be used with replicated mode")
+            if service.spec.mode not in ("replicated", "replicated-job"):
+                raise _bad(f"{service.spec.name}: scale can only be used with replicated or replicated-job mode")
             if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= MAX_REPLICAS:
                 raise _bad(f"invalid replicas value for {ref}: {replicas!r}")
             out.append(await self._respec(service.id, lambda s, n=replicas: dataclasses.replace(s.spec, replicas=n)))
