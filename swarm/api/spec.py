@@ -231,6 +231,7 @@ class Task:
     not_before: float = 0.0            # restart delay: do not start before this time
     networks: tuple[Attachment, ...] = ()  # addresses, set by the allocator when the task is placed
     job_iteration: int = 0             # jobs: the service's job_iteration this task belongs to
+    running_at: float = 0.0            # when it was first reported running (the update monitor counts from it)
     service_labels: dict[str, str] = field(default_factory=dict)  # for templates ({{.Service.Labels}})
 
     @property
