@@ -9,10 +9,19 @@ calls. When the desired state becomes shutdown the controller stops the
 container (SIGTERM, then SIGKILL after the grace period); when a task is no
 longer assigned at all its container is removed.
 
+A task with a healthcheck (the runtime keeps the effective one, see
+swarm.api.health) is reported `starting` (health starting) while its container
+starts, and `running` (health healthy) only after its first healthy check,
+so no load balancer sends it traffic before; the checks run in the
+controller's nursery (swarm.agent.health). A task that turns unhealthy is
+stopped like a shut down one (its stop signal, its grace period) and reported
+failed with SwarmKit's error, so the restart policy replaces it.
+
 On start the agent re-adopts: containers that still run for tasks that are
-still assigned are watched, not restarted, and containers of tasks that are
-no longer assigned are stopped and removed. The agent dying does not stop
-its containers (each runs under its own shim, in its own session).
+still assigned are watched (their healthchecks run again), not restarted, and
+containers of tasks that are no longer assigned are stopped and removed. The
+agent dying does not stop its containers (each runs under its own shim, in its
+own session).
 """
 from __future__ import annotations
 
@@ -28,8 +37,9 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 import trio
 
 from overlay import dns as embedded_dns
+from swarm.agent.health import run_checks
 from swarm.agent.slots import FairSlots
-from swarm.api import spec
+from swarm.api import health, spec
 from swarm.api.servicetemplate import context_for, expand_container
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
@@ -106,22 +116,29 @@ class Controller:
         self.agent = agent
         self.task = task
         self.state = task.status.state
+        self.health = task.status.health   # as last reported
         self.changed = trio.Event()
         self.cancel = trio.CancelScope()
         self.done = False
+        self.monitor: health.Monitor | None = None   # the task's health, when it has a healthcheck
+        self.unhealthy = False
 
     def update(self, task: spec.Task) -> None:
         self.task = task
         self.changed.set()
 
-    async def report(self, state: str, message: str = "", err: str = "", exit_code: int | None = None) -> None:
-        if state == self.state:
+    async def report(self, state: str, message: str = "", err: str = "", exit_code: int | None = None,
+                     health_status: str | None = None) -> None:
+        """Report a new state, or a new health (None: unchanged) in the same state."""
+        health_status = self.health if health_status is None else health_status
+        if state == self.state and health_status == self.health:
             return
         if spec.STATE_ORDER[state] < spec.STATE_ORDER.get(self.state, 0) and not spec.is_terminal(state):
             return
-        self.state = state
+        self.state, self.health = state, health_status
         cut = spec.MAX_STATUS_TEXT  # the manager refuses longer texts: keep their beginning
-        status = spec.TaskStatus(state, message[:cut], err[:cut], time.time(), exit_code, self.task.id)
+        status = spec.TaskStatus(state, message[:cut], err[:cut], time.time(), exit_code, self.task.id,
+                                 health=health_status)
         await self.agent.reports.send((self.task.id, status))
 
     async def run(self, adopted: bool) -> None:
@@ -131,7 +148,15 @@ class Controller:
             if adopted:
                 if self.task.networks:
                     await self.agent.net.sandbox(self.task)  # repair the sandbox, restart its DNS server
-                await self.report("running", "re-adopted after an agent restart")
+                check = await call(runtime.healthcheck, task_id)
+                if check is None:
+                    await self.report("running", "re-adopted after an agent restart")
+                else:
+                    # A running task was healthy; a starting one gets its start period again (when
+                    # its container started is not kept).
+                    healthy = self.state == "running"
+                    self.monitor = health.Monitor(check, trio.current_time(),
+                                                  health.HEALTHY if healthy else health.STARTING)
             else:
                 if self.task.desired_state != "running":
                     await self.report("shutdown", "shut down before it started")
@@ -151,14 +176,18 @@ class Controller:
                 if self.task.desired_state != "running":
                     await self.report("shutdown", "shut down before it started")
                     return
+                check = await call(runtime.healthcheck, task_id)
                 async with self.agent.start_slots.hold(self.task.service_id):
-                    await self.report("starting", "starting")
+                    await self.report("starting", "starting", health_status=health.STARTING if check else "")
                     try:
                         await call(runtime.start, task_id)
                     except Exception as exc:
                         await self.report("failed", "starting failed", err=str(exc))
                         return
-                    await self.report("running", "started")
+                    if check is None:
+                        await self.report("running", "started")
+                    else:   # running once healthy (_on_health)
+                        self.monitor = health.Monitor(check, trio.current_time())
             await self._watch_running()
         finally:
             self.done = True
@@ -196,11 +225,16 @@ class Controller:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(wait_exit)
-            # Stop when the desired state leaves "running", or when the managers
+            checks = trio.CancelScope()
+            if self.monitor is not None:
+                nursery.start_soon(self._check_health, checks, self.monitor)
+            # Stop when the desired state leaves "running", when the managers
             # declared the task dead (orphaned while this node was cut off:
-            # its slot already runs elsewhere).
-            while self.task.desired_state == "running" and not spec.is_terminal(self.task.status.state):
+            # its slot already runs elsewhere), or when it turned unhealthy.
+            while self.task.desired_state == "running" and not spec.is_terminal(self.task.status.state) \
+                    and not self.unhealthy:
                 await self._desired_changed()
+            checks.cancel()
             if self.task.networks and not spec.is_terminal(self.task.status.state):
                 # The managers took the task out of every load balancer when its desired
                 # state changed; give the other nodes a moment to apply that before the
@@ -211,10 +245,27 @@ class Controller:
         code = exit_box[0] if exit_box else None
         if self.task.desired_state != "running" or spec.is_terminal(self.task.status.state):
             await self.report("shutdown", "shut down", exit_code=code)
+        elif self.unhealthy:
+            await self.report("failed", "unhealthy container", err=health.unhealthy_error(code), exit_code=code)
         elif code == 0:
             await self.report("complete", "finished", exit_code=0)
         else:
             await self.report("failed", "task: non-zero exit", err=f"task: non-zero exit ({code})", exit_code=code)
+
+    async def _check_health(self, scope: trio.CancelScope, monitor: health.Monitor) -> None:
+        with scope:
+            await run_checks(self.agent.runtime, self.task.id, monitor, self._on_health)
+
+    async def _on_health(self, status: str) -> None:
+        """A new health: the first healthy result makes a starting task running; unhealthy stops it."""
+        if status == health.HEALTHY and self.state == "starting":
+            await self.report("running", "started", health_status=status)
+            return
+        # The same state, a new health: the message stays the state's own.
+        await self.report(self.state, "started" if self.state == "running" else "starting", health_status=status)
+        if status == health.UNHEALTHY:
+            self.unhealthy = True
+            self.changed.set()
 
 
 class Agent:

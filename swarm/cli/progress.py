@@ -8,6 +8,15 @@ still waits) and waited through (the orchestrator replaces it), and if the
 service is still not running when `--timeout` ends the command fails with
 the last error seen.
 
+An update (or rollback) is followed as docker's ServiceProgress does: each
+poll also reads the service (`service.inspect`), whose spec_version tells
+which tasks are up to date and whose UpdateStatus, once it differs from the
+one before the command, decides too: updating / rollback_started are not
+converged yet; paused and rollback_paused fail the command with docker's
+sentence ("service update paused: ..."); an update that rolled back by
+itself ("rollback: update rolled back due to ...") is followed to its end,
+then fails the command with its reason.
+
 A job (replicated-job, global-job) does not converge to running tasks: it is
 followed as docker's job progress until every slot (global: every node it
 started on) has a complete task of the job's current iteration, then "job
@@ -20,6 +29,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import click
@@ -97,6 +107,37 @@ class Progress:
         self.drawn = []
 
 
+@dataclass(frozen=True)
+class UpdateFollow:
+    """What following an update needs beyond its tasks: the service's UpdateStatus before the
+    command (a status equal to it is an earlier update's), and whether the command asked for
+    a rollback (then rolling back is what it waits for, not a failure)."""
+    before: Mapping[str, Any] | None
+    rollback: bool = False
+
+
+@dataclass(frozen=True)
+class UpdateVerdict:
+    """One reading of a service's UpdateStatus while an update is followed."""
+    busy: bool = False        # an update or rollback is under way: not converged yet
+    failure: str = ""         # the command fails at once with this sentence
+    rolling_back: bool = False
+    message: str = ""         # the status's message
+
+
+def read_update_status(status: Mapping[str, Any] | None, follow: UpdateFollow) -> UpdateVerdict:
+    """What the UpdateStatus says about the update being followed (docker's ServiceProgress)."""
+    if not status or not status.get("state") or status == follow.before:
+        return UpdateVerdict()       # no news of this update: its tasks decide
+    state, message = status["state"], str(status.get("message") or "")
+    if state == "paused":
+        return UpdateVerdict(failure=f"service update paused: {message}", message=message)
+    if state == "rollback_paused":
+        return UpdateVerdict(failure=f"service rollback paused: {message}", rolling_back=True, message=message)
+    return UpdateVerdict(busy=state in ("updating", "rollback_started"),
+                         rolling_back=state in ("rollback_started", "rollback_completed"), message=message)
+
+
 class Waiter:
     """Follow a created, updated or scaled service until its tasks all run (docker's WaitOnService).
 
@@ -105,7 +146,8 @@ class Waiter:
     with a line saying how long the command goes on waiting (--timeout)."""
 
     def __init__(self, daemon: LocalDaemon, service_id: str, name: str, mode: str, replicas: int | None,
-                 image: str | None, quiet: bool, timeout: float, before: Sequence[Mapping[str, Any]] = ()) -> None:
+                 image: str | None, quiet: bool, timeout: float, before: Sequence[Mapping[str, Any]] = (),
+                 update: UpdateFollow | None = None) -> None:
         self.daemon, self.service_id, self.name = daemon, service_id, name
         self.mode, self.replicas, self.image = mode, replicas, image
         self.timeout = timeout
@@ -122,6 +164,12 @@ class Waiter:
         self.status = ""  # the state of things, for a timeout without an error: "1 of 2 tasks running"
         self.job: JobProgress | None = None
         self.failure = ""  # a job that cannot complete: why
+        # update: the service's spec version (tasks of another are not up to date) and UpdateStatus
+        self.update = update
+        self.version: int | None = None
+        self.verdict = UpdateVerdict()
+        self.rollback_reason = ""   # an update that rolled back by itself: why (the command fails with it)
+        self.events: list[str] = []  # lines of the status to print with the next poll's
 
     def run(self) -> None:
         """Wait up to --timeout; fail if the service has not converged by then."""
@@ -135,28 +183,53 @@ class Waiter:
         try:
             while True:
                 try:
-                    rows = self.daemon.call("service.ps", {"refs": [self.service_id]})
+                    if self.update is not None:
+                        self.follow(self.daemon.call("service.inspect", {"refs": [self.service_id]})[0])
+                    rows = [] if self.verdict.failure else self.daemon.call("service.ps",
+                                                                            {"refs": [self.service_id]})
                 except RPCError as exc:
                     if exc.code not in ("unavailable", "deadline"):
                         raise
                     self.status = exc.message  # no leader for a moment: keep waiting
                 else:
+                    if self.verdict.failure:
+                        return self.verdict.failure
                     if self.poll(rows):
-                        if self.progress:
-                            self.progress.line("job complete" if self.mode in JOB_MODES
-                                               else "verify: Service converged")
-                        return None
+                        return self._converged()
                     if self.failure:
                         return f"job {self.name} cannot complete: {self.failure}"
                 if time.monotonic() >= deadline:
                     what = "complete" if self.mode in JOB_MODES else "converge"
+                    rolling = f" ({self.rollback_reason})" if self.rollback_reason else ""
                     return (f"service {self.name} did not {what} in {format_duration(self.timeout)}: "
-                            f"{self.last_error or self.status}")
+                            f"{self.last_error or self.status}{rolling}")
                 _sleep(POLL_INTERVAL)
         except KeyboardInterrupt:
             click.echo(f"Operation continuing in background.\nUse `swarm service ps {self.name}` to check progress.",
                        err=True)
             raise click.exceptions.Exit(130) from None
+
+    def _converged(self) -> str | None:
+        if self.progress:
+            self.progress.line("job complete" if self.mode in JOB_MODES else "verify: Service converged")
+            if self.verdict.rolling_back and not self.verdict.busy and self.verdict.message:
+                self.progress.line(f"rollback: {self.verdict.message}")
+        if self.rollback_reason:
+            return f"service update rolled back: {self.rollback_reason}"
+        return None
+
+    def follow(self, view: Mapping[str, Any]) -> None:
+        """Take the service's record (an update's poll): its spec version and UpdateStatus."""
+        assert self.update is not None
+        version = view.get("spec_version")
+        self.version = version if isinstance(version, int) else None
+        verdict = read_update_status(view.get("update_status"), self.update)
+        if verdict.rolling_back and not self.verdict.rolling_back:
+            if verdict.busy and verdict.message:
+                self.events.append(f"rollback: {verdict.message}")   # docker's line
+            if not self.update.rollback:
+                self.rollback_reason = verdict.message or "the update was rolled back"
+        self.verdict = verdict
 
     def _label(self, task: Mapping[str, Any], index: int | None = None) -> str:
         if self.mode == "global":
@@ -179,11 +252,18 @@ class Waiter:
             if t["desired_state"] in TERMINAL_STATES or t["state"] in TERMINAL_STATES:
                 continue
             key = t.get("node_id") if self.mode == "global" else t.get("slot")
-            if key not in current or STATE_PROGRESS.get(t["state"], 0) < STATE_PROGRESS.get(current[key]["state"], 0):
+            # the least advanced; of two as advanced (start-first: old and new running), the up-to-date one
+            if key not in current or (STATE_PROGRESS.get(t["state"], 0), not self._current_version(t)) < (
+                    STATE_PROGRESS.get(current[key]["state"], 0), not self._current_version(current[key])):
                 current[key] = t
         return sorted(current.values(), key=lambda t: (t.get("slot", 0), t.get("node_id", "")))
 
+    def _current_version(self, task: Mapping[str, Any]) -> bool:
+        return self.version is not None and task.get("spec_version") == self.version
+
     def _up_to_date(self, task: Mapping[str, Any]) -> bool:
+        if self.version is not None and task.get("spec_version") is not None:
+            return bool(task["spec_version"] == self.version)   # as docker's _up-to-date filter
         if self.image is not None and task.get("image") not in (None, self.image):
             return False
         if task["id"] not in self.old_running:
@@ -198,7 +278,7 @@ class Waiter:
         old_names = set(self.old_running.values())
         if any(t["id"] not in self.old_ids and t["name"] in old_names for t in rows):
             self.replacing = True  # the update replaces tasks: wait for all of them
-        events = []
+        events, self.events = self.events, []
         for t in rows:
             if t["id"] in self.old_ids or t["id"] in self.reported or t["state"] not in FAILED_STATES:
                 continue
@@ -234,12 +314,15 @@ class Waiter:
                 frame.append((label, f"{label}: {trunc_error(error)}"))
             else:
                 frame.append((label, f"{label}: {t['state']:<{LONGEST_STATE}} {progress_bar(t['state'])}"))
-        frame.insert(0, ("overall", f"overall progress: {running} out of {desired} tasks"))
+        rolling_back = "rolling back update: " if self.verdict.rolling_back else ""
+        frame.insert(0, ("overall", f"overall progress: {rolling_back}{running} out of {desired} tasks"))
         if self.reasons:
             frame.append(("wait", waiting_note(self.timeout)))
         self.status = pending_error or f"{running} of {desired} tasks running"
         if self.progress:
             self.progress.show(events, frame)
+        if self.verdict.busy:
+            return False            # the daemon says the update (or rollback) goes on
         if self.mode == "global" and not current:
             return self.polls >= UNCHANGED_GRACE_POLLS  # no node to run on (or no task yet)
         return running == desired and len(current) == desired

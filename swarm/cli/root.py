@@ -20,16 +20,10 @@ from swarm.rpc.messages import RPCError
 DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key"}),
     ("volume",): frozenset({"create"}),
-    ("service",): frozenset({"rollback"}),
     ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
     ("network",): frozenset({"connect", "disconnect", "prune"}),
 }
-_SERVICE_FLAGS = ("--health-cmd --health-interval --health-retries --health-start-interval --health-start-period "
-                  "--health-timeout --no-healthcheck --no-resolve-image --rollback-delay "
-                  "--rollback-failure-action --rollback-max-failure-ratio --rollback-monitor --rollback-order "
-                  "--rollback-parallelism --update-delay --update-failure-action "
-                  "--update-max-failure-ratio --update-monitor --update-order --update-parallelism "
-                  "--with-registry-auth")
+_SERVICE_FLAGS = "--no-resolve-image --with-registry-auth"
 DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(flags.split()) for key, flags in {
     ("init",): "--autolock --data-path-addr --external-ca --max-snapshots --snapshot-interval",
     ("update",): "--autolock --external-ca --max-snapshots --snapshot-interval",
@@ -37,7 +31,7 @@ DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(fla
     ("info",): "-f",
     ("node", "update"): "--role",
     ("service", "create"): _SERVICE_FLAGS + " --config --secret",
-    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --force --rollback --secret-add --secret-rm",
+    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --secret-add --secret-rm",
     ("service", "ps"): "--no-resolve",
     ("image", "import"): "--change --message --platform -c -m",
     ("image", "load"): "--platform --quiet -q",

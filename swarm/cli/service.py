@@ -1,10 +1,12 @@
-"""`swarm service ...`: create, ls, ps, inspect, scale, update, rm, logs.
+"""`swarm service ...`: create, ls, ps, inspect, scale, update, rollback, rm, logs.
 
 How this works: like the rest of the CLI (`swarm.cli.main`), each command checks
 its input locally (click usage error, exit 2), makes one call to the node's
 daemon (methods `service.*` of docs/daemon-api.md) and prints docker's output.
-`create`, `update` and `scale` then follow the service until it converges,
-unless `--detach` (swarm/cli/progress.py); create and update share one flag
+`create`, `update`, `rollback` and `scale` then follow the service until it
+converges, unless `--detach` (swarm/cli/progress.py; an update or rollback also
+by its UpdateStatus, which fails the command when the update pauses or rolls
+back); create and update share one flag
 set (swarm/cli/service_spec.py; their values' parsers in swarm/cli/service_flags.py).
 `logs` calls `service.logs` with the cursors of the previous answer until it is
 done (with -f: for ever, each call waiting for new lines), see swarm/daemon/logs.py.
@@ -29,11 +31,12 @@ from swarm.api import logview
 from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, _title, fail,
                                filter_option, format_duration, is_table, kv, self_node,
                                show_inspect, show_list, with_daemon)
-from swarm.cli.progress import ID_LEN, Waiter
+from swarm.cli.image import human_duration
+from swarm.cli.progress import ID_LEN, UpdateFollow, Waiter
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import SCALE, TAIL
-from swarm.cli.service_spec import (ServiceCommand, create_options, create_params, detach_option,
-                                    timeout_option, update_options, update_params)
+from swarm.cli.service_spec import (ServiceCommand, check_rollback_alone, create_options, create_params,
+                                    detach_option, timeout_option, update_options, update_params)
 
 LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
 LOGS_CALL_TIMEOUT = 45.0      # one service.logs call (a worker's goes through a manager to the nodes)
@@ -78,28 +81,64 @@ def service_create(daemon: LocalDaemon, name: str | None, image: str, command: t
 def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wait_timeout: float,
                    network_add: tuple[str, ...], network_rm: tuple[str, ...], publish_add: tuple[dict, ...],
                    publish_rm: tuple[dict, ...], **values: Any) -> None:
-    """Change a service; only the flags given change."""
+    """Change a service; only the flags given change (--rollback: back to its previous spec)."""
     ctx = click.get_current_context()
-    params: dict[str, Any] = {"ref": ref, **update_params(values, lambda option: ctx.get_parameter_source(option)
-                                                          not in (ParameterSource.DEFAULT,
-                                                                  ParameterSource.DEFAULT_MAP, None))}
+
+    def given(option: str) -> bool:
+        return ctx.get_parameter_source(option) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+
+    check_rollback_alone(ctx.params, given)
+    params: dict[str, Any] = {"ref": ref, **update_params(values, given)}
+    view: Mapping[str, Any] = {}
     if network_add or network_rm or publish_add or publish_rm:
         # The daemon replaces the lists it is given: send the whole new lists, made from the current spec.
-        current = daemon.call("service.inspect", {"refs": [ref]})[0].get("spec") or {}
+        view = daemon.call("service.inspect", {"refs": [ref]})[0]
+        current = view.get("spec") or {}
         if network_add or network_rm:
             params["networks"] = updated_networks(daemon, current.get("networks") or [], network_add, network_rm)
         if publish_add or publish_rm:
             params["ports"] = updated_ports(current.get("ports") or [], publish_add, publish_rm)
-    before = [] if detach else daemon.call("service.ps", {"refs": [ref]})
+    before: list[dict] = []
+    if not detach:
+        view = view or daemon.call("service.inspect", {"refs": [ref]})[0]
+        before = daemon.call("service.ps", {"refs": [ref]})
     result = daemon.call("service.update", params)
     click.echo(ref)
     if not detach:
-        spec_now = daemon.call("service.inspect", {"refs": [result["id"]]})[0].get("spec", {})
-        mode = spec_now.get("mode", "replicated")
-        expected = spec_now.get("replicas") if mode in ("replicated", "replicated-job") else None
-        image_now = (spec_now.get("container") or {}).get("image")
-        Waiter(daemon, result["id"], result["name"], mode, expected, image_now, quiet, wait_timeout,
-               before=before).run()
+        follow_update(daemon, result, quiet, wait_timeout, before, view.get("update_status"),
+                      rollback=bool(params.get("rollback")))
+
+
+@service.command("rollback")
+@detach_option
+@click.option("--quiet", "-q", is_flag=True, help="Suppress progress output.")
+@timeout_option
+@click.argument("ref", metavar="SERVICE")
+@with_daemon
+def service_rollback(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wait_timeout: float) -> None:
+    """Revert changes to a service's configuration (back to its previous spec)."""
+    view: Mapping[str, Any] = {}
+    before: list[dict] = []
+    if not detach:
+        view = daemon.call("service.inspect", {"refs": [ref]})[0]
+        before = daemon.call("service.ps", {"refs": [ref]})
+    result = daemon.call("service.rollback", {"ref": ref})
+    click.echo(ref)
+    if not detach:
+        follow_update(daemon, result, quiet, wait_timeout, before, view.get("update_status"), rollback=True)
+
+
+def follow_update(daemon: LocalDaemon, result: Mapping[str, Any], quiet: bool, wait_timeout: float,
+                  before: Sequence[Mapping[str, Any]], status_before: Mapping[str, Any] | None,
+                  rollback: bool) -> None:
+    """Follow an update (or rollback) as docker's WaitOnService: the tasks, and the service's
+    UpdateStatus, which fails the command when the update pauses or rolls back."""
+    spec_now = daemon.call("service.inspect", {"refs": [result["id"]]})[0].get("spec", {})
+    mode = spec_now.get("mode", "replicated")
+    expected = spec_now.get("replicas") if mode in ("replicated", "replicated-job") else None
+    image_now = (spec_now.get("container") or {}).get("image")
+    Waiter(daemon, result["id"], result["name"], mode, expected, image_now, quiet, wait_timeout,
+           before=before, update=UpdateFollow(status_before, rollback)).run()
 
 
 def updated_networks(daemon: LocalDaemon, current: Sequence[str], add: Sequence[str],
@@ -283,6 +322,7 @@ def pretty_service(s: Mapping[str, Any], network_names: Mapping[str, str] | None
     for label, key in (("Created at", "created_at"), ("Updated at", "updated_at")):
         if s.get(key):
             lines.append(kv(label, timestamp(s[key])))
+    lines += _pretty_update_status(s.get("update_status") or {}, time.time())
     lines.append("Placement:")
     if spec.get("constraints"):
         lines.append(kv("Constraints", "[" + " ".join(spec["constraints"]) + "]", 1))
@@ -290,6 +330,11 @@ def pretty_service(s: Mapping[str, Any], network_names: Mapping[str, str] | None
         lines.append(kv("Preferences", "[" + " ".join(spec["placement_prefs"]) + "]", 1))
     if spec.get("max_replicas_per_node"):
         lines.append(kv("Max Replicas Per Node", spec["max_replicas_per_node"], 1))
+    if mode not in ("replicated-job", "global-job"):    # docker: jobs have no update or rollback config
+        for title, key, order in (("UpdateConfig", "update_config", "Update order"),
+                                  ("RollbackConfig", "rollback_config", "Rollback order")):
+            if spec.get(key):
+                lines += _pretty_update_config(title, spec[key], order)
     restart = spec.get("restart") or {}
     if restart:
         lines += ["Restart Policy:", kv("Condition", restart.get("condition", ""), 1),
@@ -316,6 +361,57 @@ def pretty_service(s: Mapping[str, Any], network_names: Mapping[str, str] | None
         for p in ports:
             lines += [f" PublishedPort = {p.get('published', 0)}", f"  Protocol = {p.get('protocol', 'tcp')}",
                       f"  TargetPort = {p.get('target', 0)}", f"  PublishMode = {p.get('mode', 'ingress')}"]
+    if container.get("healthcheck"):
+        lines += _pretty_healthcheck(container["healthcheck"])
+    return lines
+
+
+def _epoch(value: Any) -> float:
+    """A time of the record: seconds since the epoch, or RFC 3339 text (0: none)."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        when = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return when.replace(tzinfo=when.tzinfo or datetime.timezone.utc).timestamp()
+
+
+def _pretty_update_status(status: Mapping[str, Any], now: float) -> list[str]:
+    """docker's UpdateStatus block: the state, since when, and its message."""
+    if not status.get("state"):
+        return []
+    lines = ["UpdateStatus:", kv("State", status["state"], 1)]
+    started, completed = _epoch(status.get("started_at") or 0), _epoch(status.get("completed_at") or 0)
+    if started:
+        lines.append(kv("Started", f"{human_duration(max(0.0, now - started))} ago", 1))
+    if status["state"] == "completed" and completed:     # docker shows it for a completed update only
+        lines.append(kv("Completed", f"{human_duration(max(0.0, now - completed))} ago", 1))
+    return lines + [kv("Message", status.get("message", ""), 1)]
+
+
+def _pretty_update_config(title: str, config: Mapping[str, Any], order_label: str) -> list[str]:
+    """docker's UpdateConfig / RollbackConfig block (a delay or monitor of 0 is not shown)."""
+    lines = [f"{title}:", kv("Parallelism", config.get("parallelism", 1), 1)]
+    if config.get("delay"):
+        lines.append(kv("Delay", format_duration(float(config["delay"])), 1))
+    lines.append(kv("On failure", config.get("failure_action", "pause"), 1))
+    if config.get("monitor"):
+        lines.append(kv("Monitoring Period", format_duration(float(config["monitor"])), 1))
+    return lines + [kv("Max failure ratio", f"{float(config.get('max_failure_ratio') or 0):g}", 1),
+                    kv(order_label, config.get("order", "stop-first"), 1)]
+
+
+def _pretty_healthcheck(health: Mapping[str, Any]) -> list[str]:
+    """docker's Healthcheck block (its durations of 0 mean the image's value, else docker's default)."""
+    lines = [" Healthcheck:", f"  Interval = {format_duration(float(health.get('interval') or 0))}",
+             f"  Retries = {health.get('retries') or 0}",
+             f"  StartPeriod = {format_duration(float(health.get('start_period') or 0))}",
+             f"  Timeout = {format_duration(float(health.get('timeout') or 0))}"]
+    if health.get("start_interval"):
+        lines.append(f"  StartInterval = {format_duration(float(health['start_interval']))}")
+    if health.get("test"):
+        lines += ["  Tests:"] + [f"   Test = {test}" for test in health["test"]]
     return lines
 
 

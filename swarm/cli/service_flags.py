@@ -7,7 +7,8 @@ swarm/cli/service_spec.py.
 The syntaxes are docker/cli's: opts/mount.go (--mount), opts/swarmopts/port.go
 and go-connections' nat.ParsePortSpec (--publish), pkg/kvfile (--env-file),
 opts.ValidateExtraHost (--host), opts.ValidateDNSSearch (--dns-search),
-placementPrefOpts (--placement-pref)."""
+placementPrefOpts (--placement-pref); durations of 0 or more and a failure ratio
+from 0 to 1 for the --update-*/--rollback-*/--health-* flags."""
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,7 @@ import click
 
 from swarm.api import logdriver, options
 from swarm.api.units import parse_memory
-from swarm.cli.common import Duration
+from swarm.cli.common import Duration, parse_duration
 
 DEFAULT_WAIT = "2m0s"         # --timeout of create/update/scale
 
@@ -551,6 +552,32 @@ def parse_tail(text: str) -> int | None:
     return int(text)
 
 
+# -- rolling updates and healthchecks ------------------------------------------
+
+FAILURE_ACTIONS = ("pause", "continue", "rollback")
+ROLLBACK_FAILURE_ACTIONS = ("pause", "continue")     # a rollback that fails cannot roll back (docker's choices)
+UPDATE_ORDERS = ("stop-first", "start-first")
+
+
+def parse_duration0(text: str) -> float:
+    """A duration of 0 or more (--update-delay, --health-interval...): Go's syntax; a
+    negative one is named as such (docker's PositiveDurationOpt: "duration cannot be negative")."""
+    if text.strip().startswith("-"):
+        raise ValueError(f"{text!r} is negative: use a duration of 0 or more, like 10s")
+    return parse_duration(text, allow_zero=True)
+
+
+def parse_ratio(text: str) -> float:
+    """--update-max-failure-ratio: a fraction of the tasks, from 0 to 1."""
+    try:
+        ratio = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number (use a fraction from 0 to 1, like 0.2)") from None
+    if not 0 <= ratio <= 1:             # NaN fails too
+        raise ValueError(f"{text!r} is not from 0 to 1 (a fraction of the tasks, like 0.2)")
+    return ratio
+
+
 class Parsed(click.ParamType):
     """A click type from a parse function raising ValueError (-> usage error naming the option)."""
 
@@ -599,4 +626,6 @@ LABEL = Parsed("KEY[=VALUE]", parse_label)
 LABEL_KEY = Parsed("KEY", parse_label_key)
 LOG_OPT = Parsed("KEY=VALUE", parse_log_opt)
 DURATION0 = Duration(allow_zero=True)
+NONNEGATIVE_DURATION = Parsed("duration", parse_duration0)
+RATIO = Parsed("float", parse_ratio)
 RESTART_CONDITIONS = ("none", "on-failure", "any")

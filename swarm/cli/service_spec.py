@@ -7,7 +7,10 @@ and update their -add/-rm twins. `create_params` turns create's values into
 the `service.create` params; `update_params` sends only the flags the user
 gave (click's parameter source says which), and the -add/-rm pairs as
 `X_add`/`X_rm` params, which the control API merges into the stored spec in
-one compare-and-set (swarm/manager/controlapi/specparams.py).
+one compare-and-set (swarm/manager/controlapi/specparams.py). The --update-*,
+--rollback-* and --health-* flags go as "update_config", "rollback_config" and
+"healthcheck" maps of the fields given (`rolling_params`), on create too: the
+daemon fills docker's defaults, or on update the service's current values.
 Docker's boolean flags take a value after "=" (`--read-only=false`); click's
 do not, so `ServiceCommand` rewrites those into `--read-only`/`--no-read-only`.
 The flags that only make sense on Windows or with plugins are declared and
@@ -22,11 +25,12 @@ import click
 
 from swarm.cli.common import Duration
 from swarm.cli.service_flags import (CAPABILITY, COMMAND, CONSTRAINT, CPUS, DEFAULT_WAIT, DNS_OPTION, DNS_SEARCH,
-                                     DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, GROUP, HOST, HOST_RM, HOSTNAME, IP,
-                                     LABEL, LABEL_KEY, LOG_DRIVERS, LOG_OPT, MEMORY, MOUNT, NETWORK,
-                                     PLACEMENT_PREF, PUBLISH, PUBLISH_RM, RESTART_CONDITIONS, SIGNAL, SYSCTL,
-                                     SYSCTL_KEY, ULIMIT, ULIMIT_NAME, USER, WORKDIR, check_publish, flatten_log_opts,
-                                     read_env_file)
+                                     DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, FAILURE_ACTIONS, GROUP, HOST, HOST_RM,
+                                     HOSTNAME, IP, LABEL, LABEL_KEY, LOG_DRIVERS, LOG_OPT, MEMORY, MOUNT, NETWORK,
+                                     NONNEGATIVE_DURATION, PLACEMENT_PREF, PUBLISH, PUBLISH_RM, RATIO,
+                                     RESTART_CONDITIONS, ROLLBACK_FAILURE_ACTIONS, SIGNAL, SYSCTL, SYSCTL_KEY,
+                                     ULIMIT, ULIMIT_NAME, UPDATE_ORDERS, USER, WORKDIR, check_publish,
+                                     flatten_log_opts, read_env_file)
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
 JOB_MODES = ("replicated-job", "global-job")
@@ -127,8 +131,53 @@ def shared_options(update: bool) -> list[Callable[[Callable[..., Any]], Callable
     ]
 
 
+# docker's help of each update/rollback flag: (what, create's default shown).
+_ROLLING_HELP = {
+    "parallelism": ("Maximum number of tasks {done} simultaneously (0 to {do} all at once)", "1"),
+    "delay": ("Delay between {batches} (ns|us|ms|s|m|h)", "0s"),
+    "failure_action": ("Action on {kind} failure ({choices})", '"pause"'),
+    "monitor": ("Duration after each task {kind} to monitor for failure (ns|us|ms|s|m|h)", "5s"),
+    "max_failure_ratio": ("Failure rate to tolerate during {a_kind}", "0"),
+    "order": ('{Kind} order ("start-first", "stop-first")', '"stop-first"'),
+}
+HEALTH_OPTIONS = ("health_cmd", "health_interval", "health_timeout", "health_retries", "health_start_period",
+                  "health_start_interval")
+
+
+def rolling_options(update: bool) -> list[Callable[[Callable[..., Any]], Callable[..., Any]]]:
+    """--update-*, their --rollback-* twins and the --health-* flags (docker's addServiceFlags).
+    Not given is None on create too: the daemon fills docker's defaults (shown in the help)."""
+    options = []
+    for kind in ("update", "rollback"):
+        words = {"update": dict(done="updated", do="update", batches="updates", kind="update", a_kind="an update",
+                                Kind="Update", choices='"pause", "continue", "rollback"'),
+                 "rollback": dict(done="rolled back", do="roll back", batches="task rollbacks", kind="rollback",
+                                  a_kind="a rollback", Kind="Rollback", choices='"pause", "continue"')}[kind]
+        types = {"parallelism": click.IntRange(min=0), "delay": NONNEGATIVE_DURATION,
+                 "failure_action": click.Choice(FAILURE_ACTIONS if kind == "update" else ROLLBACK_FAILURE_ACTIONS),
+                 "monitor": NONNEGATIVE_DURATION, "max_failure_ratio": RATIO, "order": click.Choice(UPDATE_ORDERS)}
+        for field, (text, default) in _ROLLING_HELP.items():
+            help_text = text.format(**words) + ("" if update else f" (default {default})")
+            options.append(click.option(f"--{kind}-{field.replace('_', '-')}", f"{kind}_{field}", type=types[field],
+                                        help=help_text + "."))
+    return options + [
+        click.option("--health-cmd", help="Command to run to check health."),
+        click.option("--health-interval", type=NONNEGATIVE_DURATION, help="Time between running the check (ms|s|m|h)."),
+        click.option("--health-retries", type=click.IntRange(min=0),
+                     help="Consecutive failures needed to report unhealthy."),
+        click.option("--health-start-interval", type=NONNEGATIVE_DURATION,
+                     help="Time between running the check during the start period (ms|s|m|h)."),
+        click.option("--health-start-period", type=NONNEGATIVE_DURATION,
+                     help="Start period for the container to initialize before counting retries towards unstable "
+                     "(ms|s|m|h)."),
+        click.option("--health-timeout", type=NONNEGATIVE_DURATION,
+                     help="Maximum time to allow one check to run (ms|s|m|h)."),
+        click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
+    ]
+
+
 def create_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return _apply(shared_options(update=False) + [
+    return _apply(shared_options(update=False) + rolling_options(update=False) + [
         click.option("--container-label", "container_labels", multiple=True, type=LABEL, metavar="KEY[=VALUE]",
                      help="Container labels (repeatable)."),
         click.option("--dns", multiple=True, type=IP, help="Set custom DNS servers (repeatable)."),
@@ -164,7 +213,9 @@ def create_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def update_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return _apply(shared_options(update=True) + [
+    return _apply(shared_options(update=True) + rolling_options(update=True) + [
+        click.option("--force", is_flag=True, help="Force update even if no changes require it."),
+        click.option("--rollback", is_flag=True, help="Rollback to previous specification."),
         click.option("--args", type=COMMAND, metavar="command",
                      help="The command's arguments (replace them; shell-quoted string)."),
         click.option("--constraint-add", multiple=True, type=CONSTRAINT, metavar="EXPR",
@@ -327,6 +378,37 @@ def create_params(values: Mapping[str, Any], name: str, image: str, command: Seq
             params[key] = _wire(values[option])
     if "ulimits" in params:
         params["ulimits"] = _last_per_name(params["ulimits"])
+    params.update(rolling_params(values, lambda option: values.get(option) is not None
+                                 and values[option] is not False and values[option] != ""))
+    if mode in JOB_MODES and ("update_config" in params or "rollback_config" in params):
+        raise click.UsageError("update and rollback configuration is not supported for jobs")
+    return params
+
+
+_CONFIG_FIELDS = ("parallelism", "delay", "failure_action", "monitor", "max_failure_ratio", "order")
+_HEALTH_FIELDS = {"health_interval": "interval", "health_timeout": "timeout", "health_retries": "retries",
+                  "health_start_period": "start_period", "health_start_interval": "start_interval"}
+
+
+def rolling_params(values: Mapping[str, Any], given: Callable[[str], bool]) -> dict[str, Any]:
+    """"update_config"/"rollback_config" (the UpdateConfig fields given) and "healthcheck" (the
+    HealthConfig fields given, or {"test": ["NONE"]}): the daemon fills the rest, with docker's
+    defaults on create and the service's current values on update."""
+    params: dict[str, Any] = {}
+    for kind in ("update", "rollback"):
+        config = {field: values[f"{kind}_{field}"] for field in _CONFIG_FIELDS if given(f"{kind}_{field}")}
+        if config:
+            params[f"{kind}_config"] = config
+    health_given = [option for option in HEALTH_OPTIONS if given(option)]
+    if given("no_healthcheck") and values["no_healthcheck"]:
+        if health_given:    # docker's sentence
+            raise click.UsageError("--no-healthcheck conflicts with --health-* options")
+        params["healthcheck"] = {"test": ["NONE"]}
+    elif health_given:
+        health: dict[str, Any] = {field: values[option] for option, field in _HEALTH_FIELDS.items() if given(option)}
+        if given("health_cmd"):   # "" on update: back to the image's test (docker's updateHealthcheck)
+            health["test"] = ["CMD-SHELL", values["health_cmd"]] if values["health_cmd"] else []
+        params["healthcheck"] = health
     return params
 
 
@@ -380,4 +462,17 @@ def update_params(values: Mapping[str, Any], given: Callable[[str], bool]) -> di
         raise click.BadParameter("the image is empty", param_hint="'--image'")
     if "ulimits_add" in params:
         params["ulimits_add"] = _last_per_name(params["ulimits_add"])
+    params.update(rolling_params(values, given))
+    for flag in ("force", "rollback"):
+        if values.get(flag):
+            params[flag] = True
     return params
+
+
+# What `update --rollback` may be given with (docker: "other flags may not be combined with --rollback").
+ROLLBACK_COMPANIONS = frozenset({"ref", "state_dir", "rollback", "detach", "quiet", "wait_timeout"})
+
+
+def check_rollback_alone(values: Mapping[str, Any], given: Callable[[str], bool]) -> None:
+    if values.get("rollback") and any(given(option) for option in values if option not in ROLLBACK_COMPANIONS):
+        raise click.UsageError("other flags may not be combined with --rollback")

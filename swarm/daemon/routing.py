@@ -39,7 +39,7 @@ NO_LONGER_MANAGER = "this node is no longer a manager"
 NETWORK_READS = ("network.ls", "network.inspect")
 NETWORK_WRITES = ("network.create", "network.rm")
 SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
-SERVICE_WRITES = ("service.create", "service.update", "service.scale", "service.rm")
+SERVICE_WRITES = ("service.create", "service.update", "service.rollback", "service.scale", "service.rm")
 
 Call = Callable[[dict], Awaitable[Any]]
 Target = Callable[["Daemon"], "Call | None"]  # this manager's API for one method; None while not a manager

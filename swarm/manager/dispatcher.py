@@ -14,7 +14,8 @@ it is encoded to plain data only at the end.
 Agents report state changes with `tasks.status`: every update is checked
 before anything is written, then applied as compare-and-set updates that only
 move a task's state forward, in store-sized transactions; a batch that
-conflicts is read again and retried.
+conflicts is read again and retried. A task's first `running` report also
+records when (Task.running_at: the update monitor counts from it).
 """
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ class Dispatcher:
         is read again and retried); a state only moves forward. Every update is
         checked before anything is written: one malformed update refuses the whole
         call with the reason."""
-        todo = parse_status_updates(params, time.time())  # later reports of one task win
+        now = time.time()
+        todo = parse_status_updates(params, now)  # later reports of one task win
         applied = 0
         for _ in range(10):
             ops = []
@@ -108,7 +110,7 @@ class Dispatcher:
                     advance(task.status.state, status.state)
                 except IllegalTransition:
                     continue  # stale or duplicate report
-                ops.append(Op.update(spec.TASK, task_id, encode_task(dataclasses.replace(task, status=status)),
+                ops.append(Op.update(spec.TASK, task_id, encode_task(with_status(task, status, now)),
                                      expect=rec.version))
             conflicted: set[str] = set()
             for batch in batches(ops, MAX_TXN_BYTES, MAX_TXN_OPS):
@@ -123,6 +125,14 @@ class Dispatcher:
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
         raise ApiError("unavailable", "task status kept conflicting; the agent retries")
 
+
+
+def with_status(task: spec.Task, status: spec.TaskStatus, now: float) -> spec.Task:
+    """`task` with a reported status; its first `running` report sets running_at (the
+    manager's clock, as the update supervisor's `now`: its monitor and delay count from it)."""
+    if status.state == "running" and not task.running_at:
+        return dataclasses.replace(task, status=status, running_at=now)
+    return dataclasses.replace(task, status=status)
 
 
 def parse_status_updates(params: dict, now: float) -> dict[str, spec.TaskStatus]:

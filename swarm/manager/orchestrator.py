@@ -1,10 +1,15 @@
 """Reconcile a service's desired state to tasks. Pure: returns a plan.
 
 How this works. A task is *live* when its desired state is running and its
-observed state is not terminal. Replicated services work on slots: each slot
-is first classified from its own tasks as
+observed state is not terminal; it is *current* when its spec version is the
+service's (a job: its iteration), *old* otherwise (`!=`, not `<`: a rollback
+returns to a lower version). Replicated services work on slots: each slot is
+first classified from its own tasks as
 
-  live      one live task (extra live tasks in the slot are shut down);
+  live      one live task (extra live tasks in the slot are shut down), or
+            the pair a start-first update makes: an old running task and
+            its current successor that is not running yet (or just got
+            there: the update supervisor then retires the old one);
   replace   its task is gone without having ended on its own: its node is
             down, removed or draining (shut it down), or it was orphaned or
             shut down under it. A replacement comes at once, same attempt;
@@ -16,19 +21,24 @@ is first classified from its own tasks as
 and a slot whose newest task was shut down on purpose is free. If more slots
 are occupied than `replicas`, the cheapest go first (finished, restart,
 replace, not yet running, running; highest slot first); if fewer, the lowest
-free slot numbers get fresh tasks. Then a rolling update (stop-first, one at
-a time) moves one old-version live task to the new spec, but only when no
-old task is still stopping and every new-version live task is running: the
-orchestrator sets the old task's desired state to shutdown and creates its
-successor in the same slot, and the dispatcher and agent do not start a
-slot's new task until the old one is terminal (see `stopping_slots`). A
-finished slot of an older version also gets a fresh task (an update reruns
-one-shot tasks). Global services do the same per node, with the node fixed,
-for each node that is ready, not draining and matching the constraints (new
-tasks only on active nodes). Finally each slot (global: node) keeps its
-newest terminal tasks, as many as the cluster's task history limit (5 unless
-`swarm update --task-history-limit` says otherwise); older ones are deleted. A task that never reached a
-node is shut down outright (its state set to shutdown): no agent will.
+free slot numbers get fresh tasks. A finished slot of an old version gets a
+fresh task (an update reruns one-shot tasks). Then the update supervisor
+(`swarm.manager.updater`, pure) decides which live slots with an old task are
+replaced now (parallelism, delay, order, monitor, failure action) and where
+the update stands: stop-first shuts the old task down and creates its
+successor in the same slot in the same round, and the dispatcher and agent
+do not start a slot's new task until the old one is terminal (see
+`stopping_slots`); start-first creates the successor next to the running old
+task and shuts the old one down once the successor runs. When the update's
+UpdateStatus changes, or it rolls the service back to its previous spec, the
+plan carries the service's new value (`OrchestratorPlan.service`). Global
+services do the same per node, with the node fixed, for each node that is
+ready, not draining and matching the constraints (new tasks only on active
+nodes). Finally each slot (global: node) keeps its newest terminal tasks, as
+many as the cluster's task history limit (5 unless `swarm update
+--task-history-limit` says otherwise); older ones are deleted. A task that
+never reached a node is shut down outright (its state set to shutdown): no
+agent will.
 
 Jobs (SwarmKit's jobs orchestrator) run to completion instead. A replicated
 job has slots 1..replicas, each wanting one completed task, and keeps at most
@@ -45,6 +55,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from swarm.manager import updater
 from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, parse_constraints
 from swarm.api.spec import JOB_MODES, STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
 
@@ -58,6 +69,7 @@ class OrchestratorPlan:
     create: list[Task]
     update: list[Task]      # full new values of tasks whose desired state (or unclaimed status) changes
     delete: list[str]       # task ids to remove from the store
+    service: Service | None = None   # the service's new value (its UpdateStatus, or a rollback's spec)
 
 
 def is_live(t: Task) -> bool:
@@ -90,8 +102,8 @@ def _age(t: Task) -> tuple:
     return (t.created_at, t.attempt, t.status.timestamp, t.id)
 
 
-def _preference(t: Task) -> tuple:
-    return (t.spec_version, STATE_ORDER.get(t.status.state, 0), t.created_at, t.id)
+def _preference(service: Service, t: Task) -> tuple:
+    return (_current(service, t), STATE_ORDER.get(t.status.state, 0), t.created_at, t.id)
 
 
 def _current(service: Service, t: Task) -> bool:
@@ -130,6 +142,7 @@ class _Plan:
         self.version = service.spec_version if service else 0
         self.create: list[Task] = []
         self.update: dict[str, Task] = {}
+        self.service_update: Service | None = None
 
     def shutdown(self, t: Task, why: str) -> None:
         t = self.update.get(t.id, t)
@@ -156,9 +169,10 @@ class _Plan:
 @dataclass
 class _Slot:
     kind: str               # live | replace | restart | finished
-    task: Task              # the live task, or the newest task of the slot
+    task: Task              # the live task (of a pair: the current one), or the newest task of the slot
     key: int | str          # slot number, or node id (global)
     not_before: float = 0.0
+    old: Task | None = None  # a start-first pair's old running task, live next to `task`
 
 
 def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo], now: float,
@@ -193,23 +207,42 @@ def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo],
     else:
         _replicated(service, tasks, by_node, plan)
     deletes = _trim_history(service, tasks, by_node, plan, history_limit)
-    return OrchestratorPlan(plan.create, list(plan.update.values()), deletes)
+    return OrchestratorPlan(plan.create, list(plan.update.values()), deletes, plan.service_update)
+
+
+def _pair_of(service: Service, keep: Task, live: list[Task]) -> Task | None:
+    """The old running task a start-first update keeps next to `keep` (current), if any."""
+    if not _current(service, keep):
+        return None
+    old = [t for t in live if not _current(service, t) and t.status.state == "running"]
+    return max(old, key=lambda t: _preference(service, t)) if old else None
+
+
+def _trouble_text(trouble: str) -> str:
+    return "node is down" if trouble == "lost" else "node is draining"
 
 
 def _classify(service: Service, key: int | str, ts: list[Task], nodes: dict[str, NodeInfo],
-              plan: _Plan) -> _Slot | None:
-    """One slot's (global: one node's) state, shutting down what cannot stay; None if free."""
+              plan: _Plan, pairs: bool = False) -> _Slot | None:
+    """One slot's (global: one node's) state, shutting down what cannot stay; None if free.
+    `pairs`: a start-first update's pair may stay (not for jobs)."""
     live = [t for t in ts if is_live(t)]
     if live:
-        keep = max(live, key=_preference)
+        keep = max(live, key=lambda t: _preference(service, t))
+        old = _pair_of(service, keep, live) if pairs else None
         for t in live:
-            if t is not keep:
+            if t is not keep and t is not old:
                 plan.shutdown(t, "duplicate task in slot")
+        if old is not None and (trouble := node_trouble(old, nodes)):
+            plan.shutdown(old, _trouble_text(trouble))     # its successor carries the slot now
+            old = None
         trouble = node_trouble(keep, nodes)
         if trouble:
-            plan.shutdown(keep, "node is down" if trouble == "lost" else "node is draining")
+            plan.shutdown(keep, _trouble_text(trouble))
+            if old is not None:       # the old task still serves: the update replaces it again
+                return _Slot("live", old, key)
             return _Slot("replace", keep, key)
-        return _Slot("live", keep, key)
+        return _Slot("live", keep, key, old=old)
     last = max(ts, key=_age)
     if last.desired_state != "running":
         return None
@@ -226,7 +259,7 @@ def _fill(slot: _Slot, plan: _Plan, node_id: str = "") -> None:
         plan.new_task(slot_no, node_id, slot.task.attempt)
     elif slot.kind == "restart":
         plan.new_task(slot_no, node_id, slot.task.attempt + 1, slot.not_before)
-    elif slot.kind == "finished" and slot.task.spec_version < plan.version:
+    elif slot.kind == "finished" and slot.task.spec_version != plan.version:
         plan.new_task(slot_no, node_id)
 
 
@@ -247,13 +280,15 @@ def _replicated(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo],
             plan.shutdown(t, "not a replicated task")   # left over from a mode change
     occupied = {}
     for slot_no in sorted(by_slot):
-        slot = _classify(service, slot_no, by_slot[slot_no], nodes, plan)
+        slot = _classify(service, slot_no, by_slot[slot_no], nodes, plan, pairs=True)
         if slot is not None:
             occupied[slot_no] = slot
     replicas = max(service.spec.replicas, 0)
     if len(occupied) > replicas:
         for slot in sorted(occupied.values(), key=_victim_key)[:len(occupied) - replicas]:
             plan.shutdown(slot.task, "scaled down")
+            if slot.old is not None:
+                plan.shutdown(slot.old, "scaled down")
             del occupied[int(slot.key)]
     slot_no = 1
     for _ in range(replicas - len(occupied)):
@@ -263,7 +298,7 @@ def _replicated(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo],
         slot_no += 1
     for slot in occupied.values():
         _fill(slot, plan)
-    _rolling_update(service, tasks, nodes, occupied.values(), plan)
+    _update(service, tasks, occupied.values(), plan, lambda key: True)
 
 
 def _global(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], constraints: tuple,
@@ -283,7 +318,7 @@ def _global(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], con
                 if is_live(t):
                     plan.shutdown(t, "node is not eligible for this global service")
             continue
-        slot = _classify(service, node_id, ts, nodes, plan)
+        slot = _classify(service, node_id, ts, nodes, plan, pairs=True)
         if slot is None:
             continue
         occupied.append(slot)
@@ -294,7 +329,7 @@ def _global(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], con
         node = nodes[node_id]
         if node_id not in taken and may_keep(node) and node.availability == "active":
             plan.new_task(0, node_id)
-    _rolling_update(service, tasks, nodes, occupied, plan)
+    _update(service, tasks, occupied, plan, lambda key: nodes[str(key)].availability == "active")
 
 
 def _this_iteration(service: Service, tasks: list[Task], plan: _Plan) -> list[Task]:
@@ -374,24 +409,31 @@ def _global_job(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo],
             plan.new_task(0, node_id)
 
 
-def _rolling_update(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], slots: Iterable[_Slot],
-                    plan: _Plan) -> None:
-    """Stop-first, one task at a time: replace one old-version live task if none is in flight."""
-    version = service.spec_version
-    for t in tasks:
-        if t.spec_version < version and not is_live(t) and not is_terminal(t.status.state) \
-                and node_trouble(t, nodes) != "lost":
-            return      # an old task is still stopping
-        if t.spec_version == version and is_live(t) and t.status.state != "running" \
-                and t.id not in plan.update:
-            return      # the last replacement has not started yet
-    old = [s for s in slots if s.kind == "live" and s.task.spec_version < version and s.task.id not in plan.update
-           and (s.task.slot or nodes[s.task.node_id].availability == "active")]   # no new task on a paused node
-    if not old:
-        return
-    slot = min(old, key=lambda s: (s.task.status.state == "running", str(s.key).zfill(20)))
-    plan.shutdown(slot.task, "replaced by a new version of the service")
-    plan.new_task(slot.task.slot, slot.task.node_id if not slot.task.slot else "")
+def _update(service: Service, tasks: list[Task], slots: Iterable[_Slot], plan: _Plan,
+            may_start: Callable[[int | str], bool]) -> None:
+    """Hand the live slots to the update supervisor and carry out its decision.
+    `may_start(key)`: may a successor be created there (global: only on an active node)."""
+    views = []
+    for slot in slots:
+        if slot.kind != "live" or slot.task.id in plan.update:
+            continue
+        if slot.old is not None:
+            views.append(updater.SlotView(slot.key, slot.old, slot.task, may_start(slot.key)))
+        elif _current(service, slot.task):
+            views.append(updater.SlotView(slot.key, None, slot.task, may_start(slot.key)))
+        else:
+            views.append(updater.SlotView(slot.key, slot.task, None, may_start(slot.key)))
+    decision = updater.decide(service, views, tasks, plan.now)
+    by_key = {v.key: v for v in views}
+    for key in decision.retire + decision.stop_first:
+        old = by_key[key].old
+        assert old is not None
+        plan.shutdown(old, "replaced by a new version of the service")
+    for key in decision.stop_first + decision.start_first:
+        old = by_key[key].old
+        assert old is not None
+        plan.new_task(old.slot, "" if old.slot else old.node_id)
+    plan.service_update = updater.service_after(service, decision, plan.now)
 
 
 def _trim_history(service: Service, tasks: list[Task], nodes: dict[str, NodeInfo], plan: _Plan,

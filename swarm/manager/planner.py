@@ -10,7 +10,10 @@ can be replayed. In order:
    allocator rebuilt from the snapshot (`allocation_state`);
 2. orphans: a non-terminal task on a node that is down or gone is marked
    orphaned and no longer wanted, so its slot is replaced at once;
-3. per service, the orchestrator's plan (create, update, delete);
+3. per service, the orchestrator's plan (create, update, delete, and the
+   service's new value when its update supervisor changes the UpdateStatus or
+   rolls it back: merged with step 1's endpoint update of the same service,
+   which it was decided from);
 4. placement: tasks waiting for a node (not those of a slot whose old task is
    still stopping: stop-first) go to the scheduler, and each placed task
    gets its network addresses; a task left waiting gets the reason;
@@ -52,7 +55,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class RoundPlan:
     """What a round changes. Values are full new records, in the order they are written."""
-    services: tuple[spec.Service, ...] = ()     # endpoint updates (VIPs, published ports)
+    services: tuple[spec.Service, ...] = ()     # endpoint updates (VIPs, published ports), UpdateStatus, rollbacks
     create: tuple[spec.Task, ...] = ()
     update: tuple[spec.Task, ...] = ()          # existing tasks whose value changes
     delete: tuple[str, ...] = ()                # task ids
@@ -115,7 +118,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
 
     # 1. Endpoints first: VIPs and published ports for services that lack them.
     alloc = allocation_state(networks, services, list(tasks.values()), nodes, now)
-    service_updates: list[spec.Service] = []
+    service_updates: dict[str, spec.Service] = {}     # id -> new value, in the order first changed
     for sid, service in sorted(services.items(), key=lambda kv: (kv[1].created_at, kv[0])):
         try:
             updated = allocate_service(service, networks, alloc)
@@ -123,7 +126,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
             problems[sid] = f"cannot allocate the service's endpoints: {_why(exc)}"
             continue
         if updated is not None:
-            service_updates.append(updated)
+            service_updates[sid] = updated
             services[sid] = updated
 
     # 2. A task on a node that is down (or gone) is lost with it: mark it orphaned
@@ -150,6 +153,9 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
             problems[service_id] = f"cannot reconcile the service: {_why(exc)}"
             continue
         created.extend(plan.create)
+        if plan.service is not None:
+            # decided from services[service_id], the allocated value: it carries step 1's change too
+            service_updates[service_id] = plan.service
         for task in plan.update:
             base = changed.get(task.id)
             # keep the orphaned status decided above; take the plan's desired state
@@ -204,5 +210,5 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
 
     updates = tuple(new for tid, old in tasks.items()
                     if (new := current[tid]) != old and tid not in deletes)
-    return RoundPlan(services=tuple(service_updates), create=tuple(current[t.id] for t in created),
+    return RoundPlan(services=tuple(service_updates.values()), create=tuple(current[t.id] for t in created),
                      update=updates, delete=tuple(deletes), ingress=ingress, problems=problems, warnings=warnings)

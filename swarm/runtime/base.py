@@ -1,7 +1,7 @@
 """The seam between the worker agent and a container runtime backend.
 
 The agent drives one container per task through `ContainerRuntime`:
-prepare -> start -> (state | wait | logs) -> stop -> remove. Everything a
+prepare -> start -> (state | wait | logs | exec) -> stop -> remove. Everything a
 backend knows about a task lives on disk under its root, so a new runtime
 object (a restarted agent) finds, inspects and stops the containers an earlier
 one started (`list` + `state`).
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, NamedTuple, Protocol, Sequence
 
+from swarm.api.health import Check
 from swarm.api.spec import ContainerSpec, Resources
 
 if TYPE_CHECKING:
@@ -44,6 +45,11 @@ class LogEntry(NamedTuple):
     line: str                      # without the trailing newline
 
 
+class ExecResult(NamedTuple):
+    exit_code: int                 # the process's; -1 when it was killed at its timeout or could not run
+    output: str                    # its stdout and stderr together, at most health.MAX_OUTPUT bytes ("..." if cut)
+
+
 class ContainerRuntime(Protocol):
     """One container per task id; what the agent, the daemon's log reader and the lab ask of a backend."""
 
@@ -64,6 +70,16 @@ class ContainerRuntime(Protocol):
     async def wait(self, task_id: str) -> int | None:
         """Until the started container stops: its exit code (None when it cannot be known).
         Raises for an unknown or never started task."""
+
+    async def exec(self, task_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """Run `argv` in the running container as its process runs (user, groups, environment,
+        working directory, capabilities) and wait for it; past `timeout` seconds it is killed
+        with what it started, and the result is (-1, "Health check exceeded timeout (...)").
+        Cancelling the caller kills it too. Raises when the container does not run."""
+
+    def healthcheck(self, task_id: str) -> Check | None:
+        """The task's effective healthcheck as `prepare` decided it (kept with the container, so a
+        restarted agent monitors it too); None when it has none."""
 
     def kill(self, task_id: str, signal: int) -> None:
         """Send `signal` to the container's init process; raises when it does not run."""

@@ -18,6 +18,13 @@ operation raise, `hold(op)`/`release(op)` keep calls of an operation blocked
 until a change makes the predicate true, `write` adds log lines, and
 `adopt_from` gives a new runtime object the containers of an earlier one (an
 agent restarted on the same node).
+
+Healthchecks: `image_health` gives images a HEALTHCHECK (image name ->
+HealthConfig, seconds), merged at prepare as runc does; `script_exec(task_id,
+*results)` queues what the next `exec` calls answer (an ExecResult, or HANG:
+the check runs into its timeout on the caller's clock and is "killed"), and
+once the queue is empty `exec` answers `exec_default`. `execs` lists every
+exec as (task id, argv, timeout, trio time it began).
 """
 from __future__ import annotations
 
@@ -27,20 +34,22 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import trio
 
-from swarm.api.spec import ContainerSpec, Resources
+from swarm.api import health
+from swarm.api.spec import ContainerSpec, HealthConfig, Resources
 from swarm.runtime import ocispec
-from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
-from swarm.runtime.errors import ContainerError
+from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
+from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, FileId
 
 TERM_EXIT = 128 + signals.SIGTERM   # a shell-like init that dies of SIGTERM
 KILL_EXIT = 128 + signals.SIGKILL
 OPERATIONS = ("prepare", "start", "state", "wait", "kill", "stop", "stop_async", "remove", "list", "logs",
-              "log_chunk")
+              "log_chunk", "exec")
+HANG = "hang"   # a scripted exec result: the check outlives its timeout
 
 
 @dataclass
@@ -59,6 +68,8 @@ class FakeContainer:
     signals: list[int] = field(default_factory=list)
     log: list[LogEntry] = field(default_factory=list)
     stopped: trio.Event = field(default_factory=trio.Event)
+    check: health.Check | None = None    # the effective healthcheck prepare decided
+    exec_script: list[ExecResult | str] = field(default_factory=list)
 
     def state(self) -> ContainerState:
         pid = self.pid if self.status == RUNNING else None
@@ -68,9 +79,13 @@ class FakeContainer:
 class FakeRuntime:
     """Containers as records in memory; see the module docstring for the controls."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, term_exit: int | None = TERM_EXIT) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, term_exit: int | None = TERM_EXIT,
+                 image_health: Mapping[str, HealthConfig] | None = None) -> None:
         self.clock = clock                   # wall time for finished_at and log timestamps
         self.term_exit = term_exit           # given to every container prepared from now on
+        self.image_health = dict(image_health or {})   # image -> its HEALTHCHECK
+        self.exec_default = ExecResult(0, "")
+        self.execs: list[tuple[str, tuple[str, ...], float, float]] = []
         self.containers: dict[str, FakeContainer] = {}
         self.calls: list[tuple[str, str]] = []   # (operation, task id or "") in call order
         self.active: Counter[str] = Counter()    # calls of each operation in progress
@@ -116,6 +131,11 @@ class FakeRuntime:
             self._get(task_id).log.append(LogEntry(_rfc3339(self.clock()), stream, line))
         self._wake()
 
+    def script_exec(self, task_id: str, *results: ExecResult | str) -> None:
+        """What the next exec calls in the task's container answer, in order (HANG: past the timeout)."""
+        with self._lock:
+            self._get(task_id).exec_script.extend(results)
+
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Sleep until `predicate()` holds, looking again after every change (set a deadline around it)."""
         while not predicate():
@@ -132,6 +152,10 @@ class FakeRuntime:
                 dns_options: Sequence[str] = ("ndots:0",), hosts: Sequence[tuple[str, str]] = ()) -> None:
         with self._call("prepare", task_id):
             ocispec.check_process(container)     # the spec errors runc's prepare gives without a machine
+            try:
+                check = health.effective(container.healthcheck, self.image_health.get(container.image))
+            except ValueError as exc:
+                raise SpecError(f"Invalid healthcheck: {exc}.") from None
             with self._lock:
                 c = self.containers.get(task_id)
                 if c is not None and c.status != CREATED:
@@ -139,7 +163,7 @@ class FakeRuntime:
                 options = {"hostname": hostname, "dns": tuple(dns), "dns_search": tuple(dns_search),
                            "dns_options": tuple(dns_options), "hosts": tuple(hosts)}
                 self.containers[task_id] = FakeContainer(task_id, container, limits, netns_path, options,
-                                                         term_exit=self.term_exit)
+                                                         term_exit=self.term_exit, check=check)
 
     def start(self, task_id: str) -> None:
         with self._call("start", task_id, check=False):
@@ -172,6 +196,28 @@ class FakeRuntime:
             raise ContainerError(f"Task {task_id} has not been started.")
         await c.stopped.wait()
         return c.exit_code
+
+    async def exec(self, task_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        self._record("exec", task_id)
+        self._raise_failure("exec", task_id)
+        with self._lock:
+            c = self.containers.get(task_id)
+            if c is None or c.status != RUNNING:
+                raise ContainerError(f"Task {task_id} is not running.")
+            self.execs.append((task_id, tuple(argv), timeout, trio.current_time()))
+            result = c.exec_script.pop(0) if c.exec_script else self.exec_default
+        self._wake()
+        if result == HANG:
+            await trio.sleep(timeout)
+            return ExecResult(-1, health.timeout_output(timeout))
+        assert isinstance(result, ExecResult)
+        return result
+
+    def healthcheck(self, task_id: str) -> health.Check | None:
+        # A read of what prepare kept: not recorded in `calls`, as the agent asks it of every task.
+        with self._lock:
+            c = self.containers.get(task_id)
+            return c.check if c is not None else None
 
     def kill(self, task_id: str, signal: int) -> None:
         with self._call("kill", task_id), self._lock:

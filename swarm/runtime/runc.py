@@ -12,7 +12,14 @@ restarted agent) adopts what an earlier one started:
     shim.json   {pid, start_time} of the shim (start time guards against pid reuse)
     init.pid    the container's init process, written by runc once it runs
     exit.json   {exit_code, error, finished_at}, written by the shim at the end
-    container.log, runc.log, shim.log, meta.json (task id, image id, layers)
+    container.log, runc.log, shim.log, meta.json (task id, image id, layers,
+    stop signal, log settings, the effective healthcheck)
+
+`exec` runs a process in the running container (healthchecks) with `runc
+exec`, from a process.json made of the container's own process (user,
+environment, working directory, capabilities) and the given argv; runc puts
+that process in a session of its own, so a check past its timeout is killed
+with its process group (what its shell started too).
 
 Names are predictable so that anything left over can be found: runc state
 under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
@@ -28,7 +35,7 @@ and stat checks every FALLBACK_POLL seconds. No wait runs `runc`: at hundreds
 of containers a `runc state` per container per second starved the node.
 
 Methods are synchronous (from trio, call them in a worker thread) except
-`wait`, `logs` and `stop_async`, which wait in trio. `stop` blocks for up to
+`wait`, `logs`, `exec` and `stop_async`, which wait in trio. `stop` blocks for up to
 its grace period + 10 s.
 """
 from __future__ import annotations
@@ -46,16 +53,17 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from typing import AsyncIterator, Sequence
 
 import trio
 
 from raft.fsutil import atomic_write
-from swarm.api import logdriver
-from swarm.runtime import mounts, ocispec, shim, users, volumes
-from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, LogEntry
+from swarm.api import health, logdriver
+from swarm.runtime import mounts, ocispec, runcexec, shim, users, volumes
+from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
-from swarm.runtime.images import ImageStore
+from swarm.runtime.images import Image, ImageStore
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
 from swarm.api.spec import ContainerSpec, Mount, Resources
 
@@ -131,6 +139,7 @@ class Runtime:
         hostname = hostname or task_id[:12]
         ocispec.check_hostname(hostname)
         stop_signal = ocispec.stop_signal(container, image)
+        check = effective_healthcheck(container, image)
         init = container.init if container.init is not None else self.init
         if init and not os.path.isfile(self.init_path):
             raise SpecError(f"--init needs an init on this node, and {self.init_path} is missing "
@@ -152,7 +161,8 @@ class Runtime:
             lowers = [self.images.layer_path(d) for d in image.layers]
             meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers,
                     "stop_signal": stop_signal,    # kept so that a restarted agent stops the task with it too
-                    "log": self._log_settings(container)}
+                    "log": self._log_settings(container),
+                    "healthcheck": check.to_dict() if check else None}   # for a restarted agent's monitor too
             atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
             mounts.mount_rootfs(bundle, lowers)
             self._populate_volumes(bundle, container)
@@ -308,6 +318,41 @@ class Runtime:
             return int(_read_json(self._file(task_id, "meta.json")).get("stop_signal") or signals.SIGTERM)
         except (OSError, ValueError, TypeError, AttributeError):
             return signals.SIGTERM     # a bundle from before stop signals were kept
+
+    def healthcheck(self, task_id: str) -> health.Check | None:
+        """The effective healthcheck prepare kept in meta.json (None: none, or a bundle from before)."""
+        try:
+            return health.Check.from_dict(_read_json(self._file(task_id, "meta.json")).get("healthcheck"))
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    async def exec(self, task_id: str, argv: Sequence[str], timeout: float) -> ExecResult:
+        """`runc exec` of `argv` as the container's process runs; killed (with its process group)
+        past `timeout` seconds, or when the caller is cancelled. Output: stdout and stderr, cut."""
+        if not argv:
+            raise ContainerError("Nothing to run: the command is empty.")
+        name = os.path.join(self.bundle(task_id), f"exec-{uuid.uuid4().hex[:12]}")
+        await trio.to_thread.run_sync(self._write_exec_process, task_id, list(argv), name + ".json")
+        try:
+            return await runcexec.run(
+                [self.runc, "--root", self.runc_root, "exec", "--process", name + ".json", "--pid-file",
+                 name + ".pid", task_id], name + ".pid", timeout, f"{self.runc} exec in task {task_id}")
+        finally:
+            for path in (name + ".json", name + ".pid"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _write_exec_process(self, task_id: str, argv: list[str], path: str) -> None:
+        """The exec's process.json: the container's own process (from its config.json) with `argv`."""
+        if self._init_pid(task_id) is None:
+            raise ContainerError(f"Task {task_id} is not running.")
+        try:
+            process = _read_json(self._file(task_id, "config.json"))["process"]
+            keep = ("user", "env", "cwd", "capabilities", "rlimits", "noNewPrivileges")
+            doc = {**{k: process[k] for k in keep if k in process}, "terminal": False, "args": argv}
+            atomic_write(path, json.dumps(doc).encode(), 0o600)
+        except (OSError, ValueError, KeyError) as exc:   # the bundle went away meanwhile (removed)
+            raise ContainerError(f"Cannot run a command in task {task_id}: {exc}.") from None
 
     def _needs_stop(self, task_id: str) -> bool:
         started = os.path.exists(self._file(task_id, "shim.json"))
@@ -581,6 +626,17 @@ class Runtime:
             return json.loads(res.stdout)
         except ValueError:
             return None
+
+
+def effective_healthcheck(container: ContainerSpec, image: Image) -> health.Check | None:
+    """The task's healthcheck: the service's over the image's HEALTHCHECK (health.effective)."""
+    hc = image.healthcheck
+    image_config = health.image_config(hc.test, hc.interval, hc.timeout, hc.start_period, hc.start_interval,
+                                       hc.retries) if hc else None
+    try:
+        return health.effective(container.healthcheck, image_config)
+    except ValueError as exc:
+        raise SpecError(f"Invalid healthcheck: {exc}.") from None
 
 
 def _runc_has_rro(runc: str) -> bool:

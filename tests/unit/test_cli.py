@@ -379,8 +379,8 @@ def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
 @pytest.mark.parametrize("args, message", [
     (["secret", "ls"], "'secret' is not supported yet"),
     (["stack", "deploy", "-c", "x.yml", "app"], "'stack' is not supported yet"),
-    (["service", "rollback", "web"], "'service rollback' is not supported yet"),
-    (["service", "create", "--health-cmd", "x", "alpine"], "no such option: --health-cmd (not supported yet)"),
+    (["volume", "create", "v"], "'volume create' is not supported yet"),
+    (["service", "create", "--no-resolve-image", "alpine"], "no such option: --no-resolve-image (not supported yet)"),
     (["service", "create", "--with-registry-auth", "alpine"],
      "no such option: --with-registry-auth (not supported yet)"),
     (["service", "update", "--secret-add", "s", "web"], "no such option: --secret-add (not supported yet)"),

@@ -21,7 +21,7 @@ from tests.unit.test_cli import FakeDaemon, failed, ok
 
 SID = "k5k3v6l9lqr8jxzmlwcw1h4hx"
 METHODS = ("service.create", "service.ls", "service.ps", "service.inspect", "service.update", "service.scale",
-           "service.rm", "service.logs", "image.import", "image.load", "image.ls", "image.rm")
+           "service.rm", "service.logs", "service.rollback", "image.import", "image.load", "image.ls", "image.rm")
 
 
 class ServiceFake(FakeDaemon):
@@ -35,7 +35,8 @@ class ServiceFake(FakeDaemon):
 @pytest.fixture
 def fake(state_dir):
     daemon = ServiceFake(state_dir)
-    daemon.answers.update({"service.create": {"id": SID, "name": "web"}, "service.update": {"id": SID, "name": "web"}})
+    daemon.answers.update({"service.create": {"id": SID, "name": "web"}, "service.update": {"id": SID, "name": "web"},
+                           "service.rollback": {"id": SID, "name": "web"}})
     daemon.start()
     yield daemon
     daemon.stop()
@@ -519,7 +520,8 @@ def test_update_waits_for_the_replaced_tasks(fake, run):
         f"1/1: running   {BAR['running']}\n"
         "verify: Service converged\n"
     )
-    assert [m for m, _ in fake.calls] == ["service.ps", "service.update", "service.inspect"] + ["service.ps"] * 4
+    assert [m for m, _ in fake.calls] == (["service.inspect", "service.ps", "service.update", "service.inspect"]
+                                          + ["service.inspect", "service.ps"] * 4)
     assert fake.params("service.update") == [{"ref": "web", "image": "alpine:3.19"}]
 
 
@@ -997,3 +999,230 @@ def test_log_opts_may_be_joined_by_commas_and_list_values_stay_whole(fake, run):
                   "--log-opt", "labels=com.a,com.b,env=X", "alpine"))
     assert fake.params("service.create")[0]["log_opts"] == {"max-size": "10m", "max-file": "3",
                                                              "labels": "com.a,com.b", "env": "X"}
+
+
+# -- rolling updates, rollback and healthchecks (issue 13) -------------------------------------
+
+
+def test_create_sends_every_update_rollback_and_health_flag(fake, run):
+    assert ok(run("service", "create", "-d", "--name", "web", "--update-parallelism", "0", "--update-delay", "10s",
+                  "--update-failure-action", "rollback", "--update-monitor", "1m", "--update-max-failure-ratio",
+                  "0.25", "--update-order", "start-first", "--rollback-parallelism", "2", "--rollback-delay", "0",
+                  "--rollback-failure-action", "continue", "--rollback-monitor", "500ms",
+                  "--rollback-max-failure-ratio", "1", "--rollback-order", "stop-first", "--health-cmd",
+                  "wget -q -O- localhost", "--health-interval", "2s", "--health-timeout", "1s", "--health-retries",
+                  "0", "--health-start-period", "5s", "--health-start-interval", "100ms", "alpine"))
+    params = fake.params("service.create")[0]
+    assert params["update_config"] == {"parallelism": 0, "delay": 10.0, "failure_action": "rollback",
+                                       "monitor": 60.0, "max_failure_ratio": 0.25, "order": "start-first"}
+    assert params["rollback_config"] == {"parallelism": 2, "delay": 0.0, "failure_action": "continue",
+                                         "monitor": 0.5, "max_failure_ratio": 1.0, "order": "stop-first"}
+    assert params["healthcheck"] == {"test": ["CMD-SHELL", "wget -q -O- localhost"], "interval": 2.0,
+                                     "timeout": 1.0, "retries": 0, "start_period": 5.0, "start_interval": 0.1}
+
+
+def test_create_sends_only_the_rolling_flags_given(fake, run):
+    assert ok(run("service", "create", "-d", "--name", "a", "alpine"))
+    assert ok(run("service", "create", "-d", "--name", "b", "--update-delay", "1s", "--health-retries", "2",
+                  "alpine"))
+    assert ok(run("service", "create", "-d", "--name", "c", "--no-healthcheck", "alpine"))
+    plain, some, none = fake.params("service.create")
+    assert not {"update_config", "rollback_config", "healthcheck"} & set(plain)     # the daemon's defaults
+    assert (some["update_config"], some["healthcheck"]) == ({"delay": 1.0}, {"retries": 2})
+    assert "rollback_config" not in some
+    assert none["healthcheck"] == {"test": ["NONE"]}
+
+
+def test_update_sends_the_rolling_flags_given_force_and_rollback(fake, run):
+    assert ok(run("service", "update", "-d", "--update-order", "start-first", "--rollback-monitor", "0s", "web"))
+    assert ok(run("service", "update", "-d", "--health-cmd", "", "--health-interval", "3s", "web"))
+    assert ok(run("service", "update", "-d", "--no-healthcheck", "--force", "web"))
+    assert ok(run("service", "update", "-d", "--rollback", "web"))
+    assert ok(run("service", "update", "-d", "--force", "web"))
+    assert fake.params("service.update") == [
+        {"ref": "web", "update_config": {"order": "start-first"}, "rollback_config": {"monitor": 0.0}},
+        {"ref": "web", "healthcheck": {"test": [], "interval": 3.0}},     # "": the image's test again
+        {"ref": "web", "healthcheck": {"test": ["NONE"]}, "force": True},
+        {"ref": "web", "rollback": True},
+        {"ref": "web", "force": True},
+    ]
+
+
+@pytest.mark.parametrize("args, option", [
+    (["create", "--update-delay", "-1s", "alpine"], "'--update-delay': '-1s' is negative"),
+    (["create", "--update-delay", "10", "alpine"], "'--update-delay': '10' is not a duration"),
+    (["create", "--update-monitor", "soon", "alpine"], "'--update-monitor'"),
+    (["create", "--rollback-delay", "-5m", "alpine"], "'--rollback-delay'"),
+    (["create", "--update-parallelism", "-1", "alpine"], "'--update-parallelism'"),
+    (["create", "--rollback-parallelism", "two", "alpine"], "'--rollback-parallelism'"),
+    (["create", "--update-max-failure-ratio", "1.5", "alpine"], "'--update-max-failure-ratio': '1.5' is not from 0 to 1"),
+    (["create", "--update-max-failure-ratio", "-0.1", "alpine"], "'--update-max-failure-ratio'"),
+    (["create", "--rollback-max-failure-ratio", "nan", "alpine"], "'--rollback-max-failure-ratio'"),
+    (["create", "--update-failure-action", "explode", "alpine"], "'--update-failure-action'"),
+    (["create", "--rollback-failure-action", "rollback", "alpine"], "'--rollback-failure-action'"),
+    (["create", "--update-order", "random", "alpine"], "'--update-order'"),
+    (["create", "--rollback-order", "last-first", "alpine"], "'--rollback-order'"),
+    (["create", "--health-interval", "-1s", "alpine"], "'--health-interval'"),
+    (["create", "--health-timeout", "x", "alpine"], "'--health-timeout'"),
+    (["create", "--health-retries", "-1", "alpine"], "'--health-retries'"),
+    (["create", "--health-start-period", "-1s", "alpine"], "'--health-start-period'"),
+    (["create", "--health-start-interval", "1", "alpine"], "'--health-start-interval'"),
+    (["update", "--update-delay", "-1s", "web"], "'--update-delay'"),
+    (["update", "--update-parallelism", "-2", "web"], "'--update-parallelism'"),
+    (["update", "--rollback-max-failure-ratio", "2", "web"], "'--rollback-max-failure-ratio'"),
+    (["update", "--update-failure-action", "stop", "web"], "'--update-failure-action'"),
+])
+def test_bad_rolling_values_are_usage_errors_naming_the_flag(fake, run, args, option):
+    err = failed(run("service", *args), 2)
+    last = err.splitlines()[-1]
+    assert option in last and last.startswith("Error: Invalid value for "), last
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("args, sentence", [
+    (["create", "--no-healthcheck", "--health-cmd", "true", "alpine"],
+     "--no-healthcheck conflicts with --health-* options"),
+    (["create", "--no-healthcheck", "--health-retries", "0", "alpine"],
+     "--no-healthcheck conflicts with --health-* options"),
+    (["update", "--no-healthcheck", "--health-interval", "1s", "web"],
+     "--no-healthcheck conflicts with --health-* options"),
+    (["update", "--rollback", "--image", "alpine:3", "web"], "other flags may not be combined with --rollback"),
+    (["update", "--rollback", "--force", "web"], "other flags may not be combined with --rollback"),
+    (["create", "--mode", "replicated-job", "--update-parallelism", "2", "alpine"],
+     "update and rollback configuration is not supported for jobs"),
+])
+def test_conflicting_rolling_flags_are_one_sentence(fake, run, args, sentence):
+    assert failed(run("service", *args), 2).splitlines()[-1] == f"Error: {sentence}"
+    assert fake.calls == []
+
+
+def test_rollback_command_detached_and_without_a_previous_spec(fake, run):
+    assert ok(run("service", "rollback", "-d", "web")) == "web\n"
+    assert fake.params("service.rollback") == [{"ref": "web"}]
+    assert [m for m, _ in fake.calls] == ["service.rollback"]
+    fake.answers["service.rollback"] = RPCError("bad_request", f"service {SID} does not have a previous spec")
+    assert failed(run("service", "rollback", "-d", "web"), 1) == f"Error: service {SID} does not have a previous spec\n"
+
+
+def ustatus(state: str, message: str = "", started: float = 1714557700.0) -> dict:
+    return {"state": state, "started_at": started, "completed_at": 0.0, "message": message}
+
+
+def versioned(tid: str, slot: int, state: str, version: int, desired: str = "running") -> dict:
+    return {**task(tid, slot, state, desired), "spec_version": version}
+
+
+def test_update_that_pauses_exits_1_with_the_reason(fake, run):
+    reason = "update paused due to failure or early termination of task t1b"
+    before = {**INSPECTED, "spec_version": 1, "update_status": ustatus("completed", "update completed", 1.0)}
+    fake.answers["service.inspect"] = sequence(
+        before,                                                  # before the update
+        {**INSPECTED, "spec_version": 2, "update_status": ustatus("updating", "update in progress")},
+        {**INSPECTED, "spec_version": 2, "update_status": ustatus("updating", "update in progress")},
+        {**INSPECTED, "spec_version": 2, "update_status": ustatus("paused", reason)})
+    fake.answers["service.inspect"] = (lambda answer: lambda p: [answer(p)])(fake.answers["service.inspect"])
+    fake.answers["service.ps"] = [versioned("t1b", 1, "failed", 2, "shutdown"), versioned("t2", 2, "running", 1)]
+    result = run("service", "update", "-q", "--image", "bad:1", "web")
+    assert (result.exit_code, result.stdout) == (1, "web\n")
+    assert result.stderr == f"Error: service update paused: {reason}\n"
+
+
+def test_update_that_rolls_back_is_followed_then_exits_1(fake, run):
+    reason = "update rolled back due to failure or early termination of task t1b"
+    views = iter([
+        {"update_status": None, "spec_version": 1},
+        {"update_status": ustatus("updating", "update in progress"), "spec_version": 2},     # the Waiter's spec read
+        {"update_status": ustatus("rollback_started", reason), "spec_version": 1},
+        {"update_status": ustatus("rollback_completed", "rollback completed"), "spec_version": 1},
+    ])
+    last: list[dict] = []
+
+    def inspect(params: dict) -> list:
+        last[:] = [next(views, last[0] if last else None)]
+        return [{**INSPECTED, "spec": {**INSPECTED["spec"], "replicas": 1}, **last[0]}]
+    fake.answers["service.inspect"] = inspect
+    fake.answers["service.ps"] = sequence([versioned("t1", 1, "running", 1)], [versioned("t1", 1, "running", 1)],
+                                          [versioned("t1", 1, "running", 1)])
+    result = run("service", "update", "--image", "bad:1", "web")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == (
+        "web\n"
+        f"rollback: {reason}\n"
+        "overall progress: rolling back update: 1 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "verify: Service converged\n"
+        "rollback: rollback completed\n")
+    assert result.stderr == f"Error: service update rolled back: {reason}\n"
+
+
+def test_rollback_command_follows_the_rollback_to_the_end(fake, run):
+    views = iter([{"update_status": ustatus("completed", "update completed", 1.0), "spec_version": 2},
+                  {"update_status": ustatus("rollback_started", "manually requested rollback"), "spec_version": 1},
+                  {"update_status": ustatus("rollback_started", "manually requested rollback"), "spec_version": 1},
+                  {"update_status": ustatus("rollback_completed", "rollback completed"), "spec_version": 1}])
+    last: list[dict] = []
+
+    def inspect(params: dict) -> list:
+        last[:] = [next(views, last[0] if last else None)]
+        return [{**INSPECTED, "spec": {**INSPECTED["spec"], "replicas": 1}, **last[0]}]
+    fake.answers["service.inspect"] = inspect
+    fake.answers["service.ps"] = sequence([versioned("t1", 1, "running", 2)],          # before
+                                          [versioned("t1", 1, "running", 2)],
+                                          [versioned("t0", 1, "running", 1)])
+    assert ok(run("service", "rollback", "web")) == (
+        "web\n"
+        "rollback: manually requested rollback\n"
+        "overall progress: rolling back update: 0 out of 1 tasks\n"
+        f"1/1: running   {BAR['running']}\n"
+        "overall progress: rolling back update: 1 out of 1 tasks\n"
+        "verify: Service converged\n"
+        "rollback: rollback completed\n")
+    assert [m for m, _ in fake.calls][:3] == ["service.inspect", "service.ps", "service.rollback"]
+
+
+def test_pretty_shows_the_update_status_configs_and_healthcheck(fake, run, monkeypatch):
+    monkeypatch.setattr(cli_service.time, "time", lambda: 1714557760.0)
+    service = {**INSPECTED,
+               "update_status": {"state": "completed", "started_at": 1714557700.0, "completed_at": 1714557730.0,
+                                 "message": "update completed"},
+               "spec": {**INSPECTED["spec"], "constraints": [],
+                        "update_config": {"parallelism": 2, "delay": 10.0, "failure_action": "rollback",
+                                          "monitor": 5.0, "max_failure_ratio": 0.2, "order": "start-first"},
+                        "rollback_config": {"parallelism": 1, "delay": 0.0, "failure_action": "pause",
+                                            "monitor": 0.0, "max_failure_ratio": 0.0, "order": "stop-first"},
+                        "container": {**INSPECTED["spec"]["container"], "mounts": [],
+                                      "healthcheck": {"test": ["CMD-SHELL", "wget -q localhost"], "interval": 2.0,
+                                                      "timeout": 0.0, "start_period": 0.0, "start_interval": 0.0,
+                                                      "retries": 3}}}}
+    fake.answers["service.inspect"] = [service]
+    text = ok(run("service", "inspect", "--pretty", "web"))
+    assert (
+        "Updated at:           2024-05-01T10:01:00.500000000Z\n"
+        "UpdateStatus:\n"
+        " State:               completed\n"
+        " Started:             About a minute ago\n"
+        " Completed:           30 seconds ago\n"
+        " Message:             update completed\n"
+        "Placement:\n"
+        "UpdateConfig:\n"
+        " Parallelism:         2\n"
+        " Delay:               10s\n"
+        " On failure:          rollback\n"
+        " Monitoring Period:   5s\n"
+        " Max failure ratio:   0.2\n"
+        " Update order:        start-first\n"
+        "RollbackConfig:\n"
+        " Parallelism:         1\n"
+        " On failure:          pause\n"
+        " Max failure ratio:   0\n"
+        " Rollback order:      stop-first\n"
+        "Restart Policy:\n") in text
+    assert text.endswith(
+        " Healthcheck:\n"
+        "  Interval = 2s\n"
+        "  Retries = 3\n"
+        "  StartPeriod = 0s\n"
+        "  Timeout = 0s\n"
+        "  Tests:\n"
+        "   Test = CMD-SHELL\n"
+        "   Test = wget -q localhost\n")

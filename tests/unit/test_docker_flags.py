@@ -45,13 +45,7 @@ DOCKER_UPDATE = (
     "--update-delay --update-failure-action --update-max-failure-ratio --update-monitor --update-order "
     "--update-parallelism -u --user --with-registry-auth -w --workdir").split()
 
-ROLLING = "rolling-update issue: update, rollback and health-check settings"
 LATER = {
-    **{f"--{kind}-{what}": ROLLING for kind in ("update", "rollback")
-       for what in ("delay", "failure-action", "max-failure-ratio", "monitor", "order", "parallelism")},
-    **{f"--health-{what}": ROLLING for what in ("cmd", "interval", "retries", "start-interval", "start-period",
-                                                 "timeout")},
-    "--no-healthcheck": ROLLING, "--rollback": ROLLING, "--force": ROLLING,
     **{flag: "stacks issue: secrets and configs" for flag in ("--secret", "--secret-add", "--secret-rm", "--config",
                                                               "--config-add", "--config-rm")},
     "--with-registry-auth": "registry issue: image pulls", "--no-resolve-image": "registry issue: image pulls",
@@ -111,6 +105,18 @@ def test_the_flags_left_to_later_issues_are_really_missing():
     # When one of them lands, it leaves this list (and root.py's Docker-only list).
     for command in ("create", "update"):
         assert not set(LATER) & set(swarm_flags(command))
+
+
+def test_the_rolling_update_flags_are_ours():
+    # issue 13: every update, rollback and healthcheck flag, on create and update; --force and --rollback on update
+    rolling = {f"--{kind}-{what}" for kind in ("update", "rollback")
+               for what in ("delay", "failure-action", "max-failure-ratio", "monitor", "order", "parallelism")}
+    rolling |= {f"--health-{what}" for what in ("cmd", "interval", "retries", "start-interval", "start-period",
+                                                 "timeout")} | {"--no-healthcheck"}
+    assert rolling <= set(swarm_flags("create"))
+    assert rolling | {"--force", "--rollback"} <= set(swarm_flags("update"))
+    result = CliRunner().invoke(cli.swarm, ["service", "rollback", "--help"])
+    assert result.exit_code == 0 and {"--detach", "--quiet", "--timeout"} <= set(help_flags(result.output))
 
 
 def test_the_kept_lists_read_as_docker_s_help():

@@ -1,5 +1,6 @@
-"""The CLI's job progress (swarm/cli/progress.py) against a scripted daemon: the exact
-lines drawn, when the wait ends, and a job that cannot complete failing at once."""
+"""The CLI's progress (swarm/cli/progress.py) against a scripted daemon: a job's exact lines,
+when the wait ends, a job that cannot complete failing at once; an update followed by its
+UpdateStatus (completed: exit 0; paused or rolled back: the command fails with the reason)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +8,8 @@ from typing import Any
 import pytest
 
 from swarm.cli import progress
-from swarm.cli.progress import GIVE_UP_POLLS, JOB_STATE_PROGRESS, MAX_JOB_PROGRESS, Waiter, bar
+from swarm.cli.progress import (GIVE_UP_POLLS, JOB_STATE_PROGRESS, MAX_JOB_PROGRESS, UpdateFollow, UpdateVerdict,
+                                Waiter, bar, read_update_status)
 
 SID = "svc1"
 
@@ -122,3 +124,126 @@ def test_global_job_waits_for_tasks_then_for_every_node_it_started_on(capsys):
     assert f"n1: running   {job_bar('running')}" in out and f"n2: complete  {job_bar('complete')}" in out
     assert f"job progress: 2 out of 2 complete {bar(2, 2)}" in out   # n3 came later: not waited for
     assert out[-1] == "job complete"
+
+
+# -- following an update by its UpdateStatus ---------------------------------------------------
+
+BEFORE = {"state": "completed", "started_at": 100.0, "completed_at": 110.0, "message": "update completed"}
+
+
+def status(state, message="", started=200.0):
+    return {"state": state, "started_at": started, "completed_at": 0.0, "message": message}
+
+
+def svc_row(tid, slot, state, version, desired="running"):
+    return {"id": tid, "name": f"web.{slot}", "image": "img", "node": "n1", "desired_state": desired,
+            "current_state": state, "error": "", "service_id": SID, "slot": slot, "node_id": "n1",
+            "state": state, "exit_code": None, "spec_version": version}
+
+
+class UpdateDaemon:
+    """Per poll: service.inspect answers the next view, service.ps the next rows (the last repeat)."""
+
+    def __init__(self, *polls: tuple[dict, list[dict]]) -> None:
+        self.polls, self.calls, self.index = list(polls), [], -1
+
+    def call(self, method: str, params: dict) -> Any:
+        self.calls.append(method)
+        if method == "service.inspect":
+            self.index = min(self.index + 1, len(self.polls) - 1)
+            return [self.polls[self.index][0]]
+        assert method == "service.ps" and params == {"refs": [SID]}
+        return self.polls[self.index][1]
+
+
+def view(version, update_status):
+    return {"id": SID, "spec_version": version, "update_status": update_status,
+            "spec": {"mode": "replicated", "replicas": 2}}
+
+
+def update_waiter(daemon, rollback=False, quiet=False, timeout=60.0, before=()):
+    return Waiter(daemon, SID, "web", "replicated", 2, None, quiet, timeout, before=before,
+                  update=UpdateFollow(BEFORE, rollback=rollback))
+
+
+def test_a_status_as_it_was_before_the_command_says_nothing_of_this_update():
+    follow = UpdateFollow(BEFORE)
+    assert read_update_status(BEFORE, follow) == UpdateVerdict()
+    assert read_update_status(None, follow) == UpdateVerdict()
+    assert read_update_status(status("updating"), follow) == UpdateVerdict(busy=True)
+    assert read_update_status(status("paused", "update paused due to failure or early termination of task t9"),
+                              follow).failure == ("service update paused: update paused due to failure or early "
+                                                  "termination of task t9")
+    assert read_update_status(status("rollback_paused", "why"), follow).failure == "service rollback paused: why"
+    assert read_update_status(status("rollback_started", "m"), follow) == UpdateVerdict(
+        busy=True, rolling_back=True, message="m")
+
+
+def test_an_update_is_followed_until_its_status_says_completed(capsys):
+    old, new = 1, 2
+    daemon = UpdateDaemon(
+        (view(new, BEFORE), [svc_row("a", 1, "running", old), svc_row("b", 2, "running", old)]),   # not begun
+        (view(new, status("updating")), [svc_row("a2", 1, "running", new), svc_row("b", 2, "running", old)]),
+        # every task runs the new version, but the daemon has not said completed yet: not converged
+        (view(new, status("updating")), [svc_row("a2", 1, "running", new), svc_row("b2", 2, "running", new)]),
+        (view(new, status("completed", "update completed")),
+         [svc_row("a2", 1, "running", new), svc_row("b2", 2, "running", new)]))
+    assert update_waiter(daemon).wait() is None
+    out = capsys.readouterr().out.splitlines()
+    assert out.count("overall progress: 2 out of 2 tasks") == 1 and out[-1] == "verify: Service converged"
+    assert "overall progress: 0 out of 2 tasks" in out and "overall progress: 1 out of 2 tasks" in out
+    assert daemon.calls == ["service.inspect", "service.ps"] * 4
+
+
+def test_a_paused_update_fails_the_command_at_once_with_the_reason():
+    reason = "update paused due to failure or early termination of task t7"
+    daemon = UpdateDaemon(
+        (view(2, status("updating")), [svc_row("a", 1, "starting", 2), svc_row("b", 2, "running", 1)]),
+        (view(2, status("paused", reason)), [svc_row("a", 1, "failed", 2), svc_row("b", 2, "running", 1)]))
+    assert update_waiter(daemon, quiet=True).wait() == f"service update paused: {reason}"
+    assert daemon.calls == ["service.inspect", "service.ps", "service.inspect"]
+
+
+def test_an_update_that_rolls_back_is_followed_to_the_end_then_fails_with_its_reason(capsys):
+    reason = "update rolled back due to failure or early termination of task t7"
+    daemon = UpdateDaemon(
+        (view(2, status("updating")), [svc_row("a", 1, "starting", 2), svc_row("b", 2, "running", 1)]),
+        # the rollback: back to version 1; slot 1 rolls back
+        (view(1, status("rollback_started", reason)), [svc_row("a", 1, "failed", 2, "shutdown"),
+                                                        svc_row("a1", 1, "starting", 1), svc_row("b", 2, "running", 1)]),
+        (view(1, status("rollback_completed", "rollback completed")),
+         [svc_row("a1", 1, "running", 1), svc_row("b", 2, "running", 1)]))
+    assert update_waiter(daemon).wait() == f"service update rolled back: {reason}"
+    out = capsys.readouterr().out.splitlines()
+    assert f"rollback: {reason}" in out
+    assert "overall progress: rolling back update: 1 out of 2 tasks" in out
+    assert out[-2:] == ["verify: Service converged", "rollback: rollback completed"]
+
+
+def test_a_requested_rollback_converges_and_a_paused_one_fails():
+    done = UpdateDaemon(
+        (view(1, status("rollback_started", "manually requested rollback")),
+         [svc_row("a", 1, "running", 2), svc_row("b", 2, "running", 1)]),
+        (view(1, status("rollback_completed", "rollback completed")),
+         [svc_row("a1", 1, "running", 1), svc_row("b", 2, "running", 1)]))
+    assert update_waiter(done, rollback=True, quiet=True).wait() is None
+    paused = UpdateDaemon((view(1, status("rollback_paused", "rollback paused due to failure")), []))
+    assert update_waiter(paused, rollback=True, quiet=True).wait() == (
+        "service rollback paused: rollback paused due to failure")
+
+
+def test_start_first_shows_the_new_task_of_a_slot_with_two():
+    # start-first: the old task still runs next to its running successor; the slot counts as updated
+    daemon = UpdateDaemon((view(2, status("completed", "update completed")),
+                           [svc_row("a", 1, "running", 1), svc_row("a2", 1, "running", 2),
+                            svc_row("b2", 2, "running", 2)]))
+    assert update_waiter(daemon, quiet=True).wait() is None
+
+
+def test_a_rollback_that_outlives_the_timeout_names_the_update_s_failure():
+    reason = "update rolled back due to failure or early termination of task t7"
+    daemon = UpdateDaemon((view(1, status("rollback_started", reason)),
+                           [svc_row("a", 1, "failed", 2, "shutdown"), svc_row("a1", 1, "pending", 1),
+                            svc_row("b", 2, "running", 1)]))
+    assert update_waiter(daemon, quiet=True, timeout=0.0).wait() == (
+        f"service web did not converge in 0s: task failed ({reason})")

@@ -2,6 +2,8 @@
 and `service update`'s X_add/X_rm pairs merged as docker/cli's update.go does."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from swarm.api import spec
@@ -199,3 +201,112 @@ def test_update_capabilities_as_docker(add, drop, flag_add, flag_drop, want_add,
     current = spec_from_params({**BASE, "cap_add": add, "cap_drop": drop})
     new = apply_update(current, {"cap_add": flag_add, "cap_drop": flag_drop})
     assert (list(new.container.cap_add), list(new.container.cap_drop)) == (want_add, want_drop)
+
+
+# -- rolling updates and healthchecks ----------------------------------------------------------
+
+ROLLING = {
+    **BASE, "update_config": {"parallelism": 2, "delay": 10.0, "failure_action": "rollback", "monitor": 30.0,
+                              "max_failure_ratio": 0.25, "order": "start-first"},
+    "rollback_config": {"parallelism": 0, "failure_action": "continue"},
+    "healthcheck": {"test": ["CMD-SHELL", "wget -q -O- localhost"], "interval": 2.0, "timeout": 1.0,
+                    "start_period": 5.0, "start_interval": 0.5, "retries": 4},
+}
+
+
+def test_update_rollback_and_health_configs_reach_the_spec_and_come_back():
+    s = spec_from_params(ROLLING)
+    assert s.update_config == spec.UpdateConfig(2, 10.0, "rollback", 30.0, 0.25, "start-first")
+    assert s.rollback_config == spec.UpdateConfig(parallelism=0, failure_action="continue")   # the rest docker's
+    assert s.container.healthcheck == spec.HealthConfig(("CMD-SHELL", "wget -q -O- localhost"), 2.0, 1.0, 5.0, 0.5, 4)
+    assert spec_from_params(params_of(s)) == s
+    plain = spec_from_params(BASE)
+    assert (plain.update_config, plain.rollback_config, plain.container.healthcheck) == (
+        spec.UpdateConfig(), spec.UpdateConfig(), None)
+    forced = dataclasses.replace(s, container=dataclasses.replace(s.container, force_update=3))
+    assert spec_from_params(params_of(forced)) == forced      # --force's counter survives every update
+    assert spec_from_params({**BASE, "healthcheck": {"test": ["NONE"]}}).container.healthcheck == spec.HealthConfig(
+        ("NONE",))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"update_config": {"delay": -1}}, "invalid --update-delay: a duration cannot be negative"),
+    ({"update_config": {"monitor": -0.5}}, "invalid --update-monitor"),
+    ({"update_config": {"delay": "10s"}}, "invalid --update-delay"),
+    ({"rollback_config": {"delay": -1}}, "invalid --rollback-delay"),
+    ({"update_config": {"parallelism": -1}}, "invalid --update-parallelism -1"),
+    ({"update_config": {"parallelism": 1.5}}, "invalid --update-parallelism"),
+    ({"rollback_config": {"parallelism": True}}, "invalid --rollback-parallelism"),
+    ({"update_config": {"max_failure_ratio": 1.5}}, "invalid --update-max-failure-ratio 1.5"),
+    ({"update_config": {"max_failure_ratio": -0.1}}, "invalid --update-max-failure-ratio"),
+    ({"update_config": {"max_failure_ratio": float("nan")}}, "invalid --update-max-failure-ratio"),
+    ({"update_config": {"failure_action": "explode"}}, "invalid --update-failure-action 'explode'"),
+    ({"rollback_config": {"failure_action": "rollback"}}, "invalid --rollback-failure-action 'rollback': "
+                                                          "use pause or continue"),
+    ({"update_config": {"order": "random"}}, "invalid --update-order 'random': use stop-first or start-first"),
+    ({"rollback_config": {"order": 1}}, "invalid --rollback-order"),
+    ({"update_config": {"speed": 3}}, "invalid update_config: unknown field 'speed'"),
+    ({"update_config": [1]}, "invalid update_config: expected a map"),
+    ({"healthcheck": {"retries": -1}}, "invalid --health-retries -1"),
+    ({"healthcheck": {"interval": -1.0}}, "invalid --health-interval: a duration cannot be negative"),
+    ({"healthcheck": {"timeout": 0.0001}}, "invalid --health-timeout: it cannot be less than 1ms"),
+    ({"healthcheck": {"start_period": "5s"}}, "invalid --health-start-period"),
+    ({"healthcheck": {"start_interval": -3}}, "invalid --health-start-interval"),
+    ({"healthcheck": {"test": ["CMD-SHELL"]}}, "invalid --health-cmd"),
+    ({"healthcheck": {"test": ["SHELL", "x"]}}, "invalid --health-cmd"),
+    ({"healthcheck": {"test": "curl x"}}, "invalid --health-cmd: a test is a list of strings"),
+    ({"healthcheck": {"test": ["NONE"], "retries": 2}}, "--no-healthcheck conflicts with --health-* options"),
+    ({"healthcheck": {"cmd": "x"}}, "invalid healthcheck: unknown field 'cmd'"),
+    ({"mode": "replicated-job", "update_config": {"delay": 1.0}},
+     "update and rollback configuration is not supported for jobs"),
+    ({"force_update": -1}, "invalid force_update"),
+])
+def test_bad_rolling_settings_are_refused_naming_the_flag(params, message):
+    with pytest.raises(ApiError) as err:
+        spec_from_params({**BASE, **params})
+    assert err.value.code == "bad_request" and "\n" not in err.value.message
+    assert message in err.value.message
+
+
+def test_update_merges_the_config_fields_given_into_the_current_ones():
+    current = spec_from_params(ROLLING)
+    new = apply_update(current, {"update_config": {"delay": 0.0}, "rollback_config": {"order": "start-first"}})
+    assert new.update_config == dataclasses.replace(current.update_config, delay=0.0)
+    assert new.rollback_config == dataclasses.replace(current.rollback_config, order="start-first")
+    assert new.container == current.container
+    # from docker's defaults when the service had none given
+    assert apply_update(spec_from_params(BASE), {"update_config": {"parallelism": 3}}).update_config == (
+        spec.UpdateConfig(parallelism=3))
+    with pytest.raises(ApiError, match="--update-max-failure-ratio"):
+        apply_update(current, {"update_config": {"max_failure_ratio": 2}})
+    with pytest.raises(ApiError, match="not supported for jobs"):
+        apply_update(spec_from_params({**BASE, "mode": "replicated-job"}), {"update_config": {"parallelism": 2}})
+
+
+def test_update_merges_healthcheck_fields_as_docker():
+    current = spec_from_params(ROLLING)
+    health = current.container.healthcheck
+    assert apply_update(current, {"healthcheck": {"retries": 9}}).container.healthcheck == dataclasses.replace(
+        health, retries=9)
+    # --health-cmd "": back to the image's test, the other settings kept
+    assert apply_update(current, {"healthcheck": {"test": []}}).container.healthcheck == dataclasses.replace(
+        health, test=())
+    # --no-healthcheck replaces the whole
+    disabled = apply_update(current, {"healthcheck": {"test": ["NONE"]}})
+    assert disabled.container.healthcheck == spec.HealthConfig(("NONE",))
+    # and a --health-* flag after it brings the image's test back, with that setting
+    assert apply_update(disabled, {"healthcheck": {"interval": 3.0}}).container.healthcheck == spec.HealthConfig(
+        interval=3.0)
+    # a service with the image's healthcheck gets one with the field given
+    assert apply_update(spec_from_params(BASE), {"healthcheck": {"test": ["CMD", "true"]}}).container.healthcheck == (
+        spec.HealthConfig(("CMD", "true")))
+    with pytest.raises(ApiError, match="--no-healthcheck conflicts"):
+        apply_update(current, {"healthcheck": {"test": ["NONE"], "interval": 1.0}})
+    with pytest.raises(ApiError, match="--health-interval"):
+        apply_update(current, {"healthcheck": {"interval": -1.0}})
+
+
+def test_force_and_rollback_params_are_the_control_api_s():
+    # apply_update leaves them to the control API (a new template, or the previous spec)
+    current = spec_from_params(ROLLING)
+    assert apply_update(current, {"force": True, "rollback": False}) == current

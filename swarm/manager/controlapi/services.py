@@ -1,9 +1,19 @@
-"""The control API for services: create, ls, ps, inspect, update, scale, rm.
+"""The control API for services: create, ls, ps, inspect, update, rollback, scale, rm.
 
 Handlers validate the user's input completely before writing anything (a
 service is created whole or not at all), then write the Service record; the
 leader's reconcile loop (`swarm.manager.reconciler`) turns it into tasks. Any manager
 answers: reads come from its local copy of the store.
+
+Versions. An update that changes the task template (anything but the replica
+count and the update and rollback configs; `force` bumps
+container.force_update so that every task rolls) gives the spec the next
+version (above every version given so far: `last_spec_version`), keeps the
+spec before as `previous_spec` (and its version), and starts an update
+(UpdateStatus updating): the orchestrator's update supervisor rolls the tasks.
+A rollback swaps the spec and the previous spec with their versions, as
+SwarmKit's controlapi does: tasks that never left the previous spec are
+current again, and only the updated ones roll back.
 """
 from __future__ import annotations
 
@@ -21,7 +31,8 @@ from swarm.manager.planner import node_infos
 from swarm.manager.scheduler import NodeInfo, eligible_nodes
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
-from swarm.manager.controlapi.specparams import MAX_LIST, MAX_REPLICAS, apply_update, spec_from_params
+from swarm.manager.controlapi.specparams import MAX_LIST, MAX_REPLICAS, REPLACEABLE, apply_update, spec_from_params
+from swarm.manager.updater import MANUAL_ROLLBACK, PAUSED, UPDATE_STARTED
 
 __all__ = ["ServiceAPI", "apply_update", "spec_from_params"]
 
@@ -89,7 +100,7 @@ class ServiceAPI:
         handler = {
             "service.create": self.create, "service.ls": self.ls, "service.ps": self.ps,
             "service.inspect": self.inspect, "service.update": self.update, "service.scale": self.scale,
-            "service.rm": self.rm,
+            "service.rm": self.rm, "service.rollback": self.rollback,
         }.get(method)
         if handler is None:
             raise ApiError("unknown_method", f"unknown service method {method}")
@@ -188,6 +199,9 @@ class ServiceAPI:
             view = spec.to_dict(self.find(ref))
             view["created_at"] = model.rfc3339(view["created_at"])
             view["updated_at"] = model.rfc3339(view["updated_at"])
+            if view.get("update_status"):     # the update's times too: one time format in every answer
+                for key in ("started_at", "completed_at"):
+                    view["update_status"][key] = model.rfc3339(view["update_status"][key])
             out.append(view)
         return out
 
@@ -205,19 +219,29 @@ class ServiceAPI:
                     raise ApiError("conflict", f"port '{port.published}' is already in use by service "
                                                f"'{other.spec.name}' ({other.id}) as an {mode} port")
 
-    async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec]) -> dict:
+    async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec],
+                      resume: bool = False) -> dict:
         """Write the spec `respec` makes of the service as stored, with compare-and-set:
         a write in between (the allocator's, another update) is read again and
-        `respec` applied to it."""
+        `respec` applied to it. A new task template gets the next spec version and
+        starts an update; `resume`: an update paused on failures goes on (SwarmKit
+        resets the UpdateStatus on every update, so `service update` resumes one)."""
         def change(service: spec.Service) -> spec.Service:
             new_spec = respec(service)
-            # Only a change that affects the tasks themselves rolls them; scaling does not.
-            rolls = dataclasses.replace(new_spec, replicas=0) != dataclasses.replace(service.spec, replicas=0)
+            now = time.time()
             # A job runs again after every update (SwarmKit's controlapi bumps JobIteration on each).
             reruns = new_spec.mode in spec.JOB_MODES
-            return dataclasses.replace(service, spec=new_spec, spec_version=service.spec_version + (1 if rolls else 0),
-                                       job_iteration=service.job_iteration + (1 if reruns else 0),
-                                       updated_at=time.time())
+            new = dataclasses.replace(service, spec=new_spec, updated_at=now,
+                                      job_iteration=service.job_iteration + (1 if reruns else 0))
+            if rolls(service.spec, new_spec):
+                version = max(service.last_spec_version, service.spec_version) + 1
+                new = dataclasses.replace(new, spec_version=version, last_spec_version=version,
+                                          previous_spec=service.spec, previous_spec_version=service.spec_version)
+            elif not (resume and service.update_status is not None and service.update_status.state in PAUSED):
+                return new
+            if reruns:
+                return new      # jobs have no rolling update
+            return dataclasses.replace(new, update_status=spec.UpdateStatus("updating", now, 0.0, UPDATE_STARTED))
 
         service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",
                                                   decode=_decode_service, encode=_encode_service)
@@ -225,6 +249,11 @@ class ServiceAPI:
 
     async def update(self, params: dict) -> dict:
         service = self.find(str(params.get("ref", "")))
+        force, rollback = _flag(params, "force"), _flag(params, "rollback")
+        if rollback:
+            if force or any(key in params for key in REPLACEABLE):
+                raise _bad("other flags may not be combined with --rollback")
+            return await self.rollback({"ref": service.id})
         params = self._resolve_networks(params)
 
         new_spec = apply_update(service.spec, params)
@@ -237,9 +266,34 @@ class ServiceAPI:
             if "image" in params and not _image_known(new_spec.container.image,
                                                       {i for n in self.m.nodes().values() for i in n.get("images", [])}):
                 raise _bad(f"image {new_spec.container.image} not found on any node")
-            return new_spec
+            # --force: a new task template with the same values, so that every task rolls
+            bump = current.spec.container.force_update + (1 if force else 0)
+            return dataclasses.replace(new_spec, container=dataclasses.replace(new_spec.container, force_update=bump))
 
-        return await self._respec(service.id, respec)
+        return await self._respec(service.id, respec, resume=True)
+
+    async def rollback(self, params: dict) -> dict:
+        """`service rollback` (and `service update --rollback`): back to the previous spec,
+        swapped with the current one as SwarmKit's controlapi does (a second rollback
+        returns), rolled out with the rollback config."""
+        service = self.find(str(params.get("ref", "")))
+
+        def change(current: spec.Service) -> spec.Service:
+            if current.previous_spec is None:
+                raise _bad(f"service {current.id} does not have a previous spec")
+            self._check_ports_free(current.previous_spec, current.id)
+            now = time.time()
+            reruns = current.previous_spec.mode in spec.JOB_MODES
+            return dataclasses.replace(
+                current, spec=current.previous_spec, spec_version=current.previous_spec_version,
+                previous_spec=current.spec, previous_spec_version=current.spec_version, updated_at=now,
+                last_spec_version=max(current.last_spec_version, current.spec_version),
+                job_iteration=current.job_iteration + (1 if reruns else 0),
+                update_status=None if reruns else spec.UpdateStatus("rollback_started", now, 0.0, MANUAL_ROLLBACK))
+
+        new, _ = await self.m.compare_and_set(spec.SERVICE, service.id, change, what=f"service {service.id}",
+                                              decode=_decode_service, encode=_encode_service)
+        return {"id": new.id, "name": new.spec.name, "mode": new.spec.mode}
 
     async def scale(self, params: dict) -> list[dict]:
         out = []
@@ -262,6 +316,22 @@ class ServiceAPI:
             await self.m.commit([Op.delete(spec.SERVICE, service.id)])
             removed.append(service.spec.name)
         return removed
+
+
+def rolls(old: spec.ServiceSpec, new: spec.ServiceSpec) -> bool:
+    """Does going from `old` to `new` change the task template, so that tasks roll? Scaling does
+    not, nor do the update and rollback configs (they say how tasks roll, not what they run)."""
+    def template(s: spec.ServiceSpec) -> spec.ServiceSpec:
+        return dataclasses.replace(s, replicas=0, update_config=spec.UpdateConfig(),
+                                   rollback_config=spec.UpdateConfig())
+    return template(old) != template(new)
+
+
+def _flag(params: dict, key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{key} must be true or false")
+    return value
 
 
 def _refs(params: dict) -> list[str]:

@@ -3,13 +3,16 @@
 How this works: `spec_from_params` decodes a create's params into a
 ServiceSpec, checking every field before anything is written (its type, its
 range, its size, and Docker's rules: capabilities, namespaced sysctls,
-ulimits, signals, templates, mounts, DNS, modes). A bad one raises ApiError
-bad_request with one sentence naming the flag. `apply_update` turns the
-stored spec back into params (`params_of`), lets the fields given replace
-theirs, merges the X_add/X_rm pairs as docker/cli's update.go does (labels,
-mounts by target, sysctls, ulimits by name, DNS, hosts, groups, placement
-preferences, capabilities), then checks the result with `spec_from_params`:
-an update is checked exactly as a create. Pure: no store, no clock.
+ulimits, signals, templates, mounts, DNS, modes, the update and rollback
+configs, the healthcheck). A bad one raises ApiError bad_request with one
+sentence naming the flag. `apply_update` turns the stored spec back into
+params (`params_of`), lets the fields given replace theirs, merges the
+X_add/X_rm pairs as docker/cli's update.go does (labels, mounts by target,
+sysctls, ulimits by name, DNS, hosts, groups, placement preferences,
+capabilities) and the fields of "update_config", "rollback_config" and
+"healthcheck" into the stored ones, then checks the result with
+`spec_from_params`: an update is checked exactly as a create. ("force" and
+"rollback" are the control API's business.) Pure: no store, no clock.
 """
 from __future__ import annotations
 
@@ -275,18 +278,117 @@ def _container(p: Mapping, image: str, limits: spec.Resources, labels: Mapping[s
     oom = _number(p, "oom_score_adj", 0)
     if not -1000 <= oom <= 1000:
         raise _bad(f"invalid --oom-score-adj {oom}: it is from -1000 to 1000")
+    force_update = _number(p, "force_update", 0)
+    if force_update < 0:
+        raise _bad(f"invalid force_update {force_update}: a counter of 0 or more")
     container = spec.ContainerSpec(
         image, _strings(p, "command"), env, mounts, grace, limits,
         entrypoint=_strings(p, "entrypoint"), hostname=hostname, user=user, groups=groups, workdir=workdir,
         init=init, tty=_bool(p, "tty", "--tty"), stop_signal=stop_signal,
         read_only=_bool(p, "read_only", "--read-only"), cap_add=cap_add, cap_drop=cap_drop, sysctls=sysctls,
         ulimits=_ulimits(p), pids_limit=pids, oom_score_adj=oom, dns=_dns(p), hosts=_hosts(p),
-        labels=_string_map(p, "container_labels", "--container-label"), log_driver=_log_driver(p))
+        labels=_string_map(p, "container_labels", "--container-label"), log_driver=_log_driver(p),
+        healthcheck=_healthcheck(p), force_update=force_update)
     try:
         servicetemplate.check_container(container, labels)
     except servicetemplate.TemplateError as exc:
         raise _bad(str(exc)) from None
     return container
+
+
+# -- rolling updates and healthchecks --------------------------------------------------------
+
+FAILURE_ACTIONS = ("pause", "continue", "rollback")
+ROLLBACK_FAILURE_ACTIONS = ("pause", "continue")    # a rollback that fails cannot roll back
+UPDATE_ORDERS = ("stop-first", "start-first")
+MAX_DURATION = (1 << 63) / 1e9           # Go's longest time.Duration, in seconds (about 292 years)
+MIN_HEALTH_DURATION = 0.001              # docker's: a healthcheck duration is 0 (the default) or 1ms or more
+_CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(spec.UpdateConfig))
+_HEALTH_FIELDS = tuple(f.name for f in dataclasses.fields(spec.HealthConfig))
+_HEALTH_FLAGS = {"test": "--health-cmd", "interval": "--health-interval", "timeout": "--health-timeout",
+                 "start_period": "--health-start-period", "start_interval": "--health-start-interval",
+                 "retries": "--health-retries"}
+
+
+def _fields_map(value: Any, key: str, fields: tuple[str, ...]) -> dict:
+    if not isinstance(value, dict):
+        raise _bad(f"invalid {key}: expected a map of {', '.join(fields)}")
+    unknown = sorted(str(k) for k in value if k not in fields)
+    if unknown:
+        raise _bad(f"invalid {key}: unknown field {unknown[0][:40]!r} (the fields are {', '.join(fields)})")
+    return value
+
+
+def _duration(value: Any, flag: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise _bad(f"invalid {flag} {value!r}: expected a duration in seconds")
+    if value < 0:
+        raise _bad(f"invalid {flag}: a duration cannot be negative ({value:g}s)")
+    if value > MAX_DURATION:
+        raise _bad(f"invalid {flag}: {value:g}s is longer than the longest duration (about 292 years)")
+    return float(value)
+
+
+def _update_config(p: Mapping, key: str) -> spec.UpdateConfig:
+    """update_config or rollback_config: the fields given, docker's defaults for the rest;
+    each bad value named by its flag (--update-delay, --rollback-order...)."""
+    value = p.get(key)
+    if value is None:
+        return spec.UpdateConfig()
+    kind = key.partition("_")[0]
+    config = _fields_map(value, key, _CONFIG_FIELDS)
+    out: dict[str, Any] = {}
+    for field, v in config.items():
+        flag = f"--{kind}-{field.replace('_', '-')}"
+        if field == "parallelism":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
+                raise _bad(f"invalid {flag} {v!r}: a number of tasks of 0 (all at once) or more")
+            out[field] = v
+        elif field in ("delay", "monitor"):
+            out[field] = _duration(v, flag)
+        elif field == "max_failure_ratio":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise _bad(f"invalid {flag} {v!r}: a failure ratio is from 0 to 1")
+            out[field] = float(v)
+        elif field == "failure_action":
+            actions = FAILURE_ACTIONS if kind == "update" else ROLLBACK_FAILURE_ACTIONS
+            if v not in actions:
+                raise _bad(f"invalid {flag} {str(v)[:40]!r}: use {', '.join(actions[:-1])} or {actions[-1]}")
+            out[field] = v
+        elif v not in UPDATE_ORDERS:
+            raise _bad(f"invalid {flag} {str(v)[:40]!r}: use stop-first or start-first")
+        else:
+            out[field] = v
+    return spec.UpdateConfig(**out)
+
+
+def _healthcheck(p: Mapping) -> spec.HealthConfig | None:
+    """The spec's healthcheck (None: the image's), as docker's HealthConfig and its checks."""
+    value = p.get("healthcheck")
+    if value is None:
+        return None
+    health = _fields_map(value, "healthcheck", _HEALTH_FIELDS)
+    test = health.get("test") or ()
+    if (not isinstance(test, (list, tuple)) or len(test) > MAX_LIST
+            or not all(isinstance(word, str) and len(word) <= MAX_TEXT for word in test)):
+        raise _bad("invalid --health-cmd: a test is a list of strings")
+    test = tuple(test)
+    if not (not test or test == ("NONE",) or (test[0] == "CMD" and len(test) > 1)
+            or (test[0] == "CMD-SHELL" and len(test) == 2 and test[1])):
+        raise _bad(f"invalid --health-cmd {list(test)[:3]!r}: a test is [] (the image's), [\"NONE\"], "
+                   "[\"CMD\", ARG...] or [\"CMD-SHELL\", COMMAND]")
+    durations = {}
+    for field in ("interval", "timeout", "start_period", "start_interval"):
+        durations[field] = _duration(health.get(field, 0.0), _HEALTH_FLAGS[field])
+        if 0 < durations[field] < MIN_HEALTH_DURATION:
+            raise _bad(f"invalid {_HEALTH_FLAGS[field]}: it cannot be less than 1ms (0: the default)")
+    retries = health.get("retries", 0)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries < 1 << 31:
+        raise _bad(f"invalid --health-retries {retries!r}: a number of consecutive failures, 0 or more")
+    config = spec.HealthConfig(test, retries=retries, **durations)
+    if test == ("NONE",) and config != spec.HealthConfig(test):
+        raise _bad("--no-healthcheck conflicts with --health-* options")
+    return config
 
 
 # -- the service spec ------------------------------------------------------------------------
@@ -380,8 +482,12 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
     if endpoint_mode not in ("vip", "dnsrr"):
         raise _bad(f"invalid endpoint mode {endpoint_mode!r}: use vip or dnsrr")
     ports = _ports(p, endpoint_mode)
+    update_config, rollback_config = _update_config(p, "update_config"), _update_config(p, "rollback_config")
+    if mode in spec.JOB_MODES and (update_config, rollback_config) != (spec.UpdateConfig(), spec.UpdateConfig()):
+        raise _bad("update and rollback configuration is not supported for jobs")
     return spec.ServiceSpec(name, container, mode, replicas, constraints, reservations, limits, restart, labels,
-                            _strings(p, "networks"), endpoint_mode, ports, prefs, per_node, concurrent)
+                            _strings(p, "networks"), endpoint_mode, ports, prefs, per_node, concurrent,
+                            update_config, rollback_config)
 
 
 # -- update ----------------------------------------------------------------------------------
@@ -407,7 +513,10 @@ def params_of(s: spec.ServiceSpec) -> dict[str, Any]:
         "dns_options": list(c.dns.options), "hosts": list(c.hosts), "container_labels": dict(c.labels),
         "log_driver": c.log_driver.name, "log_opts": dict(c.log_driver.options),
         "placement_prefs": list(s.placement_prefs), "max_replicas_per_node": s.max_replicas_per_node,
-        "max_concurrent": s.max_concurrent,
+        "max_concurrent": s.max_concurrent, "update_config": dataclasses.asdict(s.update_config),
+        "rollback_config": dataclasses.asdict(s.rollback_config), "force_update": c.force_update,
+        "healthcheck": None if c.healthcheck is None else {**dataclasses.asdict(c.healthcheck),
+                                                           "test": list(c.healthcheck.test)},
     }
     if s.mode in REPLICATED_MODES:
         params["replicas"] = s.replicas
@@ -496,12 +605,36 @@ def _merge_capabilities(cap_add: list[str], cap_drop: list[str], p: Mapping) -> 
     return caps_list(add), caps_list(drop)
 
 
+def _merge_healthcheck(current: dict | None, given: Any) -> dict | None:
+    """docker's updateHealthcheck: --no-healthcheck replaces the whole; the --health-* flags given
+    replace their fields, and a test of NONE gives way to the image's when other fields are set."""
+    if given is None:
+        return None                      # back to the image's
+    given = _fields_map(given, "healthcheck", _HEALTH_FIELDS)
+    if list(given.get("test") or ()) == ["NONE"]:
+        return dict(given)
+    base = dict(current or {})
+    if list(base.get("test") or ()) == ["NONE"]:
+        base["test"] = []
+    return {**base, **given}
+
+
+# Merged with the stored values rather than replaced: the fields given change, the others stay.
+MERGED = frozenset({"cap_add", "cap_drop", "update_config", "rollback_config", "healthcheck"})
+
+
 def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
-    """The spec with only the given flags changed (docker service update), checked as a create."""
+    """The spec with only the given flags changed (docker service update), checked as a create.
+    ("force" and "rollback" are the control API's: they ask for a new task template or the previous spec.)"""
     merged = params_of(old)
-    for key in REPLACEABLE - {"cap_add", "cap_drop"}:
+    for key in REPLACEABLE - MERGED:
         if key in p:
             merged[key] = p[key]
+    for key in ("update_config", "rollback_config"):
+        if key in p:
+            merged[key] = {**merged[key], **_fields_map(p[key], key, _CONFIG_FIELDS)}
+    if "healthcheck" in p:
+        merged["healthcheck"] = _merge_healthcheck(merged["healthcheck"], p["healthcheck"])
     if "replicas" in p and old.mode not in REPLICATED_MODES:
         raise _bad("--replicas can only be used with replicated or replicated-job mode")
     if "log_driver" in p and "log_opts" not in p and p["log_driver"] != old.container.log_driver.name:
