@@ -109,7 +109,10 @@ class Dispatcher:
                 try:
                     advance(task.status.state, status.state)
                 except IllegalTransition:
-                    continue  # stale or duplicate report
+                    # A running task whose health changed stays running, but the change must
+                    # be recorded: an unhealthy task leaves the load balancers at once.
+                    if not (status.state == task.status.state == "running" and status.health != task.status.health):
+                        continue  # stale or duplicate report
                 ops.append(Op.update(spec.TASK, task_id, encode_task(with_status(task, status, now)),
                                      expect=rec.version))
             conflicted: set[str] = set()
@@ -191,7 +194,7 @@ def build_network_view(node_id: str, networks: dict[str, dict], nodes: dict[str,
             ip = a.address.split("/")[0]
             if a.network_id in used and t.node_id != node_id:
                 peers[a.network_id].append(netview.Peer(ip, vtep))
-            if t.status.state == "running":
+            if t.status.state == "running" and t.status.health != "unhealthy":
                 endpoints.setdefault(a.network_id, {}).setdefault(t.service_id, []).append(ip)
                 if a.network_id == mesh and t.node_id == node_id:
                     local_ingress.setdefault(t.service_id, []).append(ip)

@@ -174,3 +174,20 @@ async def test_a_node_with_no_networked_tasks_gets_an_empty_view_unless_ports_ar
     assert list(view.networks.values()) == [view.ingress_network()] and view.ingress_ip
     assert [p.published for p in view.published] == [9000]
 
+
+
+async def test_a_running_task_whose_health_changes_is_recorded_and_a_repeat_is_not():
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web")
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    for state in ("accepted", "preparing", "ready", "starting", "running"):
+        await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
+            "state": state, "timestamp": 1.0, "health": "healthy" if state == "running" else "starting"}}]})
+    index = store.index
+    await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
+        "state": "running", "timestamp": 2.0, "health": "healthy"}}]})
+    assert store.index == index                         # the same state and health: a duplicate
+    await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
+        "state": "running", "timestamp": 3.0, "health": "unhealthy"}}]})
+    assert tasks_of(store, "web")[0].status.health == "unhealthy"

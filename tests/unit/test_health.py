@@ -183,3 +183,13 @@ async def test_a_starting_task_is_in_no_vip_map_no_dns_answer_and_no_routing_mes
     table = {s.name: s for s in view.services[front]}
     assert {ip(t, front) for t in tasks if t.service_name == "web"} == set(table["web"].tasks)
     assert _dns_ips(view, front, "tasks.db") == {ip(t, front) for t in tasks if t.service_name == "db"}
+
+    # Turning unhealthy (the agent reports it before it stops the task) takes it out at once.
+    sick = next(iter(starting))
+    tasks = [dataclasses.replace(t, status=spec.TaskStatus("running", health="unhealthy"))
+             if t.id == sick else t for t in tasks]
+    view = build_network_view(here, networks, nodes, services, tasks)
+    table = {s.name: s for s in view.services[front]}
+    sick_ip = ip(next(t for t in tasks if t.id == sick), front)
+    assert all(sick_ip not in entry.tasks for entry in table.values())
+    assert sick_ip not in _dns_ips(view, front, "tasks.web") | _dns_ips(view, front, "tasks.db")
