@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for cmd in ip:iproute2 runc:runc nft:nftables busybox:busybox-static make:make tini-static:tini; do
+for cmd in ip:iproute2 runc:runc nft:nftables busybox:busybox-static make:make tini-static:tini \
+           docker-registry:docker-registry skopeo:skopeo; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || need_apt+=("${cmd##*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

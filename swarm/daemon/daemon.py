@@ -35,7 +35,7 @@ from swarm.ca import pki
 from swarm.daemon import logs, routing, speccheck
 from swarm.api.errors import ApiError, SwarmError
 from swarm.daemon.config import NodeConfig, Paths, split_addr
-from swarm.daemon.images import image_handlers, max_import_size
+from swarm.daemon.images import image_handlers, max_import_size, task_image_ids
 from swarm.daemon.members import MembershipRPC
 from swarm.daemon.nodeloop import NodeLoop
 from swarm.daemon.routing import ANONYMOUS
@@ -84,7 +84,8 @@ class Daemon(NodeLoop):
         self.reconciler: Reconciler | None = None
         self.dispatcher: Dispatcher | None = None
         self.membership = MembershipRPC(lambda: self.manager, self.ca_pem)
-        self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size())
+        self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size(),
+                                 in_use=functools.partial(task_image_ids, os.path.join(self.paths.root, "tasks")))
         self.user_checker = image_user_checker(self.images)   # --user/--group in this node's copy of an image
         self.image_handlers = image_handlers(self.images)
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)

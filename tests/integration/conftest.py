@@ -43,3 +43,41 @@ def make_cluster(tmp_path):
     finally:
         for cluster in clusters:
             cluster.stop_all()
+
+
+# ---- registries on loopback (tests/integration/registry.py) ----
+
+@pytest.fixture
+def registry_plain(tmp_path):
+    """docker-registry over plain HTTP on 127.0.0.1 (insecure by default, as Docker's 127.0.0.0/8)."""
+    from tests.integration.registry import RegistryServer
+    server = RegistryServer(str(tmp_path / "registry-plain")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def registry_tls(tmp_path):
+    """docker-registry over TLS (server.pki is its CA) with htpasswd basic auth (REGISTRY_USER/PASSWORD)."""
+    from tests.integration.registry import Pki, RegistryServer
+    server = RegistryServer(str(tmp_path / "registry-tls"), pki=Pki(), htpasswd=True).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def registry_token(tmp_path):
+    """docker-registry over plain HTTP behind a token server (server.token) that knows REGISTRY_USER."""
+    from tests.integration.registry import RegistryServer, TokenServer
+    token = TokenServer(str(tmp_path / "token")).start()
+    server = RegistryServer(str(tmp_path / "registry-token"), token=token)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        token.stop()

@@ -21,7 +21,8 @@ from tests.unit.test_cli import FakeDaemon, failed, ok
 
 SID = "k5k3v6l9lqr8jxzmlwcw1h4hx"
 METHODS = ("service.create", "service.ls", "service.ps", "service.inspect", "service.update", "service.scale",
-           "service.rm", "service.logs", "service.rollback", "image.import", "image.load", "image.ls", "image.rm")
+           "service.rm", "service.logs", "service.rollback", "image.import", "image.load", "image.ls", "image.rm",
+           "image.inspect", "image.tag", "image.save", "image.prune")
 
 
 class ServiceFake(FakeDaemon):
@@ -707,28 +708,65 @@ def test_image_load(fake, run, tmp_path):
 
 
 IMAGES = [
-    {"ref": "alpine:3.19", "id": "sha256:05455a08881ea9cf0e752bc48e61bbd71a34c029bb13df01e40e3e70e0d007bd",
-     "size": 7_377_920, "created": 1714557600.0 - 3 * 86400},
-    {"ref": "registry.local:5000/team/app:1.0", "id": "sha256:ab" + "0" * 62, "size": 1_234_567_890,
-     "created": "2024-05-01T09:59:00Z"},
+    {"Id": "sha256:05455a08881ea9cf0e752bc48e61bbd71a34c029bb13df01e40e3e70e0d007bd", "RepoTags": ["alpine:3.19"],
+     "RepoDigests": ["alpine@sha256:" + "d" * 64], "Size": 7_377_920, "Created": 1714557600.0 - 3 * 86400},
+    {"Id": "sha256:ab" + "0" * 62, "RepoTags": ["registry.local:5000/team/app:1.0", "registry.local:5000/team/app:2"],
+     "RepoDigests": [], "Size": 1_234_567_890, "Created": "2024-05-01T09:59:00Z"},
+    {"Id": "sha256:cd" + "0" * 62, "RepoTags": [], "RepoDigests": [], "Size": 1000, "Created": 1.0},
 ]
 
 
-def test_image_ls_table_json_quiet_and_rm(fake, run, monkeypatch):
+def test_image_ls_table_json_quiet_digests_and_rm(fake, run, monkeypatch):
     monkeypatch.setattr(cli_image, "now", lambda: 1714557600.0)
     fake.answers["image.ls"] = IMAGES
-    fake.answers["image.rm"] = ["alpine:3.19"]
     assert ok(run("image", "ls")) == (
         "REPOSITORY                     TAG       IMAGE ID       CREATED              SIZE\n"
         "registry.local:5000/team/app   1.0       ab0000000000   About a minute ago   1.23GB\n"
+        "registry.local:5000/team/app   2         ab0000000000   About a minute ago   1.23GB\n"
         "alpine                         3.19      05455a08881e   3 days ago           7.38MB\n"
+        "<none>                         <none>    cd0000000000   54 years ago         1kB\n"
     )
+    assert ok(run("image", "ls", "--digests", "--filter", "reference=alpine")) == (
+        "REPOSITORY   TAG       DIGEST                                                                    IMAGE ID"
+        "       CREATED      SIZE\n"
+        f"alpine       3.19      sha256:{'d' * 64}   05455a08881e   3 days ago   7.38MB\n")
     rows = json.loads(ok(run("image", "ls", "--format", "json")))
-    assert [(r["repository"], r["tag"], r["id"]) for r in rows] == [
-        ("registry.local:5000/team/app", "1.0", IMAGES[1]["id"]), ("alpine", "3.19", IMAGES[0]["id"])]
-    assert ok(run("image", "ls", "-q")) == f"{IMAGES[1]['id']}\n{IMAGES[0]['id']}\n"
-    assert ok(run("image", "rm", "alpine:3.19")) == "Untagged: alpine:3.19\n"
-    assert fake.params("image.rm") == [{"refs": ["alpine:3.19"]}]
+    assert [(r["Repository"], r["Tag"], r["ID"]) for r in rows][:2] == [
+        ("registry.local:5000/team/app", "1.0", "ab0000000000"), ("registry.local:5000/team/app", "2", "ab0000000000")]
+    assert ok(run("image", "ls", "-q", "--filter", "dangling=true")) == "cd0000000000\n"
+    assert ok(run("image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}",
+                  "-f", "reference=registry.local:5000/*:2")) == f"sha256:ab{'0' * 62} registry.local:5000/team/app:2\n"
+    fake.answers["image.rm"] = {"records": [{"Untagged": "alpine:3.19"}, {"Deleted": "sha256:0545"}],
+                                "errors": ["No such image: nope"]}
+    result = run("image", "rm", "alpine:3.19", "nope")
+    assert result.exit_code == 1 and result.stdout == "Untagged: alpine:3.19\nDeleted: sha256:0545\n"
+    assert result.stderr == "Error: No such image: nope\n"
+    assert fake.params("image.rm") == [{"refs": ["alpine:3.19", "nope"], "force": False}]
+
+
+def test_image_prune_asks_first_and_prints_docker_records(fake, run):
+    fake.answers["image.prune"] = {"deleted": [{"Untagged": "a:1"}, {"Deleted": "sha256:ab"}], "reclaimed": 1_500_000}
+    assert ok(run("image", "prune", input="n\n")) == (
+        "WARNING! This will remove all dangling images.\nAre you sure you want to continue? [y/N] ")
+    assert fake.params("image.prune") == []
+    assert ok(run("image", "prune", "-a", "-f")) == (
+        "Deleted Images:\nuntagged: a:1\ndeleted: sha256:ab\n\nTotal reclaimed space: 1.5MB\n")
+    assert fake.params("image.prune") == [{"all": True}]
+
+
+def test_image_inspect_tag_and_save(fake, run, tmp_path, monkeypatch):
+    fake.answers["image.inspect"] = {"images": [{"Id": "sha256:ab", "RepoTags": ["a:1"]}],
+                                     "errors": ["No such image: b"]}
+    result = run("image", "inspect", "--format", "{{.Id}} {{index .RepoTags 0}}", "a:1", "b")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "sha256:ab a:1\n", "Error: No such image: b\n")
+    fake.answers["image.tag"] = {}
+    assert ok(run("image", "tag", "a:1", "reg:5000/a:2")) == ""
+    assert fake.params("image.tag") == [{"source": "a:1", "target": "reg:5000/a:2"}]
+    fake.answers["image.save"] = lambda params: open(params["path"], "wb").write(b"tar bytes") and {}
+    monkeypatch.chdir(tmp_path)
+    assert ok(run("image", "save", "-o", "out.tar", "a:1")) == ""
+    assert fake.params("image.save")[0] == {"refs": ["a:1"], "path": str(tmp_path / "out.tar")}
+    assert run("image", "save", "a:1").stdout_bytes == b"tar bytes"     # through a temporary file, removed
 
 
 # -- pure helpers --------------------------------------------------------------

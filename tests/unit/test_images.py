@@ -69,7 +69,7 @@ def store(tmp_path):
 def leftovers(store):
     """Everything in the store besides its empty skeleton."""
     out = []
-    for d in (store.layers_dir, store.images_dir):
+    for d in (store.layers_dir, store.images_dir, store.blobs.dir, store.blobs.tmp_dir):
         out += [os.path.join(d, n) for n in os.listdir(d)]
     return out
 
@@ -174,13 +174,14 @@ def test_import_resolve_list_remove(store):
     rows = store.list()
     assert [r["ref"] for r in rows] == ["demo:1", "demo:latest"]
     assert rows[0]["id"] == image_id and rows[0]["size"] > 0 and rows[0]["created"] == 1700000000.0
-    with pytest.raises(ImageError, match="image nope:2 not found"):
+    with pytest.raises(ImageError, match="No such image: nope:2"):
         store.resolve("nope:2")
 
-    assert store.remove("demo:1") == ["Untagged: demo:1"]                       # still tagged demo:latest
+    assert store.remove("demo:1") == [{"Untagged": "demo:1"}]                   # still tagged demo:latest
     assert os.path.isdir(store.layer_path(image.layers[0]))
     out = store.remove("demo")
-    assert out[:2] == ["Untagged: demo:latest", f"Deleted: {image_id}"]
+    assert out == [{"Untagged": "demo:latest"}, {"Deleted": f"sha256:{image_id}"},
+                   {"Deleted": f"sha256:{image.layers[0]}"}]
     assert store.list() == [] and leftovers(store) == []
     with pytest.raises(ImageError):
         store.resolve(image_id)
@@ -199,7 +200,7 @@ def test_two_images_share_a_layer_until_both_are_removed(store):
 
 
 def test_ambiguous_prefix_and_bad_refs(store):
-    with pytest.raises(ImageError, match="not a valid image reference"):
+    with pytest.raises(ImageError, match="invalid reference format: repository name must be lowercase"):
         normalize_ref("Demo:1")
     assert normalize_ref("docker.io/library/busybox") == "busybox:latest"
     assert normalize_ref("localhost:5000/team/app:v2") == "localhost:5000/team/app:v2"
