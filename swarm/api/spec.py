@@ -202,6 +202,10 @@ class Service:
     last_spec_version: int = 0         # the highest spec version given so far (a new spec takes the next;
                                        # a rollback returns to previous_spec_version, so its tasks stay current)
     update_status: UpdateStatus | None = None
+    # --with-registry-auth: the caller's credentials for the image's registry, Docker's encoded
+    # auth config (base64url JSON). Sent to the nodes with their assignments, kept in their memory
+    # only; never shown by inspect.
+    registry_auth: str = ""
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,8 @@ def vxlan_peers(network_ns):
 class Recorder:
     """Samples, in a thread, the task states and every host's ingress backends and VXLAN peers."""
 
-    def __init__(self, lab, sandboxes, networks):
-        self.lab, self.sandboxes, self.networks = lab, sandboxes, networks
+    def __init__(self, lab, sandboxes, networks, service="mesh"):
+        self.lab, self.sandboxes, self.networks, self.service = lab, sandboxes, networks, service
         self.events: list[tuple[float, str]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -118,7 +118,7 @@ class Recorder:
                 peers = vxlan_peers(self.networks[host])
                 self.changed(last, ("fdb", host), peers, f"{host} vxlan peers {peers}")
             try:
-                rows = service_rows(self.lab, "mesh")
+                rows = service_rows(self.lab, self.service)
             except AssertionError:
                 rows = []
             for r in rows:
