@@ -17,6 +17,15 @@ controller's nursery (swarm.agent.health). A task that turns unhealthy is
 stopped like a shut down one (its stop signal, its grace period) and reported
 failed with SwarmKit's error, so the restart policy replaces it.
 
+Before a task is prepared, a node whose store lacks the task's image pulls
+it (the daemon's `pull_image`: the node's registry client, whose
+single-flight makes two tasks of one image share one pull; a pinned
+reference the store holds never touches the network): the task is reported
+`preparing` with "pulling image", and a failed pull rejects it with the
+registry's sentence (the restart policy retries). The credentials a manager
+sends with a task (--with-registry-auth) are kept in this process's memory
+only, never passed to the runtime or written anywhere.
+
 On start the agent re-adopts: containers that still run for tasks that are
 still assigned are watched (their healthchecks run again), not restarted, and
 containers of tasks that are no longer assigned are stopped and removed. The
@@ -100,6 +109,8 @@ class Networking(Protocol):
 # (node id, VTEP address, the agent's nursery) -> the node's networking, made when the agent runs
 NetworkingFactory = Callable[[str, str, trio.Nursery], Networking]
 CallManager = Callable[[str, dict, float], Awaitable[Any]]   # (method, params, timeout) -> result
+HasImage = Callable[[str], bool]                 # (image reference) -> the node's store holds it (blocking)
+PullImage = Callable[[str, str], Awaitable[Any]]  # (image reference, encoded auth or "") -> pulled; raises
 
 
 def node_networking(node_id: str, vtep: str, nursery: trio.Nursery) -> Networking:
@@ -162,6 +173,8 @@ class Controller:
                     await self.report("shutdown", "shut down before it started")
                     return
                 await self.report("accepted", "accepted")
+                if not await self._pull():
+                    return
                 async with self.agent.start_slots.hold(self.task.service_id):
                     await self.report("preparing", "preparing")
                     try:
@@ -199,6 +212,35 @@ class Controller:
                         await self.agent.net.remove(task_id)
                     except Exception as exc:
                         log.warning("could not remove the sandbox of task %s: %s", task_id, exc)
+
+    async def _pull(self) -> bool:
+        """Pull the task's image when the node lacks it (see the module doc). False: the task
+        ended here (rejected, or shut down while its image was being pulled)."""
+        agent, image = self.agent, self.task.spec.image
+        if agent.pull_image is None or await call(agent.has_image, image):
+            return True
+        await self.report("preparing", "pulling image")
+        # Not in a start slot: a pull waits on the network, and must not hold back other tasks.
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_unless_running, nursery.cancel_scope)
+            try:
+                await agent.pull_image(image, agent.auth.get(self.task.id, ""))
+            except Exception as exc:   # the registry's one sentence ("No such image: ...", "unauthorized: ...")
+                failure = exc
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            await self.report("rejected", "pulling image failed", err=str(failure))
+            return False
+        if self.task.desired_state != "running":
+            await self.report("shutdown", "shut down before it started")
+            return False
+        return True
+
+    async def _cancel_unless_running(self, scope: trio.CancelScope) -> None:
+        while self.task.desired_state == "running":
+            await self._desired_changed()
+        scope.cancel()
 
     async def _prepare(self) -> None:
         """The task's container spec with its templates expanded for this node, then its container."""
@@ -271,7 +313,7 @@ class Controller:
 class Agent:
     def __init__(self, node_id: str, runtime: ContainerRuntime, call_manager: CallManager,
                  vtep: str = "127.0.0.1", *, networking: NetworkingFactory = node_networking,
-                 hostname: str = "") -> None:
+                 hostname: str = "", has_image: HasImage | None = None, pull_image: PullImage | None = None) -> None:
         self.node_id = node_id
         self.hostname = hostname or socket.gethostname()   # the node's, for {{.Node.Hostname}}
         self.arch = platform.machine()                      # {{.Node.Platform.Architecture}}, as uname -m
@@ -282,6 +324,10 @@ class Agent:
         self.net: Networking = None  # type: ignore[assignment]  # made in run(), with the agent's nursery
         self.runtime = runtime
         self.call_manager = call_manager   # (method, params, timeout) -> result, to any manager
+        # None: no registry (tests with a fake runtime): the runtime finds the image or fails
+        self.has_image: HasImage = has_image or (lambda ref: True)
+        self.pull_image = pull_image
+        self.auth: dict[str, str] = {}     # task id -> its registry credentials (memory only)
         self.controllers: dict[str, Controller] = {}
         self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
         self.since = 0
@@ -319,10 +365,16 @@ class Agent:
         for data in answer["changed"]:
             task = spec.task_from_dict(data)
             self.known[task.id] = task
+        auth = answer.get("auth")
+        if isinstance(auth, dict):
+            self.auth.update({k: v for k, v in auth.items() if isinstance(k, str) and isinstance(v, str)})
         assigned = set(answer["task_ids"])
         for task_id in list(self.known):
             if task_id not in assigned:
                 self.known.pop(task_id)
+        for task_id in list(self.auth):
+            if task_id not in self.known:
+                del self.auth[task_id]
         for task_id, task in self.known.items():
             controller = self.controllers.get(task_id)
             if controller is None:

@@ -11,9 +11,11 @@ from typing import Any
 import click
 
 from swarm.api import model
+from swarm.daemon.config import BadSetting as BadRegistrySetting
+from swarm.daemon.config import check_insecure_registry, check_mirror, save_registry_settings
 from swarm.rpc.messages import RPCError
 from swarm.cli.common import (ADDRESS, AVAILABILITIES, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT,
-                               LocalDaemon, bootstrap, format_duration, print_json, with_daemon)
+                               LocalDaemon, bootstrap, fail, format_duration, print_json, with_daemon)
 from swarm.cli.root import swarm
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,33 @@ def check_setting(check: Callable[[Any], Any]) -> Callable[[click.Context, click
         except model.BadSetting as exc:
             raise click.UsageError(str(exc), ctx) from None
     return callback
+
+
+def registry_setting(check: Callable[[str], str]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback checking each value of a repeatable registry flag (dockerd's rules)."""
+    def callback(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+        try:
+            return [check(v) for v in values]
+        except BadRegistrySetting as exc:
+            raise click.BadParameter(exc.message, ctx, param) from None
+    return callback
+
+
+def registry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--insecure-registry and --registry-mirror (repeatable), as dockerd's."""
+    fn = click.option("--registry-mirror", "registry_mirrors", multiple=True, metavar="URL",
+                      callback=registry_setting(check_mirror),
+                      help="A docker.io mirror tried first for pulls (repeatable).")(fn)
+    return click.option("--insecure-registry", "insecure_registries", multiple=True, metavar="HOST[:PORT]|CIDR",
+                        callback=registry_setting(check_insecure_registry),
+                        help="A registry reached without verified TLS (repeatable; 127.0.0.0/8 always is).")(fn)
+
+
+def keep_registry_settings(state_dir: str, insecure: list[str], mirrors: list[str]) -> None:
+    """The node's registry settings go into its config, read by the daemon when it starts;
+    a flag not given leaves its list as it was."""
+    if insecure or mirrors:
+        save_registry_settings(state_dir, insecure or None, mirrors or None)
 
 
 # -- swarm init / join / daemon ------------------------------------------------
@@ -88,11 +117,12 @@ def say_defaults(addr: str | None, hostname: str | None) -> None:
               callback=check_setting(model.check_task_history), help="Ended tasks kept per slot (-1: all).")
 @click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
+@registry_options
 @with_daemon
 def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
          cert_expiry: float, dispatcher_heartbeat: float, availability: str, addr_pools: tuple[tuple[str, ...], ...],
          pool_mask: int, data_path_port: int, task_history_limit: int, force_new_cluster: bool,
-         foreground: bool) -> None:
+         foreground: bool, insecure_registries: list[str], registry_mirrors: list[str]) -> None:
     """Initialize a swarm: this node becomes its first manager."""
     if advertise_addr is None and not force_new_cluster:
         raise click.UsageError("Missing option '--advertise-addr'.")
@@ -106,6 +136,7 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
                             listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
                             heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster,
                             availability=availability, settings=settings)
+    keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
     say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
     if foreground:
@@ -126,15 +157,18 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
 @click.option("--hostname", help="This node's name (default: the machine's hostname).")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @click.argument("remote_addr", metavar="HOST:PORT", type=ADDRESS)
+@registry_options
 @with_daemon
 def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_addr: str | None,
-         hostname: str | None, foreground: bool, remote_addr: str) -> None:
+         hostname: str | None, foreground: bool, remote_addr: str, insecure_registries: list[str],
+         registry_mirrors: list[str]) -> None:
     """Join a swarm as a worker or a manager (the token decides)."""
     if not token.strip():
         raise click.BadParameter("the token is empty", param_hint="'--token'")
     boot = bootstrap()
     joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
                              advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
+    keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
     say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
     if foreground:
         click.echo(f"This node joined a swarm as a {joined['role']}.")
@@ -149,9 +183,14 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
 @click.option("--unsafe-memory-journal", is_flag=True,
               help="UNSAFE, for throwaway labs: keep new Raft log entries in memory only. A restart of "
                    "every manager then loses acknowledged writes.")
+@registry_options
 @with_daemon
-def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool) -> None:
-    """(Re)start the daemon of a node that already has its state."""
+def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool, insecure_registries: list[str],
+               registry_mirrors: list[str]) -> None:
+    """(Re)start the daemon of a node that already has its state (registry flags given replace
+    the node's lists)."""
+    if (insecure_registries or registry_mirrors) and os.path.exists(os.path.join(daemon.state_dir, NODE_FILE)):
+        keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
     bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
 
 
@@ -253,3 +292,63 @@ def info_lines(info: Mapping[str, Any]) -> list[str]:
         lines += [f"  {addr}" for addr in info["manager_addrs"]]
     lines += line(1, "State Dir", "state_dir")
     return lines
+
+
+# -- swarm login / logout (credentials for registries, kept by the node) --------------------------
+LOGIN_TIMEOUT = 60.0     # the registry (and its token server) are asked, maybe over HTTPS then HTTP
+MAX_STDIN_PASSWORD = 64 << 10
+
+
+@swarm.command()
+@click.option("--username", "-u", default="", help="Username.")
+@click.option("--password", "-p", default="", help="Password.")
+@click.option("--password-stdin", is_flag=True, help="Take the password from stdin.")
+@click.argument("server", metavar="[SERVER]", default="")
+@with_daemon
+def login(daemon: LocalDaemon, username: str, password: str, password_stdin: bool, server: str) -> None:
+    """Log in to a registry (Docker Hub by default); this node keeps the credentials."""
+    if password:
+        click.echo("WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True)
+        if password_stdin:
+            fail("--password and --password-stdin are mutually exclusive")
+    if password_stdin:
+        if not username:
+            fail("Must provide --username with --password-stdin")
+        password = click.get_binary_stream("stdin").read(MAX_STDIN_PASSWORD + 1).decode(errors="replace")
+        if len(password) > MAX_STDIN_PASSWORD:
+            fail("the password on stdin is longer than 64 KiB")
+        password = password.removesuffix("\n").removesuffix("\r")
+    if not username or not password:
+        username, password = _prompt_login(username, password)
+    answer = daemon.call("login", {"server": server, "username": username, "password": password},
+                         timeout=LOGIN_TIMEOUT)
+    click.echo(f"WARNING! Your password will be stored unencrypted in "
+               f"{os.path.join(daemon.state_dir, 'config.json')}.", err=True)
+    click.echo(answer["status"])
+
+
+def _prompt_login(username: str, password: str) -> tuple[str, str]:
+    """docker's interactive login: a terminal is needed, an empty answer is refused."""
+    if not click.get_text_stream("stdin").isatty():
+        fail("Cannot perform an interactive login from a non TTY device")
+    if not username:
+        username = click.prompt("Username", default="", show_default=False).strip()
+        if not username:
+            fail("Non-null Username Required")
+    if not password:
+        password = click.prompt("Password", default="", show_default=False, hide_input=True)
+        if not password:
+            fail("Password Required")
+    return username, password
+
+
+@swarm.command()
+@click.argument("server", metavar="[SERVER]", default="")
+@with_daemon
+def logout(daemon: LocalDaemon, server: str) -> None:
+    """Log out from a registry (Docker Hub by default): this node forgets the credentials."""
+    answer = daemon.call("logout", {"server": server})
+    if answer["removed"]:
+        click.echo(f"Removing login credentials for {answer['server']}")
+    else:
+        click.echo(f"Not logged in to {answer['server']}")

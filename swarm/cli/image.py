@@ -1,4 +1,4 @@
-"""`swarm image ...`: import, load, ls, inspect, tag, save, rm, prune (the images of this node).
+"""`swarm image ...`: import, load, ls, inspect, tag, save, pull, push, rm, prune (this node's images).
 
 How this works: the daemon reads and writes image archives on its own
 filesystem, so the CLI passes absolute paths (`image.import`, `image.load`,
@@ -29,7 +29,9 @@ import click
 
 from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, fail,
                               filter_option, show_inspect, show_list, with_daemon)
+from swarm.api import reference
 from swarm.cli.root import swarm
+from swarm.cli.transfer_view import TransferView, pull_footer, pull_header, push_footer
 from swarm.cli.volume import human_size as go_human_size
 
 IMAGE_CALL_TIMEOUT = 300.0  # unpacking a large archive takes a while (the daemon may cap it)
@@ -285,6 +287,57 @@ def image_save(daemon: LocalDaemon, refs: tuple[str, ...], output: str | None) -
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+# -- pull, push (long polls of a transfer the daemon runs: swarm/daemon/transfers.py) ---------
+TRANSFER_CALL_TIMEOUT = 15.0   # one poll answers within about a second
+
+
+def _follow(daemon: LocalDaemon, method: str, ref: str, quiet: bool) -> dict:
+    """Start (or join) the daemon's transfer of `ref` and print its progress until it ends:
+    the outcome, or fail with its error sentence (after what was printed so far)."""
+    out = click.get_text_stream("stdout")
+    view = TransferView(out.isatty(), shutil.get_terminal_size((200, 24)).columns)
+    answer = daemon.call(method, {"ref": ref}, timeout=TRANSFER_CALL_TIMEOUT)
+    while True:
+        if not quiet:
+            out.write(view.feed(answer))
+            out.flush()
+        if answer["done"]:
+            break
+        answer = daemon.call(method, {"op": answer["op"], "version": answer["version"], "since": answer["logged"]},
+                             timeout=TRANSFER_CALL_TIMEOUT)
+    if answer.get("error") is not None:
+        fail(answer["error"])
+    return answer["result"]
+
+
+@image.command("pull")
+@click.argument("ref", metavar="NAME[:TAG|@DIGEST]")
+@click.option("--quiet", "-q", is_flag=True, help="Suppress verbose output.")
+@with_daemon
+def image_pull(daemon: LocalDaemon, ref: str, quiet: bool) -> None:
+    """Download an image from a registry into this node's store."""
+    parsed = reference.parse_image(ref)     # a malformed reference: one sentence, nothing asked
+    if not quiet:
+        written = reference.parse_normalized(ref.strip())
+        click.echo(pull_header(parsed.digest or parsed.tag or "", parsed.path, bool(written.tag or written.digest)),
+                   nl=False)
+    result = _follow(daemon, "image.pull", str(parsed), quiet)
+    click.echo(result["ref"] if quiet else pull_footer(result, parsed.familiar()), nl=quiet)
+
+
+@image.command("push")
+@click.argument("ref", metavar="NAME[:TAG]")
+@click.option("--quiet", "-q", is_flag=True, help="Suppress verbose output.")
+@with_daemon
+def image_push(daemon: LocalDaemon, ref: str, quiet: bool) -> None:
+    """Upload an image of this node's store to a registry."""
+    parsed = reference.parse_image(ref)
+    if not quiet:
+        click.echo(f"The push refers to repository [{parsed.name}]")
+    result = _follow(daemon, "image.push", str(parsed), quiet)
+    click.echo(result["ref"] if quiet else push_footer(result), nl=quiet)
 
 
 # -- rm, prune -----------------------------------------------------------------

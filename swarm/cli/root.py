@@ -20,23 +20,27 @@ from swarm.rpc.messages import RPCError
 DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
     (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key"}),
     ("volume",): frozenset({"create"}),
-    ("image",): frozenset({"build", "history", "inspect", "prune", "pull", "push", "save", "tag"}),
+    ("image",): frozenset({"build", "history"}),
     ("network",): frozenset({"connect", "disconnect", "prune"}),
 }
-_SERVICE_FLAGS = "--no-resolve-image --with-registry-auth"
 DOCKER_ONLY_OPTIONS: dict[tuple[str, ...], frozenset[str]] = {key: frozenset(flags.split()) for key, flags in {
     ("init",): "--autolock --data-path-addr --external-ca --max-snapshots --snapshot-interval",
     ("update",): "--autolock --external-ca --max-snapshots --snapshot-interval",
     ("join",): "--availability --data-path-addr",
     ("info",): "-f",
     ("node", "update"): "--role",
-    ("service", "create"): _SERVICE_FLAGS + " --config --secret",
-    ("service", "update"): _SERVICE_FLAGS + " --config-add --config-rm --secret-add --secret-rm",
+    ("service", "create"): "--config --secret",
+    ("service", "update"): "--config-add --config-rm --secret-add --secret-rm",
     ("service", "ps"): "--no-resolve",
     ("image", "import"): "--change --message --platform -c -m",
     ("image", "load"): "--platform --quiet -q",
-    ("image", "ls"): "--all --digests --filter --no-trunc --tree -a -f",
-    ("image", "rm"): "--force --no-prune --platform -f",
+    ("image", "ls"): "--tree",
+    ("image", "rm"): "--no-prune --platform",
+    ("image", "pull"): "--all-tags --disable-content-trust --platform -a",
+    ("image", "push"): "--all-tags --disable-content-trust --platform -a",
+    ("image", "inspect"): "--platform",
+    ("image", "save"): "--platform",
+    ("image", "prune"): "--filter",
     ("network", "create"): "--aux-address --config-from --config-only --gateway --ingress --internal --ip-range "
                            "--ipam-driver --ipam-opt --ipv4 --ipv6 --label --opt --scope -o",
     ("network", "inspect"): "--verbose -v",

@@ -36,7 +36,7 @@ from swarm.cli.progress import ID_LEN, UpdateFollow, Waiter
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import SCALE, TAIL
 from swarm.cli.service_spec import (ServiceCommand, check_rollback_alone, create_options, create_params,
-                                    detach_option, timeout_option, update_options, update_params)
+                                    detach_option, registry_auth, timeout_option, update_options, update_params)
 
 LOGS_WAIT = 2.0               # seconds a service.logs call with --follow waits for new lines
 LOGS_CALL_TIMEOUT = 45.0      # one service.logs call (a worker's goes through a manager to the nodes)
@@ -66,7 +66,11 @@ def service_create(daemon: LocalDaemon, name: str | None, image: str, command: t
     if not image.strip():
         raise click.BadParameter("the image is empty", param_hint="'IMAGE'")
     params = create_params(values, name or random_name(), image, command)
+    if values["with_registry_auth"]:
+        params["registry_auth"] = registry_auth(daemon.state_dir, image)
     result = daemon.call("service.create", params)
+    for warning in result.get("warnings") or ():
+        click.echo(warning, err=True)
     click.echo(result["id"])
     mode = params["mode"]
     if not detach:   # a service until its tasks run; a job until it completes
@@ -89,6 +93,9 @@ def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wai
 
     check_rollback_alone(ctx.params, given)
     params: dict[str, Any] = {"ref": ref, **update_params(values, given)}
+    if values["with_registry_auth"]:     # the credentials for the new image, else the service's own
+        image = params.get("image") or daemon.call("service.inspect", {"refs": [ref]})[0]["spec"]["container"]["image"]
+        params["registry_auth"] = registry_auth(daemon.state_dir, image)
     view: Mapping[str, Any] = {}
     if network_add or network_rm or publish_add or publish_rm:
         # The daemon replaces the lists it is given: send the whole new lists, made from the current spec.
@@ -103,6 +110,8 @@ def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wai
         view = view or daemon.call("service.inspect", {"refs": [ref]})[0]
         before = daemon.call("service.ps", {"refs": [ref]})
     result = daemon.call("service.update", params)
+    for warning in result.get("warnings") or ():
+        click.echo(warning, err=True)
     click.echo(ref)
     if not detach:
         follow_update(daemon, result, quiet, wait_timeout, before, view.get("update_status"),

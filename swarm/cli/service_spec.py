@@ -14,7 +14,10 @@ daemon fills docker's defaults, or on update the service's current values.
 Docker's boolean flags take a value after "=" (`--read-only=false`); click's
 do not, so `ServiceCommand` rewrites those into `--read-only`/`--no-read-only`.
 The flags that only make sense on Windows or with plugins are declared and
-refused with one sentence.
+refused with one sentence. --with-registry-auth sends, as "registry_auth", the
+credentials `swarm login` stored on the CLI's node for the image's registry
+(`registry_auth`, Docker's encoded auth config), and --no-resolve-image asks
+the manager to keep the image reference as given ("no_resolve_image").
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Any
 
 import click
 
+from swarm.api import reference
 from swarm.cli.common import Duration
 from swarm.cli.service_flags import (CAPABILITY, COMMAND, CONSTRAINT, CPUS, DEFAULT_WAIT, DNS_OPTION, DNS_SEARCH,
                                      DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, FAILURE_ACTIONS, GROUP, HOST, HOST_RM,
@@ -103,6 +107,8 @@ def shared_options(update: bool) -> list[Callable[[Callable[..., Any]], Callable
                      help="Number of job tasks to run concurrently (default equal to --replicas)."),
         click.option("--mount", "mounts", multiple=True, type=MOUNT, metavar="type=..,source=..,target=..",
                      help=_list(update, "Attach a bind, volume or tmpfs mount")),
+        click.option("--no-resolve-image", is_flag=True,
+                     help="Do not query the registry to resolve the image's digest (keep the reference as given)."),
         click.option("--oom-score-adj", type=click.IntRange(-1000, 1000),
                      help="Tune host's OOM preferences (-1000 to 1000)."),
         click.option("--quiet", "-q", is_flag=True, help="Suppress progress output."),
@@ -127,6 +133,8 @@ def shared_options(update: bool) -> list[Callable[[Callable[..., Any]], Callable
         timeout_option,
         click.option("--tty/--no-tty", "-t", "tty", default=None, help="Allocate a pseudo-TTY."),
         click.option("--user", "-u", type=USER, help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        click.option("--with-registry-auth", is_flag=True,
+                     help="Send this node's registry credentials for the image (swarm login) to the swarm agents."),
         click.option("--workdir", "-w", type=WORKDIR, help="Working directory inside the container."),
     ]
 
@@ -382,6 +390,8 @@ def create_params(values: Mapping[str, Any], name: str, image: str, command: Seq
                                  and values[option] is not False and values[option] != ""))
     if mode in JOB_MODES and ("update_config" in params or "rollback_config" in params):
         raise click.UsageError("update and rollback configuration is not supported for jobs")
+    if values.get("no_resolve_image"):
+        params["no_resolve_image"] = True
     return params
 
 
@@ -463,10 +473,31 @@ def update_params(values: Mapping[str, Any], given: Callable[[str], bool]) -> di
     if "ulimits_add" in params:
         params["ulimits_add"] = _last_per_name(params["ulimits_add"])
     params.update(rolling_params(values, given))
-    for flag in ("force", "rollback"):
+    for flag in ("force", "rollback", "no_resolve_image"):
         if values.get(flag):
             params[flag] = True
     return params
+
+
+def registry_auth(state_dir: str, image: str) -> str:
+    """--with-registry-auth: the credentials `swarm login` stored on this node (STATE_DIR/config.json)
+    for IMAGE's registry, as Docker's encoded auth config; "" when there are none (the nodes then
+    use their own, as Docker's agents pull anonymously). A malformed IMAGE has none: the daemon
+    names the fault."""
+    # Imported here: only --with-registry-auth needs the registry code (every other command
+    # would pay for loading its HTTP client).
+    from swarm.daemon.config import Paths
+    from swarm.daemon.registry import encode_auth
+    from swarm.registry import credentials
+
+    try:
+        domain = reference.parse_normalized(image).domain
+    except reference.InvalidReference:
+        return ""
+    found = credentials.lookup(Paths(state_dir).credentials, domain)
+    if found is None:
+        return ""
+    return encode_auth(found[0], found[1], credentials.credential_key(domain))
 
 
 # What `update --rollback` may be given with (docker: "other flags may not be combined with --rollback").

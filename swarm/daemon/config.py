@@ -1,14 +1,18 @@
 """A node's state directory: paths, node.json, certificates, TLS contexts."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import ssl
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from raft.fsutil import atomic_write
+from swarm.api.errors import SwarmError
 
 DEFAULT_STATE_DIR = "/var/lib/swarm"
 DEFAULT_PORT = 2377
@@ -40,6 +44,10 @@ class NodeConfig:
     managers: list[str] = field(default_factory=list)  # known manager API addresses
     heartbeat: float = 1.0
     cert_expiry: float = 90 * 24 * 3600.0
+    # dockerd's --insecure-registry (HOST[:PORT] or CIDR) and --registry-mirror (URL), as given to
+    # swarm init/join/daemon; Docker's defaults (127.0.0.0/8) are added when the daemon starts.
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
 
     @staticmethod
     def load(state_dir: str) -> "NodeConfig":
@@ -48,6 +56,60 @@ class NodeConfig:
 
     def save(self, state_dir: str) -> None:
         atomic_write(os.path.join(state_dir, "node.json"), json.dumps(asdict(self), indent=2).encode())
+
+
+def save_registry_settings(state_dir: str, insecure: list[str] | None, mirrors: list[str] | None) -> None:
+    """Keep the node's registry settings in node.json (None: leave that list as it is)."""
+    config = NodeConfig.load(state_dir)
+    if insecure is not None:
+        config.insecure_registries = list(insecure)
+    if mirrors is not None:
+        config.registry_mirrors = list(mirrors)
+    config.save(state_dir)
+
+
+class BadSetting(SwarmError):
+    """A registry setting of the node (--insecure-registry, --registry-mirror) that is malformed."""
+
+
+def check_insecure_registry(text: str) -> str:
+    """--insecure-registry HOST[:PORT] or CIDR (dockerd's rules); the value, or BadSetting."""
+    text = text.strip()
+    if "://" in text:
+        raise BadSetting(f"insecure registry {text} should not contain '://'")
+    if "/" in text:
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise BadSetting(f"insecure registry {text} is neither HOST[:PORT] nor a CIDR (like 10.1.0.0/16)") from None
+    return check_server_host(text, what="insecure registry")
+
+
+def check_mirror(text: str) -> str:
+    """--registry-mirror URL (dockerd's ValidateMirror): http(s)://HOST[:PORT], no user, query or path."""
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https"):
+        raise BadSetting(f"invalid mirror: unsupported scheme {parts.scheme!r} in {text!r}")
+    if parts.query or parts.fragment:
+        raise BadSetting(f"invalid mirror: query or fragment at end of the URI {text!r}")
+    if parts.username is not None or parts.password is not None:
+        raise BadSetting(f"invalid mirror: username/password not allowed in URI {parts.scheme}://{parts.hostname}")
+    if parts.path not in ("", "/"):
+        raise BadSetting(f"invalid mirror: a mirror is a registry's root URL, without the path {parts.path!r}")
+    check_server_host(parts.netloc, what="mirror")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                      r"|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$")
+
+
+def check_server_host(host: str, *, what: str = "registry") -> str:
+    """HOST[:PORT] as a reference's domain may be written; the host, or BadSetting."""
+    if not host or not _HOST_RE.match(host) or (":" in host.rsplit("]", 1)[-1]
+                                                 and not 0 < int(host.rsplit(":", 1)[1]) < 65536):
+        raise BadSetting(f"invalid {what} address {host!r}: expected HOST[:PORT]")
+    return host
 
 
 class Paths:
@@ -63,6 +125,8 @@ class Paths:
         self.log = os.path.join(self.root, "daemon.log")
         self.node = os.path.join(self.root, "node.json")
         self.bootstrap = os.path.join(self.root, "bootstrap.json")
+        self.credentials = os.path.join(self.root, "config.json")   # registry logins, Docker's shape
+        self.certs_d = os.path.join(self.root, "certs.d")           # per-registry CAs, Docker's layout
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:

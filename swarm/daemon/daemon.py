@@ -37,6 +37,7 @@ from swarm.api.errors import ApiError, SwarmError
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.daemon.images import image_handlers, max_import_size, task_image_ids
 from swarm.daemon.members import MembershipRPC
+from swarm.daemon.registry import NodeRegistry, registry_config
 from swarm.daemon.nodeloop import NodeLoop
 from swarm.daemon.routing import ANONYMOUS
 from swarm.daemon.volumes import volume_handlers
@@ -44,6 +45,7 @@ from swarm.agent.agent import Agent
 from swarm.manager.controlapi.nodes import ControlAPI
 from swarm.manager.dispatcher import Dispatcher
 from swarm.manager.reconciler import Reconciler
+from swarm.runtime.errors import ImageError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.manager.controlapi.services import ServiceAPI
@@ -59,6 +61,9 @@ from swarm.rpc.router import Handler, Router
 from swarm.rpc.server import serve_tls, serve_unix
 
 log = logging.getLogger(__name__)
+# Local calls that change the image store: the managers hear of the change at once (report_facts).
+STORE_WRITES = frozenset({"image.import", "image.load", "image.tag", "image.rm", "image.prune"})
+FACTS_TIMEOUT = 3.0
 CLUSTER_SETTINGS = ("heartbeat_period", "cert_expiry_period", "task_history_limit", "default_addr_pools",
                     "default_addr_pool_mask_length", "data_path_port")
 
@@ -87,11 +92,16 @@ class Daemon(NodeLoop):
         self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size(),
                                  in_use=functools.partial(task_image_ids, os.path.join(self.paths.root, "tasks")))
         self.user_checker = image_user_checker(self.images)   # --user/--group in this node's copy of an image
-        self.image_handlers = image_handlers(self.images)
+        self.image_handlers = {method: self._reporting_facts(handler) if method in STORE_WRITES else handler
+                               for method, handler in image_handlers(self.images).items()}
+        self.registry = NodeRegistry(self.images, registry_config(self.config.insecure_registries,
+                                                                  self.config.registry_mirrors, self.paths.root),
+                                     self.paths.credentials)
         self.runtime = Runtime(os.path.join(self.paths.root, "tasks"), self.images)
         self.volume_handlers = volume_handlers(self.runtime.volumes)
         self.agent = Agent(self.config.node_id, self.runtime, self._agent_call,
-                           vtep=split_addr(self.config.addr)[0], hostname=self.config.hostname)
+                           vtep=split_addr(self.config.addr)[0], hostname=self.config.hostname,
+                           has_image=self._has_image, pull_image=self.registry.pull)
         self._manager_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._pool: ClientPool | None = None   # connections to managers, kept while the daemon runs
@@ -185,6 +195,44 @@ class Daemon(NodeLoop):
         addr = self.manager.nodes().get(node.id, {}).get("addr", "") if self.manager else ""
         return await self.call_manager(addr, "node.check_spec", params, timeout=speccheck.CHECK_TIMEOUT)
 
+    def _has_image(self, ref: str) -> bool:
+        """Does this node's store hold `ref` (as the runtime will look it up)? Blocking."""
+        try:
+            self.images.resolve(ref)
+        except ImageError:
+            return False
+        return True
+
+    def _reporting_facts(self, handler: Handler) -> Handler:
+        """`handler` (a change to the image store), then a heartbeat at once (`report_facts`)."""
+        async def handle(peer: Peer, params: dict) -> Any:
+            answer = await handler(peer, params)
+            await self.report_facts()
+            return answer
+        return handle
+
+    async def report_facts(self) -> None:
+        """Tell the leader this node's facts now rather than at the next heartbeat: after an
+        `image import` the managers know the image before the command returns, so the
+        `service create` that follows finds it. A failure costs nothing: the next beat tells."""
+        with trio.move_on_after(FACTS_TIMEOUT):
+            try:
+                async with self._beat_lock:
+                    if self._leaving:
+                        return
+                    facts = self._node_facts()
+                    try:
+                        if self._leader_addr:
+                            await self.call_manager(self._leader_addr, "heartbeat", facts, timeout=FACTS_TIMEOUT)
+                        else:
+                            await self.call_any_manager("heartbeat", facts, timeout=FACTS_TIMEOUT)
+                    except RPCError as exc:
+                        if exc.code != "not_leader" or not exc.message:
+                            raise
+                        await self.call_manager(exc.message, "heartbeat", facts, timeout=FACTS_TIMEOUT)
+            except (RPCError, OSError) as exc:
+                log.info("could not report this node's images at once (the next heartbeat will): %s", exc)
+
     def dispatcher_routes(self) -> dict[str, Handler]:
         """The dispatcher's calls on the node API (a member's agent asks for its tasks and reports them)."""
         return {"tasks.assigned": self._tasks_assigned, "tasks.status": self._tasks_status}
@@ -222,7 +270,7 @@ class Daemon(NodeLoop):
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
                 self.services = ServiceAPI(self.manager, check_on_nodes=functools.partial(
-                    speccheck.check_on_nodes, ask=self._ask_check_spec))
+                    speccheck.check_on_nodes, ask=self._ask_check_spec), resolve_image=self.registry.resolve)
                 self.networks = NetworkAPI(self.manager)
                 self.reconciler = Reconciler(self.manager)
                 self.dispatcher = Dispatcher(self.manager)
@@ -284,6 +332,7 @@ class Daemon(NodeLoop):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._pool = ClientPool(self.client_ctx, nursery)
+                await nursery.start(self.registry.run)    # the CLI's pulls and pushes outlive their calls
                 if self.config.role == "manager":
                     await self._become_manager(self._initial_peers())
                 host, port = split_addr(self.config.listen_addr)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from swarm.api import model
 from swarm.api.errors import ApiError
+from swarm.daemon.transfers import registry_handlers
 from swarm.manager.controlapi.nodes import READ_METHODS, WRITE_METHODS
 from swarm.rpc.messages import Peer, RPCError
 from swarm.rpc.router import Handler, Router
@@ -118,6 +119,8 @@ def local_router(d: Daemon) -> Router:
     for method in NETWORK_READS + NETWORK_WRITES:
         router.route(method, forward(d, api("networks", method)))
     for method, handler in d.image_handlers.items():
+        router.route(method, handler)
+    for method, handler in registry_handlers(d.registry).items():   # image.pull/push, login, logout
         router.route(method, handler)
     for method, handler in d.volume_handlers.items():     # a node's own volumes: never forwarded
         router.route(method, handler)

@@ -9,7 +9,10 @@ answer. The network view (`build_network_view`, pure) is a typed
 `swarm.api.netview.NetworkView`: the networks the node's tasks use (and
 ingress when any service publishes ports), the peers on them, each network's
 service table for DNS and the VIP load balancers, and the published ports;
-it is encoded to plain data only at the end.
+it is encoded to plain data only at the end. A task whose service was
+given --with-registry-auth goes with the service's encoded credentials
+("auth": task id -> credentials), to the node it is assigned to only, with
+the task's first sending: the agent keeps them in memory to pull the image.
 
 Agents report state changes with `tasks.status`: every update is checked
 before anything is written, then applied as compare-and-set updates that only
@@ -64,7 +67,7 @@ class Dispatcher:
         raft = self.m.raft
         index = raft.index
         listing = raft.list(spec.TASK)
-        mine, changed = [], []
+        mine, changed, sent = [], [], []
         # Typed (and cached) decoding: a record the agent could not act on is left out.
         for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
             if task.node_id != caller:
@@ -72,14 +75,23 @@ class Dispatcher:
             mine.append(task_id)
             if (version >> 16) > since:
                 changed.append(model.decode(listing[task_id].data))
-        return {"index": index, "task_ids": mine, "changed": changed,
-                "network": netview.encode(self.network_view(caller))}
+                sent.append(task)
+        answer = {"index": index, "task_ids": mine, "changed": changed,
+                  "network": netview.encode(self.network_view(caller))}
+        auth = task_credentials(sent, self._services())
+        if auth:
+            answer["auth"] = auth
+        return answer
+
+    def _services(self) -> dict[str, spec.Service]:
+        return {k: s for k, (s, _) in records.decode_all(self.m.raft.list(spec.SERVICE),
+                                                         spec.service_from_dict).items()}
 
     def network_view(self, node_id: str) -> netview.NetworkView:
         """The caller's network view, from the local store."""
         raft = self.m.raft
         networks = {k: n for k, (n, _) in records.decode_all(raft.list(NETWORK), network_record).items()}
-        services = {k: s for k, (s, _) in records.decode_all(raft.list(spec.SERVICE), spec.service_from_dict).items()}
+        services = self._services()
         tasks = [t for t, _ in records.decode_all(raft.list(spec.TASK), spec.task_from_dict).values()]
         view = build_network_view(node_id, networks, self.m.nodes(), services, tasks)
         port = model.cluster_settings(self.m.cluster())["data_path_port"]
@@ -128,6 +140,17 @@ class Dispatcher:
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
         raise ApiError("unavailable", "task status kept conflicting; the agent retries")
 
+
+
+def task_credentials(tasks: list[spec.Task], services: dict[str, spec.Service]) -> dict[str, str]:
+    """task id -> its service's registry credentials, for the tasks sent that may still pull
+    their image (not yet terminal) and whose service has credentials."""
+    out = {}
+    for task in tasks:
+        service = services.get(task.service_id)
+        if service is not None and service.registry_auth and not spec.is_terminal(task.status.state):
+            out[task.id] = service.registry_auth
+    return out
 
 
 def with_status(task: spec.Task, status: spec.TaskStatus, now: float) -> spec.Task:

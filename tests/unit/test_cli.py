@@ -380,9 +380,7 @@ def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
     (["secret", "ls"], "'secret' is not supported yet"),
     (["stack", "deploy", "-c", "x.yml", "app"], "'stack' is not supported yet"),
     (["volume", "create", "v"], "'volume create' is not supported yet"),
-    (["service", "create", "--no-resolve-image", "alpine"], "no such option: --no-resolve-image (not supported yet)"),
-    (["service", "create", "--with-registry-auth", "alpine"],
-     "no such option: --with-registry-auth (not supported yet)"),
+    (["service", "create", "--secret", "s", "alpine"], "no such option: --secret (not supported yet)"),
     (["service", "update", "--secret-add", "s", "web"], "no such option: --secret-add (not supported yet)"),
     (["init", "--autolock"], "no such option: --autolock (not supported yet)"),
     # not Docker's either: click's own message, with its guess when it is a close one

@@ -48,7 +48,6 @@ DOCKER_UPDATE = (
 LATER = {
     **{flag: "stacks issue: secrets and configs" for flag in ("--secret", "--secret-add", "--secret-rm", "--config",
                                                               "--config-add", "--config-rm")},
-    "--with-registry-auth": "registry issue: image pulls", "--no-resolve-image": "registry issue: image pulls",
 }
 # Refused with one sentence: their flag exists, so they are in our help too (checked below).
 REFUSED = {"--credential-spec": "Windows only", "--isolation": "Windows only",
@@ -105,6 +104,12 @@ def test_the_flags_left_to_later_issues_are_really_missing():
     # When one of them lands, it leaves this list (and root.py's Docker-only list).
     for command in ("create", "update"):
         assert not set(LATER) & set(swarm_flags(command))
+
+
+def test_the_registry_flags_are_ours():
+    # issue 14: image digests resolved on the manager, credentials sent to the agents
+    for command in ("create", "update"):
+        assert {"--no-resolve-image", "--with-registry-auth"} <= set(swarm_flags(command))
 
 
 def test_the_rolling_update_flags_are_ours():

@@ -14,6 +14,20 @@ spec before as `previous_spec` (and its version), and starts an update
 A rollback swaps the spec and the previous spec with their versions, as
 SwarmKit's controlapi does: tasks that never left the previous spec are
 current again, and only the updated ones roll back.
+
+Images. As Docker's, create (and update with --image) pins the image's tag to
+the digest its registry gives now (the daemon's resolver, `resolve_image`),
+so that every task runs the same bytes even when the tag moves: the spec
+keeps "name:tag@sha256:..." (`service ls` shows "name:tag"). With
+--no-resolve-image the reference is kept as given. When the registry cannot
+answer and some node already holds the image (a locally imported one), the
+reference is kept as given, with Docker's warning; otherwise the registry's
+sentence refuses the request ("No such image: ...", "unauthorized: ...";
+"image X not found on any node (registry H unreachable)" when no registry
+answered) and nothing is written. `registry_auth`
+(--with-registry-auth: the caller's encoded credentials) is used for that
+resolution, kept in the Service record for the dispatcher to hand to the
+nodes with their tasks, and never shown by inspect.
 """
 from __future__ import annotations
 
@@ -22,16 +36,20 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Callable
 
+import trio
+
 from raft.store import Op
-from swarm.api import filters, model, records, spec
+from swarm.api import filters, model, records, reference, spec
 from swarm.ca import pki
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.membership import Manager
 from swarm.manager.planner import node_infos
 from swarm.manager.scheduler import NodeInfo, eligible_nodes
-from swarm.api.errors import ApiError
+from swarm.api.errors import ApiError, SwarmError
 from swarm.api.refs import resolve_ref
-from swarm.manager.controlapi.specparams import MAX_LIST, MAX_REPLICAS, REPLACEABLE, apply_update, spec_from_params
+from swarm.registry.errors import RegistryUnreachable
+from swarm.manager.controlapi.specparams import (MAX_LIST, MAX_REPLICAS, REPLACEABLE, apply_update,
+                                                  registry_options, spec_from_params)
 from swarm.manager.updater import MANUAL_ROLLBACK, PAUSED, UPDATE_STARTED
 
 __all__ = ["ServiceAPI", "apply_update", "spec_from_params"]
@@ -76,12 +94,18 @@ def age(seconds: float) -> str:
 # The daemon's: ask the nodes that could run the spec's tasks about what only they can judge
 # (bind sources, --user in their copy of the image); raises ApiError (swarm/daemon/speccheck.py).
 NodeCheck = Callable[[spec.ServiceSpec, list[NodeInfo]], Awaitable[None]]
+# The daemon's: (image reference, encoded auth or "") -> the reference pinned to the digest its
+# registry names now ("name:tag@sha256:..."); raises a SwarmError with the registry's sentence.
+ImageResolver = Callable[[str, str], Awaitable[str]]
+RESOLVE_TIMEOUT = 6.0     # seconds a registry has to answer (the CLI's call waits 10)
 
 
 class ServiceAPI:
-    def __init__(self, manager: Manager, check_on_nodes: NodeCheck | None = None) -> None:
+    def __init__(self, manager: Manager, check_on_nodes: NodeCheck | None = None,
+                 resolve_image: ImageResolver | None = None) -> None:
         self.m = manager
         self.check_on_nodes = check_on_nodes
+        self.resolve_image = resolve_image
 
     async def _check_on_nodes(self, s: spec.ServiceSpec) -> None:
         if self.check_on_nodes is not None:
@@ -121,26 +145,58 @@ class ServiceAPI:
             ids.append(net["id"])
         return dict(params, networks=ids)
 
+    def _node_images(self) -> set[str]:
+        """The image references the nodes reported in their last heartbeats."""
+        return {i for node in self.m.nodes().values() for i in node.get("images", [])}
+
+    async def _pin_image(self, image: str, auth: str, no_resolve: bool) -> tuple[str, list[str]]:
+        """(the image reference to store, warnings): pinned to its registry's digest, or as given
+        (see the module doc); ApiError bad_request with the registry's sentence when no registry
+        answers for it and no node holds it."""
+        if no_resolve:
+            return image, []
+        if self.resolve_image is None:      # no registry client (a manager without a daemon)
+            if not _image_known(image, self._node_images()):
+                raise _bad(f"image {image} not found on any node (import it with swarm image import)")
+            return image, []
+        try:
+            with trio.fail_after(RESOLVE_TIMEOUT):
+                return await self.resolve_image(image, auth), []
+        except RegistryUnreachable as exc:
+            # No registry could say: the image is only a local one, if anything.
+            failure = f"image {image} not found on any node ({exc.message})"
+        except SwarmError as exc:
+            failure = exc.message          # the registry's own answer: no such image, unauthorized...
+        except trio.TooSlowError:
+            failure = f"image {image} not found on any node (registry {_domain(image)} unreachable)"
+        if _image_known(image, self._node_images()):
+            # Docker's warning: the nodes run what they hold under that name.
+            return image, [f"image {image} could not be accessed on a registry to record its digest. Each node "
+                           f"will access {image} independently, possibly leading to different nodes running "
+                           f"different versions of the image."]
+        raise _bad(failure)
+
     async def create(self, params: dict) -> dict:
         s = spec_from_params(self._resolve_networks(params))
+        auth, no_resolve = registry_options(params)
         if any(x.spec.name == s.name for x in self.services().values()):
             raise ApiError("conflict", f"a service named {s.name} already exists")
-        images = set()
-        for node in self.m.nodes().values():
-            images.update(node.get("images", []))
-        if not _image_known(s.container.image, images):
-            raise _bad(f"image {s.container.image} not found on any node (import it with swarm image import)")
+        image, warnings = await self._pin_image(s.container.image, auth or "", no_resolve)
+        s = dataclasses.replace(s, container=dataclasses.replace(s.container, image=image))
         self._check_ports_free(s, None)
         await self._check_on_nodes(s)
         now = time.time()
-        service = spec.Service(pki.new_id(), s, 1, now, now)
+        service = spec.Service(pki.new_id(), s, 1, now, now, registry_auth=auth or "")
         try:
             await self.m.commit([Op.create(spec.SERVICE, service.id, model.encode(spec.to_dict(service)))])
         except ApiError as exc:
             if exc.code == "conflict":
                 raise ApiError("conflict", f"a service named {s.name} already exists") from None
             raise
-        return {"id": service.id, "name": s.name}
+        answer: dict = {"id": service.id, "name": s.name}
+        if warnings:
+            answer["warnings"] = warnings
+        return answer
 
     async def ls(self, params: dict) -> list[dict]:
         wanted = filters.from_params(params, filters.SERVICE_FILTERS)
@@ -151,7 +207,7 @@ class ServiceAPI:
                 continue
             ports = ", ".join(f"*:{p.published}->{p.target}/{p.protocol}" for p in s.ports)
             rows.append({"id": s.id, "name": s.spec.name, "mode": s.spec.mode,
-                         "replicas": replicas_column(s, self.tasks()), "image": s.spec.container.image,
+                         "replicas": replicas_column(s, self.tasks()), "image": listed_image(s.spec.container.image),
                          "ports": ports})
         return rows
 
@@ -187,7 +243,8 @@ class ServiceAPI:
                 "desired_state": t.desired_state,
                 "current_state": f"{t.status.state} {age(now - t.status.timestamp)}" if t.status.timestamp
                 else t.status.state,
-                "error": t.status.err, "service_id": t.service_id, "slot": t.slot, "node_id": t.node_id,
+                "error": t.status.err, "message": t.status.message,   # "pulling image" while a node pulls
+                "service_id": t.service_id, "slot": t.slot, "node_id": t.node_id,
                 "state": t.status.state, "exit_code": t.status.exit_code, "spec_version": t.spec_version,
                 "job": t.service_id in jobs, "job_iteration": t.job_iteration,
             })
@@ -197,6 +254,7 @@ class ServiceAPI:
         out = []
         for ref in _refs(params):
             view = spec.to_dict(self.find(ref))
+            view.pop("registry_auth", None)     # credentials: handed to the nodes, never shown
             view["created_at"] = model.rfc3339(view["created_at"])
             view["updated_at"] = model.rfc3339(view["updated_at"])
             if view.get("update_status"):     # the update's times too: one time format in every answer
@@ -220,19 +278,22 @@ class ServiceAPI:
                                                f"'{other.spec.name}' ({other.id}) as an {mode} port")
 
     async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec],
-                      resume: bool = False) -> dict:
+                      resume: bool = False, registry_auth: str | None = None) -> dict:
         """Write the spec `respec` makes of the service as stored, with compare-and-set:
         a write in between (the allocator's, another update) is read again and
         `respec` applied to it. A new task template gets the next spec version and
         starts an update; `resume`: an update paused on failures goes on (SwarmKit
-        resets the UpdateStatus on every update, so `service update` resumes one)."""
+        resets the UpdateStatus on every update, so `service update` resumes one).
+        `registry_auth` (not None): the service's credentials are replaced (they do not
+        roll tasks: SwarmKit's IsTaskDirty ignores pull options)."""
         def change(service: spec.Service) -> spec.Service:
             new_spec = respec(service)
             now = time.time()
             # A job runs again after every update (SwarmKit's controlapi bumps JobIteration on each).
             reruns = new_spec.mode in spec.JOB_MODES
             new = dataclasses.replace(service, spec=new_spec, updated_at=now,
-                                      job_iteration=service.job_iteration + (1 if reruns else 0))
+                                      job_iteration=service.job_iteration + (1 if reruns else 0),
+                                      registry_auth=service.registry_auth if registry_auth is None else registry_auth)
             if rolls(service.spec, new_spec):
                 version = max(service.last_spec_version, service.spec_version) + 1
                 new = dataclasses.replace(new, spec_version=version, last_spec_version=version,
@@ -255,6 +316,14 @@ class ServiceAPI:
                 raise _bad("other flags may not be combined with --rollback")
             return await self.rollback({"ref": service.id})
         params = self._resolve_networks(params)
+        auth, no_resolve = registry_options(params)
+        warnings: list[str] = []
+        if "image" in params:
+            # As docker's update: only a new --image is resolved (a moved tag changes nothing until then).
+            apply_update(service.spec, params)      # the input checked before a registry is asked
+            image, warnings = await self._pin_image(str(params["image"]), service.registry_auth if auth is None
+                                                    else auth, no_resolve)
+            params = dict(params, image=image)
 
         new_spec = apply_update(service.spec, params)
         if new_spec.container != service.spec.container or new_spec.constraints != service.spec.constraints:
@@ -263,14 +332,12 @@ class ServiceAPI:
         def respec(current: spec.Service) -> spec.ServiceSpec:
             new_spec = apply_update(current.spec, params)
             self._check_ports_free(new_spec, current.id)
-            if "image" in params and not _image_known(new_spec.container.image,
-                                                      {i for n in self.m.nodes().values() for i in n.get("images", [])}):
-                raise _bad(f"image {new_spec.container.image} not found on any node")
             # --force: a new task template with the same values, so that every task rolls
             bump = current.spec.container.force_update + (1 if force else 0)
             return dataclasses.replace(new_spec, container=dataclasses.replace(new_spec.container, force_update=bump))
 
-        return await self._respec(service.id, respec, resume=True)
+        answer = await self._respec(service.id, respec, resume=True, registry_auth=auth)
+        return {**answer, "warnings": warnings} if warnings else answer
 
     async def rollback(self, params: dict) -> dict:
         """`service rollback` (and `service update --rollback`): back to the previous spec,
@@ -349,6 +416,31 @@ def _encode_service(service: spec.Service) -> bytes:
     return model.encode(spec.to_dict(service))
 
 
+def listed_image(image: str) -> str:
+    """The image as `service ls` shows it, as docker/cli's: a tagged reference without its
+    pinned digest ("host:5000/app:1"), anything else as it is."""
+    try:
+        ref = reference.parse(image)
+    except reference.InvalidReference:
+        return image
+    return str(ref.name_only().with_tag(ref.tag)) if ref.tag and ref.digest else image
+
+
+def _domain(image: str) -> str:
+    try:
+        return reference.parse_normalized(image).domain
+    except reference.InvalidReference:
+        return image
+
+
 def _image_known(ref: str, images: set[str]) -> bool:
-    candidates = {ref, ref if ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"}
-    return bool(candidates & images) or any(i.startswith(ref) for i in images if ref.startswith("sha256:"))
+    """Does a node hold `ref`? `images` are the store keys the nodes report: "NAME:TAG" and
+    "NAME@sha256:..." with NAME familiar (a pinned reference is known by its digest)."""
+    if ref in images or any(i.startswith(ref) for i in images if ref.startswith("sha256:")):
+        return True
+    try:
+        parsed = reference.parse_normalized(ref)
+    except reference.InvalidReference:
+        return False
+    name = parsed.familiar_name
+    return (f"{name}@{parsed.digest}" if parsed.digest else f"{name}:{parsed.tag or 'latest'}") in images

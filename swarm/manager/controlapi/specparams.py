@@ -16,8 +16,11 @@ capabilities) and the fields of "update_config", "rollback_config" and
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -667,3 +670,33 @@ def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
         merged["cap_add"], merged["cap_drop"] = _merge_capabilities(list(old.container.cap_add),
                                                                     list(old.container.cap_drop), p)
     return spec_from_params(merged)
+
+
+# -- registry options (not part of the spec) ----------------------------------------------------
+
+MAX_REGISTRY_AUTH = 16 * 1024    # an encoded auth config: a user name, a password or token, a server
+
+
+def registry_options(p: Mapping) -> tuple[str | None, bool]:
+    """(registry_auth, no_resolve_image) of a create's or update's params: the encoded auth
+    config `--with-registry-auth` sent (None when not given; "" for none, as a CLI without
+    credentials sends), checked to be Docker's (base64url of a JSON object of strings) and
+    bounded; and whether `--no-resolve-image` asked to keep the image reference as given."""
+    no_resolve = _bool(p, "no_resolve_image", "--no-resolve-image")
+    if "registry_auth" not in p:
+        return None, no_resolve
+    auth = p["registry_auth"]
+    if not isinstance(auth, str) or len(auth) > MAX_REGISTRY_AUTH:
+        raise _bad(f"invalid --with-registry-auth: expected an encoded auth config of at most "
+                   f"{MAX_REGISTRY_AUTH} characters")
+    if auth and not _is_encoded_auth(auth):
+        raise _bad("invalid --with-registry-auth: not an encoded auth config (base64url of a JSON object)")
+    return auth, no_resolve
+
+
+def _is_encoded_auth(text: str) -> bool:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(doc, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items())
