@@ -93,6 +93,17 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class FileReference:
+    """A secret or config a task gets as a file (Docker's SecretReference / ConfigReference)."""
+    id: str                  # the secret's or config's record id
+    name: str                # its name when the service was given it (what --secret-rm matches)
+    target: str              # secret: a name under /run/secrets (or an absolute path); config: an absolute path
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     """Docker's HealthConfig. test: [] = the image's; ["NONE"] = disabled; ["CMD", arg...];
     ["CMD-SHELL", "command"]. A duration of 0 takes the image's value, else Docker's default
@@ -159,6 +170,8 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)    # container labels
     log_driver: LogDriver = LogDriver()
     healthcheck: HealthConfig | None = None   # None = the image's HEALTHCHECK (if any)
+    secrets: tuple[FileReference, ...] = ()  # files on a tmpfs under /run/secrets, sent with the assignment
+    configs: tuple[FileReference, ...] = ()  # read-only files at their targets
     force_update: int = 0             # bumped by `service update --force`: a new task template, same values
 
 
@@ -179,6 +192,7 @@ class ServiceSpec:
     placement_prefs: tuple[str, ...] = ()  # "spread=node.labels.zone", applied in order (SwarmKit's tree)
     max_replicas_per_node: int = 0     # 0 = no limit
     max_concurrent: int = 0            # jobs: tasks running at once; 0 = as many as replicas (global: all)
+    network_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # network ID -> its DNS aliases
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: UpdateConfig = UpdateConfig()
 
