@@ -170,9 +170,9 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)    # container labels
     log_driver: LogDriver = LogDriver()
     healthcheck: HealthConfig | None = None   # None = the image's HEALTHCHECK (if any)
+    force_update: int = 0             # bumped by `service update --force`: a new task template, same values
     secrets: tuple[FileReference, ...] = ()  # files on a tmpfs under /run/secrets, sent with the assignment
     configs: tuple[FileReference, ...] = ()  # read-only files at their targets
-    force_update: int = 0             # bumped by `service update --force`: a new task template, same values
 
 
 @dataclass(frozen=True)
@@ -192,9 +192,9 @@ class ServiceSpec:
     placement_prefs: tuple[str, ...] = ()  # "spread=node.labels.zone", applied in order (SwarmKit's tree)
     max_replicas_per_node: int = 0     # 0 = no limit
     max_concurrent: int = 0            # jobs: tasks running at once; 0 = as many as replicas (global: all)
-    network_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # network ID -> its DNS aliases
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: UpdateConfig = UpdateConfig()
+    network_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # network ID -> its DNS aliases
 
 
 JOB_MODES = frozenset({"replicated-job", "global-job"})
