@@ -15,7 +15,10 @@ the task is not attached to is simply not there. Names match
 case-insensitively, with or without the trailing dot: `SERVICE` gives the VIP
 (endpoint mode vip) or every task address (dnsrr), `tasks.SERVICE` every task
 address, `NAME.NETWORK` the same scoped to one network, a task or container
-name its address, and PTR queries for those addresses their name.
+name its address, and PTR queries for those addresses their name. A
+service's aliases on a network (Docker's `--network name=N,alias=A`) answer
+as its name does, `tasks.ALIAS` too, on that network only (they are records
+of that network, like the rest).
 Multi-address answers are shuffled by the caller's rng. A known name asked
 for another type (AAAA above all: the overlay is IPv4) gets an empty NOERROR
 at once, so resolvers do not wait. TTL is 1 s, not Docker's 600: a scaled or
@@ -109,6 +112,8 @@ class ServiceRecord:
     endpoint_mode: str = "vip"              # "vip": NAME -> vip; "dnsrr": NAME -> task_ips
     vip: str | None = None                  # None until allocated: the name answers no address
     task_ips: tuple[str, ...] = ()          # tasks.NAME -> these, in either mode
+    aliases: tuple[str, ...] = ()           # other names of the service on this network only (--network
+                                            # name=N,alias=A): each answers as NAME does, tasks.ALIAS too
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,12 @@ class Records:
                 add(svc.name, vip if svc.endpoint_mode == "vip" else svc.task_ips, net.name,
                     reverse=svc.endpoint_mode == "vip")
                 add(f"tasks.{svc.name}", svc.task_ips, net.name)
+                for alias in svc.aliases:       # the PTR of the VIP stays the service's own name
+                    if (problem := _unusable(alias, ())):
+                        rejected.append(problem)
+                        continue
+                    add(alias, vip if svc.endpoint_mode == "vip" else svc.task_ips, net.name)
+                    add(f"tasks.{alias}", svc.task_ips, net.name)
             for host, ip in net.hosts.items():
                 if (problem := _unusable(host, (ip,))):
                     rejected.append(problem)

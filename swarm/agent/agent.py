@@ -24,7 +24,10 @@ reference the store holds never touches the network): the task is reported
 `preparing` with "pulling image", and a failed pull rejects it with the
 registry's sentence (the restart policy retries). The credentials a manager
 sends with a task (--with-registry-auth) are kept in this process's memory
-only, never passed to the runtime or written anywhere.
+only, never passed to the runtime or written anywhere. So are the values of
+the secrets and configs it sends with the tasks that use them: handed to
+the runtime's prepare (which puts them on a tmpfs in the task), and
+forgotten once no task here may still start with them.
 
 On start the agent re-adopts: containers that still run for tasks that are
 still assigned are watched (their healthchecks run again), not restarted, and
@@ -34,6 +37,8 @@ own session).
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import inspect
 import ipaddress
@@ -48,7 +53,7 @@ import trio
 from overlay import dns as embedded_dns
 from swarm.agent.health import run_checks
 from swarm.agent.slots import FairSlots
-from swarm.api import health, spec
+from swarm.api import health, secrets, spec
 from swarm.api.servicetemplate import context_for, expand_container
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
@@ -249,9 +254,10 @@ class Controller:
         servers, search, options = resolver_settings(container.dns, bool(task.networks), agent.host_nameservers)
         hosts = hosts_entries(container.hosts)
         netns = await agent.net.sandbox(task) if task.networks else None
+        files = agent.task_files(container)
         await call(agent.runtime.prepare, task.id, container, container.limits, netns,
                    hostname=container.hostname or None, dns=servers, dns_search=search, dns_options=options,
-                   hosts=hosts)
+                   hosts=hosts, files=files)
 
     async def _desired_changed(self) -> None:
         self.changed = trio.Event()
@@ -328,6 +334,8 @@ class Agent:
         self.has_image: HasImage = has_image or (lambda ref: True)
         self.pull_image = pull_image
         self.auth: dict[str, str] = {}     # task id -> its registry credentials (memory only)
+        # (kind, id) -> the value of a secret or config the tasks here use (memory only)
+        self.files: dict[tuple[str, str], bytes] = {}
         self.controllers: dict[str, Controller] = {}
         self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
         self.since = 0
@@ -375,6 +383,7 @@ class Agent:
         for task_id in list(self.auth):
             if task_id not in self.known:
                 del self.auth[task_id]
+        self._keep_files(answer)
         for task_id, task in self.known.items():
             controller = self.controllers.get(task_id)
             if controller is None:
@@ -399,6 +408,40 @@ class Agent:
                 self._nursery.start_soon(self._remove_when_done, controller)
         for task_id in adoptable - set(self.known):
             self._nursery.start_soon(self._remove_orphan, task_id)
+
+    def _keep_files(self, answer: dict) -> None:
+        """Keep the secret and config values sent with this answer, and forget those no task
+        here may still start with (the last task using a value has stopped, or left)."""
+        for kind in (secrets.SECRET, secrets.CONFIG):
+            sent = answer.get(f"{kind}s")
+            if not isinstance(sent, dict):
+                continue
+            for obj_id, text in sent.items():
+                try:
+                    self.files[(kind, obj_id)] = base64.b64decode(text, validate=True)
+                except (TypeError, ValueError, binascii.Error):
+                    log.warning("the manager sent a malformed %s value (ignored)", kind)
+        needed = set()
+        for task in self.known.values():
+            controller = self.controllers.get(task.id)
+            if spec.is_terminal(task.status.state) or (controller is not None and controller.done):
+                continue
+            needed |= {(secrets.SECRET, r.id) for r in task.spec.secrets}
+            needed |= {(secrets.CONFIG, r.id) for r in task.spec.configs}
+        for key in set(self.files) - needed:
+            del self.files[key]
+
+    def task_files(self, container: spec.ContainerSpec) -> list[tuple[spec.FileReference, bytes, str]]:
+        """The task's secrets and configs with their values, for the runtime's prepare;
+        ValueError when a value did not come (the task is then rejected)."""
+        out = []
+        for kind, refs in ((secrets.SECRET, container.secrets), (secrets.CONFIG, container.configs)):
+            for ref in refs:
+                value = self.files.get((kind, ref.id))
+                if value is None:
+                    raise ValueError(f"the {kind} {ref.name} was not received from the managers")
+                out.append((ref, value, kind))
+        return out
 
     async def _remove_when_done(self, controller: Controller) -> None:
         while not controller.done:

@@ -45,6 +45,17 @@ def prefix_for(node_id: str) -> str:
     return "sw" + node_id[:6]
 
 
+def dns_records(view: netview.NetworkView) -> dns.Records:
+    """The embedded DNS's records of a network view: per network, its service table (each
+    service's aliases on that network included), under the network's name."""
+    names = {net_id: net.name for net_id, net in view.networks.items()}
+    return dns.Records({
+        net_id: dns.NetworkRecords(tuple(
+            dns.ServiceRecord(s.name, s.mode, s.vip or None, s.tasks, s.aliases) for s in services), {},
+            names.get(net_id, ""))
+        for net_id, services in view.services.items()})
+
+
 class NodeNetworking:
     def __init__(self, node_id: str, vtep: str, nursery: trio.Nursery) -> None:
         self.node_id = node_id
@@ -92,12 +103,7 @@ class NodeNetworking:
                     leaving[net_id] = peers
                 await trio.to_thread.run_sync(dp.set_peers, list(merged.values()))
                 self.peers[net_id] = list(merged.values())
-            names = {net_id: net.name for net_id, net in view.networks.items()}
-            records = dns.Records({
-                net_id: dns.NetworkRecords(tuple(
-                    dns.ServiceRecord(s.name, s.mode, s.vip or None, s.tasks) for s in services), {},
-                    names.get(net_id, ""))
-                for net_id, services in view.services.items()})
+            records = dns_records(view)
             # Compiling a view costs ~0.1 ms per task address (dnspython records): do it in a
             # thread, for every set of networks a task uses now, then swap records and views at once.
             in_use = {frozenset(nets) for task_id, nets in self.task_networks.items() if task_id in self.dns_scopes}

@@ -10,7 +10,7 @@ On the wire (msgpack maps, the same keys as the fields below):
 
     {"networks":   {network id: {"id", "name", "subnet", "gateway", "vni", "ingress"}},
      "peers":      {network id: [{"ip", "vtep"}, ...]},
-     "services":   {network id: [{"name", "mode", "vip", "tasks": [ip, ...]}, ...]},
+     "services":   {network id: [{"name", "mode", "vip", "tasks": [ip, ...], "aliases": [name, ...]}, ...]},
      "ingress_ip": "10.0.0.3",
      "published":  [{"published", "target", "protocol", "service", "tasks": [ip, ...]}, ...],
      "data_path_port": 4789}
@@ -51,6 +51,7 @@ class ServiceEntry:
     mode: Literal["vip", "dnsrr"]
     vip: str                         # "" in dnsrr mode (or before the allocator gave one)
     tasks: tuple[str, ...] = ()      # running tasks' addresses on this network
+    aliases: tuple[str, ...] = ()    # the service's other names on this network (answer as `name` does)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def service_create(daemon: LocalDaemon, name: str | None, image: str, command: t
 @click.argument("ref", metavar="SERVICE")
 @with_daemon
 def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wait_timeout: float,
-                   network_add: tuple[str, ...], network_rm: tuple[str, ...], publish_add: tuple[dict, ...],
+                   network_add: tuple[str | dict, ...], network_rm: tuple[str, ...], publish_add: tuple[dict, ...],
                    publish_rm: tuple[dict, ...], **values: Any) -> None:
     """Change a service; only the flags given change (--rollback: back to its previous spec)."""
     ctx = click.get_current_context()
@@ -102,7 +102,7 @@ def service_update(daemon: LocalDaemon, ref: str, detach: bool, quiet: bool, wai
         view = daemon.call("service.inspect", {"refs": [ref]})[0]
         current = view.get("spec") or {}
         if network_add or network_rm:
-            params["networks"] = updated_networks(daemon, current.get("networks") or [], network_add, network_rm)
+            params["networks"] = updated_networks(daemon, current, network_add, network_rm)
         if publish_add or publish_rm:
             params["ports"] = updated_ports(current.get("ports") or [], publish_add, publish_rm)
     before: list[dict] = []
@@ -150,17 +150,25 @@ def follow_update(daemon: LocalDaemon, result: Mapping[str, Any], quiet: bool, w
            before=before, update=UpdateFollow(status_before, rollback)).run()
 
 
-def updated_networks(daemon: LocalDaemon, current: Sequence[str], add: Sequence[str],
-                     remove: Sequence[str]) -> list[str]:
-    """The service's network IDs without `remove`, then with `add` (docker's updateNetworks)."""
-    refs = list(dict.fromkeys([*remove, *add]))
+def updated_networks(daemon: LocalDaemon, current: Mapping[str, Any], add: Sequence[str | Mapping[str, Any]],
+                     remove: Sequence[str]) -> list[str | dict[str, Any]]:
+    """The spec's networks (with their aliases) without `remove`, then `add` (docker's
+    updateNetworks): the "networks" param, a network's ID or {"target": ID, "aliases": [...]}."""
+    def target(item: str | Mapping[str, Any]) -> str:
+        return item if isinstance(item, str) else item["target"]
+
+    refs = list(dict.fromkeys([*remove, *map(target, add)]))
     ids = {ref: net["id"] for ref, net in zip(refs, daemon.call("network.inspect", {"refs": refs}))}
     gone = {ids[ref] for ref in remove}
-    networks = [n for n in current if n not in gone]
-    for ref in add:
-        if ids[ref] in networks:
-            fail(f"service is already attached to network {ref}")
-        networks.append(ids[ref])
+    aliases = current.get("network_aliases") or {}
+    networks: list[str | dict[str, Any]] = [
+        {"target": n, "aliases": list(aliases[n])} if aliases.get(n) else n
+        for n in current.get("networks") or [] if n not in gone]
+    for item in add:
+        net_id = ids[target(item)]
+        if net_id in map(target, networks):
+            fail(f"service is already attached to network {target(item)}")
+        networks.append(net_id if isinstance(item, str) else {**item, "target": net_id})
     return networks
 
 

@@ -12,6 +12,7 @@ from 0 to 1 for the --update-*/--rollback-*/--health-* flags."""
 from __future__ import annotations
 
 import csv
+import functools
 import ipaddress
 import os
 import re
@@ -355,10 +356,68 @@ def check_publish(ctx: click.Context, param: click.Parameter, values: Sequence[A
     return tuple(ports)
 
 
-def parse_network(item: str) -> str:
+# docker/cli's NetworkOpt: a value with KEY=VALUE in it is the CSV form, else a network's name or ID.
+_NETWORK_LONG = re.compile(r"\w+=\w+(,\w+=\w+)*", re.ASCII)   # docker matches it anywhere
+NETWORK_IGNORED = ("driver-opt", "ip", "ip6")          # accepted as docker does; nothing here uses them
+
+
+def parse_network_ref(item: str) -> str:
+    """A network's name or ID (--network-rm, and --network's short form)."""
     if not item.strip() or any(c.isspace() or c in "=," for c in item):
         raise ValueError(f"{item!r} is not a network name or ID")
     return item
+
+
+def parse_network_option(item: str) -> tuple[str | dict[str, Any], list[str]]:
+    """--network/--network-add: NETWORK or name=NETWORK[,alias=A...][,driver-opt=K=V...] as
+    docker's NetworkOpt; (the wire value: the name, or {"target", "aliases"}; the keys given
+    that are ignored). The value is the "networks" item of docs/daemon-api.md."""
+    if not _NETWORK_LONG.search(item):
+        return parse_network_ref(item), []
+    try:
+        fields = next(csv.reader([item]))
+    except (csv.Error, StopIteration):
+        raise ValueError(f"{item!r} is not a network: use NETWORK or name=NETWORK,alias=ALIAS") from None
+    target, aliases, ignored = "", [], []
+    for field in fields:
+        key, sep, value = field.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"invalid field {field!r} in {item!r}: use KEY=VALUE")
+        if key == "name":
+            target = parse_network_ref(value)
+        elif key == "alias":
+            if not value:
+                raise ValueError(f"an alias is empty in {item!r}")
+            aliases.append(value)
+        elif key in NETWORK_IGNORED:
+            if key == "driver-opt" and not (value.partition("=")[0].strip() and "=" in value):
+                raise ValueError(f"invalid driver option {value!r} in {item!r}: use driver-opt=KEY=VALUE")
+            if key not in ignored:
+                ignored.append(key)
+        else:
+            raise ValueError(f"invalid field key {key!r} in {item!r}: use name, alias or driver-opt")
+    if not target:
+        raise ValueError(f"no network in {item!r}: name=NETWORK is required")
+    return ({"target": target, "aliases": aliases} if aliases else target), ignored
+
+
+class NetworkParam(click.ParamType):
+    """--network/--network-add: warns on stderr of the keys it ignores (driver-opt: our overlay
+    driver takes no options per service), as it reads them."""
+    name = "network"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            network, ignored = parse_network_option(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        for key in ignored:
+            click.echo(f"Warning: {key} is ignored in --network {value}: swarm's overlay networks take no "
+                       "per-service driver options or fixed addresses", err=True)
+        return network
 
 
 # -- process -------------------------------------------------------------------
@@ -535,6 +594,59 @@ def flatten_log_opts(ctx: click.Context, param: click.Parameter, groups: Sequenc
 # -- other commands ------------------------------------------------------------
 
 
+# -- --secret and --config -----------------------------------------------------
+
+
+def parse_file_ref(kind: str, text: str) -> dict[str, Any]:
+    """--secret/--config (and -add): NAME, or the CSV source=NAME,target=PATH,uid=,gid=,mode=
+    (docker/cli's SecretOpt and ConfigOpt: src for source, mode in Go's base-0 syntax, so 0400
+    is octal) -> the wire reference {"source", "target", "uid", "gid", "mode"}, with docker's
+    defaults: target the name, uid and gid "0", mode 0444."""
+    try:
+        fields = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        raise ValueError(f"{text!r} is not a {kind} reference") from None
+    ref: dict[str, Any] = {"source": "", "target": "", "uid": "0", "gid": "0", "mode": 0o444}
+    if len(fields) == 1 and "=" not in fields[0]:
+        ref["source"] = fields[0]
+    else:
+        for field in fields:
+            key, sep, value = field.partition("=")
+            if not sep or not key:
+                raise ValueError(f"invalid field '{field}' must be a key=value pair")
+            key = key.lower()
+            if key in ("source", "src"):
+                ref["source"] = value
+            elif key in ("target", "uid", "gid"):
+                ref[key] = value
+            elif key == "mode":
+                ref["mode"] = _go_uint(value)
+            else:
+                raise ValueError(f"invalid field in {kind} request: {key}")
+    if not ref["source"]:
+        raise ValueError("source is required")
+    ref["target"] = ref["target"] or ref["source"]
+    return ref
+
+
+def _go_uint(text: str) -> int:
+    """Go's strconv.ParseUint(text, 0, 32): 0x.., 0o.., 0b.., a leading 0 for octal, else decimal."""
+    try:
+        value = int(text, 8) if re.fullmatch(r"0[0-7]+", text) else int(text, 0)
+    except ValueError:
+        raise ValueError(f"invalid mode specified: {text!r} is not a number (like 0400)") from None
+    if not 0 <= value < 1 << 32:
+        raise ValueError(f"invalid mode specified: {text!r} is out of range")
+    return value
+
+
+def parse_file_name(text: str) -> str:
+    """--secret-rm/--config-rm: the name the service was given it by."""
+    if not text.strip() or "," in text or "=" in text:
+        raise ValueError(f"{text!r} is not a name (remove a secret or config by its name)")
+    return text
+
+
 def parse_scale(item: str) -> tuple[str, int]:
     name, sep, count = item.partition("=")
     if not sep or not name.strip():
@@ -603,9 +715,13 @@ CONSTRAINT = Parsed("expr", parse_constraint)
 PLACEMENT_PREF = Parsed("pref", parse_placement_pref)
 SCALE = Parsed("SERVICE=REPLICAS", parse_scale)
 TAIL = Parsed("N|all", parse_tail)
+SECRET = Parsed("secret", functools.partial(parse_file_ref, "secret"))
+CONFIG = Parsed("config", functools.partial(parse_file_ref, "config"))
+FILE_NAME = Parsed("NAME", parse_file_name)
 PUBLISH = Parsed("[PUBLISHED:]TARGET[/PROTO]", parse_publish)
 PUBLISH_RM = Parsed("TARGET[/PROTO]", parse_publish_rm)
-NETWORK = Parsed("NETWORK", parse_network)
+NETWORK = NetworkParam()
+NETWORK_REF = Parsed("NETWORK", parse_network_ref)
 COMMAND = Parsed("command", parse_command)
 USER = Parsed("<name|uid>[:<group|gid>]", parse_user)
 GROUP = Parsed("GROUP", parse_group)

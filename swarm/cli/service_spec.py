@@ -31,9 +31,11 @@ from swarm.cli.common import Duration
 from swarm.cli.service_flags import (CAPABILITY, COMMAND, CONSTRAINT, CPUS, DEFAULT_WAIT, DNS_OPTION, DNS_SEARCH,
                                      DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, FAILURE_ACTIONS, GROUP, HOST, HOST_RM,
                                      HOSTNAME, IP, LABEL, LABEL_KEY, LOG_DRIVERS, LOG_OPT, MEMORY, MOUNT, NETWORK,
+                                     NETWORK_REF,
                                      NONNEGATIVE_DURATION, PLACEMENT_PREF, PUBLISH, PUBLISH_RM, RATIO,
                                      RESTART_CONDITIONS, ROLLBACK_FAILURE_ACTIONS, SIGNAL, SYSCTL, SYSCTL_KEY,
                                      ULIMIT, ULIMIT_NAME, UPDATE_ORDERS, USER, WORKDIR, check_publish,
+                                     CONFIG, FILE_NAME, SECRET,
                                      flatten_log_opts, read_env_file)
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
@@ -206,10 +208,17 @@ def create_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                      help="Service mode: replicated (--replicas tasks), global (one task per node), or a job "
                      "that runs to completion (replicated-job, global-job)."),
         click.option("--name", help="Service name (default: a random one)."),
-        click.option("--network", "networks", multiple=True, type=NETWORK,
-                     help="Attach the service to a network (repeatable)."),
+        click.option("--network", "networks", multiple=True, type=NETWORK, metavar="NETWORK|name=N,alias=A",
+                     help="Attach the service to a network: its name or ID, or name=NETWORK[,alias=ALIAS...] "
+                     "(the aliases resolve to the service on that network only; repeatable)."),
         click.option("--placement-pref", "placement_prefs", multiple=True, type=PLACEMENT_PREF,
                      metavar="spread=LABEL", help="Add a placement preference, like spread=node.labels.zone."),
+        click.option("--secret", "secrets", multiple=True, type=SECRET, metavar="NAME|source=..,target=..",
+                     help="Give the tasks a secret: NAME or source=NAME[,target=FILE][,uid=..][,gid=..][,mode=0444], "
+                     "a file under /run/secrets (repeatable)."),
+        click.option("--config", "configs", multiple=True, type=CONFIG, metavar="NAME|source=..,target=..",
+                     help="Give the tasks a config: NAME or source=NAME[,target=/PATH][,uid=..][,gid=..][,mode=0444], "
+                     "a read-only file at its target (default /NAME; repeatable)."),
         click.option("--publish", "-p", "ports", multiple=True, type=PUBLISH, callback=check_publish,
                      help="Publish a port: [PUBLISHED:]TARGET[/PROTO] (ranges: 8080-8081:80-81) or "
                      "published=P,target=T[,protocol=..][,mode=..] (repeatable)."),
@@ -259,8 +268,9 @@ def update_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         click.option("--mount-add", multiple=True, type=MOUNT, metavar="type=..,source=..,target=..",
                      help="Add or update a mount (a mount at the same target is replaced)."),
         click.option("--mount-rm", multiple=True, metavar="TARGET", help="Remove a mount by its target path."),
-        click.option("--network-add", multiple=True, type=NETWORK, help="Attach the service to a network."),
-        click.option("--network-rm", multiple=True, type=NETWORK, help="Detach the service from a network."),
+        click.option("--network-add", multiple=True, type=NETWORK, metavar="NETWORK|name=N,alias=A",
+                     help="Attach the service to a network: NETWORK or name=NETWORK[,alias=ALIAS...]."),
+        click.option("--network-rm", multiple=True, type=NETWORK_REF, help="Detach the service from a network."),
         click.option("--placement-pref-add", multiple=True, type=PLACEMENT_PREF, metavar="spread=LABEL",
                      help="Add a placement preference."),
         click.option("--placement-pref-rm", multiple=True, type=PLACEMENT_PREF, metavar="spread=LABEL",
@@ -268,6 +278,12 @@ def update_options() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         click.option("--publish-add", multiple=True, type=PUBLISH, callback=check_publish,
                      help="Publish a port: [PUBLISHED:]TARGET[/PROTO] or published=P,target=T[,protocol=..][,mode=..]."),
         click.option("--publish-rm", multiple=True, type=PUBLISH_RM, help="Remove a published port by its target port."),
+        click.option("--secret-add", multiple=True, type=SECRET, metavar="NAME|source=..,target=..",
+                     help="Add or update a secret on a service."),
+        click.option("--secret-rm", multiple=True, type=FILE_NAME, metavar="NAME", help="Remove a secret by its name."),
+        click.option("--config-add", multiple=True, type=CONFIG, metavar="NAME|source=..,target=..",
+                     help="Add or update a config file on a service."),
+        click.option("--config-rm", multiple=True, type=FILE_NAME, metavar="NAME", help="Remove a config by its name."),
         click.option("--sysctl-add", multiple=True, type=SYSCTL, metavar="KEY=VALUE",
                      help="Add or update a sysctl option."),
         click.option("--sysctl-rm", multiple=True, type=SYSCTL_KEY, metavar="KEY", help="Remove a sysctl option."),
@@ -343,7 +359,7 @@ _MAPS = {"log_opts": "log_opts", "labels": "labels", "container_labels": "contai
          "sysctl_add": "sysctls_add"}
 _CREATE_LISTS = {"placement_prefs": "placement_prefs", "groups": "groups", "dns": "dns",
                  "dns_options": "dns_options", "dns_search": "dns_search", "hosts": "hosts", "ulimits": "ulimits",
-                 "networks": "networks", "ports": "ports"}
+                 "networks": "networks", "ports": "ports", "secrets": "secrets", "configs": "configs"}
 _UPDATE_LISTS = {
     "image": "image", "args": "command", "env_add": "env_add", "env_rm": "env_rm", "constraint_add": "constraint_add",
     "constraint_rm": "constraint_rm", "container_label_rm": "container_labels_rm", "label_rm": "labels_rm",
@@ -352,7 +368,8 @@ _UPDATE_LISTS = {
     "group_rm": "groups_rm", "host_add": "hosts_add", "host_rm": "hosts_rm", "mount_add": "mounts_add",
     "mount_rm": "mounts_rm", "placement_pref_add": "placement_prefs_add",
     "placement_pref_rm": "placement_prefs_rm", "sysctl_rm": "sysctls_rm", "ulimit_add": "ulimits_add",
-    "ulimit_rm": "ulimits_rm",
+    "ulimit_rm": "ulimits_rm", "secret_add": "secrets_add", "secret_rm": "secrets_rm", "config_add": "configs_add",
+    "config_rm": "configs_rm",
 }
 # What create sends when the flag is not given (the rest is left to the daemon's defaults).
 _CREATE_DEFAULTS = {"replicas": 1, "env": (), "mounts": (), "constraints": (), "reserve_cpu": 0, "reserve_memory": 0,

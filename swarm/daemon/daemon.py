@@ -54,6 +54,7 @@ from swarm.daemon.usercheck import image_user_checker
 from overlay.ipam import Allocator
 from swarm.manager.allocator import NETWORK, new_network, pool_subnet
 from swarm.manager.controlapi.networks import NetworkAPI
+from swarm.manager.controlapi.secrets import FileObjectAPI
 from swarm.manager.membership import Manager, utcnow
 from swarm.rpc.client import ClientPool
 from swarm.rpc.messages import Peer, RPCError
@@ -86,6 +87,8 @@ class Daemon(NodeLoop):
         self.control: ControlAPI | None = None
         self.services: ServiceAPI | None = None
         self.networks: NetworkAPI | None = None
+        self.secrets: FileObjectAPI | None = None
+        self.configs: FileObjectAPI | None = None
         self.reconciler: Reconciler | None = None
         self.dispatcher: Dispatcher | None = None
         self.membership = MembershipRPC(lambda: self.manager, self.ca_pem)
@@ -272,6 +275,8 @@ class Daemon(NodeLoop):
                 self.services = ServiceAPI(self.manager, check_on_nodes=functools.partial(
                     speccheck.check_on_nodes, ask=self._ask_check_spec), resolve_image=self.registry.resolve)
                 self.networks = NetworkAPI(self.manager)
+                self.secrets = FileObjectAPI(self.manager, "secret")
+                self.configs = FileObjectAPI(self.manager, "config")
                 self.reconciler = Reconciler(self.manager)
                 self.dispatcher = Dispatcher(self.manager)
                 nursery.start_soon(self.manager.run_dispatcher)
@@ -282,6 +287,8 @@ class Daemon(NodeLoop):
         self.control = None
         self.services = None
         self.networks = None
+        self.secrets = None
+        self.configs = None
         self.reconciler = None
         self.dispatcher = None
 

@@ -41,6 +41,9 @@ NETWORK_READS = ("network.ls", "network.inspect")
 NETWORK_WRITES = ("network.create", "network.rm")
 SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
 SERVICE_WRITES = ("service.create", "service.update", "service.rollback", "service.scale", "service.rm")
+# secret.* and config.*: a manager's only (as services), never forwarded from a worker.
+FILE_OBJECT_METHODS = {kind: tuple(f"{kind}.{verb}" for verb in ("create", "ls", "inspect", "rm"))
+                       for kind in ("secret", "config")}
 
 Call = Callable[[dict], Awaitable[Any]]
 Target = Callable[["Daemon"], "Call | None"]  # this manager's API for one method; None while not a manager
@@ -71,7 +74,7 @@ class NodeRouter(ApiRouter):
 
 
 def api(attr: str, method: str) -> Target:
-    """`method` of the daemon's `attr` API (control, services or networks)."""
+    """`method` of the daemon's `attr` API (control, services, networks, secrets or configs)."""
     def target(d: Daemon) -> Call | None:
         found = getattr(d, attr)
         return None if found is None else functools.partial(found.handle, method)
@@ -118,6 +121,9 @@ def local_router(d: Daemon) -> Router:
     router.route("service.logs", forward(d, service_logs, via="control.service.logs", timeout=LOGS_TIMEOUT))
     for method in NETWORK_READS + NETWORK_WRITES:
         router.route(method, forward(d, api("networks", method)))
+    for kind, methods in FILE_OBJECT_METHODS.items():
+        for method in methods:
+            router.route(method, forward(d, api(f"{kind}s", method)))
     for method, handler in d.image_handlers.items():
         router.route(method, handler)
     for method, handler in registry_handlers(d.registry).items():   # image.pull/push, login, logout

@@ -13,6 +13,10 @@ it is encoded to plain data only at the end. A task whose service was
 given --with-registry-auth goes with the service's encoded credentials
 ("auth": task id -> credentials), to the node it is assigned to only, with
 the task's first sending: the agent keeps them in memory to pull the image.
+The secrets and configs of the tasks sent (those that may still start) go the
+same way, to that node only: "secrets"/"configs": id -> base64 value
+(`task_files`); the agent keeps them in memory until its tasks that use them
+have stopped.
 
 Agents report state changes with `tasks.status`: every update is checked
 before anything is written, then applied as compare-and-set updates that only
@@ -22,16 +26,18 @@ records when (Task.running_at: the update monitor counts from it).
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 
 import trio
 
 from raft.store import Op
-from swarm.api import model, netview, records, spec
+from swarm.api import model, netview, records, secrets, spec
 from swarm.api.errors import ApiError
 from swarm.api.taskstate import IllegalTransition, advance
 from swarm.manager.allocator import NETWORK
+from swarm.manager.controlapi.secrets import objects, read_value
 from swarm.manager.membership import Manager
 from swarm.manager.planner import ingress_id, network_record
 from swarm.manager.reconciler import MAX_TXN_BYTES, MAX_TXN_OPS, batches, encode_task
@@ -81,7 +87,23 @@ class Dispatcher:
         auth = task_credentials(sent, self._services())
         if auth:
             answer["auth"] = auth
+        answer.update(self._file_values(task_files(sent)))
         return answer
+
+    def _file_values(self, wanted: dict[str, set[str]]) -> dict[str, dict[str, str]]:
+        """"secrets"/"configs": id -> base64 value, of the objects `wanted` names (one the
+        store no longer holds whole is left out: the agent then rejects the task that needs it)."""
+        out: dict[str, dict[str, str]] = {}
+        for kind, ids in wanted.items():
+            found = objects(self.m.raft, kind)
+            values = {}
+            for obj_id in sorted(ids):
+                value = read_value(self.m.raft, kind, found[obj_id][0]) if obj_id in found else None
+                if value is not None:
+                    values[obj_id] = base64.b64encode(value).decode()
+            if values:
+                out[f"{kind}s"] = values
+        return out
 
     def _services(self) -> dict[str, spec.Service]:
         return {k: s for k, (s, _) in records.decode_all(self.m.raft.list(spec.SERVICE),
@@ -150,6 +172,19 @@ def task_credentials(tasks: list[spec.Task], services: dict[str, spec.Service]) 
         service = services.get(task.service_id)
         if service is not None and service.registry_auth and not spec.is_terminal(task.status.state):
             out[task.id] = service.registry_auth
+    return out
+
+
+def task_files(tasks: list[spec.Task]) -> dict[str, set[str]]:
+    """kind ("secret", "config") -> the ids the tasks sent use, for those that may still start
+    (not terminal, wanted running): only their node gets the values, with their assignment."""
+    out: dict[str, set[str]] = {}
+    for task in tasks:
+        if spec.is_terminal(task.status.state) or task.desired_state not in ("running", "ready"):
+            continue
+        for kind, refs in ((secrets.SECRET, task.spec.secrets), (secrets.CONFIG, task.spec.configs)):
+            if refs:
+                out.setdefault(kind, set()).update(r.id for r in refs)
     return out
 
 
@@ -230,7 +265,8 @@ def build_network_view(node_id: str, networks: dict[str, dict], nodes: dict[str,
                 continue
             table[net_id].append(netview.ServiceEntry(
                 s.spec.name, s.spec.endpoint_mode, s.vips.get(net_id, "").split("/")[0],
-                tuple(sorted(endpoints.get(net_id, {}).get(s.id, [])))))
+                tuple(sorted(endpoints.get(net_id, {}).get(s.id, []))),
+                tuple(s.spec.network_aliases.get(net_id, ()))))   # its aliases on this network only
     published = tuple(
         netview.PublishedPort(p.published, p.target, p.protocol, s.spec.name, tuple(sorted(
             # ingress mode: every task of the service; host mode: only this node's tasks

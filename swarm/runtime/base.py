@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, NamedTuple, Protocol, Sequence
 
 from swarm.api.health import Check
-from swarm.api.spec import ContainerSpec, Resources
+from swarm.api.spec import ContainerSpec, FileReference, Resources
 
 if TYPE_CHECKING:
     from swarm.runtime.logfile import Chunk, Cursor
@@ -55,10 +55,14 @@ class ContainerRuntime(Protocol):
 
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
                 hostname: str | None = None, dns: Sequence[str] = ..., dns_search: Sequence[str] = (),
-                dns_options: Sequence[str] = ..., hosts: Sequence[tuple[str, str]] = ()) -> None:
+                dns_options: Sequence[str] = ..., hosts: Sequence[tuple[str, str]] = (),
+                files: Sequence[tuple[FileReference, bytes, str]] = ()) -> None:
         """Make the task's container ready to start (status `created`), joined to the network
         namespace at `netns_path` (None: a namespace of its own). A prepared, never started
-        container is prepared again; a started one is refused (remove it first)."""
+        container is prepared again; a started one is refused (remove it first). `files`: the
+        task's secrets and configs, (reference, value, "secret" | "config"): each a read-only
+        file at its target (swarm.api.secrets.target_path) with the reference's uid, gid and
+        mode; a secret's value is never written to the node's disk (a tmpfs)."""
 
     def start(self, task_id: str) -> None:
         """Start a prepared container; returns once it runs (`running`), or raises when its

@@ -38,8 +38,8 @@ from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import trio
 
-from swarm.api import health
-from swarm.api.spec import ContainerSpec, HealthConfig, Resources
+from swarm.api import health, secrets
+from swarm.api.spec import ContainerSpec, FileReference, HealthConfig, Resources
 from swarm.runtime import ocispec
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
@@ -59,6 +59,8 @@ class FakeContainer:
     limits: Resources
     netns_path: str | None
     options: dict                        # hostname, dns, dns_search, dns_options, hosts as prepare got them
+    # the task's secrets and configs as prepare got them: target path -> (kind, value, uid, gid, mode)
+    files: dict[str, tuple[str, bytes, str, str, int]] = field(default_factory=dict)
     status: str = CREATED
     pid: int | None = None
     exit_code: int | None = None
@@ -149,9 +151,12 @@ class FakeRuntime:
     # -- ContainerRuntime --------------------------------------------------------------
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
                 hostname: str | None = None, dns: Sequence[str] = ("127.0.0.11",), dns_search: Sequence[str] = (),
-                dns_options: Sequence[str] = ("ndots:0",), hosts: Sequence[tuple[str, str]] = ()) -> None:
+                dns_options: Sequence[str] = ("ndots:0",), hosts: Sequence[tuple[str, str]] = (),
+                files: Sequence[tuple[FileReference, bytes, str]] = ()) -> None:
         with self._call("prepare", task_id):
             ocispec.check_process(container)     # the spec errors runc's prepare gives without a machine
+            placed = {secrets.target_path(kind, ref.target): (kind, bytes(value), ref.uid, ref.gid, ref.mode)
+                      for ref, value, kind in files}
             try:
                 check = health.effective(container.healthcheck, self.image_health.get(container.image))
             except ValueError as exc:
@@ -163,7 +168,7 @@ class FakeRuntime:
                 options = {"hostname": hostname, "dns": tuple(dns), "dns_search": tuple(dns_search),
                            "dns_options": tuple(dns_options), "hosts": tuple(hosts)}
                 self.containers[task_id] = FakeContainer(task_id, container, limits, netns_path, options,
-                                                         term_exit=self.term_exit, check=check)
+                                                         files=placed, term_exit=self.term_exit, check=check)
 
     def start(self, task_id: str) -> None:
         with self._call("start", task_id, check=False):

@@ -54,6 +54,20 @@ def readonly_tree(bundle: str, index: int, source: str) -> str:
     return target
 
 
+def mount_tmpfs(target: str, size: int, inodes: int) -> None:
+    """A private tmpfs at `target` (root only, no devices, setuid or exec), at most `size` bytes
+    and `inodes` files: where a task's secrets live, in memory only."""
+    options = f"mode=0700,size={size},nr_inodes={inodes}"
+    if _libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise ContainerError(f"Mounting a tmpfs at {target} failed: {os.strerror(err)}.")
+
+
+def remount_readonly(target: str) -> None:
+    """Make the tmpfs at `target` read-only (its files are written: nothing may change them)."""
+    mount("none", target, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
 def mount_rootfs(bundle: str, lowers: list[str]) -> None:
     """Mount bundle/rootfs as an overlay of the image's layers (upper/ and work/ in the bundle)."""
     for lower in lowers:

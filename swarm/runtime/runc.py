@@ -24,7 +24,8 @@ with its process group (what its shell started too).
 Names are predictable so that anything left over can be found: runc state
 under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
 (absolute, so they do not depend on the agent's own cgroup), and the only host
-mount is tasks/<id>/rootfs (mounts and cgroups: swarm/runtime/mounts.py).
+mounts are tasks/<id>/rootfs and, for a task with secrets or configs, the tmpfs
+tasks/<id>/files that holds them (mounts and cgroups: swarm/runtime/mounts.py).
 
 Exits are watched, not polled: the shim writes exit.json and then exits, so
 `wait` opens a pidfd of the shim (pidfd_open; the start time is checked after
@@ -59,13 +60,13 @@ from typing import AsyncIterator, Sequence
 import trio
 
 from raft.fsutil import atomic_write
-from swarm.api import health, logdriver
+from swarm.api import health, logdriver, secrets
 from swarm.runtime import mounts, ocispec, runcexec, shim, users, volumes
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import Image, ImageStore
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
-from swarm.api.spec import ContainerSpec, Mount, Resources
+from swarm.api.spec import ContainerSpec, FileReference, Mount, Resources
 
 POLL = 0.05
 INIT_BINARY = "/usr/bin/tini-static"
@@ -74,6 +75,8 @@ FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only
 KILL_TIMEOUT = 10.0
 DEFAULT_DNS = ("127.0.0.11",)
 DEFAULT_DNS_OPTIONS = ("ndots:0",)
+FILES_DIR = "files"     # the tmpfs in a bundle holding the task's secrets and configs
+PAGE = 4096
 
 _RRO_SUPPORT: dict[str, bool] = {}
 
@@ -122,10 +125,13 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------
     def prepare(self, task_id: str, container: ContainerSpec, limits: Resources, netns_path: str | None, *,
                 hostname: str | None = None, dns: Sequence[str] = DEFAULT_DNS, dns_search: Sequence[str] = (),
-                dns_options: Sequence[str] = DEFAULT_DNS_OPTIONS, hosts: Sequence[tuple[str, str]] = ()) -> None:
+                dns_options: Sequence[str] = DEFAULT_DNS_OPTIONS, hosts: Sequence[tuple[str, str]] = (),
+                files: Sequence[tuple[FileReference, bytes, str]] = ()) -> None:
         """Write the task's bundle and mount its rootfs; a prepared, never started bundle is redone.
-        `hostname`: the expanded --hostname (None: the task id's first 12 characters)."""
+        `hostname`: the expanded --hostname (None: the task id's first 12 characters). `files`:
+        the task's secrets and configs, on a tmpfs in the bundle (`_place_files`)."""
         ocispec.check_task_id(task_id)
+        secret_files = tuple(files)     # `files` names the bundle's own files below
         ocispec.check_limits(limits, os.cpu_count() or 1)
         ocispec.check_process(container)
         ocispec.check_host_limits(container, *_host_limits())
@@ -162,7 +168,8 @@ class Runtime:
             meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers,
                     "stop_signal": stop_signal,    # kept so that a restarted agent stops the task with it too
                     "log": self._log_settings(container),
-                    "healthcheck": check.to_dict() if check else None}   # for a restarted agent's monitor too
+                    "healthcheck": check.to_dict() if check else None,   # for a restarted agent's monitor too
+                    "files": len(secret_files)}   # secrets and configs on the tmpfs FILES_DIR (gone after a reboot)
             atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
             mounts.mount_rootfs(bundle, lowers)
             self._populate_volumes(bundle, container)
@@ -177,6 +184,7 @@ class Runtime:
                                           hostname=hostname, cgroup_parent=self.cgroup_parent,
                                           nofile=_nofile_limit(), recursive_readonly=self._rro(), user=user,
                                           init_path=self.init_path if init else "")
+            config["mounts"] += self._place_files(bundle, secret_files)
             _make_workdir(rootfs, config["process"]["cwd"])
             atomic_write(os.path.join(bundle, "config.json"), json.dumps(config, indent=1).encode(), 0o644)
         except BaseException as exc:
@@ -194,7 +202,13 @@ class Runtime:
         if os.path.exists(os.path.join(bundle, "shim.json")):
             raise ContainerError(f"Task {task_id} was already started.")
         if not mounts.mounted(os.path.join(bundle, "rootfs")):
-            mounts.mount_rootfs(bundle, _read_json(os.path.join(bundle, "meta.json"))["lowerdirs"])  # after a reboot
+            meta = _read_json(os.path.join(bundle, "meta.json"))
+            if meta.get("files") and not mounts.mounted(os.path.join(bundle, FILES_DIR)):
+                # Secrets live in memory only: a node that restarted has lost them (the managers'
+                # restart policy gives the slot a new task, which gets them again).
+                raise ContainerError(f"The secrets and configs of task {task_id} were lost when the node "
+                                     "restarted; prepare it again.")
+            mounts.mount_rootfs(bundle, meta["lowerdirs"])  # after a reboot
         cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
                "--runc", self.runc, "--runc-root", self.runc_root, *self._shim_log_args(bundle)]
         with open(os.path.join(bundle, "shim.log"), "ab") as shim_log:
@@ -453,6 +467,40 @@ class Runtime:
                 await trio.sleep(POLL)
 
     # -- helpers -----------------------------------------------------------------------
+    def _place_files(self, bundle: str, files: Sequence[tuple[FileReference, bytes, str]]) -> list[dict]:
+        """Write the task's secrets and configs on a tmpfs at bundle/FILES_DIR (never on the
+        node's disk; unmounted with the bundle), one file each with its uid, gid and mode, the
+        tmpfs then read-only; the config.json mounts that bind each file, read-only, at its
+        target (a secret under /run/secrets), as Docker's daemon does."""
+        if not files:
+            return []
+        where = os.path.join(bundle, FILES_DIR)
+        os.mkdir(where, 0o700)
+        pages = sum(-(-len(value) // PAGE) + 1 for _, value, _ in files)
+        mounts.mount_tmpfs(where, (pages + 16) * PAGE, len(files) + 16)
+        entries, targets = [], set()
+        for index, (ref, value, kind) in enumerate(files):
+            target = secrets.target_path(kind, ref.target)
+            if target in targets:
+                raise SpecError(f"Two secrets or configs have the same target {target}.")
+            targets.add(target)
+            try:
+                uid, gid = int(ref.uid), int(ref.gid)
+            except ValueError:
+                raise SpecError(f"The {kind} {ref.name} has a uid or gid that is not a number.") from None
+            path = os.path.join(where, str(index))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, value)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, ref.mode & 0o7777)
+            finally:
+                os.close(fd)
+            entries.append({"destination": target, "type": "bind", "source": path,
+                            "options": ["bind", "rprivate", "ro", "nosuid", "nodev", "noexec"]})
+        mounts.remount_readonly(where)
+        return entries
+
     def _mount_source(self, bundle: str, index: int, m: Mount) -> str:
         """The host path of a task's mount: the bind's source (its propagation checked as Docker
         does), or the volume's directory (created on first use, recorded as used by this bundle;
@@ -773,6 +821,12 @@ def _runc_message(res: subprocess.CompletedProcess) -> str:
             if line.strip():
                 return line.strip()
     return text or f"exit status {res.returncode}"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_json(path: str) -> dict:

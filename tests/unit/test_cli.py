@@ -377,14 +377,13 @@ def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["secret", "ls"], "'secret' is not supported yet"),
-    (["stack", "deploy", "-c", "x.yml", "app"], "'stack' is not supported yet"),
+    (["unlock-key"], "'unlock-key' is not supported yet"),
     (["volume", "create", "v"], "'volume create' is not supported yet"),
-    (["service", "create", "--secret", "s", "alpine"], "no such option: --secret (not supported yet)"),
-    (["service", "update", "--secret-add", "s", "web"], "no such option: --secret-add (not supported yet)"),
+    (["service", "ps", "--no-resolve", "web"], "no such option: --no-resolve (not supported yet)"),
+    (["network", "rm", "--force", "n"], "no such option: --force (not supported yet)"),
     (["init", "--autolock"], "no such option: --autolock (not supported yet)"),
     # not Docker's either: click's own message, with its guess when it is a close one
-    (["servce", "ls"], "No such command 'servce'. Did you mean 'service'?"),
+    (["servics", "ls"], "No such command 'servics'. Did you mean 'service'?"),
     (["service", "create", "--replica", "2", "alpine"], "No such option '--replica'. Did you mean '--replicas'?"),
     (["frobnicate"], "No such command 'frobnicate'."),
 ])

@@ -156,6 +156,24 @@ def test_create_networks_endpoint_mode_and_short_publish(fake, run):
     }]
 
 
+def test_create_network_aliases_in_docker_syntax(fake, run):
+    result = run("service", "create", "-d", "--name", "web", "--network", "name=backend,alias=db,alias=primary",
+                 "--network", "front", "--network", "name=old,alias=legacy,driver-opt=com.docker.x=1", "alpine")
+    assert result.exit_code == 0 and result.stdout == f"{SID}\n"
+    assert fake.params("service.create") == [{**CREATE_BASE, "networks": [
+        {"target": "backend", "aliases": ["db", "primary"]}, "front", {"target": "old", "aliases": ["legacy"]}]}]
+    # driver-opt is accepted as docker does, and said to be ignored
+    assert result.stderr == ("Warning: driver-opt is ignored in --network name=old,alias=legacy,"
+                             "driver-opt=com.docker.x=1: swarm's overlay networks take no per-service driver "
+                             "options or fixed addresses\n")
+
+
+def test_network_option_errors_say_what_is_wrong(fake, run):
+    assert "name=NETWORK is required" in failed(run("service", "create", "--network", "alias=db", "alpine"), 2)
+    assert "an alias is empty" in failed(run("service", "create", "--network", "name=b,alias=", "alpine"), 2)
+    assert "invalid field key 'color'" in failed(run("service", "create", "--network", "name=b,color=r", "alpine"), 2)
+
+
 def test_create_long_publish_syntax(fake, run):
     assert ok(run("service", "create", "-d", "--name", "web", "--endpoint-mode", "dnsrr",
                   "--publish", "published=8080,target=80",
@@ -195,7 +213,12 @@ def test_same_port_on_two_protocols_is_fine(fake, run):
     (["-p", "8080:80", "-p", "published=8080,target=81"], "'--publish'"),
     (["--endpoint-mode", "rr"], "'--endpoint-mode'"),
     (["--network", ""], "'--network'"),
-    (["--network", "name=backend,alias=db"], "'--network'"),
+    (["--network", "alias=db"], "'--network'"),                   # no name=
+    (["--network", "name=backend,alias="], "'--network'"),
+    (["--network", "name=backend,color=red"], "'--network'"),
+    (["--network", "name=backend,alias"], "'--network'"),
+    (["--network", "name=back end,alias=db"], "'--network'"),
+    (["--network", "name=backend,driver-opt=x"], "'--network'"),
 ])
 def test_create_bad_ports_and_networks_are_usage_errors(fake, run, args, option):
     err = failed(run("service", "create", "-d", *args, "alpine"), 2)
@@ -280,6 +303,20 @@ def test_update_network_add_and_rm_send_ids(fake, run):
     ]
 
 
+def test_update_network_add_with_aliases_keeps_the_aliases_of_the_others(fake, run):
+    spec = current([NETS["old"]["id"], NID], [])[0]
+    fake.answers["service.inspect"] = [{**spec, "spec": {**spec["spec"], "network_aliases": {NID: ["db"]}}}]
+    fake.answers["network.inspect"] = inspect_networks
+    assert ok(run("service", "update", "-d", "--network-rm", "old", "--network-add", "name=front,alias=www", "web"))
+    assert fake.params("service.update") == [{"ref": "web", "networks": [
+        {"target": NID, "aliases": ["db"]}, {"target": NETS["front"]["id"], "aliases": ["www"]}]}]
+    # an alias is changed as docker's: detach, then attach with the new aliases
+    assert ok(run("service", "update", "-d", "--network-rm", "backend", "--network-add", "name=backend,alias=data",
+                  "web"))
+    assert fake.params("service.update")[1] == {"ref": "web", "networks": [
+        NETS["old"]["id"], {"target": NID, "aliases": ["data"]}]}
+
+
 def test_update_network_errors(fake, run):
     fake.answers["service.inspect"] = current([NID], [])
     fake.answers["network.inspect"] = inspect_networks
@@ -309,6 +346,8 @@ def test_update_with_lists_then_waits(fake, run):
     (["--publish-add", "8080:80", "--publish-add", "8080:81"], "'--publish-add'"),
     (["--network-add", " "], "'--network-add'"),
     (["--network-rm", ""], "'--network-rm'"),
+    (["--network-rm", "name=backend"], "'--network-rm'"),
+    (["--network-add", "name=backend,alias"], "'--network-add'"),
     (["--endpoint-mode", "round-robin"], "'--endpoint-mode'"),
     (["--publish", "80"], "No such option"),
     (["--network", "backend"], "No such option"),

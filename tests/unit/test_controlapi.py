@@ -147,3 +147,26 @@ async def test_a_node_update_at_a_version_is_not_retried():
         await control.node_update({"ref": "h1", "label_add": {"a": "b"}, "version": version})
     assert err.value.code == "conflict" and "out of sequence" in err.value.message
     assert manager.nodes()["n2bbbb"]["labels"] == {}
+
+
+async def test_service_networks_with_aliases_are_resolved_to_ids_and_kept_on_update():
+    store, manager = await cluster()
+    services, networks = ServiceAPI(manager), NetworkAPI(manager)
+    back, front = (await networks.create({"name": "back"}))["id"], (await networks.create({"name": "front"}))["id"]
+    await services.create({"name": "db", "image": "demo:1",
+                           "networks": [{"target": "back", "aliases": ["database"]}, front[:12]]})
+    s = services.find("db").spec
+    assert (s.networks, s.network_aliases) == ((back, front), {back: ("database",)})
+    [view] = await services.inspect({"refs": ["db"]})
+    assert view["spec"]["networks"] == [back, front] and view["spec"]["network_aliases"] == {back: ["database"]}
+    # the CLI's --network-add sends the whole list, the others with their aliases
+    await services.update({"ref": "db", "networks": [{"target": back, "aliases": ["database"]},
+                                                     {"target": "front", "aliases": ["www"]}]})
+    assert services.find("db").spec.network_aliases == {back: ("database",), front: ("www",)}
+    for networks_param, message in (([{"target": "nope", "aliases": ["x"]}], "network nope not found"),
+                                    (["back", {"target": back, "aliases": ["x"]}], "network .* is given twice"),
+                                    ([{"target": "ingress", "aliases": ["x"]}], "ingress network")):
+        with pytest.raises(ApiError, match=message) as err:
+            await services.update({"ref": "db", "networks": networks_param})
+        assert err.value.code == "bad_request"
+    assert services.find("db").spec.network_aliases == {back: ("database",), front: ("www",)}

@@ -128,6 +128,27 @@ async def test_a_node_sees_its_networks_peers_service_tables_and_published_ports
     assert port.tasks == tuple(ips("web", ingress.id))
 
 
+async def test_a_service_alias_is_in_the_table_of_its_network_only():
+    store, manager, reconciler, dispatcher, api = await cluster()
+    back = (await NetworkAPI(manager).create({"name": "back"}))["id"]
+    front = (await NetworkAPI(manager).create({"name": "front"}))["id"]
+    # by name, as the CLI sends them: the control API stores IDs and the aliases under the ID
+    await create(api, "app_db", networks=[{"target": "back", "aliases": ["db", "primary"]}, "front"])
+    await create(api, "client", replicas=2, networks=["back", "front"], endpoint_mode="dnsrr")
+    await settle(reconciler)
+    await report(dispatcher, store, "running")
+    [db] = tasks_of(store, "app_db")
+    assert api.find("app_db").spec.network_aliases == {back: ("db", "primary")}
+    view = dispatcher.network_view(db.node_id)
+    table = {net: {s.name: s for s in view.services[net]} for net in (back, front)}
+    assert table[back]["app_db"].aliases == ("db", "primary") and table[back]["app_db"].vip
+    assert table[front]["app_db"].aliases == ()
+    assert table[back]["client"].aliases == table[front]["client"].aliases == ()
+    wire = msgpack.unpackb(msgpack.packb(netview.encode(view)), raw=False)
+    assert {s["name"]: s["aliases"] for s in wire["services"][back]} == {"app_db": ["db", "primary"], "client": []}
+    assert netview.decode(wire) == view
+
+
 async def test_the_view_goes_over_the_wire_in_the_shape_agents_read():
     store, manager, reconciler, dispatcher, api, front = await networked_cluster()
     node = tasks_of(store, "web")[0].node_id
@@ -137,7 +158,7 @@ async def test_the_view_goes_over_the_wire_in_the_shape_agents_read():
     for net_id, net in wire["networks"].items():   # what agents read of a network record
         assert net["id"] == net_id and isinstance(net["vni"], int) and {"subnet", "gateway", "name"} <= set(net)
     assert all(set(p) == {"ip", "vtep"} for ps in wire["peers"].values() for p in ps)
-    assert all(set(s) == {"name", "mode", "vip", "tasks"} for ss in wire["services"].values() for s in ss)
+    assert all(set(s) == {"name", "mode", "vip", "tasks", "aliases"} for ss in wire["services"].values() for s in ss)
     assert all(set(p) == {"published", "target", "protocol", "service", "tasks"} for p in wire["published"])
     assert netview.decode(wire) == dispatcher.network_view(node)
 

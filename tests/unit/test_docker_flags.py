@@ -45,10 +45,7 @@ DOCKER_UPDATE = (
     "--update-delay --update-failure-action --update-max-failure-ratio --update-monitor --update-order "
     "--update-parallelism -u --user --with-registry-auth -w --workdir").split()
 
-LATER = {
-    **{flag: "stacks issue: secrets and configs" for flag in ("--secret", "--secret-add", "--secret-rm", "--config",
-                                                              "--config-add", "--config-rm")},
-}
+LATER: dict[str, str] = {}    # flag -> the issue that brings it (none left: issue 15 brought --secret/--config)
 # Refused with one sentence: their flag exists, so they are in our help too (checked below).
 REFUSED = {"--credential-spec": "Windows only", "--isolation": "Windows only",
            "--generic-resource": "plugins only", "--generic-resource-add": "plugins only",
@@ -104,6 +101,12 @@ def test_the_flags_left_to_later_issues_are_really_missing():
     # When one of them lands, it leaves this list (and root.py's Docker-only list).
     for command in ("create", "update"):
         assert not set(LATER) & set(swarm_flags(command))
+
+
+def test_the_secret_and_config_flags_are_ours():
+    # issue 15: secrets and configs, given on create and added or removed on update
+    assert {"--secret", "--config"} <= set(swarm_flags("create"))
+    assert {"--secret-add", "--secret-rm", "--config-add", "--config-rm"} <= set(swarm_flags("update"))
 
 
 def test_the_registry_flags_are_ours():

@@ -5,7 +5,8 @@ import copy
 import pytest
 import trio
 
-from swarm.agent.networking import NodeNetworking
+from overlay import dns
+from swarm.agent.networking import NodeNetworking, dns_records
 from swarm.api import netview
 
 WIRE = {
@@ -40,6 +41,8 @@ def test_a_view_decodes_into_typed_values_and_encodes_back():
     (("published", 0, "protocol"), "sctp", "protocol"),
     (("peers", "net1"), {"ip": "10.0.1.5"}, "peers"),
     (("ingress_ip",), None, "ingress_ip"),
+    (("services", "net1", 0, "aliases"), "db", "aliases"),
+    (("services", "net1", 0, "aliases"), [7], "aliases"),
 ])
 def test_a_malformed_view_is_refused_with_the_field_named(path, value, named):
     data = copy.deepcopy(WIRE)
@@ -58,3 +61,15 @@ async def test_the_agent_refuses_a_malformed_view_and_keeps_the_last_one():
         before = net.view
         await net.update({"networks": {"x": {"id": "x", "vni": "lots"}}})
         assert net.view is before and net.datapaths == {}
+
+
+def test_a_service_alias_becomes_a_dns_record_of_its_network_only():
+    data = copy.deepcopy(WIRE)   # a view without "aliases" (an older manager's) has none
+    assert netview.decode(data).services["net1"][0].aliases == ()
+    data["networks"]["net2"] = dict(data["networks"]["net1"], id="net2", name="back", vni=4098)
+    data["services"]["net2"] = [{"name": "web", "mode": "vip", "vip": "10.0.2.2", "tasks": ["10.0.2.5"],
+                                 "aliases": ["www", "site"]}]
+    records = dns_records(netview.decode(data))
+    assert records.networks["net2"] == dns.NetworkRecords(
+        (dns.ServiceRecord("web", "vip", "10.0.2.2", ("10.0.2.5",), ("www", "site")),), {}, "back")
+    assert records.networks["net1"].services[0].aliases == ()

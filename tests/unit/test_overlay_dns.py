@@ -105,6 +105,48 @@ def test_view_is_the_union_over_the_task_networks():
     assert sorted(addresses(reply_of("web", view=both))) == ["10.0.1.2", "10.0.2.9"]
 
 
+# -- aliases (--network name=back,alias=db) -----------------------------------------------------
+ALIASED = edns.Records({
+    "net-back": edns.NetworkRecords(name="back", services=(
+        edns.ServiceRecord("app_db", "vip", vip="10.0.2.2", task_ips=("10.0.2.3", "10.0.2.4"),
+                           aliases=("db", "Primary.DB")),
+        edns.ServiceRecord("app_cache", "dnsrr", task_ips=("10.0.2.7", "10.0.2.8"), aliases=("cache",)))),
+    "net-front": edns.NetworkRecords(name="front", services=(
+        edns.ServiceRecord("app_db", "vip", vip="10.0.1.2", task_ips=("10.0.1.3",)),)),   # no alias here
+})
+
+
+def test_an_alias_answers_as_the_service_name_on_its_network():
+    back = ALIASED.view(["net-back"])
+    for name in ("db", "DB.", "primary.db", "db.back", "app_db"):
+        assert addresses(reply_of(name, view=back)) == ["10.0.2.2"]                   # VIP mode: the VIP
+    for name in ("tasks.db", "tasks.primary.db", "tasks.db.back"):
+        assert sorted(addresses(reply_of(name, view=back))) == ["10.0.2.3", "10.0.2.4"]
+    assert sorted(addresses(reply_of("cache", view=back))) == ["10.0.2.7", "10.0.2.8"]  # dnsrr: the tasks
+    assert sorted(addresses(reply_of("tasks.cache", view=back))) == ["10.0.2.7", "10.0.2.8"]
+    # the VIP's PTR is still the service's own name
+    assert reply_of("2.2.0.10.in-addr.arpa", "PTR", view=back).answer[0][0].target.to_text() == "app_db."
+
+
+def test_an_alias_is_not_answered_on_another_network():
+    front = ALIASED.view(["net-front"])
+    assert addresses(reply_of("app_db", view=front)) == ["10.0.1.2"]      # the service itself is there
+    for name in ("db", "tasks.db", "cache", "db.front", "db.back"):
+        assert ask(name, view=front)[1] == edns.Answer(forward=True, max_size=512)   # not ours: upstream
+    # a task on both networks sees the alias with the back network's address only
+    both = ALIASED.view(["net-front", "net-back"])
+    assert addresses(reply_of("db", view=both)) == ["10.0.2.2"]
+    assert sorted(addresses(reply_of("app_db", view=both))) == ["10.0.1.2", "10.0.2.2"]
+
+
+def test_a_bad_alias_costs_only_itself():
+    net = edns.NetworkRecords(services=(edns.ServiceRecord("web", "vip", "10.0.1.2", ("10.0.1.5",),
+                                                           aliases=("ünï", "www")),))
+    view = edns.Records({"n": net}).view(["n"])
+    assert [p for p in view.rejected if "DNS name" in p]
+    assert {str(n) for n in view.names} == {"web.", "tasks.web.", "www.", "tasks.www."}
+
+
 @pytest.mark.parametrize("name", ["WEB", "Web.", "wEb", "TASKS.Web"])
 def test_names_match_case_insensitively_with_or_without_the_final_dot(name):
     assert addresses(reply_of(name))

@@ -310,3 +310,38 @@ def test_force_and_rollback_params_are_the_control_api_s():
     # apply_update leaves them to the control API (a new template, or the previous spec)
     current = spec_from_params(ROLLING)
     assert apply_update(current, {"force": True, "rollback": False}) == current
+
+
+# -- networks and their aliases ------------------------------------------------------------------
+
+def test_network_aliases_are_stored_per_network_and_come_back():
+    s = spec_from_params({**BASE, "networks": [{"target": "n-back", "aliases": ["db", "primary.db", "db"]},
+                                               "n-front", {"target": "n-other", "aliases": []}]})
+    assert s.networks == ("n-back", "n-front", "n-other")
+    assert s.network_aliases == {"n-back": ("db", "primary.db")}           # once each, in order
+    assert params_of(s)["networks"] == [{"target": "n-back", "aliases": ["db", "primary.db"]}, "n-front", "n-other"]
+    assert spec_from_params(params_of(s)) == s
+    # replacing the list replaces the aliases: a network left out takes its aliases with it
+    assert apply_update(s, {"networks": ["n-front"]}).network_aliases == {}
+    assert apply_update(s, {"image": "demo:2"}).network_aliases == s.network_aliases
+
+
+@pytest.mark.parametrize("networks, message", [
+    ("n-back", "invalid networks"),
+    ([{"target": "n-back", "alias": ["db"]}], "invalid networks"),
+    ([{"aliases": ["db"]}], "a network name or ID is required"),
+    ([{"target": " ", "aliases": ["db"]}], "a network name or ID is required"),
+    ([7], "invalid networks"),
+    ([{"target": "n-back", "aliases": "db"}], "invalid aliases"),
+    ([{"target": "n-back", "aliases": ["a b"]}], "invalid network alias 'a b'"),
+    ([{"target": "n-back", "aliases": [""]}], "invalid network alias ''"),
+    ([{"target": "n-back", "aliases": ["db..x"]}], "invalid network alias"),
+    ([{"target": "n-back", "aliases": ["-db"]}], "invalid network alias"),
+    ([{"target": "n-back", "aliases": ["x" * 64]}], "invalid network alias"),
+    ([{"target": "n-back", "aliases": [f"a{i}" for i in range(101)]}], "at most 100"),
+    (["n-back", {"target": "n-back", "aliases": ["db"]}], "network n-back is given twice"),
+])
+def test_bad_networks_and_aliases_are_refused_with_one_sentence(networks, message):
+    with pytest.raises(ApiError, match=message) as err:
+        spec_from_params({**BASE, "networks": networks})
+    assert err.value.code == "bad_request" and "\n" not in err.value.message

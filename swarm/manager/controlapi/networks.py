@@ -62,7 +62,14 @@ class NetworkAPI:
                 subnet = pool_subnet(alloc, settings["default_addr_pools"], settings["default_addr_pool_mask_length"])
             except OverlayError as exc:
                 raise ApiError("conflict", str(exc)) from None
+        labels = params.get("labels") or {}
+        if (not isinstance(labels, dict) or len(labels) > 1000
+                or not all(isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= 1024 and len(v) <= 65536
+                           for k, v in labels.items())):
+            raise ApiError("bad_request", "invalid labels: a map of at most 1000 non-empty names to strings")
         record = new_network(name, subnet, alloc.allocate_vni(), attachable=bool(params.get("attachable")))
+        if labels:     # `stack deploy` marks its networks (com.docker.stack.namespace)
+            record["labels"] = dict(labels)
         await self.m.commit([Op.create(NETWORK, record["id"], model.encode(record))])
         return {"id": record["id"], "name": name}
 
@@ -70,7 +77,7 @@ class NetworkAPI:
         wanted = filters.from_params(params, filters.NETWORK_FILTERS)
         # All our networks are user-defined ("custom"); bridge, host and none are Docker's builtin ones.
         return sorted(({"id": n["id"], "name": n["name"], "driver": n["driver"], "scope": n["scope"],
-                        "subnet": n["subnet"]} for n in self.networks().values()
+                        "subnet": n["subnet"], "labels": n.get("labels") or {}} for n in self.networks().values()
                        if filters.matches(wanted, filters.NETWORK_FILTERS, {
                            "id": n["id"], "name": n["name"], "driver": n["driver"], "scope": n["scope"],
                            "label": n.get("labels") or {}, "type": "custom"})), key=lambda r: r["name"])

@@ -42,6 +42,7 @@ from raft.store import Op
 from swarm.api import filters, model, records, reference, spec
 from swarm.ca import pki
 from swarm.manager.controlapi.networks import NetworkAPI
+from swarm.manager.controlapi.secrets import names_to_ids
 from swarm.manager.membership import Manager
 from swarm.manager.planner import node_infos
 from swarm.manager.scheduler import NodeInfo, eligible_nodes
@@ -49,7 +50,7 @@ from swarm.api.errors import ApiError, SwarmError
 from swarm.api.refs import resolve_ref
 from swarm.registry.errors import RegistryUnreachable
 from swarm.manager.controlapi.specparams import (MAX_LIST, MAX_REPLICAS, REPLACEABLE, apply_update,
-                                                  registry_options, spec_from_params)
+                                                  network_attachments, registry_options, resolve_files, spec_from_params)
 from swarm.manager.updater import MANUAL_ROLLBACK, PAUSED, UPDATE_STARTED
 
 __all__ = ["ServiceAPI", "apply_update", "spec_from_params"]
@@ -131,19 +132,30 @@ class ServiceAPI:
         return await handler(params)
 
     def _resolve_networks(self, params: dict) -> dict:
+        """The params with each network's name replaced by its ID (its aliases kept)."""
         if "networks" not in params:
             return params
         api = NetworkAPI(self.m)
-        ids = []
-        for ref in params["networks"]:
+        resolved: list[str | dict] = []
+        seen: set[str] = set()
+        for ref, aliases in network_attachments(params):
             try:
-                net = api.find(str(ref))
+                net = api.find(ref)
             except ApiError:
                 raise _bad(f"network {ref} not found") from None
             if net["ingress"]:
                 raise _bad("the ingress network is attached by publishing a port, not with --network")
-            ids.append(net["id"])
-        return dict(params, networks=ids)
+            if net["id"] in seen:
+                raise _bad(f"network {ref} is given twice")
+            seen.add(net["id"])
+            resolved.append({"target": net["id"], "aliases": list(aliases)} if aliases else net["id"])
+        return dict(params, networks=resolved)
+
+    def _resolve_files(self, params: dict) -> dict:
+        """The params with the secrets and configs they name resolved to their ids (specparams.resolve_files)."""
+        if not any(key in params for key in ("secrets", "configs", "secrets_add", "configs_add")):
+            return params
+        return resolve_files(params, names_to_ids(self.m.raft))
 
     def _node_images(self) -> set[str]:
         """The image references the nodes reported in their last heartbeats."""
@@ -177,7 +189,7 @@ class ServiceAPI:
         raise _bad(failure)
 
     async def create(self, params: dict) -> dict:
-        s = spec_from_params(self._resolve_networks(params))
+        s = spec_from_params(self._resolve_files(self._resolve_networks(params)))
         auth, no_resolve = registry_options(params)
         if any(x.spec.name == s.name for x in self.services().values()):
             raise ApiError("conflict", f"a service named {s.name} already exists")
@@ -315,7 +327,7 @@ class ServiceAPI:
             if force or any(key in params for key in REPLACEABLE):
                 raise _bad("other flags may not be combined with --rollback")
             return await self.rollback({"ref": service.id})
-        params = self._resolve_networks(params)
+        params = self._resolve_files(self._resolve_networks(params))
         auth, no_resolve = registry_options(params)
         warnings: list[str] = []
         if "image" in params:

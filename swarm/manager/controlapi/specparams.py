@@ -12,7 +12,10 @@ sysctls, ulimits by name, DNS, hosts, groups, placement preferences,
 capabilities) and the fields of "update_config", "rollback_config" and
 "healthcheck" into the stored ones, then checks the result with
 `spec_from_params`: an update is checked exactly as a create. ("force" and
-"rollback" are the control API's business.) Pure: no store, no clock.
+"rollback" are the control API's business.) Secrets and configs: the control
+API first calls `resolve_files` with the names in the store, which turns
+the names a client gives into references by id; --secret-rm/--config-rm
+remove by name. Pure: no store, no clock.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from swarm.api import logdriver, options, servicetemplate, spec
+from swarm.api import logdriver, options, secrets, servicetemplate, spec
 from swarm.api.errors import ApiError
 from swarm.manager.scheduler import ConstraintError, PreferenceError, parse_constraints, parse_preferences
 
@@ -44,6 +47,9 @@ _DOMAIN = re.compile(r"(?=.*[a-zA-Z])(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-z
                      r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*\.?")
 _NAME = re.compile(r"[^:\s]+")            # a user or group name or id
 HOST_NAME_MAX = 64                        # the kernel's limit of a hostname
+MAX_ALIASES = 100                         # DNS aliases of a service on one network
+_ALIAS_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_ALIAS = re.compile(rf"{_ALIAS_LABEL}(?:\.{_ALIAS_LABEL})*")   # a DNS name the embedded DNS can serve
 
 
 def _bad(message: str) -> ApiError:
@@ -69,6 +75,46 @@ def _strings(p: Mapping, key: str) -> tuple[str, ...]:
         if not isinstance(item, str) or len(item) > MAX_TEXT:
             raise _bad(f"invalid {key}: every item must be a string of at most {MAX_TEXT} characters")
     return tuple(value)
+
+
+def network_attachments(p: Mapping) -> list[tuple[str, tuple[str, ...]]]:
+    """The "networks" param as (network name or ID, its aliases) pairs. Each item is a
+    network's name or ID, or {"target": name or ID, "aliases": [alias, ...]} (Docker's
+    NetworkAttachmentConfig): the aliases resolve, as the service's name does, on that
+    network only."""
+    value = p.get("networks", ())
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_LIST:
+        raise _bad(f"invalid networks: expected a list of at most {MAX_LIST} networks")
+    attachments = []
+    for item in value:
+        if isinstance(item, str):
+            item = {"target": item}
+        if not isinstance(item, dict) or not set(item) <= {"target", "aliases"}:
+            raise _bad('invalid networks: every item must be a network name or ID, '
+                       'or {"target": NETWORK, "aliases": [ALIAS, ...]}')
+        target = item.get("target")
+        if not isinstance(target, str) or not target.strip() or len(target) > MAX_TEXT:
+            raise _bad("invalid networks: a network name or ID is required")
+        aliases = _strings(item, "aliases")
+        if len(aliases) > MAX_ALIASES:
+            raise _bad(f"invalid network aliases: at most {MAX_ALIASES} per network")
+        for alias in aliases:
+            if len(alias) > 253 or not _ALIAS.fullmatch(alias):
+                raise _bad(f"invalid network alias {alias[:80]!r}: use a DNS name (letters, digits, '-' and '_', "
+                           "labels separated by dots)")
+        attachments.append((target, tuple(dict.fromkeys(aliases))))
+    return attachments
+
+
+def _networks(p: Mapping) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """(network IDs, network ID -> aliases) of the resolved "networks" param."""
+    attachments = network_attachments(p)
+    seen: set[str] = set()
+    for target, _ in attachments:
+        if target in seen:
+            raise _bad(f"network {target} is given twice")
+        seen.add(target)
+    return tuple(t for t, _ in attachments), {t: aliases for t, aliases in attachments if aliases}
 
 
 def _maps(p: Mapping, key: str) -> list[dict]:
@@ -237,6 +283,80 @@ def _log_driver(p: Mapping) -> spec.LogDriver:
     return driver
 
 
+# -- secrets and configs (--secret, --config) ---------------------------------------------------
+
+_FILE_KINDS = {"secrets": secrets.SECRET, "configs": secrets.CONFIG}
+_FILE_FIELDS = frozenset({"source", "target", "uid", "gid", "mode"})
+
+
+def _file_ref(item: Any, kind: str, names: Mapping[str, str], ids: set[str]) -> dict[str, Any]:
+    """One reference as a client gives it ({"source": NAME, "target", "uid", "gid", "mode"}:
+    the name resolved to its id, "secret not found: NAME" as docker/cli's ParseSecrets) or as
+    a stored spec holds it ({"id", "name", ...}: the object must still exist)."""
+    flag = f"--{kind}"
+    if not isinstance(item, dict):
+        raise _bad(f"invalid {flag}: expected a map of source, target, uid, gid and mode")
+    if "source" in item:
+        if not set(item) <= _FILE_FIELDS:
+            raise _bad(f"invalid {flag}: unknown field {sorted(set(item) - _FILE_FIELDS)[0]!r}")
+        name = item["source"]
+        if not isinstance(name, str) or not name:
+            raise _bad(f"invalid {flag}: source is required")
+        if name not in names:
+            raise _bad(f"{kind} not found: {name}")
+        ref = {"id": names[name], "name": name, "target": item.get("target") or secrets.default_target(name)}
+        for key in ("uid", "gid", "mode"):
+            if key in item:
+                ref[key] = item[key]
+        return ref
+    if item.get("id") not in ids:
+        raise _bad(f"{kind} not found: {item.get('name') or item.get('id')}")
+    return item
+
+
+def resolve_files(p: dict, known: Mapping[str, Mapping[str, str]]) -> dict:
+    """The params with their "secrets", "configs", "secrets_add" and "configs_add" references
+    resolved: `known` is kind -> name -> id of the objects in the store. (The control API calls
+    it before spec_from_params or apply_update: this module reads no store.)"""
+    out = dict(p)
+    for key, kind in _FILE_KINDS.items():
+        names = known.get(kind, {})
+        ids = set(names.values())
+        for param in (key, f"{key}_add"):
+            if param in p:
+                out[param] = [_file_ref(item, kind, names, ids) for item in _maps(p, param)]
+    return out
+
+
+def _file_refs(p: Mapping, key: str) -> tuple[spec.FileReference, ...]:
+    """The resolved references of "secrets" or "configs", checked as SwarmKit's
+    validateSecretRefsSpec: uid and gid are numbers (the runtime chowns the file), a mode is
+    permission bits, and no two files share a target."""
+    kind = _FILE_KINDS[key]
+    refs: list[spec.FileReference] = []
+    targets: dict[str, str] = {}
+    for item in _maps(p, key):
+        ref = _decode(spec.FileReference, item, f"--{kind}")
+        if not ref.id or not ref.name:
+            raise _bad(f"malformed {kind} reference")
+        try:
+            secrets.check_target(kind, ref.target)
+        except secrets.InvalidObject as exc:
+            raise _bad(str(exc)) from None
+        for what, value in (("uid", ref.uid), ("gid", ref.gid)):
+            if not value.isdigit() or int(value) >= 1 << 32:
+                raise _bad(f"invalid --{kind} {ref.name}: {what} {value!r} is not a number")
+        if not 0 <= ref.mode <= 0o7777:
+            raise _bad(f"invalid --{kind} {ref.name}: mode {ref.mode:o} is not permission bits")
+        path = secrets.target_path(kind, ref.target)
+        if path in targets:     # SwarmKit's sentence
+            raise _bad(f"{kind} references '{targets[path]}' and '{ref.name}' have a conflicting target: "
+                       f"'{ref.target}'")
+        targets[path] = ref.name
+        refs.append(ref)
+    return tuple(refs)
+
+
 def _container(p: Mapping, image: str, limits: spec.Resources, labels: Mapping[str, str]) -> spec.ContainerSpec:
     env = _strings(p, "env")
     for e in env:
@@ -291,7 +411,8 @@ def _container(p: Mapping, image: str, limits: spec.Resources, labels: Mapping[s
         read_only=_bool(p, "read_only", "--read-only"), cap_add=cap_add, cap_drop=cap_drop, sysctls=sysctls,
         ulimits=_ulimits(p), pids_limit=pids, oom_score_adj=oom, dns=_dns(p), hosts=_hosts(p),
         labels=_string_map(p, "container_labels", "--container-label"), log_driver=_log_driver(p),
-        healthcheck=_healthcheck(p), force_update=force_update)
+        healthcheck=_healthcheck(p), force_update=force_update, secrets=_file_refs(p, "secrets"),
+        configs=_file_refs(p, "configs"))
     try:
         servicetemplate.check_container(container, labels)
     except servicetemplate.TemplateError as exc:
@@ -488,9 +609,10 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
     update_config, rollback_config = _update_config(p, "update_config"), _update_config(p, "rollback_config")
     if mode in spec.JOB_MODES and (update_config, rollback_config) != (spec.UpdateConfig(), spec.UpdateConfig()):
         raise _bad("update and rollback configuration is not supported for jobs")
+    networks, aliases = _networks(p)
     return spec.ServiceSpec(name, container, mode, replicas, constraints, reservations, limits, restart, labels,
-                            _strings(p, "networks"), endpoint_mode, ports, prefs, per_node, concurrent,
-                            update_config, rollback_config)
+                            networks, endpoint_mode, ports, prefs, per_node, concurrent,
+                            update_config, rollback_config, aliases)
 
 
 # -- update ----------------------------------------------------------------------------------
@@ -506,7 +628,9 @@ def params_of(s: spec.ServiceSpec) -> dict[str, Any]:
         "reserve_cpu": s.reservations.nano_cpus, "reserve_memory": s.reservations.memory_bytes,
         "restart_condition": s.restart.condition, "restart_delay": s.restart.delay,
         "restart_max_attempts": s.restart.max_attempts, "restart_window": s.restart.window,
-        "stop_grace_period": c.stop_grace_period, "labels": dict(s.labels), "networks": list(s.networks),
+        "stop_grace_period": c.stop_grace_period, "labels": dict(s.labels),
+        "networks": [{"target": n, "aliases": list(s.network_aliases[n])} if s.network_aliases.get(n) else n
+                     for n in s.networks],
         "endpoint_mode": s.endpoint_mode, "ports": [dataclasses.asdict(x) for x in s.ports],
         "entrypoint": list(c.entrypoint), "hostname": c.hostname, "user": c.user, "groups": list(c.groups),
         "workdir": c.workdir, "init": c.init, "tty": c.tty, "stop_signal": c.stop_signal, "read_only": c.read_only,
@@ -520,6 +644,7 @@ def params_of(s: spec.ServiceSpec) -> dict[str, Any]:
         "rollback_config": dataclasses.asdict(s.rollback_config), "force_update": c.force_update,
         "healthcheck": None if c.healthcheck is None else {**dataclasses.asdict(c.healthcheck),
                                                            "test": list(c.healthcheck.test)},
+        "secrets": [dataclasses.asdict(r) for r in c.secrets], "configs": [dataclasses.asdict(r) for r in c.configs],
     }
     if s.mode in REPLICATED_MODES:
         params["replicas"] = s.replicas
@@ -669,6 +794,9 @@ def apply_update(old: spec.ServiceSpec, p: dict) -> spec.ServiceSpec:
     if "cap_add" in p or "cap_drop" in p:
         merged["cap_add"], merged["cap_drop"] = _merge_capabilities(list(old.container.cap_add),
                                                                     list(old.container.cap_drop), p)
+    for key in _FILE_KINDS:     # docker's getUpdatedSecrets/Configs: removed by name, then the added appended
+        gone = set(_strings(p, f"{key}_rm"))
+        merged[key] = [r for r in _maps(merged, key) if r.get("name") not in gone] + _maps(p, f"{key}_add")
     return spec_from_params(merged)
 
 
