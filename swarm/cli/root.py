@@ -18,7 +18,7 @@ from swarm.rpc.messages import RPCError
 # -> --name), which sends a Docker user the wrong way. Stale entries are
 # harmless: they are only read when click finds no such command or option.
 DOCKER_ONLY_COMMANDS: dict[tuple[str, ...], frozenset[str]] = {
-    (): frozenset({"secret", "config", "stack", "ca", "unlock", "unlock-key"}),
+    (): frozenset({"ca", "unlock", "unlock-key"}),
     ("volume",): frozenset({"create"}),
     ("image",): frozenset({"build", "history"}),
     ("network",): frozenset({"connect", "disconnect", "prune"}),
