@@ -6,8 +6,8 @@ daemon (methods `service.*` of docs/daemon-api.md) and prints docker's output.
 `create`, `update`, `rollback` and `scale` then follow the service until it
 converges, unless `--detach` (swarm/cli/progress.py; an update or rollback also
 by its UpdateStatus, which fails the command when the update pauses or rolls
-back); create and update share one flag
-set (swarm/cli/service_spec.py; their values' parsers in swarm/cli/service_flags.py).
+back); create and update share one flag set (swarm/cli/service_spec.py; their
+values' parsers in swarm/cli/service_flags.py and the modules it names).
 `logs` calls `service.logs` with the cursors of the previous answer until it is
 done (with -f: for ever, each call waiting for new lines), see swarm/daemon/logs.py.
 `update --network-add/-rm` and `--publish-add/-rm` first read the current spec

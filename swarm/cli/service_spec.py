@@ -7,7 +7,7 @@ and update their -add/-rm twins. `create_params` turns create's values into
 the `service.create` params; `update_params` sends only the flags the user
 gave (click's parameter source says which), and the -add/-rm pairs as
 `X_add`/`X_rm` params, which the control API merges into the stored spec in
-one compare-and-set (swarm/manager/controlapi/specparams.py). The --update-*,
+one compare-and-set (swarm/manager/controlapi/specupdate.py). The --update-*,
 --rollback-* and --health-* flags go as "update_config", "rollback_config" and
 "healthcheck" maps of the fields given (`rolling_params`), on create too: the
 daemon fills docker's defaults, or on update the service's current values.
@@ -28,15 +28,17 @@ import click
 
 from swarm.api import reference
 from swarm.cli.common import Duration
+from swarm.cli.endpoint_flags import ENDPOINT_MODES, check_publish
+from swarm.cli.process_flags import read_env_file
 from swarm.cli.service_flags import (CAPABILITY, COMMAND, CONSTRAINT, CPUS, DEFAULT_WAIT, DNS_OPTION, DNS_SEARCH,
-                                     DURATION0, ENDPOINT_MODES, ENV, ENV_KEY, FAILURE_ACTIONS, GROUP, HOST, HOST_RM,
+                                     DURATION0, ENV, ENV_KEY, FAILURE_ACTIONS, GROUP, HOST, HOST_RM,
                                      HOSTNAME, IP, LABEL, LABEL_KEY, LOG_DRIVERS, LOG_OPT, MEMORY, MOUNT, NETWORK,
                                      NETWORK_REF,
                                      NONNEGATIVE_DURATION, PLACEMENT_PREF, PUBLISH, PUBLISH_RM, RATIO,
                                      RESTART_CONDITIONS, ROLLBACK_FAILURE_ACTIONS, SIGNAL, SYSCTL, SYSCTL_KEY,
-                                     ULIMIT, ULIMIT_NAME, UPDATE_ORDERS, USER, WORKDIR, check_publish,
+                                     ULIMIT, ULIMIT_NAME, UPDATE_ORDERS, USER, WORKDIR,
                                      CONFIG, FILE_NAME, SECRET,
-                                     flatten_log_opts, read_env_file)
+                                     flatten_log_opts)
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
 JOB_MODES = ("replicated-job", "global-job")

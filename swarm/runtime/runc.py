@@ -25,14 +25,16 @@ Names are predictable so that anything left over can be found: runc state
 under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
 (absolute, so they do not depend on the agent's own cgroup), and the only host
 mounts are tasks/<id>/rootfs and, for a task with secrets or configs, the tmpfs
-tasks/<id>/files that holds them (mounts and cgroups: swarm/runtime/mounts.py).
+tasks/<id>/files that holds them (mounts and cgroups: swarm/runtime/mounts.py;
+where each mount comes from, volumes and the secrets' tmpfs: runcfiles.py; what prepare
+reads of the node and the image: runcprep.py; the log shim's settings: runclog.py).
 
 Exits are watched, not polled: the shim writes exit.json and then exits, so
 `wait` opens a pidfd of the shim (pidfd_open; the start time is checked after
 opening, against pid reuse) and sleeps until it is readable. If the shim died
 early, the container's init (init.pid, checked by its cgroup) is watched the
-same way. Only where pidfd_open is missing do waits fall back to cheap /proc
-and stat checks every FALLBACK_POLL seconds. No wait runs `runc`: at hundreds
+same way (runcwatch.py). Only where pidfd_open is missing do waits fall back to
+cheap /proc and stat checks every FALLBACK_POLL seconds. No wait runs `runc`: at hundreds
 of containers a `runc state` per container per second starved the node.
 
 Methods are synchronous (from trio, call them in a worker thread) except
@@ -45,12 +47,8 @@ import contextlib
 import functools
 import json
 import os
-import re
-import resource
-import select
 import shutil
 import signal as signals
-import stat
 import subprocess
 import sys
 import time
@@ -60,25 +58,19 @@ from typing import AsyncIterator, Sequence
 import trio
 
 from raft.fsutil import atomic_write
-from swarm.api import health, logdriver, secrets
-from swarm.runtime import mounts, ocispec, runcexec, shim, users, volumes
+from swarm.api import health, logdriver
+from swarm.runtime import mounts, ocispec, runcexec, runcfiles, runclog, runcprep, runcwatch, shim, users, volumes
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
-from swarm.runtime.images import Image, ImageStore
+from swarm.runtime.images import ImageStore
 from swarm.runtime.logfile import CHUNK_BYTES, Chunk, Cursor, read_chunk, start_cursor
-from swarm.api.spec import ContainerSpec, FileReference, Mount, Resources
+from swarm.api.spec import ContainerSpec, FileReference, Resources
 
 POLL = 0.05
 INIT_BINARY = "/usr/bin/tini-static"
-MAX_ETC_FILE = 4 << 20  # an image's /etc/passwd or /etc/group read to resolve --user
-FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only
 KILL_TIMEOUT = 10.0
 DEFAULT_DNS = ("127.0.0.11",)
 DEFAULT_DNS_OPTIONS = ("ndots:0",)
-FILES_DIR = "files"     # the tmpfs in a bundle holding the task's secrets and configs
-PAGE = 4096
-
-_RRO_SUPPORT: dict[str, bool] = {}
 
 
 class Runtime:
@@ -134,7 +126,7 @@ class Runtime:
         secret_files = tuple(files)     # `files` names the bundle's own files below
         ocispec.check_limits(limits, os.cpu_count() or 1)
         ocispec.check_process(container)
-        ocispec.check_host_limits(container, *_host_limits())
+        ocispec.check_host_limits(container, *runcprep.host_limits())
         ocispec.check_mounts(container.mounts)
         for m in container.mounts:
             if m.type == "bind" and not os.path.exists(m.source):
@@ -145,7 +137,7 @@ class Runtime:
         hostname = hostname or task_id[:12]
         ocispec.check_hostname(hostname)
         stop_signal = ocispec.stop_signal(container, image)
-        check = effective_healthcheck(container, image)
+        check = runcprep.effective_healthcheck(container, image)
         init = container.init if container.init is not None else self.init
         if init and not os.path.isfile(self.init_path):
             raise SpecError(f"--init needs an init on this node, and {self.init_path} is missing "
@@ -163,29 +155,31 @@ class Runtime:
             atomic_write(files.resolv_conf, ocispec.resolv_conf_text(dns, dns_search, dns_options).encode(), 0o644)
             atomic_write(files.hosts, ocispec.hosts_text(hostname, hosts).encode(), 0o644)
             atomic_write(files.hostname, f"{hostname}\n".encode(), 0o644)
-            sources = [self._mount_source(bundle, i, m) for i, m in enumerate(container.mounts)]
+            sources = [runcfiles.mount_source(self.volumes, bundle, i, m, self._rro)
+                       for i, m in enumerate(container.mounts)]
             lowers = [self.images.layer_path(d) for d in image.layers]
             meta = {"task_id": task_id, "image": container.image, "image_id": image.id, "lowerdirs": lowers,
                     "stop_signal": stop_signal,    # kept so that a restarted agent stops the task with it too
-                    "log": self._log_settings(container),
+                    "log": runclog.log_settings(container, self.log_max_size, self.log_max_file),
                     "healthcheck": check.to_dict() if check else None,   # for a restarted agent's monitor too
-                    "files": len(secret_files)}   # secrets and configs on the tmpfs FILES_DIR (gone after a reboot)
+                    "files": len(secret_files)}   # secrets and configs on the tmpfs runcfiles.FILES_DIR (gone after a reboot)
             atomic_write(os.path.join(bundle, "meta.json"), json.dumps(meta, indent=1).encode(), 0o644)
             mounts.mount_rootfs(bundle, lowers)
-            self._populate_volumes(bundle, container)
+            runcfiles.populate_volumes(self.volumes, bundle, container)
             rootfs = os.path.join(bundle, "rootfs")
             try:
                 user = users.resolve_user(container.user or image.user, container.groups,
-                                          _read_in_rootfs(rootfs, "/etc/passwd"), _read_in_rootfs(rootfs, "/etc/group"))
+                                          runcprep.read_in_rootfs(rootfs, "/etc/passwd"),
+                                          runcprep.read_in_rootfs(rootfs, "/etc/group"))
             except ValueError as exc:
                 raise SpecError(f"{'--user' if container.user else 'the image USER'}: {exc}.") from None
             config = ocispec.build_config(task_id=task_id, container=container, image=image, limits=limits,
                                           netns_path=netns_path, mount_sources=sources, files=files,
                                           hostname=hostname, cgroup_parent=self.cgroup_parent,
-                                          nofile=_nofile_limit(), recursive_readonly=self._rro(), user=user,
+                                          nofile=runcprep.nofile_limit(), recursive_readonly=self._rro(), user=user,
                                           init_path=self.init_path if init else "")
-            config["mounts"] += self._place_files(bundle, secret_files)
-            _make_workdir(rootfs, config["process"]["cwd"])
+            config["mounts"] += runcfiles.place_files(bundle, secret_files)
+            runcprep.make_workdir(rootfs, config["process"]["cwd"])
             atomic_write(os.path.join(bundle, "config.json"), json.dumps(config, indent=1).encode(), 0o644)
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -202,15 +196,16 @@ class Runtime:
         if os.path.exists(os.path.join(bundle, "shim.json")):
             raise ContainerError(f"Task {task_id} was already started.")
         if not mounts.mounted(os.path.join(bundle, "rootfs")):
-            meta = _read_json(os.path.join(bundle, "meta.json"))
-            if meta.get("files") and not mounts.mounted(os.path.join(bundle, FILES_DIR)):
+            meta = runcwatch.read_json(os.path.join(bundle, "meta.json"))
+            if meta.get("files") and not mounts.mounted(os.path.join(bundle, runcfiles.FILES_DIR)):
                 # Secrets live in memory only: a node that restarted has lost them (the managers'
                 # restart policy gives the slot a new task, which gets them again).
                 raise ContainerError(f"The secrets and configs of task {task_id} were lost when the node "
                                      "restarted; prepare it again.")
             mounts.mount_rootfs(bundle, meta["lowerdirs"])  # after a reboot
         cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
-               "--runc", self.runc, "--runc-root", self.runc_root, *self._shim_log_args(bundle)]
+               "--runc", self.runc, "--runc-root", self.runc_root,
+               *runclog.shim_log_args(bundle, self.log_max_size, self.log_max_file)]
         with open(os.path.join(bundle, "shim.log"), "ab") as shim_log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=shim_log,
                                     cwd="/", close_fds=True, start_new_session=True)
@@ -226,7 +221,7 @@ class Runtime:
         exit_path, pid_path = os.path.join(bundle, "exit.json"), os.path.join(bundle, "init.pid")
         while time.monotonic() < deadline:
             if os.path.exists(exit_path):
-                result = _read_json(exit_path)
+                result = runcwatch.read_json(exit_path)
                 if result.get("error") and not os.path.exists(pid_path):
                     raise ContainerError(_start_failure(task_id, result["error"]))
                 return  # it ran and already exited: state() reports the exit code
@@ -240,7 +235,7 @@ class Runtime:
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             return ContainerState(MISSING)
-        stopped = self._exit_state(bundle)
+        stopped = runcwatch.exit_state(bundle)
         if stopped is not None:
             return stopped
         if not os.path.exists(os.path.join(bundle, "shim.json")):
@@ -248,12 +243,12 @@ class Runtime:
         pid = self._init_pid(task_id)
         if pid is not None:
             return ContainerState(RUNNING, pid=pid)
-        if self._shim_alive(bundle):
+        if runcwatch.shim_alive(bundle):
             if not os.path.exists(os.path.join(bundle, "init.pid")):
                 return ContainerState(CREATED)   # the shim is starting runc
             # the container ended and the shim is writing its exit code: give it a moment
             self._wait_stopped(task_id, 2.0)
-            stopped = self._exit_state(bundle)
+            stopped = runcwatch.exit_state(bundle)
             if stopped is not None:
                 return stopped
         return ContainerState(STOPPED, error=f"The log shim of task {task_id} is gone; the exit code is unknown.")
@@ -275,7 +270,7 @@ class Runtime:
             if not alive:
                 break
             if fd is None:
-                await trio.sleep(FALLBACK_POLL)
+                await trio.sleep(runcwatch.FALLBACK_POLL)
                 continue
             try:
                 await trio.lowlevel.wait_readable(fd)
@@ -329,14 +324,14 @@ class Runtime:
     def stop_signal(self, task_id: str) -> int:
         """The signal that asks the task's process to stop, as prepare decided it (meta.json)."""
         try:
-            return int(_read_json(self._file(task_id, "meta.json")).get("stop_signal") or signals.SIGTERM)
+            return int(runcwatch.read_json(self._file(task_id, "meta.json")).get("stop_signal") or signals.SIGTERM)
         except (OSError, ValueError, TypeError, AttributeError):
             return signals.SIGTERM     # a bundle from before stop signals were kept
 
     def healthcheck(self, task_id: str) -> health.Check | None:
         """The effective healthcheck prepare kept in meta.json (None: none, or a bundle from before)."""
         try:
-            return health.Check.from_dict(_read_json(self._file(task_id, "meta.json")).get("healthcheck"))
+            return health.Check.from_dict(runcwatch.read_json(self._file(task_id, "meta.json")).get("healthcheck"))
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -361,7 +356,7 @@ class Runtime:
         if self._init_pid(task_id) is None:
             raise ContainerError(f"Task {task_id} is not running.")
         try:
-            process = _read_json(self._file(task_id, "config.json"))["process"]
+            process = runcwatch.read_json(self._file(task_id, "config.json"))["process"]
             keep = ("user", "env", "cwd", "capabilities", "rlimits", "noNewPrivileges")
             doc = {**{k: process[k] for k in keep if k in process}, "terminal": False, "args": argv}
             atomic_write(path, json.dumps(doc).encode(), 0o600)
@@ -384,7 +379,7 @@ class Runtime:
             try:
                 if remaining <= 0:
                     return False
-                _wait_exit(fd, remaining)
+                runcwatch.wait_exit(fd, remaining)
             finally:
                 if fd is not None:
                     os.close(fd)
@@ -398,7 +393,7 @@ class Runtime:
         deadline = time.monotonic() + KILL_TIMEOUT
         killed = False
         while os.path.isdir(bundle) and time.monotonic() < deadline:
-            fd, alive = self._shim_pidfd(bundle)
+            fd, alive = runcwatch.shim_pidfd(bundle)
             if not alive:
                 break
             try:
@@ -407,7 +402,7 @@ class Runtime:
                     # "not running": it already stopped, the shim is only writing exit.json
                     killed = res.returncode == 0 or "not running" in _runc_message(res)
                 # Until the kill took, retry it every 0.1 s (runc may still be creating the container).
-                _wait_exit(fd, max(0.0, deadline - time.monotonic()) if killed else 0.1)
+                runcwatch.wait_exit(fd, max(0.0, deadline - time.monotonic()) if killed else 0.1)
             finally:
                 if fd is not None:
                     os.close(fd)
@@ -416,7 +411,7 @@ class Runtime:
             if res.returncode != 0 and "does not exist" not in _runc_message(res):
                 raise ContainerError(f"Removing task {task_id} failed: {_runc_message(res)}")
         if os.path.isdir(bundle):
-            self._stop_shim(bundle)
+            runcwatch.stop_shim(bundle)
         self._teardown_bundle(task_id)
 
     def list(self) -> list[str]:
@@ -435,7 +430,7 @@ class Runtime:
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             raise ContainerError(f"No such task {task_id}.")
-        if self._log_settings_of(bundle) is None:
+        if runclog.log_settings_of(bundle, self.log_max_size, self.log_max_file) is None:
             raise ContainerError(logdriver.NO_READ)      # the none driver: nothing was kept
         if cursor is None:
             cursor = start_cursor(bundle, tail, follow, since)
@@ -467,96 +462,9 @@ class Runtime:
                 await trio.sleep(POLL)
 
     # -- helpers -----------------------------------------------------------------------
-    def _place_files(self, bundle: str, files: Sequence[tuple[FileReference, bytes, str]]) -> list[dict]:
-        """Write the task's secrets and configs on a tmpfs at bundle/FILES_DIR (never on the
-        node's disk; unmounted with the bundle), one file each with its uid, gid and mode, the
-        tmpfs then read-only; the config.json mounts that bind each file, read-only, at its
-        target (a secret under /run/secrets), as Docker's daemon does."""
-        if not files:
-            return []
-        where = os.path.join(bundle, FILES_DIR)
-        os.mkdir(where, 0o700)
-        pages = sum(-(-len(value) // PAGE) + 1 for _, value, _ in files)
-        mounts.mount_tmpfs(where, (pages + 16) * PAGE, len(files) + 16)
-        entries, targets = [], set()
-        for index, (ref, value, kind) in enumerate(files):
-            target = secrets.target_path(kind, ref.target)
-            if target in targets:
-                raise SpecError(f"Two secrets or configs have the same target {target}.")
-            targets.add(target)
-            try:
-                uid, gid = int(ref.uid), int(ref.gid)
-            except ValueError:
-                raise SpecError(f"The {kind} {ref.name} has a uid or gid that is not a number.") from None
-            path = os.path.join(where, str(index))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                _write_all(fd, value)
-                os.fchown(fd, uid, gid)
-                os.fchmod(fd, ref.mode & 0o7777)
-            finally:
-                os.close(fd)
-            entries.append({"destination": target, "type": "bind", "source": path,
-                            "options": ["bind", "rprivate", "ro", "nosuid", "nodev", "noexec"]})
-        mounts.remount_readonly(where)
-        return entries
-
-    def _mount_source(self, bundle: str, index: int, m: Mount) -> str:
-        """The host path of a task's mount: the bind's source (its propagation checked as Docker
-        does), or the volume's directory (created on first use, recorded as used by this bundle;
-        an anonymous one lives and dies with the task)."""
-        if m.type == "tmpfs":
-            return "tmpfs"
-        if m.type == "bind":
-            path = m.source
-            _check_propagation(path, m.bind_propagation)
-        else:
-            path = self.volumes.attach(bundle, m)[1]
-        recursive = m.type != "bind" or m.bind_recursive in ("enabled", "readonly")
-        if m.readonly and recursive and not self._rro():
-            path = mounts.readonly_tree(bundle, index, path)
-        return path
-
-    def _populate_volumes(self, bundle: str, container: ContainerSpec) -> None:
-        """Copy-up of the image's files into new volumes, once bundle/rootfs is mounted."""
-        names = volumes.read_uses(bundle)     # one per volume mount, in order (a fresh bundle)
-        rootfs = os.path.join(bundle, "rootfs")
-        for m, name in zip((m for m in container.mounts if m.type == "volume"), names):
-            if not m.volume_nocopy:
-                self.volumes.populate(name, volumes.resolve_in_root(rootfs, m.target))
-
-    def _log_settings(self, container: ContainerSpec) -> dict:
-        """What the shim keeps of the task's output (bundle meta.json "log")."""
-        driver = container.log_driver
-        try:
-            logdriver.check_log_driver(driver)
-        except ValueError as exc:
-            raise SpecError(f"Invalid log driver settings: {exc}.") from None
-        keep = logdriver.rotation(driver, self.log_max_size, self.log_max_file)
-        return {"driver": driver.name, "max_size": keep[0] if keep else 0, "max_file": keep[1] if keep else 0}
-
-    def _log_settings_of(self, bundle: str) -> dict | None:
-        """The bundle's log settings; None for a driver that keeps no log. A bundle of an older
-        version has none recorded: the node's defaults."""
-        try:
-            log = _read_json(os.path.join(bundle, "meta.json")).get("log")
-        except (OSError, ValueError):
-            log = None
-        if not isinstance(log, dict):
-            return {"driver": "json-file", "max_size": self.log_max_size, "max_file": self.log_max_file}
-        return None if log.get("driver") == "none" else log
-
-    def _shim_log_args(self, bundle: str) -> list[str]:
-        config = os.path.join(bundle, "config.json")
-        tty = ["--tty"] if os.path.exists(config) and _read_json(config)["process"].get("terminal") else []
-        log = self._log_settings_of(bundle)
-        if log is None:
-            return ["--no-log", *tty]
-        return ["--log-max-size", str(int(log["max_size"])), "--log-max-file", str(int(log["max_file"])), *tty]
-
     def _rro(self) -> bool:
         if self.recursive_readonly is None:
-            self.recursive_readonly = _runc_has_rro(self.runc)
+            self.recursive_readonly = runcprep.runc_has_rro(self.runc)
         return self.recursive_readonly
 
     def _teardown_bundle(self, task_id: str) -> None:
@@ -573,88 +481,17 @@ class Runtime:
         with contextlib.suppress(ContainerError, OSError):
             self.volumes.release(used)
 
-    def _exit_state(self, bundle: str) -> ContainerState | None:
-        try:
-            result = _read_json(os.path.join(bundle, "exit.json"))
-        except (FileNotFoundError, ValueError):
-            return None
-        return ContainerState(STOPPED, exit_code=result.get("exit_code"), error=result.get("error") or "",
-                              finished_at=result.get("finished_at"))
-
-    def _shim_alive(self, bundle: str) -> bool:
-        try:
-            info = _read_json(os.path.join(bundle, "shim.json"))
-            return shim.is_running(int(info["pid"]), int(info["start_time"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-
-    def _shim_pidfd(self, bundle: str) -> tuple[int | None, bool]:
-        """(pidfd of the shim or None, whether the shim runs). Its identity is checked after the
-        pidfd is opened: from then on the fd pins that very process, whatever happens to the pid."""
-        try:
-            pid = int(_read_json(os.path.join(bundle, "shim.json"))["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None, False
-        fd = _pidfd_open(pid)
-        if self._shim_alive(bundle):
-            return fd, True
-        if fd is not None:
-            os.close(fd)
-        return None, False
+    def _cgroup(self, task_id: str) -> str:
+        """The container's cgroup below a hierarchy's root, as /proc/<pid>/cgroup names it."""
+        return f"/{self.cgroup_parent}/{task_id}"
 
     def _init_pid(self, task_id: str) -> int | None:
-        """The container's init process if it still runs (not a zombie). init.pid is the only record
-        of it, so a recycled pid is told apart by the container's own cgroup."""
-        try:
-            with open(self._file(task_id, "init.pid")) as f:
-                pid = int(f.read().strip())
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{pid}/cgroup") as f:
-                cgroups = f.read()
-        except (OSError, ValueError):
-            return None
-        if stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X"):
-            return None
-        mine = f"/{self.cgroup_parent}/{task_id}"
-        for line in cgroups.splitlines():
-            path = line.split(":", 2)[-1]
-            if path == mine or path.endswith(mine) or mine + "/" in path:
-                return pid
-        return None
+        """The container's init process if it still runs (runcwatch.init_pid)."""
+        return runcwatch.init_pid(self.bundle(task_id), self._cgroup(task_id))
 
     def _open_watch(self, task_id: str) -> tuple[bool, int | None]:
-        """(alive, pidfd): whether the process whose exit ends the container's life still runs, and
-        a pidfd that turns readable when it exits (None where pidfd_open is missing). That process
-        is the shim (it writes exit.json, then exits) or, once the shim died, the container's init."""
-        fd, alive = self._shim_pidfd(self.bundle(task_id))
-        if alive:
-            return True, fd
-        pid = self._init_pid(task_id)
-        if pid is None:
-            return False, None
-        fd = _pidfd_open(pid)
-        if self._init_pid(task_id) == pid:   # checked after opening, as for the shim
-            return True, fd
-        if fd is not None:
-            os.close(fd)
-        return False, None
-
-    def _stop_shim(self, bundle: str) -> None:
-        """The shim exits when the container's pipes close; kill it only if it lingers."""
-        fd, alive = self._shim_pidfd(bundle)
-        if alive:
-            try:
-                _wait_exit(fd, 2.0)
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        if self._shim_alive(bundle):
-            with contextlib.suppress(OSError):
-                os.kill(int(_read_json(os.path.join(bundle, "shim.json"))["pid"]), signals.SIGKILL)
-
-    def _stopped(self, task_id: str) -> bool:
-        return self.state(task_id).status in (STOPPED, MISSING)
+        """(alive, pidfd) of the process whose exit ends the container's life (runcwatch.open_watch)."""
+        return runcwatch.open_watch(self.bundle(task_id), self._cgroup(task_id))
 
     def _runc(self, *args: str) -> subprocess.CompletedProcess:
         try:
@@ -676,136 +513,6 @@ class Runtime:
             return None
 
 
-def effective_healthcheck(container: ContainerSpec, image: Image) -> health.Check | None:
-    """The task's healthcheck: the service's over the image's HEALTHCHECK (health.effective)."""
-    hc = image.healthcheck
-    image_config = health.image_config(hc.test, hc.interval, hc.timeout, hc.start_period, hc.start_interval,
-                                       hc.retries) if hc else None
-    try:
-        return health.effective(container.healthcheck, image_config)
-    except ValueError as exc:
-        raise SpecError(f"Invalid healthcheck: {exc}.") from None
-
-
-def _runc_has_rro(runc: str) -> bool:
-    """Whether `runc` takes the recursive read-only mount option "rro": runc 1.1 or later, on a
-    kernel with mount_setattr (5.12). Asked once per runc and process: one `runc --version`."""
-    if runc not in _RRO_SUPPORT:
-        try:
-            out = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            out = ""
-        m = re.match(r"runc version (\d+)\.(\d+)", out)
-        _RRO_SUPPORT[runc] = bool(m) and (int(m[1]), int(m[2])) >= (1, 1) and mounts.kernel_has_mount_setattr()
-    return _RRO_SUPPORT[runc]
-
-
-def _check_propagation(source: str, propagation: str) -> None:
-    """Docker's ensureShared / ensureSharedOrSlave: a shared bind needs a shared source mount,
-    a slave one a shared or slave source mount (else no event could ever propagate)."""
-    if propagation not in ("shared", "rshared", "slave", "rslave"):
-        return
-    point, tags = _mount_of(os.path.realpath(source))
-    if propagation in ("shared", "rshared") and "shared" not in tags:
-        raise SpecError(f"path {source} is mounted on {point} but it is not a shared mount.")
-    if "shared" not in tags and "master" not in tags:
-        raise SpecError(f"path {source} is mounted on {point} but it is not a shared or slave mount.")
-
-
-def _mount_of(path: str) -> tuple[str, set[str]]:
-    """The mount point holding `path` (the longest one above it) and its propagation tags
-    ("shared", "master"), from /proc/self/mountinfo's optional fields."""
-    best, tags = "/", set()
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-            if path == point or path.startswith(point.rstrip("/") + "/"):
-                if len(point) >= len(best):   # a later mount on the same point hides the earlier
-                    best = point
-                    tags = {opt.split(":")[0] for opt in fields[6:fields.index("-")]}
-    return best, tags
-
-
-def _pidfd_open(pid: int) -> int | None:
-    """A pidfd of `pid`, or None when the process is gone or the kernel (< 5.3) has no pidfds."""
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None
-
-
-def _wait_exit(pidfd: int | None, timeout: float) -> None:
-    """Block until the pidfd's process exits or `timeout` passes; without a pidfd, sleep a little
-    (the caller checks /proc again)."""
-    if pidfd is None:
-        time.sleep(min(FALLBACK_POLL, timeout))
-        return
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    poller.poll(max(0, int(timeout * 1000)))
-
-
-def _nofile_limit() -> int:
-    """runc can only lower the RLIMIT_NOFILE the container inherits from us (it may lack
-    CAP_SYS_RESOURCE, as on this project's machines): ask for at most our hard limit."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return ocispec.NOFILE if hard == resource.RLIM_INFINITY else min(ocispec.NOFILE, hard)
-
-
-_CAP_SYS_RESOURCE = 24
-_RLIMITS = {"core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU, "data": resource.RLIMIT_DATA,
-            "fsize": resource.RLIMIT_FSIZE, "locks": 10, "memlock": resource.RLIMIT_MEMLOCK,
-            "msgqueue": resource.RLIMIT_MSGQUEUE, "nice": resource.RLIMIT_NICE, "nofile": resource.RLIMIT_NOFILE,
-            "nproc": resource.RLIMIT_NPROC, "rss": resource.RLIMIT_RSS, "rtprio": resource.RLIMIT_RTPRIO,
-            "rttime": resource.RLIMIT_RTTIME, "sigpending": resource.RLIMIT_SIGPENDING,
-            "stack": resource.RLIMIT_STACK}   # RLIMIT_LOCKS (10) has no name in Python's resource module
-
-
-def _host_limits() -> tuple[dict[str, int], int, bool]:
-    """(our hard limit per ulimit name (-1 = unlimited), our oom_score_adj, whether we hold
-    CAP_SYS_RESOURCE): runc, our child, can only raise them with that capability."""
-    hard = {}
-    for name, number in _RLIMITS.items():
-        limit = resource.getrlimit(number)[1]
-        hard[name] = -1 if limit == resource.RLIM_INFINITY else limit
-    try:
-        with open("/proc/self/oom_score_adj") as f:
-            oom = int(f.read().strip())
-        with open("/proc/self/status") as f:
-            cap_eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, ValueError, StopIteration):
-        return hard, 0, True       # cannot tell: let runc decide
-    return hard, oom, bool(cap_eff >> _CAP_SYS_RESOURCE & 1)
-
-
-def _read_in_rootfs(rootfs: str, path: str) -> str | None:
-    """A small text file of the image (/etc/passwd), or None when it has none."""
-    try:
-        fd = os.open(volumes.resolve_in_root(rootfs, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None
-        data = f.read(MAX_ETC_FILE + 1)
-    if len(data) > MAX_ETC_FILE:
-        raise SpecError(f"The image's {path} is larger than {MAX_ETC_FILE >> 20} MiB.")
-    return data.decode(errors="replace")
-
-
-def _make_workdir(rootfs: str, cwd: str) -> None:
-    """Create the working directory in the rootfs when the image lacks it, as Docker does (owned by
-    root, mode 755). A path that exists as something else than a directory is refused."""
-    path = volumes.resolve_in_root(rootfs, cwd)
-    if os.path.isdir(path):
-        return
-    try:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise SpecError(f"The working directory {cwd} is not a directory in the image.") from None
-
-
 def _start_failure(task_id: str, error: str) -> str:
     return f"Task {task_id} failed to start: {error}"
 
@@ -821,14 +528,3 @@ def _runc_message(res: subprocess.CompletedProcess) -> str:
             if line.strip():
                 return line.strip()
     return text or f"exit status {res.returncode}"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)

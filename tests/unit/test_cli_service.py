@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from swarm.cli import image as cli_image, progress as cli_progress, service as cli_service, service_flags
+from swarm.cli import endpoint_flags, image as cli_image, process_flags, progress as cli_progress, service_flags
+from swarm.cli import service as cli_service
 from swarm.rpc.messages import RPCError
 from tests.unit.test_cli import FakeDaemon, failed, ok
 
@@ -1007,7 +1008,7 @@ def test_refused_flags_say_why_in_one_sentence(fake, run):
     (":81", [(81, 0)]),
 ])
 def test_publish_ranges_as_nat_parse_port_spec(text, ports):
-    assert [(p["target"], p["published"]) for p in service_flags.parse_publish(text)] == ports
+    assert [(p["target"], p["published"]) for p in endpoint_flags.parse_publish(text)] == ports
 
 
 @pytest.mark.parametrize("lines, env", [
@@ -1019,9 +1020,9 @@ def test_env_lines(lines, env):
     lookup = {"A": "from-env"}.get
     if env is None:
         with pytest.raises(ValueError, match="line"):
-            service_flags.parse_env_lines(lines, lookup)
+            process_flags.parse_env_lines(lines, lookup)
     else:
-        assert service_flags.parse_env_lines(lines, lookup) == env
+        assert process_flags.parse_env_lines(lines, lookup) == env
 
 
 def test_bool_flag_rewriting_stops_at_the_image():

@@ -15,7 +15,9 @@ import trio
 from swarm.api import secrets, spec
 from swarm.api.errors import ApiError
 from swarm.manager.controlapi.secrets import FileObjectAPI, names_to_ids
-from swarm.manager.controlapi.specparams import apply_update, resolve_files, spec_from_params
+from swarm.manager.controlapi.specparams import spec_from_params
+from swarm.manager.controlapi.specrefs import resolve_files
+from swarm.manager.controlapi.specupdate import apply_update
 from swarm.manager.dispatcher import task_files
 from swarm.runtime.fake import FakeRuntime
 from tests.unit.test_agent import FakeManager, clock, make_task, run_to_running, running_agent  # noqa: F401

@@ -8,7 +8,8 @@ import pytest
 
 from swarm.api import spec
 from swarm.api.errors import ApiError
-from swarm.manager.controlapi.specparams import apply_update, params_of, spec_from_params
+from swarm.manager.controlapi.specparams import spec_from_params
+from swarm.manager.controlapi.specupdate import apply_update, params_of
 
 BASE = {"name": "web", "image": "demo:1"}
 

@@ -8,7 +8,9 @@ import dataclasses
 import pytest
 
 from swarm.api import spec
-from swarm.manager.controlapi.specparams import apply_update, resolve_files, spec_from_params
+from swarm.manager.controlapi.specparams import spec_from_params
+from swarm.manager.controlapi.specrefs import resolve_files
+from swarm.manager.controlapi.specupdate import apply_update
 from swarm.stack import deploy
 from swarm.stack.convert import LABEL_NAMESPACE, convert
 from swarm.stack.deploy import Current, plan

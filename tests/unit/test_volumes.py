@@ -330,21 +330,21 @@ def test_log_rotation_units_and_defaults():
 
 
 def test_log_settings_reach_the_shim(tmp_path):
-    from swarm.runtime.runc import Runtime
+    from swarm.runtime import runclog
 
-    rt = Runtime(str(tmp_path / "tasks"), images=None, log_max_size=4096, log_max_file=3)
+    node = (4096, 3)        # the node's defaults: log_max_size, log_max_file
     bundle = tmp_path / "tasks" / "t1"
-    bundle.mkdir()
+    bundle.mkdir(parents=True)
     for driver, args in ((LogDriver("json-file", {"max-size": "2k"}), ["--log-max-size", "2000", "--log-max-file", "1"]),
                          (LogDriver(), ["--log-max-size", "4096", "--log-max-file", "3"]),
                          (LogDriver("none"), ["--no-log"])):
-        meta = {"log": rt._log_settings(ContainerSpec("demo:1", log_driver=driver))}
+        meta = {"log": runclog.log_settings(ContainerSpec("demo:1", log_driver=driver), *node)}
         (bundle / "meta.json").write_text(json.dumps(meta))
-        assert rt._shim_log_args(str(bundle)) == args
+        assert runclog.shim_log_args(str(bundle), *node) == args
     (bundle / "meta.json").write_text(json.dumps({}))        # a bundle of an older version: the node's defaults
-    assert rt._shim_log_args(str(bundle)) == ["--log-max-size", "4096", "--log-max-file", "3"]
+    assert runclog.shim_log_args(str(bundle), *node) == ["--log-max-size", "4096", "--log-max-file", "3"]
     with pytest.raises(SpecError, match="Invalid log driver settings: max-file cannot be less than 1"):
-        rt._log_settings(ContainerSpec("demo:1", log_driver=LogDriver("local", {"max-file": "0"})))
+        runclog.log_settings(ContainerSpec("demo:1", log_driver=LogDriver("local", {"max-file": "0"})), *node)
 
 
 def test_shim_rotation_keeps_at_most_max_size_times_max_file(tmp_path):

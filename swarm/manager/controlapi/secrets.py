@@ -64,7 +64,7 @@ def read_value(raft: Any, kind: str, obj: secrets.FileObject) -> bytes | None:
 
 
 def names_to_ids(raft: Any) -> dict[str, dict[str, str]]:
-    """kind -> name -> id, for a service's --secret/--config references (specparams.resolve_files)."""
+    """kind -> name -> id, for a service's --secret/--config references (specrefs.resolve_files)."""
     return {kind: {o.name: o.id for o, _ in objects(raft, kind).values()} for kind in secrets.KINDS}
 
 

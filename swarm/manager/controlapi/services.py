@@ -49,8 +49,10 @@ from swarm.manager.scheduler import NodeInfo, eligible_nodes
 from swarm.api.errors import ApiError, SwarmError
 from swarm.api.refs import resolve_ref
 from swarm.registry.errors import RegistryUnreachable
-from swarm.manager.controlapi.specparams import (MAX_LIST, MAX_REPLICAS, REPLACEABLE, apply_update,
-                                                  network_attachments, registry_options, resolve_files, spec_from_params)
+from swarm.manager.controlapi.specchecks import MAX_LIST
+from swarm.manager.controlapi.specparams import MAX_REPLICAS, registry_options, spec_from_params
+from swarm.manager.controlapi.specrefs import network_attachments, resolve_files
+from swarm.manager.controlapi.specupdate import REPLACEABLE, apply_update
 from swarm.manager.updater import MANUAL_ROLLBACK, PAUSED, UPDATE_STARTED
 
 __all__ = ["ServiceAPI", "apply_update", "spec_from_params"]
@@ -152,7 +154,7 @@ class ServiceAPI:
         return dict(params, networks=resolved)
 
     def _resolve_files(self, params: dict) -> dict:
-        """The params with the secrets and configs they name resolved to their ids (specparams.resolve_files)."""
+        """The params with the secrets and configs they name resolved to their ids (specrefs.resolve_files)."""
         if not any(key in params for key in ("secrets", "configs", "secrets_add", "configs_add")):
             return params
         return resolve_files(params, names_to_ids(self.m.raft))
