@@ -121,6 +121,7 @@ class NodeNetworking:
             for net_id, peers in leaving.items():
                 await trio.to_thread.run_sync(self.datapaths[net_id].set_peers, peers)
                 self.peers[net_id] = peers
+            await self._drop_unused_networks()
 
     async def _ensure_network(self, net: netview.Network) -> NetworkDatapath:
         dp = self.datapaths.get(net.id)
@@ -130,6 +131,25 @@ class NodeNetworking:
             await trio.to_thread.run_sync(dp.create)
             self.datapaths[net.id] = dp
         return dp
+
+    async def _drop_unused_networks(self) -> None:
+        """Remove the datapath of every network that has left the view and that no sandbox here
+        still uses (a task being stopped keeps its networks until it is removed): a removed
+        network leaves no namespace behind, and its VNI, which the managers give to the next
+        network, is free for that network's vxlan0 (two with one VNI cannot coexist). Call with
+        the lock held."""
+        in_use = {net_id for nets in self.task_networks.values() for net_id in nets}
+        ingress = self.ingress.attachment.network_netns if self.ingress is not None else None
+        for net_id, dp in list(self.datapaths.items()):
+            if net_id in self.view.networks or net_id in in_use or dp.netns == ingress:
+                continue
+            del self.datapaths[net_id]
+            self.peers.pop(net_id, None)
+            try:
+                await trio.to_thread.run_sync(dp.remove)
+            except Exception as exc:    # the next view (or swarm leave) tries again
+                self.datapaths[net_id] = dp
+                log.warning("could not remove the datapath of network %s: %s", net_id, exc)
 
     def _lb_services(self, net_ids: list[str]) -> list[lb.VipService]:
         out = []
@@ -222,6 +242,13 @@ class NodeNetworking:
         self.nursery.start_soon(run)
 
     async def remove(self, task_id: str) -> None:
+        """Remove the task's namespace and DNS server, and the networks only it kept here."""
+        await self._remove_sandbox(task_id)
+        async with self._lock:
+            if not self.closed:
+                await self._drop_unused_networks()
+
+    async def _remove_sandbox(self, task_id: str) -> None:
         scope = self.dns_scopes.pop(task_id, None)
         if scope is not None:
             scope.cancel()
@@ -236,7 +263,7 @@ class NodeNetworking:
         self.closed = True  # no view applied after this
         async with self._lock:
             for task_id in list(self.sandboxes):
-                await self.remove(task_id)
+                await self._remove_sandbox(task_id)
             if self.ingress is not None:
                 await trio.to_thread.run_sync(self.ingress.remove)
                 self.ingress = None
