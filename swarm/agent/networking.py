@@ -11,7 +11,9 @@ own namespace, static FDB/neighbour entries from the peer table), the DNS
 records every task's resolver reads, the nftables VIP map of every task
 namespace, and the ingress sandbox with its published ports. `sandbox(task)`
 builds a task's namespace (veth per network) and starts its DNS server on
-127.0.0.11:53 inside it; `remove(task_id)` undoes both.
+127.0.0.11:53 inside it; `remove(task_id)` undoes both. A network's datapath
+goes once it has left the view and no task here uses it any more (or at once,
+when a new network comes with its VNI), so a removed network leaves nothing.
 
 Every namespace is named `<prefix>-<kind>-<id>` with a per-node prefix, so
 several nodes on one machine (a lab) never collide, and so `lab down` and
@@ -126,6 +128,14 @@ class NodeNetworking:
     async def _ensure_network(self, net: netview.Network) -> NetworkDatapath:
         dp = self.datapaths.get(net.id)
         if dp is None:
+            # A network removed while its tasks here are still stopping may hold the VNI the
+            # managers have just given to this one (`stack rm` then `stack deploy`): one VNI is
+            # one vxlan0 per node, so the removed network goes now, its stopping tasks with it.
+            for old_id, old in list(self.datapaths.items()):
+                if old.vni == net.vni and old_id not in self.view.networks:
+                    del self.datapaths[old_id]
+                    self.peers.pop(old_id, None)
+                    await trio.to_thread.run_sync(old.remove)
             dp = NetworkDatapath(self.name("ov", net.id), net.vni, net.subnet, self.vtep, gateway=net.gateway,
                                  port=self.view.data_path_port)
             await trio.to_thread.run_sync(dp.create)

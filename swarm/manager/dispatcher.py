@@ -1,7 +1,8 @@
 """The dispatcher: the managers' side of the agents' two calls.
 
 How this works. Agents long-poll `tasks.assigned`: any manager answers from
-its local store with the ids of the tasks assigned to the caller, those that
+its local store with the ids of the tasks assigned to the caller (placed: one
+still new or pending is not the node's yet), those that
 changed since the store index the agent last saw, and the caller's network
 view. The poll waits (up to 5 s) until a store event (services, tasks, nodes,
 networks) arrives, then a little longer so a burst of changes goes out in one
@@ -43,6 +44,10 @@ from swarm.manager.planner import ingress_id, network_record
 from swarm.manager.reconciler import MAX_TXN_BYTES, MAX_TXN_OPS, batches, encode_task
 
 ASSIGN_BATCH = 0.03
+# As swarmkit's dispatcher: a task is the node's once the scheduler has assigned it (and the
+# allocator given it its addresses). A global task is born with its node (a restarted one waits
+# out its restart delay unplaced): sent earlier, the agent would start it without its networks.
+ASSIGNED = spec.STATE_ORDER["assigned"]
 MAX_WAIT = 5.0
 
 
@@ -76,7 +81,7 @@ class Dispatcher:
         mine, changed, sent = [], [], []
         # Typed (and cached) decoding: a record the agent could not act on is left out.
         for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
-            if task.node_id != caller:
+            if task.node_id != caller or spec.STATE_ORDER[task.status.state] < ASSIGNED:
                 continue
             mine.append(task_id)
             if (version >> 16) > since:

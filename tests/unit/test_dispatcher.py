@@ -1,6 +1,8 @@
 """The dispatcher: task status batches refused or applied at the boundary, the
 assignment long-poll, and the network view it builds for each node."""
 import dataclasses
+import time
+import types
 
 import msgpack
 import pytest
@@ -8,6 +10,7 @@ import trio
 
 from swarm.api import model, netview, spec
 from swarm.api.errors import ApiError
+from swarm.manager import reconciler as reconciler_module
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.dispatcher import build_network_view
 from tests.unit.test_reconciler import cluster, create, report, settle, tasks_of
@@ -86,6 +89,31 @@ async def test_the_long_poll_waits_for_a_change_and_answers_at_once_after_one(au
     for params in ({"since": -1}, {"since": "0"}, {"since": True}, {"wait": 61}, {"wait": "1"}):
         with pytest.raises(ApiError, match="bad_request"):
             await dispatcher.assigned(node, params)
+
+
+async def test_a_task_is_sent_once_placed_not_when_born_with_its_node(monkeypatch):
+    # A global task has its node from birth; a restarted one waits out its restart delay
+    # unplaced, without addresses. Sent then, the agent would start it with no networks (and no delay).
+    store, manager, reconciler, dispatcher, api = await cluster()
+    back = await NetworkAPI(manager).create({"name": "back"})
+    await create(api, "agent", mode="global", networks=[back["id"]])
+    await settle(reconciler)
+    first = tasks_of(store, "agent")[0]
+    rejected = spec.TaskStatus("rejected", "preparing failed", "no VXLAN", time.time())
+    await dispatcher.status(first.node_id, {"updates": [{"id": first.id, "status": spec.to_dict(rejected)}]})
+    await settle(reconciler)
+    (waiting,) = [t for t in tasks_of(store, "agent") if t.node_id == first.node_id and t.id != first.id]
+    assert waiting.status.state == "new" and waiting.networks == ()
+    answer = await dispatcher.assigned(first.node_id, {"since": 0, "wait": 0})
+    assert waiting.id not in answer["task_ids"] and waiting.id not in [d["id"] for d in answer["changed"]]
+    assert first.id in answer["task_ids"]
+
+    later = time.time() + 60      # past the restart delay: placed, with its address on back
+    monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(time=lambda: later))
+    await settle(reconciler)
+    answer = await dispatcher.assigned(first.node_id, {"since": answer["index"], "wait": 0})
+    (sent,) = [d for d in answer["changed"] if d["id"] == waiting.id]
+    assert sent["status"]["state"] == "assigned" and [a["network_id"] for a in sent["networks"]] == [back["id"]]
 
 
 # -- the network view ------------------------------------------------------------------------------
