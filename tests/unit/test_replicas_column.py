@@ -22,7 +22,14 @@ def test_replicated_and_global_services():
              task("x", "running", service_id="other")]
     assert replicas_column(service(), tasks) == "1/3"
     assert replicas_column(service(per_node=2), tasks) == "1/3 (max 2 per node)"
-    assert replicas_column(service(mode="global", replicas=0), tasks) == "1/2"
+    assert replicas_column(service(mode="global", replicas=0), tasks) == "1/1"    # a and c: one node
+
+
+def test_a_global_service_counts_the_nodes_meant_to_run_not_its_ended_tasks():
+    tasks = [task("a", "running", node="n1"), task("b", "rejected", node="n2"), task("c", "pending", node="n2"),
+             task("d", "rejected", node="n3"), task("e", "failed", node="n3"), task("f", "running", node="n4")]
+    # n3's tasks ended and nothing replaced them (yet): 3 nodes are meant to run one, 2 do
+    assert replicas_column(service(mode="global", replicas=0), tasks) == "2/3"
 
 
 def test_replicated_job_shows_running_of_max_concurrent_and_completions_of_this_iteration():

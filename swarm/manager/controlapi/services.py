@@ -79,7 +79,10 @@ def replicas_column(service: spec.Service, tasks: list[spec.Task]) -> str:
         desired = sum(1 for t in mine if t.desired_state == "running" and t.status.state != "complete")
         return f"{running}/{desired} ({completed}/{desired + completed} completed)"
     if mode == "global":
-        return f"{running}/{sum(1 for t in mine if t.desired_state == 'running')}"
+        # One per node still meant to run: an ended task here keeps desired state running (its
+        # replacement, if any, is counted instead), where Docker sets it to shutdown.
+        nodes = {t.node_id for t in mine if t.desired_state == "running" and not spec.is_terminal(t.status.state)}
+        return f"{running}/{len(nodes)}"
     if service.spec.max_replicas_per_node > 0:
         return f"{running}/{service.spec.replicas} (max {service.spec.max_replicas_per_node} per node)"
     return f"{running}/{service.spec.replicas}"
