@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import subprocess
 import tarfile
@@ -112,6 +113,34 @@ def test_a_layer_that_does_not_unpack_to_its_diff_id_is_refused_and_nothing_stay
     store.blobs.ingest(sha(evil), [evil])
     with pytest.raises(ImageError, match="digest mismatch"):
         store.add_pulled("evil:1", sha(manifest), manifest, config)
+    assert os.listdir(store.layers_dir) == [] and store.list() == []
+
+
+@pytest.mark.parametrize("compress", [lambda t: gzip.compress(t, mtime=0), lambda t: t, lzma.compress],
+                         ids=["gzip", "plain tar", "xz"])
+def test_pulled_layers_unpack_whatever_their_compression(store, compress):
+    manifest, config, blobs = pulled([BASE, APP1])
+    for tar, (digest, gz) in zip([BASE, APP1], list(blobs.items())):
+        blob = compress(tar)
+        manifest = manifest.replace(digest.encode(), sha(blob).encode())
+        manifest = manifest.replace(b'"size": %d' % len(gz), b'"size": %d' % len(blob))
+        store.ingest_blob(sha(blob), iter([blob]))
+    image_id = store.add_pulled("app:1", sha(manifest), manifest, config)
+    layers = store.resolve("app:1").layers
+    with open(os.path.join(store.layer_path(layers[1]), "app", "one"), "rb") as f:
+        assert f.read() == b"1\n"
+    assert store.resolve("app:1").id == image_id and len(layers) == 2
+
+
+def test_a_gzip_blob_that_is_no_tar_is_refused_in_one_sentence(store):
+    manifest, config, blobs = pulled([BASE])
+    [(digest, gz)] = blobs.items()
+    junk = gzip.compress(b"no tar here " * 100, mtime=0)
+    manifest = manifest.replace(digest.encode(), sha(junk).encode()).replace(b'"size": %d' % len(gz),
+                                                                           b'"size": %d' % len(junk))
+    store.ingest_blob(sha(junk), iter([junk]))
+    with pytest.raises(ImageError, match=r"^The layer is not a readable tar archive \(invalid header\)\.$"):
+        store.add_pulled("junk:1", sha(manifest), manifest, config)
     assert os.listdir(store.layers_dir) == [] and store.list() == []
 
 

@@ -1,5 +1,6 @@
 """The registry client's decisions (challenges, platforms, endpoints, credentials)
 and the puller against an in-memory registry and store."""
+import itertools
 import json
 import os
 import stat
@@ -7,7 +8,7 @@ import stat
 import pytest
 import trio
 
-from swarm.registry import auth, credentials, media
+from swarm.registry import auth, client, credentials, media
 from swarm.registry.config import RegistryConfig, endpoints, is_insecure
 from swarm.registry.errors import (DigestMismatch, ImageNotFound, NoMatchingPlatform, RegistryProtocolError,
                                    Unauthorized)
@@ -175,6 +176,25 @@ async def test_pull_by_tag_then_by_digest_without_network():
     before = sum(reg.requests.values())
     again = await _puller(reg, store).pull(f"{HOST}/team/app:1@{digest}")
     assert not again.downloaded and sum(reg.requests.values()) == before
+
+
+@pytest.mark.trio
+async def test_byte_counts_are_reported_at_most_every_100_ms_and_always_at_the_end(monkeypatch):
+    monkeypatch.setattr(client, "BLOB_CHUNK", 1 << 16)
+    reg, store = FakeRegistry(), MemoryStore()
+    big, big_id = layer({"data": os.urandom(400_000)})      # random: gzip leaves 7 chunks of 64 KiB
+    reg.add_image("team/app", "1", [big], [big_id])
+    ticks = itertools.count()
+    events = []
+
+    def clock():            # asked once per chunk received: a chunk every 60 ms
+        return next(ticks) * 0.06
+
+    await _puller(reg, store, clock=clock).pull(f"{HOST}/team/app:1", progress=events.append)
+    counts = [e.current for e in events if e.status == "Downloading"]
+    assert counts[-1] == len(big)
+    chunks = -(-len(big) // (1 << 16))
+    assert len(counts) == chunks // 2 + 1 and counts == sorted(counts)   # every other chunk, plus the last
 
 
 @pytest.mark.trio
