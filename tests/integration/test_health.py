@@ -21,11 +21,11 @@ import trio
 from swarm.api.health import Check
 from swarm.api.spec import ContainerSpec, HealthConfig, Resources
 from swarm.cli.common import LocalDaemon
-from swarm.rpc.messages import RPCError
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.runc import Runtime
 
 from tests.integration.test_runc import new_id, runtime, state_dir  # noqa: F401 (fixtures)
+from tests.integration.helpers import create_service as create
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -166,16 +166,6 @@ def api(swarm, demo_tar):
         swarm.stop_containers()
 
 
-def create(api: LocalDaemon, params: dict) -> dict:
-    """service.create once the node's heartbeat has reported the imported image."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return api.call("service.create", params)
-        except RPCError as exc:
-            if "not found on any node" not in exc.message or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def watch(api: LocalDaemon, name: str, until, timeout: float) -> list[tuple[float, list[dict]]]:

@@ -7,7 +7,7 @@ import pytest
 
 from swarm.cli.common import LocalDaemon
 from swarm.lab.localcluster import eventually
-from swarm.rpc.messages import RPCError
+from tests.integration.helpers import create_service as create
 
 LIVE = {"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
 
@@ -26,16 +26,6 @@ def cluster(swarm, demo_tar):
         swarm.stop_containers()
 
 
-def create(api, params):
-    """service.create once the nodes' heartbeats have reported the imported image."""
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return api.call("service.create", params)
-        except RPCError as exc:
-            if "not found on any node" not in exc.message or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def ls_row(api, name):
