@@ -4,12 +4,17 @@
 
 Prints one JSON document:
 - ours: our RaftNode (mTLS 1.3 transport, durable journal with fdatasync,
+  journal and snapshots encrypted at rest with AES-256-GCM as managers run it,
   group commit): committed single-op transactions/s with 64 in flight,
   p50/p99 commit latency one at a time, both measured inside the leader
   process (the `bench` op of swarm.lab.raftserver), and leader kill -9 to the first
   committed write through a survivor (median of N trials);
 - stock_no_journal / stock_journal: plain pysyncobj 0.3.17 (pickle over
   TCP, no fsync), without and with its FileJournal, same workload shape;
+- ours_plain: the same RaftNode with its journal in the clear (no data key),
+  to price encryption at rest: `encryption_cost` is encrypted over plain
+  (latency) and plain over encrypted (throughput), so 1.10 means 10 % slower;
+  the two runs alternate (--encryption-rounds, median of each);
 - ratios of ours to each anchor.
 """
 import argparse
@@ -28,8 +33,14 @@ sys.path.insert(0, ROOT)
 from swarm.lab.raftharness import ControlError, RaftCluster, free_port, put  # noqa: E402
 
 
-def ours(base: str, count: int, latency_count: int, failovers: int) -> dict:
-    cluster = RaftCluster(os.path.join(base, "ours"), 3)
+def ours(base: str, count: int, latency_count: int, failovers: int, encrypted: bool = True) -> dict:
+    base = tempfile.mkdtemp(prefix="ours-", dir=base)
+    cluster = RaftCluster(base, 3)
+    if encrypted:       # one data key for the three members, as a cluster's managers share it
+        key_path = os.path.join(base, "data-key")
+        with open(key_path, "w") as f:
+            f.write(os.urandom(32).hex())
+        cluster.extra_args = ["--data-key-file", key_path]
     try:
         cluster.start_all()
         leader = cluster.leader()
@@ -95,9 +106,27 @@ def stock(base: str, journal: bool, count: int, latency_count: int) -> dict:
             p.wait()
 
 
+def encryption_cost(base: str, count: int, latency_count: int, rounds: int) -> dict:
+    """Our RaftNode with and without a data key, alternating, no failovers: what encryption costs."""
+    runs: dict[str, list[dict]] = {"plain": [], "encrypted": []}
+    for _ in range(rounds):
+        runs["plain"].append(ours(base, count, latency_count, 0, encrypted=False))
+        runs["encrypted"].append(ours(base, count, latency_count, 0, encrypted=True))
+    medians = {kind: {key: statistics.median(r[key] for r in rs)
+                      for key in ("tx_per_s_64_in_flight", "tx_per_s_512_in_flight", "p50_ms", "p99_ms")}
+               for kind, rs in runs.items()}
+    plain, enc = medians["plain"], medians["encrypted"]
+    return {"rounds": rounds, "ours_plain": plain, "ours_encrypted": enc, "runs": runs,
+            "encryption_cost": {"p50": enc["p50_ms"] / plain["p50_ms"], "p99": enc["p99_ms"] / plain["p99_ms"],
+                                "tx_per_s_64": plain["tx_per_s_64_in_flight"] / enc["tx_per_s_64_in_flight"],
+                                "tx_per_s_512": plain["tx_per_s_512_in_flight"] / enc["tx_per_s_512_in_flight"]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--encryption-rounds", type=int, default=3,
+                        help="plain/encrypted pairs of runs pricing encryption at rest (0: skip)")
     args = parser.parse_args()
     count, latency_count, failovers = (3000, 500, 3) if args.quick else (20000, 2000, 10)
     base = tempfile.mkdtemp(prefix="raft-bench-")
@@ -118,6 +147,8 @@ def main() -> None:
             }
             for name in ("stock_no_journal", "stock_journal")
         }
+        if args.encryption_rounds:
+            figures["encryption"] = encryption_cost(base, count, latency_count, args.encryption_rounds)
         print(json.dumps(figures, indent=2))
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -12,7 +12,9 @@ namespaces). Every fault is real and local to the lab:
   which the group is removed;
 * restart with `swarm daemon --detach`, run inside the host's namespace
   (plus `--unsafe-memory-journal` once `memory_journal` is set: the
-  self-test that proves the suite can fail);
+  self-test that proves the suite can fail); with autolock on
+  (`enable_autolock`), a restarted manager must come up locked and is
+  given the unlock key over its socket, as `swarm unlock` does;
 * nftables rules in a table `inet swarm_chaos` created INSIDE a host's
   network namespace (`nsenter --net=/run/netns/swl-LAB-hN nft ...`), never
   in the root namespace: `_netns` refuses any namespace that is not one of
@@ -63,6 +65,7 @@ class Cluster:
         self.frozen: dict[str, str] = {}     # host -> the freezer cgroup its daemon came from
         self.partitioned: set[str] = set()
         self.memory_journal = False     # restart daemons with --unsafe-memory-journal
+        self.unlock_key: str | None = None   # autolock on: what unlocks a restarted manager
         self.lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------
@@ -171,9 +174,40 @@ class Cluster:
         pid = self.pid(host)
         if not pid or not alive(pid):
             raise ChaosError(f"the daemon of {host} said it was ready but is not running")
+        if self.unlock_key and host in self.managers:
+            self._unlock(host)
         with self.lock:
             self.expected[host] = pid
         return pid
+
+    def enable_autolock(self) -> None:
+        """`swarm update --autolock=true`, then wait until every manager's data key file is wrapped."""
+        leader = self.leader()
+        self.call(leader, "cluster.update", {"autolock": True})
+        self.unlock_key = self.call(leader, "unlock_key", {"rotate": False})["unlock_key"]
+        deadline = time.monotonic() + 15.0
+        for host in self.managers:
+            path = os.path.join(self.hosts[host]["state_dir"], "certs", "raft-key.json")
+            while "wrapped_data_key" not in _read(path):
+                if time.monotonic() > deadline:
+                    raise ChaosError(f"the data key of {host} was not wrapped within 15 s of turning autolock on")
+                time.sleep(0.05)
+
+    def _unlock(self, host: str) -> None:
+        """A restarted manager must be locked (its data key is not on disk in the clear); unlock it."""
+        try:
+            if not self.call(host, "ping").get("locked"):
+                raise ChaosError(f"the manager of {host} restarted unlocked although autolock is on")
+            self.call(host, "unlock", {"key": self.unlock_key})
+        except RPCError as exc:
+            raise ChaosError(f"unlocking the manager of {host} failed: {exc.message}") from None
+        deadline = time.monotonic() + RESTART_TIMEOUT
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RPCError):
+                if self.call(host, "ping", timeout=1.0).get("ready"):
+                    return
+            time.sleep(0.05)
+        raise ChaosError(f"the manager of {host} did not become ready within {RESTART_TIMEOUT:g} s of its unlock")
 
     def pause(self, host: str) -> int | None:
         pid = self.pid(host)

@@ -175,6 +175,9 @@ def run_scenario(scenario: Scenario, opts: Options, image_tar: str) -> Result:
                 cluster.restart(host)
             cluster.leader()
             mark = result.phase("memory journal", mark)
+        if scenario.autolock:
+            cluster.enable_autolock()
+            mark = result.phase("autolock", mark)
         cluster.adopt_all()
         log_offsets = {h: cluster.daemon_log_size(h) for h in cluster.hosts}
         outcomes: list[dict] = []

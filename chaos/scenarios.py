@@ -63,6 +63,7 @@ class Scenario:
     expect_violation: bool = False   # a self-test: passes only if an invariant fires
     needs_workers: bool = False
     memory_journal: bool = False     # run the managers with --unsafe-memory-journal
+    autolock: bool = False           # the swarm's autolock on: each restarted manager is locked, then unlocked
     attack: bool = False             # one Fault naming an attack: the attack invariants are checked too
 
     def faults(self, seed: int | str, shape: Shape) -> list[Fault]:
@@ -211,6 +212,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "daemon may stop (loudly) but must not acknowledge what it did not persist; then give it its "
              "disk back", _disk_full),
     Scenario("restart-all", "kill -9 every daemon at once, then restart them all", _restart_all),
+    Scenario("autolock-restart-all", "restart-all with autolock on: every restarted manager comes up locked "
+             "and is unlocked with the swarm's unlock key (swarm unlock); nothing acknowledged is lost",
+             _restart_all, autolock=True),
     Scenario("memory-journal-restart-all", "SELF-TEST, unsafe on purpose: restart-all on a lab whose managers "
              "keep new Raft entries in memory only (swarm daemon --unsafe-memory-journal); passes only if the "
              "lost-write invariant fires", _restart_all_once, expect_violation=True, memory_journal=True),

@@ -3,7 +3,13 @@
 How it works. Entries live in memory (pysyncobj indexes them by position) and
 in an append-only file of records:
 
-    record = length (4 bytes, big-endian) | crc32 (4 bytes) | msgpack([command, idx, term])
+    record = length (4 bytes, big-endian) | crc32 (4 bytes) | payload
+    payload = msgpack([command, idx, term]), sealed with the cluster's data key
+              (raft/cipher.py) when the journal has one
+
+The checksum covers the stored payload, so a torn tail is found without the
+key; a record whose checksum is right but which the key cannot open is a
+wrong key or tampering, and stops the node instead of being cut off.
 
 `add()` appends a record with one write(2) but does not sync; `flush()`
 fdatasyncs everything appended so far. The transport calls `flush()` before
@@ -37,6 +43,9 @@ node starts and from then on keeps new entries in memory only (term and vote
 stay durable). A restart rolls the node back to where it started, so a
 restart of every manager loses acknowledged writes. The chaos suite uses it
 to prove that its lost-write invariant fires.
+
+A journal opened with a data key whose file was written without one (a node
+from before encryption at rest) is rewritten sealed when it is opened.
 """
 from __future__ import annotations
 
@@ -50,12 +59,15 @@ from typing import Any, Callable, TypeVar
 import msgpack
 from pysyncobj.journal import Journal
 
+from raft.cipher import DataCipher, DecryptError
 from raft.fsutil import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
 RECORD_HEADER = struct.Struct(">II")
-MAGIC = b"SWRAFTJ1"
+MAGIC = b"SWRAFTJ1"             # records in the clear
+SEALED_MAGIC = b"SWRAFTJ2"      # records sealed with the data key
+JOURNAL_PURPOSE = b"swarm raft journal"
 META_VERSION = 1
 
 
@@ -86,16 +98,24 @@ def _stop_on_io_error(method: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
-def encode_record(command: bytes, idx: int, term: int) -> bytes:
+def encode_record(command: bytes, idx: int, term: int, cipher: DataCipher | None = None) -> bytes:
     payload = msgpack.packb([command, idx, term], use_bin_type=True)
+    if cipher is not None:
+        payload = cipher.seal(payload, JOURNAL_PURPOSE)
     return RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode_records(data: bytes, start: int = 0) -> tuple[list[tuple[bytes, int, int]], list[int], int, str]:
-    """Parse records from `data[start:]`.
+class JournalKeyError(RuntimeError):
+    """The journal's records cannot be opened with the data key given (or none was given)."""
+
+
+def decode_records(data: bytes, start: int = 0,
+                   cipher: DataCipher | None = None) -> tuple[list[tuple[bytes, int, int]], list[int], int, str]:
+    """Parse records from `data[start:]`, opening each with `cipher` if given.
 
     Returns (entries, offsets of each record, offset of the end of the last
-    good record, reason the scan stopped early or "").
+    good record, reason the scan stopped early or ""). A whole record that
+    `cipher` cannot open raises JournalKeyError: it is not a torn tail.
     """
     entries: list[tuple[bytes, int, int]] = []
     offsets: list[int] = []
@@ -111,6 +131,11 @@ def decode_records(data: bytes, start: int = 0) -> tuple[list[tuple[bytes, int, 
         payload = data[body_start : body_start + length]
         if zlib.crc32(payload) != crc:
             return entries, offsets, pos, "checksum mismatch"
+        if cipher is not None:
+            try:
+                payload = cipher.open(payload, JOURNAL_PURPOSE)
+            except DecryptError as exc:
+                raise JournalKeyError(f"the Raft journal record at byte {pos} {exc}") from None
         try:
             command, idx, term = msgpack.unpackb(payload, raw=False)
             entry = (bytes(command), int(idx), int(term))
@@ -128,8 +153,9 @@ class DurableJournal(Journal):
     """Crash-safe journal in `directory` (files `journal` and `meta`); see the module docstring."""
 
     def __init__(self, directory: str, *, volatile: bool = False,
-                 on_io_error: Callable[[str], None] | None = None) -> None:
+                 on_io_error: Callable[[str], None] | None = None, cipher: DataCipher | None = None) -> None:
         self.directory = directory
+        self.cipher = cipher
         self.volatile = volatile
         self.on_io_error = on_io_error
         self.broken = ""            # why the journal stopped accepting changes ("" while healthy)
@@ -174,13 +200,22 @@ class DurableJournal(Journal):
             return
         with open(self.path, "rb") as f:
             data = f.read()
-        if not data.startswith(MAGIC):
+        magic = data[:len(MAGIC)]
+        if magic not in (MAGIC, SEALED_MAGIC):
             if len(data) < len(MAGIC):
                 log.warning("journal %s has a torn header; starting it afresh", self.path)
                 self._rewrite([])
                 return
             raise RuntimeError(f"{self.path} is not a swarm Raft journal; refusing to start")
-        entries, offsets, good_end, reason = decode_records(data, len(MAGIC))
+        if magic == SEALED_MAGIC and self.cipher is None:
+            raise JournalKeyError(f"the Raft journal {self.path} is encrypted and no data key was given")
+        cipher = self.cipher if magic == SEALED_MAGIC else None
+        entries, offsets, good_end, reason = decode_records(data, len(MAGIC), cipher)
+        if magic == MAGIC and self.cipher is not None and not self.volatile:
+            log.warning("journal %s was written in the clear; rewriting its %d entries encrypted",
+                        self.path, len(entries))
+            self._rewrite(entries)
+            return
         if reason:
             log.warning(
                 "journal %s: %s at byte %d; truncating %d bytes of torn or corrupt tail (kept %d entries)",
@@ -196,11 +231,12 @@ class DurableJournal(Journal):
 
     def _rewrite(self, entries: list[tuple[bytes, int, int]]) -> None:
         """Atomically replace the journal file with exactly `entries`."""
-        chunks = [MAGIC]
+        magic = MAGIC if self.cipher is None else SEALED_MAGIC
+        chunks = [magic]
         offsets = []
-        pos = len(MAGIC)
+        pos = len(magic)
         for entry in entries:
-            rec = encode_record(*entry)
+            rec = encode_record(*entry, self.cipher)
             offsets.append(pos)
             chunks.append(rec)
             pos += len(rec)
@@ -218,7 +254,7 @@ class DurableJournal(Journal):
     # -- pysyncobj Journal interface ------------------------------------------
     @_stop_on_io_error
     def add(self, command: bytes, idx: int, term: int) -> None:
-        rec = encode_record(command, idx, term)
+        rec = encode_record(command, idx, term, self.cipher)
         if not self.volatile:
             view = memoryview(rec)
             while view:                       # a full disk may take part of a record, then refuse

@@ -45,6 +45,7 @@ from pysyncobj.node import TCPNode
 
 from raft import engine_hooks
 from raft.fsutil import atomic_write, fsync_dir
+from raft.cipher import DataCipher, DecryptError
 from raft.journal import DurableJournal
 from raft.store import MAX_BATCH, MAX_COMMAND, Op, RecordStore, TxnError, TxnResult, decode_batch, pack_txn
 from raft.transport import MEMBERSHIP, REGULAR, TlsSettings, TlsTransport, node_id_of
@@ -53,6 +54,8 @@ from raft.watch import LeadershipChanged, Watch, WatchHub
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MAGIC = b"SWRAFTS1"
+SEALED_SNAPSHOT_MAGIC = b"SWRAFTS2"
+SNAPSHOT_PURPOSE = b"swarm raft snapshot"
 _RAFT_LEADER = 2
 
 
@@ -101,19 +104,34 @@ def member_name(node_id: str, address: str) -> str:
 
 
 # -- snapshots ------------------------------------------------------------------------
-def encode_snapshot(last: Sequence[Any], prev: Sequence[Any], members: list[str], state: dict) -> bytes:
+# A snapshot file: magic | crc32 of the body | body. The body is msgpack, sealed with the
+# cluster's data key (raft/cipher.py) under SEALED_SNAPSHOT_MAGIC. Every manager holds the same
+# key, so a snapshot the leader sends (the bytes of its file) opens on the follower.
+def encode_snapshot(last: Sequence[Any], prev: Sequence[Any], members: list[str], state: dict,
+                    cipher: DataCipher | None = None) -> bytes:
     body = msgpack.packb({"v": 1, "last": list(last), "prev": list(prev), "members": members, "state": state},
                          use_bin_type=True)
-    return SNAPSHOT_MAGIC + struct.pack(">I", zlib.crc32(body)) + body
+    magic = SNAPSHOT_MAGIC
+    if cipher is not None:
+        body, magic = cipher.seal(body, SNAPSHOT_PURPOSE), SEALED_SNAPSHOT_MAGIC
+    return magic + struct.pack(">I", zlib.crc32(body)) + body
 
 
-def decode_snapshot(data: bytes) -> dict:
-    if not data.startswith(SNAPSHOT_MAGIC) or len(data) < len(SNAPSHOT_MAGIC) + 4:
+def decode_snapshot(data: bytes, cipher: DataCipher | None = None) -> dict:
+    magic = data[:len(SNAPSHOT_MAGIC)]
+    if magic not in (SNAPSHOT_MAGIC, SEALED_SNAPSHOT_MAGIC) or len(data) < len(SNAPSHOT_MAGIC) + 4:
         raise SnapshotError("not a swarm Raft snapshot")
     (crc,) = struct.unpack_from(">I", data, len(SNAPSHOT_MAGIC))
     body = data[len(SNAPSHOT_MAGIC) + 4:]
     if zlib.crc32(body) != crc:
         raise SnapshotError("checksum mismatch")
+    if magic == SEALED_SNAPSHOT_MAGIC:
+        if cipher is None:
+            raise SnapshotError("it is encrypted and no data key was given")
+        try:
+            body = cipher.open(body, SNAPSHOT_PURPOSE)
+        except DecryptError as exc:
+            raise SnapshotError(str(exc)) from None
     try:
         snap = msgpack.unpackb(body, raw=False)
         snap["last"] = (bytes(snap["last"][0]), int(snap["last"][1]), int(snap["last"][2]))
@@ -125,14 +143,14 @@ def decode_snapshot(data: bytes) -> dict:
     return snap
 
 
-def read_snapshot(path: str) -> dict | None:
+def read_snapshot(path: str, cipher: DataCipher | None = None) -> dict | None:
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
     try:
-        return decode_snapshot(data)
+        return decode_snapshot(data, cipher)
     except SnapshotError as exc:
         raise SnapshotError(f"the Raft snapshot {path} cannot be loaded ({exc}); refusing to start with empty state") from None
 
@@ -152,6 +170,8 @@ class RaftConfig:
     on_fatal: Callable[[str], None] | None = None
     # UNSAFE, for throwaway labs: new log entries are kept in memory only (raft/journal.py)
     memory_journal: bool = False
+    # The cluster's data key: journal and snapshots encrypted at rest (raft/cipher.py); None: in the clear.
+    cipher: DataCipher | None = None
 
     @property
     def name(self) -> str:
@@ -297,12 +317,14 @@ class RaftNode:
         """Open the journal and snapshot and start the tick thread (call from trio)."""
         os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
         self._token = trio.lowlevel.current_trio_token()
-        snapshot = read_snapshot(self.snapshot_path)  # raises SnapshotError: never start empty
+        snapshot = read_snapshot(self.snapshot_path, self.config.cipher)  # raises SnapshotError: never start empty
         if self.config.memory_journal:
             log.warning("UNSAFE: the Raft journal in %s keeps new entries in memory only; a restart of "
                         "every manager loses acknowledged writes", self.config.data_dir)
+        if snapshot is not None and self.config.cipher is not None:
+            self._seal_snapshot_in_place(snapshot)
         self._journal = DurableJournal(self.config.data_dir, volatile=self.config.memory_journal,
-                                       on_io_error=self._fatal)
+                                       on_io_error=self._fatal, cipher=self.config.cipher)
         others = self._initial_members(snapshot)
         atomic_write(self.members_path, msgpack.packb(sorted(others + [self.config.name])))
         lo, hi = self.config.election_timeout
@@ -333,6 +355,15 @@ class RaftNode:
 
         self._engine = _Engine(self, self.config.name, others, conf, transport_factory)
         self._engine.addOnTickCallback(self._on_tick)
+
+    def _seal_snapshot_in_place(self, snapshot: dict) -> None:
+        """A snapshot written in the clear (before encryption at rest) is rewritten sealed."""
+        with open(self.snapshot_path, "rb") as f:
+            if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+                return
+        log.warning("snapshot %s was written in the clear; rewriting it encrypted", self.snapshot_path)
+        atomic_write(self.snapshot_path, encode_snapshot(snapshot["last"], snapshot["prev"], snapshot["members"],
+                                                         snapshot["state"], self.config.cipher))
 
     def _initial_members(self, snapshot: dict | None) -> list[str]:
         try:
@@ -385,7 +416,7 @@ class RaftNode:
         dumped = self.state.dump()
         if dumped["index"] != last[1]:
             raise RaftError(f"state at {dumped['index']} does not match snapshot point {last[1]}")
-        blob = encode_snapshot(last, prev, sorted(n.id for n in cluster), dumped)
+        blob = encode_snapshot(last, prev, sorted(n.id for n in cluster), dumped, self.config.cipher)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, blob)
@@ -403,7 +434,7 @@ class RaftNode:
             finally:
                 os.close(fd)
             fsync_dir(os.path.dirname(path))
-            snap = decode_snapshot(data)
+            snap = decode_snapshot(data, self.config.cipher)
             self.state.load(snap["state"])
         except Exception as exc:
             self._fatal(f"the Raft snapshot {path} cannot be loaded ({exc}); stopping rather than running with empty state")

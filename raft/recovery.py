@@ -21,6 +21,7 @@ import os
 
 import msgpack
 
+from raft.cipher import DataCipher
 from raft.fsutil import atomic_write
 from raft.journal import DurableJournal
 from raft.node import encode_snapshot, member_name, read_snapshot
@@ -28,12 +29,13 @@ from raft.store import RecordStore, TxnError, decode_batch
 from raft.transport import NO_OP, REGULAR
 
 
-def force_new_cluster(data_dir: str, node_id: str, address: str) -> dict:
-    """Rewrite `data_dir` as a one-member group; returns a summary."""
+def force_new_cluster(data_dir: str, node_id: str, address: str, cipher: DataCipher | None = None) -> dict:
+    """Rewrite `data_dir` as a one-member group (sealed with `cipher`, the cluster's data key,
+    when given); returns a summary."""
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"no Raft data at {data_dir}")
-    snapshot = read_snapshot(os.path.join(data_dir, "snapshot"))
-    journal = DurableJournal(data_dir)
+    snapshot = read_snapshot(os.path.join(data_dir, "snapshot"), cipher)
+    journal = DurableJournal(data_dir, cipher=cipher)
     state = RecordStore()
     if snapshot is not None:
         state.load(snapshot["state"])
@@ -60,7 +62,7 @@ def force_new_cluster(data_dir: str, node_id: str, address: str) -> dict:
         last = (bytes([NO_OP]), last_idx, last_term)
         state.advance(last_idx)
     name = member_name(node_id, address)
-    blob = encode_snapshot(last, prev, [name], state.dump())
+    blob = encode_snapshot(last, prev, [name], state.dump(), cipher)
     atomic_write(os.path.join(data_dir, "snapshot"), blob)
     journal._rewrite([prev, last])
     journal.setRaftCommitIndex(last[1])

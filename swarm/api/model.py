@@ -199,8 +199,8 @@ MIN_CERT_EXPIRY = 10.0                       # seconds; lower than Docker's 1h s
 HEARTBEAT_RANGE = (0.05, 3600.0)
 MAX_ADDR_POOLS = 64
 SETTINGS = ("heartbeat", "cert_expiry", "task_history_limit", "default_addr_pools",
-            "default_addr_pool_mask_length", "data_path_port")
-UPDATABLE = ("heartbeat", "cert_expiry", "task_history_limit")   # the rest are fixed at init, as Docker's
+            "default_addr_pool_mask_length", "data_path_port", "autolock")
+UPDATABLE = ("heartbeat", "cert_expiry", "task_history_limit", "autolock")   # the rest are fixed at init, as Docker's
 
 
 class BadSetting(ValueError):
@@ -216,6 +216,7 @@ def cluster_settings(cluster: dict) -> dict:
         "default_addr_pools": list(cluster.get("default_addr_pools") or DEFAULT_ADDR_POOLS),
         "default_addr_pool_mask_length": int(cluster.get("default_addr_pool_mask_length", DEFAULT_POOL_MASK)),
         "data_path_port": int(cluster.get("data_path_port") or DEFAULT_DATA_PATH_PORT),
+        "autolock": bool(cluster.get("autolock", False)),
     }
 
 
@@ -243,6 +244,12 @@ def check_task_history(value: Any) -> int:
     if not -1 <= _number("--task-history-limit", value, integer=True) <= 1_000_000:
         raise BadSetting("--task-history-limit must be a whole number from -1 (keep all) to 1000000")
     return int(value)
+
+
+def check_autolock(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise BadSetting(f"--autolock must be true or false, not {value!r}")
+    return value
 
 
 def check_data_path_port(value: Any) -> int:
@@ -287,12 +294,13 @@ def check_addr_pools(pools: Any, mask: Any) -> tuple[list[str], int]:
 def init_settings(*, heartbeat: Any = DEFAULT_HEARTBEAT, cert_expiry: Any = DEFAULT_CERT_EXPIRY,
                   task_history_limit: Any = DEFAULT_TASK_HISTORY, default_addr_pools: Any = (),
                   default_addr_pool_mask_length: Any = DEFAULT_POOL_MASK,
-                  data_path_port: Any = DEFAULT_DATA_PATH_PORT) -> dict:
+                  data_path_port: Any = DEFAULT_DATA_PATH_PORT, autolock: Any = False) -> dict:
     """The settings `swarm init` writes into the new cluster record, checked (BadSetting names the flag)."""
     pools, mask = check_addr_pools(list(default_addr_pools), default_addr_pool_mask_length)
     return {"heartbeat": check_heartbeat(heartbeat), "cert_expiry": check_cert_expiry(cert_expiry),
             "task_history_limit": check_task_history(task_history_limit), "default_addr_pools": pools,
-            "default_addr_pool_mask_length": mask, "data_path_port": check_data_path_port(data_path_port)}
+            "default_addr_pool_mask_length": mask, "data_path_port": check_data_path_port(data_path_port),
+            "autolock": check_autolock(autolock)}
 
 
 def settings_update(params: Any) -> dict:
@@ -307,5 +315,5 @@ def settings_update(params: Any) -> dict:
     if unknown:
         raise BadSetting(f"unknown cluster setting {unknown[0]!r}")
     checks = {"heartbeat": check_heartbeat, "cert_expiry": check_cert_expiry,
-              "task_history_limit": check_task_history}
+              "task_history_limit": check_task_history, "autolock": check_autolock}
     return {k: checks[k](params[k]) for k in UPDATABLE if params.get(k) is not None}

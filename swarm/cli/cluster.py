@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -115,13 +116,15 @@ def say_defaults(addr: str | None, hostname: str | None) -> None:
               help="UDP port of the VXLAN data path (1024-49151; 0: the default 4789).")
 @click.option("--task-history-limit", type=int, default=5, show_default=True,
               callback=check_setting(model.check_task_history), help="Ended tasks kept per slot (-1: all).")
+@click.option("--autolock", is_flag=True,
+              help="Lock the managers: a restarted manager needs the unlock key (swarm unlock) to start.")
 @click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @registry_options
 @with_daemon
 def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
          cert_expiry: float, dispatcher_heartbeat: float, availability: str, addr_pools: tuple[tuple[str, ...], ...],
-         pool_mask: int, data_path_port: int, task_history_limit: int, force_new_cluster: bool,
+         pool_mask: int, data_path_port: int, task_history_limit: int, autolock: bool, force_new_cluster: bool,
          foreground: bool, insecure_registries: list[str], registry_mirrors: list[str]) -> None:
     """Initialize a swarm: this node becomes its first manager."""
     if advertise_addr is None and not force_new_cluster:
@@ -130,22 +133,31 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
     default_hostname = socket.gethostname() if hostname is None and not force_new_cluster else None
     settings = {"default_addr_pools": [cidr for group in addr_pools for cidr in group],
                 "default_addr_pool_mask_length": pool_mask, "data_path_port": data_path_port,
-                "task_history_limit": task_history_limit}
+                "task_history_limit": task_history_limit, "autolock": autolock}
     boot = bootstrap()
+    # A locked manager's data key is needed to rewrite its Raft files.
+    forced_key = read_unlock_key() if force_new_cluster and boot.is_locked(daemon.state_dir) else None
     state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
                             listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
                             heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster,
-                            availability=availability, settings=settings)
+                            availability=availability, settings=settings, unlock_key=forced_key)
     keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
     say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
+    unlock_key = state.get("unlock_key") or forced_key
     if foreground:
-        boot.start_daemon(daemon.state_dir, detach=False)
+        if state.get("unlock_key"):
+            click.echo(unlock_command_text(state["unlock_key"]))
+        boot.start_daemon(daemon.state_dir, detach=False, unlock_key=unlock_key)
         return
-    boot.start_daemon(daemon.state_dir, detach=True)
+    started = boot.start_daemon(daemon.state_dir, detach=True)
+    if started.get("locked"):          # the data key is wrapped from the start: init holds the key
+        unlock_and_wait(daemon, unlock_key or "")
     token = daemon.call("join_token", {"role": "worker", "rotate": False})
     click.echo(join_command_text("worker", token["token"], token["addr"]))
     click.echo("To add a manager to this swarm, run 'swarm join-token manager' and follow the instructions.\n")
+    if state.get("unlock_key"):
+        click.echo(unlock_command_text(state["unlock_key"]))
 
 
 @swarm.command()
@@ -172,9 +184,14 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
     say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
     if foreground:
         click.echo(f"This node joined a swarm as a {joined['role']}.")
-        boot.start_daemon(daemon.state_dir, detach=False)
+        if joined.get("unlock_key"):
+            boot.start_daemon(daemon.state_dir, detach=False, unlock_key=joined["unlock_key"])
+        else:
+            boot.start_daemon(daemon.state_dir, detach=False)
         return
-    boot.start_daemon(daemon.state_dir, detach=True)
+    started = boot.start_daemon(daemon.state_dir, detach=True)
+    if started.get("locked"):        # a manager of a cluster with autolock: join holds the key
+        unlock_and_wait(daemon, joined.get("unlock_key") or "")
     click.echo(f"This node joined a swarm as a {joined['role']}.")
 
 
@@ -191,7 +208,74 @@ def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool, i
     the node's lists)."""
     if (insecure_registries or registry_mirrors) and os.path.exists(os.path.join(daemon.state_dir, NODE_FILE)):
         keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
-    bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
+    started = bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
+    if started.get("locked"):
+        click.echo(f"{LOCKED_NOTE}", err=True)
+
+
+# -- swarm unlock / unlock-key (autolock) ----------------------------------------------------------
+LOCKED_NOTE = "This manager is locked (autolock): run `swarm unlock` and give the unlock key to start it."
+MAX_KEY_INPUT = 4096
+UNLOCK_READY_TIMEOUT = 30.0
+
+
+def unlock_command_text(key: str) -> str:
+    """docker/cli's printUnlockCommand, for our command name."""
+    return ("To unlock a swarm manager after it restarts, run the `swarm unlock`\n"
+            f"command and provide the following key:\n\n    {key}\n\n"
+            "Please remember to store this key in a password manager, since without it you\n"
+            "will not be able to restart the manager.\n")
+
+
+def read_unlock_key() -> str:
+    """The unlock key from the terminal (not echoed) or from stdin, as `docker swarm unlock` reads it."""
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        key = click.prompt("Please enter unlock key", hide_input=True, default="", show_default=False)
+    else:
+        key = stdin.read(MAX_KEY_INPUT + 1)
+        if len(key) > MAX_KEY_INPUT:
+            fail("the unlock key on stdin is longer than 4 KiB")
+    key = key.strip()
+    if not key:
+        fail("no unlock key given")
+    return key
+
+
+def unlock_and_wait(daemon: LocalDaemon, key: str) -> None:
+    """Give a locked daemon its key, then wait until it serves (it restarts its local API)."""
+    daemon.call("unlock", {"key": key})
+    deadline = time.monotonic() + UNLOCK_READY_TIMEOUT
+    while True:
+        try:
+            if daemon.call("ping", timeout=1.0).get("ready"):
+                return
+        except RPCError:
+            pass
+        if time.monotonic() > deadline:
+            fail(f"the manager was unlocked but did not become ready within {UNLOCK_READY_TIMEOUT:g} s")
+        time.sleep(0.05)
+
+
+@swarm.command()
+@with_daemon
+def unlock(daemon: LocalDaemon) -> None:
+    """Unlock a locked manager (autolock) with the swarm's unlock key."""
+    if not daemon.call("ping").get("locked"):
+        fail("swarm is not locked")
+    unlock_and_wait(daemon, read_unlock_key())
+
+
+@swarm.command("unlock-key")
+@click.option("--quiet", "-q", is_flag=True, help="Only print the unlock key.")
+@click.option("--rotate", is_flag=True, help="Replace the unlock key with a new one.")
+@with_daemon
+def unlock_key(daemon: LocalDaemon, quiet: bool, rotate: bool) -> None:
+    """Print (or rotate) the key that unlocks a restarted manager (autolock)."""
+    key = daemon.call("unlock_key", {"rotate": rotate})["unlock_key"]
+    if rotate and not quiet:
+        click.echo("Successfully rotated manager unlock key.\n")
+    click.echo(key if quiet else unlock_command_text(key))
 
 
 # -- swarm join-token / leave / info -------------------------------------------
@@ -236,14 +320,18 @@ def leave(daemon: LocalDaemon, force: bool) -> None:
               help="Heartbeat period of the nodes.")
 @click.option("--cert-expiry", type=DURATION, callback=check_setting(model.check_cert_expiry),
               help="Validity of node certificates issued from now on.")
+@click.option("--autolock", type=click.BOOL, default=None, is_flag=False, flag_value=True, metavar="[true|false]",
+              help="Lock the managers: a restarted manager needs the unlock key (swarm unlock) to start.")
 @with_daemon
 def update(daemon: LocalDaemon, task_history_limit: int | None, dispatcher_heartbeat: float | None,
-           cert_expiry: float | None) -> None:
+           cert_expiry: float | None, autolock: bool | None) -> None:
     """Update the swarm's settings (only those given change)."""
     changes = {"task_history_limit": task_history_limit, "heartbeat": dispatcher_heartbeat,
-               "cert_expiry": cert_expiry}
+               "cert_expiry": cert_expiry, "autolock": autolock}
     daemon.call("cluster.update", {k: v for k, v in changes.items() if v is not None})
     click.echo("Swarm updated.")
+    if autolock:
+        click.echo(unlock_command_text(daemon.call("unlock_key", {"rotate": False})["unlock_key"]))
 
 
 @swarm.command()

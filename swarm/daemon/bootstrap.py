@@ -10,7 +10,6 @@ connection to present the secret and a certificate request.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import shutil
 import socket
@@ -22,14 +21,17 @@ import time
 
 import trio
 
+from raft.cipher import DataCipher
 from raft.fsutil import fsync_dir
 from swarm.api import model
-from swarm.ca import pki
+from swarm.ca import keyring, pki
+from swarm.daemon import keys
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.api.errors import SwarmError
 from swarm.rpc.client import RPCClient, call_unix_sync
 from swarm.rpc.messages import RPCError
 
+LOCKED_FORCE = "this manager is locked (autolock): give its unlock key to --force-new-cluster"
 ALREADY = 'this node is already part of a swarm; use "swarm leave" to leave it before joining or creating another'
 
 
@@ -77,11 +79,12 @@ def _write_certs(root: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> N
 
 def init_state(state_dir: str, advertise_addr: str, listen_addr: str | None, hostname: str | None,
                cert_expiry: float, heartbeat: float, force_new_cluster: bool, *, availability: str = "active",
-               settings: dict | None = None) -> dict:
+               settings: dict | None = None, unlock_key: str | None = None) -> dict:
     """`settings`: the other cluster settings of `model.init_settings` (address pools,
-    data path port, task history limit), as given to `swarm init`."""
+    data path port, task history limit, autolock), as given to `swarm init`.
+    `unlock_key`: with --force-new-cluster, what opens a locked manager's data key."""
     if force_new_cluster:
-        return _force_new_cluster(state_dir)
+        return _force_new_cluster(state_dir, unlock_key)
     _check_fresh(state_dir)
     try:
         cluster_settings = model.init_settings(**dict(settings or {}, heartbeat=heartbeat, cert_expiry=cert_expiry))
@@ -95,24 +98,29 @@ def init_state(state_dir: str, advertise_addr: str, listen_addr: str | None, hos
     ca = pki.ClusterCA.create(cluster_id, now)
     key = pki.new_node_key()
     cert = ca.issue(pki.make_csr(key, node_id), node_id, "manager", now, datetime.timedelta(seconds=cert_expiry))
+    # Autolock: the data key is wrapped from the first byte written; the daemon that init
+    # starts is locked and init unlocks it with the key it prints.
+    unlock_key = keyring.new_unlock_key() if cluster_settings["autolock"] else ""
     staging = _stage(state_dir)
     try:
         _write_certs(staging, ca.cert_pem(), cert, pki.key_to_pem(key))
+        data_key = keyring.make(Paths(staging).data_key, unlock_key or None)
         boot = {"cluster": {
             "id": cluster_id, "ca_cert_pem": ca.cert_pem().decode(), "ca_key_pem": ca.key_pem().decode(),
             "tokens": {"worker": pki.new_join_token(ca.cert).secret, "manager": pki.new_join_token(ca.cert).secret},
-            "created_at": now.isoformat(), **cluster_settings,
+            "created_at": now.isoformat(), "unlock_key": unlock_key, **cluster_settings,
         }, "availability": availability}
-        pki.write_private(os.path.join(staging, "bootstrap.json"), json.dumps(boot).encode())
+        # It holds the CA key: sealed with the data key, as the Raft files it goes into.
+        keys.seal_bootstrap(os.path.join(staging, "bootstrap.json"), boot, data_key)
         NodeConfig(node_id, cluster_id, "manager", hostname or socket.gethostname(), addr, listen, raft_addr,
                    [addr], heartbeat, cert_expiry).save(staging)
         _install(state_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"node_id": node_id, "cluster_id": cluster_id, "addr": addr}
+    return {"node_id": node_id, "cluster_id": cluster_id, "addr": addr, "unlock_key": unlock_key}
 
 
-def _force_new_cluster(state_dir: str) -> dict:
+def _force_new_cluster(state_dir: str, unlock_key: str | None) -> dict:
     from raft.recovery import force_new_cluster
 
     paths = Paths(state_dir)
@@ -124,10 +132,29 @@ def _force_new_cluster(state_dir: str) -> dict:
         raise SwarmError("--force-new-cluster works only on a manager's state (this node is a worker)")
     if os.path.exists(paths.pid) and _alive(paths.pid):
         raise SwarmError("stop this node's daemon before forcing a new cluster")
-    force_new_cluster(paths.raft, config.node_id, config.raft_addr)
+    key_file = keyring.load(paths.data_key)
+    data_key = None
+    if key_file is not None:
+        if key_file.locked and not unlock_key:
+            raise SwarmError(LOCKED_FORCE)
+        try:
+            data_key = key_file.unlock(unlock_key or "")
+        except keyring.KeyringError as exc:
+            raise SwarmError(str(exc)) from None
+    force_new_cluster(paths.raft, config.node_id, config.raft_addr,
+                      DataCipher(data_key) if data_key is not None else None)
     config.managers = [config.addr]
     config.save(state_dir)
     return {"node_id": config.node_id, "cluster_id": config.cluster_id, "addr": config.addr}
+
+
+def is_locked(state_dir: str) -> bool:
+    """Is this node's Raft data key wrapped by an unlock key (autolock)?"""
+    try:
+        key_file = keyring.load(Paths(state_dir).data_key)
+    except keyring.KeyringError as exc:
+        raise SwarmError(str(exc)) from None
+    return key_file is not None and key_file.locked
 
 
 def _alive(pid_path: str) -> bool:
@@ -194,6 +221,7 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
         if exc.code == "unavailable":
             raise SwarmError(f"cannot reach a manager at {remote_addr}: {exc.message}") from None
         raise SwarmError(exc.message) from None
+    unlock_key = None
     staging = _stage(state_dir)
     try:
         _write_certs(staging, ca_pem, answer["cert_pem"], pki.key_to_pem(key))
@@ -203,18 +231,29 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
         if answer["role"] == "manager":
             import msgpack
 
+            try:
+                unlock_key = keys.check_received_unlock_key(answer.get("unlock_key"))
+                keyring.save(Paths(staging).data_key, keys.check_received_key(answer.get("data_key")), unlock_key)
+            except RPCError as exc:
+                raise SwarmError(exc.message) from None
             os.makedirs(os.path.join(staging, "raft"), mode=0o700)
             pki.write_private(os.path.join(staging, "raft", "members"), msgpack.packb(answer["raft_members"]))
         _install(state_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname}
+    # A manager joining a cluster with autolock: its key file is wrapped from the start, and
+    # `swarm join` unlocks the daemon it starts with this key (held in memory only).
+    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname,
+            "unlock_key": unlock_key}
 
 
-def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) -> None:
-    """Run the node's daemon here, or start it in the background and return once it answers.
+def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False,
+                 unlock_key: str | None = None) -> dict:
+    """Run the node's daemon here, or start it in the background and return once it answers
+    (ready, or locked: its answer to ping says which).
 
-    `memory_journal` is the unsafe option of `swarm daemon --unsafe-memory-journal`."""
+    `memory_journal` is the unsafe option of `swarm daemon --unsafe-memory-journal`;
+    `unlock_key` opens a locked manager's data key when the daemon runs here."""
     paths = Paths(state_dir)
     if not os.path.exists(paths.node):
         raise SwarmError(f"no swarm state in {state_dir}: run swarm init or swarm join first")
@@ -223,8 +262,8 @@ def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) 
     if not detach:
         from swarm.daemon.daemon import main
 
-        main(state_dir, memory_journal=memory_journal)
-        return
+        main(state_dir, memory_journal=memory_journal, unlock_key=unlock_key)
+        return {}
     with open(paths.log, "ab") as log:
         argv = [sys.executable, "-m", "swarm", "daemon", "--state-dir", paths.root]
         proc = subprocess.Popen(argv + (["--unsafe-memory-journal"] if memory_journal else []),
@@ -236,8 +275,9 @@ def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False) 
         if proc.poll() is not None:
             raise SwarmError(f"the swarm daemon exited at start: {_last_error(paths.log)}")
         try:
-            if call_unix_sync(paths.socket, "ping", timeout=1)["ready"]:
-                return
+            answer = call_unix_sync(paths.socket, "ping", timeout=1)
+            if answer["ready"] or answer.get("locked"):
+                return answer
         except RPCError:
             pass
         time.sleep(0.05)

@@ -119,6 +119,7 @@ class Paths:
         self.ca = os.path.join(self.certs, "ca.pem")
         self.cert = os.path.join(self.certs, "node.pem")
         self.key = os.path.join(self.certs, "node-key.pem")
+        self.data_key = os.path.join(self.certs, "raft-key.json")   # managers: swarm/ca/keyring.py
         self.raft = os.path.join(self.root, "raft")
         self.socket = os.path.join(self.root, "swarm.sock")
         self.pid = os.path.join(self.root, "swarm.pid")

@@ -16,7 +16,6 @@ stops it and deletes its Raft data.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import shutil
@@ -26,13 +25,14 @@ from typing import Any
 
 import trio
 
+from raft.cipher import DataCipher
 from raft.node import RaftConfig, RaftNode
 from raft.store import Op
 from raft.transport import TlsSettings
 from swarm.api import logdriver, logview, model
 from swarm.api.refs import resolve_ref
-from swarm.ca import pki
-from swarm.daemon import logs, routing, speccheck
+from swarm.ca import keyring, pki
+from swarm.daemon import keys, logs, routing, speccheck
 from swarm.api.errors import ApiError, SwarmError
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.daemon.images import image_handlers, max_import_size, task_image_ids
@@ -70,8 +70,13 @@ CLUSTER_SETTINGS = ("heartbeat_period", "cert_expiry_period", "task_history_limi
 
 
 class Daemon(NodeLoop):
-    def __init__(self, state_dir: str, *, memory_journal: bool = False) -> None:
+    def __init__(self, state_dir: str, *, memory_journal: bool = False, unlock_key: str | None = None) -> None:
         self.paths = Paths(state_dir)
+        # A manager's Raft data key (swarm/daemon/keys.py), and the unlock key its file is
+        # wrapped with (None: in the clear). `unlock_key` opens a locked key file at start.
+        self.data_key: bytes | None = None
+        self.wrapped_with: str | None = None
+        self._start_unlock_key = unlock_key
         self.memory_journal = memory_journal       # UNSAFE: see swarm daemon --unsafe-memory-journal
         self.config = NodeConfig.load(state_dir)
         ca, cert, key = (self.paths.read(p) for p in (self.paths.ca, self.paths.cert, self.paths.key))
@@ -91,7 +96,7 @@ class Daemon(NodeLoop):
         self.configs: FileObjectAPI | None = None
         self.reconciler: Reconciler | None = None
         self.dispatcher: Dispatcher | None = None
-        self.membership = MembershipRPC(lambda: self.manager, self.ca_pem)
+        self.membership = MembershipRPC(lambda: self.manager, self.ca_pem, lambda: self.data_key)
         self.images = ImageStore(os.path.join(self.paths.root, "images"), max_import_bytes=max_import_size(),
                                  in_use=functools.partial(task_image_ids, os.path.join(self.paths.root, "tasks")))
         self.user_checker = image_user_checker(self.images)   # --user/--group in this node's copy of an image
@@ -255,21 +260,29 @@ class Daemon(NodeLoop):
         return RaftConfig(
             node_id=self.config.node_id, address=self.config.raft_addr, data_dir=self.paths.raft,
             tls=TlsSettings(self.raft_server_ctx, self.raft_client_ctx, self.identify_raft), peers=peers,
-            memory_journal=self.memory_journal,
+            memory_journal=self.memory_journal, cipher=DataCipher(self.data_key),
         )
 
     async def _run_manager(self, peers: list[str], *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        if self.data_key is None:       # a manager from before encryption at rest
+            log.warning("this manager has no Raft data key: making one; its Raft files are rewritten encrypted")
+            self.data_key = keyring.make(self.paths.data_key, None)
         with trio.CancelScope() as scope:
             self._manager_scope = scope
             async with trio.open_nursery() as nursery:
                 raft = RaftNode(self._raft_config(peers))
                 await nursery.start(raft.run)
+                nursery.start_soon(keys.keep_key_file, raft, self.paths.data_key, self.data_key, self.wrapped_with)
                 self.manager = Manager(raft, self.config.node_id, self._call_manager_api, nursery)
                 await self._bootstrap_cluster()
                 with trio.move_on_after(10):
                     # Answer commands once this manager holds the cluster's state
                     # (loaded from its snapshot or received from the leader).
                     while raft.get(model.CLUSTER, model.CLUSTER_ID) is None:
+                        await trio.sleep(0.02)
+                    # The only member (a forced new cluster, a one-manager swarm restarted):
+                    # ready once it leads, so that the command that follows can write.
+                    while len(raft.members()) == 1 and not raft.is_leader():
                         await trio.sleep(0.02)
                 self.control = ControlAPI(self.manager)
                 self.services = ServiceAPI(self.manager, check_on_nodes=functools.partial(
@@ -296,8 +309,7 @@ class Daemon(NodeLoop):
         """First start of `swarm init`: commit the cluster and this node's record."""
         if not os.path.exists(self.paths.bootstrap):
             return
-        with open(self.paths.bootstrap) as f:
-            boot = json.load(f)
+        boot = keys.open_bootstrap(self.paths.bootstrap, self.data_key)
         raft = self.manager.raft
         with trio.fail_after(15):
             while not raft.is_leader():
@@ -330,6 +342,8 @@ class Daemon(NodeLoop):
             while self.manager is not None:
                 await trio.sleep(0.02)
         shutil.rmtree(self.paths.raft, ignore_errors=True)
+        keys.remove_key_file(self.paths.data_key)
+        self.data_key = self.wrapped_with = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -339,6 +353,10 @@ class Daemon(NodeLoop):
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._pool = ClientPool(self.client_ctx, nursery)
+                nursery.start_soon(self._watch_signals)
+                if self.config.role == "manager":
+                    if not await self._open_data_key():
+                        return                             # stopped while locked
                 await nursery.start(self.registry.run)    # the CLI's pulls and pushes outlive their calls
                 if self.config.role == "manager":
                     await self._become_manager(self._initial_peers())
@@ -349,7 +367,6 @@ class Daemon(NodeLoop):
                                                       max_deadline=900.0))
                 nursery.start_soon(self.run_agent)
                 nursery.start_soon(self.agent.run)
-                nursery.start_soon(self._watch_signals)
                 self._ready = True
                 task_status.started()
                 await self._stop.wait()
@@ -361,6 +378,29 @@ class Daemon(NodeLoop):
                 os.unlink(self.paths.pid)
             if self._leaving:
                 clear_state(self.paths)
+
+    async def _open_data_key(self) -> bool:
+        """Open this manager's Raft data key; a locked one (autolock) waits for `swarm unlock`.
+        False if the daemon was asked to stop while it waited."""
+        key_file = keyring.load(self.paths.data_key)
+        if key_file is None:
+            return True                          # made in _run_manager (a manager from before encryption)
+        if not key_file.locked:
+            self.data_key = key_file.data_key
+            return True
+        if self._start_unlock_key:               # `swarm init --autolock --foreground`: the key is in memory
+            self.data_key, self.wrapped_with = key_file.unlock(self._start_unlock_key), self._start_unlock_key
+            return True
+        with trio.CancelScope() as waiting:
+            async with trio.open_nursery() as nursery:
+                async def stop_waiting() -> None:
+                    await self._stop.wait()
+                    waiting.cancel()
+                nursery.start_soon(stop_waiting)
+                self.data_key, self.wrapped_with = await keys.wait_for_unlock(
+                    key_file, self.config.node_id, self.paths.socket)
+                nursery.cancel_scope.cancel()
+        return self.data_key is not None
 
     async def _remove_everything(self) -> None:
         """Leaving: stop this node's containers and remove its networking."""
@@ -406,7 +446,7 @@ def clear_state(paths: Paths) -> None:
             os.unlink(path)
 
 
-def main(state_dir: str, *, memory_journal: bool = False) -> int:
+def main(state_dir: str, *, memory_journal: bool = False, unlock_key: str | None = None) -> int:
     logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from overlay.lb import check_nftables
@@ -415,7 +455,7 @@ def main(state_dir: str, *, memory_journal: bool = False) -> int:
         check_nftables()  # the VIP and ingress load balancers are nftables rules
     except Exception as exc:
         raise SwarmError(f"nftables is required by the swarm daemon and is not usable here: {exc}") from None
-    daemon = Daemon(state_dir, memory_journal=memory_journal)
+    daemon = Daemon(state_dir, memory_journal=memory_journal, unlock_key=unlock_key)
     trio.run(daemon.run)
     return 0
 

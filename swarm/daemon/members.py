@@ -11,14 +11,23 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from swarm.ca import pki
+from swarm.daemon import keys
 from swarm.manager.membership import Manager
 from swarm.rpc.messages import Peer, RPCError
 
 
 class MembershipRPC:
-    def __init__(self, manager: Callable[[], Manager | None], ca_pem: bytes) -> None:
+    def __init__(self, manager: Callable[[], Manager | None], ca_pem: bytes,
+                 data_key: Callable[[], bytes | None]) -> None:
         self._manager = manager   # this node's Manager, or None while it is not one
         self.ca_pem = ca_pem
+        self._data_key = data_key  # this manager's Raft data key, given to a new manager
+
+    def _keys_for_new_manager(self, m: Manager) -> dict:
+        data_key = self._data_key()
+        if data_key is None:
+            raise RPCError("unavailable", "this manager has no Raft data key yet; retry")
+        return keys.key_for_new_manager(m.cluster(), data_key)
 
     def need_manager(self) -> Manager:
         m = self._manager()
@@ -30,10 +39,14 @@ class MembershipRPC:
         return {"ca_pem": self.ca_pem}
 
     async def join(self, peer: Peer, params: dict) -> dict:
+        m = self.need_manager()
         try:
-            return await self.need_manager().join(params)
+            answer = await m.join(params)
         except KeyError as exc:
             raise RPCError("bad_request", f"join request lacks {exc}") from None
+        if answer["role"] == "manager":
+            answer.update(self._keys_for_new_manager(m))
+        return answer
 
     async def heartbeat(self, peer: Peer, params: dict) -> dict:
         return await self.need_manager().heartbeat(peer.node_id, params)
@@ -64,7 +77,7 @@ class MembershipRPC:
         raft_addr = str(params["raft_addr"])
         await m.modify_node(peer.node_id, lambda n: None if n.get("raft_addr") == raft_addr
                             else dict(n, raft_addr=raft_addr))
-        return {"raft_members": await m.add_raft_member(peer.node_id, raft_addr)}
+        return {"raft_members": await m.add_raft_member(peer.node_id, raft_addr), **self._keys_for_new_manager(m)}
 
     async def raft_remove(self, peer: Peer, params: dict) -> dict:
         return {"raft_members": await self.need_manager().remove_raft_member(str(params["node_id"]))}

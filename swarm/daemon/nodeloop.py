@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from swarm.api.errors import ApiError
-from swarm.ca import pki
+from swarm.ca import keyring, pki
+from swarm.daemon import keys
 from swarm.daemon.config import load_cert_into, split_addr
 from swarm.daemon.routing import NOT_MANAGER
 from swarm.manager.controlapi.nodes import HAND_OVER_TIME, leave_refusal
@@ -61,6 +62,8 @@ class NodeLoop:
     _handing_over: bool
     _beat_lock: trio.Lock
     _leader_addr: str | None
+    data_key: bytes | None
+    wrapped_with: str | None
 
     async def _become_manager(self, peers: list[str]) -> None: ...
     async def _become_worker(self) -> None: ...
@@ -134,6 +137,9 @@ class NodeLoop:
         await self._renew_certificate()
         if role == "manager":
             result = await self.call_any_manager("raft.join", {"raft_addr": self.config.raft_addr}, timeout=20)
+            self.data_key = keys.check_received_key(result.get("data_key"))
+            self.wrapped_with = keys.check_received_unlock_key(result.get("unlock_key"))
+            await trio.to_thread.run_sync(keyring.save, self.paths.data_key, self.data_key, self.wrapped_with)
             self.config.role = "manager"
             self.config.save(self.paths.root)
             await self._become_manager([m for m in result["raft_members"]

@@ -36,6 +36,7 @@ LOGS_TIMEOUT = 30.0   # a worker's service.logs through a manager: a follow call
 NOT_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. "
                "Please run this command on a manager node or promote the current node to a manager.")
 NO_LONGER_MANAGER = "this node is no longer a manager"
+NOT_LOCKED = "swarm is not locked"
 
 NETWORK_READS = ("network.ls", "network.inspect")
 NETWORK_WRITES = ("network.create", "network.rm")
@@ -110,6 +111,10 @@ def local_router(d: Daemon) -> Router:
     router = ApiRouter()
     router.route("ping", d.ping)
     router.route("leave", d.leave)
+
+    async def not_locked(peer: Peer, params: dict) -> dict:
+        raise RPCError("bad_request", NOT_LOCKED)       # a locked manager answers with keys.LockedRouter
+    router.route("unlock", not_locked)
     router.route("info", info)
     for method in READ_METHODS + WRITE_METHODS:
         if method != "info":

@@ -49,10 +49,11 @@ class Swarm:
             self.nodes[name] = Node(name, f"127.0.{self.octet}.{self._next}:2377", os.path.join(self.base, name))
         return self.nodes[name]
 
-    def run(self, node: Node, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, node: Node, *args: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, PYTHONPATH=ROOT, SWARM_STATE_DIR=node.state_dir)
         proc = subprocess.run([sys.executable, "-m", "swarm", *args], capture_output=True, text=True,
-                              env=env, timeout=timeout, cwd=ROOT)
+                              env=env, timeout=timeout, cwd=ROOT, input=input)
         if node.pid:
             self.pids.add(node.pid)
         if check and proc.returncode != 0:

@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from raft import framing
+from raft.cipher import DataCipher
 from raft.recovery import force_new_cluster
 from raft.node import RaftConfig, RaftError, RaftNode, SnapshotError
 from raft.store import Op, TxnError
@@ -164,8 +165,12 @@ async def serve_client(node: RaftNode, stream: trio.SocketStream) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
+    cipher = None
+    if args.data_key_file:
+        with open(args.data_key_file) as f:
+            cipher = DataCipher(bytes.fromhex(f.read().strip()))
     if args.force_new_cluster:
-        summary = force_new_cluster(args.data, args.id, args.listen)
+        summary = force_new_cluster(args.data, args.id, args.listen, cipher)
         print(f"swarm.lab.raftserver: forced a new single-member group: {summary}", file=sys.stderr)
         args.peer = []
     config = RaftConfig(
@@ -177,6 +182,7 @@ async def main(args: argparse.Namespace) -> int:
         election_timeout=(args.election_min, args.election_max),
         compaction_entries=args.compaction_entries,
         compaction_min_time=args.compaction_min_time,
+        cipher=cipher,
     )
     node = RaftNode(config)
     try:
@@ -217,6 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--election-max", type=float, default=0.6)
     p.add_argument("--compaction-entries", type=int, default=20_000)
     p.add_argument("--compaction-min-time", type=float, default=600.0)
+    p.add_argument("--data-key-file", help="a file holding the 32-byte Raft data key in hex: "
+                                           "journal and snapshots encrypted at rest (raft/cipher.py)")
     p.add_argument("--force-new-cluster", action="store_true",
                    help="rewrite this member's data as a one-member group first")
     p.add_argument("--log-level", default="WARNING")

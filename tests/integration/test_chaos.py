@@ -1,6 +1,6 @@
 """The chaos suite on real labs (3 managers + 1 worker, hosts are network namespaces the
-suite creates and always removes): leader-kill, worker-kill and partition-leader with
---quick, each well under a minute, every invariant must hold; the attacks poison-worker
+suite creates and always removes): leader-kill, worker-kill, partition-leader and
+autolock-restart-all (every manager restarted locked, then unlocked) with --quick, each well under a minute, every invariant must hold; the attacks poison-worker
 and big-service with --quick, well under two minutes each, every invariant (also the
 attack ones: canary, memory, daemon logs, elections, node status) must hold. The CI subset."""
 import json
@@ -29,7 +29,8 @@ def run_chaos(tmp_path, scenario, seed):
     return proc, result
 
 
-@pytest.mark.parametrize("scenario,seed", [("leader-kill", 101), ("worker-kill", 102), ("partition-leader", 103)])
+@pytest.mark.parametrize("scenario,seed", [("leader-kill", 101), ("worker-kill", 102), ("partition-leader", 103),
+                                           ("autolock-restart-all", 107)])
 def test_quick_scenario_holds_every_invariant(tmp_path, scenario, seed):
     proc, result = run_chaos(tmp_path, scenario, seed)
     violations = [f"{v['name']}: {v['evidence']}" for v in result["invariants"] if not v["held"]]

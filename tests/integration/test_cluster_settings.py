@@ -98,7 +98,7 @@ def test_bad_settings_are_one_sentence(cluster):
                         (["update", "--dispatcher-heartbeat", "1ms"], "--dispatcher-heartbeat must be"),
                         (["update", "--cert-expiry", "soon"], "is not a duration"),
                         (["update", "--external-ca", "protocol=cfssl,url=https://ca"], "not supported yet"),
-                        (["update", "--autolock"], "not supported yet")):
+                        (["update", "--autolock", "maybe"], "is not a valid boolean")):
         proc = swarm.run(m1, *args, check=False)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = swarm.run(w1, "update", "--task-history-limit", "2", check=False)

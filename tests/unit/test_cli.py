@@ -377,11 +377,11 @@ def test_bad_input_is_a_usage_error(run, monkeypatch, args, option):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["unlock-key"], "'unlock-key' is not supported yet"),
+    (["ca"], "'ca' is not supported yet"),
     (["volume", "create", "v"], "'volume create' is not supported yet"),
     (["service", "ps", "--no-resolve", "web"], "no such option: --no-resolve (not supported yet)"),
     (["network", "rm", "--force", "n"], "no such option: --force (not supported yet)"),
-    (["init", "--autolock"], "no such option: --autolock (not supported yet)"),
+    (["init", "--external-ca", "x"], "no such option: --external-ca (not supported yet)"),
     # not Docker's either: click's own message, with its guess when it is a close one
     (["servics", "ls"], "No such command 'servics'. Did you mean 'service'?"),
     (["service", "create", "--replica", "2", "alpine"], "No such option '--replica'. Did you mean '--replicas'?"),
@@ -413,13 +413,16 @@ def boot(monkeypatch):
     module.init_state = record("init_state", {"node_id": "mgr1", "cluster_id": "clu1", "addr": "10.0.0.1:2377"})
     module.join_state = record("join_state", {"node_id": "wrk1", "role": "worker", "addr": "10.0.0.2:2377",
                                               "hostname": "node-b"})
-    module.start_daemon = record("start_daemon", None)
+    module.start_daemon = record("start_daemon", {"ready": True})
+    module.is_locked = record("is_locked", False)
     monkeypatch.setitem(sys.modules, "swarm.daemon.bootstrap", module)
     return module
 
 
 INIT_DEFAULTS = {"availability": "active", "settings": {"default_addr_pools": [], "default_addr_pool_mask_length": 24,
-                                                        "data_path_port": 4789, "task_history_limit": 5}}
+                                                        "data_path_port": 4789, "task_history_limit": 5,
+                                                        "autolock": False},
+                 "unlock_key": None}
 
 
 def test_init_prints_docker_text(fake, run, boot):
@@ -447,7 +450,7 @@ def test_init_defaults_and_foreground(state_dir, run, boot):
                             "listen_addr": "0.0.0.0:2377", "hostname": socket.gethostname(),
                             "cert_expiry": 2160 * 3600.0,
                             "heartbeat": 1.0, "force_new_cluster": False, **INIT_DEFAULTS}),
-        ("start_daemon", (state_dir,), {"detach": False}),
+        ("start_daemon", (state_dir,), {"detach": False, "unlock_key": None}),
     ]
 
 

@@ -24,13 +24,13 @@ from tests.unit.test_orchestrator import failed, ids, nodes, run, service, task
 def test_init_settings_have_dockers_defaults():
     assert init_settings() == {"heartbeat": 1.0, "cert_expiry": 90 * 24 * 3600.0, "task_history_limit": 5,
                                "default_addr_pools": ["10.0.0.0/8"], "default_addr_pool_mask_length": 24,
-                               "data_path_port": 4789}
+                               "data_path_port": 4789, "autolock": False}
     assert init_settings(data_path_port=0)["data_path_port"] == 4789            # 0: the default, as Docker's
     assert init_settings(default_addr_pools=["10.20.0.0/16", "192.168.0.0/20"], default_addr_pool_mask_length=26,
                          data_path_port=7789, task_history_limit=-1) == {
         "heartbeat": 1.0, "cert_expiry": 90 * 24 * 3600.0, "task_history_limit": -1,
         "default_addr_pools": ["10.20.0.0/16", "192.168.0.0/20"], "default_addr_pool_mask_length": 26,
-        "data_path_port": 7789}
+        "data_path_port": 7789, "autolock": False}
     # A record from before the settings existed reads with the defaults.
     assert model.cluster_settings({"heartbeat": 0.5})["task_history_limit"] == 5
 
@@ -54,10 +54,12 @@ def test_bad_settings_are_one_sentence_naming_the_flag(kwargs, flag):
 
 def test_update_changes_only_what_is_given_and_refuses_what_init_fixed():
     assert settings_update({"task_history_limit": 2}) == {"task_history_limit": 2}
+    assert settings_update({"autolock": False}) == {"autolock": False}
     assert settings_update({"heartbeat": 2.0, "cert_expiry": 3600.0, "task_history_limit": None}) == \
         {"heartbeat": 2.0, "cert_expiry": 3600.0}
     for params, words in (({"data_path_port": 5000}, "chosen at swarm init"),
-                          ({"default_addr_pools": []}, "chosen at swarm init"), ({"autolock": True}, "unknown"),
+                          ({"default_addr_pools": []}, "chosen at swarm init"), ({"autopilot": True}, "unknown"),
+                          ({"autolock": "yes"}, "--autolock must be true or false"),
                           ({"heartbeat": -1.0}, "--dispatcher-heartbeat")):
         with pytest.raises(BadSetting, match=words):
             settings_update(params)

@@ -13,12 +13,13 @@ import trio
 
 from raft.store import Op
 from swarm.api import filters, model
-from swarm.ca import pki
+from swarm.ca import keyring, pki
 from swarm.manager.membership import Manager, utcnow
 from swarm.api.errors import ApiError
 
 READ_METHODS = ("info", "node.ls", "node.inspect")
-WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token", "cluster.update")
+WRITE_METHODS = ("node.update", "node.promote", "node.demote", "node.rm", "join_token", "cluster.update",
+                 "unlock_key")
 HAND_OVER_TIME = 20.0  # seconds a manager leaving (or demoting itself) retries its hand-over
 MANAGER_LEAVING = "You are attempting to leave the swarm on a node that is participating as a manager."
 
@@ -57,7 +58,7 @@ class ControlAPI:
             "info": self.info, "node.ls": self.node_ls, "node.inspect": self.node_inspect,
             "node.update": self.node_update, "node.promote": self.node_promote,
             "node.demote": self.node_demote, "node.rm": self.node_rm, "join_token": self.join_token,
-            "cluster.update": self.cluster_update,
+            "cluster.update": self.cluster_update, "unlock_key": self.unlock_key,
         }.get(method)
         if handler is None:
             raise ApiError("unknown_method", f"unknown control method {method}")
@@ -94,10 +95,28 @@ class ControlAPI:
         except model.BadSetting as exc:
             raise ApiError("bad_request", str(exc)) from None
         if changes:
-            await self.m.modify_cluster(
-                lambda cluster: None if all(cluster.get(k) == v for k, v in changes.items())
-                else dict(cluster, **changes))
+            fresh_key = keyring.new_unlock_key()
+
+            def change(cluster: dict) -> dict | None:
+                new = dict(cluster, **changes)
+                # Autolock on: the managers wrap their data key with the unlock key (a new one
+                # unless one is set); off: the key is dropped and they keep their data key in the clear.
+                new["unlock_key"] = (cluster.get("unlock_key") or fresh_key) if new.get("autolock") else ""
+                return None if new == cluster else new
+            await self.m.modify_cluster(change)
         return self._settings_view()
+
+    async def unlock_key(self, params: dict) -> dict:
+        """`swarm unlock-key [--rotate]`: the cluster's unlock key (a new one with rotate).
+        Every running manager rewraps its data key with the new key (swarm/daemon/keys.py)."""
+        if params.get("rotate"):
+            fresh_key = keyring.new_unlock_key()
+            await self.m.modify_cluster(lambda cluster: dict(cluster, unlock_key=fresh_key)
+                                        if cluster.get("autolock") else None)
+        key = self.m.cluster().get("unlock_key") or ""
+        if not key:
+            raise ApiError("bad_request", "no unlock key is set: autolock is off (swarm update --autolock=true)")
+        return {"unlock_key": key}
 
     async def node_ls(self, params: dict) -> list[dict]:
         wanted = filters.from_params(params, filters.NODE_FILTERS)
