@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import raft.inet_fix  # noqa: F401  (before pysyncobj: see there)
 import pysyncobj
 import pysyncobj.syncobj as syncobj_module
 import pysyncobj.transport as transport_module

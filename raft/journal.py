@@ -57,6 +57,7 @@ import zlib
 from typing import Any, Callable, TypeVar
 
 import msgpack
+import raft.inet_fix  # noqa: F401  (before pysyncobj: see there)
 from pysyncobj.journal import Journal
 
 from raft.cipher import DataCipher, DecryptError

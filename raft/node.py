@@ -39,6 +39,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 import msgpack
 import trio
+import raft.inet_fix  # noqa: F401  (before pysyncobj: see there)
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.node import TCPNode

@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import raft.inet_fix  # noqa: F401  (before pysyncobj: see there)
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport

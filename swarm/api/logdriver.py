@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
-from swarm.api.spec import LogDriver
+if TYPE_CHECKING:  # a type only: the CLI checks --log-opt without loading the object model
+    from swarm.api.spec import LogDriver
 
 DRIVERS = ("json-file", "local", "none")
 # What each driver of Docker knows; the ones this swarm does not implement are refused by name.

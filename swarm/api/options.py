@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from swarm.api.spec import Ulimit
+if TYPE_CHECKING:  # parse_ulimit imports it: the CLI checks its flags without loading the object model
+    from swarm.api.spec import Ulimit
 
 # The kernel's capabilities, in bit order (CAP_CHOWN is bit 0, CAP_CHECKPOINT_RESTORE bit 40).
 ALL_CAPABILITIES: tuple[str, ...] = tuple("CAP_" + name for name in (
@@ -121,6 +123,7 @@ def parse_ulimit(text: str) -> Ulimit:
         numbers = [int(p, 10) for p in parts]
     except ValueError:
         raise ValueError(f"invalid ulimit {text!r}: limits are whole numbers (-1 for unlimited)") from None
+    from swarm.api.spec import Ulimit
     return check_ulimit(Ulimit(name=name, soft=numbers[0], hard=numbers[-1]))
 
 

@@ -15,13 +15,10 @@ from typing import Any
 
 import msgspec
 
-SERVICE, TASK = "service", "task"
+# The state and mode names live in a light module (the CLI reads them); the model's users find them here too.
+from swarm.api.states import GLOBAL_MODES, JOB_MODES, STATE_ORDER, TASK_STATES, TERMINAL_STATES  # noqa: F401
 
-# SwarmKit's task states, in order. A task only moves forward.
-TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
-               "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
-TERMINAL_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
-STATE_ORDER = {s: i for i, s in enumerate(TASK_STATES)}
+SERVICE, TASK = "service", "task"
 
 
 def is_terminal(state: str) -> bool:
@@ -195,10 +192,6 @@ class ServiceSpec:
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: UpdateConfig = UpdateConfig()
     network_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # network ID -> its DNS aliases
-
-
-JOB_MODES = frozenset({"replicated-job", "global-job"})
-GLOBAL_MODES = frozenset({"global", "global-job"})
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ chaos.runner.run_scenario, which builds its own lab, injects the faults,
 checks the invariants and always tears the lab down. The verdict table is
 printed at the end (and the JSON report written); the exit code is 1 if any
 scenario violated an invariant or could not run. This module adds itself to
-`swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 

@@ -15,15 +15,16 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from swarm.api import filters
-from swarm.api.gofmt import DOCKER_FUNCTIONS, Function
-from swarm.api.gotemplate import TemplateError, compile_template
-from swarm.rpc.client import call_unix_sync
-from swarm.rpc.messages import RPCError
+if TYPE_CHECKING:
+    from swarm.api.gofmt import Function
+
+# Every command imports this module, so it imports only what parsing and printing
+# need: the daemon's client, the template engine and the filter parser are
+# imported by the functions that use them (a command starts in tens of ms).
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class LocalDaemon:
         self.socket = os.path.join(self.state_dir, SOCKET_NAME)
 
     def call(self, method: str, params: dict | None = None, timeout: float = CALL_TIMEOUT) -> Any:
+        from swarm.rpc.blocking import call_unix_sync
+        from swarm.rpc.messages import RPCError
         try:
             return call_unix_sync(self.socket, method, params or {}, timeout)
         except RPCError as exc:
@@ -257,6 +260,31 @@ def print_cells(table: Sequence[Sequence[str]]) -> None:
         click.echo("".join(cells).rstrip())
 
 
+def human_duration(seconds: float) -> str:
+    """Docker's units.HumanDuration."""
+    if (s := int(seconds)) < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    if (minutes := int(seconds / 60)) == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    if (hours := int(seconds / 3600 + 0.5)) == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
 def print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=4, ensure_ascii=False))
 
@@ -289,6 +317,7 @@ def show_inspect(objects: Sequence[Mapping[str, Any]], fmt: str,
     elif fmt == "pretty" and pretty is not None:
         click.echo("\n\n".join("\n".join(pretty(o)) for o in objects))
     else:
+        from swarm.api.gotemplate import TemplateError, compile_template
         text = _template_text(fmt)
         try:
             tmpl = compile_template(text)
@@ -304,14 +333,17 @@ FORMAT_HELP = 'table, json, "table TEMPLATE" or a Go template ({{.ID}}), as dock
 INSPECT_FORMAT_HELP = "json, pretty or a Go template ({{.id}}: the keys of the JSON document)."
 FILTER_HELP = "Filter the list, KEY=VALUE (repeatable: one key's values OR, different keys AND)."
 
-# docker/cli's templates.HeaderFunctions: a table's header row is the template run on the
-# column titles, with these in place of the functions that would change a title.
-HEADER_FUNCTIONS: dict[str, Function] = {
-    **DOCKER_FUNCTIONS,
-    **{name: Function(lambda v, *_: v, ("any",) + ("any",) * extra)
-       for name, extra in (("json", 0), ("split", 1), ("join", 1), ("title", 0), ("lower", 0), ("upper", 0),
-                           ("truncate", 1))},
-}
+
+def header_functions() -> dict[str, Function]:
+    """docker/cli's templates.HeaderFunctions: a table's header row is the template run on the
+    column titles, with these in place of the functions that would change a title."""
+    from swarm.api.gofmt import DOCKER_FUNCTIONS, Function
+    return {
+        **DOCKER_FUNCTIONS,
+        **{name: Function(lambda v, *_: v, ("any",) + ("any",) * extra)
+           for name, extra in (("json", 0), ("split", 1), ("join", 1), ("title", 0), ("lower", 0), ("upper", 0),
+                               ("truncate", 1))},
+    }
 
 
 class OutputFormat(click.ParamType):
@@ -345,6 +377,7 @@ def _template_text(fmt: str) -> str:
 
 def show_templated(items: Sequence[Mapping[str, Any]], fmt: str, headers: Mapping[str, str]) -> None:
     """Each item through the --format template; "table TEMPLATE" adds a header row and aligns columns."""
+    from swarm.api.gotemplate import TemplateError, compile_template
     text = _template_text(fmt)
     try:
         tmpl = compile_template(text)
@@ -355,7 +388,7 @@ def show_templated(items: Sequence[Mapping[str, Any]], fmt: str, headers: Mappin
         click.echo(body, nl=False)
         return
     try:
-        head = compile_template(text, funcs=HEADER_FUNCTIONS, missing_key="zero").render(headers)
+        head = compile_template(text, funcs=header_functions(), missing_key="zero").render(headers)
     except TemplateError:
         head = ""          # docker ignores a header that does not render
     print_cells([line.split("\t") for line in (head + "\n" + body).split("\n")[:-1]])
@@ -363,6 +396,9 @@ def show_templated(items: Sequence[Mapping[str, Any]], fmt: str, headers: Mappin
 
 def parse_filters(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, list[str]] | None:
     """-f KEY=VALUE flags -> {key: [values]} (the daemon checks the keys)."""
+    if not values:
+        return None
+    from swarm.api import filters  # brings the object model (msgspec): only when -f is given
     try:
         return filters.parse(values) or None
     except filters.FilterError as exc:

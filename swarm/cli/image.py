@@ -8,8 +8,8 @@ has the daemon write one there that is then copied to stdout; both are
 removed after the call. Output mirrors docker's: `ls` expands each image
 into one row per repository and tag (and digest with --digests) as docker's
 image formatter does, `rm` and `prune` print docker's Untagged/Deleted
-records. This module adds itself to `swarm.cli.main.swarm` when
-`swarm.cli.main` imports it.
+records. This module adds itself to the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, fail,
-                              filter_option, show_inspect, show_list, with_daemon)
+                              filter_option, human_duration, show_inspect, show_list, with_daemon)
 from swarm.api import reference
 from swarm.cli.root import swarm
 from swarm.cli.transfer_view import TransferView, pull_footer, pull_header, push_footer
@@ -107,31 +107,6 @@ def _epoch(value: Any) -> float:
             when = when.replace(tzinfo=datetime.timezone.utc)
         return when.timestamp()
     return 0.0
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's units.HumanDuration."""
-    if (s := int(seconds)) < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    if (minutes := int(seconds / 60)) == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    if (hours := int(seconds / 3600 + 0.5)) == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def human_size(size: float) -> str:

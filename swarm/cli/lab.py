@@ -5,7 +5,8 @@ the hosts (network namespaces on an underlay bridge), runs one daemon per
 host through the ordinary `swarm init`/`swarm join`, and removes it all
 again. `exec` replaces itself with `nsenter --net=... CMD`, so the command's
 exit code, signals and terminal pass through unchanged. This module adds
-itself to `swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+itself to the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 

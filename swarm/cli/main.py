@@ -12,8 +12,10 @@ daemon or the bootstrap is printed as "Error: <sentence>" on stderr with exit
 1; any other exception is an internal error, printed on one line, exit 1.
 Output mirrors docker's; `--format json` prints exactly one JSON document.
 Each command group lives in its own module (cluster, node, service, network,
-image, lab, chaos; secret and config share one), uses the helpers of swarm/cli/common.py and adds itself to
-the root group of swarm/cli/root.py; importing them here is what registers them.
+image, lab, chaos, stack, volume; secret and config share one), uses the helpers of
+swarm/cli/common.py and adds itself to the root group of swarm/cli/root.py, which
+imports a module only when one of its commands runs (root.COMMANDS): a command
+pays for its own imports only, and `swarm --help` for none of them.
 """
 from __future__ import annotations
 
@@ -22,8 +24,6 @@ from collections.abc import Sequence
 
 import click
 
-from swarm.cli import chaos, cluster, image, lab, network, node, secret, service, volume  # noqa: F401  (each adds its commands)
-from swarm.cli import stack  # noqa: F401  (swarm stack: compose files, swarm/stack/)
 from swarm.cli.common import internal_error
 from swarm.cli.root import swarm
 

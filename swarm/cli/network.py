@@ -5,7 +5,8 @@ error, exit 2), then one call to the node's daemon (`network.create`,
 `network.ls`, `network.inspect`, `network.rm`) and docker's output.
 `network ls --format json` prints the rows with the keys of DESIGN.md §11
 (id, name, driver, scope, subnet); `ls` also takes filters and Go templates. This module adds itself to
-`swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 

@@ -34,9 +34,8 @@ from typing import Any, TextIO
 
 import click
 
-from swarm.api.spec import JOB_MODES, TERMINAL_STATES
+from swarm.api.states import JOB_MODES, TERMINAL_STATES
 from swarm.cli.common import LocalDaemon, fail, format_duration
-from swarm.rpc.messages import RPCError
 
 POLL_INTERVAL = 0.25          # seconds between two service.ps while waiting for convergence
 PENDING_ERROR_POLLS = 3       # a pending task's error is shown once it lasts this many polls
@@ -179,6 +178,7 @@ class Waiter:
 
     def wait(self, deadline: float | None = None) -> str | None:
         """None once the service converged, else the sentence saying why it did not by the deadline."""
+        from swarm.rpc.messages import RPCError  # with the daemon's client, not at the CLI's start
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         try:
             while True:

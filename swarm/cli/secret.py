@@ -10,7 +10,8 @@ Docker's), a config's is (`config inspect --pretty` prints it as docker does).
 created_at, updated_at (RFC 3339) and labels. Values are read from FILE or
 stdin ("-"), at most twice Docker's limit (the daemon says when a value is too
 big); secret drivers and template drivers are refused with one sentence. This
-module adds itself to `swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+module adds itself to the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 
@@ -24,11 +25,9 @@ from typing import Any, BinaryIO
 import click
 
 from swarm.cli.common import (FILTER_HELP, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, OutputFormat, fail,
-                               filter_option, kv, show_inspect, show_list, with_daemon)
-from swarm.cli.image import human_duration
+                               filter_option, human_duration, kv, show_inspect, show_list, with_daemon)
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import LABEL
-from swarm.rpc.messages import RPCError
 
 # Docker's limits (the daemon checks them); the CLI reads at most twice as much, as docker/cli does.
 MAX_SIZE = {"secret": 500 * 1024, "config": 1000 * 1024}
@@ -190,6 +189,7 @@ def _add_group(kind: str) -> click.Group:
     @with_daemon
     def rm(daemon: LocalDaemon, refs: tuple[str, ...]) -> None:
         # As docker's: each one removed is printed, each refusal too, and any refusal fails the command.
+        from swarm.rpc.messages import RPCError  # with the daemon's client, not at the CLI's start
         errors = []
         for ref in refs:
             try:

@@ -13,7 +13,8 @@ done (with -f: for ever, each call waiting for new lines), see swarm/daemon/logs
 `update --network-add/-rm` and `--publish-add/-rm` first read the current spec
 (`service.inspect`) and send the whole new "networks"/"ports" lists: the
 daemon replaces the lists it is given.
-This module adds itself to `swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+This module adds itself to the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 
@@ -27,11 +28,9 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from swarm.api import logview
 from swarm.cli.common import (FORMAT_HELP, INSPECT_FORMAT, INSPECT_FORMAT_HELP, LIST_FORMAT, LocalDaemon, _title, fail,
-                               filter_option, format_duration, is_table, kv, self_node,
+                               filter_option, format_duration, human_duration, is_table, kv, self_node,
                                show_inspect, show_list, with_daemon)
-from swarm.cli.image import human_duration
 from swarm.cli.progress import ID_LEN, UpdateFollow, Waiter
 from swarm.cli.root import swarm
 from swarm.cli.service_flags import SCALE, TAIL
@@ -544,6 +543,7 @@ def log_time(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     as the RFC 3339 UTC time the daemon compares lines with."""
     if value is None:
         return None
+    from swarm.api import logview  # `service logs` alone needs it: the other commands start without
     try:
         return logview.get_timestamp(value, time.time(), datetime.datetime.now().astimezone().tzinfo)
     except logview.BadTime as exc:
@@ -598,6 +598,7 @@ def service_logs(daemon: LocalDaemon, follow: bool, tail: int | None, since: str
 
 def print_log(entry: Mapping[str, Any], **shape: Any) -> None:
     """One line as docker prints it (swarm/api/logview.py), on stdout or stderr as the task wrote it."""
+    from swarm.api import logview
     click.echo(logview.format_line(entry, **shape), err=entry.get("stream") == "stderr")
 
 

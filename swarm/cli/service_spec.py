@@ -26,7 +26,6 @@ from typing import Any
 
 import click
 
-from swarm.api import reference
 from swarm.cli.common import Duration
 from swarm.cli.endpoint_flags import ENDPOINT_MODES, check_publish
 from swarm.cli.process_flags import read_env_file
@@ -505,6 +504,7 @@ def registry_auth(state_dir: str, image: str) -> str:
     names the fault."""
     # Imported here: only --with-registry-auth needs the registry code (every other command
     # would pay for loading its HTTP client).
+    from swarm.api import reference
     from swarm.daemon.config import Paths
     from swarm.daemon.registry import encode_auth
     from swarm.registry import credentials

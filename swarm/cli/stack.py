@@ -9,17 +9,17 @@ one), then makes them with docker's lines ("Creating network vote_default",
 ignores are said as docker says them ("Ignoring unsupported options: build,
 restart"). `ls`, `ps`, `services` and `rm` find the stack's objects by their
 label com.docker.stack.namespace. This module adds itself to
-`swarm.cli.main.swarm` when `swarm.cli.main` imports it.
+the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import yaml
 
 from swarm.cli.common import (FORMAT_HELP, LIST_FORMAT, LocalDaemon, fail, filter_option, parse_duration, self_node,
                                show_list, with_daemon)
@@ -29,9 +29,13 @@ from swarm.cli.service import SERVICE_COLUMNS, SERVICE_HEADERS, show_tasks
 from swarm.cli.service_flags import DEFAULT_WAIT
 from swarm.cli.service_spec import registry_auth
 from swarm.stack import deploy as stack_deploy
-from swarm.stack import loader
-from swarm.stack.convert import Stack, convert
 from swarm.stack.deploy import RESOLVE_CHOICES, stack_filter
+
+if TYPE_CHECKING:
+    from swarm.stack.convert import Stack
+
+# The compose loader (yaml, jsonschema) is imported by the two commands that read
+# compose files, deploy and config: ls, ps, services and rm start without it.
 
 STACK_HEADERS = {"Name": "NAME", "Services": "SERVICES"}
 COMPOSE_FILE_HELP = 'Path to a Compose file, or "-" to read from stdin (repeatable: later files override).'
@@ -61,6 +65,8 @@ def stack() -> None:
 def load_stack(files: Sequence[str], name: str) -> tuple[Stack, dict[str, str]]:
     """The files as a converted stack (ComposeError: one sentence), its notices said on stderr,
     and the variables it was interpolated with."""
+    from swarm.stack import loader
+    from swarm.stack.convert import convert
     compose = loader.load(files, os.environ)
     result = convert(compose.data, name, compose.where)
     if result.unsupported:
@@ -113,6 +119,9 @@ def stack_deploy_cmd(daemon: LocalDaemon, files: list[str], prune: bool, resolve
 @click.option("--skip-interpolation", is_flag=True, help="Skip interpolation and output only the merged config.")
 def stack_config(files: list[str], skip_interpolation: bool) -> None:
     """Print the final compose file, after merging and interpolation."""
+    import yaml
+
+    from swarm.stack import loader
     compose = loader.load(files, os.environ, interpolate_variables=not skip_interpolation)
     click.echo(yaml.safe_dump(compose.data, sort_keys=False, default_flow_style=False, allow_unicode=True), nl=False)
 

@@ -7,7 +7,8 @@ DRIVER and VOLUME NAME, `inspect` a JSON list, `rm` each removed name, `prune`
 the deleted names and the space reclaimed. `--format` takes table, json (one
 JSON document) or a Go template over docker's field names ({{.Name}},
 {{.Driver}}, ...; a `table` prefix adds the header row). This module adds
-itself to the root group when `swarm.cli.main` imports it.
+itself to the root group when the root loads it
+(swarm.cli.root.COMMANDS).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Any
 
 import click
 
-from swarm.api.gotemplate import TemplateError, compile_template
 from swarm.cli.common import LocalDaemon, fail, print_json, print_table, with_daemon
 from swarm.cli.root import swarm
 
@@ -45,6 +45,7 @@ def ls_row(info: Mapping[str, Any]) -> dict[str, str]:
 
 def render_template(fmt: str, rows: Sequence[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> None:
     """docker's --format TEMPLATE: one line per row; `table TEMPLATE` adds headers and aligns columns."""
+    from swarm.api.gotemplate import TemplateError, compile_template  # only for --format TEMPLATE
     table = fmt.startswith("table")
     text = fmt[len("table"):].lstrip() if table else fmt
     try:

@@ -1,5 +1,5 @@
 """The RPC client: one connection, many concurrent calls; a pool of kept
-TLS connections; and one blocking call for the CLI.
+TLS connections; and (from swarm.rpc.blocking) one blocking call for the CLI.
 
 How this works: each call registers a waiter under a fresh id and sends; one
 reader task, in a nursery the client owns, hands each answer to its waiter,
@@ -10,9 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import ssl
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,9 +19,15 @@ from typing import Any
 import trio
 
 from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame
-from swarm.rpc.messages import LOST, RECV_SIZE, RPCError, cause_of, check_response, result_of
+from swarm.rpc.blocking import call_unix_sync
+from swarm.rpc.messages import RECV_SIZE, RPCError, cause_of, check_response, result_of
+
+__all__ = ["LOST", "ClientPool", "RPCClient", "call_unix_sync", "open_client_tls", "open_client_unix"]
 
 log = logging.getLogger(__name__)
+
+# What a lost connection raises: the call (or the connection) ends, the server goes on.
+LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 @dataclass
@@ -268,40 +272,3 @@ async def open_client_unix(path: str | os.PathLike[str], *, timeout: float = 5.0
                            **kwargs: Any) -> AsyncIterator[RPCClient]:
     async with await RPCClient.connect_unix(path, timeout=timeout, **kwargs) as client:
         yield client
-
-
-def call_unix_sync(path: str | os.PathLike[str], method: str, params: dict | None = None,
-                   timeout: float = 5.0, *, max_frame: int = DEFAULT_MAX_FRAME) -> Any:
-    """One blocking call to the local daemon, for the CLI (no trio needed)."""
-    path = os.fspath(path)
-    try:
-        frame = encode_frame({"id": 1, "method": method, "params": params or {}, "deadline": timeout}, max_frame)
-    except FrameError as exc:
-        raise RPCError("bad_request", f"cannot send {method}: {exc}") from None
-    deadline = time.monotonic() + timeout
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise RPCError("unavailable", f"the swarm daemon is not running (no socket at {path})") from None
-        sock.sendall(frame)
-        decoder = FrameDecoder(max_frame)
-        while (remaining := deadline - time.monotonic()) > 0:
-            sock.settimeout(remaining)
-            if not (data := sock.recv(RECV_SIZE)):
-                decoder.close()
-                raise RPCError("unavailable", f"the swarm daemon at {path} closed the connection without answering")
-            for msg in decoder.feed(data):
-                if (resp := check_response(msg))["id"] == 1:
-                    return result_of(resp)
-        raise TimeoutError
-    except TimeoutError:
-        raise RPCError("deadline", f"{method} got no answer from the swarm daemon within {timeout:g} s") from None
-    except FrameError as exc:
-        raise RPCError("unavailable", f"the swarm daemon at {path} sent a bad reply: {exc}") from None
-    except OSError as exc:
-        raise RPCError("unavailable", f"cannot reach the swarm daemon at {path}: {exc.strerror or exc}") from None
-    finally:
-        sock.close()

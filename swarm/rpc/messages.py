@@ -7,13 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from raft.framing import MalformedFrame
 
 RECV_SIZE = 65536
-# What a lost connection raises: the call (or the connection) ends, the server goes on.
-LOST = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class RPCError(Exception):

@@ -30,8 +30,9 @@ import trio
 from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame
 from swarm.rpc.limits import (HANDSHAKE_TIMEOUT, MAX_DEADLINE, MAX_IN_FLIGHT, UNAUTHENTICATED, Admission,
                               StreamLimits, nofile_limit)
-from swarm.rpc.messages import LOCAL_PEER, LOST, RECV_SIZE, BadMessage, Peer, RPCError, as_peer, \
-    cause_of, error_answer, is_int
+from swarm.rpc.client import LOST
+from swarm.rpc.messages import LOCAL_PEER, RECV_SIZE, BadMessage, Peer, RPCError, as_peer, cause_of, error_answer, \
+    is_int
 from swarm.rpc.router import Router
 
 log = logging.getLogger(__name__)
