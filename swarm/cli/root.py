@@ -142,6 +142,8 @@ class SwarmGroup(click.Group):
             raise docker_only(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            reader_went_away()
         except Exception as exc:
             # Imported here: the RPC messages pull in the frame codec, which a
             # command that never calls the daemon (--help) does not need.
@@ -150,6 +152,20 @@ class SwarmGroup(click.Group):
             if isinstance(exc, (SwarmError, RPCError)):
                 fail(exc.message)
             internal_error(exc)
+
+
+def reader_went_away() -> None:
+    """stdout's reader closed it (`swarm service ps | head`): end as docker's CLI (a Go program)
+    does, killed by SIGPIPE, without a message; the output it wanted was printed."""
+    import os
+    import signal
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)           # the interpreter's final flush of stdout must not fail again
+    finally:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
 
 
 @click.group(cls=SwarmGroup, context_settings={"help_option_names": ["-h", "--help"]})

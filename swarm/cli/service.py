@@ -360,6 +360,11 @@ def pretty_service(s: Mapping[str, Any], network_names: Mapping[str, str] | None
     lines += ["ContainerSpec:", kv("Image", container.get("image", ""), 1)]
     lines += _pretty_container(container)
     lines += _pretty_mounts(container.get("mounts") or ())
+    for title, key in (("Configs", "configs"), ("Secrets", "secrets")):   # docker's order
+        if container.get(key):
+            lines.append(f"{title}:")
+            for ref in container[key]:
+                lines += [kv("Target", ref.get("target", ""), 1), kv("Source", ref.get("name", ""), 2)]
     log_driver = container.get("log_driver") or {}
     if log_driver and (log_driver.get("name", "json-file") != "json-file" or log_driver.get("options")):
         lines += ["Log Driver:", kv("Name", log_driver.get("name", ""), 1)]

@@ -539,3 +539,24 @@ def test_internal_error_names_the_real_failure_inside_a_group():
     group = ExceptionGroup("Exceptions from Trio nursery (1 sub-exception)", [ValueError("bad thing\nmore")])
     assert common.one_line(group) == "ValueError: bad thing"
     assert common.one_line(KeyError()) == "KeyError"
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_cli_quietly_as_docker_does():
+    """`swarm service ps web | head -n 3`: no "internal error: BrokenPipeError", killed by SIGPIPE."""
+    import signal
+    import subprocess
+
+    program = ("import click, sys\n"
+               "from swarm.cli.root import swarm\n"
+               "@swarm.command('flood', hidden=True)\n"
+               "def flood():\n"
+               "    for i in range(200000):\n"
+               "        click.echo(f'line {i}')\n"
+               "from swarm.cli.main import main\n"
+               "main(['flood'])\n")
+    writer = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = writer.stdout.readline()
+    writer.stdout.close()                       # the reader goes away after one line
+    stderr = writer.stderr.read()
+    assert writer.wait(timeout=30) == -signal.SIGPIPE
+    assert first == b"line 0\n" and stderr == b""

@@ -1265,3 +1265,20 @@ def test_pretty_shows_the_update_status_configs_and_healthcheck(fake, run, monke
         "  Tests:\n"
         "   Test = CMD-SHELL\n"
         "   Test = wget -q localhost\n")
+
+
+def test_pretty_names_the_secrets_and_configs_by_target_and_source(fake, run):
+    container = {**INSPECTED["spec"]["container"], "mounts": [],
+                 "configs": [{"id": "c1", "name": "app_conf", "target": "/etc/app.conf", "uid": "0", "gid": "0",
+                              "mode": 0o444}],
+                 "secrets": [{"id": "s1", "name": "db_pw_v2", "target": "db_pw", "uid": "0", "gid": "0",
+                              "mode": 0o400}]}
+    fake.answers["service.inspect"] = [{**INSPECTED, "spec": {**INSPECTED["spec"], "container": container}}]
+    text = ok(run("service", "inspect", "--pretty", "web"))
+    assert ("Configs:\n"
+            " Target:              /etc/app.conf\n"
+            "  Source:             app_conf\n"
+            "Secrets:\n"
+            " Target:              db_pw\n"
+            "  Source:             db_pw_v2\n") in text
+    assert "s1" not in text.split("Secrets:")[1].split("\n")[1]
