@@ -104,7 +104,8 @@ class Manager:
     async def compare_and_set(self, kind: str, id: str, change: Callable[[Any], Any | None], *,
                               version: int | None = None, what: str = "",
                               decode: Callable[[bytes], Any] = model.decode,
-                              encode: Callable[[Any], bytes] = model.encode) -> tuple[Any, int]:
+                              encode: Callable[[Any], bytes] = model.encode,
+                              also: Callable[[Any, Any], list[Op]] | None = None) -> tuple[Any, int]:
         """Read-modify-write one record with compare-and-set; returns the record as
         it now is and its version.
 
@@ -114,7 +115,8 @@ class Manager:
         Given `version` (what the caller read), the change applies only to the
         record at that version and is never retried: a record that moved on
         is a "conflict" and nothing is written (Docker's "update out of
-        sequence")."""
+        sequence"). `also(current, new)`: more operations committed in the same
+        transaction (their conflicts are retried as the record's own)."""
         what = what or f"{kind} {id}"
         for _ in range(WRITE_RETRIES if version is None else 1):
             rec = self.raft.get(kind, id)
@@ -128,7 +130,8 @@ class Manager:
             if new is None:
                 return current, rec.version
             try:
-                result = await self.commit([Op.update(kind, id, encode(new), expect=rec.version)])
+                result = await self.commit([Op.update(kind, id, encode(new), expect=rec.version),
+                                            *(also(current, new) if also is not None else ())])
                 return new, result.versions[0]
             except ApiError as exc:
                 if exc.code != "conflict":

@@ -289,3 +289,26 @@ async def test_a_task_whose_secret_never_came_is_rejected_with_a_sentence(clock)
         _, status = manager.last("t1")
     assert status.err == "the secret db_pw was not received from the managers"
     assert "t1" not in runtime.containers
+
+
+@pytest.mark.trio
+async def test_a_service_taking_a_secret_while_it_is_removed_wins_or_loses_whole():
+    """The race `secret rm` vs `service create --secret`: the rm checked the services and found
+    none; before its delete commits, a service takes the secret. The delete must fail its
+    compare-and-set, check again and refuse, never leave a service using a removed secret."""
+    store, secret_api, _, services, _, _ = await apis()
+    await secret_api.create({"name": "db_pw", "data": b"v1"})
+    commit = secret_api.m.commit
+    raced = []
+
+    async def commit_after_a_service_took_it(ops, *args, **kwargs):
+        if not raced and any(op.action == "delete" and op.kind == "secret" for op in ops):
+            raced.append(True)
+            await create(services, "web", secrets=[{"source": "db_pw"}])
+        return await commit(ops, *args, **kwargs)
+
+    secret_api.m.commit = commit_after_a_service_took_it
+    with pytest.raises(ApiError, match="secret 'db_pw' is in use by the following service: web"):
+        await secret_api.rm({"refs": ["db_pw"]})
+    assert raced and [r["name"] for r in await secret_api.ls({})] == ["db_pw"]
+    assert services.find("web").spec.container.secrets[0].name == "db_pw"

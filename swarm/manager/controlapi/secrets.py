@@ -20,12 +20,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import trio
+
 from raft.store import Op
 from swarm.api import filters, model, records, secrets, spec
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
 from swarm.ca import pki
 from swarm.manager.membership import Manager
+
+RM_RETRIES = 5   # a delete that lost a race with a service taking the object is checked again
 
 MAX_REFS = 1000
 
@@ -155,20 +159,29 @@ class FileObjectAPI:
     async def rm(self, params: dict) -> list[str]:
         removed = []
         for ref in _refs(params, self.kind):
-            obj, version = self.find(ref)
-            services = [s for s, _ in records.decode_all(self.m.raft.list(spec.SERVICE),
-                                                         spec.service_from_dict).values()]
-            using = users(services, self.kind, obj.id)
-            if using:
-                # SwarmKit's sentence (InvalidArgument)
-                raise _bad(f"{self.kind} '{obj.name}' is in use by the following "
-                           f"{'service' if len(using) == 1 else 'services'}: {', '.join(using)}")
-            # The record first (then no reader finds the object), its chunks after it. A service
-            # given this object between the check above and this write is not seen: SwarmKit checks
-            # both in one store transaction, which records of other kinds cannot join here.
-            await self.m.commit([Op.delete(self.kind, obj.id, expect=version)])
-            await self._forget_chunks(list(secrets.chunk_ids(obj.id, obj.chunks)))
-            removed.append(ref)
+            for attempt in range(RM_RETRIES):
+                obj, version = self.find(ref)
+                services = [s for s, _ in records.decode_all(self.m.raft.list(spec.SERVICE),
+                                                             spec.service_from_dict).values()]
+                using = users(services, self.kind, obj.id)
+                if using:
+                    # SwarmKit's sentence (InvalidArgument)
+                    raise _bad(f"{self.kind} '{obj.name}' is in use by the following "
+                               f"{'service' if len(using) == 1 else 'services'}: {', '.join(using)}")
+                # The record first (then no reader finds the object), its chunks after it. Expecting
+                # the version read before the check: a service that took this object since rewrote
+                # the record in its own transaction (services.py `_claim_files`), so this delete
+                # fails and the check runs again.
+                try:
+                    await self.m.commit([Op.delete(self.kind, obj.id, expect=version)])
+                except ApiError as exc:
+                    if exc.code != "conflict" or attempt == RM_RETRIES - 1:
+                        raise
+                    await trio.sleep(0.01)
+                    continue
+                await self._forget_chunks(list(secrets.chunk_ids(obj.id, obj.chunks)))
+                removed.append(ref)
+                break
         return removed
 
 

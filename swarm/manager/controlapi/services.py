@@ -39,7 +39,7 @@ from typing import Any, Callable
 import trio
 
 from raft.store import Op
-from swarm.api import filters, model, records, reference, spec
+from swarm.api import filters, model, records, reference, secrets, spec
 from swarm.ca import pki
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.controlapi.secrets import names_to_ids
@@ -205,7 +205,8 @@ class ServiceAPI:
         now = time.time()
         service = spec.Service(pki.new_id(), s, 1, now, now, registry_auth=auth or "")
         try:
-            await self.m.commit([Op.create(spec.SERVICE, service.id, model.encode(spec.to_dict(service)))])
+            await self.m.commit([Op.create(spec.SERVICE, service.id, model.encode(spec.to_dict(service))),
+                                 *self._claim_files(s, None)])
         except ApiError as exc:
             if exc.code == "conflict":
                 raise ApiError("conflict", f"a service named {s.name} already exists") from None
@@ -294,6 +295,28 @@ class ServiceAPI:
                     raise ApiError("conflict", f"port '{port.published}' is already in use by service "
                                                f"'{other.spec.name}' ({other.id}) as an {mode} port")
 
+    def _claim_files(self, new: spec.ServiceSpec, old: spec.ServiceSpec | None) -> list[Op]:
+        """The secrets and configs `new` references and `old` did not, each rewritten unchanged
+        with compare-and-set, in the service's own transaction. A `secret rm` checks the
+        services, then deletes the record expecting the version it saw: a service that took the
+        secret in between moved that version, so the delete fails and is checked again (and
+        a service write after the delete fails: the record is gone). SwarmKit gets the same
+        from one store transaction over both; here the record's version carries it."""
+        def refs_of(s: spec.ServiceSpec) -> tuple[tuple[str, tuple[spec.FileReference, ...]], ...]:
+            return (secrets.SECRET, s.container.secrets), (secrets.CONFIG, s.container.configs)
+        had = set() if old is None else {(kind, r.id) for kind, refs in refs_of(old) for r in refs}
+        ops = []
+        for kind, refs in refs_of(new):
+            for ref in refs:
+                if (kind, ref.id) in had:
+                    continue
+                had.add((kind, ref.id))
+                rec = self.m.raft.get(kind, ref.id)
+                if rec is None:
+                    raise ApiError("bad_request", f"{kind} not found: {ref.name}")
+                ops.append(Op.update(kind, ref.id, rec.data, expect=rec.version))
+        return ops
+
     async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec],
                       resume: bool = False, registry_auth: str | None = None) -> dict:
         """Write the spec `respec` makes of the service as stored, with compare-and-set:
@@ -322,7 +345,8 @@ class ServiceAPI:
             return dataclasses.replace(new, update_status=spec.UpdateStatus("updating", now, 0.0, UPDATE_STARTED))
 
         service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",
-                                                  decode=_decode_service, encode=_encode_service)
+                                                  decode=_decode_service, encode=_encode_service,
+                                                  also=lambda old, new: self._claim_files(new.spec, old.spec))
         return {"id": service.id, "name": service.spec.name, "mode": service.spec.mode}
 
     async def update(self, params: dict) -> dict:
