@@ -1,7 +1,8 @@
 """Run swarm nodes as real daemon processes on loopback, through the real CLI (tests, benchmarks).
 
-Each node gets its own state directory and its own 127.0.0.x address (a
-random third octet per test, so tests never share addresses). Every daemon
+Each node gets its own state directory and its own 127.0.x.y address (a
+random third octet per test, from a range of its own per pytest-xdist worker,
+so tests never share addresses). Every daemon
 started here is killed by PID at teardown, also when the test fails.
 """
 from __future__ import annotations
@@ -35,10 +36,23 @@ class Node:
             return None
 
 
+def octet_range(worker: str) -> tuple[int, int]:
+    """The third octets a test process may use: all of 2-250, or, under pytest-xdist, a slice of
+    its own per worker (gw0, gw1, ...), so parallel tests never pick the same addresses (tests
+    of one worker run one after another and stop their daemons before the next starts)."""
+    low, high = 2, 250
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return low, high
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), int(worker[2:]) + 1)
+    size = (high - low + 1) // workers
+    start = low + int(worker[2:]) * size
+    return start, start + size - 1
+
+
 class Swarm:
     def __init__(self, base: str) -> None:
         self.base = base
-        self.octet = random.randint(2, 250)
+        self.octet = random.randint(*octet_range(os.environ.get("PYTEST_XDIST_WORKER", "")))
         self.nodes: dict[str, Node] = {}
         self.pids: set[int] = set()
         self._next = 10

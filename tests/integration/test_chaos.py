@@ -13,7 +13,8 @@ import pytest
 from swarm.lab import lab as labmod
 from swarm.lab.localcluster import ROOT
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the chaos suite builds labs (network namespaces): root")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="the chaos suite builds labs (network namespaces): root"),
+              pytest.mark.xdist_group("netns")]   # network namespaces: one worker (tests/conftest.py)
 
 
 def run_chaos(tmp_path, scenario, seed):

@@ -27,6 +27,7 @@ LAB_ADDR = re.compile(r"\binet 10\.(2[0-4][0-9]|250)\.0\.\d+/")
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(shutil.which("nsenter") is None, reason="needs nsenter"),
+    pytest.mark.xdist_group("netns"),     # network namespaces: one worker (tests/conftest.py)
 ]
 
 

@@ -24,11 +24,14 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from swarm.agent.networking import prefix_for
 from swarm.lab.localcluster import eventually
 from tests.integration.test_networking import ENV, HTTPD, PY, lab, on, swarm  # noqa: F401 (lab: fixture)
 
 HOSTS = ("h1", "h2", "h3")
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
 
 CLIENT = r"""
 import json, signal, sys, time, urllib.request

@@ -7,6 +7,9 @@ import json
 from swarm.lab.localcluster import eventually
 from tests.integration.test_networking import HTTPD, RESOLVE, in_netns, lab, on, task_netns, tasks  # noqa: F401
 
+import pytest  # noqa: E402
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
+
 # The client asks for `db` from inside its container (its resolv.conf names 127.0.0.11), then
 # fetches from that address; each line it logs is the answer of one of db's tasks, or why
 # there was none. (busybox's nslookup, not its wget: the static busybox's libc resolver crashes.)

@@ -13,6 +13,8 @@ import pytest
 from swarm.agent.networking import prefix_for
 from swarm.lab.localcluster import ROOT, eventually
 
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
+
 PY = sys.executable
 ENV = dict(os.environ, PYTHONPATH=ROOT)
 

@@ -37,6 +37,8 @@ from overlay import netns as ns
 from overlay.sandbox import bridge_port_name
 from overlay.testing import NameServer, Underlay, request
 
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
+
 SUBNET = "10.10.0.0/24"
 with open("/proc/sys/net/ipv4/ip_forward") as _f:
     ROOT_IP_FORWARD = _f.read().strip()  # read at import; the tests must not change it

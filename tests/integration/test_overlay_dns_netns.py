@@ -23,8 +23,9 @@ import trio
 
 from overlay import dns as edns
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                reason="needs root and iproute2 to create network namespaces")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                                 reason="needs root and iproute2 to create network namespaces"),
+              pytest.mark.xdist_group("netns")]   # network namespaces: one worker (tests/conftest.py)
 
 RECORDS = edns.Records({
     "front": edns.NetworkRecords(name="front", services=(

@@ -12,6 +12,8 @@ import pytest
 from overlay import netns as ns
 from overlay.errors import DatapathError, InvalidRequest
 
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
+
 
 @pytest.fixture
 def name() -> Iterator[str]:

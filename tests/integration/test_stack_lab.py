@@ -25,6 +25,9 @@ from swarm.agent.networking import prefix_for
 from swarm.lab.localcluster import eventually
 from tests.integration.test_networking import PY, lab, on  # noqa: F401 (lab: fixture)
 
+import pytest  # noqa: E402
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
+
 HOSTS = ("h1", "h2", "h3")
 PASSWORD = b"correct horse battery staple\n"
 CONF = "colour=blue"

@@ -32,10 +32,14 @@ import subprocess
 import tarfile
 import time
 
+import pytest
+
 from swarm.agent.networking import prefix_for
 from swarm.lab.localcluster import eventually
 from tests.integration.test_mesh_drain import HOSTS, Recorder, ingress_backends, node_ids, service_rows
 from tests.integration.test_networking import ENV, PY, RESOLVE, in_netns, lab, on, task_netns, tasks  # noqa: F401
+
+pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
 
 V2_PAGE = b"<!DOCTYPE html>\n<html><body><h1>version 2</h1></body></html>\n"
 # The task's id, then its image's page: an answer says which task and which version served it. The
