@@ -32,6 +32,10 @@ ports still learn: their entries go with the port when a sandbox is removed.
 replaces missing ones, so calling it again with the same table changes
 nothing. MTU is 1450 everywhere on the overlay (VXLAN adds 50 bytes); a
 1500-byte port would silently drop large packets.
+
+A network namespace can also be read back (`read_datapath`: its VNI and the
+sandboxes plugged into br0) and removed (`remove_datapath`) by its name
+alone: a restarted node has no object for what its earlier run made.
 """
 
 from __future__ import annotations
@@ -295,17 +299,47 @@ class NetworkDatapath:
         return ns.ns_exists(self.netns)
 
     def remove(self) -> None:
-        """Delete the namespace and everything in it; idempotent.
+        """Delete the namespace and everything in it; idempotent."""
+        remove_datapath(self.netns)
 
-        vxlan0 is deleted first so its UDP socket in the host namespace is
-        released now, not when the kernel gets round to the dead namespace
-        (a re-created network with the same VNI would otherwise clash).
-        """
-        if ns.ns_exists(self.netns):
-            try:
-                with iproute(self.netns, "delete vxlan0") as ipr:
-                    delete_link(ipr, VXLAN)
-                    delete_link(ipr, BRIDGE)
-            except DatapathError:
-                pass  # the namespace goes anyway
-        ns.remove(self.netns)
+
+def remove_datapath(netns: str) -> None:
+    """Delete a network namespace made by `NetworkDatapath.create` and everything in it;
+    idempotent. Works from the name alone (a leftover of an earlier run has no object).
+
+    vxlan0 is deleted first so its UDP socket in the host namespace is
+    released now, not when the kernel gets round to the dead namespace
+    (a re-created network with the same VNI would otherwise clash).
+    """
+    if ns.ns_exists(netns):
+        try:
+            with iproute(netns, "delete vxlan0") as ipr:
+                delete_link(ipr, VXLAN)
+                delete_link(ipr, BRIDGE)
+        except DatapathError:
+            pass  # the namespace goes anyway
+    ns.remove(netns)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A network namespace as read back from the kernel: its vxlan0's VNI (None: it has
+    none) and the ports on its br0 besides vxlan0 (the task sandboxes plugged into it)."""
+
+    netns: str
+    vni: int | None
+    ports: tuple[str, ...]
+
+
+def read_datapath(netns: str) -> Found:
+    """What a network namespace made by `NetworkDatapath.create` holds now (for one that
+    no object describes any more: a leftover of an earlier run)."""
+    with iproute(netns, "read the network's devices") as ipr:
+        links = ipr.get_links()
+    by_name = {link.get_attr("IFLA_IFNAME"): link for link in links}
+    vxlan, bridge = by_name.get(VXLAN), by_name.get(BRIDGE)
+    vni = info_data(vxlan, "IFLA_VXLAN_ID") if vxlan is not None else None
+    ports = () if bridge is None else tuple(sorted(
+        name for name, link in by_name.items()
+        if name != VXLAN and link.get_attr("IFLA_MASTER") == bridge["index"]))
+    return Found(netns, vni, ports)

@@ -163,7 +163,12 @@ class Controller:
         try:
             if adopted:
                 if self.task.networks:
-                    await self.agent.net.sandbox(self.task)  # repair the sandbox, restart its DNS server
+                    try:  # repair the sandbox, restart its DNS server
+                        await self.agent.net.sandbox(self.task)
+                    except Exception as exc:
+                        # E.g. its network left the view while this node was down (the task is
+                        # being stopped): the task still runs as it is; the agent must go on.
+                        log.warning("could not repair the sandbox of re-adopted task %s: %s", task_id, exc)
                 check = await call(runtime.healthcheck, task_id)
                 if check is None:
                     await self.report("running", "re-adopted after an agent restart")

@@ -15,6 +15,18 @@ builds a task's namespace (veth per network) and starts its DNS server on
 goes once it has left the view and no task here uses it any more (or at once,
 when a new network comes with its VNI), so a removed network leaves nothing.
 
+Which datapaths this node holds is kept in memory, and a restarted daemon
+starts with none, while the namespaces of its previous life are still there
+(its tasks' containers outlive it, and may be re-adopted). So the kernel is
+the record: an overlay namespace with this node's prefix that no network held
+here or named by the view accounts for is a leftover (`stale_networks`), and
+it goes (`leftover_goes`) once no task sandbox is plugged into it, or at once
+when a network being created needs its VNI (its network was removed: the
+managers gave the VNI out again). Otherwise a network removed while the
+daemon was down, or while only a task from before the restart used it here,
+would keep its namespace and its vxlan0 forever, and every later network
+with that VNI would fail here with "File exists".
+
 Every namespace is named `<prefix>-<kind>-<id>` with a per-node prefix, so
 several nodes on one machine (a lab) never collide, and so `lab down` and
 `swarm leave` can find what a node made. Kernel work runs in worker threads
@@ -26,15 +38,15 @@ import ipaddress
 import logging
 import random
 import re
-from typing import Any
+from typing import Any, Iterable
 
 import trio
 
 from overlay import dns, lb
-from overlay.errors import InvalidRequest
+from overlay.errors import DatapathError, InvalidRequest
 from overlay import netns as ns
 from overlay.ingress import IngressSandbox
-from overlay.network import NetworkDatapath, Peer
+from overlay.network import Found, NetworkDatapath, Peer, read_datapath, remove_datapath
 from overlay.sandbox import Attachment, TaskSandbox
 from swarm.api import netview
 from swarm.api import records as records_log
@@ -45,6 +57,20 @@ log = logging.getLogger(__name__)
 
 def prefix_for(node_id: str) -> str:
     return "sw" + node_id[:6]
+
+
+def stale_networks(namespaces: Iterable[str], prefix: str, keep: set[str]) -> list[str]:
+    """The overlay namespaces of the node with `prefix` that are not in `keep` (the namespaces
+    of the networks it holds or needs now): leftovers of an earlier run. Another node's, a
+    task's or the ingress sandbox's namespaces are never among them."""
+    return sorted(name for name in namespaces if name.startswith(f"{prefix}-ov-") and name not in keep)
+
+
+def leftover_goes(found: Found, needed_vni: int | None = None) -> bool:
+    """Whether a leftover network namespace is removed now: when no task sandbox is plugged
+    into it any more, or when it holds the VNI a network being created needs (one VNI is one
+    vxlan0 per node; the managers gave it out again, so its network is gone)."""
+    return not found.ports or (needed_vni is not None and found.vni == needed_vni)
 
 
 def dns_records(view: netview.NetworkView) -> dns.Records:
@@ -136,6 +162,7 @@ class NodeNetworking:
                     del self.datapaths[old_id]
                     self.peers.pop(old_id, None)
                     await trio.to_thread.run_sync(old.remove)
+            await self._remove_leftovers(net.vni)
             dp = NetworkDatapath(self.name("ov", net.id), net.vni, net.subnet, self.vtep, gateway=net.gateway,
                                  port=self.view.data_path_port)
             await trio.to_thread.run_sync(dp.create)
@@ -160,6 +187,22 @@ class NodeNetworking:
             except Exception as exc:    # the next view (or swarm leave) tries again
                 self.datapaths[net_id] = dp
                 log.warning("could not remove the datapath of network %s: %s", net_id, exc)
+        await self._remove_leftovers()
+
+    async def _remove_leftovers(self, needed_vni: int | None = None) -> None:
+        """Remove the leftover network namespaces of an earlier run that may go now (see the
+        module docstring); `needed_vni`: the VNI of a network about to be created here. Call
+        with the lock held."""
+        keep = {dp.netns for dp in self.datapaths.values()} | {self.name("ov", n) for n in self.view.networks}
+        for name in stale_networks(ns.list_ns(), self.prefix, keep):
+            try:
+                found = await trio.to_thread.run_sync(read_datapath, name)
+                if leftover_goes(found, needed_vni):
+                    await trio.to_thread.run_sync(remove_datapath, name)
+                    log.info("removed %s, the namespace of a network this node no longer has (VNI %s)",
+                             name, found.vni)
+            except DatapathError as exc:  # gone meanwhile, or the next view tries again
+                log.warning("could not remove the leftover network namespace %s: %s", name, exc)
 
     def _lb_services(self, net_ids: list[str]) -> list[lb.VipService]:
         out = []

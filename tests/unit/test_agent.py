@@ -451,6 +451,30 @@ async def test_a_restarted_agent_re_adopts_its_running_containers_and_cleans_up_
     assert ("stop_async", "t3") in runtime.calls and earlier.containers is runtime.containers
 
 
+class NoNetworks(FakeNetworking):
+    """A node whose network view lacks the networks of the tasks it re-adopts."""
+
+    async def sandbox(self, task: spec.Task) -> str:
+        raise RuntimeError(f"network {task.networks[0].network_id} is not known on this node yet")
+
+
+@pytest.mark.trio
+async def test_a_readopted_task_whose_network_left_the_view_is_stopped_and_the_agent_goes_on(clock) -> None:
+    # Restarted after its service was removed: the task still runs here, its network is no
+    # longer in the view, so its sandbox cannot be repaired. The agent must not die of it.
+    earlier = FakeRuntime()
+    earlier.prepare("t1", spec.ContainerSpec(image="demo:1"), spec.Resources(), None)
+    earlier.start("t1")
+    runtime, manager, net = FakeRuntime(), FakeManager(), NoNetworks()
+    runtime.adopt_from(earlier)
+    manager.put(make_task("t1", desired="shutdown", state="running",
+                          networks=(spec.Attachment("net1", "10.0.1.5/24"),)))
+    async with running_agent(runtime, manager, net):
+        await manager.until_state("t1", "shutdown")
+        await run_to_running(runtime, manager, make_task("t2"))   # the agent still works
+    assert net.removed == ["t1"]
+
+
 @pytest.mark.trio
 async def test_an_unassigned_task_is_stopped_and_its_container_removed(clock) -> None:
     runtime, manager, net = FakeRuntime(), FakeManager(), FakeNetworking()
