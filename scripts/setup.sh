@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for cmd in ip:iproute2 runc:runc nft:nftables busybox:busybox-static make:make tini-static:tini \
+for cmd in ip:iproute2 runc:runc conmon:conmon crun:crun nft:nftables busybox:busybox-static make:make tini-static:tini \
            docker-registry:docker-registry skopeo:skopeo; do
     command -v "${cmd%%:*}" >/dev/null 2>&1 || need_apt+=("${cmd##*:}")
 done

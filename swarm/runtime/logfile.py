@@ -1,13 +1,19 @@
-"""Reading a container's log files (CRI format, written and rotated by the shim; see shim.py).
+"""Reading a container's log files (CRI format, written by conmon, rotated by `rotate`).
 
-Each line: `<RFC 3339 nano UTC> <stdout|stderr> <F|P> <content>`. Partial (P)
+Each line: `<RFC 3339 nano> <stdout|stderr> <F|P> <content>`. Partial (P)
 entries are joined with the following entries of the same stream; the joined
-line carries the timestamp of its first part.
+line carries the timestamp of its first part. conmon writes the time with a
+zone offset (it runs with TZ=UTC: "...123456789+00:00"), the log shim of
+earlier versions wrote "...123456789Z": lines are read in either form and
+always given out in the second (`parse_line`); comparisons use only the
+fixed-width part both share (TS_CMP characters, to the nanosecond).
 
-How this works. The shim appends to container.log and, before a write would
-take it past max-size, rotates under an exclusive flock of the bundle
-directory: container.log.(N-2) -> .(N-1), ..., container.log -> .1, then a
-new container.log. A rotated file never grows again. A reader names a place
+How this works. conmon appends to container.log; the runtime rotates it
+(runcmon.py decides when) with `rotate`: under an exclusive flock of the
+bundle directory, container.log.(N-2) -> .(N-1), ..., container.log -> .1,
+then it asks the writer to reopen and waits until a new container.log is
+there before letting readers in again, so a rotated file that a reader can
+see never grows again. A reader names a place
 with a `Cursor`: the file's identity (inode, plus the file's first bytes so
 that a reused inode is not taken for the deleted file) and a byte offset.
 `read_chunk` holds a shared flock only while it opens the files, then reads
@@ -40,8 +46,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from swarm.runtime.base import LogEntry
 
@@ -50,7 +57,9 @@ BLOCK = 64 * 1024            # one read
 HEAD = 40                    # bytes that identify a file: its first entry's timestamp and stream
 MAX_JOINED = 64 * 1024       # a longer line (joined P entries) is given out in pieces
 CHUNK_BYTES = 1024 * 1024    # default budget of one read_chunk
-TS_LEN = len("2006-01-02T15:04:05.000000000Z")   # a line's timestamp, fixed width
+TS_LEN = len("2006-01-02T15:04:05.000000000Z")   # a line's timestamp as given out
+TS_CMP = TS_LEN - 1          # the part of a timestamp compared: both forms agree to the nanosecond
+UTC_OFFSET = b"+00:00"       # conmon's zone suffix (TZ=UTC), given out as "Z"
 
 
 class CursorError(ValueError):
@@ -137,6 +146,8 @@ def parse_line(raw: bytes) -> tuple[str, str, str, bytes] | None:
     parts = raw.split(b" ", 3)
     if len(parts) < 3:
         return None
+    if parts[0].endswith(UTC_OFFSET):
+        parts[0] = parts[0][:-len(UTC_OFFSET)] + b"Z"
     ts, stream, tag = (p.decode("ascii", "replace") for p in parts[:3])
     return ts, stream, tag, parts[3] if len(parts) == 4 else b""
 
@@ -236,16 +247,18 @@ def _find(chain: list[_File], fid: FileId) -> int | None:
     return None
 
 
-def start_cursor(bundle: str, tail: int | None, follow: bool, since: str | None = None) -> Cursor:
+def start_cursor(bundle: str, tail: int | None, follow: bool, since: str | None = None,
+                 final: bool = False) -> Cursor:
     """Where a read of this task starts: the oldest line, or `tail` lines from the end,
     or (given `since`) at the latest where its lines begin; without follow, also where
-    it ends (the end of what is written now)."""
+    it ends (the end of what is written now). `final`: as for read_chunk (a last P entry
+    counts as a line for --tail)."""
     with _open_chain(bundle) as chain:
         if not chain:
             return Cursor(nothing=not follow)
         newest = chain[0]
         until = None if follow else (newest.id, newest.size)
-        index, offset = _tail_position(chain, tail)
+        index, offset = _tail_position(chain, tail, final)
         if since is not None:
             # Docker takes the last `tail` lines, then drops those before `since`: start at the later
             # place (a newer file has a lower index).
@@ -255,13 +268,15 @@ def start_cursor(bundle: str, tail: int | None, follow: bool, since: str | None 
         return Cursor(chain[index].id, offset, until)
 
 
-def _tail_position(chain: list[_File], tail: int | None) -> tuple[int, int]:
+def _tail_position(chain: list[_File], tail: int | None, final: bool = False) -> tuple[int, int]:
     """(chain index, offset) where the last `tail` lines begin (None: the oldest line)."""
     if tail is None:
         return len(chain) - 1, 0
     if tail <= 0:
         return 0, _complete_end(chain[0])
     want = tail + 1              # start just after the (tail+1)-th last full line
+    if final and _ends_partial(chain[0]):
+        want -= 1                # the writer is gone: its last P entry ends a line of its own
     for index, entry in enumerate(chain):
         found, want = _scan_back(entry, _complete_end(entry), want)
         if found is not None:
@@ -272,8 +287,8 @@ def _tail_position(chain: list[_File], tail: int | None) -> tuple[int, int]:
 def _seek_since(chain: list[_File], since: str) -> tuple[int, int]:
     """(chain index, offset) of a place a reader can start at, at most about a BLOCK before
     the first line at or after `since` (the reader drops what comes before it)."""
-    bound = since.encode()
-    index = next((i for i, entry in enumerate(chain) if entry.size and entry.id.head[:TS_LEN] < bound), None)
+    bound = since.encode()[:TS_CMP]
+    index = next((i for i, entry in enumerate(chain) if entry.size and entry.id.head[:TS_CMP] < bound), None)
     if index is None:
         return len(chain) - 1, 0                  # every file starts at or after since: all of it
     entry = chain[index]
@@ -303,7 +318,7 @@ def _line_at(fd: int, pos: int, end: int) -> tuple[int, bytes] | None:
     start = pos + nl
     if start >= end:
         return None
-    return start, os.pread(fd, TS_LEN, start)
+    return start, os.pread(fd, TS_CMP, start)
 
 
 def _complete_end(entry: _File) -> int:
@@ -319,6 +334,17 @@ def _complete_end(entry: _File) -> int:
             return pos - step + nl + 1
         pos -= step
     return 0
+
+
+def _ends_partial(entry: _File) -> bool:
+    """Whether the file's last complete entry is a P entry."""
+    end = _complete_end(entry)
+    if end == 0:
+        return False
+    data = os.pread(entry.f.fileno(), min(BLOCK, end), end - min(BLOCK, end))
+    last = data[data.rfind(b"\n", 0, len(data) - 1) + 1:]
+    fields = last.split(b" ", 3)
+    return len(fields) >= 3 and fields[2] == b"P"
 
 
 def _scan_back(entry: _File, end: int, want: int) -> tuple[int | None, int]:
@@ -348,23 +374,25 @@ def _scan_back(entry: _File, end: int, want: int) -> tuple[int | None, int]:
 
 
 def read_chunk(bundle: str, cursor: Cursor, budget: int = CHUNK_BYTES, *, since: str | None = None,
-               until_time: str | None = None) -> Chunk:
+               until_time: str | None = None, final: bool = False) -> Chunk:
     """About `budget` bytes of lines from `cursor` (never more than budget + 2*MAX_JOINED + BLOCK
     read), ending at a cut; `eof` when nothing more is there now (or before `until`).
     Lines before `since` are left out; the first line after `until_time` ends the read
-    for good (`eof`, the cursor before that line)."""
+    for good (`eof`, the cursor before that line). `final`: the writer is gone, so a
+    partial line at the end of the newest file is complete as it stands (conmon ends
+    a last line without a newline with a P entry and no F)."""
     if cursor.nothing:
         return Chunk(cursor=cursor, start=cursor)
     with _open_chain(bundle) as chain:
-        return _Reader(chain, cursor, budget, since, until_time).run()
+        return _Reader(chain, cursor, budget, since, until_time, final).run()
 
 
 class _Reader:
     """One read_chunk: entries from the cursor on, across rotated files, up to the budget."""
 
     def __init__(self, chain: list[_File], cursor: Cursor, budget: int, since: str | None = None,
-                 until_time: str | None = None) -> None:
-        self.chain, self.cursor, self.budget = chain, cursor, budget
+                 until_time: str | None = None, final: bool = False) -> None:
+        self.chain, self.cursor, self.budget, self.final = chain, cursor, budget, final
         self.since, self.until_time = since, until_time
         self.chunk = Chunk(cursor=cursor, start=cursor, eof=False)
         self.joiner = Joiner()
@@ -401,7 +429,7 @@ class _Reader:
                 break
             if at_until or index == 0:
                 chunk.eof = True              # the end of the snapshot, or of what is written so far
-                if at_until and self.joiner.pending:
+                if (at_until or self.final) and self.joiner.pending:
                     for line in self.joiner.flush():     # the snapshot ends inside a line
                         chunk.lines.append((*line, (fi, offset)))
                     self.cut = (len(chunk.lines), fi, offset)
@@ -446,3 +474,44 @@ class _Reader:
                     if self.used >= self.budget:
                         return offset, True
         return offset, False
+
+
+# -- rotation -------------------------------------------------------------------------
+
+
+def rotate(bundle: str, max_file: int, reopen: Callable[[], None] | None, timeout: float = 2.0) -> bool:
+    """Rotate the bundle's log files (the oldest past `max_file` dropped) and have the writer
+    start a new container.log: `reopen` asks it to (the writer makes the new file), and the
+    readers stay out until it is there, so no file they can see grows after a newer one
+    exists (`reopen` None: there is no writer any more, an empty container.log is made here).
+    False when the writer did not reopen within `timeout` seconds (gone, or stuck: what it
+    writes meanwhile lands in the rotated file, nothing is lost)."""
+    path = os.path.join(bundle, LOG_NAME)
+    dir_fd = os.open(bundle, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)    # readers see the files before or after, never halfway
+        try:
+            if max_file > 1:
+                for i in range(max_file - 1, 0, -1):   # the oldest is replaced, so it goes
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(path if i == 1 else f"{path}.{i - 1}", f"{path}.{i}")
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            if reopen is None:
+                timeout = 0.0
+            else:
+                reopen()
+            deadline = time.monotonic() + timeout
+            while not os.path.exists(path):
+                if time.monotonic() >= deadline:
+                    # Readers find the rotated files from container.log on: an empty one stands in
+                    # (a writer that comes back renames its own new file over it).
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640))
+                    return reopen is None
+                time.sleep(0.001)
+            return True
+        finally:
+            fcntl.flock(dir_fd, fcntl.LOCK_UN)
+    finally:
+        os.close(dir_fd)

@@ -263,7 +263,10 @@ def _mount_entry(m: Mount, source: str, recursive_readonly: bool) -> dict:
     # Docker 25's bind-recursive: disabled binds the top mount only; writable keeps a read-only
     # bind's submounts writable; enabled and readonly make them read-only too.
     recursive = m.type != "bind" or m.bind_recursive != "disabled"
-    options = ["rbind" if recursive else "bind", (m.bind_propagation or "rprivate") if m.type == "bind" else "rprivate"]
+    propagation = (m.bind_propagation or "rprivate") if m.type == "bind" else "rprivate"
+    if not recursive and propagation.startswith("r"):
+        propagation = propagation[1:]   # crun ORs the flags: "bind" with "rprivate" would bind recursively
+    options = ["rbind" if recursive else "bind", propagation]
     if m.readonly:
         options.append("ro")
         if recursive_readonly and recursive and m.bind_recursive != "writable":
@@ -302,13 +305,15 @@ def build_config(*, task_id: str, container: ContainerSpec, image: Image, limits
     except ValueError as exc:
         raise SpecError(f"--cap-add/--cap-drop: {exc}.") from None
     process_extra = {"oomScoreAdj": container.oom_score_adj} if container.oom_score_adj else {}   # else inherited
+    if container.tty:
+        process_extra["consoleSize"] = {"height": 24, "width": 80}   # as a terminal starts (else 0x0)
     if init_path:
         etc_mounts.append({"destination": INIT_PATH, "type": "bind", "source": init_path,
                            "options": ["rbind", "rprivate", "ro"]})
     return {
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": container.tty,   # the shim gives runc a pseudo-terminal (shim.py --tty)
+            "terminal": container.tty,   # conmon -t holds the pseudo-terminal's master (runcmon.py)
             "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
             "args": process_args(container, image, init=bool(init_path)),
             "env": merge_env(image.env, container.env, hostname, user.home),

@@ -2,18 +2,24 @@
 
 How this works. `prepare` resolves the image, writes the bundle
 (tasks/<id>/: config.json, resolv.conf, hosts, hostname, upper/ and work/)
-and mounts rootfs/ as an overlay of the image's layers. `start` runs the log
-shim (shim.py), which runs `runc run` in the foreground with the container's
-stdout/stderr as pipes it reads, and waits until runc reports the container's
-pid (init.pid) or the shim reports a failure (exit.json). Everything else is
-read back from files in the bundle and from /proc, so a new Runtime object (a
-restarted agent) adopts what an earlier one started:
+and mounts rootfs/ as an overlay of the image's layers. `start` runs conmon,
+the container monitor (runcmon.py), which creates the container with the OCI
+runtime (crun when installed, else runc: runcmon.oci_runtime), holds its
+stdout/stderr and writes them to container.log; once conmon reports the
+container's pid, `start` runs `<runtime> start`. Everything else is read back
+from files in the bundle and from /proc, so a new Runtime object (a restarted
+agent) adopts what an earlier one started:
 
-    shim.json   {pid, start_time} of the shim (start time guards against pid reuse)
-    init.pid    the container's init process, written by runc once it runs
-    exit.json   {exit_code, error, finished_at}, written by the shim at the end
-    container.log, runc.log, shim.log, meta.json (task id, image id, layers,
+    monitor.json {pid, start_time} of conmon (start time guards against pid reuse)
+    init.pid     the container's init process, written by the runtime
+    exit, oom    the exit status and an OOM kill, written by conmon at the end;
+                 exit.json {exit_code, error, finished_at} for a start that failed
+    container.log, runc.log, monitor.log, meta.json (task id, image id, layers,
     stop signal, log settings, the effective healthcheck)
+
+`wait` also keeps the task's log within its max-size and max-file (conmon
+only truncates): it rotates container.log when it is full (runcmon.rotation_step,
+logfile.rotate), so the agent, which waits on every running task, rotates them all.
 
 `exec` runs a process in the running container (healthchecks) with `runc
 exec`, from a process.json made of the container's own process (user,
@@ -27,11 +33,11 @@ under tasks/.runc/<id>, cgroups /sys/fs/cgroup/<controller>/<cgroup_parent>/<id>
 mounts are tasks/<id>/rootfs and, for a task with secrets or configs, the tmpfs
 tasks/<id>/files that holds them (mounts and cgroups: swarm/runtime/mounts.py;
 where each mount comes from, volumes and the secrets' tmpfs: runcfiles.py; what prepare
-reads of the node and the image: runcprep.py; the log shim's settings: runclog.py).
+reads of the node and the image: runcprep.py; the log settings: runclog.py).
 
-Exits are watched, not polled: the shim writes exit.json and then exits, so
-`wait` opens a pidfd of the shim (pidfd_open; the start time is checked after
-opening, against pid reuse) and sleeps until it is readable. If the shim died
+Exits are watched, not polled: conmon writes `exit` and then exits, so
+`wait` opens a pidfd of conmon (pidfd_open; the start time is checked after
+opening, against pid reuse) and sleeps until it is readable. If conmon died
 early, the container's init (init.pid, checked by its cgroup) is watched the
 same way (runcwatch.py). Only where pidfd_open is missing do waits fall back to
 cheap /proc and stat checks every FALLBACK_POLL seconds. No wait runs `runc`: at hundreds
@@ -50,7 +56,6 @@ import os
 import shutil
 import signal as signals
 import subprocess
-import sys
 import time
 import uuid
 from typing import AsyncIterator, Sequence
@@ -59,7 +64,7 @@ import trio
 
 from raft.fsutil import atomic_write
 from swarm.api import health, logdriver
-from swarm.runtime import mounts, ocispec, runcexec, runcfiles, runclog, runcprep, runcwatch, shim, users, volumes
+from swarm.runtime import logfile, mounts, ocispec, runcexec, runcfiles, runclog, runcmon, runcprep, runcwatch, users, volumes
 from swarm.runtime.base import CREATED, MISSING, RUNNING, STOPPED, ContainerState, ExecResult, LogEntry
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
@@ -76,19 +81,19 @@ DEFAULT_DNS_OPTIONS = ("ndots:0",)
 class Runtime:
     """Containers run by runc (or crun), one bundle per task under `root`."""
 
-    def __init__(self, root: str, images: ImageStore, *, volumes_dir: str | None = None, runc: str = "runc",
+    def __init__(self, root: str, images: ImageStore, *, volumes_dir: str | None = None, runc: str | None = None,
                  runc_root: str | None = None, cgroup_parent: str = "swarm", start_timeout: float = 30.0,
-                 python: str = sys.executable, log_max_size: int = shim.LOG_MAX_SIZE,
-                 log_max_file: int = shim.LOG_MAX_FILE, recursive_readonly: bool | None = None,
+                 conmon: str = runcmon.CONMON, log_max_size: int = runclog.LOG_MAX_SIZE,
+                 log_max_file: int = runclog.LOG_MAX_FILE, recursive_readonly: bool | None = None,
                  init_path: str = INIT_BINARY, init: bool = False) -> None:
         self.root = os.path.abspath(root)
         self.images = images
         self.volumes_dir = os.path.abspath(volumes_dir or os.path.join(os.path.dirname(self.root), "volumes"))
-        self.runc = runc
+        self.runc = runc or runcmon.oci_runtime()     # the OCI runtime: crun or runc (SWARM_OCI_RUNTIME)
         self.runc_root = os.path.abspath(runc_root or os.path.join(self.root, ".runc"))
         self.cgroup_parent = cgroup_parent.strip("/")
         self.start_timeout = start_timeout
-        self.python = python
+        self.conmon = shutil.which(conmon) or conmon
         # Read-only binds made read-only all the way down by runc ("rro") or, where runc or the kernel
         # cannot, by prepare itself; None asks runc and the kernel (once per process).
         self.recursive_readonly = recursive_readonly
@@ -144,7 +149,7 @@ class Runtime:
                             "(install Debian's tini package).")
         bundle = self.bundle(task_id)
         if os.path.isdir(bundle):
-            if os.path.exists(os.path.join(bundle, "shim.json")):
+            if runcmon.started(bundle):
                 raise ContainerError(f"Task {task_id} was already started; remove it before preparing it again.")
             self.remove(task_id)
         os.makedirs(bundle, mode=0o711)
@@ -193,7 +198,7 @@ class Runtime:
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             raise ContainerError(f"Task {task_id} is not prepared.")
-        if os.path.exists(os.path.join(bundle, "shim.json")):
+        if runcmon.started(bundle):
             raise ContainerError(f"Task {task_id} was already started.")
         if not mounts.mounted(os.path.join(bundle, "rootfs")):
             meta = runcwatch.read_json(os.path.join(bundle, "meta.json"))
@@ -203,32 +208,20 @@ class Runtime:
                 raise ContainerError(f"The secrets and configs of task {task_id} were lost when the node "
                                      "restarted; prepare it again.")
             mounts.mount_rootfs(bundle, meta["lowerdirs"])  # after a reboot
-        cmd = [self.python, os.path.abspath(shim.__file__), "--bundle", bundle, "--id", task_id,
-               "--runc", self.runc, "--runc-root", self.runc_root,
-               *runclog.shim_log_args(bundle, self.log_max_size, self.log_max_file)]
-        with open(os.path.join(bundle, "shim.log"), "ab") as shim_log:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=shim_log,
-                                    cwd="/", close_fds=True, start_new_session=True)
+        log = runclog.log_settings_of(bundle, self.log_max_size, self.log_max_file)
+        argv = runcmon.monitor_argv(self.conmon, self.runc, self.runc_root, bundle, task_id, log,
+                                    runclog.has_tty(bundle))
         try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise ContainerError(f"The log shim of task {task_id} did not start.") from None
-        if rc != 0 or not os.path.exists(os.path.join(bundle, "shim.json")):
-            raise ContainerError(f"The log shim of task {task_id} failed to start (see {bundle}/shim.log).")
-        deadline = time.monotonic() + self.start_timeout
-        exit_path, pid_path = os.path.join(bundle, "exit.json"), os.path.join(bundle, "init.pid")
-        while time.monotonic() < deadline:
-            if os.path.exists(exit_path):
-                result = runcwatch.read_json(exit_path)
-                if result.get("error") and not os.path.exists(pid_path):
-                    raise ContainerError(_start_failure(task_id, result["error"]))
-                return  # it ran and already exited: state() reports the exit code
-            if os.path.exists(pid_path):
-                return
-            time.sleep(0.01)
-        raise ContainerError(f"Task {task_id} did not start within {self.start_timeout:g} s.")
+            runcmon.spawn(argv, bundle, self.start_timeout)
+            res = self._runc("start", task_id)
+            if res.returncode != 0:
+                raise runcmon.StartFailed(_runc_message(res))
+        except runcmon.StartFailed as exc:
+            error = runcmon.runtime_error(os.path.join(bundle, "runc.log")) or str(exc)
+            runcmon.write_json(os.path.join(bundle, runcmon.FAILED),
+                               {"exit_code": runcmon.start_error_code(error), "error": error,
+                                "finished_at": time.time()})
+            raise ContainerError(_start_failure(task_id, error)) from None
 
     def state(self, task_id: str) -> ContainerState:
         """Read from the bundle and /proc; runs no `runc` (agents ask this of every container)."""
@@ -238,34 +231,85 @@ class Runtime:
         stopped = runcwatch.exit_state(bundle)
         if stopped is not None:
             return stopped
-        if not os.path.exists(os.path.join(bundle, "shim.json")):
+        if not runcmon.started(bundle):
             return ContainerState(CREATED)
         pid = self._init_pid(task_id)
         if pid is not None:
             return ContainerState(RUNNING, pid=pid)
-        if runcwatch.shim_alive(bundle):
+        if runcwatch.monitor_alive(bundle):
             if not os.path.exists(os.path.join(bundle, "init.pid")):
-                return ContainerState(CREATED)   # the shim is starting runc
-            # the container ended and the shim is writing its exit code: give it a moment
+                return ContainerState(CREATED)   # conmon is creating the container
+            # the container ended and conmon is writing its exit code: give it a moment
             self._wait_stopped(task_id, 2.0)
             stopped = runcwatch.exit_state(bundle)
             if stopped is not None:
                 return stopped
-        return ContainerState(STOPPED, error=f"The log shim of task {task_id} is gone; the exit code is unknown.")
+        return ContainerState(STOPPED, error=f"The container monitor of task {task_id} is gone; "
+                                            "the exit code is unknown.")
 
     async def wait(self, task_id: str) -> int | None:
         """Until the container stops; its exit code (None when it could not be known)."""
         bundle = self.bundle(task_id)
         if not os.path.exists(os.path.join(bundle, "config.json")):
             raise ContainerError(f"No such task {task_id}.")
-        if not os.path.exists(os.path.join(bundle, "shim.json")):
+        if not runcmon.started(bundle):
             raise ContainerError(f"Task {task_id} has not been started.")
-        return (await self._until_stopped(task_id)).exit_code
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_log, task_id)
+            state = await self._until_stopped(task_id)
+            nursery.cancel_scope.cancel()
+        # What the task wrote since the last check (all of it, for a task quicker than the first).
+        await trio.to_thread.run_sync(self._rotate_if_full, task_id)
+        return state.exit_code
+
+    def _rotate_if_full(self, task_id: str) -> None:
+        """Rotate a stopped task's log once if it is past max-size (no writer to reopen)."""
+        bundle = self.bundle(task_id)
+        log = runclog.log_settings_of(bundle, self.log_max_size, self.log_max_file)
+        try:
+            full = log is not None and os.stat(os.path.join(bundle, logfile.LOG_NAME)).st_size > log["max_size"]
+        except OSError:
+            return
+        if full and log is not None:
+            logfile.rotate(bundle, int(log["max_file"]), None)
+
+    async def _keep_log(self, task_id: str) -> None:
+        """Rotate the task's log by its max-size and max-file while it runs (runcmon.rotation_step:
+        a stat a second for a quiet task, more often the faster it writes)."""
+        bundle = self.bundle(task_id)
+        log = await trio.to_thread.run_sync(runclog.log_settings_of, bundle, self.log_max_size, self.log_max_file)
+        if log is None or os.path.exists(os.path.join(bundle, runcmon.LEGACY_MONITOR)):
+            return       # no log, or a task of an earlier version whose Python shim rotates its own
+        max_size, max_file = int(log["max_size"]), int(log["max_file"])
+        path = os.path.join(bundle, logfile.LOG_NAME)
+        reopen = functools.partial(runcmon.reopen_log, bundle)
+        last: tuple[int, float] | None = None
+        rate = lag = delay = 0.0
+        while True:
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                size = 0
+            now = time.monotonic()
+            if last is not None and now > last[1]:
+                # The newest growth, or the last rate halved: a burst is believed at once, a lull slowly.
+                rate = max((size - last[0]) / (now - last[1]), rate / 2)
+            rotate, delay = runcmon.rotation_step(size, max_size, rate, lag, delay)
+            started = time.monotonic()
+            if rotate:
+                await trio.to_thread.run_sync(logfile.rotate, bundle, max_file, reopen)
+                size = 0
+            last = (size, time.monotonic())
+            await trio.sleep(delay)
+            # How late this round acted (a rotation's own time, a late wake-up), remembered for a while.
+            lag = max(time.monotonic() - started - delay, lag * 0.9)
+
+    def _stopped(self, task_id: str) -> bool:
+        return runcmon.exit_record(self.bundle(task_id)) is not None
 
     async def _until_stopped(self, task_id: str) -> ContainerState:
         """Sleep until the watched process (see _open_watch) exits; spawns nothing."""
-        exit_path = self._file(task_id, "exit.json")
-        while not os.path.exists(exit_path):
+        while not self._stopped(task_id):
             alive, fd = self._open_watch(task_id)
             if not alive:
                 break
@@ -364,14 +408,13 @@ class Runtime:
             raise ContainerError(f"Cannot run a command in task {task_id}: {exc}.") from None
 
     def _needs_stop(self, task_id: str) -> bool:
-        started = os.path.exists(self._file(task_id, "shim.json"))
+        started = runcmon.started(self.bundle(task_id))
         return started and self.state(task_id).status not in (STOPPED, MISSING)
 
     def _wait_stopped(self, task_id: str, timeout: float) -> bool:
         """_until_stopped, blocking, for at most `timeout` seconds; True when the container stopped."""
-        exit_path = self._file(task_id, "exit.json")
         deadline = time.monotonic() + timeout
-        while not os.path.exists(exit_path):
+        while not self._stopped(task_id):
             alive, fd = self._open_watch(task_id)
             if not alive:
                 return True
@@ -388,30 +431,30 @@ class Runtime:
     def remove(self, task_id: str) -> None:
         """Kill the container if needed and remove its runc state, mount, cgroups and bundle. Idempotent."""
         bundle = self.bundle(task_id)
-        # While the shim lives, the container runs or is about to: kill it once runc knows it,
-        # then sleep on the shim's pidfd until it has written the exit code and gone.
+        # While conmon lives, the container runs or is about to: kill it once runc knows it,
+        # then sleep on conmon's pidfd until it has written the exit code and gone.
         deadline = time.monotonic() + KILL_TIMEOUT
         killed = False
         while os.path.isdir(bundle) and time.monotonic() < deadline:
-            fd, alive = runcwatch.shim_pidfd(bundle)
+            fd, alive = runcwatch.monitor_pidfd(bundle)
             if not alive:
                 break
             try:
                 if not killed and os.path.isdir(os.path.join(self.runc_root, task_id)):
                     res = self._runc("kill", task_id, str(int(signals.SIGKILL)))
-                    # "not running": it already stopped, the shim is only writing exit.json
+                    # "not running": it already stopped, conmon is only writing its exit file
                     killed = res.returncode == 0 or "not running" in _runc_message(res)
                 # Until the kill took, retry it every 0.1 s (runc may still be creating the container).
                 runcwatch.wait_exit(fd, max(0.0, deadline - time.monotonic()) if killed else 0.1)
             finally:
                 if fd is not None:
                     os.close(fd)
-        if self._runc_state(task_id) is not None:   # the shim is gone, runc's record may not be
+        if self._runc_state(task_id) is not None:   # conmon is gone, runc's record may not be
             res = self._runc("delete", "--force", task_id)
             if res.returncode != 0 and "does not exist" not in _runc_message(res):
                 raise ContainerError(f"Removing task {task_id} failed: {_runc_message(res)}")
         if os.path.isdir(bundle):
-            runcwatch.stop_shim(bundle)
+            runcwatch.stop_monitor(bundle)
         self._teardown_bundle(task_id)
 
     def list(self) -> list[str]:
@@ -432,9 +475,11 @@ class Runtime:
             raise ContainerError(f"No such task {task_id}.")
         if runclog.log_settings_of(bundle, self.log_max_size, self.log_max_file) is None:
             raise ContainerError(logdriver.NO_READ)      # the none driver: nothing was kept
+        # Once the container stopped, conmon has written all (a last line without a newline stays a P entry).
+        final = self._stopped(task_id)
         if cursor is None:
-            cursor = start_cursor(bundle, tail, follow, since)
-        return read_chunk(bundle, cursor, budget, since=since, until_time=until)
+            cursor = start_cursor(bundle, tail, follow, since, final)
+        return read_chunk(bundle, cursor, budget, since=since, until_time=until, final=final)
 
     async def logs(self, task_id: str, tail: int | None = None, follow: bool = False) -> AsyncIterator[LogEntry]:
         """(timestamp, stream, line) entries; with follow, until the container stopped and all is read.
@@ -452,9 +497,9 @@ class Runtime:
                 continue
             if not follow or stopped:
                 return
-            # One more read after the container stopped: the shim writes its last lines before exiting.
-            stopped = os.path.exists(self._file(task_id, "exit.json"))
-            if not stopped and time.monotonic() - checked > 1.0:   # the shim may be gone without an exit file
+            # One more read after the container stopped: conmon writes its last lines before exiting.
+            stopped = self._stopped(task_id)
+            if not stopped and time.monotonic() - checked > 1.0:   # conmon may be gone without an exit file
                 checked = time.monotonic()
                 state = await trio.to_thread.run_sync(self.state, task_id)
                 stopped = state.status in (STOPPED, MISSING)

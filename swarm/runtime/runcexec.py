@@ -7,8 +7,10 @@ blocks on a full pipe), and waits for the command to end. runc gives the
 exec'd process a session (and process group) of its own and writes its host
 pid to the --pid-file, so on the deadline, or when the caller is cancelled,
 that whole group is killed (what a check's shell started goes too), then
-runc exec itself if it lingers. A check that outlives its deadline answers
-Docker's (-1, "Health check exceeded timeout (...)").
+runc exec itself if it lingers. crun gives the process a session too, led by
+a helper of its own that has gone: the group killed is the process's, read
+from /proc, not one named by its pid. A check that outlives its deadline
+answers Docker's (-1, "Health check exceeded timeout (...)").
 """
 from __future__ import annotations
 
@@ -88,18 +90,24 @@ async def run(cmd: Sequence[str], pid_file: str, timeout: float, what: str) -> E
 
 
 def _kill(runc_pid: int, pid_file: str, runc_too: bool = False) -> None:
-    """SIGKILL to the exec'd process's group (and the process, should it have left it); to runc
-    exec's own group too when asked or when the process is not known yet (runc init, still in
-    runc's group, goes with it)."""
+    """SIGKILL to the exec'd process's group (and the process, should it have left it); to the
+    exec command's own group too when asked, when the process is not known yet (runc init,
+    still in runc's group, goes with it) or when the process is in that group."""
     try:
         with open(pid_file) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         pid = 0
+    group = 0
     if pid > 1:
-        for kill in (os.killpg, os.kill):
+        with contextlib.suppress(OSError):
+            group = os.getpgid(pid)
+        # runc makes the process lead a group of its own; crun's is led by a helper that is gone.
+        if group in (os.getpgid(0), 1):
+            group = 0                     # never our own group, nor init's
+        for kill, target in ((os.killpg, group or pid), (os.kill, pid)):
             with contextlib.suppress(OSError):
-                kill(pid, signals.SIGKILL)
-    if runc_too or pid <= 1:
+                kill(target, signals.SIGKILL)
+    if runc_too or pid <= 1 or group == runc_pid:
         with contextlib.suppress(OSError):
             os.killpg(runc_pid, signals.SIGKILL)

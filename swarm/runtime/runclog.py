@@ -1,6 +1,7 @@
-"""What the log shim of a runc task keeps of its output: the settings prepare records in the
+"""What the monitor of a runc task keeps of its output: the settings prepare records in the
 bundle's meta.json ("log": driver, max_size, max_file, from the task's log driver and the
-node's defaults) and the shim's arguments made of them when the task starts.
+node's defaults), read back when the task starts (conmon's --log-path) and when its log is
+rotated or read.
 """
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from swarm.api.spec import ContainerSpec
 from swarm.runtime.errors import SpecError
 from swarm.runtime.runcwatch import read_json
 
+LOG_MAX_SIZE = 20 * 1024 * 1024      # Docker's `local` driver: max-size 20m, max-file 5
+LOG_MAX_FILE = 5
+
 
 def log_settings(container: ContainerSpec, max_size: int, max_file: int) -> dict:
-    """What the shim keeps of the task's output (bundle meta.json "log"); `max_size` and
+    """What the monitor keeps of the task's output (bundle meta.json "log"); `max_size` and
     `max_file`: the node's defaults."""
     driver = container.log_driver
     try:
@@ -36,10 +40,7 @@ def log_settings_of(bundle: str, max_size: int, max_file: int) -> dict | None:
     return None if log.get("driver") == "none" else log
 
 
-def shim_log_args(bundle: str, max_size: int, max_file: int) -> list[str]:
+def has_tty(bundle: str) -> bool:
+    """Whether the task's process has a terminal (config.json process.terminal, --tty)."""
     config = os.path.join(bundle, "config.json")
-    tty = ["--tty"] if os.path.exists(config) and read_json(config)["process"].get("terminal") else []
-    log = log_settings_of(bundle, max_size, max_file)
-    if log is None:
-        return ["--no-log", *tty]
-    return ["--log-max-size", str(int(log["max_size"])), "--log-max-file", str(int(log["max_file"])), *tty]
+    return bool(os.path.exists(config) and read_json(config)["process"].get("terminal"))

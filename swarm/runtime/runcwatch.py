@@ -1,11 +1,12 @@
 """Watching a runc task's processes from the records in its bundle, without running runc.
 
-How this works. The shim writes shim.json ({pid, start_time}) when it starts and
-exit.json when the container ended, then exits; runc writes init.pid once the
-container's init runs. A process is told alive from /proc: the shim by its start
-time (against pid reuse), the init by its cgroup. To wait for an exit, open a pidfd
-of the process that ends the container's life (the shim, or the init once the shim
-died; its identity checked after opening, so the fd pins that very process) and
+How this works. The runtime writes monitor.json ({pid, start_time} of conmon) when
+it starts the task; conmon writes `exit` when the container ended, then exits (the
+records: runcmon.py); runc writes init.pid once the container's init runs. A process
+is told alive from /proc: the monitor by its start time (against pid reuse), the init
+by its cgroup. To wait for an exit, open a pidfd of the process that ends the
+container's life (the monitor, or the init once the monitor died; its identity
+checked after opening, so the fd pins that very process) and
 sleep until it is readable; only where pidfd_open is missing (Linux < 5.3) does a
 wait fall back to a sleep of FALLBACK_POLL between checks.
 """
@@ -18,40 +19,39 @@ import select
 import signal as signals
 import time
 
-from swarm.runtime import shim
+from swarm.runtime import runcmon
 from swarm.runtime.base import STOPPED, ContainerState
 
 FALLBACK_POLL = 0.5     # waits without pidfd_open: /proc and stat checks only
 
 
 def exit_state(bundle: str) -> ContainerState | None:
-    """The container's end as the shim recorded it (exit.json); None while there is none."""
-    try:
-        result = read_json(os.path.join(bundle, "exit.json"))
-    except (FileNotFoundError, ValueError):
+    """The container's end as its monitor recorded it; None while there is none."""
+    result = runcmon.exit_record(bundle)
+    if result is None:
         return None
     return ContainerState(STOPPED, exit_code=result.get("exit_code"), error=result.get("error") or "",
                           finished_at=result.get("finished_at"))
 
 
-def shim_alive(bundle: str) -> bool:
-    """Whether the shim of shim.json still runs (its start time guards against pid reuse)."""
+def monitor_alive(bundle: str) -> bool:
+    """Whether the task's monitor still runs (its start time guards against pid reuse)."""
     try:
-        info = read_json(os.path.join(bundle, "shim.json"))
-        return shim.is_running(int(info["pid"]), int(info["start_time"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        info = runcmon.monitor_record(bundle) or {}
+        return runcmon.is_running(int(info["pid"]), int(info["start_time"]))
+    except (ValueError, KeyError, TypeError):
         return False
 
 
-def shim_pidfd(bundle: str) -> tuple[int | None, bool]:
-    """(pidfd of the shim or None, whether the shim runs). Its identity is checked after the
+def monitor_pidfd(bundle: str) -> tuple[int | None, bool]:
+    """(pidfd of the monitor or None, whether it runs). Its identity is checked after the
     pidfd is opened: from then on the fd pins that very process, whatever happens to the pid."""
     try:
-        pid = int(read_json(os.path.join(bundle, "shim.json"))["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+        pid = int((runcmon.monitor_record(bundle) or {})["pid"])
+    except (ValueError, KeyError, TypeError):
         return None, False
     fd = pidfd_open(pid)
-    if shim_alive(bundle):
+    if monitor_alive(bundle):
         return fd, True
     if fd is not None:
         os.close(fd)
@@ -83,33 +83,33 @@ def init_pid(bundle: str, cgroup: str) -> int | None:
 def open_watch(bundle: str, cgroup: str) -> tuple[bool, int | None]:
     """(alive, pidfd): whether the process whose exit ends the container's life still runs, and
     a pidfd that turns readable when it exits (None where pidfd_open is missing). That process
-    is the shim (it writes exit.json, then exits) or, once the shim died, the container's init."""
-    fd, alive = shim_pidfd(bundle)
+    is the monitor (it writes the exit record, then exits) or, once it died, the container's init."""
+    fd, alive = monitor_pidfd(bundle)
     if alive:
         return True, fd
     pid = init_pid(bundle, cgroup)
     if pid is None:
         return False, None
     fd = pidfd_open(pid)
-    if init_pid(bundle, cgroup) == pid:   # checked after opening, as for the shim
+    if init_pid(bundle, cgroup) == pid:   # checked after opening, as for the monitor
         return True, fd
     if fd is not None:
         os.close(fd)
     return False, None
 
 
-def stop_shim(bundle: str) -> None:
-    """The shim exits when the container's pipes close; kill it only if it lingers."""
-    fd, alive = shim_pidfd(bundle)
+def stop_monitor(bundle: str) -> None:
+    """The monitor exits when the container ended; kill it only if it lingers."""
+    fd, alive = monitor_pidfd(bundle)
     if alive:
         try:
             wait_exit(fd, 2.0)
         finally:
             if fd is not None:
                 os.close(fd)
-    if shim_alive(bundle):
-        with contextlib.suppress(OSError):
-            os.kill(int(read_json(os.path.join(bundle, "shim.json"))["pid"]), signals.SIGKILL)
+    if monitor_alive(bundle):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            os.kill(int((runcmon.monitor_record(bundle) or {})["pid"]), signals.SIGKILL)
 
 
 def pidfd_open(pid: int) -> int | None:

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from swarm.runtime import runcmon
 from swarm.runtime.errors import ContainerError, SpecError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
@@ -81,7 +82,7 @@ def runtime(state_dir, demo_tar):
             try:
                 rt.remove(task_id)
             except Exception:
-                _kill_shim(rt, task_id)
+                _kill_monitor(rt, task_id)
                 subprocess.run(["runc", "--root", rt.runc_root, "delete", "--force", task_id], capture_output=True)
         for mnt in rt.cgroup_dirs("x"):
             parent_dir = os.path.dirname(mnt)
@@ -92,11 +93,10 @@ def runtime(state_dir, demo_tar):
                 os.rmdir(parent_dir)
 
 
-def _kill_shim(rt, task_id):
+def _kill_monitor(rt, task_id):
     try:
-        with open(os.path.join(rt.bundle(task_id), "shim.json")) as f:
-            os.kill(int(__import__("json").load(f)["pid"]), signal.SIGKILL)
-    except (OSError, ValueError, KeyError):
+        os.kill(int(runcmon.monitor_record(rt.bundle(task_id))["pid"]), signal.SIGKILL)
+    except (OSError, ValueError, KeyError, TypeError):
         pass
 
 
@@ -148,7 +148,7 @@ async def test_echo_hello_appears_in_logs_with_timestamps(runtime):
     assert [(e.stream, e.line) for e in entries] == [("stdout", "hello")]
     assert TS.match(entries[0].timestamp)
     with open(runtime.log_path(tid)) as f:
-        assert re.match(r"^\S+Z stdout F hello\n$", f.read())
+        assert re.match(r"^\S+\+00:00 stdout F hello\n$", f.read())     # conmon's form (TZ=UTC)
     st = runtime.state(tid)
     assert (st.status, st.exit_code, st.error) == ("stopped", 0, "")
 
@@ -166,10 +166,12 @@ async def test_exit_code_and_both_streams(runtime):
 async def test_missing_command_is_a_clear_error(runtime):
     tid = new_id()
     runtime.prepare(tid, spec("no-such-command"), Resources(), None)
-    with pytest.raises(ContainerError, match='exec: "no-such-command": executable file not found in \\$PATH'):
+    # runc's words, or crun's
+    missing = r'(exec: "no-such-command": executable file not found|executable file `no-such-command` not found) in \$PATH'
+    with pytest.raises(ContainerError, match=missing):
         runtime.start(tid)
     st = runtime.state(tid)
-    assert st.status == "stopped" and st.exit_code == 127 and "executable file not found" in st.error
+    assert st.status == "stopped" and st.exit_code == 127 and re.search(missing, st.error)
     assert "\n" not in st.error
 
 
@@ -236,6 +238,23 @@ async def test_memory_and_cpu_limits_in_the_cgroup(runtime):
     runtime.stop(tid, grace=5)
 
 
+@pytest.mark.trio
+async def test_an_oom_kill_is_reported(runtime):
+    # conmon watches the cgroup's OOM events and leaves an `oom` file beside its exit file.
+    tid = new_id()
+    hog = spec("sh", "-c", "echo start; x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived")
+    assert await run_to_end(runtime, tid, hog, Resources(memory_bytes=16 << 20)) == 137
+    st = runtime.state(tid)
+    assert (st.status, st.exit_code) == ("stopped", 137) and "out of memory" in st.error
+    # An ordinary kill says nothing of memory.
+    other = new_id()
+    runtime.prepare(other, spec(*STUBBORN), Resources(memory_bytes=64 << 20), None)
+    runtime.start(other)
+    await wait_for_line(runtime, other, "ready")
+    runtime.stop(other, grace=0)
+    assert (runtime.state(other).exit_code, runtime.state(other).error) == (137, "")
+
+
 def test_memory_below_minimum_is_refused_at_prepare(runtime):
     tid = new_id()
     with pytest.raises(SpecError, match="below the minimum of 6 MiB"):
@@ -300,9 +319,8 @@ async def test_new_runtime_adopts_a_running_container(runtime):
     runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
     runtime.start(tid)
     await wait_for_line(runtime, tid, "ready")
-    with open(os.path.join(runtime.bundle(tid), "shim.json")) as f:
-        shim_pid = __import__("json").load(f)["pid"]
-    with open(f"/proc/{shim_pid}/stat") as f:
+    monitor_pid = runcmon.monitor_record(runtime.bundle(tid))["pid"]
+    with open(f"/proc/{monitor_pid}/stat") as f:
         assert int(f.read().rsplit(")", 1)[1].split()[1]) != os.getpid()   # not our child: survives us
 
     restarted = Runtime(runtime.root, runtime.images, cgroup_parent=runtime.cgroup_parent)
@@ -348,17 +366,17 @@ async def test_prepare_twice_redoes_an_unstarted_bundle_and_remove_cleans_a_stop
 
 
 @pytest.mark.trio
-async def test_a_dead_shim_leaves_the_container_running_and_stoppable(runtime):
+async def test_a_dead_monitor_leaves_the_container_running_and_stoppable(runtime):
     tid = new_id()
     runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
     runtime.start(tid)
     await wait_for_line(runtime, tid, "ready")
-    _kill_shim(runtime, tid)                      # the shim this test started
+    _kill_monitor(runtime, tid)                   # the conmon this test started
     st = runtime.state(tid)
     assert st.status == "running" and st.pid
     runtime.stop(tid, grace=5)
     st = runtime.state(tid)
-    assert st.status == "stopped" and st.exit_code is None and "shim" in st.error
+    assert st.status == "stopped" and st.exit_code is None and "monitor" in st.error
     with trio.fail_after(5):
         assert await runtime.wait(tid) is None
     runtime.remove(tid)
@@ -477,7 +495,7 @@ async def test_wait_on_a_container_adopted_by_a_new_runtime(runtime):
 
 
 @pytest.mark.trio
-async def test_wait_follows_the_container_when_its_shim_dies(runtime):
+async def test_wait_follows_the_container_when_its_monitor_dies(runtime):
     tid = new_id()
     runtime.prepare(tid, spec(*TERMINABLE), Resources(), None)
     runtime.start(tid)
@@ -491,14 +509,14 @@ async def test_wait_follows_the_container_when_its_shim_dies(runtime):
     async with trio.open_nursery() as nursery:
         nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked()
-        _kill_shim(runtime, tid)                 # the wait now watches the container's init
+        _kill_monitor(runtime, tid)                 # the wait now watches the container's init
         await trio.sleep(0.2)
         assert result == [] and runtime.state(tid).status == "running"
         t0 = time.monotonic()
         runtime.kill(tid, signal.SIGTERM)
-    assert result[0] is None                     # the shim that knew the exit code is gone
+    assert result[0] is None                     # the conmon that knew the exit code is gone
     assert result[1] - t0 < 0.3
-    assert "shim" in runtime.state(tid).error
+    assert "monitor" in runtime.state(tid).error
 
 
 # -- read-only binds are read-only all the way down ----------------------------------------

@@ -22,7 +22,7 @@ from swarm.runtime.errors import SpecError
 from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 
-from tests.integration.test_runc import _kill_shim, logs_of, new_id, state_dir, wait_for_line  # noqa: F401
+from tests.integration.test_runc import _kill_monitor, logs_of, new_id, state_dir, wait_for_line  # noqa: F401
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -72,7 +72,7 @@ def runtime(state_dir, users_tar):  # noqa: F811
             try:
                 rt.remove(task_id)
             except Exception:
-                _kill_shim(rt, task_id)
+                _kill_monitor(rt, task_id)
                 subprocess.run(["runc", "--root", rt.runc_root, "delete", "--force", task_id], capture_output=True)
         for mnt in rt.cgroup_dirs("x"):
             parent = os.path.dirname(mnt)

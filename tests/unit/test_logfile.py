@@ -1,5 +1,5 @@
-"""The shim's log rotation (shim.LogWriter) and the chunked reader (runtime/logfile.py),
-on real files in a temporary bundle directory."""
+"""Log rotation (logfile.rotate, driven by a stand-in for conmon: tests/unit/crilog.py) and
+the chunked reader (runtime/logfile.py), on real files in a temporary bundle directory."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from swarm.runtime import logfile
 from swarm.runtime.logfile import Cursor, CursorError, read_chunk, start_cursor
-from swarm.runtime.shim import LogWriter
+from tests.unit.crilog import LogWriter
 
 
 def numbered(writer: LogWriter, start: int, count: int, stream: str = "stdout") -> int:

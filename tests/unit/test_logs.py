@@ -1,5 +1,6 @@
 """swarm/daemon/logs.py: the manager's chunked fan-out and merge by time, over real log files
-(written by the shim's LogWriter) read by a real Runtime, with the nodes as plain functions."""
+(written by a stand-in for conmon, tests/unit/crilog.py) read by a real Runtime, with the
+nodes as plain functions."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import trio
 from swarm.daemon import logs
 from swarm.rpc.messages import RPCError
 from swarm.runtime.runc import Runtime
-from swarm.runtime.shim import LogWriter
+from tests.unit.crilog import LogWriter
 
 
 class Nodes:

@@ -12,7 +12,7 @@ from swarm.daemon.volumes import volume_handlers
 from swarm.rpc.messages import Peer, RPCError
 from swarm.runtime import ocispec, volumes
 from swarm.runtime.errors import SpecError
-from swarm.runtime.shim import LogWriter, NoLog
+from tests.unit.crilog import LogWriter
 from swarm.runtime.volumes import ANONYMOUS_LABEL, NoSuchVolume, VolumeInUse, VolumeStore
 
 # -- local driver options -----------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_bind_propagation_and_recursion_as_docker_25():
     assert entry(Mount("bind", "/a", source="/s", readonly=True, bind_recursive="readonly"))["options"] == \
         ["rbind", "rprivate", "ro", "rro"]
     assert entry(Mount("bind", "/a", source="/s", readonly=True, bind_recursive="disabled"))["options"] == \
-        ["bind", "rprivate", "ro"]
+        ["bind", "private", "ro"]
     assert entry(Mount("volume", "/a", source="v"))["options"] == ["rbind", "rprivate"]
 
 
@@ -329,25 +329,30 @@ def test_log_rotation_units_and_defaults():
     assert rot(LogDriver("none"), 20 << 20, 5) is None
 
 
-def test_log_settings_reach_the_shim(tmp_path):
-    from swarm.runtime import runclog
+def test_log_settings_reach_the_monitor(tmp_path):
+    from swarm.runtime import runclog, runcmon
 
     node = (4096, 3)        # the node's defaults: log_max_size, log_max_file
     bundle = tmp_path / "tasks" / "t1"
     bundle.mkdir(parents=True)
-    for driver, args in ((LogDriver("json-file", {"max-size": "2k"}), ["--log-max-size", "2000", "--log-max-file", "1"]),
-                         (LogDriver(), ["--log-max-size", "4096", "--log-max-file", "3"]),
-                         (LogDriver("none"), ["--no-log"])):
+    log_path = f"k8s-file:{bundle}/container.log"
+    for driver, kept, path in ((LogDriver("json-file", {"max-size": "2k"}), (2000, 1), log_path),
+                               (LogDriver(), (4096, 3), log_path),
+                               (LogDriver("none"), None, "none:")):
         meta = {"log": runclog.log_settings(ContainerSpec("demo:1", log_driver=driver), *node)}
         (bundle / "meta.json").write_text(json.dumps(meta))
-        assert runclog.shim_log_args(str(bundle), *node) == args
+        settings = runclog.log_settings_of(str(bundle), *node)
+        assert (settings and (settings["max_size"], settings["max_file"])) == (kept or None)
+        argv = runcmon.monitor_argv("conmon", "/usr/sbin/runc", "/r", str(bundle), "t1", settings, False)
+        assert argv[argv.index("--log-path") + 1] == path
+        assert "--log-size-max" not in argv       # conmon would truncate: the runtime rotates instead
     (bundle / "meta.json").write_text(json.dumps({}))        # a bundle of an older version: the node's defaults
-    assert runclog.shim_log_args(str(bundle), *node) == ["--log-max-size", "4096", "--log-max-file", "3"]
+    assert runclog.log_settings_of(str(bundle), *node) == {"driver": "json-file", "max_size": 4096, "max_file": 3}
     with pytest.raises(SpecError, match="Invalid log driver settings: max-file cannot be less than 1"):
         runclog.log_settings(ContainerSpec("demo:1", log_driver=LogDriver("local", {"max-file": "0"})), *node)
 
 
-def test_shim_rotation_keeps_at_most_max_size_times_max_file(tmp_path):
+def test_rotation_keeps_at_most_max_size_times_max_file(tmp_path):
     log = LogWriter(str(tmp_path / "container.log"), max_size=1000, max_file=2)
     for i in range(500):
         log.feed("stdout", b"line %05d of output\n" % i)
@@ -355,4 +360,3 @@ def test_shim_rotation_keeps_at_most_max_size_times_max_file(tmp_path):
     assert files == ["container.log", "container.log.1"]
     assert sum(os.path.getsize(tmp_path / f) for f in files) <= 2000
     assert open(tmp_path / "container.log", "rb").read().rstrip().endswith(b"line 00499 of output")
-    NoLog().feed("stdout", b"dropped\n")
