@@ -369,11 +369,11 @@ def _drain(stream: Any, counts: dict, key: str, keep: int = 0) -> None:
 
 
 def log_flood(ctx: Context, out: dict) -> None:
-    from swarm.runtime import shim
+    from swarm.runtime import runclog
 
     cluster, host = ctx.cluster, ctx.fault.target
     line = "x" * int(ctx.fault.detail.get("line", 80))
-    out.update(max_size=shim.LOG_MAX_SIZE, max_file=shim.LOG_MAX_FILE, samples=[], follow={})
+    out.update(max_size=runclog.LOG_MAX_SIZE, max_file=runclog.LOG_MAX_FILE, samples=[], follow={})
     name = "flood"
     create_service(cluster, name, 1, ["yes", line], constraints=[f"node.id=={cluster.node_ids[host]}"],
                    limit_cpu=500_000_000)

@@ -155,7 +155,7 @@ def _poison_worker(rng: random.Random, shape: Shape) -> list[Fault]:
 def _big_service(rng: random.Random, shape: Shape) -> list[Fault]:
     # 400 tasks on a full run, 150-200 with --quick. At 1,000 a lab on one 2-core
     # machine converges (all running in ~80 s) but its managers hold elections: every
-    # container holds two processes (a Python log shim and a foreground `runc run`).
+    # container held two processes then (a Python log shim and a foreground `runc run`; conmon now).
     # docs/chaos.md has the figures; the 1,000-replica control plane is a unit test.
     replicas = rng.choice([150, 180, 200]) if shape.quick else 400
     steps = [replicas, 0] if shape.quick else [replicas, replicas // 2, 0]

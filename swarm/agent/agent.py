@@ -32,7 +32,7 @@ forgotten once no task here may still start with them.
 On start the agent re-adopts: containers that still run for tasks that are
 still assigned are watched (their healthchecks run again), not restarted, and
 containers of tasks that are no longer assigned are stopped and removed. The
-agent dying does not stop its containers (each runs under its own shim, in its
+agent dying does not stop its containers (each runs under its own conmon, in its
 own session).
 """
 from __future__ import annotations
@@ -345,7 +345,7 @@ class Agent:
         self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
         self.since = 0
         self.known: dict[str, spec.Task] = {}
-        # Preparing and starting a container is CPU-heavy (mounts, a namespace, a shim,
+        # Preparing and starting a container is CPU-heavy (mounts, a namespace, a monitor,
         # runc): hundreds at once would starve this node's own control plane (Raft
         # elections from starvation). A few at a time finish as soon, in total, and
         # services take turns, so a big one never holds back a small one's tasks.

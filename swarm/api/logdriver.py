@@ -1,7 +1,7 @@
 """A task's log driver (`--log-driver`, `--log-opt`) as Docker's json-file, local and none drivers take it.
 
 Pure: the control API checks a spec with `check_log_driver` before any write,
-and the runtime turns a checked one into the shim's rotation with `rotation`.
+and the runtime turns a checked one into its log rotation with `rotation`.
 Errors are ValueError with one sentence; the caller adds the flag's name.
 
 What follows Docker (daemon/logger/jsonfilelog, daemon/logger/local): the
@@ -93,7 +93,7 @@ def keeps_logs(driver: LogDriver) -> bool:
 
 
 def rotation(driver: LogDriver, default_size: int, default_files: int) -> tuple[int, int] | None:
-    """(max bytes per file, files kept) for the shim; None when the driver keeps no log.
+    """(max bytes per file, files kept) for the runtime's rotation; None when the driver keeps no log.
     An option the task does not give takes the node's default, except that json-file with a
     max-size and no max-file keeps one file, as Docker's does. The driver must be checked."""
     if not keeps_logs(driver):

@@ -323,7 +323,7 @@ class FakeRuntime:
     def _end(self, c: FakeContainer, code: int | None) -> None:
         c.status, c.exit_code, c.finished_at = STOPPED, code, self.clock()
         if code is None:
-            c.error = f"The log shim of task {c.task_id} is gone; the exit code is unknown."
+            c.error = f"The container monitor of task {c.task_id} is gone; the exit code is unknown."
         self._to_set.append(c.stopped)
 
     def _wake(self) -> None:
