@@ -122,6 +122,7 @@ class Paths:
         self.data_key = os.path.join(self.certs, "raft-key.json")   # managers: swarm/ca/keyring.py
         self.raft = os.path.join(self.root, "raft")
         self.socket = os.path.join(self.root, "swarm.sock")
+        self.docker_socket = os.path.join(self.root, "docker.sock")   # the Engine API (swarm/engineapi)
         self.pid = os.path.join(self.root, "swarm.pid")
         self.log = os.path.join(self.root, "daemon.log")
         self.node = os.path.join(self.root, "node.json")

@@ -60,6 +60,7 @@ from swarm.rpc.client import ClientPool
 from swarm.rpc.messages import Peer, RPCError
 from swarm.rpc.router import Handler, Router
 from swarm.rpc.server import serve_tls, serve_unix
+from swarm.engineapi.server import serve_router as engine_api
 
 log = logging.getLogger(__name__)
 # Local calls that change the image store: the managers hear of the change at once (report_facts).
@@ -365,6 +366,8 @@ class Daemon(NodeLoop):
                 # local calls may import large images: allow them more than the node API's cap
                 await nursery.start(functools.partial(serve_unix, self.local_router(), self.paths.socket,
                                                       max_deadline=900.0))
+                await nursery.start(engine_api, self.local_router(), self.paths.docker_socket,
+                                    lambda: "manager" if self.manager is not None else "worker")
                 nursery.start_soon(self.run_agent)
                 nursery.start_soon(self.agent.run)
                 self._ready = True

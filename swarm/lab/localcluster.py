@@ -49,6 +49,15 @@ def octet_range(worker: str) -> tuple[int, int]:
     return start, start + size - 1
 
 
+def data_path_port_args(worker: str) -> tuple[str, ...]:
+    """Loopback clusters create their VXLAN devices in this machine's own namespace, where the
+    kernel allows one device per VNI and UDP port: clusters of parallel test workers (whose
+    networks take the same VNIs) each use a data path port of their own (gw0 the default)."""
+    if not worker.startswith("gw") or not worker[2:].isdigit() or worker == "gw0":
+        return ()
+    return ("--data-path-port", str(4800 + int(worker[2:])))
+
+
 class Swarm:
     def __init__(self, base: str) -> None:
         self.base = base
@@ -80,6 +89,8 @@ class Swarm:
 
     def init(self, name: str, *extra: str) -> Node:
         node = self.node(name)
+        if "--data-path-port" not in extra:
+            extra = (*extra, *data_path_port_args(os.environ.get("PYTEST_XDIST_WORKER", "")))
         self.run(node, "init", "--advertise-addr", node.addr, "--hostname", name, *extra)
         return node
 

@@ -265,14 +265,19 @@ class ServiceAPI:
                 "service_id": t.service_id, "slot": t.slot, "node_id": t.node_id,
                 "state": t.status.state, "exit_code": t.status.exit_code, "spec_version": t.spec_version,
                 "job": t.service_id in jobs, "job_iteration": t.job_iteration,
+                # the Engine API's Task (swarm/engineapi): its times as times, not as "5 seconds ago"
+                "timestamp": model.rfc3339(t.status.timestamp or t.created_at), "created_at": model.rfc3339(t.created_at),
             })
         return rows
 
     async def inspect(self, params: dict) -> list[dict]:
         out = []
         for ref in _refs(params):
-            view = spec.to_dict(self.find(ref))
+            service = self.find(ref)
+            view = spec.to_dict(service)
             view.pop("registry_auth", None)     # credentials: handed to the nodes, never shown
+            rec = self.m.raft.get(spec.SERVICE, service.id)
+            view["version"] = rec.version if rec is not None else 0   # Docker's Version.Index: what update's version compares
             view["created_at"] = model.rfc3339(view["created_at"])
             view["updated_at"] = model.rfc3339(view["updated_at"])
             if view.get("update_status"):     # the update's times too: one time format in every answer
@@ -318,7 +323,7 @@ class ServiceAPI:
         return ops
 
     async def _respec(self, service_id: str, respec: Callable[[spec.Service], spec.ServiceSpec],
-                      resume: bool = False, registry_auth: str | None = None) -> dict:
+                      resume: bool = False, registry_auth: str | None = None, version: int | None = None) -> dict:
         """Write the spec `respec` makes of the service as stored, with compare-and-set:
         a write in between (the allocator's, another update) is read again and
         `respec` applied to it. A new task template gets the next spec version and
@@ -345,13 +350,17 @@ class ServiceAPI:
             return dataclasses.replace(new, update_status=spec.UpdateStatus("updating", now, 0.0, UPDATE_STARTED))
 
         service, _ = await self.m.compare_and_set(spec.SERVICE, service_id, change, what=f"service {service_id}",
-                                                  decode=_decode_service, encode=_encode_service,
+                                                  version=version, decode=_decode_service, encode=_encode_service,
                                                   also=lambda old, new: self._claim_files(new.spec, old.spec))
         return {"id": service.id, "name": service.spec.name, "mode": service.spec.mode}
 
     async def update(self, params: dict) -> dict:
         service = self.find(str(params.get("ref", "")))
         force, rollback = _flag(params, "force"), _flag(params, "rollback")
+        # Docker's ?version=N: the record's version as inspect showed it (compare-and-set)
+        version = params.get("version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 0):
+            raise _bad("version must be a record version (an integer from service.inspect)")
         if rollback:
             if force or any(key in params for key in REPLACEABLE):
                 raise _bad("other flags may not be combined with --rollback")
@@ -377,7 +386,7 @@ class ServiceAPI:
             bump = current.spec.container.force_update + (1 if force else 0)
             return dataclasses.replace(new_spec, container=dataclasses.replace(new_spec.container, force_update=bump))
 
-        answer = await self._respec(service.id, respec, resume=True, registry_auth=auth)
+        answer = await self._respec(service.id, respec, resume=True, registry_auth=auth, version=version)
         return {**answer, "warnings": warnings} if warnings else answer
 
     async def rollback(self, params: dict) -> dict:
