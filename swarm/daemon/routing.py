@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from swarm.api import model
 from swarm.api.errors import ApiError
+from swarm.daemon import distribution
+from swarm.daemon.events import EventFeed
 from swarm.daemon.transfers import registry_handlers
 from swarm.manager.controlapi.nodes import READ_METHODS, WRITE_METHODS
 from swarm.rpc.messages import Peer, RPCError
@@ -43,7 +45,7 @@ NETWORK_WRITES = ("network.create", "network.rm")
 SERVICE_READS = ("service.ls", "service.ps", "service.inspect")
 SERVICE_WRITES = ("service.create", "service.update", "service.rollback", "service.scale", "service.rm")
 # secret.* and config.*: a manager's only (as services), never forwarded from a worker.
-FILE_OBJECT_METHODS = {kind: tuple(f"{kind}.{verb}" for verb in ("create", "ls", "inspect", "rm"))
+FILE_OBJECT_METHODS = {kind: tuple(f"{kind}.{verb}" for verb in ("create", "ls", "inspect", "rm", "update"))
                        for kind in ("secret", "config")}
 
 Call = Callable[[dict], Awaitable[Any]]
@@ -116,6 +118,11 @@ def local_router(d: Daemon) -> Router:
         raise RPCError("bad_request", NOT_LOCKED)       # a locked manager answers with keys.LockedRouter
     router.route("unlock", not_locked)
     router.route("info", info)
+    feed = EventFeed(lambda: d.manager)      # `docker events`: the store's changes, on a manager
+
+    async def events(peer: Peer, params: dict) -> dict:
+        return await feed.poll(params)
+    router.route("events", events)
     for method in READ_METHODS + WRITE_METHODS:
         if method != "info":
             via = f"control.{method}" if method in READ_METHODS else None
@@ -133,6 +140,7 @@ def local_router(d: Daemon) -> Router:
         router.route(method, handler)
     for method, handler in registry_handlers(d.registry).items():   # image.pull/push, login, logout
         router.route(method, handler)
+    router.route("image.distribution", distribution.handler(distribution.client_for(d.registry)))
     for method, handler in d.volume_handlers.items():     # a node's own volumes: never forwarded
         router.route(method, handler)
     return router

@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from swarm.api.model import rfc3339
-from swarm.engineapi import logs, objects, schema, services
+from swarm.engineapi import events, images, logs, objects, schema, services
 from swarm.engineapi.errors import EngineError, from_rpc
 from swarm.engineapi.fields import Unsupported
 from swarm.rpc.messages import RPCError
@@ -76,6 +76,11 @@ class EngineApp:
             r("/_ping", self.ping, methods=["GET", "HEAD"]),
             r("/version", self.version, methods=["GET"]),
             r("/info", self.info, methods=["GET"]),
+            r("/events", self.events, methods=["GET"]),
+            r("/images/create", self.image_create, methods=["POST"]),
+            r("/images/json", self.image_list, methods=["GET"]),
+            r("/images/{name:path}/json", self.image_inspect, methods=["GET"]),
+            r("/distribution/{name:path}/json", self.distribution, methods=["GET"]),
             r("/swarm", self.swarm_inspect, methods=["GET"]),
             r("/swarm/update", self.swarm_update, methods=["POST"]),
             r("/swarm/unlockkey", self.swarm_unlock_key, methods=["GET"]),
@@ -104,6 +109,7 @@ class EngineApp:
                 r(f"/{kind}s/create", self._file_create(kind), methods=["POST"]),
                 r(f"/{kind}s/{{id}}", self._file_inspect(kind), methods=["GET"]),
                 r(f"/{kind}s/{{id}}", self._file_delete(kind), methods=["DELETE"]),
+                r(f"/{kind}s/{{id}}/update", self._file_update(kind), methods=["POST"]),
             ]
         routes.append(r("/{rest:path}", self.not_served,
                         methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]))
@@ -119,7 +125,7 @@ class EngineApp:
                 if problem:
                     await _message(400, problem)(scope, receive, send)
                     return
-                scope = dict(scope, path=m[3], raw_path=m[3].encode())
+                scope = dict(scope, path=m[3], raw_path=m[3].encode(), engine_api_version=(int(m[1]), int(m[2])))
         await self.app(scope, receive, send)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -204,6 +210,73 @@ class EngineApp:
 
     async def info(self, request: Request) -> Response:
         return _json(objects.info_view(await self.call("info", {}), self._host, rfc3339(time.time())))
+
+    async def events(self, request: Request) -> Response:
+        """`docker events`: the store's changes, one JSON line each, until `until` or the client goes."""
+        q = request.query_params
+        since, until = events.unix_nanos("since", q.get("since")), events.unix_nanos("until", q.get("until"))
+        wanted = events.check_filters(self.filters(request))
+        first = await self.call("events", events.stream_params(since, time.time_ns()))
+
+        async def lines() -> AsyncIterator[bytes]:
+            answer = first
+            while True:
+                chunk = b"".join(events.line(e) for e in answer["events"]
+                                 if events.matches(e, wanted) and (until is None or e["time_nano"] <= until))
+                if chunk:
+                    yield chunk
+                wait = LOGS_WAIT
+                if until is not None:
+                    left = (until - time.time_ns()) / 1e9
+                    if left <= 0:
+                        return
+                    wait = min(wait, left)
+                answer = await self.call("events", {"after": answer["next"], "wait": wait})
+
+        return StreamingResponse(lines(), media_type=events.MEDIA_TYPE)
+
+    # -- images -----------------------------------------------------------------------------
+
+    async def image_create(self, request: Request) -> Response:
+        """`docker pull`: the node's pull (image.pull's long poll) as dockerd's progress stream."""
+        q = request.query_params
+        ref = images.pull_ref(q.get("fromImage"), q.get("tag"))
+        first = await self.call("image.pull", {"ref": ref})       # a bad reference: a 400 before the 200
+
+        async def messages() -> AsyncIterator[bytes]:
+            shown: dict[str, int] = {}
+            yield json.dumps(images.pulling_from(ref)).encode() + b"\r\n"
+            answer = first
+            while True:
+                lines = images.pull_messages(answer, shown)
+                if lines:
+                    yield b"".join(json.dumps(m).encode() + b"\r\n" for m in lines)
+                if answer.get("done"):
+                    return
+                answer = await self.call("image.pull", {"op": answer["op"], "version": answer["version"],
+                                                        "since": answer["logged"]})
+
+        return StreamingResponse(messages(), media_type="application/json")
+
+    async def image_list(self, request: Request) -> Response:
+        wanted = self.filters(request)
+        version = request.scope.get("engine_api_version", (1, 50))
+        return _json([images.summary_view(row, version) for row in await self.call("image.ls", {})
+                      if images.image_matches(row, wanted)])
+
+    async def image_inspect(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        answer = await self.call("image.inspect", {"refs": [name]})
+        if not answer.get("images"):
+            raise EngineError(404, f"No such image: {name}")
+        return _json(answer["images"][0])
+
+    async def distribution(self, request: Request) -> Response:
+        params = {"ref": request.path_params["name"]}
+        auth = request.headers.get("x-registry-auth")
+        if auth:
+            params["registry_auth"] = auth
+        return _json(await self.call("image.distribution", params))
 
     # -- swarm ----------------------------------------------------------------------------
 
@@ -419,6 +492,16 @@ class EngineApp:
         async def handler(request: Request) -> Response:
             found = await self.call(f"{kind}.inspect", {"refs": [request.path_params["id"]]})
             return _json(objects.file_object_view(found[0], kind))
+        return handler
+
+    def _file_update(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            version = self.version_query(request)
+            params = objects.file_object_params(await self.body(request, f"/{kind}s/{{id}}/update"))
+            if not params["data"]:
+                del params["data"]            # Go's omitempty: no Data is "the same value"
+            await self.call(f"{kind}.update", dict(params, ref=request.path_params["id"], version=version))
+            return Response(status_code=200)
         return handler
 
     def _file_delete(self, kind: str) -> Callable[[Request], Awaitable[Response]]:

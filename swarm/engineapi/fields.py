@@ -19,7 +19,11 @@ class Unsupported(ValueError):
 
 
 def is_zero(value: Any) -> bool:
-    return value is None or value is False or value == 0 or value == "" or value == {} or value == []
+    """Go's zero value; an object of zero members too (docker/cli's compose converter sends
+    `"Privileges": {"NoNewPrivileges": false}` for a service that sets none)."""
+    if isinstance(value, dict):
+        return all(is_zero(v) for v in value.values())
+    return value is None or value is False or value == 0 or value == "" or value == []
 
 
 class Fields:

@@ -2,8 +2,12 @@
 
 The socket is made here (bound and set to mode 0660 before it listens: a connect to a
 socket that does not listen is refused, so no other user can connect at any moment: dockerd's docker.sock is root:docker 0660) and handed to
-hypercorn as a file descriptor. Idle connections are closed after KEEP_ALIVE seconds
-and a request whose bytes stop coming after READ_TIMEOUT, so idle clients cannot pile up.
+hypercorn's trio connection handler (TCPServer) on our own accept loop. Idle connections are
+closed after KEEP_ALIVE seconds and a request whose bytes stop coming after READ_TIMEOUT, and
+at most MAX_CONNECTIONS are served at once (hypercorn has no cap): the accept loop takes a
+slot before it accepts, so a client beyond the cap waits in the listen backlog (BACKLOG; then
+its connect fails with EAGAIN) until an idle connection times out, and the daemon's file
+descriptors never run out, whatever the clients do.
 """
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import wrap_app
 
 from swarm.engineapi.app import EngineApp
 from swarm.rpc.messages import LOCAL_PEER
@@ -28,6 +35,28 @@ log = logging.getLogger(__name__)
 KEEP_ALIVE = 5.0        # seconds an idle connection is kept (hypercorn's keep_alive_timeout)
 READ_TIMEOUT = 30       # seconds a started request may wait for its next bytes
 SOCKET_MODE = 0o660
+MAX_CONNECTIONS = 1024  # served at once; more wait in the backlog (dockerd has no cap: Go's fds are cheap)
+BACKLOG = 1024          # connections the kernel queues for us (capped by net.core.somaxconn)
+
+
+class CappedListener(trio.abc.Listener[trio.SocketStream]):
+    """A listener that accepts only while fewer than `limit` of its streams are open: each
+    accepted stream holds a slot of `slots` until its handler gives it back (`release`)."""
+
+    def __init__(self, inner: trio.SocketListener, slots: trio.Semaphore) -> None:
+        self.inner = inner
+        self.slots = slots
+
+    async def accept(self) -> trio.SocketStream:
+        await self.slots.acquire()
+        try:
+            return await self.inner.accept()
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def bind_unix(path: str) -> socket.socket:
@@ -45,9 +74,8 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def config_for(fd: int) -> Config:
+def config_for() -> Config:
     config = Config()
-    config.bind = [f"fd://{fd}"]
     config.keep_alive_timeout = KEEP_ALIVE
     config.read_timeout = READ_TIMEOUT
     config.graceful_timeout = 1.0
@@ -61,12 +89,27 @@ async def serve(app: Any, path: str, *, task_status: Any = trio.TASK_STATUS_IGNO
     await serve_socket(app, bind_unix(path), path, task_status=task_status)
 
 
-async def serve_socket(app: Any, sock: socket.socket, path: str, *,
+async def serve_socket(app: Any, sock: socket.socket, path: str, *, max_connections: int = MAX_CONNECTIONS,
                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve `app` on `sock` (bound at `path`, not listening yet); the socket file goes at the end."""
+    """Serve `app` on `sock` (bound at `path`, not listening yet), at most `max_connections`
+    at once; the socket file goes at the end."""
+    config = config_for()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    slots = trio.Semaphore(max_connections)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+        finally:
+            slots.release()
+
     try:
-        # hypercorn owns a duplicate of the descriptor; ours is closed when the server ends
-        await hypercorn_serve(app, config_for(os.dup(sock.fileno())), task_status=task_status, mode="asgi")
+        sock.listen(BACKLOG)
+        listener = CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), slots)
+        async with trio.open_nursery() as handlers:
+            task_status.started()
+            await trio.serve_listeners(handle, [listener], handler_nursery=handlers)
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):

@@ -61,6 +61,10 @@ def spec_params(body: dict) -> dict:
     p["placement_prefs"] = [f"spread={pref.sub('Spread').get('SpreadDescriptor', '')}"
                             for pref in placement.each("Preferences")]
     p["max_replicas_per_node"] = placement.get("MaxReplicas", 0)
+    # docker/cli copies the platforms GET /distribution names into the spec. Each node's pull picks
+    # its own platform from the image's index, and a task on a node the image has no platform for
+    # fails with "no matching manifest for linux/...": the same outcome, found by the node.
+    placement.ignore("Platforms")
     log = t.sub("LogDriver")
     p["log_driver"], p["log_opts"] = log.get("Name", "json-file"), log.get("Options", {})
     p["force_update"] = t.get("ForceUpdate", 0)

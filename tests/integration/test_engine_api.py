@@ -2,6 +2,7 @@
 docker-py against real daemons: one node, then three (a manager and two workers)."""
 import json
 import os
+import resource
 import shutil
 import socket
 import stat
@@ -9,6 +10,7 @@ import subprocess
 
 import pytest
 
+from swarm.engineapi.server import MAX_CONNECTIONS
 from swarm.lab.localcluster import Swarm, eventually
 
 # The docker CLI of machines of this kind (28.x, API 1.50); Debian's docker.io client is older.
@@ -209,19 +211,38 @@ def test_bad_input_on_the_socket_is_refused_and_changes_nothing(one):
     for request, status, message in bad:
         got, body = raw_request(m1, request)
         assert got == status and message in body["message"], (request[:80], got, body)
-    # many idle connections: the daemon keeps answering, and closes them once idle too long
-    idle = []
+    # 10,000 idle connections at once: the daemon serves at most MAX_CONNECTIONS of them, the
+    # kernel queues a backlog and refuses the rest (EAGAIN); its descriptors stay bounded, idle
+    # ones are closed after the keep-alive, and then it answers again
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10_500), hard))
+    attempts = min(10_000, min(hard, 10_500) - 300)
+    idle, refused = [], 0
     try:
-        for _ in range(300):
+        for _ in range(attempts):
             s = socket.socket(socket.AF_UNIX)
-            s.connect(os.path.join(m1.state_dir, "docker.sock"))
-            idle.append(s)
-        assert docker(m1, "service", "ls", "--format", "{{.Name}}", timeout=20).stdout.strip() == "keep"
+            s.setblocking(False)
+            try:
+                s.connect(os.path.join(m1.state_dir, "docker.sock"))
+                idle.append(s)
+            except BlockingIOError:
+                refused += 1
+                s.close()
+        assert len(idle) + refused == attempts and len(idle) >= MAX_CONNECTIONS, (len(idle), refused)
+        def fds() -> int:
+            return len(os.listdir(f"/proc/{m1.pid}/fd"))
+        # the daemon takes connections up to its cap, and no more while they stay open
+        eventually(lambda: fds() >= MAX_CONNECTIONS, 30, "the daemon at its connection cap")
+        assert max(fds() for _ in range(20)) < MAX_CONNECTIONS + 300
+        eventually(lambda: docker(m1, "service", "ls", "--format", "{{.Name}}", check=False, timeout=20
+                                  ).stdout.strip() == "keep", 60, "the daemon answering again")
+        idle[0].setblocking(True)
         idle[0].settimeout(15)
         assert idle[0].recv(1) == b""          # closed by the server after its keep-alive timeout
     finally:
         for s in idle:
             s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert docker(m1, "service", "inspect", "keep", "--format", "{{json .}}").stdout == before
     assert docker(m1, "service", "ls", "-q").stdout.split() == [json.loads(before)["ID"][:12]]
     assert docker(m1, "secret", "ls", "-q").stdout.strip() == ""

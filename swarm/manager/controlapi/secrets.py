@@ -17,12 +17,13 @@ only the dispatcher calls (for the node whose tasks use it); `inspect` and
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import trio
 
-from raft.store import Op
+from raft.store import VERSION_SHIFT, Op
 from swarm.api import filters, model, records, secrets, spec
 from swarm.api.errors import ApiError
 from swarm.api.refs import resolve_ref
@@ -99,7 +100,8 @@ class FileObjectAPI:
 
     async def handle(self, method: str, params: dict) -> Any:
         handler = {f"{self.kind}.create": self.create, f"{self.kind}.ls": self.ls,
-                   f"{self.kind}.inspect": self.inspect, f"{self.kind}.rm": self.rm}.get(method)
+                   f"{self.kind}.inspect": self.inspect, f"{self.kind}.rm": self.rm,
+                   f"{self.kind}.update": self.update}.get(method)
         if handler is None:
             raise ApiError("unknown_method", f"unknown {self.kind} method {method}")
         return await handler(params)
@@ -128,6 +130,34 @@ class FileObjectAPI:
             await self._forget_chunks(written)
             raise
         return {"id": obj.id, "name": name}
+
+    async def update(self, params: dict) -> dict:
+        """SwarmKit's UpdateSecret/UpdateConfig: only the labels change. The name and the value
+        may be given (docker stack deploy sends the whole spec again) but must be the same;
+        `version` (Docker's Version.Index) makes it a compare-and-set."""
+        if not isinstance(params.get("ref"), str):
+            raise _bad(f"ref must be a {self.kind} name or ID")
+        obj, version = self.find(params["ref"])
+        given = params.get("version")
+        if given is not None and given != version >> VERSION_SHIFT:
+            raise ApiError("conflict", f"update out of sequence: {self.kind} {obj.name} is at version "
+                                       f"{version >> VERSION_SHIFT}, not {given}")
+        data = params.get("data")
+        if params.get("name", obj.name) != obj.name or (
+                data is not None and data != read_value(self.m.raft, self.kind, obj)):
+            raise _bad("only updates to Labels are allowed")          # SwarmKit's sentence
+        try:
+            labels = secrets.check_labels(params.get("labels"))
+        except secrets.InvalidObject as exc:
+            raise _bad(str(exc)) from None
+        new = dataclasses.replace(obj, labels=labels, updated_at=time.time())
+        try:
+            await self.m.commit([Op.update(self.kind, obj.id, model.encode(secrets.to_dict(new)), expect=version)])
+        except ApiError as exc:
+            if exc.code != "conflict":
+                raise
+            raise ApiError("conflict", f"update out of sequence: {self.kind} {obj.name} changed") from None
+        return {"id": obj.id, "name": obj.name}
 
     async def _forget_chunks(self, chunk_ids: list[str]) -> None:
         for chunk_id in chunk_ids:
