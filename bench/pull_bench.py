@@ -9,8 +9,9 @@ Prints one JSON document:
   in each round:
   * ours: `swarm image pull -q REF` on a one-node cluster (a real daemon): the
     manifest, the blobs (3 at a time, each hashed while written, fsync'ed),
-    then each layer gunzipped, hashed (the diff_id) and unpacked into the
-    store. Between runs `image rm` and `image prune -a` empty the store (the
+    each layer gunzipped, hashed (the diff_id) and unpacked into the store as
+    soon as its blob is stored (2 at a time, while the other blobs download),
+    then the image registered. Between runs `image rm` and `image prune -a` empty the store (the
     bench checks that no layer blob is left), so every run really downloads;
   * skopeo: `skopeo copy docker://REF oci:DIR` into a fresh folder each run:
     the blobs downloaded, verified and written, nothing unpacked;
@@ -30,8 +31,9 @@ Prints one JSON document:
   `cli_floor_s`: `swarm image ls -q` (start of the CLI + one call), part of ours;
   `ours_daemon_only`: the same pull asked of the daemon from this process (the
   long poll the CLI makes, without starting the CLI); `ours_stages_in_process`:
-  the puller in this process on a fresh store, the downloads apart from
-  add_pulled (unpacking, diff_id hashing, registering).
+  the puller in this process on a fresh store: its total, when the last blob
+  was stored, what came after it (the last unpacks and add_pulled), the unpacks'
+  summed durations (mostly under the downloads) and add_pulled alone.
 - service_s: a 3-node cluster (one manager, two workers, swarm.lab.localcluster),
   `service create --detach --replicas 3` of an image only the registry has
   (the demo rootfs plus a 20 MB random layer) to all 3 tasks running,
@@ -161,35 +163,50 @@ def pull_rpc(swarm: Swarm, node, ref: str, layer_digests: list[str]) -> float:
 
 
 def stages(base: str, ref: str, runs: int) -> dict:
-    """The puller in this process on a fresh store: the downloads (manifest, configuration,
-    blobs, each hashed and fsync'ed) apart from add_pulled (unpack, diff_id hashing, register)."""
+    """The puller in this process on a fresh store, the pipeline timed from inside: when the
+    last blob was stored, how long the pull went on after it (the last unpacks and add_pulled
+    registering the image), and how long the unpacks took in all (most of it under downloads)."""
     import trio
 
     from swarm.registry import Puller, RegistryConfig
     from swarm.runtime.images import ImageStore
 
-    download, unpack = [], []
+    total, last_blob, tail, unpacking, register = [], [], [], [], []
     for run in range(runs):
         root = os.path.join(base, f"stages-{run}")
         store = ImageStore(root)
-        add_pulled = store.add_pulled
-        took: list[float] = []
+        marks: dict[str, list[tuple[float, float]]] = {"stored": [], "unpack": [], "register": []}
 
-        def timed(*args: object, _add=add_pulled, _took=took, **kwargs: object) -> object:
-            started = time.monotonic()
-            try:
-                return _add(*args, **kwargs)
-            finally:
-                _took.append(time.monotonic() - started)
+        def timed(fn, mark):
+            def call(*args: object, **kwargs: object) -> object:
+                began = time.monotonic()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    marks[mark].append((began, time.monotonic()))
+            return call
 
-        store.add_pulled = timed  # type: ignore[method-assign]
+        def pull_layers(_make=store.pull_layers):
+            layers = _make()
+            layers.unpack = timed(layers.unpack, "unpack")  # type: ignore[method-assign]
+            return layers
+
+        store.ingest_blob = timed(store.ingest_blob, "stored")  # type: ignore[method-assign]
+        store.add_pulled = timed(store.add_pulled, "register")  # type: ignore[method-assign]
+        store.pull_layers = pull_layers  # type: ignore[method-assign]
         started = time.monotonic()
         trio.run(Puller(store, RegistryConfig()).pull, ref)
-        total = time.monotonic() - started
-        download.append(total - took[0])
-        unpack.append(took[0])
+        ended = time.monotonic()
+        total.append(ended - started)
+        stored = max(end for _, end in marks["stored"])
+        last_blob.append(stored - started)
+        tail.append(ended - stored)
+        unpacking.append(sum(end - began for began, end in marks["unpack"]))
+        register.append(sum(end - began for began, end in marks["register"]))
         shutil.rmtree(root)
-    return {"download": summary(download), "unpack_and_register": summary(unpack)}
+    return {"total": summary(total), "last_blob_stored_at": summary(last_blob),
+            "after_last_blob": summary(tail), "unpacks_summed": summary(unpacking),
+            "add_pulled": summary(register)}
 
 
 def pull_skopeo(base: str, ref: str, registry: RegistryServer, run: int) -> float:

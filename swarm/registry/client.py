@@ -137,7 +137,7 @@ class RegistryClient:
             if size is None:
                 total = int(resp.headers.get("content-length", "0") or 0)
             try:
-                async for chunk in resp.aiter_raw(BLOB_CHUNK):
+                async for chunk in _pieces(resp.aiter_raw(), BLOB_CHUNK):
                     done += len(chunk)
                     if size is not None and done > size:
                         raise DigestMismatch(digest, "")
@@ -273,6 +273,22 @@ async def _read_bounded(resp: httpx.Response, limit: int) -> bytes:
             raise RegistryProtocolError(f"the registry sent a manifest larger than {limit >> 20} MiB")
         parts.append(chunk)
     return b"".join(parts)
+
+
+async def _pieces(body: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """The body in pieces of at least `size` bytes (the last one shorter), each joined once:
+    httpx's own chunker (aiter_raw(size)) copies every byte three times, a quarter of a
+    download's CPU at loopback speed."""
+    parts: list[bytes] = []
+    held = 0
+    async for data in body:
+        parts.append(data)
+        held += len(data)
+        if held >= size:
+            yield b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 async def _counting(body: AsyncIterator[bytes], total: int, progress: Progress) -> AsyncIterator[bytes]:

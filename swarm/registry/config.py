@@ -95,9 +95,13 @@ def endpoints(domain: str, config: RegistryConfig, *, push: bool = False) -> lis
 
 
 def ssl_context(config: RegistryConfig, host: str, verify: bool) -> ssl.SSLContext:
-    """A TLS context for `host`: system roots + certs.d/HOST/*.crt, client pairs *.cert/*.key."""
-    ctx = ssl.create_default_context()
-    if not verify:
+    """A TLS context for `host`: system roots + certs.d/HOST/*.crt, client pairs *.cert/*.key.
+    Unverified (an insecure registry), it loads no roots: reading the system's took 25-45 ms,
+    on every pull and every tag resolved from a registry on 127.0.0.0/8, tried in TLS first."""
+    if verify:
+        ctx = ssl.create_default_context()
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if config.certs_dir:

@@ -5,10 +5,15 @@ the digest a pinned reference names: then nothing touches the network.
 Otherwise it resolves the manifest (an index resolves further to this
 node's platform), fetches the image configuration, and downloads the layer
 blobs the store lacks, at most `max_concurrent_downloads` at a time, each
-streamed into `store.ingest_blob` (which keeps a blob only once its digest
-matched); the puller checks the digest too, in the store's thread as the
-chunks go by, and reports a layer's byte count at most every 100 ms, as
-Docker does. Last, `store.add_pulled` unpacks and registers the image.
+streamed into `store.ingest_blob`, which hashes the chunks as it writes them
+and keeps a blob only when the digest matched (the one hash a download
+needs: the puller refuses a blob whose digest the store found different).
+A layer's byte count is reported at most every 100 ms, as Docker does.
+Each layer is unpacked as soon as its blob is stored, while the others still
+download (`store.pull_layers().unpack` in a worker thread, at most
+`max_concurrent_unpacks` at once: gunzip, sha256 and the writes release the
+GIL); a layer the store or another pull has unpacked already is not unpacked
+again. Last, `store.add_pulled` registers the image, its layers in place.
 
 Single flight: callers pulling the same reference at once share one pull
 (each gets the progress events and the outcome), and two pulls that need the
@@ -22,7 +27,7 @@ chunks cross from the network task to the thread through a bounded channel.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
@@ -48,8 +53,13 @@ class PullStore(Protocol):
     `has_digest(name, digest)`: an image NAME@DIGEST is registered (name familiar,
     e.g. "busybox" or "127.0.0.1:5000/team/app"; digest the one a tag resolved to).
     `has_blob(digest)`: the compressed blob is in the store, whole and verified.
-    `ingest_blob(digest, chunks)`: write the chunks, verify sha256, keep the blob only
-    when it matched; an exception raised by `chunks` aborts and leaves nothing.
+    `ingest_blob(digest, chunks)`: write the chunks, hashing them, and keep the blob only
+    when they hash to `digest`; returns the digest they hash to (the puller refuses any
+    other); an exception raised by `chunks` aborts and leaves nothing.
+    `pull_layers()`: an object whose `unpack(index, diff_id, layer)` (layer: the manifest's
+    descriptor as a dict) unpacks one layer from its stored blob, or finds it unpacked,
+    called from several threads at once, and whose `close()` ends the pull's hold on them
+    (a layer no image reaches is removed then).
     `add_pulled(ref, manifest_digest, manifest_bytes, config_bytes)`: unpack the
     missing layers and register the image; `ref` is familiar ("busybox:latest",
     "host:5000/app:1" or "NAME@sha256:..." for a digest-only pull),
@@ -61,9 +71,19 @@ class PullStore(Protocol):
 
     def has_blob(self, digest: str) -> bool: ...
 
-    def ingest_blob(self, digest: str, chunks: Iterable[bytes]) -> object: ...
+    def ingest_blob(self, digest: str, chunks: Iterable[bytes]) -> str: ...
+
+    def pull_layers(self) -> "LayerUnpacker": ...
 
     def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes) -> object: ...
+
+
+class LayerUnpacker(Protocol):
+    """One pull's layers (PullStore.pull_layers); blocking calls."""
+
+    def unpack(self, index: int, diff_id: str, layer: dict) -> object: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,7 @@ class _Flight:
 class Puller:
     def __init__(self, store: PullStore, config: RegistryConfig | None = None,
                  credentials: Credentials | None = None, *, transport: object = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_concurrent_unpacks: int = 2) -> None:
         self.store = store
         self._clock = clock           # paces the byte counts of progress (PROGRESS_INTERVAL)
         self._transport = transport   # an httpx transport (tests: a fake registry)
@@ -115,6 +135,8 @@ class Puller:
         self._pulls: dict[str, _Flight] = {}
         self._blobs: dict[str, _Flight] = {}
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_downloads))
+        # Unpacking is CPU work in threads: as many as the cores a node lends it, not one per download.
+        self._unpack_limiter = trio.CapacityLimiter(max(1, max_concurrent_unpacks))
 
     async def pull(self, ref: Reference | str, *, progress: ProgressCallback | None = None,
                    credentials: Credentials | None = None) -> PullResult:
@@ -174,23 +196,39 @@ class Puller:
                 raise RegistryProtocolError(f"the image configuration of {ref.familiar()} is larger than 8 MiB")
             config_parts: list[bytes] = []
             await client.fetch_blob(ref, doc.config.digest, config_parts.append, size=doc.config.size)
+            config_bytes = b"".join(config_parts)
+            diff_ids = _diff_ids(config_bytes, len(doc.layers))
             for layer in doc.layers:
                 flight.emit(LayerProgress(_short(layer.digest), "Pulling fs layer", 0, layer.size))
-            async with trio.open_nursery() as nursery:
-                for layer in doc.layers:
-                    nursery.start_soon(self._layer, client, ref, layer, flight)
-        name_ref = ref.familiar() if not ref.tag else ref.name_only().with_tag(ref.tag).familiar()
-        image = await trio.to_thread.run_sync(self.store.add_pulled, name_ref, top.digest, manifest_bytes,
-                                              b"".join(config_parts))
-        for layer in doc.layers:
-            flight.emit(LayerProgress(_short(layer.digest), "Pull complete", layer.size, layer.size))
+            layers = await trio.to_thread.run_sync(self.store.pull_layers)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i, layer in enumerate(doc.layers):
+                        nursery.start_soon(self._layer, client, ref, i, layer, diff_ids[i], layers, flight)
+                name_ref = ref.familiar() if not ref.tag else ref.name_only().with_tag(ref.tag).familiar()
+                image = await trio.to_thread.run_sync(self.store.add_pulled, name_ref, top.digest, manifest_bytes,
+                                                      config_bytes)
+            finally:
+                with trio.CancelScope(shield=True):    # a failed or cancelled pull leaves no layer behind
+                    await trio.to_thread.run_sync(layers.close)
         return PullResult(ref, top.digest, True, image)
 
-    async def _layer(self, client: RegistryClient, ref: Reference, layer: Descriptor, flight: _Flight) -> None:
+    async def _layer(self, client: RegistryClient, ref: Reference, index: int, layer: Descriptor,
+                     diff_id: str | None, layers: LayerUnpacker, flight: _Flight) -> None:
+        """Download one layer's blob (unless the store or another pull has it), then unpack it."""
+        exists = await self._blob(client, ref, layer, flight)
+        if diff_id is not None:      # None: a configuration add_pulled refuses in its own words
+            desc = {"digest": layer.digest, "mediaType": layer.media_type, "size": layer.size}
+            await trio.to_thread.run_sync(layers.unpack, index, diff_id, desc, limiter=self._unpack_limiter)
+        if not exists:
+            flight.emit(LayerProgress(_short(layer.digest), "Pull complete", layer.size, layer.size))
+
+    async def _blob(self, client: RegistryClient, ref: Reference, layer: Descriptor, flight: _Flight) -> bool:
+        """Bring the layer's blob into the store; True when it was there already."""
         short = _short(layer.digest)
         if await trio.to_thread.run_sync(self.store.has_blob, layer.digest):
             flight.emit(LayerProgress(short, "Already exists", layer.size, layer.size))
-            return
+            return True
         blob = self._blobs.get(layer.digest)
         while blob is not None:       # another pull downloads it: wait for that one
             await blob.done.wait()
@@ -198,13 +236,14 @@ class Puller:
                 if blob.error is not None:
                     raise blob.error
                 flight.emit(LayerProgress(short, "Download complete", layer.size, layer.size))
-                return
+                return False
             blob = self._blobs.get(layer.digest)
         blob = self._blobs[layer.digest] = _Flight()
         try:
             async with self._limiter:
                 await self._download(client, ref, layer, flight)
             flight.emit(LayerProgress(short, "Download complete", layer.size, layer.size))
+            return False
         except BaseException as exc:
             error = _unwrap(exc)
             if isinstance(error, trio.Cancelled):
@@ -217,9 +256,9 @@ class Puller:
             blob.done.set()
 
     async def _download(self, client: RegistryClient, ref: Reference, layer: Descriptor, flight: _Flight) -> None:
-        """Network in this task, disk in a worker thread, a bounded channel between. The digest
-        is checked in the worker thread too, as the chunks go to the store: hashing in this task
-        held up the event loop, which receives every download of the node."""
+        """Network in this task, disk and hashing in a worker thread (the store's ingest_blob), a
+        bounded channel between: hashing here held up the event loop, which receives every
+        download of the node."""
         send, receive = trio.open_memory_channel[object](4)    # chunks of BLOB_CHUNK: 4 MiB in flight at most
         failure: list[BaseException] = []
         short = _short(layer.digest)
@@ -242,24 +281,19 @@ class Puller:
                     await send.send(_Abort(exc))
 
         def chunks() -> Iterator[bytes]:
-            hasher = hashlib.sha256()
             while True:
                 try:
                     item = trio.from_thread.run(receive.receive)
                 except trio.EndOfChannel:
-                    break
+                    return
                 if isinstance(item, _Abort):
                     raise item.error
-                hasher.update(item)  # type: ignore[arg-type]
                 yield item  # type: ignore[misc]
-            if (actual := "sha256:" + hasher.hexdigest()) != layer.digest:
-                failure.append(DigestMismatch(layer.digest, actual))
-                raise failure[-1]     # before the store's last read returns: it keeps nothing
 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(fetch)
-                await trio.to_thread.run_sync(self.store.ingest_blob, layer.digest, chunks())
+                actual = await trio.to_thread.run_sync(self.store.ingest_blob, layer.digest, chunks())
                 await receive.aclose()   # a store that stopped reading early must not hold the fetch
         except BaseException as exc:
             error = _unwrap(exc)
@@ -272,6 +306,20 @@ class Puller:
             raise error from None
         if failure:   # a store that swallowed the abort: the blob is still refused
             raise failure[0]
+        if actual != layer.digest:    # the store kept nothing of it
+            raise DigestMismatch(layer.digest, str(actual))
+
+
+def _diff_ids(config: bytes, count: int) -> list[str | None]:
+    """The configuration's rootfs.diff_ids, one per layer; Nones when they are not `count` digests
+    (add_pulled refuses such a configuration with its own sentence, after the downloads)."""
+    try:
+        ids = json.loads(config)["rootfs"]["diff_ids"]
+    except (ValueError, TypeError, KeyError):
+        return [None] * count
+    if not isinstance(ids, list) or len(ids) != count or not all(isinstance(d, str) for d in ids):
+        return [None] * count
+    return ids
 
 
 class _Abort:

@@ -40,7 +40,12 @@ FRESH_SECONDS = 3600.0     # how long a downloaded blob waits for its image befo
 
 
 class DigestMismatch(ImageError):
-    """The bytes written do not hash to the digest they were announced with."""
+    """The bytes written do not hash to the digest they were announced with; `actual` is what
+    they hash to (None when they were refused for their size before the end)."""
+
+    def __init__(self, message: str, actual: str | None = None) -> None:
+        super().__init__(message)
+        self.actual = actual
 
 
 def check_digest(digest: str) -> str:
@@ -233,7 +238,7 @@ class BlobWriter:
         if self.digest is not None and actual != self.digest:
             self.abort()
             raise DigestMismatch(f"digest mismatch: {short(self.digest)} was expected, "
-                                 f"the data received is {short(actual)}; nothing of it was kept.")
+                                 f"the data received is {short(actual)}; nothing of it was kept.", actual)
         if self.expected_size is not None and self.written != self.expected_size:
             self.abort()
             raise DigestMismatch(f"digest mismatch: {self._what()} ended after {self.written} of its "

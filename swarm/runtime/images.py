@@ -23,13 +23,16 @@ diff_id, whatever image or registry brought it, and its compressed blob is
 stored once, by digest. Layers stay separate; a container's rootfs stacks
 them with one overlay mount.
 
-Imports, loads and pulls extract into layers/.tmp-* directories (and write
-blobs through temporary files) first, and move them into place under the lock
-only when every layer was accepted, so a refused archive or a failed pull
-leaves nothing behind. Garbage collection (after `remove`, in `prune`) keeps
-every blob and layer a remaining image reaches, the blobs a pull downloaded
-and has not registered yet, and the layers mounted by a container; the
-images tasks use (`in_use`) are never removed.
+Imports and loads extract into layers/.tmp-* directories (and write blobs
+through temporary files) first, and move them into place under the lock only
+when every layer was accepted, so a refused archive leaves nothing behind. A
+pull moves each layer into place as soon as it is unpacked, while its other
+blobs still download, holding a lease on it until the image is registered
+(`pull_layers`, layerstage.PullLayers); a failed pull removes the layers no
+image reaches. Garbage collection (after `remove`, in `prune`) keeps every
+blob and layer a remaining image reaches, the blobs a pull downloaded and the
+layers it unpacked and has not registered yet, and the layers mounted by a
+container; the images tasks use (`in_use`) are never removed.
 
 Imports are bounded: only regular files are read (a device or fifo would never
 end); what an import expands to may not pass `max_import_bytes` nor the free
@@ -60,13 +63,13 @@ import trio
 from raft.fsutil import atomic_write
 from swarm.api.model import rfc3339
 from swarm.runtime import imagerefs
-from swarm.runtime.blobstore import BlobStore, check_digest
+from swarm.runtime.blobstore import BlobStore, DigestMismatch, check_digest
 from swarm.runtime.errors import ImageError
 from swarm.runtime.extract import Budget, format_bytes, open_layer_stream
 from swarm.runtime.imagearchive import (MAX_METADATA_BYTES, PLATFORM, ParsedImage, SaveImage, SaveLayer, diff_ids,
                                         open_source, read_archive, write_docker_save)
 from swarm.runtime.imageconfig import Healthcheck, Image, image_config, parse_time
-from swarm.runtime.layerstage import DOCKER_LAYER_GZIP, LAYER_TAR, GzipSink, StagedLayers
+from swarm.runtime.layerstage import DOCKER_LAYER_GZIP, LAYER_TAR, GzipSink, LayerLeases, PullLayers, StagedLayers
 
 __all__ = ["Healthcheck", "Image", "ImageError", "ImageStore", "PushSource", "Blob", "normalize_ref",
            "run_cancellable", "MAX_IMPORT_BYTES"]
@@ -139,6 +142,7 @@ class ImageStore:
         for d in (self.root, self.layers_dir, self.images_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
         self.blobs = BlobStore(os.path.join(self.root, "blobs"))
+        self.layer_leases = LayerLeases()      # layers pulls unpacked that no image reaches yet
         self._clean_stale_tmp()
 
     # -- reading -------------------------------------------------------------------------
@@ -238,9 +242,21 @@ class ImageStore:
         return self.blobs.has(digest)
 
     def ingest_blob(self, digest: str, chunks: Iterable[bytes]) -> str:
-        """Store a downloaded blob, verified (blobstore.BlobStore.ingest); it is spared by garbage
-        collection until an image registers it (add_pulled) or for an hour."""
-        return self.blobs.ingest(digest, chunks, fresh=True)
+        """Store a downloaded blob, kept only when it hashes to `digest` (blobstore.BlobStore.ingest);
+        it is spared by garbage collection until an image registers it (add_pulled) or for an hour.
+        Returns the digest of the bytes received: a caller (the puller) refuses any other, in its
+        own words; this hash is the only one the download needs."""
+        try:
+            return self.blobs.ingest(digest, chunks, fresh=True)
+        except DigestMismatch as exc:
+            if exc.actual is None:
+                raise
+            return exc.actual
+
+    def pull_layers(self) -> PullLayers:
+        """What a pull unpacks its layers with as their blobs arrive (layerstage.PullLayers);
+        `close` it when the pull ends, whatever the outcome."""
+        return PullLayers(self)
 
     def has_layer(self, diff_id: str) -> bool:
         """Whether the layer is unpacked here (a puller need not download its blob then)."""
@@ -531,13 +547,14 @@ class ImageStore:
             if doc.get("manifest"):
                 keep.add(doc["manifest"]["digest"])
             sizes.update(zip(doc["layers"], doc.get("layer_sizes") or []))
+        used_layers |= self.layer_leases.held()    # unpacked by a pull that has not registered yet
         mounted = _mount_options_text()
         records, reclaimed = [], 0
         for name in os.listdir(self.layers_dir):
             if not _HEX64.match(name) or name in used_layers:
                 continue
             path = self.layer_path(name)
-            if path + ":" in mounted or path + "," in mounted:
+            if _mounted(path, mounted):
                 continue  # still a lower layer of a container's overlay: keep it until the next removal
             reclaimed += _tree_size(path)
             shutil.rmtree(path, ignore_errors=True)
@@ -598,6 +615,22 @@ class ImageStore:
 
     def _write_tags(self, tags: dict[str, str]) -> None:
         atomic_write(self.tags_path, json.dumps(dict(sorted(tags.items())), indent=1).encode(), mode=0o644)
+
+    def remove_unreached_layers(self, diff_ids: Iterable[str]) -> None:
+        """Remove these unpacked layers (hex diff_ids) unless an image reaches them or a pull still
+        holds them: what a failed pull had unpacked (layerstage.PullLayers.close)."""
+        with self._lock():
+            held = self.layer_leases.held()
+            reached = {d for doc in self.records() for d in doc["layers"]}
+            mounted = _mount_options_text()
+            for diff_id in diff_ids:
+                path = self.layer_path(diff_id)
+                if _HEX64.match(diff_id) and diff_id not in reached | held and not _mounted(path, mounted):
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """The store's lock (every writer takes it), for the layer staging of pulls."""
+        return self._lock()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -666,6 +699,11 @@ async def run_cancellable(fn: Callable[..., T], *args: object, **kwargs: object)
                                              abandon_on_cancel=True)
     finally:
         cancel.set()
+
+
+def _mounted(layer: str, mount_options: str) -> bool:
+    """Whether the layer is a lower directory of an overlay mount (in /proc/self/mountinfo's text)."""
+    return layer + ":" in mount_options or layer + "," in mount_options
 
 
 def _mount_options_text() -> str:

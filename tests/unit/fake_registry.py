@@ -42,6 +42,7 @@ class FakeRegistry:
         self.requests: Counter[str] = Counter()
         self.hosts: list[str] = []
         self.down: set[str] = set()          # hosts whose manifests answer 404 (a mirror without the image)
+        self.held: dict[str, object] = {}    # blob digest -> a trio.Event its body waits for
         self.lock = threading.Lock()
 
     def add_image(self, repo: str, tag: str, layers: list[bytes], diff_ids: list[str],
@@ -129,20 +130,47 @@ class FakeRegistry:
                 blob = blob[:-1] + bytes([blob[-1] ^ 0xFF])
             if request.method == "HEAD":
                 return httpx.Response(200, headers={"Content-Length": str(len(blob))})
-            return httpx.Response(200, headers={"Content-Length": str(len(blob))}, content=_chunks(blob))
+            return httpx.Response(200, headers={"Content-Length": str(len(blob))},
+                                  content=_chunks(blob, held=self.held.get(ref)))
         return httpx.Response(404)
 
 
-async def _chunks(data: bytes, size: int = 1000):
-    """A streamed body, as a real connection gives one (a bytes body counts as read already)."""
+async def _chunks(data: bytes, size: int = 1000, held=None):
+    """A streamed body, as a real connection gives one (a bytes body counts as read already);
+    `held`: an event the body waits for before its first byte."""
+    if held is not None:
+        await held.wait()
     for i in range(0, len(data), size):
         yield data[i:i + size]
 
 
+class MemoryLayers:
+    """One pull's layers in a MemoryStore: `unpack` records which pull unpacked what, and when."""
+
+    def __init__(self, store: "MemoryStore") -> None:
+        self.store = store
+        self.closed = False
+
+    def unpack(self, index: int, diff_id: str, layer: dict) -> int:
+        assert not self.closed and layer["digest"] in self.store.blobs, layer
+        self.store.unpacked.append((diff_id, tuple(sorted(self.store.blobs))))
+        if self.store.on_unpack is not None:
+            self.store.on_unpack(diff_id)
+        return len(self.store.blobs[layer["digest"]])
+
+    def close(self) -> None:
+        self.closed = True
+        self.store.closed_pulls += 1
+
+
 class MemoryStore:
-    """The puller's store, in memory: keeps a blob only when its digest matched."""
+    """The puller's store, in memory: keeps a blob only when its digest matched. `unpacked` lists
+    each layer unpack with the blobs stored at that moment (which shows it did not wait for them all)."""
 
     def __init__(self) -> None:
+        self.unpacked: list[tuple[str, tuple[str, ...]]] = []
+        self.closed_pulls = 0
+        self.on_unpack = None          # called with each diff_id unpacked (in the unpacking thread)
         self.blobs: dict[str, bytes] = {}
         self.images: dict[str, tuple[str, bytes, bytes]] = {}   # ref -> (digest, manifest, config)
         self.digests: set[tuple[str, str]] = set()
@@ -154,7 +182,7 @@ class MemoryStore:
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs
 
-    def ingest_blob(self, digest: str, chunks) -> None:
+    def ingest_blob(self, digest: str, chunks) -> str:
         buf = bytearray()
         try:
             for chunk in chunks:
@@ -162,10 +190,15 @@ class MemoryStore:
         except BaseException:
             self.aborted.append(digest)
             raise
-        if digest_of(bytes(buf)) != digest:
+        actual = digest_of(bytes(buf))
+        if actual != digest:
             self.aborted.append(digest)
-            raise ValueError("digest mismatch")
+            return actual
         self.blobs[digest] = bytes(buf)
+        return digest
+
+    def pull_layers(self) -> "MemoryLayers":
+        return MemoryLayers(self)
 
     def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes) -> str:
         doc = json.loads(manifest_bytes)

@@ -105,6 +105,12 @@ def test_a_prune_during_a_pull_keeps_the_downloaded_blobs(store):
     assert store.push_source("app:1").layers[0].path.startswith(store.blobs.dir)
 
 
+def test_a_blob_received_with_another_digest_is_told_and_not_kept(store):
+    data = gzip.compress(APP1, mtime=0)
+    assert store.ingest_blob(sha(BASE), iter([data[:10], data[10:]])) == sha(data)   # the puller refuses it
+    assert store.blobs.list() == [] and os.listdir(store.blobs.tmp_dir) == []
+
+
 def test_a_layer_that_does_not_unpack_to_its_diff_id_is_refused_and_nothing_stays(store):
     manifest, config, blobs = pulled([BASE])
     evil = gzip.compress(APP1, mtime=0)              # a blob that is itself, but not the layer the config names

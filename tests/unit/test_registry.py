@@ -3,13 +3,14 @@ and the puller against an in-memory registry and store."""
 import itertools
 import json
 import os
+import ssl
 import stat
 
 import pytest
 import trio
 
 from swarm.registry import auth, client, credentials, media
-from swarm.registry.config import RegistryConfig, endpoints, is_insecure
+from swarm.registry.config import RegistryConfig, endpoints, is_insecure, ssl_context
 from swarm.registry.errors import (DigestMismatch, ImageNotFound, NoMatchingPlatform, RegistryProtocolError,
                                    Unauthorized)
 from swarm.registry.media import Platform, normalize_platform, parse_manifest, select_platform
@@ -103,6 +104,14 @@ def test_parse_manifest_refuses_bad_documents():
 
 
 # ---- endpoints ----
+
+def test_an_unverified_tls_context_loads_no_roots_and_a_verified_one_does():
+    loose = ssl_context(RegistryConfig(), "127.0.0.1:5000", False)
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    assert loose.cert_store_stats()["x509_ca"] == 0
+    strict = ssl_context(RegistryConfig(), "reg.example", True)
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+
 
 def test_insecure_defaults_and_endpoints():
     default = RegistryConfig().insecure_registries
@@ -221,6 +230,44 @@ async def test_corrupted_blob_is_refused_and_not_kept():
         await _puller(reg, store).pull(f"{HOST}/team/app:1")
     assert digest_of(top) not in store.blobs and digest_of(top) in store.aborted
     assert not store.images
+
+
+@pytest.mark.trio
+async def test_each_layer_is_unpacked_as_soon_as_its_blob_is_stored():
+    """The pipeline: the top layer's blob is not served until the base layer was unpacked, so a
+    puller that unpacked only after its last download would never finish."""
+    reg, store = FakeRegistry(), MemoryStore()
+    _, _, base, top = _image(reg)
+    base_id, top_id = layer({"bin/sh": b"shell"})[1], layer({"app": b"x"})[1]
+    base_unpacked = trio.Event()
+    reg.held[digest_of(top)] = base_unpacked
+
+    def on_unpack(diff_id):
+        if diff_id == base_id:
+            trio.from_thread.run_sync(base_unpacked.set)
+
+    store.on_unpack = on_unpack
+    events = []
+    with trio.fail_after(5):
+        await _puller(reg, store).pull(f"{HOST}/team/app:1", progress=events.append)
+    assert store.unpacked == [(base_id, (digest_of(base),)), (top_id, tuple(sorted([digest_of(base), digest_of(top)])))]
+    assert store.closed_pulls == 1 and f"{HOST}/team/app:1" in store.images
+    steps = [(e.layer, e.status) for e in events if e.status != "Downloading"]
+    short = digest_of(base).split(":")[1][:12]
+    assert steps.index((short, "Pull complete")) < steps.index((digest_of(top).split(":")[1][:12], "Download complete"))
+
+
+@pytest.mark.trio
+async def test_a_corrupted_blob_mid_pipeline_ends_the_pull_and_releases_its_layers():
+    reg, store = FakeRegistry(), MemoryStore()
+    _, _, base, top = _image(reg)
+    reg.corrupt.add(digest_of(top))
+    reg.held[digest_of(top)] = base_unpacked = trio.Event()   # the base is unpacked before the top fails
+    store.on_unpack = lambda diff_id: trio.from_thread.run_sync(base_unpacked.set)
+    with pytest.raises(DigestMismatch, match="^digest mismatch$"):
+        await _puller(reg, store).pull(f"{HOST}/team/app:1")
+    assert [d for d, _ in store.unpacked] == [layer({"bin/sh": b"shell"})[1]]
+    assert store.closed_pulls == 1 and not store.images and digest_of(top) not in store.blobs
 
 
 @pytest.mark.trio
