@@ -192,6 +192,9 @@ class ServiceSpec:
     update_config: UpdateConfig = UpdateConfig()
     rollback_config: UpdateConfig = UpdateConfig()
     network_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # network ID -> its DNS aliases
+    # The platforms the image runs on ("linux/amd64"; "" parts match any), as Docker's CLI copies them from
+    # the image's index into Placement.Platforms: a node whose own platform is none of them is not eligible.
+    platforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

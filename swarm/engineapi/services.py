@@ -61,10 +61,9 @@ def spec_params(body: dict) -> dict:
     p["placement_prefs"] = [f"spread={pref.sub('Spread').get('SpreadDescriptor', '')}"
                             for pref in placement.each("Preferences")]
     p["max_replicas_per_node"] = placement.get("MaxReplicas", 0)
-    # docker/cli copies the platforms GET /distribution names into the spec. Each node's pull picks
-    # its own platform from the image's index, and a task on a node the image has no platform for
-    # fails with "no matching manifest for linux/...": the same outcome, found by the node.
-    placement.ignore("Platforms")
+    # docker/cli copies the platforms GET /distribution names into the spec: the scheduler places
+    # the tasks only on nodes of one of them (SwarmKit's PlatformFilter).
+    p["platforms"] = [f"{x.get('OS', '')}/{x.get('Architecture', '')}" for x in placement.each("Platforms")]
     log = t.sub("LogDriver")
     p["log_driver"], p["log_opts"] = log.get("Name", "json-file"), log.get("Options", {})
     p["force_update"] = t.get("ForceUpdate", 0)
@@ -216,7 +215,9 @@ def spec_view(s: dict) -> dict:
         "Placement": _drop_zero({"Constraints": s["constraints"],
                                  "Preferences": [{"Spread": {"SpreadDescriptor": pref.split("=", 1)[1]}}
                                                  for pref in s["placement_prefs"]],
-                                 "MaxReplicas": s["max_replicas_per_node"]}),
+                                 "MaxReplicas": s["max_replicas_per_node"],
+                                 "Platforms": [{"Architecture": x.partition("/")[2], "OS": x.partition("/")[0]}
+                                               for x in s.get("platforms", ())]}),
         "Networks": [_drop_zero({"Target": n, "Aliases": list(aliases.get(n, []))}) for n in s["networks"]],
         "LogDriver": _drop_zero({"Name": c["log_driver"]["name"], "Options": c["log_driver"]["options"]}),
         "ForceUpdate": c["force_update"],

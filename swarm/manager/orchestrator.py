@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from swarm.manager import updater
-from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, parse_constraints
+from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, placement_rules
 from swarm.api.spec import JOB_MODES, STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
 
 HISTORY_LIMIT = 5
@@ -195,7 +195,7 @@ def reconcile(service: Service | None, tasks: list[Task], nodes: list[NodeInfo],
     tasks = [t for t in tasks if t.service_id == service.id]
     if service.spec.mode in ("global", "global-job"):
         try:
-            constraints = parse_constraints(service.spec.constraints)
+            constraints = placement_rules(service.spec.constraints, service.spec.platforms)
         except ConstraintError:
             return OrchestratorPlan([], [], [])   # validated at create time; never act on a bad spec
         if service.spec.mode == "global":

@@ -37,7 +37,7 @@ import heapq
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from swarm.api.errors import SwarmError
 from swarm.api.spec import Resources, Service, Task, is_terminal
@@ -196,6 +196,7 @@ class TaskContext:
     host_ports: frozenset[HostPort] = frozenset()
     max_replicas: int = 0               # per node; 0 = no limit
     preferences: tuple[Preference, ...] = ()
+    platforms: tuple[tuple[str, str], ...] = ()   # (os, architecture) pairs the image runs on; () = any
 
 
 class NodeState:
@@ -296,6 +297,62 @@ class ConstraintFilter(Filter):
         return f"scheduling constraints not satisfied on {_n(count)}"
 
 
+# SwarmKit's platformEqual: uname's names and the OCI ones are the same architectures.
+_ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+def parse_platforms(texts: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """"os/arch" strings (either part may be empty: any) -> (os, arch) pairs, arch normalized."""
+    out = []
+    for text in texts:
+        os_name, _, arch = text.partition("/")
+        out.append((os_name.lower(), _ARCH_ALIASES.get(arch.split("/")[0].lower(), arch.split("/")[0].lower())))
+    return tuple(out)
+
+
+def platform_matches(platforms: tuple[tuple[str, str], ...], node: NodeInfo) -> bool:
+    """SwarmKit's PlatformFilter: no platforms match every node; otherwise the node's (os, arch)
+    must equal one of them (an empty part matches any), and a node that reported no platform
+    matches none."""
+    if not platforms:
+        return True
+    if not node.os and not node.arch:
+        return False
+    arch = _ARCH_ALIASES.get(node.arch.lower(), node.arch.lower())
+    return any((not want_os or want_os == node.os.lower()) and (not want_arch or want_arch == arch)
+               for want_os, want_arch in platforms)
+
+
+@dataclass(frozen=True)
+class PlatformRule:
+    """The platforms as one more rule beside the constraints, for who places by `node_matches`
+    (the orchestrator's global services)."""
+    platforms: tuple[tuple[str, str], ...]
+
+    def matches(self, node: NodeInfo) -> bool:
+        return platform_matches(self.platforms, node)
+
+
+def placement_rules(constraints: Iterable[str], platforms: Iterable[str]) -> tuple[Any, ...]:
+    """A spec's constraints, parsed (ConstraintError), and its platforms as a rule: what a node
+    must match to run the service's tasks."""
+    parsed_platforms = parse_platforms(platforms)
+    return parse_constraints(constraints) + ((PlatformRule(parsed_platforms),) if parsed_platforms else ())
+
+
+class PlatformFilter(Filter):
+    name = "platforms"
+
+    def enabled(self, ctx: TaskContext) -> bool:
+        return bool(ctx.platforms)
+
+    def check(self, ctx: TaskContext, node: NodeState) -> bool:
+        return platform_matches(ctx.platforms, node.info)
+
+    def explain(self, count: int, ctx: TaskContext | None = None) -> str:
+        return f"unsupported platform on {_n(count)}"       # SwarmKit's PlatformFilter.Explain
+
+
 class ResourceFilter(Filter):
     name = "resources"
     static = False
@@ -347,7 +404,8 @@ class MaxReplicasFilter(Filter):
 
 
 # cheapest first; a node is counted against the first filter that refuses it
-FILTERS: tuple[Filter, ...] = (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), MaxReplicasFilter(),
+FILTERS: tuple[Filter, ...] = (ReadyFilter(), AvailabilityFilter(), ConstraintFilter(), PlatformFilter(),
+                               MaxReplicasFilter(),
                                ResourceFilter(), PortFilter())
 
 
@@ -415,7 +473,8 @@ def _context(service_id: str, service: Service | None) -> TaskContext | str:
     except ConstraintError as exc:
         return exc.message
     return TaskContext(service_id, constraints, service.spec.reservations, host_ports(service),
-                       max(service.spec.max_replicas_per_node, 0), preferences)
+                       max(service.spec.max_replicas_per_node, 0), preferences,
+                       parse_platforms(service.spec.platforms))
 
 
 class _Branch:
@@ -461,7 +520,8 @@ class _Pass:
                 self.base.append(i)
             else:
                 self.base_failures[refused.name] = self.base_failures.get(refused.name, 0) + 1
-        self.static_cache: dict[tuple[Constraint, ...], tuple[list[int], dict[str, int]]] = {}
+        self.static_cache: dict[tuple[tuple[Constraint, ...], tuple[tuple[str, str], ...]],
+                                tuple[list[int], dict[str, int]]] = {}
 
     def _count(self, service_id: str, i: int) -> int:
         state = self.states[i]
@@ -471,13 +531,19 @@ class _Pass:
 
     def static_pass(self, ctx: TaskContext) -> tuple[list[int], dict[str, int]]:
         """Nodes passing the static filters for these constraints, and the failure counts."""
-        hit = self.static_cache.get(ctx.constraints)
+        key = (ctx.constraints, ctx.platforms)
+        hit = self.static_cache.get(key)
         if hit is None:
             ok = [i for i in self.base if node_matches(ctx.constraints, self.states[i].info)]
             fails = dict(self.base_failures)
             if len(ok) < len(self.base):
                 fails["constraints"] = len(self.base) - len(ok)
-            hit = self.static_cache[ctx.constraints] = (ok, fails)
+            if ctx.platforms:
+                fitting = [i for i in ok if platform_matches(ctx.platforms, self.states[i].info)]
+                if len(fitting) < len(ok):
+                    fails["platforms"] = len(ok) - len(fitting)
+                ok = fitting
+            hit = self.static_cache[key] = (ok, fails)
         return hit
 
     def place_group(self, ctx: TaskContext, tasks: list[Task]) -> None:

@@ -226,6 +226,17 @@ def test_global_creates_one_task_per_eligible_node_with_node_preset():
     assert all(t.name == f"web.{t.node_id}" for t in plan.create)
 
 
+def test_global_runs_only_on_nodes_of_the_images_platforms():
+    from dataclasses import replace
+    svc = service(mode="global")
+    svc = replace(svc, spec=replace(svc.spec, platforms=("linux/arm64",)))
+    ns = nodes("x", os="linux", arch="x86_64") + nodes("arm", os="linux", arch="aarch64") + nodes("unknown")
+    plan = run(svc, [], ns)
+    assert [t.node_id for t in plan.create] == ["arm"]
+    plan = run(svc, [task("tx", 0, "x")], ns)                  # a task on a node of another platform goes
+    assert list(updated(plan)) == ["tx"] and plan.update[0].desired_state == "shutdown"
+
+
 def test_global_adds_a_task_for_a_new_node_and_drops_the_removed_one():
     svc = service(mode="global")
     tasks = [task("ta", 0, "a"), task("tgone", 0, "gone")]

@@ -398,3 +398,27 @@ def test_platform_constraints_match_what_the_node_reports():
     plan = schedule(pending(1), nodes, [], {"s1": windows}, random.Random(0))
     assert plan.unplaced == {"t0": "no suitable node (scheduling constraints not satisfied on 3 nodes)"}
     assert parse_constraints(["NODE.PLATFORM.OS==linux"]) == (Constraint("node.platform.os", "", True, "linux"),)
+
+
+# -- platforms (Placement.Platforms, SwarmKit's PlatformFilter) ---------------------------------
+
+def test_tasks_go_only_to_nodes_of_one_of_the_images_platforms():
+    from dataclasses import replace
+    svc = service(replicas=4)
+    svc = replace(svc, spec=replace(svc.spec, platforms=("linux/arm64", "linux/arm")))
+    nodes = [node("x86", os="linux", arch="x86_64"), node("arm", os="linux", arch="aarch64"),
+             node("pi", os="linux", arch="arm"), node("new")]          # "new" has not reported its platform
+    plan = schedule(pending(4), nodes, [], {"s1": svc}, random.Random(0))
+    assert sorted(plan.assignments.values()) == ["arm", "arm", "pi", "pi"] and not plan.unplaced
+    plan = schedule(pending(1), nodes[:1] + nodes[3:], [], {"s1": svc}, random.Random(0))
+    assert plan.unplaced == {"t0": "no suitable node (unsupported platform on 2 nodes)"}
+
+
+def test_platform_names_match_as_swarmkit_normalizes_them():
+    from swarm.manager.scheduler import parse_platforms, platform_matches
+    x86 = node("a", os="linux", arch="x86_64")
+    assert platform_matches(parse_platforms(["linux/amd64"]), x86)
+    assert platform_matches(parse_platforms(["/amd64"]), x86) and platform_matches(parse_platforms(["linux/"]), x86)
+    assert not platform_matches(parse_platforms(["windows/amd64"]), x86)
+    assert platform_matches(parse_platforms(["linux/arm64"]), node("b", os="linux", arch="aarch64"))
+    assert platform_matches((), node("c"))                      # no platforms: every node

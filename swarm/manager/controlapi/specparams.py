@@ -194,7 +194,22 @@ def spec_from_params(p: dict) -> spec.ServiceSpec:
     networks, aliases = parse_networks(p)
     return spec.ServiceSpec(name, container, mode, replicas, constraints, reservations, limits, restart, labels,
                             networks, endpoint_mode, ports, prefs, per_node, concurrent,
-                            update_config, rollback_config, aliases)
+                            update_config, rollback_config, aliases, _platforms(p))
+
+
+MAX_PLATFORMS = 64
+_PLATFORM = re.compile(r"[a-z0-9_.-]{0,32}/[a-z0-9_.-]{0,32}(/[a-z0-9_.-]{1,32})?")
+
+
+def _platforms(p: dict) -> tuple[str, ...]:
+    """Placement.Platforms as docker/cli copies them from the image's index: "os/arch[/variant]"."""
+    platforms = strings(p, "platforms")
+    if len(platforms) > MAX_PLATFORMS:
+        raise bad(f"a service names at most {MAX_PLATFORMS} platforms")
+    for platform in platforms:
+        if not _PLATFORM.fullmatch(platform):
+            raise bad(f"invalid platform {platform[:80]!r}: expected OS/ARCHITECTURE, like linux/amd64")
+    return tuple(platforms)
 
 
 # -- registry options (not part of the spec) ----------------------------------------------------

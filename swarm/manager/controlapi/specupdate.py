@@ -42,6 +42,7 @@ def params_of(s: spec.ServiceSpec) -> dict[str, Any]:
         "dns_options": list(c.dns.options), "hosts": list(c.hosts), "container_labels": dict(c.labels),
         "log_driver": c.log_driver.name, "log_opts": dict(c.log_driver.options),
         "placement_prefs": list(s.placement_prefs), "max_replicas_per_node": s.max_replicas_per_node,
+        "platforms": list(s.platforms),
         "max_concurrent": s.max_concurrent, "update_config": dataclasses.asdict(s.update_config),
         "rollback_config": dataclasses.asdict(s.rollback_config), "force_update": c.force_update,
         "healthcheck": None if c.healthcheck is None else {**dataclasses.asdict(c.healthcheck),
