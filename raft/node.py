@@ -437,6 +437,8 @@ class RaftNode:
             fsync_dir(os.path.dirname(path))
             snap = decode_snapshot(data, self.config.cipher)
             self.state.load(snap["state"])
+            # A store replaced whole sends no per-record events: watchers re-read it.
+            self._to_trio(self.hub.publish_resync, int(snap["state"].get("index", 0)))
         except Exception as exc:
             self._fatal(f"the Raft snapshot {path} cannot be loaded ({exc}); stopping rather than running with empty state")
             raise
@@ -508,6 +510,10 @@ class RaftNode:
 
     def list(self, kind: str):
         return self.state.list(kind)
+
+    def changed_at(self, kind: str) -> int:
+        """The log index at which a record of `kind` last changed here (a cache key)."""
+        return self.state.changed_at(kind)
 
     @property
     def index(self) -> int:

@@ -163,6 +163,9 @@ class RecordStore:
     index: int = 0
     records: dict[str, dict[str, Record]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # kind -> the log index at which a record of that kind last changed (readers cache what
+    # they derive from a kind, and recompute only when this moves; a snapshot load moves all)
+    changed: dict[str, int] = field(default_factory=dict)
 
     def check(self, ops: Sequence[Op]) -> None:
         """Raise TxnError if `ops` would not apply now (as a whole)."""
@@ -209,6 +212,7 @@ class RecordStore:
                     continue
                 version = version_of(index, seq)
                 for op in ops:
+                    self.changed[op.kind] = index
                     bucket = self.records.setdefault(op.kind, {})
                     if op.action == "delete":
                         del bucket[op.id]
@@ -224,6 +228,10 @@ class RecordStore:
         with self.lock:
             if index > self.index:
                 self.index = index
+
+    def changed_at(self, kind: str) -> int:
+        """The log index at which a record of `kind` last changed (0: never here)."""
+        return self.changed.get(kind, 0)
 
     def get(self, kind: str, id: str) -> Record | None:
         with self.lock:
@@ -255,4 +263,5 @@ class RecordStore:
         with self.lock:
             self.index = int(dumped["index"])
             self.records = records
+            self.changed = {kind: self.index for kind in records}
 

@@ -102,6 +102,11 @@ class WatchHub:
                 if watch.kinds is None or event.kind in watch.kinds:
                     watch._push(event, event.index)
 
+    def publish_resync(self, index: int) -> None:
+        """The store was replaced whole (a snapshot installed): every watcher re-reads it."""
+        for watch in list(self._watches):
+            watch._push(Resync(index), index)
+
     def publish_leadership(self, change: LeadershipChanged, index: int) -> None:
         for watch in list(self._watches):
             watch._push(change, index)

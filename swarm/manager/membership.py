@@ -52,6 +52,7 @@ class Manager:
         self._leading = False  # the deadlines are armed, for the leadership of Raft term _term
         self._term: int | None = None
         self._overdue: set[str] = set()  # deadlines that passed while the lease had lapsed
+        self._manager_addrs: tuple[int, list[str]] | None = None   # (changed_at(NODE), the addresses)
 
     # -- reading -------------------------------------------------------------------
     def cluster(self) -> dict:
@@ -273,7 +274,13 @@ class Manager:
         return not any(m.startswith(self.node_id + "@") for m in info["raft"]["members"])
 
     def manager_addrs(self) -> list[str]:
-        return sorted(n["addr"] for n in self.nodes().values() if n["role"] == "manager")
+        """Every heartbeat's answer carries them: recomputed only when a node record changed,
+        not by decoding every node on every beat (N nodes beating: N x N decodes a period)."""
+        changed = self.raft.changed_at(model.NODE)
+        if self._manager_addrs is None or self._manager_addrs[0] != changed:
+            self._manager_addrs = (changed, sorted(n["addr"] for n in self.nodes().values()
+                                                   if n["role"] == "manager"))
+        return list(self._manager_addrs[1])
 
     # -- dispatcher ----------------------------------------------------------------------
     def _grace(self) -> float:
@@ -291,8 +298,8 @@ class Manager:
 
     async def heartbeat(self, caller: str, params: dict | None = None) -> dict:
         if not self.raft.is_leader():
-            leader = self.nodes().get(self.leader_id() or "", {})
-            raise ApiError("not_leader", leader.get("addr", ""))
+            leader = self.raft.get(model.NODE, self.leader_id() or "")
+            raise ApiError("not_leader", model.decode(leader.data).get("addr", "") if leader else "")
         rec = self.raft.get(model.NODE, caller)
         if rec is None:
             raise ApiError("forbidden", "this node has been removed from the swarm")
