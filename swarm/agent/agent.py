@@ -5,9 +5,11 @@ assignments (`tasks.assigned`) and keeps one controller per task, each a trio
 task in the agent's nursery. A controller walks its task through SwarmKit's
 states with the runtime (prepare, start, wait, stop, remove), reporting each
 state through a channel that one reporter task batches into `tasks.status`
-calls. When the desired state becomes shutdown the controller stops the
-container (SIGTERM, then SIGKILL after the grace period); when a task is no
-longer assigned at all its container is removed.
+calls (one report per task and call, the furthest the manager can take:
+swarm.agent.reports). A task is prepared and started in one start slot (a
+few per processor). When the desired state becomes shutdown the controller
+stops the container (SIGTERM, then SIGKILL after the grace period); when a
+task is no longer assigned at all its container is removed.
 
 A task with a healthcheck (the runtime keeps the effective one, see
 swarm.api.health) is reported `starting` (health starting) while its container
@@ -43,6 +45,7 @@ import dataclasses
 import inspect
 import ipaddress
 import logging
+import os
 import platform
 import socket
 import time
@@ -51,6 +54,7 @@ from typing import Any, Awaitable, Callable, Protocol, Sequence
 import trio
 
 from overlay import dns as embedded_dns
+from swarm.agent import reports
 from swarm.agent.health import run_checks
 from swarm.agent.slots import FairSlots
 from swarm.api import health, secrets, spec
@@ -59,8 +63,14 @@ from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
 
 log = logging.getLogger(__name__)
+# DEBUG lines "start path TASK STAGE WALLTIME" mark each task's way to running (bench/startpath.py reads them).
+STAGE_LOG = "start path %s %s %.6f"
 REPORT_BATCH_DELAY = 0.02
-START_CONCURRENCY = 4  # containers being prepared or started at once on this node
+# Containers being prepared or started at once on this node: four per processor. A start
+# waits on the kernel and on runc's processes for most of its time, so one per processor
+# leaves them idle: on 2 processors 4 slots took 50 tasks to running in 2.6 s, 8 in 2.2 s;
+# 16 did no better than 8 (bench/startpath.py, docs/benchmarks.md "The start path").
+START_CONCURRENCY = min(32, 4 * (os.cpu_count() or 1))
 LB_DRAIN_DELAY = 1.0   # seconds between leaving the load balancers and the stop signal
 EMBEDDED_DNS = "127.0.0.11"             # the task's resolver on its networks (networking.py serves it)
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")   # Docker's, when the node's resolv.conf names no usable server
@@ -151,11 +161,12 @@ class Controller:
             return
         if spec.STATE_ORDER[state] < spec.STATE_ORDER.get(self.state, 0) and not spec.is_terminal(state):
             return
+        before = (self.state, self.health)
         self.state, self.health = state, health_status
         cut = spec.MAX_STATUS_TEXT  # the manager refuses longer texts: keep their beginning
         status = spec.TaskStatus(state, message[:cut], err[:cut], time.time(), exit_code, self.task.id,
                                  health=health_status)
-        await self.agent.reports.send((self.task.id, status))
+        await self.agent.reports.send((self.task.id, status, before))
 
     async def run(self, adopted: bool) -> None:
         runtime = self.agent.runtime
@@ -185,32 +196,36 @@ class Controller:
                 await self.report("accepted", "accepted")
                 if not await self._pull():
                     return
+                log.debug(STAGE_LOG, task_id, "image_checked", time.time())
+                started = False
                 async with self.agent.start_slots.hold(self.task.service_id):
+                    log.debug(STAGE_LOG, task_id, "prepare_slot", time.time())
                     await self.report("preparing", "preparing")
                     try:
                         await self._prepare()
                     except Exception as exc:  # the runtime's or the datapath's one-sentence error
                         await self.report("rejected", "preparing failed", err=str(exc))
                         return
+                    log.debug(STAGE_LOG, task_id, "prepared", time.time())
                     await self.report("ready", "ready")
-                while self.task.not_before > time.time() and self.task.desired_state == "running":
-                    with trio.move_on_after(self.task.not_before - time.time()):
-                        await self._desired_changed()
-                if self.task.desired_state != "running":
-                    await self.report("shutdown", "shut down before it started")
-                    return
-                check = await call(runtime.healthcheck, task_id)
-                async with self.agent.start_slots.hold(self.task.service_id):
-                    await self.report("starting", "starting", health_status=health.STARTING if check else "")
-                    try:
-                        await call(runtime.start, task_id)
-                    except Exception as exc:
-                        await self.report("failed", "starting failed", err=str(exc))
+                    # With no restart delay to wait out, the task starts in the slot it was
+                    # prepared in: taking a slot a second time, it would queue behind the
+                    # prepares of every task assigned after it, and none would run until all
+                    # of them were prepared.
+                    if self.task.not_before <= time.time() and self.task.desired_state == "running":
+                        if not await self._start():
+                            return
+                        started = True
+                if not started:
+                    while self.task.not_before > time.time() and self.task.desired_state == "running":
+                        with trio.move_on_after(self.task.not_before - time.time()):
+                            await self._desired_changed()
+                    if self.task.desired_state != "running":
+                        await self.report("shutdown", "shut down before it started")
                         return
-                    if check is None:
-                        await self.report("running", "started")
-                    else:   # running once healthy (_on_health)
-                        self.monitor = health.Monitor(check, trio.current_time())
+                    async with self.agent.start_slots.hold(self.task.service_id):
+                        if not await self._start():
+                            return
             await self._watch_running()
         finally:
             self.done = True
@@ -222,6 +237,24 @@ class Controller:
                         await self.agent.net.remove(task_id)
                     except Exception as exc:
                         log.warning("could not remove the sandbox of task %s: %s", task_id, exc)
+
+    async def _start(self) -> bool:
+        """Start the prepared container (the caller holds a start slot); False: it failed (reported)."""
+        runtime, task_id = self.agent.runtime, self.task.id
+        log.debug(STAGE_LOG, task_id, "start_slot", time.time())
+        check = await call(runtime.healthcheck, task_id)
+        await self.report("starting", "starting", health_status=health.STARTING if check else "")
+        try:
+            await call(runtime.start, task_id)
+        except Exception as exc:
+            await self.report("failed", "starting failed", err=str(exc))
+            return False
+        log.debug(STAGE_LOG, task_id, "started", time.time())
+        if check is None:
+            await self.report("running", "started")
+        else:   # running once healthy (_on_health)
+            self.monitor = health.Monitor(check, trio.current_time())
+        return True
 
     async def _pull(self) -> bool:
         """Pull the task's image when the node lacks it (see the module doc). False: the task
@@ -259,6 +292,8 @@ class Controller:
         servers, search, options = resolver_settings(container.dns, bool(task.networks), agent.host_nameservers)
         hosts = hosts_entries(container.hosts)
         netns = await agent.net.sandbox(task) if task.networks else None
+        if netns:
+            log.debug(STAGE_LOG, task.id, "sandbox", time.time())
         files = agent.task_files(container)
         await call(agent.runtime.prepare, task.id, container, container.limits, netns,
                    hostname=container.hostname or None, dns=servers, dns_search=search, dns_options=options,
@@ -342,13 +377,14 @@ class Agent:
         # (kind, id) -> the value of a secret or config the tasks here use (memory only)
         self.files: dict[tuple[str, str], bytes] = {}
         self.controllers: dict[str, Controller] = {}
-        self.reports, self._report_inbox = trio.open_memory_channel[tuple[str, spec.TaskStatus]](10_000)
+        self.reports, self._report_inbox = trio.open_memory_channel[reports.Pending](10_000)
+        self._sent: dict[str, reports.Before] = {}   # task id -> the state its last sent report said
         self.since = 0
         self.known: dict[str, spec.Task] = {}
         # Preparing and starting a container is CPU-heavy (mounts, a namespace, a monitor,
         # runc): hundreds at once would starve this node's own control plane (Raft
-        # elections from starvation). A few at a time finish as soon, in total, and
-        # services take turns, so a big one never holds back a small one's tasks.
+        # elections from starvation). A few per processor at a time finish as soon, in
+        # total, and services take turns, so a big one never holds back a small one's tasks.
         self.start_slots = FairSlots(START_CONCURRENCY)
 
     async def run(self) -> None:
@@ -369,6 +405,7 @@ class Agent:
                 first = False
 
     async def _apply(self, answer: dict, adoptable: set[str]) -> None:
+        received = time.time()
         self.since = answer["index"]
         if answer.get("network"):
             try:
@@ -402,12 +439,14 @@ class Agent:
                 if task_id in adoptable and not adopted:
                     await call(self.runtime.remove, task_id)
                 controller = Controller(self, task)
+                log.debug(STAGE_LOG, task_id, "assignment_received", received)
                 self.controllers[task_id] = controller
                 self._nursery.start_soon(controller.run, adopted)
             else:
                 controller.update(task)
         for task_id in list(self.controllers):
             if task_id not in self.known:
+                self._sent.pop(task_id, None)
                 controller = self.controllers.pop(task_id)
                 controller.update(dataclasses.replace(controller.task, desired_state="remove"))
                 self._nursery.start_soon(self._remove_when_done, controller)
@@ -462,19 +501,34 @@ class Agent:
             await self.net.remove(task_id)
 
     async def _reporter(self) -> None:
-        """Batch status reports into tasks.status calls, in order, retried until accepted."""
+        """Report task states in tasks.status calls, in order, retried until accepted: one
+        report per task and call, the furthest the manager can take (swarm.agent.reports)."""
+        pending: list[reports.Pending] = []
         while True:
-            batch = [await self._report_inbox.receive()]
-            await trio.sleep(REPORT_BATCH_DELAY)
+            if not pending:
+                pending.append(await self._report_inbox.receive())
+                await trio.sleep(REPORT_BATCH_DELAY)
             while True:
                 try:
-                    batch.append(self._report_inbox.receive_nowait())
+                    pending.append(self._report_inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
+            batch, pending = reports.next_call(pending, self._sent)
             updates = [{"id": tid, "status": spec.to_dict(status)} for tid, status in batch]
+            sent = time.time()
             while True:
                 try:
                     await self.call_manager("tasks.status", {"updates": updates}, 10.0)
+                    for tid, status in batch:
+                        if spec.is_terminal(status.state):
+                            self._sent.pop(tid, None)      # its last report
+                        else:
+                            self._sent[tid] = (status.state, status.health)
+                    if log.isEnabledFor(logging.DEBUG):
+                        acked = time.time()
+                        for tid, status in batch:
+                            log.debug(STAGE_LOG, tid, f"{status.state}_sent", sent)
+                            log.debug(STAGE_LOG, tid, f"{status.state}_acked", acked)
                     break
                 except RPCError as exc:
                     if exc.code in ("bad_request", "forbidden"):

@@ -149,6 +149,11 @@ class Reconciler:
             if not result.ok:
                 log.debug("reconcile batch conflicted (%s); next round retries", result.error)
                 self._dirty.set()
+            elif log.isEnabledFor(logging.DEBUG):   # a task's way to running, for bench/startpath.py
+                done = time.time()
+                for op in batch:
+                    if op.kind == spec.TASK:
+                        log.debug("start path %s committed %.6f", op.id, done)
 
     def _note(self, service_id: str, problem: str | None) -> None:
         """Log a service's problem once per change, not once per round."""

@@ -25,7 +25,7 @@ from swarm.manager.controlapi.services import listed_image
 from swarm.manager.dispatcher import task_credentials
 from swarm.registry.errors import ImageNotFound, RegistryUnreachable, Unauthorized
 from swarm.runtime.fake import FakeRuntime
-from tests.unit.test_agent import DEADLINE, PACE, FakeManager, FakeNetworking, make_task
+from tests.unit.test_agent import STARTING, DEADLINE, PACE, FakeManager, FakeNetworking, make_task, reported
 from tests.unit.test_cli import ok
 from tests.unit.test_cli_service import SID, ServiceFake
 from tests.unit.test_reconciler import cluster, settle, tasks_of
@@ -311,15 +311,19 @@ def clock() -> trio.testing.MockClock:
 @pytest.mark.trio
 async def test_a_node_lacking_the_image_pulls_it_with_the_tasks_credentials_then_runs_the_task(clock):
     runtime, manager, pulls = FakeRuntime(), AuthManager(), FakePulls()
+    pulls.gate = trio.Event()
     manager.auth = {"t1": AUTH}
     async with pulling_agent(runtime, manager, pulls) as agent:
         manager.put(make_task("t1"))
+        await manager.until_state("t1", "preparing")    # the manager knows while the pull is under way
+        pulls.gate.set()
         await manager.until_state("t1", "running")
         assert agent.auth == {"t1": AUTH}
         manager.unassign("t1")
         while agent.auth:
             await trio.sleep(0.05)        # the credentials go with the task
-    assert manager.states("t1")[:5] == ["accepted", "preparing", "ready", "starting", "running"]
+    states = manager.states("t1")
+    assert reported(states[:states.index("running") + 1], STARTING)
     [(_, preparing)] = [(at, s) for at, tid, s in manager.reports if tid == "t1" and s.state == "preparing"]
     assert preparing.message == "pulling image"
     assert pulls.calls == [("demo:1", AUTH)]
@@ -343,7 +347,7 @@ async def test_a_failed_pull_rejects_the_task_with_the_registrys_sentence(clock)
         manager.put(make_task("t1"))
         await manager.until_state("t1", "rejected")
         _, status = manager.last("t1")
-    assert manager.states("t1") == ["accepted", "preparing", "rejected"]
+    assert reported(manager.states("t1"), ["accepted", "preparing", "rejected"])
     assert (status.message, status.err) == ("pulling image failed", sentence)
     assert pulls.calls == [("demo:1", "")] and not [op for op, tid in runtime.calls if tid == "t1"]
 
@@ -357,5 +361,5 @@ async def test_a_task_shut_down_while_its_image_is_pulled_stops_waiting_for_the_
         await manager.until_state("t1", "preparing")
         manager.desire("t1", "shutdown")
         await manager.until_state("t1", "shutdown")
-    assert manager.states("t1") == ["accepted", "preparing", "shutdown"]
+    assert reported(manager.states("t1"), ["accepted", "preparing", "shutdown"])
     assert not [op for op, tid in runtime.calls if tid == "t1"]

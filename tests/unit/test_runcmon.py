@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+
+import pytest
 
 from swarm.runtime import logfile, runcmon
 
@@ -119,3 +123,45 @@ def test_a_last_partial_line_is_given_out_once_the_writer_is_gone(tmp_path):
     assert [line for _, _, line, _ in logfile.read_chunk(bundle, cursor, final=True).lines] == ["a", "no newline"]
     tail = logfile.start_cursor(bundle, 1, follow=True, final=True)
     assert [line for _, _, line, _ in logfile.read_chunk(bundle, tail, final=True).lines] == ["no newline"]
+
+
+def _fifo_writer(path, code: str) -> subprocess.Popen:
+    """A process that plays runc's init: opens the exec fifo for writing (blocking until a reader
+    comes), then does what `code` says with the open file `f`."""
+    script = f"import os, time\nf = os.open({str(path)!r}, os.O_WRONLY)\n{code}\n"
+    return subprocess.Popen([sys.executable, "-c", script])
+
+
+def test_release_lets_the_waiting_init_go_and_removes_the_fifo(tmp_path):
+    fifo = tmp_path / runcmon.EXEC_FIFO
+    os.mkfifo(fifo)
+    writer = _fifo_writer(fifo, "os.write(f, b'0'); time.sleep(0.2)")   # writes, then "execs" (closes)
+    try:
+        assert runcmon.release(str(tmp_path), writer.pid, 10) is True
+        assert not fifo.exists()           # `runc state` then says running
+        assert writer.poll() is None or writer.returncode == 0
+    finally:
+        writer.wait(10)
+
+
+def test_release_says_so_when_the_init_died_before_opening_the_fifo(tmp_path):
+    os.mkfifo(tmp_path / runcmon.EXEC_FIFO)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with pytest.raises(runcmon.StartFailed, match="already dead"):
+        runcmon.release(str(tmp_path), dead.pid, 10)
+
+
+def test_release_of_an_init_that_closed_without_a_byte_fails(tmp_path):
+    fifo = tmp_path / runcmon.EXEC_FIFO
+    os.mkfifo(fifo)
+    writer = _fifo_writer(fifo, "os.close(f)")
+    try:
+        with pytest.raises(runcmon.StartFailed):
+            runcmon.release(str(tmp_path), writer.pid, 10)
+    finally:
+        writer.wait(10)
+
+
+def test_release_leaves_a_runtime_without_the_fifo_to_its_own_start(tmp_path):
+    assert runcmon.release(str(tmp_path), os.getpid(), 1) is False
