@@ -213,7 +213,12 @@ def test_leave_removes_the_nodes_namespaces_links_and_rules(lab):
         return [line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                                           text=True).stdout.splitlines() if line.strip()]
 
-    assert any(n.startswith(prefix) for n in namespaces())  # it ran tasks and the ingress sandbox
+    # h2 runs a task on an overlay network with a published port (the tests before may have left it
+    # none: a node removes the namespaces of networks it no longer needs)
+    on(lab, "h1", "service", "create", "--name", "onh2", "--network", "appnet", "--publish", "8095:80",
+       "--constraint", "node.hostname==h2", "demo:1", *HTTPD, timeout=120)
+    eventually(lambda: [r["node"] for r in tasks(lab, "onh2")] == ["h2"], 60, "a task running on h2")
+    assert any(n.startswith(prefix) for n in namespaces())  # its task's, its network's, the ingress sandbox
     links_before = subprocess.run(["ip", "netns", "exec", host_ns, "ip", "-o", "link"], capture_output=True,
                                   text=True).stdout
     assert "swarm_ingress" in subprocess.run(["ip", "netns", "exec", host_ns, "nft", "list", "tables"],

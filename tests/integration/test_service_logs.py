@@ -141,7 +141,10 @@ def test_service_logs_of_a_chatty_task_prints_every_line_and_the_worker_stays_re
     # Disk: the task's log was rotated at the default 20 MB.
     tasks_dir = os.path.join(w1.state_dir, "tasks")
     [bundle] = [os.path.join(tasks_dir, d) for d in os.listdir(tasks_dir) if not d.startswith(".")]
-    assert os.path.getsize(os.path.join(bundle, "container.log.1")) <= 20 * 1024 * 1024
+    # The runtime rotates while it waits on the task (swarm/runtime/runcmon.py): a file passes
+    # max-size by what the task wrote between two checks (docs/daemon-api.md), a few hundred KB
+    # here; a rotation that broke would leave the whole 30 MB in one file.
+    assert os.path.getsize(os.path.join(bundle, "container.log.1")) <= 20 * 1024 * 1024 * 1.25
 
 
 def test_service_logs_that_fail_exit_non_zero_with_one_sentence(cluster):
