@@ -8,6 +8,7 @@ if ROOT not in sys.path:
 import pytest  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)   # before pytest-xdist's own hook reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n 2 --dist loadgroup`, as .ci/run runs the suite), a test file
     runs whole on one worker (its fixtures are built once), and every file that builds

@@ -86,6 +86,13 @@ def on(lab, host, *args, **kw):
     return swarm("lab", "exec", "--name", lab[0], host, "--", "swarm", *args, **kw)
 
 
+def network(lab, name):
+    """`name` exists (created here if it does not): a test must not depend on another one having
+    run before it in the same lab."""
+    if name not in {n["name"] for n in json.loads(on(lab, "h1", "network", "ls", "--format", "json").stdout)}:
+        on(lab, "h1", "network", "create", name)
+
+
 def tasks(lab, service):
     rows = json.loads(on(lab, "h1", "service", "ps", service, "--format", "json").stdout)
     return [r for r in rows if r["desired_state"] == "running" and r["state"] == "running"]
@@ -97,8 +104,8 @@ def task_netns(lab, row):
 
 
 def test_names_vip_spread_dnsrr_and_the_routing_mesh(lab):
-    on(lab, "h1", "network", "create", "appnet")
-    on(lab, "h1", "network", "create", "other")
+    network(lab, "appnet")
+    network(lab, "other")
     on(lab, "h1", "service", "create", "--name", "web", "--replicas", "3", "--network", "appnet",
        "--publish", "8080:80", "demo:1", *HTTPD, timeout=120)
     on(lab, "h1", "service", "create", "--name", "rr", "--replicas", "2", "--network", "appnet",
@@ -144,6 +151,7 @@ def test_a_vip_forwards_ports_that_were_never_published(lab):
 
 
 def test_scaling_and_a_dead_host_update_dns_and_the_load_balancer(lab):
+    network(lab, "appnet")
     on(lab, "h1", "service", "create", "--name", "api", "--replicas", "2", "--network", "appnet",
        "--publish", "8081:80", "demo:1", *HTTPD, timeout=120)
     client = task_netns(lab, next(r for r in tasks(lab, "api") if r["node"] != "h3"))
@@ -215,6 +223,7 @@ def test_leave_removes_the_nodes_namespaces_links_and_rules(lab):
 
     # h2 runs a task on an overlay network with a published port (the tests before may have left it
     # none: a node removes the namespaces of networks it no longer needs)
+    network(lab, "appnet")
     on(lab, "h1", "service", "create", "--name", "onh2", "--network", "appnet", "--publish", "8095:80",
        "--constraint", "node.hostname==h2", "demo:1", *HTTPD, timeout=120)
     eventually(lambda: [r["node"] for r in tasks(lab, "onh2")] == ["h2"], 60, "a task running on h2")
