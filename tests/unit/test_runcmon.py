@@ -85,8 +85,10 @@ def test_rotation_step_checks_as_often_as_the_log_grows():
     # 100 kB/s with 900 kB of room: the next check in half the time it takes to fill.
     rotate, delay = runcmon.rotation_step(max_size - 900_000, max_size, 100_000.0)
     assert not rotate and delay == runcmon.MAX_CHECK
-    rotate, delay = runcmon.rotation_step(max_size - 100_000, max_size, 100_000.0)
-    assert not rotate and delay == 0.5
+    rotate, delay = runcmon.rotation_step(max_size - 100_000, max_size, 10_000.0)
+    assert not rotate and delay == runcmon.MAX_CHECK         # 5 s of room: never past MAX_CHECK
+    rotate, delay = runcmon.rotation_step(max_size - 100_000, max_size, 1_000_000.0)
+    assert not rotate and delay == 0.05                     # 0.1 s of room: half of it
     # 100 MB/s: the next check would find it past max-size, so rotate now.
     assert runcmon.rotation_step(max_size - 100_000, max_size, 100e6) == (True, runcmon.MIN_CHECK)
     assert runcmon.rotation_step(0, 0, 0.0) == (False, runcmon.MIN_CHECK)                # nothing to rotate
