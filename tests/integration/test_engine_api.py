@@ -159,8 +159,9 @@ def test_docker_cli_drives_a_one_node_swarm(one):
 
     # update (compare-and-set on the version the CLI read), scale, rollback
     docker(m1, "service", "update", "--env-add", "B=2", "--detach", "web")
-    assert json.loads(docker(m1, "service", "inspect", "web", "--format",
-                             "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").stdout) == ["A=1", "B=2"]
+    # sorted: docker/cli's updateEnvironment rebuilds the list from a Go map (any order)
+    assert sorted(json.loads(docker(m1, "service", "inspect", "web", "--format",
+                                    "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").stdout)) == ["A=1", "B=2"]
     docker(m1, "service", "scale", "--detach", "web=3")
     eventually(lambda: docker(m1, "service", "ls", "--format", "{{.Replicas}}").stdout.strip() == "3/3", 60,
                "scaled to 3")
