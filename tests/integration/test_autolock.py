@@ -79,8 +79,9 @@ def test_autolock_locks_a_restarted_manager_until_the_right_key(swarm3):
         proc = swarm3.run(m2, "unlock", input=bad + "\n", check=False)
         assert proc.returncode == 1 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     swarm3.run(m2, "unlock", input=key + "\n")
-    names = {n["name"] for n in swarm3.json(m2, "network", "ls")}
-    assert {"before", "while-locked"} <= names                  # caught up, nothing lost
+    # caught up, nothing lost (the unlocked manager replays and hears from the leader first)
+    eventually(lambda: {"before", "while-locked"} <= {n["name"] for n in swarm3.json(m2, "network", "ls")},
+               20, "the unlocked manager to catch up")
     again = swarm3.run(m2, "unlock", input=key + "\n", check=False)
     assert again.returncode == 1 and "swarm is not locked" in again.stderr
 
