@@ -32,6 +32,18 @@ takes the last answer, so it skips the whole stale term in one step. Nothing
 is deleted by this: the leader then sends from there, and only a real
 conflict truncates.
 
+That hint must stick until the leader finds the match. pysyncobj's leader
+pipelines: in one tick it sends everything from its next index to its last
+entry, in batches, each message's prevLogIdx past the previous one's. After
+our hint, the batches that followed the conflicting message in the same
+burst arrive with a prevLogIdx beyond our log, and pysyncobj answers each
+"reset, try your last index + 1": the leader takes that last answer, sends
+the same burst again, and the member never catches up (seen in the chaos
+suite: a cut-off leader, healed, stuck 50 s at its old commit index while
+more than a batch of entries waited for it). So the caller keeps the hint
+(`Backup`, per term) and, until an AppendEntries matches, answers every
+message beyond our log with the hint again.
+
 Pure: the local log is read through `term_at(idx)` and `last_index`.
 """
 from __future__ import annotations
@@ -41,10 +53,22 @@ from typing import Any, Callable
 
 
 @dataclass(frozen=True)
+class Backup:
+    """The index this member told the leader of `term` to back up to, until a message matches."""
+    term: int
+    index: int
+
+
+@dataclass(frozen=True)
 class AppendPlan:
     message: dict[str, Any]            # what pysyncobj should process
     reply: dict[str, Any] | None       # an answer we send to the leader ourselves
     skipped: int                       # entries already held, not re-applied
+    backup: Backup | None = None       # the hint in force after this message (keep it for the next)
+
+
+def _reset_to(index: int) -> dict[str, Any]:
+    return {"type": "next_node_idx", "next_node_idx": index, "reset": True, "success": False}
 
 
 def plan_append(
@@ -52,26 +76,34 @@ def plan_append(
     current_term: int,
     term_at: Callable[[int], int | None],
     last_index: int,
+    backup: Backup | None = None,
 ) -> AppendPlan:
-    unchanged = AppendPlan(message, None, 0)
+    """`backup`: the hint the previous plan left (AppendPlan.backup), None at first."""
     if "prevLogIdx" not in message or message["term"] < current_term:
-        return unchanged
+        return AppendPlan(message, None, 0, backup)
     prev_idx = message["prevLogIdx"]
     prev_term = message["prevLogTerm"]
     if prev_idx is None:
-        return unchanged
+        return AppendPlan(message, None, 0, backup)
+    if backup is not None and (backup.term != message["term"] or backup.index > last_index + 1):
+        backup = None                  # another leader, or our log changed under it
     held_term = term_at(prev_idx)
     if held_term is None:
-        return unchanged  # not held: pysyncobj answers "reset" to our last index + 1
+        # Not held: pysyncobj answers "reset" to our last index + 1. A message of a burst that
+        # followed a conflict must not undo the hint (see the module's docstring).
+        if backup is not None and prev_idx > last_index:
+            return AppendPlan(message, _reset_to(backup.index), 0, backup)
+        return AppendPlan(message, None, 0, backup)
     if held_term != prev_term:
         # pysyncobj answers "reset, try prev_idx" and deletes nothing; back up past the whole term.
         first = prev_idx
         while first > 1 and term_at(first - 1) == held_term:
             first -= 1
+        hint = Backup(message["term"], first)
         if first == prev_idx:
-            return unchanged
-        return AppendPlan(message, {"type": "next_node_idx", "next_node_idx": first, "reset": True,
-                                    "success": False}, 0)
+            return AppendPlan(message, None, 0, hint)
+        return AppendPlan(message, _reset_to(first), 0, hint)
+    unchanged = AppendPlan(message, None, 0)   # a match: the leader found where our logs agree
     entries = message.get("entries") or []
     for offset, entry in enumerate(entries):
         if entry[1] != prev_idx + 1 + offset:

@@ -698,6 +698,7 @@ class RaftNode:
                 "node_id": node_id_of(name),
                 "connected": box.get("partner_node_status_server_" + name, 0) == 2,
                 "match_index": box.get("match_idx_server_" + name),
+                "next_index": box.get("next_node_idx_server_" + name),
             })
         leader = box["leader"]
         return {

@@ -50,7 +50,7 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 from raft import framing
-from raft.appendfix import plan_append
+from raft.appendfix import Backup, plan_append
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +460,7 @@ class TlsTransport(TCPTransport):
         self._security_event = on_security_event
         self._pending_acks: list[tuple[Any, dict]] = []
         self.append_rewrites = 0
+        self._backup: Backup | None = None   # the back-up hint given to the leader (raft.appendfix)
         self._refusal_logged = -float("inf")
         self._refusals_held = 0
         super().__init__(syncObj, selfNode, otherNodes)
@@ -558,10 +559,11 @@ class TlsTransport(TCPTransport):
         if message["type"] == "append_entries":
             try:
                 plan = plan_append(message, self._syncObj.raftCurrentTerm,
-                                   self._journal.term_at, self._journal.last_index())
+                                   self._journal.term_at, self._journal.last_index(), self._backup)
             except ValueError as exc:
                 self._security_event(f"dropped Raft message from {node.id}: {exc}")
                 return
+            self._backup = plan.backup
             if plan.skipped:
                 self.append_rewrites += 1
             message = plan.message

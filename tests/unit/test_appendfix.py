@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from raft.appendfix import AppendPlan, plan_append
+from raft.appendfix import AppendPlan, Backup, plan_append
 
 TERM = 5
 
@@ -208,7 +208,80 @@ def test_a_conflicting_stale_term_is_skipped_in_one_step():
 def test_a_conflict_at_the_first_entry_of_its_term_is_left_to_pysyncobj():
     log = FakeLog.of(1, [1, 1, 2, 3])
     message = append_entries(3, 1, [(4, 4)])
-    assert plan(message, log) == AppendPlan(message, None, 0)
+    assert plan(message, log) == AppendPlan(message, None, 0, Backup(TERM, 3))   # pysyncobj's own "try 3" sticks
+
+
+# -- a pipelining leader: the hint sticks until a message matches ---------------------------------
+
+
+def test_the_rest_of_a_burst_after_a_conflict_repeats_the_hint():
+    log = FakeLog.of(1, [1, 1, 1, 2, 2, 2, 2, 2, 2])           # 4..9 from a cut-off leader of term 2
+    first = plan_append(append_entries(9, 3, [(10, 3), (11, 3)], term=3), 3, log.term_at, log.last_index)
+    assert first.reply == {"type": "next_node_idx", "next_node_idx": 4, "reset": True, "success": False}
+    assert first.backup == Backup(3, 4)
+    # The same burst's next batch starts beyond our log: pysyncobj answers "try 10"; we answer 4 again.
+    after = plan_append(append_entries(11, 3, [(12, 3)], term=3), 3, log.term_at, log.last_index, first.backup)
+    assert after.reply == {"type": "next_node_idx", "next_node_idx": 4, "reset": True, "success": False}
+    assert after.backup == first.backup and after.message["prevLogIdx"] == 11
+
+
+def test_a_match_or_another_leader_ends_the_hint():
+    log = FakeLog.of(1, [1, 1, 1, 2, 2])
+    hint = Backup(3, 4)
+    matched = plan_append(append_entries(3, 1, [(4, 3)], term=3), 3, log.term_at, log.last_index, hint)
+    assert matched.backup is None and matched.reply is None
+    other = plan_append(append_entries(9, 4, [], term=4), 4, log.term_at, log.last_index, hint)
+    assert other.backup is None and other.reply is None       # a new leader: pysyncobj's own "reset" only
+    shrunk = FakeLog.of(1, [1, 1])
+    assert plan_append(append_entries(9, 3, [], term=3), 3, shrunk.term_at, shrunk.last_index, hint).reply is None
+
+
+def pipelined_catch_up(leader_terms: list[int], follower: FakeLog, batch: int, *, keep_hint: bool,
+                       rounds: int = 50) -> int | None:
+    """Rounds of pysyncobj's leader (syncobj.py __sendAppendEntries: everything from next index to
+    its last entry, `batch` entries per message, next index advanced as it sends; each answer's
+    "reset" sets next index, the last one wins) until the follower's log equals the leader's."""
+    term = max(leader_terms)
+    last = len(leader_terms)
+    next_index = last + 1                  # optimistic, as after a partition
+    backup = None
+    for round_no in range(1, rounds + 1):
+        answers = []
+        idx = next_index
+        while True:
+            entries = [(i, leader_terms[i - 1]) for i in range(idx, min(last, idx + batch - 1) + 1)]
+            prev = idx - 1
+            message = append_entries(prev, leader_terms[prev - 1] if prev else 0, entries, term=term, commit=last)
+            p = plan_append(message, term, follower.term_at, follower.last_index, backup if keep_hint else None)
+            backup = p.backup
+            follower_before = follower
+            follower, acked, _ = pysyncobj_handle(follower, p.message)
+            if acked is None:                      # pysyncobj's "reset": the prev index, or our end + 1
+                held = follower_before.term_at(p.message["prevLogIdx"])
+                answers.append(p.message["prevLogIdx"] if held is not None else follower_before.last_index + 1)
+            else:
+                answers.append(acked + 1)
+            if p.reply is not None:
+                answers.append(p.reply["next_node_idx"])
+            if not entries:
+                break
+            idx = entries[-1][0] + 1
+            if idx > last:
+                break
+        next_index = answers[-1]
+        if [follower.term_at(i) for i in range(1, last + 1)] == leader_terms and follower.last_index == last:
+            return round_no
+    return None
+
+
+def test_a_healed_leader_with_a_stale_tail_catches_up_through_a_pipelining_leader():
+    # The cut-off old leader holds 1..5 committed and 6..30 of its lost term 2; the new leader has
+    # 6..120 of term 3: more than one batch beyond the follower's end.
+    leader_terms = [1] * 5 + [3] * 115
+    follower = FakeLog.of(1, [1] * 5 + [2] * 25)
+    assert pipelined_catch_up(leader_terms, follower, batch=20, keep_hint=True) is not None
+    # Without the sticky hint the burst's later answers ("try 31") undo the back-up every round.
+    assert pipelined_catch_up(leader_terms, follower, batch=20, keep_hint=False) is None
 
 
 def test_prev_below_compacted_start_leaves_message_unchanged():
