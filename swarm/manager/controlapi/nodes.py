@@ -75,7 +75,11 @@ class ControlAPI:
             "manager_addrs": self.m.manager_addrs(),
             "raft": {"term": status["term"], "commit_index": status["commit_index"],
                      "applied_index": status["applied_index"], "members": status["members"]
-                     if "members" in status else self.m.raft.members(), "journal": status["journal"]},
+                     if "members" in status else self.m.raft.members(), "journal": status["journal"],
+                     # for an operator (and the chaos suite's report) looking at a member that lags
+                     "role": status["role"], "log_length": status["log_length"],
+                     "peers": {p["name"]: {"connected": p["connected"], "match_index": p["match_index"],
+                                           "next_index": p["next_index"]} for p in status["peers"]}},
             **self._settings_view(),
         }
 
