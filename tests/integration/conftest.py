@@ -18,12 +18,14 @@ def demo_tar(tmp_path_factory):
 
 @pytest.fixture
 def swarm(tmp_path):
-    """Swarm nodes as real daemon processes; every one is killed afterwards."""
+    """Swarm nodes as real daemon processes; every one is killed afterwards, and the
+    containers they started (which outlive their daemons by design) stopped and removed."""
     s = Swarm(str(tmp_path))
     try:
         yield s
     finally:
         s.stop_all()
+        s.stop_containers()
 
 
 @pytest.fixture
