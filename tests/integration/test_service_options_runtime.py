@@ -176,7 +176,9 @@ async def test_a_fork_bomb_stays_at_the_pids_limit(runtime):
         with open(os.path.join(pids_dir, "pids.current")) as f:
             samples.append(int(f.read()))
         await trio.sleep(0.01)
-    assert max(samples) == 20 and min(samples[len(samples) // 2:]) >= 19
+    # The limit refuses forks, not attaches: a process moved into the cgroup (the kernel's pids
+    # controller documents it) can show the count one above for a moment, as seen once under load.
+    assert max(samples) in (20, 21) and min(samples[len(samples) // 2:]) >= 19
     with open(os.path.join(pids_dir, "pids.events")) as f:
         assert int(f.read().split()[1]) > 0       # forks were refused at the limit
     assert runtime.state(tid).status == "running"
