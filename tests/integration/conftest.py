@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from swarm.lab.localcluster import ROOT, Swarm
+from swarm.lab.localcluster import ROOT, Swarm, eventually
 from swarm.lab.raftharness import RaftCluster
 
 
@@ -26,6 +26,30 @@ def swarm(tmp_path):
     finally:
         s.stop_all()
         s.stop_containers()
+
+
+@pytest.fixture
+def three_nodes(swarm, demo_tar):
+    """(swarm, m1, (w1, w2)): a manager and two workers, each holding demo:1, all ready."""
+    m1 = swarm.init("m1")
+    w1 = swarm.join("w1", m1, "worker")
+    w2 = swarm.join("w2", m1, "worker")
+    for node in (m1, w1, w2):
+        swarm.run(node, "image", "import", demo_tar, "demo:1")
+    eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 20, "nodes ready")
+    return swarm, m1, (w1, w2)
+
+
+@pytest.fixture
+def image_node(swarm, demo_tar):
+    """One node, manager and worker, whose image demo:1 the manager already knows."""
+    m1 = swarm.init("m1")
+    swarm.run(m1, "image", "import", demo_tar, "demo:1")
+    # The manager learns the node's images with its next report.
+    eventually(lambda: swarm.run(m1, "service", "create", "--detach", "--name", "probe", "--replicas", "0",
+                                 "demo:1", check=False).returncode == 0, 30, "the image known to the manager")
+    swarm.run(m1, "service", "rm", "probe")
+    return m1
 
 
 @pytest.fixture

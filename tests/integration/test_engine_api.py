@@ -291,45 +291,35 @@ def _removed(net) -> bool:
         return False
 
 
-def test_three_nodes_workers_refuse_and_node_verbs_work(tmp_path, demo_tar):
-    swarm = Swarm(str(tmp_path))
-    try:
-        m1 = swarm.init("m1")
-        w1 = swarm.join("w1", m1, "worker")
-        w2 = swarm.join("w2", m1, "worker")
-        for node in (m1, w1, w2):
-            swarm.run(node, "image", "import", demo_tar, "demo:1")
-        eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 20, "nodes ready")
-        # a worker is no window on the cluster: Docker's 503 sentence
-        refused = docker(w1, "service", "ls", check=False)
-        assert refused.returncode == 1 and "This node is not a swarm manager" in refused.stderr
-        assert docker(w1, "info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "false"
+def test_three_nodes_workers_refuse_and_node_verbs_work(three_nodes):
+    swarm, m1, (w1, w2) = three_nodes
+    # a worker is no window on the cluster: Docker's 503 sentence
+    refused = docker(w1, "service", "ls", check=False)
+    assert refused.returncode == 1 and "This node is not a swarm manager" in refused.stderr
+    assert docker(w1, "info", "--format", "{{.Swarm.ControlAvailable}}").stdout.strip() == "false"
 
-        docker(m1, "service", "create", "--name", "g", "--mode", "global", "--detach", "--no-resolve-image",
-               "demo:1", "sleep", "1000")
-        eventually(lambda: docker(m1, "service", "ls", "--format", "{{.Replicas}}").stdout.strip() == "3/3", 60,
-                   "one task per node")
-        node_ps = docker(m1, "node", "ps", "w1", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}").stdout
-        assert "w1 Running" in node_ps
+    docker(m1, "service", "create", "--name", "g", "--mode", "global", "--detach", "--no-resolve-image",
+           "demo:1", "sleep", "1000")
+    eventually(lambda: docker(m1, "service", "ls", "--format", "{{.Replicas}}").stdout.strip() == "3/3", 60,
+               "one task per node")
+    node_ps = docker(m1, "node", "ps", "w1", "--format", "{{.Name}} {{.Node}} {{.CurrentState}}").stdout
+    assert "w1 Running" in node_ps
 
-        docker(m1, "node", "promote", "w1")
-        eventually(lambda: docker(m1, "node", "inspect", "w1", "--format", "{{.Spec.Role}} {{.ManagerStatus.Reachability}}"
-                                  ).stdout.strip() == "manager reachable", 60, "w1 promoted and reachable")
-        eventually(lambda: docker(w1, "service", "ls", "--format", "{{.Name}}", check=False).stdout.strip() == "g",
-                   60, "w1 answers as a manager")
-        docker(m1, "node", "demote", "w1")
-        eventually(lambda: docker(m1, "node", "inspect", "w1", "--format", "{{.Spec.Role}}").stdout.strip() == "worker",
-                   60, "w1 demoted")
+    docker(m1, "node", "promote", "w1")
+    eventually(lambda: docker(m1, "node", "inspect", "w1", "--format", "{{.Spec.Role}} {{.ManagerStatus.Reachability}}"
+                              ).stdout.strip() == "manager reachable", 60, "w1 promoted and reachable")
+    eventually(lambda: docker(w1, "service", "ls", "--format", "{{.Name}}", check=False).stdout.strip() == "g",
+               60, "w1 answers as a manager")
+    docker(m1, "node", "demote", "w1")
+    eventually(lambda: docker(m1, "node", "inspect", "w1", "--format", "{{.Spec.Role}}").stdout.strip() == "worker",
+               60, "w1 demoted")
 
-        docker(m1, "node", "update", "--availability", "drain", "w2")
-        eventually(lambda: "Running" not in docker(m1, "node", "ps", "w2", "--filter", "desired-state=running",
-                                                   "--format", "{{.CurrentState}}").stdout, 60, "w2 drained")
-        swarm.run(w2, "leave")
-        eventually(lambda: "Down" in docker(m1, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout, 60,
-                   "w2 down")
-        docker(m1, "node", "rm", "w2")
-        assert "w2" not in docker(m1, "node", "ls", "--format", "{{.Hostname}}").stdout
-        docker(m1, "service", "rm", "g")
-    finally:
-        swarm.stop_all()
-        swarm.stop_containers()
+    docker(m1, "node", "update", "--availability", "drain", "w2")
+    eventually(lambda: "Running" not in docker(m1, "node", "ps", "w2", "--filter", "desired-state=running",
+                                               "--format", "{{.CurrentState}}").stdout, 60, "w2 drained")
+    swarm.run(w2, "leave")
+    eventually(lambda: "Down" in docker(m1, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout, 60,
+               "w2 down")
+    docker(m1, "node", "rm", "w2")
+    assert "w2" not in docker(m1, "node", "ls", "--format", "{{.Hostname}}").stdout
+    docker(m1, "service", "rm", "g")

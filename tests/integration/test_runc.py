@@ -4,7 +4,6 @@ Every test gets its own state directory and cgroup parent; the fixture
 removes every container, mount, cgroup, network namespace and file it made,
 also when the test fails.
 """
-import ctypes
 import os
 import re
 import shutil
@@ -20,9 +19,9 @@ import trio.testing
 
 from swarm.runtime import runcmon
 from swarm.runtime.errors import ContainerError, SpecError
-from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 from swarm.api.spec import ContainerSpec, Mount, Resources
+from tests.integration.helpers import kill_monitor, runc_runtime, scratch_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
@@ -59,45 +58,17 @@ def demo_tar():
 
 @pytest.fixture
 def state_dir():
-    path = tempfile.mkdtemp(prefix="swarm-runc-test-")
-    try:
+    with scratch_dir("swarm-runc-test-") as path:
         yield path
-    finally:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for mnt in sorted(_mounts_under(path), key=len, reverse=True):
-            libc.umount2(mnt.encode(), 2)   # MNT_DETACH: whatever a failed test left
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def runtime(state_dir, demo_tar):
-    store = ImageStore(os.path.join(state_dir, "images"))
-    store.import_rootfs(demo_tar, "demo:1")
-    parent = f"swarm-test-{uuid.uuid4().hex[:8]}"
-    rt = Runtime(os.path.join(state_dir, "tasks"), store, cgroup_parent=parent)
-    try:
+    with runc_runtime(state_dir, demo_tar, "demo:1") as rt:
         yield rt
-    finally:
-        for task_id in rt.list():
-            try:
-                rt.remove(task_id)
-            except Exception:
-                _kill_monitor(rt, task_id)
-                subprocess.run(["runc", "--root", rt.runc_root, "delete", "--force", task_id], capture_output=True)
-        for mnt in rt.cgroup_dirs("x"):
-            parent_dir = os.path.dirname(mnt)
-            if os.path.isdir(parent_dir):
-                for child in os.listdir(parent_dir):
-                    if os.path.isdir(os.path.join(parent_dir, child)):
-                        os.rmdir(os.path.join(parent_dir, child))
-                os.rmdir(parent_dir)
 
 
-def _kill_monitor(rt, task_id):
-    try:
-        os.kill(int(runcmon.monitor_record(rt.bundle(task_id))["pid"]), signal.SIGKILL)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+_kill_monitor = kill_monitor
 
 
 def spec(*command, **kw):

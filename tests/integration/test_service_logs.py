@@ -11,7 +11,7 @@ import time
 import pytest
 import trio
 
-from swarm.lab.localcluster import ROOT, Swarm, eventually
+from swarm.lab.localcluster import ROOT, eventually
 from swarm.rpc.client import call_unix_sync
 from swarm.api.spec import ContainerSpec, Resources
 from tests.integration.test_runc import _kill_monitor, demo_tar, runtime, state_dir, pytestmark  # noqa: F401
@@ -78,19 +78,8 @@ async def test_following_a_log_that_rotates_loses_and_repeats_nothing(runtime):
 
 
 @pytest.fixture
-def cluster(tmp_path, demo_tar):  # noqa: F811
-    swarm = Swarm(str(tmp_path))
-    try:
-        m1 = swarm.init("m1")
-        w1 = swarm.join("w1", m1, "worker")
-        w2 = swarm.join("w2", m1, "worker")
-        for node in (m1, w1, w2):
-            swarm.run(node, "image", "import", demo_tar, "demo:1")
-        eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 10, "nodes ready")
-        yield swarm, m1, (w1, w2)
-    finally:
-        swarm.stop_all()
-        swarm.stop_containers()
+def cluster(three_nodes):
+    return three_nodes
 
 
 def rss_peak_kb(pid: int) -> int:

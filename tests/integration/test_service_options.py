@@ -10,17 +10,8 @@ from swarm.lab.localcluster import eventually
 
 
 @pytest.fixture
-def node(swarm, demo_tar):
-    m1 = swarm.init("m1")
-    try:
-        swarm.run(m1, "image", "import", demo_tar, "demo:1")
-        # The manager learns the node's images with its next report.
-        eventually(lambda: swarm.run(m1, "service", "create", "--detach", "--name", "probe", "--replicas", "0",
-                                     "demo:1", check=False).returncode == 0, 30, "the image known to the manager")
-        swarm.run(m1, "service", "rm", "probe")
-        yield m1
-    finally:
-        swarm.stop_containers()
+def node(image_node):
+    return image_node
 
 
 def inspect(swarm, m1, name):

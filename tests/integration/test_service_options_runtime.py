@@ -8,20 +8,18 @@ signal and grace period, tini as PID 1.
 """
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import time
-import uuid
 
 import pytest
 import trio
 
 from swarm.api.spec import ContainerSpec, Resources, Ulimit
 from swarm.runtime.errors import SpecError
-from swarm.runtime.images import ImageStore
 from swarm.runtime.runc import Runtime
 
+from tests.integration.helpers import runc_runtime
 from tests.integration.test_runc import _kill_monitor, logs_of, new_id, state_dir, wait_for_line  # noqa: F401
 
 pytestmark = [
@@ -62,25 +60,8 @@ def users_tar(demo_tar):
 
 @pytest.fixture
 def runtime(state_dir, users_tar):  # noqa: F811
-    store = ImageStore(os.path.join(state_dir, "images"))
-    store.import_rootfs(users_tar, "users:1")
-    rt = Runtime(os.path.join(state_dir, "tasks"), store, cgroup_parent=f"swarm-test-{uuid.uuid4().hex[:8]}")
-    try:
+    with runc_runtime(state_dir, users_tar, "users:1") as rt:
         yield rt
-    finally:
-        for task_id in rt.list():
-            try:
-                rt.remove(task_id)
-            except Exception:
-                _kill_monitor(rt, task_id)
-                subprocess.run(["runc", "--root", rt.runc_root, "delete", "--force", task_id], capture_output=True)
-        for mnt in rt.cgroup_dirs("x"):
-            parent = os.path.dirname(mnt)
-            if os.path.isdir(parent):
-                for child in os.listdir(parent):
-                    if os.path.isdir(os.path.join(parent, child)):
-                        os.rmdir(os.path.join(parent, child))
-                os.rmdir(parent)
 
 
 def sh(script, **kw):

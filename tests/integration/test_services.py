@@ -6,23 +6,12 @@ import time
 
 import pytest
 
-from swarm.lab.localcluster import Swarm, eventually
+from swarm.lab.localcluster import eventually
 
 
 @pytest.fixture
-def cluster(tmp_path, demo_tar):
-    swarm = Swarm(str(tmp_path))
-    try:
-        m1 = swarm.init("m1")
-        w1 = swarm.join("w1", m1, "worker")
-        w2 = swarm.join("w2", m1, "worker")
-        for node in (m1, w1, w2):
-            swarm.run(node, "image", "import", demo_tar, "demo:1")
-        eventually(lambda: all(r["status"] == "ready" for r in swarm.ls(m1).values()), 10, "nodes ready")
-        yield swarm, m1, (w1, w2)
-    finally:
-        swarm.stop_all()
-        swarm.stop_containers()
+def cluster(three_nodes):
+    return three_nodes
 
 
 def tasks(swarm, m1, service):

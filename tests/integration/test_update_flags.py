@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.lab.localcluster import eventually
 
 EVERY_FLAG = ("--update-parallelism", "2", "--update-delay", "10s", "--update-failure-action", "rollback",
               "--update-monitor", "1m", "--update-max-failure-ratio", "0.25", "--update-order", "start-first",
@@ -17,17 +16,8 @@ EVERY_FLAG = ("--update-parallelism", "2", "--update-delay", "10s", "--update-fa
 
 
 @pytest.fixture
-def node(swarm, demo_tar):
-    m1 = swarm.init("m1")
-    try:
-        swarm.run(m1, "image", "import", demo_tar, "demo:1")
-        # The manager learns the node's images with its next report.
-        eventually(lambda: swarm.run(m1, "service", "create", "--detach", "--name", "probe", "--replicas", "0",
-                                     "demo:1", check=False).returncode == 0, 30, "the image known to the manager")
-        swarm.run(m1, "service", "rm", "probe")
-        yield m1
-    finally:
-        swarm.stop_containers()
+def node(image_node):
+    return image_node
 
 
 def inspect(swarm, m1, name):

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 
@@ -20,9 +19,8 @@ from swarm.api import logdriver
 from swarm.api.spec import ContainerSpec, LogDriver, Mount, Resources
 from swarm.lab.localcluster import Swarm, eventually
 from swarm.runtime.errors import ContainerError, SpecError
-from swarm.runtime.images import ImageStore
-from swarm.runtime.runc import Runtime
 from swarm.runtime.volumes import ANONYMOUS_LABEL
+from tests.integration.helpers import runc_runtime, scratch_dir
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -43,33 +41,14 @@ def _mounted(path):
 
 @pytest.fixture
 def state_dir():
-    path = tempfile.mkdtemp(prefix="swarm-vol-test-")
-    try:
+    with scratch_dir("swarm-vol-test-") as path:
         yield path
-    finally:
-        for mnt in sorted(_mounts_under(path), key=len, reverse=True):
-            libc.umount2(mnt.encode(), 2)   # MNT_DETACH: whatever a failed test left
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
 def runtime(state_dir, demo_tar):
-    store = ImageStore(os.path.join(state_dir, "images"))
-    store.import_rootfs(demo_tar, "demo:1")
-    parent = f"swarm-test-{uuid.uuid4().hex[:8]}"
-    rt = Runtime(os.path.join(state_dir, "tasks"), store, cgroup_parent=parent)
-    try:
+    with runc_runtime(state_dir, demo_tar, "demo:1") as rt:
         yield rt
-    finally:
-        for task_id in rt.list():
-            rt.remove(task_id)
-        for mnt in rt.cgroup_dirs("x"):
-            parent_dir = os.path.dirname(mnt)
-            if os.path.isdir(parent_dir):
-                for child in os.listdir(parent_dir):
-                    if os.path.isdir(os.path.join(parent_dir, child)):
-                        os.rmdir(os.path.join(parent_dir, child))
-                os.rmdir(parent_dir)
 
 
 def spec(script, **kw):
