@@ -127,7 +127,7 @@ def human_size(size: float) -> str:
 LS_HEADERS = {"Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "ID": "IMAGE ID",
               "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE", "Containers": "CONTAINERS",
               "VirtualSize": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE"}
-LS_FILTERS = ("dangling", "reference")
+LS_FILTERS = ("before", "dangling", "label", "reference", "since")
 
 
 @image.command("ls")
@@ -143,9 +143,13 @@ def image_ls(daemon: LocalDaemon, show_all: bool, digests: bool, quiet: bool, no
     """List the images of this node."""
     for key in filters or {}:
         if key not in LS_FILTERS:
-            fail(f"invalid filter '{key}' (this node filters images by {' and '.join(LS_FILTERS)})")
+            fail(f"invalid filter '{key}' (this node filters images by {', '.join(LS_FILTERS[:-1])} "
+                 f"and {LS_FILTERS[-1]})")
     images = sorted(daemon.call("image.ls"), key=lambda i: (-_epoch(i.get("Created")), i["Id"]))
-    images = [i for i in images if _dangling_matches(i, filters)]
+    before, since = (_created_bound(daemon, images, filters, key) for key in ("before", "since"))
+    images = [i for i in images if _dangling_matches(i, filters) and _label_matches(i, filters)
+              and (before is None or _epoch(i.get("Created")) < before)
+              and (since is None or _epoch(i.get("Created")) > since)]
     rows = [r for i in images for r in image_rows(i, digests, no_trunc) if _reference_matches(r, filters)]
     columns = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
     show_list(rows, fmt, quiet, lambda: [[r["Repository"], r["Tag"], *([r["Digest"]] if digests else []), r["ID"],
@@ -196,6 +200,32 @@ def _dangling_matches(info: Mapping[str, Any], filters: Mapping[str, list[str]] 
         if value.lower() not in ("true", "false", "1", "0"):
             fail(f"invalid filter 'dangling={value}' (use true or false)")
     return any((value.lower() in ("true", "1")) == dangling for value in wanted)
+
+
+def _created_bound(daemon: LocalDaemon, images: list[dict], filters: Mapping[str, list[str]] | None,
+                   key: str) -> float | None:
+    """docker's before=IMAGE / since=IMAGE: the creation time of the image named (the earliest of
+    several for before, the latest for since, as docker takes them); None without the filter.
+    The daemon looks the names up as every command does; an unknown one fails in its sentence."""
+    names = (filters or {}).get(key)
+    if not names:
+        return None
+    answer = daemon.call("image.inspect", {"refs": list(names)})
+    if answer["errors"]:
+        fail(answer["errors"][0])
+    listed = {i["Id"]: _epoch(i.get("Created")) for i in images}     # the exact time, not RFC 3339's
+    times = [listed.get(doc["Id"], _epoch(doc.get("Created"))) for doc in answer["images"]]
+    return min(times) if key == "before" else max(times)
+
+
+def _label_matches(info: Mapping[str, Any], filters: Mapping[str, list[str]] | None) -> bool:
+    """docker's label=KEY and label=KEY=VALUE over the image's configured labels: all must match."""
+    labels = info.get("Labels") or {}
+    for wanted in (filters or {}).get("label") or []:
+        key, sep, value = wanted.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
 
 
 def _reference_matches(row: Mapping[str, str], filters: Mapping[str, list[str]] | None) -> bool:
@@ -266,22 +296,26 @@ def image_save(daemon: LocalDaemon, refs: tuple[str, ...], output: str | None) -
 
 # -- pull, push (long polls of a transfer the daemon runs: swarm/daemon/transfers.py) ---------
 TRANSFER_CALL_TIMEOUT = 15.0   # one poll answers within about a second
+DONE_CALL_TIMEOUT = 75.0       # a quiet call answers at the end or after the daemon's DONE_WAIT (60 s)
 
 
 def _follow(daemon: LocalDaemon, method: str, ref: str, quiet: bool) -> dict:
     """Start (or join) the daemon's transfer of `ref` and print its progress until it ends:
-    the outcome, or fail with its error sentence (after what was printed so far)."""
+    the outcome, or fail with its error sentence (after what was printed so far). Quiet, the
+    call waits for the end in the daemon (one call, not one per layer step)."""
     out = click.get_text_stream("stdout")
     view = TransferView(out.isatty(), shutil.get_terminal_size((200, 24)).columns)
-    answer = daemon.call(method, {"ref": ref}, timeout=TRANSFER_CALL_TIMEOUT)
+    until = {"until": "done"} if quiet else {}
+    timeout = DONE_CALL_TIMEOUT if quiet else TRANSFER_CALL_TIMEOUT
+    answer = daemon.call(method, {"ref": ref, **until}, timeout=timeout)
     while True:
         if not quiet:
             out.write(view.feed(answer))
             out.flush()
         if answer["done"]:
             break
-        answer = daemon.call(method, {"op": answer["op"], "version": answer["version"], "since": answer["logged"]},
-                             timeout=TRANSFER_CALL_TIMEOUT)
+        answer = daemon.call(method, {"op": answer["op"], "version": answer["version"], "since": answer["logged"],
+                                      **until}, timeout=timeout)
     if answer.get("error") is not None:
         fail(answer["error"])
     return answer["result"]

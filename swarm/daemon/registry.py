@@ -20,6 +20,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,6 +34,8 @@ from swarm.registry import credentials as stored
 from swarm.registry.config import DEFAULT_INSECURE
 from swarm.registry.errors import RegistryError
 from swarm.runtime.errors import ImageError
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[LayerProgress], None]
 Credentials = Callable[[str], "tuple[str, str] | None"]
@@ -158,14 +161,33 @@ class NodeRegistry:
         self.config = config
         self.credentials_path = credentials_path
         self._transport = transport          # an httpx transport (unit tests: a fake registry)
-        self.puller = Puller(store, config, transport=transport)
+        self.puller = Puller(store, config, transport=transport, background=self._in_background)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._finish_unpacking)
             task_status.started()
             await trio.sleep_forever()
+
+    def _in_background(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """The puller's `background`: a pull's unpacking outlives the pull, in this nursery."""
+        if self._nursery is None:
+            return False
+        self._nursery.start_soon(fn, *args)
+        return True
+
+    async def _finish_unpacking(self) -> None:
+        """At the daemon's start: the images whose unpacking a stopped daemon interrupted (or that
+        failed) are unpacked again, from their verified blobs, one image at a time."""
+        try:
+            pending = await trio.to_thread.run_sync(self.store.pending_images)
+        except (ImageError, OSError) as exc:
+            log.warning("listing the images left to unpack failed: %s", exc)
+            return
+        for image_id in pending:
+            await self.puller.unpack_or_log(image_id)
 
     def start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run background work (a CLI's transfer) that outlives the call that started it."""
@@ -198,11 +220,14 @@ class NodeRegistry:
         "" for the node's own credentials. Raises RegistryError subclasses (and InvalidReference)."""
         return (await self.pull_image(ref, auth, progress)).image_id
 
-    async def pull_image(self, ref: str, auth: str = "", progress: Progress | None = None) -> Pulled:
+    async def pull_image(self, ref: str, auth: str = "", progress: Progress | None = None, *,
+                         unpacked: bool = True) -> Pulled:
+        """`unpacked=False` (`swarm image pull`): done once the blobs are stored, verified and the
+        image registered; its layers are unpacked in the background (swarm/registry/pull.py)."""
         parsed = parse_image(ref)
         creds = self.credentials(auth)
         before = await trio.to_thread.run_sync(self._image_of, parsed.familiar())
-        result: PullResult = await self.puller.pull(parsed, progress=progress, credentials=creds)
+        result: PullResult = await self.puller.pull(parsed, progress=progress, credentials=creds, unpacked=unpacked)
         image_id = result.image if isinstance(result.image, str) else None
         if image_id is None:
             image_id = await trio.to_thread.run_sync(self.store.has_digest, parsed.familiar_name, result.digest)

@@ -3,7 +3,8 @@
 How this works. A pull or push the CLI asks for is a `Transfer` running in
 the NodeRegistry's nursery, not inside the call: it goes on when the CLI
 goes away (as docker's daemon finishes a pull whose client quit), and no
-call lasts longer than about a second, whatever the image's size. The first
+call lasts longer than about a second (DONE_WAIT for a quiet caller, below),
+whatever the image's size. The first
 call names the reference and starts the transfer, or joins the one already
 running for it; the answer carries the transfer's id. Each following call
 gives the id, the version it saw and how many log lines it has, and is
@@ -12,6 +13,12 @@ answered as soon as something changed or after POLL_WAIT: the new log lines
 layer's current state with its byte counts (what a terminal redraws), and
 at the end the outcome, an image id and digest or one error sentence. A
 finished transfer is kept KEEP_FINISHED seconds for a late poll.
+
+A caller that shows no progress (`image pull -q`) asks with "until": "done":
+its call is answered when the transfer ends (or after DONE_WAIT, and it asks
+again), one call instead of one per layer step. A pull is done when its blobs
+are stored, verified and the image registered; the layers are unpacked after,
+in the background (swarm/registry/pull.py), and a task start waits for them.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from swarm.rpc.router import Handler
 log = logging.getLogger(__name__)
 
 POLL_WAIT = 1.0          # the longest a poll waits for news
+DONE_WAIT = 60.0         # the longest a quiet caller's call waits for the end (it then asks again)
 KEEP_FINISHED = 60.0     # how long a finished transfer's outcome waits for its poller
 MAX_TRANSFERS = 256      # transfers kept at once (running or finished): a bound, not a limit users meet
 PROGRESS_STATUSES = ("Downloading", "Pushing")
@@ -88,10 +96,11 @@ class Transfer:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def wait(self, seen: int, timeout: float) -> None:
-        """Until the version passes `seen` or the transfer ends, at most `timeout` seconds."""
+    async def wait(self, seen: int, timeout: float, *, until_done: bool = False) -> None:
+        """Until the transfer ends or, without `until_done`, its version passes `seen`; at most
+        `timeout` seconds."""
         with trio.move_on_after(timeout):
-            while self.version <= seen and not self.done:
+            while (until_done or self.version <= seen) and not self.done:
                 await self._changed.wait()
 
     def answer(self, since: int) -> dict[str, Any]:
@@ -154,12 +163,13 @@ class Transfers:
         return transfer
 
 
-def registry_handlers(registry: NodeRegistry, *, poll_wait: float = POLL_WAIT) -> dict[str, Handler]:
+def registry_handlers(registry: NodeRegistry, *, poll_wait: float = POLL_WAIT,
+                      done_wait: float = DONE_WAIT) -> dict[str, Handler]:
     """Method name -> handler, for the local router (docs/daemon-api.md)."""
     transfers = Transfers(registry)
 
     async def pull_one(transfer: Transfer) -> dict[str, Any]:
-        pulled = await registry.pull_image(transfer.ref, "", transfer.record)
+        pulled = await registry.pull_image(transfer.ref, "", transfer.record, unpacked=False)
         return {"id": pulled.image_id, "digest": pulled.digest, "fresh": pulled.fresh, "ref": str(pulled.ref)}
 
     async def push_one(transfer: Transfer) -> dict[str, Any]:
@@ -168,6 +178,9 @@ def registry_handlers(registry: NodeRegistry, *, poll_wait: float = POLL_WAIT) -
 
     def poller(kind: str, run: Callable[[Transfer], Any]) -> Handler:
         async def handler(peer: Peer, params: dict) -> dict:
+            until = params.get("until", "news")
+            if until not in ("news", "done"):     # refused before anything starts
+                raise RPCError("bad_request", 'until must be "news" or "done"')
             if params.get("op"):
                 transfer = transfers.get(params["op"])
             else:
@@ -180,7 +193,10 @@ def registry_handlers(registry: NodeRegistry, *, poll_wait: float = POLL_WAIT) -
             since = params.get("since", 0)
             if not isinstance(seen, int) or not isinstance(since, int):
                 raise RPCError("bad_request", "version and since must be integers")
-            await transfer.wait(seen, poll_wait)
+            if until == "done":
+                await transfer.wait(seen, done_wait, until_done=True)
+            else:
+                await transfer.wait(seen, poll_wait)
             return transfer.answer(since)
         return handler
 

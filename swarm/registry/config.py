@@ -8,8 +8,12 @@ its port, as Docker's /etc/docker/certs.d), with the client certificate
 `*.cert` + `*.key` found there. An insecure registry is tried over HTTPS
 without verification first, then over plain HTTP. Docker Hub (`docker.io`)
 is reached at registry-1.docker.io, after the configured mirrors for pulls.
-Host names are not resolved to decide insecurity (Docker does); `localhost`
-counts as 127.0.0.1.
+A host name the list does not name is insecure when it resolves to an
+address in a listed range, as Docker decides (`myhost:5000` naming
+127.0.1.1 in /etc/hosts is insecure by default): the caller resolves it once
+(`needs_lookup` says when: never for an IP, `localhost`, Docker Hub, or a
+list without ranges) and passes the addresses; `localhost` counts as
+127.0.0.1.
 """
 from __future__ import annotations
 
@@ -56,26 +60,48 @@ def split_host(host: str) -> tuple[str, str]:
     return name, port
 
 
-def is_insecure(host: str, insecure: tuple[str, ...]) -> bool:
-    """Whether `host` ('h:port') is an insecure registry under the `insecure` list."""
+def _networks(insecure: tuple[str, ...]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    nets = []
+    for entry in insecure:
+        try:
+            nets.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            continue
+    return nets
+
+
+def _literal(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address("127.0.0.1" if name == "localhost" else name)
+    except ValueError:
+        return None
+
+
+def needs_lookup(host: str, insecure: tuple[str, ...]) -> bool:
+    """Whether `is_insecure(host, ...)` depends on the addresses `host`'s name resolves to: a
+    name (not an IP, not `localhost`, not Docker Hub) the list does not name, with ranges listed."""
+    name, _ = split_host(host)
+    if host in insecure or name in insecure or _literal(name) is not None or name == DOCKER_HUB_HOST:
+        return False
+    return bool(_networks(insecure))
+
+
+def is_insecure(host: str, insecure: tuple[str, ...], addresses: tuple[str, ...] = ()) -> bool:
+    """Whether `host` ('h:port') is an insecure registry under the `insecure` list; `addresses`:
+    what its name resolved to (see needs_lookup)."""
     name, _ = split_host(host)
     if host in insecure or name in insecure:
         return True
-    try:
-        address = ipaddress.ip_address("127.0.0.1" if name == "localhost" else name)
-    except ValueError:
-        return False
-    for entry in insecure:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+    literal = _literal(name)
+    found = [literal] if literal is not None else [a for a in map(_literal, addresses) if a is not None]
+    nets = _networks(insecure)
+    return any(address in net for address in found for net in nets if address.version == net.version)
 
 
-def endpoints(domain: str, config: RegistryConfig, *, push: bool = False) -> list[Endpoint]:
-    """The URLs to try for a registry domain, in order."""
+def endpoints(domain: str, config: RegistryConfig, *, push: bool = False,
+              addresses: tuple[str, ...] = ()) -> list[Endpoint]:
+    """The URLs to try for a registry domain, in order; `addresses`: what the registry's host
+    name resolved to, when `needs_lookup` said so."""
     found: list[Endpoint] = []
     if domain == DEFAULT_DOMAIN:
         if not push:
@@ -86,7 +112,7 @@ def endpoints(domain: str, config: RegistryConfig, *, push: bool = False) -> lis
         host = DOCKER_HUB_HOST
     else:
         host = domain
-    if is_insecure(host, config.insecure_registries):
+    if is_insecure(host, config.insecure_registries, addresses):
         found.append(Endpoint(f"https://{host}", domain, False))
         found.append(Endpoint(f"http://{host}", domain, False))
     else:

@@ -9,16 +9,24 @@ streamed into `store.ingest_blob`, which hashes the chunks as it writes them
 and keeps a blob only when the digest matched (the one hash a download
 needs: the puller refuses a blob whose digest the store found different).
 A layer's byte count is reported at most every 100 ms, as Docker does.
-Each layer is unpacked as soon as its blob is stored, while the others still
-download (`store.pull_layers().unpack` in a worker thread, at most
-`max_concurrent_unpacks` at once: gunzip, sha256 and the writes release the
-GIL); a layer the store or another pull has unpacked already is not unpacked
-again. Last, `store.add_pulled` registers the image, its layers in place.
+When every blob is stored, `store.add_pulled(..., unpack=False)` registers
+the image at once, its layers listed as still to unpack, and the pull is
+done for a caller that asked for no more (`unpacked=False`: `swarm image
+pull`, as skopeo and containerd's fetch end with the blobs). The layers are
+then unpacked (`store.unpack_image`, 2 at a time, in worker threads) in the
+background when the puller was given a nursery's `background` to run it in,
+else before the pull returns; a caller with `unpacked=True` (a task about to
+start) waits for them either way. Unpacking only after the last download
+keeps the downloads off the CPU the unpacking wants: on 2 cores, unpacking
+under the downloads made them take about twice as long. A layer the store
+holds unpacked already (another image's) is not unpacked again, and one that
+another thread is unpacking is waited for.
 
 Single flight: callers pulling the same reference at once share one pull
 (each gets the progress events and the outcome), and two pulls that need the
-same blob share its download. If the caller leading a flight is cancelled,
-a waiting caller takes the work over instead of failing.
+same blob share its download; a layer is unpacked once per process (the
+store's lock per diff_id). If the caller leading a flight is cancelled, a
+waiting caller takes the work over instead of failing.
 
 The store is anything with the `PullStore` methods (swarm/runtime/images.py
 in the daemon, an in-memory fake in the tests). Its methods are blocking
@@ -27,7 +35,9 @@ chunks cross from the network task to the thread through a bounded channel.
 """
 from __future__ import annotations
 
-import json
+import functools
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
@@ -40,6 +50,8 @@ from swarm.registry.config import RegistryConfig
 from swarm.registry.errors import DigestMismatch, RegistryError, RegistryProtocolError
 from swarm.registry.media import Descriptor, ImageManifest, Index, parse_manifest, select_platform
 
+log = logging.getLogger(__name__)
+
 MAX_CONFIG_BYTES = 8 << 20
 # A layer's byte count is reported at most this often (Docker's progress reader: every 100 ms):
 # each report wakes whoever follows the pull (a CLI polling the daemon), and a count per
@@ -50,40 +62,36 @@ PROGRESS_INTERVAL = 0.1
 class PullStore(Protocol):
     """What the puller needs of a node's image store (all blocking calls).
 
-    `has_digest(name, digest)`: an image NAME@DIGEST is registered (name familiar,
-    e.g. "busybox" or "127.0.0.1:5000/team/app"; digest the one a tag resolved to).
+    `has_digest(name, digest)`: the image id when an image NAME@DIGEST is registered (name
+    familiar, e.g. "busybox" or "127.0.0.1:5000/team/app"; digest the one a tag resolved to).
     `has_blob(digest)`: the compressed blob is in the store, whole and verified.
     `ingest_blob(digest, chunks)`: write the chunks, hashing them, and keep the blob only
     when they hash to `digest`; returns the digest they hash to (the puller refuses any
     other); an exception raised by `chunks` aborts and leaves nothing.
-    `pull_layers()`: an object whose `unpack(index, diff_id, layer)` (layer: the manifest's
-    descriptor as a dict) unpacks one layer from its stored blob, or finds it unpacked,
-    called from several threads at once, and whose `close()` ends the pull's hold on them
-    (a layer no image reaches is removed then).
-    `add_pulled(ref, manifest_digest, manifest_bytes, config_bytes)`: unpack the
-    missing layers and register the image; `ref` is familiar ("busybox:latest",
-    "host:5000/app:1" or "NAME@sha256:..." for a digest-only pull),
-    `manifest_digest` the digest the reference resolved to (an index's digest for
-    a multi-platform image, as Docker's RepoDigests), `manifest_bytes` this
-    platform's image manifest."""
+    `add_pulled(ref, manifest_digest, manifest_bytes, config_bytes, unpack=False)`: register
+    the image, its layer blobs stored, the layers the store lacks listed as still to unpack;
+    returns the image id. `ref` is familiar ("busybox:latest", "host:5000/app:1" or
+    "NAME@sha256:..." for a digest-only pull), `manifest_digest` the digest the reference
+    resolved to (an index's digest for a multi-platform image, as Docker's RepoDigests),
+    `manifest_bytes` this platform's image manifest.
+    `unpack_image(image_id, cancel=EVENT, workers=N)`: unpack the layers still to unpack (none:
+    returns at once), N at a time; called from several threads at once; stops when `cancel`
+    is set."""
 
-    def has_digest(self, name: str, digest: str) -> bool: ...
+    def has_digest(self, name: str, digest: str) -> object: ...
 
     def has_blob(self, digest: str) -> bool: ...
 
     def ingest_blob(self, digest: str, chunks: Iterable[bytes]) -> str: ...
 
-    def pull_layers(self) -> "LayerUnpacker": ...
+    def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes, *,
+                   unpack: bool = True) -> object: ...
 
-    def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes) -> object: ...
+    def unpack_image(self, image_id: str, *, cancel: threading.Event | None = None, workers: int = 2) -> None: ...
 
 
-class LayerUnpacker(Protocol):
-    """One pull's layers (PullStore.pull_layers); blocking calls."""
-
-    def unpack(self, index: int, diff_id: str, layer: dict) -> object: ...
-
-    def close(self) -> None: ...
+# Runs `fn(*args)` in a nursery that outlives the pull; False when it cannot (not running).
+Background = Callable[..., bool]
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,7 @@ class PullResult:
     ref: Reference          # the reference pulled, normalized
     digest: str             # what it resolved to (index digest for a multi-platform image)
     downloaded: bool        # False when the store already held the digest (no network)
-    image: object = None    # what store.add_pulled returned
+    image: object = None    # what store.add_pulled returned (the image id), or has_digest
 
 
 class _Flight:
@@ -126,8 +134,10 @@ class _Flight:
 class Puller:
     def __init__(self, store: PullStore, config: RegistryConfig | None = None,
                  credentials: Credentials | None = None, *, transport: object = None,
-                 clock: Callable[[], float] = time.monotonic, max_concurrent_unpacks: int = 2) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_concurrent_unpacks: int = 2,
+                 background: Background | None = None) -> None:
         self.store = store
+        self._background = background  # where a pull's unpacking runs on (None: before the pull returns)
         self._clock = clock           # paces the byte counts of progress (PROGRESS_INTERVAL)
         self._transport = transport   # an httpx transport (tests: a fake registry)
         self.config = config or RegistryConfig()
@@ -136,14 +146,43 @@ class Puller:
         self._blobs: dict[str, _Flight] = {}
         self._limiter = trio.CapacityLimiter(max(1, self.config.max_concurrent_downloads))
         # Unpacking is CPU work in threads: as many as the cores a node lends it, not one per download.
-        self._unpack_limiter = trio.CapacityLimiter(max(1, max_concurrent_unpacks))
+        self._unpack_workers = max(1, max_concurrent_unpacks)
 
     async def pull(self, ref: Reference | str, *, progress: ProgressCallback | None = None,
-                   credentials: Credentials | None = None) -> PullResult:
-        """Pull `ref` into the store (see the module doc); raises RegistryError subclasses."""
+                   credentials: Credentials | None = None, unpacked: bool = True) -> PullResult:
+        """Pull `ref` into the store (see the module doc); raises RegistryError subclasses, and
+        the store's errors. `unpacked`: return only once the image's layers are unpacked too."""
+        result = await self._pull_shared(ref, progress, credentials)
+        if unpacked and isinstance(result.image, str):
+            await self.unpack(result.image)
+        return result
+
+    async def unpack(self, image_id: str) -> None:
+        """Unpack what the image still lacks (nothing: at once), or wait for whoever unpacks it.
+        Cancelled, the worker threads stop at their next piece and leave nothing half-done."""
+        cancel = threading.Event()
+        try:
+            await trio.to_thread.run_sync(functools.partial(self.store.unpack_image, image_id, cancel=cancel,
+                                                            workers=self._unpack_workers),
+                                          abandon_on_cancel=True)
+        finally:
+            cancel.set()
+
+    async def unpack_or_log(self, image_id: str) -> None:
+        """The background unpacking of a pull that returned: a failure is logged, and told again
+        (and retried) when a task needs the image (the store's resolve)."""
+        try:
+            await self.unpack(image_id)
+        except Exception as exc:     # noqa: BLE001 - nobody waits for this one: said in the log
+            log.warning("unpacking the layers of image %s failed: %s", image_id[:12], exc)
+
+    async def _pull_shared(self, ref: Reference | str, progress: ProgressCallback | None,
+                           credentials: Credentials | None) -> PullResult:
         ref = parse_image(ref) if isinstance(ref, str) else ref
-        if ref.digest and await trio.to_thread.run_sync(self.store.has_digest, ref.familiar_name, ref.digest):
-            return PullResult(ref, ref.digest, False)
+        if ref.digest:
+            found = await trio.to_thread.run_sync(self.store.has_digest, ref.familiar_name, ref.digest)
+            if found:
+                return PullResult(ref, ref.digest, False, found)
         key = str(ref)
         while True:
             flight = self._pulls.get(key)
@@ -197,31 +236,21 @@ class Puller:
             config_parts: list[bytes] = []
             await client.fetch_blob(ref, doc.config.digest, config_parts.append, size=doc.config.size)
             config_bytes = b"".join(config_parts)
-            diff_ids = _diff_ids(config_bytes, len(doc.layers))
             for layer in doc.layers:
                 flight.emit(LayerProgress(_short(layer.digest), "Pulling fs layer", 0, layer.size))
-            layers = await trio.to_thread.run_sync(self.store.pull_layers)
-            try:
-                async with trio.open_nursery() as nursery:
-                    for i, layer in enumerate(doc.layers):
-                        nursery.start_soon(self._layer, client, ref, i, layer, diff_ids[i], layers, flight)
-                name_ref = ref.familiar() if not ref.tag else ref.name_only().with_tag(ref.tag).familiar()
-                image = await trio.to_thread.run_sync(self.store.add_pulled, name_ref, top.digest, manifest_bytes,
-                                                      config_bytes)
-            finally:
-                with trio.CancelScope(shield=True):    # a failed or cancelled pull leaves no layer behind
-                    await trio.to_thread.run_sync(layers.close)
-        return PullResult(ref, top.digest, True, image)
-
-    async def _layer(self, client: RegistryClient, ref: Reference, index: int, layer: Descriptor,
-                     diff_id: str | None, layers: LayerUnpacker, flight: _Flight) -> None:
-        """Download one layer's blob (unless the store or another pull has it), then unpack it."""
-        exists = await self._blob(client, ref, layer, flight)
-        if diff_id is not None:      # None: a configuration add_pulled refuses in its own words
-            desc = {"digest": layer.digest, "mediaType": layer.media_type, "size": layer.size}
-            await trio.to_thread.run_sync(layers.unpack, index, diff_id, desc, limiter=self._unpack_limiter)
-        if not exists:
+            async with trio.open_nursery() as nursery:
+                for layer in doc.layers:
+                    nursery.start_soon(self._blob, client, ref, layer, flight)
+            name_ref = ref.familiar() if not ref.tag else ref.name_only().with_tag(ref.tag).familiar()
+            image = await trio.to_thread.run_sync(functools.partial(
+                self.store.add_pulled, name_ref, top.digest, manifest_bytes, config_bytes, unpack=False))
+        for layer in doc.layers:      # stored, verified and registered; unpacked after (the module doc)
             flight.emit(LayerProgress(_short(layer.digest), "Pull complete", layer.size, layer.size))
+        if isinstance(image, str):
+            later = self._background is not None and self._background(self.unpack_or_log, image)
+            if not later:
+                await self.unpack(image)
+        return PullResult(ref, top.digest, True, image)
 
     async def _blob(self, client: RegistryClient, ref: Reference, layer: Descriptor, flight: _Flight) -> bool:
         """Bring the layer's blob into the store; True when it was there already."""
@@ -240,8 +269,7 @@ class Puller:
             blob = self._blobs.get(layer.digest)
         blob = self._blobs[layer.digest] = _Flight()
         try:
-            async with self._limiter:
-                await self._download(client, ref, layer, flight)
+            await self._download(client, ref, layer, flight)
             flight.emit(LayerProgress(short, "Download complete", layer.size, layer.size))
             return False
         except BaseException as exc:
@@ -274,8 +302,12 @@ class Puller:
         async def fetch() -> None:
             async with send:
                 try:
-                    await client.fetch_blob(ref, layer.digest, send.send, size=layer.size, progress=progress,
-                                            verify=False)
+                    # The limit holds the network part only: the next download starts while this
+                    # one's last chunks are hashed, written and fsync'ed (its slot held through
+                    # those, 5 blobs took two rounds of network and disk one after the other).
+                    async with self._limiter:
+                        await client.fetch_blob(ref, layer.digest, send.send, size=layer.size, progress=progress,
+                                                verify=False)
                 except RegistryError as exc:
                     failure.append(exc)
                     await send.send(_Abort(exc))
@@ -308,18 +340,6 @@ class Puller:
             raise failure[0]
         if actual != layer.digest:    # the store kept nothing of it
             raise DigestMismatch(layer.digest, str(actual))
-
-
-def _diff_ids(config: bytes, count: int) -> list[str | None]:
-    """The configuration's rootfs.diff_ids, one per layer; Nones when they are not `count` digests
-    (add_pulled refuses such a configuration with its own sentence, after the downloads)."""
-    try:
-        ids = json.loads(config)["rootfs"]["diff_ids"]
-    except (ValueError, TypeError, KeyError):
-        return [None] * count
-    if not isinstance(ids, list) or len(ids) != count or not all(isinstance(d, str) for d in ids):
-        return [None] * count
-    return ids
 
 
 class _Abort:

@@ -8,7 +8,8 @@ Layout under the root:
                            character devices, opaque directories carry
                            trusted.overlay.opaque=y), named by the sha256 of its
                            uncompressed tar
-    images/<id>.json       {id, layers: [diff_id, ... bottom first], layer_sizes,
+    images/<id>.json       {id, layers: [diff_id, ... bottom first], layer_sizes, unpacking
+                           (the diff_ids of a pulled image not unpacked yet, if any),
                            config: {Cmd, Entrypoint, Env, WorkingDir, User, StopSignal,
                            ExposedPorts, Volumes, Labels, Healthcheck}, created, size,
                            layer_blobs: [{digest, mediaType, size, tar_size}] (the blob each
@@ -26,13 +27,16 @@ them with one overlay mount.
 Imports and loads extract into layers/.tmp-* directories (and write blobs
 through temporary files) first, and move them into place under the lock only
 when every layer was accepted, so a refused archive leaves nothing behind. A
-pull moves each layer into place as soon as it is unpacked, while its other
-blobs still download, holding a lease on it until the image is registered
-(`pull_layers`, layerstage.PullLayers); a failed pull removes the layers no
-image reaches. Garbage collection (after `remove`, in `prune`) keeps every
-blob and layer a remaining image reaches, the blobs a pull downloaded and the
-layers it unpacked and has not registered yet, and the layers mounted by a
-container; the images tasks use (`in_use`) are never removed.
+pull registers its image as soon as its blobs are stored, the layers the
+store lacks listed in the record's "unpacking" (`add_pulled(unpack=False)`),
+and unpacks them after (`unpack_image`, layerstage.PullLayers: staged and
+renamed into place one by one, under a lease); `resolve`, what a task start
+uses, first unpacks what is still listed (or waits for the thread doing it),
+and a store opened again finds what an interrupted unpack left
+(`pending_images`). Garbage collection (after `remove`, in `prune`) keeps
+every blob and layer a remaining image reaches, the blobs a pull downloaded
+and has not registered yet, the layers being unpacked, and the layers
+mounted by a container; the images tasks use (`in_use`) are never removed.
 
 Imports are bounded: only regular files are read (a device or fifo would never
 end); what an import expands to may not pass `max_import_bytes` nor the free
@@ -150,8 +154,14 @@ class ImageStore:
         return os.path.join(self.layers_dir, diff_id)
 
     def resolve(self, ref: str) -> Image:
-        """An image by NAME[:TAG], NAME@DIGEST, id, 'sha256:'id, or unique id prefix."""
-        return Image.from_json(self._record(ref))
+        """An image by NAME[:TAG], NAME@DIGEST, id, 'sha256:'id, or unique id prefix, its layers
+        in place: a pulled layer still to unpack is unpacked first, or waited for when another
+        thread unpacks it (what a task start uses; a failed unpack raises its ImageError here)."""
+        doc = self._record(ref)
+        if doc.get("unpacking"):
+            self.unpack_image(doc["id"])
+            doc = self._read_image(doc["id"])
+        return Image.from_json(doc)
 
     def image_id(self, ref: str) -> str:
         return self._lookup(ref, self._tags())[0]
@@ -197,7 +207,7 @@ class ImageStore:
         return rows
 
     def summaries(self) -> list[dict]:
-        """Docker's ImageSummary per image: {Id, RepoTags, RepoDigests, Created (epoch), Size}."""
+        """Docker's ImageSummary per image: {Id, RepoTags, RepoDigests, Created (epoch), Size, Labels}."""
         by_id: dict[str, list[str]] = {}
         for ref, image_id in self._tags().items():
             by_id.setdefault(image_id, []).append(ref)
@@ -206,7 +216,7 @@ class ImageStore:
             refs = sorted(by_id.get(doc["id"], []))
             out.append({"Id": f"sha256:{doc['id']}", "RepoTags": [r for r in refs if "@" not in r],
                         "RepoDigests": [r for r in refs if "@" in r], "Created": float(doc.get("created", 0.0)),
-                        "Size": int(doc.get("size", 0))})
+                        "Size": int(doc.get("size", 0)), "Labels": dict((doc.get("config") or {}).get("Labels") or {})})
         return out
 
     def inspect(self, ref: str) -> dict:
@@ -254,8 +264,8 @@ class ImageStore:
             return exc.actual
 
     def pull_layers(self) -> PullLayers:
-        """What a pull unpacks its layers with as their blobs arrive (layerstage.PullLayers);
-        `close` it when the pull ends, whatever the outcome."""
+        """Layers unpacked from stored blobs under leases (layerstage.PullLayers, what
+        `unpack_image` uses); `close` it at the end, whatever the outcome."""
         return PullLayers(self)
 
     def has_layer(self, diff_id: str) -> bool:
@@ -311,11 +321,16 @@ class ImageStore:
         return _Pending(image_id, doc, [normalize_ref(r) for r in p.refs], [p.config_blob])
 
     def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes, *,
-                   cancel: threading.Event | None = None) -> str:
+                   cancel: threading.Event | None = None, unpack: bool = True) -> str:
         """Register an image pulled as `ref`: its layer blobs are in the store already (the puller
-        stored them with `ingest_blob`); layers not yet unpacked are unpacked (each diff_id once).
-        `manifest_digest` is what `ref` resolved to (the index's digest for a multi-platform
-        image, else the manifest's): it becomes the RepoDigest NAME@DIGEST. Returns the image id."""
+        stored them with `ingest_blob`). `manifest_digest` is what `ref` resolved to (the index's
+        digest for a multi-platform image, else the manifest's): it becomes the RepoDigest
+        NAME@DIGEST. Returns the image id.
+
+        With `unpack`, the layers not yet unpacked are unpacked first (each diff_id once). Without
+        it the image is registered at once and its missing layers are listed in the record's
+        "unpacking" (their blob sizes standing for their sizes meanwhile): `unpack_image` unpacks
+        them, and `resolve` (what a task start uses) does it first when nobody has yet."""
         parsed = imagerefs.parse(ref)
         check_digest(manifest_digest)
         manifest = _json(manifest_bytes, f"The manifest of {ref}")
@@ -331,19 +346,75 @@ class ImageStore:
             raise ImageError(f"The manifest of {ref} lists {len(layers)} layers but its configuration {len(ids)}.")
         manifest_hex = hashlib.sha256(manifest_bytes).hexdigest()
         with self._tmp_layers(cancel) as tmp:
-            sizes = [tmp.ensure_from_blob(diff_id, layer, i) for i, (diff_id, layer) in enumerate(zip(ids, layers))]
+            later: list[str] = []
+            if unpack:
+                sizes = [tmp.ensure_from_blob(d, layer, i) for i, (d, layer) in enumerate(zip(ids, layers))]
+            else:
+                sizes = [tmp.note_pulled(d, layer, later) for d, layer in zip(ids, layers)]
             doc = {"id": image_id, "layers": ids, "layer_sizes": sizes,
                    "config": image_config(config.get("config") or {}), "created": parse_time(config.get("created")),
                    "size": sum(sizes), "layer_blobs": [tmp.sources.get(d) for d in ids],
                    "manifest": {"digest": f"sha256:{manifest_hex}",
                                 "mediaType": manifest.get("mediaType", MANIFEST_TYPES[1])},
                    "digests": sorted({manifest_digest, f"sha256:{manifest_hex}"})}
+            if later:
+                doc["unpacking"] = sorted(set(later))
             refs = [imagerefs.Ref(parsed.name, digest=manifest_digest).key()]
             if parsed.digest is None:
                 refs.append(parsed.key())
             self._commit(tmp, [_Pending(image_id, doc, refs, [config_bytes, manifest_bytes])])
         self.blobs.settle(str(layer.get("digest")) for layer in layers)
         return image_id
+
+    def pending_images(self) -> list[str]:
+        """The ids of images registered with layers still to unpack (an unpack that a daemon
+        stopping interrupted, or one that failed and waits for a retry)."""
+        return [doc["id"] for doc in self.records() if doc.get("unpacking")]
+
+    def unpack_image(self, image_id: str, *, cancel: threading.Event | None = None, workers: int = 2) -> None:
+        """Unpack the layers of a registered image still listed as "unpacking" (`add_pulled`
+        without `unpack`), `workers` at a time, each from its verified blob into a staging
+        directory renamed into place (layerstage.PullLayers: one unpack per diff_id in this
+        process, a lease keeping garbage collection off it meanwhile). The record then gets the
+        real sizes. An image removed meanwhile is not an error: what it left unreached goes.
+        Raises ImageError (a layer that does not unpack to its diff_id, a full disk, `cancel`)."""
+        try:
+            doc = self._read_image(image_id)
+        except FileNotFoundError:
+            return
+        pending = [(i, d) for i, d in enumerate(doc["layers"]) if d in set(doc.get("unpacking") or ())]
+        if not pending:
+            return
+        blobs = doc.get("layer_blobs") or [None] * len(doc["layers"])
+        layers = PullLayers(self, cancel)
+        try:
+            layers.unpack_all([(i, d, blobs[i] or {}) for i, d in pending], workers,
+                              lambda diff_id, size: self._unpacked(image_id, diff_id, size))
+        finally:
+            layers.close()
+
+    def _unpacked(self, image_id: str, diff_id: str, size: int) -> None:
+        """Record that a layer of the image is in place: its real size and its tar's length."""
+        known = self.layer_leases.known(diff_id)
+        with self._lock():
+            try:
+                doc = self._read_image(image_id)
+            except FileNotFoundError:
+                return
+            pending = [d for d in doc.get("unpacking") or () if d != diff_id]
+            for i, d in enumerate(doc["layers"]):
+                if d != diff_id:
+                    continue
+                doc["layer_sizes"][i] = size
+                blobs = doc.get("layer_blobs") or []
+                if known is not None and i < len(blobs) and blobs[i] and known[1].get("tar_size"):
+                    blobs[i] = {**blobs[i], "tar_size": known[1]["tar_size"]}
+            doc["size"] = sum(int(s) for s in doc["layer_sizes"])
+            if pending:
+                doc["unpacking"] = pending
+            else:
+                doc.pop("unpacking", None)
+            self._write_image(doc)
 
     def add_digest(self, ref: str, digest: str) -> None:
         """After a push: NAME@DIGEST (NAME of `ref`) becomes a RepoDigest of the image `ref` names."""
@@ -566,8 +637,9 @@ class ImageStore:
     def _commit(self, tmp: "StagedLayers", pending: list[_Pending]) -> None:
         with self._lock():
             for p in pending:
+                later = set(p.doc.get("unpacking") or ())
                 for diff_id in p.doc["layers"]:
-                    if diff_id not in tmp.dirs and not os.path.isdir(self.layer_path(diff_id)):
+                    if diff_id not in tmp.dirs and diff_id not in later and not os.path.isdir(self.layer_path(diff_id)):
                         raise ImageError(f"The layer sha256:{diff_id[:12]} was removed meanwhile; try again.")
             for p in pending:
                 for blob in p.blobs:

@@ -10,20 +10,21 @@ and renames the directories; `cleanup` removes whatever was not moved, so a
 refused archive or a failed pull leaves nothing behind. A layer the store
 holds already (by diff_id, with a source for its tar) is not extracted again.
 
-A pull does not wait for its last download to unpack: `PullLayers.unpack`
-(one per pull, ImageStore.pull_layers) unpacks each layer as soon as its blob
-is stored, in the puller's worker threads, while the other blobs download.
-It stages the layer as above and renames it into layers/DIFF_ID under the
-store's lock at once, holding a lease on it (`LayerLeases`, shared by the
-pulls of this process): garbage collection spares a leased layer, and a
-second pull needing the same layer waits for the first unpack (a lock per
-diff_id) instead of unpacking it again. `add_pulled` then finds every layer
-in place. `close` releases the leases; a layer that no image reaches and no
-other pull holds any more (its pull failed) is removed, so a failed pull
-leaves no layer behind.
+A pulled image is registered as soon as its blobs are stored
+(ImageStore.add_pulled without unpack; `note_pulled` lists the layers the
+store lacks), and unpacked after (ImageStore.unpack_image): `PullLayers`
+unpacks those layers from their verified blobs (`unpack_all`, a few at a
+time in a thread pool), each staged as above and renamed into layers/DIFF_ID
+under the store's lock at once, holding a lease on it (`LayerLeases`, shared
+in this process): garbage collection spares a leased layer, and a second
+thread needing the same layer (a task start while the background unpack
+runs) waits for the first unpack (a lock per diff_id) instead of unpacking it
+again. `close` releases the leases; a layer that no image reaches and no
+other unpack holds any more (its image was removed meanwhile) is removed.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gzip
 import io
@@ -96,7 +97,7 @@ class StagedLayers:
             self.sizes[diff_id], self.sources[diff_id] = known
             return known[0]
         for doc in self.store.records():
-            if diff_id in doc["layers"]:
+            if diff_id in doc["layers"] and diff_id not in (doc.get("unpacking") or ()):   # else its size is a stand-in
                 i = doc["layers"].index(diff_id)
                 with contextlib.suppress(ImageError, IndexError, ValueError):
                     self.sources[diff_id] = self.store.layer_source(doc, i)
@@ -142,6 +143,23 @@ class StagedLayers:
         self.dirs[diff_id] = path
         self.sizes[diff_id] = size
         return size
+
+    def note_pulled(self, diff_id: str, layer: dict, later: list[str]) -> int:
+        """A pulled layer registered before its unpacking (ImageStore.add_pulled without unpack):
+        its unpacked size when the store has it unpacked already, else its blob's size, the
+        layer (hex `diff_id`) then joining `later`. Its blob must be in the store."""
+        if self._present(diff_id) is not None:
+            return self.ensure_from_blob(diff_id, layer, 0)     # in place: only its source is noted
+        digest = str((layer or {}).get("digest", ""))
+        check_digest(digest)
+        if "zstd" in str(layer.get("mediaType", "")):
+            raise ImageError("zstd-compressed layers are not supported; recompress the image with gzip.")
+        if not self.store.blobs.has(digest):
+            raise ImageError(f"The blob {digest[:19]} of layer sha256:{diff_id[:12]} is not in the store; pull again.")
+        self.sources[diff_id] = {"digest": digest, "mediaType": str(layer.get("mediaType", DOCKER_LAYER_GZIP)),
+                                 "size": int(layer.get("size", 0))}
+        later.append(diff_id)
+        return self.store.blobs.size(digest)
 
     def move_into_place(self) -> None:
         for writer in self.writers:
@@ -221,8 +239,9 @@ class PullLayers:
     """The layers of one pull, unpacked one by one as their blobs are stored (the module doc).
     `unpack` runs in worker threads, several at once; `close` once, when the pull ended."""
 
-    def __init__(self, store: ImageStore) -> None:
+    def __init__(self, store: ImageStore, cancel: threading.Event | None = None) -> None:
         self.store = store
+        self.cancel = cancel        # set: the unpack under way stops at its next piece (ImageError)
         self.leases = store.layer_leases
         self._held: list[str] = []
         self._lock = threading.Lock()
@@ -238,7 +257,7 @@ class PullLayers:
             self._held.append(hexd)
             self.leases.acquire(hexd)    # before looking: from now on no collection removes it
         with self.leases.single_flight(hexd):
-            staged = StagedLayers(self.store, self.store.import_budget())
+            staged = StagedLayers(self.store, self.store.import_budget(self.cancel))
             try:
                 with self.store.locked():     # a collection running now finishes before we look
                     size = staged._present(hexd)
@@ -251,6 +270,19 @@ class PullLayers:
                 return size
             finally:
                 staged.cleanup()
+
+    def unpack_all(self, layers: list[tuple[int, str, dict]], workers: int,
+                   done: Callable[[str, int], None]) -> None:
+        """Unpack these layers ((index, hex diff_id, blob descriptor)), `workers` at a time in
+        threads of a pool, calling `done(diff_id, size)` after each; the first failure is raised
+        once the others ended (the pool's exit waits for them)."""
+        def one(index: int, diff_id: str, layer: dict) -> None:
+            done(diff_id, self.unpack(index, f"sha256:{diff_id}", layer))
+
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(workers, len(layers))),
+                                                   thread_name_prefix="unpack") as pool:
+            for future in [pool.submit(one, *item) for item in layers]:
+                future.result()
 
     def close(self) -> None:
         """Release the pull's leases; a layer left with none that no image reaches is removed."""

@@ -144,40 +144,23 @@ async def _chunks(data: bytes, size: int = 1000, held=None):
         yield data[i:i + size]
 
 
-class MemoryLayers:
-    """One pull's layers in a MemoryStore: `unpack` records which pull unpacked what, and when."""
-
-    def __init__(self, store: "MemoryStore") -> None:
-        self.store = store
-        self.closed = False
-
-    def unpack(self, index: int, diff_id: str, layer: dict) -> int:
-        assert not self.closed and layer["digest"] in self.store.blobs, layer
-        self.store.unpacked.append((diff_id, tuple(sorted(self.store.blobs))))
-        if self.store.on_unpack is not None:
-            self.store.on_unpack(diff_id)
-        return len(self.store.blobs[layer["digest"]])
-
-    def close(self) -> None:
-        self.closed = True
-        self.store.closed_pulls += 1
-
-
 class MemoryStore:
     """The puller's store, in memory: keeps a blob only when its digest matched. `unpacked` lists
-    each layer unpack with the blobs stored at that moment (which shows it did not wait for them all)."""
+    each image unpack with the blobs stored and the images registered at that moment (which
+    shows that it came after the last download and the registration)."""
 
     def __init__(self) -> None:
-        self.unpacked: list[tuple[str, tuple[str, ...]]] = []
-        self.closed_pulls = 0
-        self.on_unpack = None          # called with each diff_id unpacked (in the unpacking thread)
+        self.unpacked: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []
+        self.on_unpack = None          # called with each image id unpacked (in the unpacking thread)
         self.blobs: dict[str, bytes] = {}
         self.images: dict[str, tuple[str, bytes, bytes]] = {}   # ref -> (digest, manifest, config)
-        self.digests: set[tuple[str, str]] = set()
+        self.pending: set[str] = set()                          # refs registered, not unpacked yet
+        self.digests: dict[tuple[str, str], str] = {}             # (name, digest) -> the image (its ref)
         self.aborted: list[str] = []
+        self._unpacking = threading.Lock()                      # one unpack at a time, as the store's
 
-    def has_digest(self, name: str, digest: str) -> bool:
-        return (name, digest) in self.digests
+    def has_digest(self, name: str, digest: str) -> str | None:
+        return self.digests.get((name, digest))
 
     def has_blob(self, digest: str) -> bool:
         return digest in self.blobs
@@ -197,10 +180,8 @@ class MemoryStore:
         self.blobs[digest] = bytes(buf)
         return digest
 
-    def pull_layers(self) -> "MemoryLayers":
-        return MemoryLayers(self)
-
-    def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes) -> str:
+    def add_pulled(self, ref: str, manifest_digest: str, manifest_bytes: bytes, config_bytes: bytes, *,
+                   unpack: bool = True) -> str:
         doc = json.loads(manifest_bytes)
         missing = [entry["digest"] for entry in doc["layers"] if entry["digest"] not in self.blobs]
         assert not missing, missing
@@ -208,5 +189,17 @@ class MemoryStore:
         name = ref.split("@", 1)[0]
         if ":" in name.rsplit("/", 1)[-1]:
             name = name.rsplit(":", 1)[0]
-        self.digests.add((name, manifest_digest))
+        self.digests[(name, manifest_digest)] = ref
+        self.pending.add(ref)
+        if unpack:
+            self.unpack_image(ref)
         return ref
+
+    def unpack_image(self, image_id: str, *, cancel=None, workers: int = 2) -> None:
+        with self._unpacking:
+            if image_id not in self.pending:
+                return
+            self.unpacked.append((image_id, tuple(sorted(self.blobs)), tuple(sorted(self.images))))
+            if self.on_unpack is not None:
+                self.on_unpack(image_id)
+            self.pending.discard(image_id)

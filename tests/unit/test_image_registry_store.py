@@ -40,7 +40,7 @@ APP1 = layer_tar({"app/one": b"1\n"})
 APP2 = layer_tar({"app/two": b"2\n"})
 
 
-def pulled(layers, cmd=("sh",)):
+def pulled(layers, cmd=("sh",), labels=None):
     """(manifest bytes, config bytes, {digest: gzip blob}) of an image made of these layer tars."""
     blobs = {}
     descs = []
@@ -50,7 +50,7 @@ def pulled(layers, cmd=("sh",)):
         descs.append({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(gz),
                       "digest": sha(gz)})
     config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-05-01T10:00:00Z",
-                         "config": {"Cmd": list(cmd), "Env": ["PATH=/bin"]},
+                         "config": {"Cmd": list(cmd), "Env": ["PATH=/bin"], **({"Labels": labels} if labels else {})},
                          "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in layers]}}).encode()
     manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
@@ -312,3 +312,11 @@ def test_a_pull_onto_a_full_disk_fails_loudly_and_leaves_the_store_consistent(tm
         assert store.blobs.list() == [] and os.listdir(store.layers_dir) == []
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_image_summaries_carry_the_configured_labels(store):
+    """What `image ls --filter label=...` reads (Docker's ImageSummary.Labels)."""
+    pull(store, "web:1", [BASE], labels={"team": "web"})
+    pull(store, "bare:1", [APP1])
+    assert sorted((s["RepoTags"], s["Labels"]) for s in store.summaries()) == [
+        (["bare:1"], {}), (["web:1"], {"team": "web"})]

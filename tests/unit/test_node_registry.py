@@ -4,7 +4,9 @@ transport), and the long polls of image.pull/image.push (a pull outlives its pol
 import base64
 import json
 import os
+import shutil
 import stat
+import threading
 
 import pytest
 import trio
@@ -203,3 +205,82 @@ async def test_a_failed_pull_answers_its_sentence(node):
 def fake_digest(fake: FakeRegistry) -> str:
     from tests.unit.fake_registry import digest_of
     return digest_of(fake.manifests[("team/app", "1")][0])
+
+
+@pytest.mark.trio
+async def test_a_quiet_pull_is_one_call_that_answers_at_the_end(node, fake):
+    """`image pull -q` asks with until=done: one answer, the outcome (no answer per layer step)."""
+    handlers = registry_handlers(node, poll_wait=0.05)
+    ref = f"{HOST}/team/app:1"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        with trio.fail_after(10):
+            answer = await handlers["image.pull"](CLI, {"ref": ref, "until": "done"})
+        assert answer["done"] and answer["result"]["digest"] == fake_digest(fake)
+        assert [status for _, status in answer["log"]] == ["Pulling fs layer", "Verifying Checksum",
+                                                           "Download complete", "Pull complete"]
+        with pytest.raises(RPCError, match='until must be "news" or "done"$'):
+            await handlers["image.pull"](CLI, {"ref": ref, "until": "later"})
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_cli_pull_ends_before_the_unpacking_which_the_daemon_finishes(node, fake, monkeypatch):
+    """The CLI's pull is done with the image registered; the layers are unpacked in the registry
+    service's nursery after, and an agent's pull (unpacked=True) waits for them."""
+    from swarm.runtime import layerstage
+    handlers = registry_handlers(node, poll_wait=0.05)
+    store = node.store
+    ref = f"{HOST}/team/app:1"
+    release = threading.Event()
+    real = layerstage.unpack_blob
+
+    def held(blob, dest, budget):
+        assert release.wait(10)
+        return real(blob, dest, budget)
+
+    monkeypatch.setattr(layerstage, "unpack_blob", held)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        with trio.fail_after(10):
+            answer = await handlers["image.pull"](CLI, {"ref": ref, "until": "done"})
+        image_id = answer["result"]["id"]
+        assert store.pending_images() == [image_id]          # registered, `image ls` shows it
+        assert {r["id"] for r in store.list()} == {image_id}
+        waiter = trio.Event()
+
+        async def agent_pull():
+            await node.pull(ref)                             # a task's pull: waits for the layers
+            waiter.set()
+
+        nursery.start_soon(agent_pull)
+        await trio.sleep(0.1)
+        assert not waiter.is_set()
+        release.set()
+        with trio.fail_after(10):
+            await waiter.wait()
+        assert store.pending_images() == []
+        assert os.path.isfile(os.path.join(store.layer_path(store.resolve(ref).layers[0]), "etc", "hello"))
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_restarted_registry_service_finishes_an_interrupted_unpack(tmp_path, fake):
+    store = ImageStore(str(tmp_path / "images"))
+    config = registry_config([HOST], [], str(tmp_path))
+    first = NodeRegistry(store, config, str(tmp_path / "config.json"), transport=fake.transport())
+    pulled = await first.pull_image(f"{HOST}/team/app:1", unpacked=False)   # no service running: unpacked inline
+    assert store.pending_images() == []
+    doc = store._read_image(pulled.image_id)      # as a daemon stopped mid-unpack leaves it
+    shutil.rmtree(store.layer_path(doc["layers"][0]))
+    doc["unpacking"] = list(doc["layers"])
+    store._write_image(doc)
+    again = NodeRegistry(ImageStore(str(tmp_path / "images")), config, str(tmp_path / "config.json"),
+                         transport=fake.transport())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(again.run)
+        with trio.fail_after(10):
+            while again.store.pending_images():
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert os.path.isfile(os.path.join(store.layer_path(doc["layers"][0]), "etc", "hello"))

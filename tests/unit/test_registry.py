@@ -5,12 +5,14 @@ import json
 import os
 import ssl
 import stat
+import threading
 
 import pytest
 import trio
 
 from swarm.registry import auth, client, credentials, media
-from swarm.registry.config import RegistryConfig, endpoints, is_insecure, ssl_context
+from swarm.api.reference import parse_image
+from swarm.registry.config import RegistryConfig, endpoints, is_insecure, needs_lookup, ssl_context
 from swarm.registry.errors import (DigestMismatch, ImageNotFound, NoMatchingPlatform, RegistryProtocolError,
                                    Unauthorized)
 from swarm.registry.media import Platform, normalize_platform, parse_manifest, select_platform
@@ -128,6 +130,47 @@ def test_insecure_defaults_and_endpoints():
     assert [(e.base_url, e.verify) for e in endpoints("reg.example", config)] == [("https://reg.example", True)]
 
 
+def test_a_name_resolving_to_a_listed_range_is_insecure_as_dockers():
+    default = RegistryConfig().insecure_registries
+    assert needs_lookup("myhost:5000", default) and needs_lookup("registry.example", default)
+    for host in ("127.0.0.1:5000", "localhost:5000", "[::1]:5000", "registry-1.docker.io"):
+        assert not needs_lookup(host, default), host
+    assert not needs_lookup("myhost:5000", ()) and not needs_lookup("myhost:5000", ("myhost:5000", "10.0.0.0/8"))
+    assert is_insecure("myhost:5000", default, ("127.0.1.1",)) and is_insecure("v6:5000", default, ("::1",))
+    assert not is_insecure("myhost:5000", default, ("192.0.2.7",)) and not is_insecure("myhost:5000", default, ())
+    assert is_insecure("corp:443", ("10.0.0.0/8",), ("2001:db8::1", "10.9.8.7"))
+    assert not is_insecure("corp:443", ("::/0",), ("10.9.8.7",))     # an IPv4 address is in no IPv6 range
+    config = RegistryConfig()
+    assert [(e.base_url, e.verify) for e in endpoints("myhost:5000", config, addresses=("127.0.1.1",))] == [
+        ("https://myhost:5000", False), ("http://myhost:5000", False)]
+
+
+@pytest.mark.trio
+async def test_the_client_resolves_a_registry_name_once_and_then_speaks_plain_http(tmp_path):
+    """myhost:5000 resolves to 127.0.1.1: tried over TLS unverified, then HTTP, as Docker does;
+    the name is looked up once for all the requests of the client."""
+    reg = FakeRegistry()
+    reg.add_image("team/app", "1", [layer({"a": b"1"})[0]], [layer({"a": b"1"})[1]])
+    looked: list[str] = []
+
+    async def resolver(name):
+        looked.append(name)
+        return ("127.0.1.1",)
+
+    async with client.RegistryClient(RegistryConfig(), transport=reg.transport(), resolver=resolver) as c:
+        ref = parse_image("myhost:5000/team/app:1")
+        assert [e.base_url for e in await c.endpoints("myhost:5000")] == ["https://myhost:5000", "http://myhost:5000"]
+        await c.get_manifest(ref)
+        await c.head_manifest(ref)
+        assert [e.base_url for e in await c.endpoints("docker.io")] == ["https://registry-1.docker.io"]
+    assert looked == ["myhost"]
+
+
+@pytest.mark.trio
+async def test_the_system_resolver_reads_the_hosts_file():
+    assert set(await client.lookup("localhost")) & {"127.0.0.1", "::1"}     # /etc/hosts: no DNS query
+
+
 # ---- credentials ----
 
 def test_credentials_file_mode_and_shape(tmp_path):
@@ -233,27 +276,18 @@ async def test_corrupted_blob_is_refused_and_not_kept():
 
 
 @pytest.mark.trio
-async def test_each_layer_is_unpacked_as_soon_as_its_blob_is_stored():
-    """The pipeline: the top layer's blob is not served until the base layer was unpacked, so a
-    puller that unpacked only after its last download would never finish."""
+async def test_the_layers_are_unpacked_after_every_blob_is_stored_and_the_image_registered():
+    """Unpacking waits for the last download (on 2 cores it slowed the downloads twice over), and
+    a caller wanting the layers (the default, a task's pull) returns only once they are unpacked."""
     reg, store = FakeRegistry(), MemoryStore()
     _, _, base, top = _image(reg)
-    base_id, top_id = layer({"bin/sh": b"shell"})[1], layer({"app": b"x"})[1]
-    base_unpacked = trio.Event()
-    reg.held[digest_of(top)] = base_unpacked
-
-    def on_unpack(diff_id):
-        if diff_id == base_id:
-            trio.from_thread.run_sync(base_unpacked.set)
-
-    store.on_unpack = on_unpack
+    ref = f"{HOST}/team/app:1"
     events = []
     with trio.fail_after(5):
-        await _puller(reg, store).pull(f"{HOST}/team/app:1", progress=events.append)
-    assert store.unpacked == [(base_id, (digest_of(base),)), (top_id, tuple(sorted([digest_of(base), digest_of(top)])))]
-    assert store.closed_pulls == 1 and f"{HOST}/team/app:1" in store.images
-    # The order is proven by the held blob (the pull would time out otherwise); the progress lines
-    # of the two layers interleave freely, but each layer reports its download before its unpack.
+        result = await _puller(reg, store).pull(ref, progress=events.append)
+    assert result.image == ref
+    assert store.unpacked == [(ref, tuple(sorted([digest_of(base), digest_of(top)])), (ref,))]
+    assert not store.pending
     steps = [(e.layer, e.status) for e in events if e.status != "Downloading"]
     for blob in (base, top):
         short = digest_of(blob).split(":")[1][:12]
@@ -262,16 +296,38 @@ async def test_each_layer_is_unpacked_as_soon_as_its_blob_is_stored():
 
 
 @pytest.mark.trio
-async def test_a_corrupted_blob_mid_pipeline_ends_the_pull_and_releases_its_layers():
+async def test_a_pull_that_need_not_wait_returns_before_the_background_unpack():
+    """`unpacked=False` with a background nursery (the CLI's pull): the pull returns with the image
+    registered, its unpacking still to come; a second caller that needs the layers waits for them."""
+    reg, store = FakeRegistry(), MemoryStore()
+    _image(reg)
+    ref = f"{HOST}/team/app:1"
+    release = threading.Event()
+    store.on_unpack = lambda image_id: release.wait(5)
+    async with trio.open_nursery() as nursery:
+        def background(fn, *args):
+            nursery.start_soon(fn, *args)
+            return True
+
+        puller = _puller(reg, store, background=background)
+        with trio.fail_after(5):
+            result = await puller.pull(ref, unpacked=False)
+        assert result.image == ref and ref in store.images and ref in store.pending
+        assert not store.unpacked or store.unpacked[0][0] == ref      # begun in the background at most
+        release.set()
+        with trio.fail_after(5):
+            await puller.pull(ref + "@" + result.digest, unpacked=True)   # holds the digest: no network
+    assert [u[0] for u in store.unpacked] == [ref] and not store.pending
+
+
+@pytest.mark.trio
+async def test_a_corrupted_blob_ends_the_pull_before_anything_is_registered_or_unpacked():
     reg, store = FakeRegistry(), MemoryStore()
     _, _, base, top = _image(reg)
     reg.corrupt.add(digest_of(top))
-    reg.held[digest_of(top)] = base_unpacked = trio.Event()   # the base is unpacked before the top fails
-    store.on_unpack = lambda diff_id: trio.from_thread.run_sync(base_unpacked.set)
     with pytest.raises(DigestMismatch, match="^digest mismatch$"):
         await _puller(reg, store).pull(f"{HOST}/team/app:1")
-    assert [d for d, _ in store.unpacked] == [layer({"bin/sh": b"shell"})[1]]
-    assert store.closed_pulls == 1 and not store.images and digest_of(top) not in store.blobs
+    assert not store.unpacked and not store.images and digest_of(top) not in store.blobs
 
 
 @pytest.mark.trio
