@@ -1,4 +1,4 @@
-"""The control plane at scale: real managers, simulated workers (issue 16, points 3 and 4).
+"""The control plane at scale: real managers, simulated workers.
 
     .venv/bin/python bench/scale.py --nodes 100 --tasks 1000 [--managers 3] [--delay 0.05]
     .venv/bin/python bench/scale.py --sizes 100x1000,100x10000,1000x10000 [--failover] [--node-loss]
@@ -18,7 +18,8 @@ protocol over its own mutual-TLS connections. It measures:
   leader during the run, per task), and per manager process the RSS and the CPU
   seconds it used during the run, per 1,000 tasks (from /proc);
 - failover (--failover, needs 3 managers): kill -9 of the leader at the end:
-  seconds to a new leader, to its first write (a `service scale` +1 % accepted)
+  seconds to a new leader, to its first write (a `service scale` +1 % accepted;
+  -1 % at 100,000 tasks, the managers' limit for one service)
   and to every task of the scaled service running (its orchestrator in charge);
 - node_loss (--node-loss): kill -9 of the 10 % process: seconds until their
   nodes are down and until every task runs again on the others;
@@ -48,6 +49,8 @@ from swarm.rpc.messages import RPCError  # noqa: E402
 
 IMAGE = "demo:1"
 SERVICE = "scale"
+MAX_REPLICAS = 100_000   # what the managers accept for one service (controlapi/specparams.py)
+MAX_FILTER_VALUES = 99    # node ids one service.ps call may name (100 filter values in all)
 PS_ROWS = 4000         # tasks per service.ps answer, about: an answer must stay under the 4 MiB frame
 
 
@@ -155,7 +158,8 @@ def leader_of(managers: list[Node], dead: set[str] = frozenset()) -> tuple[Node,
     return None
 
 
-def wait_running(manager: Node, want: int, timeout: float, label: str, sims: list[Sims]) -> float:
+def wait_running(manager: Node, want: int, timeout: float, label: str, sims: list[Sims], exact: bool = False) -> float:
+    """Seconds until `want` tasks run (`exact`: no more either, after a scale down)."""
     started = time.monotonic()
     last = 0.0
     while True:
@@ -165,7 +169,7 @@ def wait_running(manager: Node, want: int, timeout: float, label: str, sims: lis
             run = -1
             say(f"{label}: service ls failed: {exc.message}")
         now = time.monotonic()
-        if run >= want:
+        if run == want or (run > want and not exact):
             return now - started
         if now - started > timeout:
             raise TimeoutError(f"{label}: {run}/{want} running after {timeout:g} s")
@@ -206,7 +210,7 @@ def commit_index(manager: Node) -> int:
 def lost_still_running(manager: Node, lost_ids: list[str], per_node: int) -> int:
     """Tasks still counted running (desired and observed) on the lost nodes."""
     count = 0
-    chunk = max(1, PS_ROWS // max(1, per_node))
+    chunk = max(1, min(MAX_FILTER_VALUES, PS_ROWS // max(1, per_node)))
     for i in range(0, len(lost_ids), chunk):
         rows = call(manager, "service.ps", {"refs": [SERVICE], "filters": {
             "node": lost_ids[i:i + chunk], "desired-state": ["running"]}}, timeout=60)
@@ -326,7 +330,10 @@ def failover(swarm: Swarm, managers: list[Node], leader: str, tasks: int, args: 
         time.sleep(0.05)
         found = leader_of(others)
     new_leader = time.monotonic() - t0
-    want = tasks + max(1, tasks // 100)
+    # +1 % (a write the new leader's orchestrator must act on); -1 % at the managers' limit
+    # of 100,000 replicas a service.
+    step = max(1, tasks // 100)
+    want = tasks + step if tasks + step <= MAX_REPLICAS else tasks - step
     while True:
         proc = swarm.run(others[0], "service", "scale", "--detach", f"{SERVICE}={want}", check=False, timeout=60)
         if proc.returncode == 0:
@@ -335,7 +342,7 @@ def failover(swarm: Swarm, managers: list[Node], leader: str, tasks: int, args: 
             raise TimeoutError(f"no write accepted after the failover: {proc.stderr.strip()}")
         time.sleep(0.1)
     first_write = time.monotonic() - t0
-    wait_running(others[0], want, args.timeout, "failover", sims)
+    wait_running(others[0], want, args.timeout, "failover", sims, exact=want < tasks)
     all_running = time.monotonic() - t0
     say(f"failover: new leader {found[0].name} after {new_leader:.2f} s, first write {first_write:.2f} s, "
         f"{want} running {all_running:.2f} s")

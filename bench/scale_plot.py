@@ -6,7 +6,7 @@ Three panels against the task count, log-log, one line per node count:
 service create to all running (seconds), the leader's CPU seconds per 1,000
 tasks, and the Raft log bytes per task. On log-log axes a linear cost is a
 line of slope 1 in the first panel and a flat line in the others; anything
-steeper is super-linear (issue 16: "anything quadratic is a bug").
+steeper is super-linear (and anything quadratic is a bug).
 """
 from __future__ import annotations
 

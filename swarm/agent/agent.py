@@ -418,10 +418,14 @@ class Agent:
         auth = answer.get("auth")
         if isinstance(auth, dict):
             self.auth.update({k: v for k, v in auth.items() if isinstance(k, str) and isinstance(v, str)})
-        assigned = set(answer["task_ids"])
-        for task_id in list(self.known):
-            if task_id not in assigned:
-                self.known.pop(task_id)
+        if "task_ids" in answer:   # the full set (a first answer, or a resync)
+            assigned = set(answer["task_ids"])
+            for task_id in list(self.known):
+                if task_id not in assigned:
+                    self.known.pop(task_id)
+        else:                      # only the changes since the index this agent saw
+            for task_id in answer.get("removed", ()):
+                self.known.pop(task_id, None)
         for task_id in list(self.auth):
             if task_id not in self.known:
                 del self.auth[task_id]

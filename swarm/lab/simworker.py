@@ -15,7 +15,8 @@ three loops against the real dispatcher:
 - heartbeats to the leader (following `not_leader` answers), carrying the
   facts a node reports: resources, platform and the images it "holds" (the
   image the benchmark's services use, so the scheduler's image check passes);
-- the `tasks.assigned` long poll, from the last store index it saw;
+- the `tasks.assigned` long poll, from the last store index it saw (a full
+  answer replaces what it holds; the others carry only the changes);
 - `tasks.status` reports, batched as the agent batches them.
 A task assigned to it moves through preparing, starting and running, `delay`
 seconds apart (the tasks of one answer move together: one timer per answer,
@@ -92,6 +93,7 @@ class Stats:
     polls: int = 0
     reports: int = 0      # task status updates sent
     errors: int = 0
+    incremental: int = 0  # answers that carried only the changes
     running: int = 0      # tasks reported running and not stopped since
     last_error: str = ""
 
@@ -169,8 +171,11 @@ class SimWorker:
         try:
             return await client.call(method, params, timeout)
         except RPCError as exc:
-            if exc.code in ("unavailable", "deadline") and self._clients.get(addr) is client:
-                del self._clients[addr]   # a dead or silent link: the next call connects afresh
+            if exc.code == "unavailable" and self._clients.get(addr) is client:
+                # A dead link: the next call connects afresh. A late answer ("deadline") keeps
+                # it: a thousand nodes reconnecting to a loaded manager would each cost it a
+                # TLS handshake, and load it more.
+                del self._clients[addr]
                 await client.aclose()
             raise
 
@@ -203,7 +208,7 @@ class SimWorker:
         await trio.sleep(random.uniform(0, self.period))  # spread the beats of many nodes
         while True:
             try:
-                answer = await self._call("heartbeat", facts, max(1.0, self.period))
+                answer = await self._call("heartbeat", facts, max(5.0, self.period))
             except RPCError as exc:
                 self._failed(f"heartbeat: {exc.message}")
                 await trio.sleep(self.period / 2)
@@ -242,8 +247,13 @@ class SimWorker:
                 self._set(task_id, known, observed, report=False)  # the managers ended it (orphaned)
             elif desired != "running" and not spec.is_terminal(known.state):
                 self._set(task_id, known, "shutdown")
-        assigned = set(answer["task_ids"])
-        for task_id in [t for t in self.tasks if t not in assigned]:
+        if "task_ids" in answer:   # the full set (a first answer, or a resync)
+            assigned = set(answer["task_ids"])
+            gone = [t for t in self.tasks if t not in assigned]
+        else:                      # only the changes since `since`
+            gone = [t for t in answer["removed"] if t in self.tasks]
+            self.stats.incremental += 1
+        for task_id in gone:
             known = self.tasks.pop(task_id)
             if known.state == "running":
                 self.stats.running -= 1

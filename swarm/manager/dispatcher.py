@@ -1,18 +1,26 @@
 """The dispatcher: the managers' side of the agents' two calls.
 
 How this works. Agents long-poll `tasks.assigned`: any manager answers from
-its local store with the ids of the tasks assigned to the caller (placed: one
-still new or pending is not the node's yet), those that
-changed since the store index the agent last saw, and the caller's network
-view. The poll waits (up to 5 s) until a store event (services, tasks, nodes,
-networks) arrives, then a little longer so a burst of changes goes out in one
-answer. A poll costs the caller's own tasks, not a pass over every task of
-the cluster (at 100 nodes and 10,000 tasks that pass was 93 % of the leader's
-CPU): `run` keeps an index of the assigned tasks by node (`Placed`), updated
-from the store's task events, and answers carry the index of the last event
-it applied; a watcher that fell behind (`Resync`), or a dispatcher whose
-`run` is not running, groups a fresh listing (`group_tasks`, once per store
-index). The network view (`build_network_view`, pure) is a typed
+its local store with the changes to the tasks assigned to the caller (placed:
+one still new or pending is not the node's yet) since the store index the
+agent last saw, as SwarmKit's Assignments stream: the first answer is the
+full set (the ids of all the node's tasks, and their records), the next ones
+only the records that changed for the agent and the ids that left the node
+(a status the agent reported itself is not sent back). A `since` older than
+what this manager's index knows the removals from (another manager's index,
+read again after a snapshot, or a node back after a while) gets the full set
+again. The poll waits (up to 5 s) until a store event (services, tasks,
+nodes, networks) arrives, then a little longer so a burst of changes goes out
+in one answer. A poll costs the caller's changes, not a pass over every task
+of the cluster: `run` keeps an index of the assigned tasks by node (`Placed`,
+each node's tasks in the order they last changed, and the ids that left each
+node until it has seen them), updated from the store's task events, and
+answers carry the index of the last event it applied. The index is read
+whole only when `run` starts and on a watch `Resync` (a snapshot installed),
+in chunks; neither that read nor a burst of events holds the trio thread
+longer than SLICE without a checkpoint. A dispatcher whose `run` is not
+running groups a fresh listing (`group_tasks`, once per store index).
+The network view (`build_network_view`, pure) is a typed
 `swarm.api.netview.NetworkView`: the networks the node's tasks use (and
 ingress when any service publishes ports), the peers on them, each network's
 service table for DNS and the VIP load balancers, and the published ports;
@@ -43,7 +51,7 @@ import trio
 
 from raft.node import RaftUnavailable
 from raft.store import Event, Op
-from raft.watch import LeadershipChanged, Resync
+from raft.watch import Resync
 from swarm.api import model, netview, records, secrets, spec
 from swarm.api.errors import ApiError
 from swarm.api.taskstate import IllegalTransition, advance
@@ -59,7 +67,11 @@ ASSIGN_BATCH = 0.03
 # out its restart delay unplaced): sent earlier, the agent would start it without its networks.
 ASSIGNED = spec.STATE_ORDER["assigned"]
 MAX_WAIT = 5.0
-REREAD_PERIOD = 30.0   # seconds between full reads of the task index (see Dispatcher.run)
+# The longest the index keeps the trio thread without a checkpoint: the heartbeats, the polls
+# and the Raft thread (which shares the GIL) are served in between.
+SLICE = 0.01
+WATCH_BUFFER = 1_000_000   # events
+BUILD_CHUNK = 500   # records decoded between two looks at the clock while the index is read whole
 
 
 class Dispatcher:
@@ -67,68 +79,114 @@ class Dispatcher:
         self.m = manager
         self.tasks_changed = trio.Event()
         self._placed: Placed | None = None   # the tasks by node: kept by run, else of the last poll's index
-        self._kept = False                   # run keeps _placed up to date
+        self._running = False                # run keeps _placed up to date (once _built is set)
+        self._built = trio.Event()
 
     async def run(self) -> None:
         """Keep the index of assigned tasks, and wake the long polls on every store
         event that can change an answer."""
         raft = self.m.raft
-        with raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE, NETWORK]) as watch:
-            self._placed, self._kept = self._fresh(), True
-            reread_at = trio.current_time() + REREAD_PERIOD
+        # A resync reads every task again (seconds at 100,000 tasks): a buffer that holds a
+        # whole create's events (a few hundred bytes each) is far cheaper.
+        with raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE, NETWORK], maxlen=WATCH_BUFFER) as watch:
+            self._running = True
             try:
+                self._placed = await self._build()
+                self._built.set()
+                mark = time.perf_counter()
                 while True:
-                    # A Raft snapshot installed on this manager replaces the store without
-                    # events: the index is read whole again every REREAD_PERIOD, and at every
-                    # change of leadership, so such a gap heals.
-                    with trio.move_on_at(reread_at) as idle:
-                        try:
-                            item = await watch.next()
-                        except trio.EndOfChannel:
-                            return
-                    if idle.cancelled_caught or isinstance(item, (Resync, LeadershipChanged)):
-                        self._placed = self._fresh()
-                        reread_at = trio.current_time() + REREAD_PERIOD
-                    elif isinstance(item, Event):
+                    try:
+                        item = await watch.next()
+                    except trio.EndOfChannel:
+                        return
+                    placed = self._placed
+                    if isinstance(item, Resync):
+                        # A Raft snapshot replaced the store (no events for what it changed), or
+                        # this watch fell behind: read it whole again; the old index answers meanwhile.
+                        self._placed = await self._build()
+                        mark = time.perf_counter()
+                    elif isinstance(item, Event) and item.index > placed.built_at:   # older: in the listing
                         # The record as it is now (perhaps newer than the event: an agent then
                         # sees the change twice, never misses it).
                         if item.kind == spec.TASK:
-                            self._placed.apply(item.id, raft.get(spec.TASK, item.id))
+                            placed.apply(item.id, raft.get(spec.TASK, item.id), item.index)
                         elif item.kind == model.NODE:
-                            self._placed.nodes = None
-                        self._placed.index = max(self._placed.index, item.index)
+                            placed.node_changed(item.id, raft.get(model.NODE, item.id))
+                        placed.index = max(placed.index, item.index)
+                    else:
+                        continue   # a change of leadership: any manager answers from its own store
                     self.tasks_changed.set()
                     self.tasks_changed = trio.Event()
+                    if time.perf_counter() - mark > SLICE:
+                        # A long burst of events (a 10,000-task transaction): let the others run.
+                        # The events of one index arrive together, so the index a poll answers
+                        # with is the last complete one meanwhile.
+                        index = placed.index
+                        placed.index = min(index, item.index - 1)
+                        await trio.sleep(0)
+                        placed.index = max(placed.index, index)
+                        mark = time.perf_counter()
             finally:
-                self._kept = False
+                self._running = False
+
+    async def _build(self) -> Placed:
+        """The tasks grouped from a listing of the store, read in chunks with checkpoints
+        between them (100,000 tasks are seconds of decoding)."""
+        raft = self.m.raft
+        # Events up to `before` are in the listing; those after `after` are not. Between the
+        # two, the listing may hold a removal the index never sees: a node asking from before
+        # `after` gets its whole set.
+        before = raft.index
+        listing = raft.list(spec.TASK)
+        after = raft.index
+        placed = Placed(before, floor=after, built_at=before)
+        mark = time.perf_counter()
+        for i, (task_id, rec) in enumerate(listing.items()):
+            placed.apply(task_id, rec, rec.version >> 16)
+            if i % BUILD_CHUNK == 0 and time.perf_counter() - mark > SLICE:
+                await trio.sleep(0)
+                mark = time.perf_counter()
+        placed.sort()
+        placed.removed.clear()   # nothing was sent from this index yet
+        return placed
 
     async def assigned(self, caller: str, params: dict) -> dict:
-        """Long-poll: the tasks assigned to the caller changed since `since` (store index)."""
+        """Long-poll: the changes to the caller's assigned tasks since `since` (store index).
+
+        As SwarmKit's Assignments stream: a first answer (since 0, or a `since` older than
+        this index knows the removals from) is the full set ("full", "task_ids"); the others
+        carry only what changed ("changed": the records whose content changed for the agent,
+        "removed": the ids that left the node)."""
         since, wait = params.get("since", 0), params.get("wait", 1.0)
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise ApiError("bad_request", "since must be a store index (a whole number)")
         if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait <= 60:
             raise ApiError("bad_request", "wait must be a number of seconds from 0 to 60")
         wait = min(float(wait), MAX_WAIT)
+        if self._running and not self._built.is_set():
+            with trio.move_on_after(wait):
+                await self._built.wait()
+            if not self._built.is_set():
+                raise ApiError("unavailable", "this manager is still reading the tasks; retry")
         if self._index() <= since:
             with trio.move_on_after(wait):
                 await self.tasks_changed.wait()
                 await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
         placed = self.placed()
-        mine, changed, sent = [], [], []
-        for task, version, data in placed.by_node.get(caller, {}).values():
-            mine.append(task.id)
-            if (version >> 16) > since:
-                changed.append(model.decode(data))
-                sent.append(task)
-        answer = {"index": placed.index, "task_ids": mine, "changed": changed,
-                  "network": netview.encode(self.network_view(caller))}
+        delta = placed.delta(caller, since)
+        answer: dict[str, Any] = {"index": placed.index, "full": delta.full,
+                                  "changed": [model.decode(data) for _, data in delta.changed],
+                                  "network": netview.encode(self.network_view(caller))}
+        if delta.full:
+            answer["task_ids"] = delta.task_ids
+        else:
+            answer["removed"] = delta.removed
+        sent = [task for task, _ in delta.changed]
         auth = task_credentials(sent, self._services())
         if auth:
             answer["auth"] = auth
         answer.update(self._file_values(task_files(sent)))
         return answer
-
     def _file_values(self, wanted: dict[str, set[str]]) -> dict[str, dict[str, str]]:
         """"secrets"/"configs": id -> base64 value, of the objects `wanted` names (one the
         store no longer holds whole is left out: the agent then rejects the task that needs it)."""
@@ -161,18 +219,14 @@ class Dispatcher:
         return view if port == view.data_path_port else dataclasses.replace(view, data_path_port=port)
 
     def _index(self) -> int:
-        return self._placed.index if self._kept and self._placed is not None else self.m.raft.index
-
-    def _fresh(self) -> Placed:
-        """The tasks grouped at the store's current index. The index is read before the
-        listing: a listing newer than its index only makes an agent see a change twice."""
-        index = self.m.raft.index
-        return group_tasks(index, self.m.raft.list(spec.TASK))
+        return self._placed.index if self._running and self._placed is not None else self.m.raft.index
 
     def placed(self) -> Placed:
-        """The assigned tasks by node: the index `run` keeps, else grouped once per store index."""
-        if not self._kept and (self._placed is None or self._placed.index != self.m.raft.index):
-            self._placed = self._fresh()
+        """The assigned tasks by node: the index `run` keeps, else grouped once per store index
+        (a dispatcher whose `run` is not running: every answer is then a full one)."""
+        if not self._running and (self._placed is None or self._placed.index != self.m.raft.index):
+            index = self.m.raft.index
+            self._placed = group_tasks(index, self.m.raft.list(spec.TASK))
         assert self._placed is not None
         return self._placed
 
@@ -226,43 +280,120 @@ class Dispatcher:
 
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A task as the index holds it: `sent_at` is the store index of its last change an agent
+    must see (its status moving on, which the agent itself reported, is not one)."""
+
+    task: spec.Task
+    data: bytes
+    sent_at: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one poll answers a node: the full set or the removals since, and the changed tasks."""
+
+    full: bool
+    changed: list[tuple[spec.Task, bytes]]
+    task_ids: list[str]
+    removed: list[str]
+
+
 @dataclass
 class Placed:
-    """The store's tasks as the long polls read them: those assigned, by node, and
-    those with network attachments (the only ones a network view looks at)."""
+    """The store's tasks as the long polls read them: those assigned, by node (in the
+    order of their last change for the agent), the ids that left each node, and the
+    tasks with network attachments (the only ones a network view looks at)."""
 
-    index: int                                          # every task change up to here is in
-    by_node: dict[str, dict[str, tuple[spec.Task, int, bytes]]] = field(default_factory=dict)
+    index: int                  # every task change up to here is in
+    floor: int = 0              # removals are known from here: a poll from before gets the full set
+    built_at: int = 0           # the listing it was read from holds every change up to here
+    by_node: dict[str, dict[str, Entry]] = field(default_factory=dict)
+    removed: dict[str, dict[str, int]] = field(default_factory=dict)   # node -> task id -> index it left at
+    seen: dict[str, int] = field(default_factory=dict)   # node -> its removals are forgotten up to here
     networked: dict[str, spec.Task] = field(default_factory=dict)
-    nodes: dict[str, dict] | None = None                # node records, read again after a node event
+    nodes: dict[str, dict] | None = None                 # node records, kept one node event at a time
     _node_of: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, task_id: str, rec: Any) -> None:
-        """Task `task_id`'s record is now `rec` (None: removed)."""
+    def apply(self, task_id: str, rec: Any, index: int) -> None:
+        """Task `task_id`'s record is now `rec` (None: removed), as of store index `index`."""
         task = None
         if rec is not None:
             try:
-                task = spec.task_from_dict(model.decode(rec.data))
+                task = records.decode_one(task_id, rec, spec.task_from_dict)   # shared with the rounds' listings
             except (spec.InvalidRecord, ValueError, TypeError) as exc:
                 records.warn_once(f"{task_id}@{rec.version}", f"skipping record {task_id} "
                                                               f"(version {rec.version}): {exc}")
-        self._put(task_id, task, rec.version if rec is not None else 0, rec.data if rec is not None else b"")
+        if rec is None:
+            records.forget(task_id, spec.task_from_dict)
+        self._put(task_id, task, rec.data if rec is not None else b"", index)
 
-    def _put(self, task_id: str, task: spec.Task | None, version: int, data: bytes) -> None:
-        old = self._node_of.pop(task_id, None)
-        if old is not None:
+    def _put(self, task_id: str, task: spec.Task | None, data: bytes, index: int) -> None:
+        self.networked.pop(task_id, None)
+        if task is not None and task.networks:
+            self.networked[task_id] = task
+        node = task.node_id if task is not None and spec.STATE_ORDER[task.status.state] >= ASSIGNED else ""
+        old = self._node_of.get(task_id)
+        if old is not None and old != node:
             mine = self.by_node[old]
             del mine[task_id]
             if not mine:
                 del self.by_node[old]
-        self.networked.pop(task_id, None)
-        if task is None:
+            del self._node_of[task_id]
+            self.removed.setdefault(old, {})[task_id] = index
+        if not node:
             return
-        if task.networks:
-            self.networked[task_id] = task
-        if task.node_id and spec.STATE_ORDER[task.status.state] >= ASSIGNED:
-            self.by_node.setdefault(task.node_id, {})[task_id] = (task, version, data)
-            self._node_of[task_id] = task.node_id
+        assert task is not None
+        mine = self.by_node.setdefault(node, {})
+        before = mine.get(task_id)
+        if before is not None and not seen_change(before.task, task):
+            mine[task_id] = Entry(task, data, before.sent_at)   # in place: its order stays
+            return
+        mine.pop(task_id, None)
+        mine[task_id] = Entry(task, data, index)   # last: the order of sent_at
+        self._node_of[task_id] = node
+        gone = self.removed.get(node)
+        if gone is not None:
+            gone.pop(task_id, None)
+
+    def sort(self) -> None:
+        """Order each node's tasks by sent_at (after a listing, read in no order)."""
+        for node, mine in self.by_node.items():
+            self.by_node[node] = dict(sorted(mine.items(), key=lambda kv: kv[1].sent_at))
+
+    def delta(self, node: str, since: int) -> Delta:
+        """The answer to `node` polling from `since`; the removals it has seen are forgotten."""
+        mine = self.by_node.get(node, {})
+        full = since == 0 or since < max(self.floor, self.seen.get(node, 0))
+        if full:
+            changed = [(e.task, e.data) for e in mine.values() if e.sent_at > since]
+        else:
+            changed = []
+            for e in reversed(mine.values()):   # newest first: stop at the first one it has
+                if e.sent_at <= since:
+                    break
+                changed.append((e.task, e.data))
+            changed.reverse()
+        gone = self.removed.get(node, {})
+        removed = [] if full else [tid for tid, at in gone.items() if at > since]
+        # The node answered from `since` holds every change up to it (from any manager).
+        upto = min(since, self.index)
+        if upto > self.seen.get(node, 0):
+            self.seen[node] = upto
+            for tid in [tid for tid, at in gone.items() if at <= upto]:
+                del gone[tid]
+        if not gone:
+            self.removed.pop(node, None)
+        return Delta(full, changed, list(mine) if full else [], removed)
+
+    def node_changed(self, node_id: str, rec: Any) -> None:
+        if self.nodes is None:
+            return   # read whole when a network view first needs them
+        if rec is None:
+            self.nodes.pop(node_id, None)
+        else:
+            self.nodes[node_id] = model.decode(rec.data)
 
     def node_records(self, store: Any) -> dict[str, dict]:
         if self.nodes is None:
@@ -270,12 +401,24 @@ class Placed:
         return self.nodes
 
 
+def seen_change(old: spec.Task, new: spec.Task) -> bool:
+    """Whether the agent must be sent `new`, holding `old`: anything but the status changed, or
+    the status became terminal (the managers end a task too). As SwarmKit's dispatcher, a
+    status the agent reported itself is not sent back."""
+    if spec.is_terminal(new.status.state) and not spec.is_terminal(old.status.state):
+        return True
+    return dataclasses.replace(new, status=old.status, running_at=old.running_at) != old
+
+
 def group_tasks(index: int, listing: dict[str, Any]) -> Placed:
     """Group a task listing (read at `index` or later): a task is its node's once assigned
-    (ASSIGNED); typed (and cached) decoding leaves out a record the agent could not act on."""
-    placed = Placed(index)
+    (ASSIGNED); typed (and cached) decoding leaves out a record the agent could not act on.
+    Removals are known from `index` on only."""
+    placed = Placed(index, floor=index, built_at=index)
     for task_id, (task, version) in records.decode_all(listing, spec.task_from_dict).items():
-        placed._put(task_id, task, version, listing[task_id].data)
+        placed._put(task_id, task, listing[task_id].data, version >> 16)
+    placed.sort()
+    placed.removed.clear()
     return placed
 
 

@@ -13,20 +13,23 @@ heartbeat periods) ahead by each beat; a node is marked down when its
 deadline passes, and ready again when it is heard from. No task scans the
 nodes, and a beat writes to the store only when something about the node
 changed. A new leadership (a new Raft term) gives every node a full grace
-period, since the new leader has heard nobody yet.
+period, since the new leader has heard nobody yet. What every beat's answer
+carries (the managers' addresses) and what a non-leader tells the caller
+(the leader's address) come from a `Roster` kept from node events by the same
+task, so a beat costs its own node, whatever the number of nodes.
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import random
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import trio
 
 from raft.node import RaftNode, RaftUnavailable
 from raft.store import Op, TxnError, TxnResult
-from raft.watch import LeadershipChanged
+from raft.watch import LeadershipChanged, Resync
 from swarm.api import model
 from swarm.ca import pki
 from swarm.api.errors import ApiError
@@ -53,6 +56,7 @@ class Manager:
         self._term: int | None = None
         self._overdue: set[str] = set()  # deadlines that passed while the lease had lapsed
         self._manager_addrs: tuple[int, list[str]] | None = None   # (changed_at(NODE), the addresses)
+        self._roster: Roster | None = None  # the managers' addresses, kept from node events by run_dispatcher
 
     # -- reading -------------------------------------------------------------------
     def cluster(self) -> dict:
@@ -187,6 +191,8 @@ class Manager:
         serial = pki.identity_from_cert(cert_pem).serial
         record = model.new_node(node_id, hostname, role, addr, raft_addr, serial, utcnow())
         await self.commit([Op.create(model.NODE, node_id, model.encode(record))])
+        if self._roster is not None:
+            self._roster.apply(node_id, record)   # the answer below names it before its event arrives
         self._beat(node_id)
         members: list[str] = self.raft.members()
         if role == "manager":
@@ -274,8 +280,11 @@ class Manager:
         return not any(m.startswith(self.node_id + "@") for m in info["raft"]["members"])
 
     def manager_addrs(self) -> list[str]:
-        """Every heartbeat's answer carries them: recomputed only when a node record changed,
-        not by decoding every node on every beat (N nodes beating: N x N decodes a period)."""
+        """Every heartbeat's answer carries them: kept from node events while run_dispatcher
+        runs (else recomputed when a node record changed), never by decoding every node on
+        every beat (N nodes beating: N x N decodes a period)."""
+        if self._roster is not None:
+            return self._roster.addrs()
         changed = self.raft.changed_at(model.NODE)
         if self._manager_addrs is None or self._manager_addrs[0] != changed:
             self._manager_addrs = (changed, sorted(n["addr"] for n in self.nodes().values()
@@ -296,10 +305,17 @@ class Manager:
             self._overdue.discard(node_id)
             self._deadlines.reset(node_id, self._grace() if grace is None else grace)
 
+    def leader_addr(self) -> str:
+        """The acting leader's address as this manager knows it ("" if unknown)."""
+        leader_id = self.leader_id() or ""
+        if self._roster is not None:
+            return self._roster.addr_of(leader_id)
+        leader = self.raft.get(model.NODE, leader_id)
+        return model.decode(leader.data).get("addr", "") if leader else ""
+
     async def heartbeat(self, caller: str, params: dict | None = None) -> dict:
         if not self.raft.is_leader():
-            leader = self.raft.get(model.NODE, self.leader_id() or "")
-            raise ApiError("not_leader", model.decode(leader.data).get("addr", "") if leader else "")
+            raise ApiError("not_leader", self.leader_addr())
         rec = self.raft.get(model.NODE, caller)
         if rec is None:
             raise ApiError("forbidden", "this node has been removed from the swarm")
@@ -343,18 +359,25 @@ class Manager:
         for a moment under load leaves them running (a node whose deadline
         passed meanwhile is marked down when the lease is back), a new term
         gives every node a full grace period again."""
-        with self.raft.watch(kinds=()) as changes:  # leadership changes only
+        with self.raft.watch(kinds=(model.NODE,)) as changes:
             async with trio.open_nursery() as nursery:
                 self._deadlines = Deadlines(nursery, self._deadline_passed)
+                self._roster = Roster(self.nodes())
                 try:
                     if self.raft.is_leader():
                         self._lead()
                     async for change in changes:
                         if isinstance(change, LeadershipChanged):
                             self._leadership_changed(change, nursery)
+                        elif isinstance(change, Resync):   # a snapshot installed, or this watch fell behind
+                            self._roster = Roster(self.nodes())
+                        else:   # one node record: decode that one (the record as it now is)
+                            rec = self.raft.get(model.NODE, change.id)
+                            self._roster.apply(change.id, model.decode(rec.data) if rec is not None else None)
                 finally:
                     self._unlead()
                     self._deadlines = None
+                    self._roster = None
                     nursery.cancel_scope.cancel()
 
     def _leadership_changed(self, change: LeadershipChanged, nursery: trio.Nursery) -> None:
@@ -405,6 +428,35 @@ class Manager:
             await self.modify_node(node_id, change)
         except ApiError as exc:
             log.warning("could not mark node %s down: %s", node_id, exc.message)
+
+
+class Roster:
+    """The managers' addresses by node id, kept one node record at a time: what a heartbeat's
+    answer carries costs O(1) per beat (the sorted list is rebuilt only when a manager's
+    role or address changed, not when a worker's status did)."""
+
+    def __init__(self, nodes: Mapping[str, dict]) -> None:
+        self._addr = {nid: n["addr"] for nid, n in nodes.items() if n.get("role") == "manager"}
+        self._sorted: list[str] | None = None
+
+    def apply(self, node_id: str, node: dict | None) -> None:
+        """Node `node_id`'s record is now `node` (None: removed)."""
+        addr = node.get("addr", "") if node is not None and node.get("role") == "manager" else None
+        if self._addr.get(node_id) == addr:
+            return
+        if addr is None:
+            del self._addr[node_id]
+        else:
+            self._addr[node_id] = addr
+        self._sorted = None
+
+    def addrs(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self._addr.values())
+        return list(self._sorted)
+
+    def addr_of(self, node_id: str) -> str:
+        return self._addr.get(node_id, "")
 
 
 class Deadlines:
