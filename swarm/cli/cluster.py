@@ -1,6 +1,7 @@
 """`swarm init`, `join`, `daemon`, `join-token`, `leave`, `update` and `info`: the swarm itself."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -14,6 +15,8 @@ import click
 from swarm.api import model
 from swarm.daemon.config import BadSetting as BadRegistrySetting
 from swarm.daemon.config import check_insecure_registry, check_mirror, save_registry_settings
+from swarm.daemon.config import NodeConfig, save_docker_api_settings
+from swarm.engineapi.tls import BadApiSetting, TcpApi, insecure_warning, server_context, tcp_api
 from swarm.rpc.messages import RPCError
 from swarm.cli.common import (ADDRESS, AVAILABILITIES, DEFAULT_PORT, DURATION, NODE_FILE, ROLES, SLOW_CALL_TIMEOUT,
                                LocalDaemon, bootstrap, fail, format_duration, print_json, with_daemon)
@@ -81,7 +84,60 @@ def keep_registry_settings(state_dir: str, insecure: list[str], mirrors: list[st
         save_registry_settings(state_dir, insecure or None, mirrors or None)
 
 
+def docker_api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--docker-api tcp://ADDR[:PORT] and its TLS files, as dockerd's -H with --tlsverify; checked
+    together (the files loaded) before the command writes anything, and handed to it as one
+    `docker_api` setting (None: not given)."""
+    @functools.wraps(fn)
+    def wrapper(*, docker_api: str | None, docker_api_tlscacert: str | None, docker_api_tlscert: str | None,
+                docker_api_tlskey: str | None, docker_api_insecure: bool, **kwargs: Any) -> Any:
+        setting = tcp_api(docker_api, docker_api_tlscacert, docker_api_tlscert, docker_api_tlskey, docker_api_insecure)
+        return fn(docker_api=setting, **kwargs)
+
+    wrapper = click.option("--docker-api-insecure", is_flag=True,
+                           help="Serve --docker-api over plain TCP (INSECURE: whoever reaches it controls this "
+                                "node).")(wrapper)
+    wrapper = click.option("--docker-api-tlskey", metavar="FILE", help="The key of --docker-api-tlscert.")(wrapper)
+    wrapper = click.option("--docker-api-tlscert", metavar="FILE",
+                           help="This node's TLS certificate on --docker-api.")(wrapper)
+    wrapper = click.option("--docker-api-tlscacert", metavar="FILE",
+                           help="The CA that signs the clients' certificates on --docker-api.")(wrapper)
+    return click.option("--docker-api", metavar="tcp://ADDR[:PORT]",
+                        help="Also serve the Docker Engine API here, with mutual TLS (port 2376 by default; "
+                             "kept by the node).")(wrapper)
+
+
+def keep_docker_api(state_dir: str, setting: TcpApi | None) -> None:
+    """The Engine API over TCP goes into the node's config, read by the daemon when it starts
+    (given again, it replaces the old one). Before each start, on stderr: plain TCP is warned
+    about, as dockerd does, and kept TLS files that no longer load are named (the daemon then
+    starts without the TCP listener: the node is needed by its swarm all the same)."""
+    if not os.path.exists(os.path.join(state_dir, NODE_FILE)):
+        if setting is not None:      # `swarm daemon` outside a swarm: nowhere to keep it yet
+            raise BadApiSetting(f"--docker-api {setting.addr} is kept by the node: give it to swarm init or "
+                                "swarm join, or to swarm daemon once this node is part of a swarm")
+        return
+    if setting is not None:
+        save_docker_api_settings(state_dir, setting)
+    kept = NodeConfig.load(state_dir).docker_api_setting()
+    if kept is not None and kept.insecure:
+        click.echo(insecure_warning(kept), err=True)
+    elif kept is not None and setting is None:
+        try:
+            server_context(kept)
+        except BadApiSetting as exc:
+            click.echo(f"WARNING: the Engine API will not be served on {kept.addr}: {exc.message}", err=True)
+
+
 # -- swarm init / join / daemon ------------------------------------------------
+
+
+def running_inactive(daemon: LocalDaemon) -> bool:
+    """Does a daemon started without a node's state (`swarm daemon`) serve this state directory?"""
+    try:
+        return daemon.call("ping", timeout=2.0).get("state") == "inactive"
+    except RPCError:
+        return False
 
 
 def join_command_text(role: str, token: str, addr: str) -> str:
@@ -121,11 +177,13 @@ def say_defaults(addr: str | None, hostname: str | None) -> None:
 @click.option("--force-new-cluster", is_flag=True, help="Make a new one-manager cluster from this node's state.")
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @registry_options
+@docker_api_options
 @with_daemon
 def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | None, hostname: str | None,
          cert_expiry: float, dispatcher_heartbeat: float, availability: str, addr_pools: tuple[tuple[str, ...], ...],
          pool_mask: int, data_path_port: int, task_history_limit: int, autolock: bool, force_new_cluster: bool,
-         foreground: bool, insecure_registries: list[str], registry_mirrors: list[str]) -> None:
+         foreground: bool, insecure_registries: list[str], registry_mirrors: list[str],
+         docker_api: TcpApi | None) -> None:
     """Initialize a swarm: this node becomes its first manager."""
     if advertise_addr is None and not force_new_cluster:
         raise click.UsageError("Missing option '--advertise-addr'.")
@@ -135,13 +193,26 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
                 "default_addr_pool_mask_length": pool_mask, "data_path_port": data_path_port,
                 "task_history_limit": task_history_limit, "autolock": autolock}
     boot = bootstrap()
+    # A daemon started without a node (`swarm daemon`) makes the node itself and serves on.
+    running = not force_new_cluster and running_inactive(daemon)
+    if running and foreground:
+        fail("this node's daemon is already running: run swarm init without --foreground")
     # A locked manager's data key is needed to rewrite its Raft files.
     forced_key = read_unlock_key() if force_new_cluster and boot.is_locked(daemon.state_dir) else None
-    state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
-                            listen_addr=listen_addr, hostname=hostname or default_hostname, cert_expiry=cert_expiry,
-                            heartbeat=dispatcher_heartbeat, force_new_cluster=force_new_cluster,
-                            availability=availability, settings=settings, unlock_key=forced_key)
-    keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
+    if running:
+        state = daemon.call("swarm.init", {
+            "advertise_addr": advertise_addr, "listen_addr": listen_addr, "hostname": hostname or default_hostname,
+            "cert_expiry": cert_expiry, "heartbeat": dispatcher_heartbeat, "availability": availability,
+            "settings": settings, "insecure_registries": insecure_registries, "registry_mirrors": registry_mirrors},
+            timeout=SLOW_CALL_TIMEOUT)
+    else:
+        state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
+                                listen_addr=listen_addr, hostname=hostname or default_hostname,
+                                cert_expiry=cert_expiry, heartbeat=dispatcher_heartbeat,
+                                force_new_cluster=force_new_cluster, availability=availability, settings=settings,
+                                unlock_key=forced_key)
+        keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
+    keep_docker_api(daemon.state_dir, docker_api)
     say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
     unlock_key = state.get("unlock_key") or forced_key
@@ -150,7 +221,7 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
             click.echo(unlock_command_text(state["unlock_key"]))
         boot.start_daemon(daemon.state_dir, detach=False, unlock_key=unlock_key)
         return
-    started = boot.start_daemon(daemon.state_dir, detach=True)
+    started = boot.wait_ready(daemon.state_dir) if running else boot.start_daemon(daemon.state_dir, detach=True)
     if started.get("locked"):          # the data key is wrapped from the start: init holds the key
         unlock_and_wait(daemon, unlock_key or "")
     token = daemon.call("join_token", {"role": "worker", "rotate": False})
@@ -170,17 +241,29 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
 @click.option("--foreground", is_flag=True, help="Run the daemon in the foreground (for systemd).")
 @click.argument("remote_addr", metavar="HOST:PORT", type=ADDRESS)
 @registry_options
+@docker_api_options
 @with_daemon
 def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_addr: str | None,
          hostname: str | None, foreground: bool, remote_addr: str, insecure_registries: list[str],
-         registry_mirrors: list[str]) -> None:
+         registry_mirrors: list[str], docker_api: TcpApi | None) -> None:
     """Join a swarm as a worker or a manager (the token decides)."""
     if not token.strip():
         raise click.BadParameter("the token is empty", param_hint="'--token'")
     boot = bootstrap()
-    joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
-                             advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
-    keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
+    # A daemon started without a node (`swarm daemon`) joins itself and serves on.
+    running = running_inactive(daemon)
+    if running and foreground:
+        fail("this node's daemon is already running: run swarm join without --foreground")
+    if running:
+        joined = daemon.call("swarm.join", {
+            "token": token, "remote_addr": remote_addr, "advertise_addr": advertise_addr,
+            "listen_addr": listen_addr, "hostname": hostname, "insecure_registries": insecure_registries,
+            "registry_mirrors": registry_mirrors}, timeout=SLOW_CALL_TIMEOUT)
+    else:
+        joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
+                                 advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
+        keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
+    keep_docker_api(daemon.state_dir, docker_api)
     say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
     if foreground:
         click.echo(f"This node joined a swarm as a {joined['role']}.")
@@ -189,7 +272,7 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
         else:
             boot.start_daemon(daemon.state_dir, detach=False)
         return
-    started = boot.start_daemon(daemon.state_dir, detach=True)
+    started = boot.wait_ready(daemon.state_dir) if running else boot.start_daemon(daemon.state_dir, detach=True)
     if started.get("locked"):        # a manager of a cluster with autolock: join holds the key
         unlock_and_wait(daemon, joined.get("unlock_key") or "")
     click.echo(f"This node joined a swarm as a {joined['role']}.")
@@ -201,13 +284,18 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
               help="UNSAFE, for throwaway labs: keep new Raft log entries in memory only. A restart of "
                    "every manager then loses acknowledged writes.")
 @registry_options
+@docker_api_options
 @with_daemon
 def daemon_cmd(daemon: LocalDaemon, detach: bool, unsafe_memory_journal: bool, insecure_registries: list[str],
-               registry_mirrors: list[str]) -> None:
-    """(Re)start the daemon of a node that already has its state (registry flags given replace
-    the node's lists)."""
+               registry_mirrors: list[str], docker_api: TcpApi | None) -> None:
+    """(Re)start the daemon of a node, or start one outside any swarm (registry and --docker-api
+    flags given replace the node's settings).
+
+    In a directory without a node's state the daemon starts outside any swarm, as dockerd: `swarm
+    init/join` (or `docker swarm init/join` on its docker.sock) then make it a node."""
     if (insecure_registries or registry_mirrors) and os.path.exists(os.path.join(daemon.state_dir, NODE_FILE)):
         keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
+    keep_docker_api(daemon.state_dir, docker_api)
     started = bootstrap().start_daemon(daemon.state_dir, detach=detach, memory_journal=unsafe_memory_journal)
     if started.get("locked"):
         click.echo(f"{LOCKED_NOTE}", err=True)
@@ -351,6 +439,8 @@ def info_lines(info: Mapping[str, Any]) -> list[str]:
     def line(indent: int, label: str, key: str, show: Callable[[Any], str] = str) -> list[str]:
         return [f"{' ' * indent}{label}: {show(info[key])}"] if info.get(key) is not None else []
 
+    if info.get("state") == "inactive":            # a daemon started without a node (`swarm daemon`)
+        return ["Swarm: inactive"] + line(1, "State Dir", "state_dir")
     lines = ["Swarm: active"] + line(1, "NodeID", "node_id") + line(1, "Hostname", "hostname")
     lines.append(f" Is Manager: {str(info.get('role') == 'manager').lower()}")
     lines += line(1, "ClusterID", "cluster_id") + line(1, "Managers", "managers") + line(1, "Nodes", "nodes")

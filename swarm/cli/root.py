@@ -26,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chaos": ("swarm.cli.chaos",
               "Break a lab cluster on purpose (kill, partition, pause) and check nothing acknowledged is lost."),
     "config": ("swarm.cli.secret", "Manage swarm configs (on a manager)."),
-    "daemon": ("swarm.cli.cluster", "(Re)start the daemon of a node that already has its state (registry flags "
-                                    "given replace the node's lists)."),
+    "daemon": ("swarm.cli.cluster", "(Re)start the daemon of a node, or start one outside any swarm (registry "
+                                    "and --docker-api flags given replace the node's settings)."),
     "image": ("swarm.cli.image", "Manage this node's images."),
     "info": ("swarm.cli.cluster", "Show this node's view of the swarm."),
     "init": ("swarm.cli.cluster", "Initialize a swarm: this node becomes its first manager."),

@@ -35,6 +35,15 @@ LOCKED_FORCE = "this manager is locked (autolock): give its unlock key to --forc
 ALREADY = 'this node is already part of a swarm; use "swarm leave" to leave it before joining or creating another'
 
 
+class JoinError(SwarmError):
+    """A join the managers refused or that could not reach them; `code`: the RPC error's
+    (forbidden: a wrong or rotated token; unavailable: no manager answered)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _raft_addr(host: str, port: int) -> str:
     return f"{host}:{port + 1}"
 
@@ -200,6 +209,13 @@ async def _join_call(host: str, port: int, token: pki.JoinToken, request: dict) 
 
 def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str | None,
                listen_addr: str | None, hostname: str | None) -> dict:
+    return trio.run(join_node, state_dir, token, remote_addr, advertise_addr, listen_addr, hostname)
+
+
+async def join_node(state_dir: str, token: str, remote_addr: str, advertise_addr: str | None,
+                    listen_addr: str | None, hostname: str | None) -> dict:
+    """`swarm join` in a running trio loop (the CLI's, or an inactive daemon's: swarm/daemon/host.py):
+    the certificate exchange here, the files in a worker thread."""
     _check_fresh(state_dir)
     try:
         parsed = pki.parse_join_token(token)
@@ -216,17 +232,26 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
     key = pki.new_node_key()
     request = {"csr_pem": pki.make_csr(key, "joining"), "hostname": hostname, "addr": addr, "raft_addr": raft_addr}
     try:
-        ca_pem, answer = trio.run(_join_call, rhost, rport, parsed, request)
+        ca_pem, answer = await _join_call(rhost, rport, parsed, request)
     except RPCError as exc:
         if exc.code == "unavailable":
-            raise SwarmError(f"cannot reach a manager at {remote_addr}: {exc.message}") from None
-        raise SwarmError(exc.message) from None
+            raise JoinError(f"cannot reach a manager at {remote_addr}: {exc.message}", "unavailable") from None
+        raise JoinError(exc.message, exc.code) from None
+    unlock_key = await trio.to_thread.run_sync(_install_joined, state_dir, ca_pem, answer, pki.key_to_pem(key),
+                                               NodeConfig(answer["node_id"], answer["cluster_id"], answer["role"],
+                                                          hostname, addr, listen, raft_addr, list(answer["managers"])))
+    # A manager joining a cluster with autolock: its key file is wrapped from the start, and
+    # `swarm join` unlocks the daemon it starts with this key (held in memory only).
+    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname,
+            "unlock_key": unlock_key}
+
+
+def _install_joined(state_dir: str, ca_pem: bytes, answer: dict, key_pem: bytes, config: NodeConfig) -> str | None:
+    """Write a joined node's state (staged, then moved in); its unlock key if the swarm has autolock."""
     unlock_key = None
     staging = _stage(state_dir)
     try:
-        _write_certs(staging, ca_pem, answer["cert_pem"], pki.key_to_pem(key))
-        config = NodeConfig(answer["node_id"], answer["cluster_id"], answer["role"], hostname, addr, listen,
-                            raft_addr, list(answer["managers"]))
+        _write_certs(staging, ca_pem, answer["cert_pem"], key_pem)
         config.save(staging)
         if answer["role"] == "manager":
             import msgpack
@@ -241,10 +266,7 @@ def join_state(state_dir: str, token: str, remote_addr: str, advertise_addr: str
         _install(state_dir, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    # A manager joining a cluster with autolock: its key file is wrapped from the start, and
-    # `swarm join` unlocks the daemon it starts with this key (held in memory only).
-    return {"node_id": answer["node_id"], "role": answer["role"], "addr": addr, "hostname": hostname,
-            "unlock_key": unlock_key}
+    return unlock_key
 
 
 def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False,
@@ -252,15 +274,16 @@ def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False,
     """Run the node's daemon here, or start it in the background and return once it answers
     (ready, or locked: its answer to ping says which).
 
+    Without a node's state the daemon starts inactive, as dockerd outside a swarm: `swarm
+    init/join` or the Engine API's `docker swarm init/join` then make it a node (host.py).
     `memory_journal` is the unsafe option of `swarm daemon --unsafe-memory-journal`;
     `unlock_key` opens a locked manager's data key when the daemon runs here."""
     paths = Paths(state_dir)
-    if not os.path.exists(paths.node):
-        raise SwarmError(f"no swarm state in {state_dir}: run swarm init or swarm join first")
     if os.path.exists(paths.pid) and _alive(paths.pid):
         raise SwarmError(f"the swarm daemon of {state_dir} is already running")
+    os.makedirs(paths.root, mode=0o700, exist_ok=True)
     if not detach:
-        from swarm.daemon.daemon import main
+        from swarm.daemon.host import main
 
         main(state_dir, memory_journal=memory_journal, unlock_key=unlock_key)
         return {}
@@ -270,18 +293,30 @@ def start_daemon(state_dir: str, detach: bool, *, memory_journal: bool = False,
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd="/",
                                 env=dict(os.environ, PYTHONPATH=_project_root()))
-    deadline = time.monotonic() + 30
+    return wait_ready(state_dir, proc)
+
+
+def wait_ready(state_dir: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> dict:
+    """Wait until the daemon of `state_dir` answers ping as ready (or locked) and is past any
+    change of mode (an inactive daemon turning into a node rebinds its local socket); its answer.
+    `proc`: the daemon just started here (its exit ends the wait)."""
+    paths = Paths(state_dir)
+    node = os.path.exists(paths.node)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             raise SwarmError(f"the swarm daemon exited at start: {_last_error(paths.log)}")
         try:
             answer = call_unix_sync(paths.socket, "ping", timeout=1)
-            if answer["ready"] or answer.get("locked"):
+            if (answer["ready"] or answer.get("locked")) and node == (answer.get("state") != "inactive"):
                 return answer
+            if node and answer.get("state") == "inactive" and not os.path.exists(paths.node):
+                # the node just made could not start: the daemon cleared it and is inactive again
+                raise SwarmError(f"the swarm daemon could not start the node: {_last_error(paths.log)}")
         except RPCError:
             pass
         time.sleep(0.05)
-    raise SwarmError(f"the swarm daemon did not become ready within 30 s: {_last_error(paths.log)}")
+    raise SwarmError(f"the swarm daemon did not become ready within {timeout:g} s: {_last_error(paths.log)}")
 
 
 def _project_root() -> str:

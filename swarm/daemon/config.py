@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from raft.fsutil import atomic_write
 from swarm.api.errors import SwarmError
+from swarm.engineapi.tls import TcpApi, parse_address
 
 DEFAULT_STATE_DIR = "/var/lib/swarm"
 DEFAULT_PORT = 2377
@@ -48,6 +49,13 @@ class NodeConfig:
     # swarm init/join/daemon; Docker's defaults (127.0.0.0/8) are added when the daemon starts.
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
+    # the Engine API over TCP (--docker-api tcp://HOST:PORT and its TLS files, absolute paths;
+    # swarm/engineapi/tls.py): "" serves it on STATE_DIR/docker.sock only
+    docker_api: str = ""
+    docker_api_tlscacert: str = ""
+    docker_api_tlscert: str = ""
+    docker_api_tlskey: str = ""
+    docker_api_insecure: bool = False
 
     @staticmethod
     def load(state_dir: str) -> "NodeConfig":
@@ -57,6 +65,14 @@ class NodeConfig:
     def save(self, state_dir: str) -> None:
         atomic_write(os.path.join(state_dir, "node.json"), json.dumps(asdict(self), indent=2).encode())
 
+    def docker_api_setting(self) -> TcpApi | None:
+        """The Engine API over TCP as kept here (None: on STATE_DIR/docker.sock only)."""
+        if not self.docker_api:
+            return None
+        host, port = parse_address(self.docker_api)
+        return TcpApi(host, port, self.docker_api_tlscacert, self.docker_api_tlscert, self.docker_api_tlskey,
+                      self.docker_api_insecure)
+
 
 def save_registry_settings(state_dir: str, insecure: list[str] | None, mirrors: list[str] | None) -> None:
     """Keep the node's registry settings in node.json (None: leave that list as it is)."""
@@ -65,6 +81,15 @@ def save_registry_settings(state_dir: str, insecure: list[str] | None, mirrors: 
         config.insecure_registries = list(insecure)
     if mirrors is not None:
         config.registry_mirrors = list(mirrors)
+    config.save(state_dir)
+
+
+def save_docker_api_settings(state_dir: str, setting: TcpApi) -> None:
+    """Keep the node's Engine API over TCP in node.json (given again, it replaces the old one)."""
+    config = NodeConfig.load(state_dir)
+    config.docker_api, config.docker_api_insecure = setting.addr, setting.insecure
+    config.docker_api_tlscacert, config.docker_api_tlscert = setting.tlscacert, setting.tlscert
+    config.docker_api_tlskey = setting.tlskey
     config.save(state_dir)
 
 

@@ -1,4 +1,6 @@
-"""The node daemon: one process per node, a trio main loop.
+"""The node daemon: what a node in a swarm runs, in the daemon process (host.py, which owns
+the process, its signals and the Engine API on docker.sock, and runs a Daemon while the node
+is in a swarm).
 
 How this works. The daemon always serves the local API on STATE_DIR/swarm.sock
 and runs the agent loop (heartbeats to the leader, certificate renewal, role
@@ -19,7 +21,6 @@ import functools
 import logging
 import os
 import shutil
-import signal
 import ssl
 from typing import Any
 
@@ -33,7 +34,7 @@ from swarm.api import logdriver, logview, model
 from swarm.api.refs import resolve_ref
 from swarm.ca import keyring, pki
 from swarm.daemon import keys, logs, routing, speccheck
-from swarm.api.errors import ApiError, SwarmError
+from swarm.api.errors import ApiError
 from swarm.daemon.config import NodeConfig, Paths, split_addr
 from swarm.daemon.images import image_handlers, max_import_size, task_image_ids
 from swarm.daemon.members import MembershipRPC
@@ -60,7 +61,6 @@ from swarm.rpc.client import ClientPool
 from swarm.rpc.messages import Peer, RPCError
 from swarm.rpc.router import Handler, Router
 from swarm.rpc.server import serve_tls, serve_unix
-from swarm.engineapi.server import serve_router as engine_api
 
 log = logging.getLogger(__name__)
 # Local calls that change the image store: the managers hear of the change at once (report_facts).
@@ -116,6 +116,8 @@ class Daemon(NodeLoop):
         self._pool: ClientPool | None = None   # connections to managers, kept while the daemon runs
         self._ready = False
         self._stop = trio.Event()
+        self.local_api: Router | None = None      # the local API while the node serves
+        self.waiting_for_unlock = False             # a locked manager (autolock) waiting for its key
         self._leaving = False
         self._handing_over = False  # a manager's `leave --force` is under way
         self._beat_lock = trio.Lock()  # orders heartbeats before the `control.left` of a leave
@@ -347,14 +349,22 @@ class Daemon(NodeLoop):
         self.data_key = self.wrapped_with = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def left(self) -> bool:
+        """Did this node leave its swarm (its state is cleared as `run` returns)?"""
+        return self._leaving
+
+    def stop(self) -> None:
+        """Ask `run` to return (the process's signal handler: swarm/daemon/host.py)."""
+        self._stop.set()
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with open(self.paths.pid, "w") as f:
-            f.write(str(os.getpid()))
+        """Serve as this node until `stop()` or a leave; the process around it (pid file,
+        signals, the Engine API on docker.sock) is the Host's (swarm/daemon/host.py)."""
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._pool = ClientPool(self.client_ctx, nursery)
-                nursery.start_soon(self._watch_signals)
                 if self.config.role == "manager":
                     if not await self._open_data_key():
                         return                             # stopped while locked
@@ -364,10 +374,9 @@ class Daemon(NodeLoop):
                 host, port = split_addr(self.config.listen_addr)
                 await nursery.start(serve_tls, self.node_router(), host, port, self.server_ctx, self.identify_rpc)
                 # local calls may import large images: allow them more than the node API's cap
-                await nursery.start(functools.partial(serve_unix, self.local_router(), self.paths.socket,
-                                                      max_deadline=900.0))
-                await nursery.start(engine_api, self.local_router(), self.paths.docker_socket,
-                                    lambda: "manager" if self.manager is not None else "worker")
+                local_api = self.local_router()
+                await nursery.start(functools.partial(serve_unix, local_api, self.paths.socket, max_deadline=900.0))
+                self.local_api = local_api        # the Engine API's too (the Host's, on docker.sock)
                 nursery.start_soon(self.run_agent)
                 nursery.start_soon(self.agent.run)
                 self._ready = True
@@ -377,8 +386,7 @@ class Daemon(NodeLoop):
                     await self._remove_everything()
                 nursery.cancel_scope.cancel()
         finally:
-            if os.path.exists(self.paths.pid):
-                os.unlink(self.paths.pid)
+            self.local_api = None
             if self._leaving:
                 clear_state(self.paths)
 
@@ -394,15 +402,19 @@ class Daemon(NodeLoop):
         if self._start_unlock_key:               # `swarm init --autolock --foreground`: the key is in memory
             self.data_key, self.wrapped_with = key_file.unlock(self._start_unlock_key), self._start_unlock_key
             return True
-        with trio.CancelScope() as waiting:
-            async with trio.open_nursery() as nursery:
-                async def stop_waiting() -> None:
-                    await self._stop.wait()
-                    waiting.cancel()
-                nursery.start_soon(stop_waiting)
-                self.data_key, self.wrapped_with = await keys.wait_for_unlock(
-                    key_file, self.config.node_id, self.paths.socket)
-                nursery.cancel_scope.cancel()
+        self.waiting_for_unlock = True
+        try:
+            with trio.CancelScope() as waiting:
+                async with trio.open_nursery() as nursery:
+                    async def stop_waiting() -> None:
+                        await self._stop.wait()
+                        waiting.cancel()
+                    nursery.start_soon(stop_waiting)
+                    self.data_key, self.wrapped_with = await keys.wait_for_unlock(
+                        key_file, self.config.node_id, self.paths.socket)
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.waiting_for_unlock = False
         return self.data_key is not None
 
     async def _remove_everything(self) -> None:
@@ -423,12 +435,6 @@ class Daemon(NodeLoop):
     def _initial_peers(self) -> list[str]:
         return [m for m in read_members(self.paths.raft) if not m.startswith(self.config.node_id + "@")]
 
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for _ in signals:
-                self._stop.set()
-                return
-
 
 def read_members(raft_dir: str) -> list[str]:
     import msgpack
@@ -447,20 +453,6 @@ def clear_state(paths: Paths) -> None:
     for path in (paths.node, paths.bootstrap, paths.socket):
         if os.path.exists(path):
             os.unlink(path)
-
-
-def main(state_dir: str, *, memory_journal: bool = False, unlock_key: str | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from overlay.lb import check_nftables
-
-    try:
-        check_nftables()  # the VIP and ingress load balancers are nftables rules
-    except Exception as exc:
-        raise SwarmError(f"nftables is required by the swarm daemon and is not usable here: {exc}") from None
-    daemon = Daemon(state_dir, memory_journal=memory_journal, unlock_key=unlock_key)
-    trio.run(daemon.run)
-    return 0
 
 
 def log_rows(services: ServiceAPI, ref: str) -> list[dict]:

@@ -2,8 +2,10 @@
 
 How this works. Every daemon serves an ASGI application (`app.EngineApp`, on Starlette)
 with hypercorn's trio worker on the unix socket STATE_DIR/docker.sock (mode 0660;
-`server.serve`), in the daemon's own nursery: it starts with the rest of the daemon, after
-the local API, and a locked manager (autolock) serves it only once unlocked.
+`server.serve`) in the daemon process's nursery (swarm/daemon/host.py), for the process's
+whole life: outside any swarm it answers as dockerd does ("Swarm: inactive", `swarmops`),
+`docker swarm init/join/leave` change that in place, and a locked manager (autolock) says
+"locked" and takes `docker swarm unlock`.
 
 It is a thin translation layer. A request's JSON body is checked against moby's swagger
 definition of API 1.50 (`schema`, the file in schema/); the pure converters (`services`

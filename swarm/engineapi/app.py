@@ -4,9 +4,10 @@ How this works. Each request goes through `EngineApp.__call__`: a path versioned
 /v1.NN/... is checked against the versions served (1.24 to 1.50, dockerd's sentences
 otherwise) and stripped, then Starlette routes it. A handler reads the query and the body
 (at most MAX_BODY bytes, JSON, checked against moby's swagger schema), converts it with the
-pure converters (services, objects) into a local method's params, calls the daemon's local
-router in process (`call`: the same validation, compare-and-set and errors as the CLI's)
-and converts the answer back. Errors leave as Docker's {"message": ...} with its status
+pure converters (services, objects, swarmops) into a local method's params, calls the
+daemon's local router in process (`call`: the same validation, compare-and-set and errors as
+the CLI's; outside any swarm, the daemon process's own: swarm/daemon/host.py) and converts
+the answer back. Errors leave as Docker's {"message": ...} with its status
 (errors.STATUS); anything not about swarm mode is 501.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from swarm.api.model import rfc3339
-from swarm.engineapi import events, images, logs, objects, schema, services
+from swarm.engineapi import events, images, logs, objects, schema, services, swarmops
 from swarm.engineapi.errors import EngineError, from_rpc
 from swarm.engineapi.fields import Unsupported
 from swarm.rpc.messages import RPCError
@@ -36,8 +37,8 @@ MAX_BODY = 1024 * 1024        # a secret is at most 500 KiB, base64: 667 KiB; a 
 CALL_TIMEOUT = 60.0           # a local call (a service create waits on the nodes' checks)
 LOGS_WAIT = 2.0               # seconds one follow read waits for new lines
 _VERSIONED = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
-# Swarm-mode paths of which some operations are not served yet (swarm init/join/leave, secret
-# and config update, ...): their 501 says so, not "swarm mode only".
+# Swarm-mode paths of which some operations are not served yet: their 501 says so, not
+# "swarm mode only".
 _SWARM_PATHS = frozenset({"swarm", "nodes", "services", "tasks", "networks", "secrets", "configs"})
 
 # (method, params) -> answer, raising RPCError: the daemon's local router, in process.
@@ -64,7 +65,8 @@ def _message(status: int, message: str) -> JSONResponse:
 
 
 class EngineApp:
-    """The ASGI application. `call`: the local API; `role`: "manager" or "worker" now;
+    """The ASGI application. `call`: the local API of the moment (the daemon process's:
+    swarm/daemon/host.py); `role`: "inactive", "locked", "manager" or "worker" now;
     `host`: this machine's facts for /info (NCPU, MemTotal, KernelVersion, Architecture)."""
 
     def __init__(self, call: Call, role: Callable[[], str], host: dict | None = None) -> None:
@@ -82,6 +84,9 @@ class EngineApp:
             r("/images/{name:path}/json", self.image_inspect, methods=["GET"]),
             r("/distribution/{name:path}/json", self.distribution, methods=["GET"]),
             r("/swarm", self.swarm_inspect, methods=["GET"]),
+            r("/swarm/init", self.swarm_init, methods=["POST"]),
+            r("/swarm/join", self.swarm_join, methods=["POST"]),
+            r("/swarm/leave", self.swarm_leave, methods=["POST"]),
             r("/swarm/update", self.swarm_update, methods=["POST"]),
             r("/swarm/unlockkey", self.swarm_unlock_key, methods=["GET"]),
             r("/swarm/unlock", self.swarm_unlock, methods=["POST"]),
@@ -198,7 +203,7 @@ class EngineApp:
 
     def _ping_headers(self) -> dict:
         return {"Api-Version": objects.API_VERSION, "OSType": "linux", "Docker-Experimental": "false",
-                "Swarm": f"active/{self._role()}", "Cache-Control": "no-cache, no-store, must-revalidate",
+                "Swarm": swarmops.ping_swarm_header(self._role()), "Cache-Control": "no-cache, no-store, must-revalidate",
                 "Pragma": "no-cache"}
 
     async def ping(self, request: Request) -> Response:
@@ -209,7 +214,9 @@ class EngineApp:
         return _json(objects.version_view(), 200)
 
     async def info(self, request: Request) -> Response:
-        return _json(objects.info_view(await self.call("info", {}), self._host, rfc3339(time.time())))
+        answer = await self.call("info", {})
+        view = swarmops.idle_info_view if answer.get("state") in ("inactive", "locked") else objects.info_view
+        return _json(view(answer, self._host, rfc3339(time.time())))
 
     async def events(self, request: Request) -> Response:
         """`docker events`: the store's changes, one JSON line each, until `until` or the client goes."""
@@ -284,6 +291,26 @@ class EngineApp:
         worker = await self.call("join_token", {"role": "worker", "rotate": False})
         manager = await self.call("join_token", {"role": "manager", "rotate": False})
         return _json(objects.swarm_view(await self.call("info", {}), worker["token"], manager["token"]))
+
+    async def swarm_init(self, request: Request) -> Response:
+        """`docker swarm init`: the node ID; the daemon serves as a manager before the answer
+        (docker/cli asks for the join token and the node right after)."""
+        answer = await self.call("swarm.init", swarmops.init_params(await self.body(request, "/swarm/init")))
+        return _json(answer["node_id"])
+
+    async def swarm_join(self, request: Request) -> Response:
+        await self.call("swarm.join", swarmops.join_params(await self.body(request, "/swarm/join")))
+        return Response(status_code=200)
+
+    async def swarm_leave(self, request: Request) -> Response:
+        """`docker swarm leave`: the node leaves and the daemon serves on, inactive (as dockerd)."""
+        try:
+            await self.call("leave", {"force": logs.as_bool(request.query_params.get("force"))})
+        except EngineError as exc:
+            if exc.status != 409:
+                raise
+            raise EngineError(503, exc.message) from None     # dockerd's refusals of a leave are 503s
+        return Response(status_code=200)
 
     async def swarm_update(self, request: Request) -> Response:
         params = objects.swarm_update_params(await self.body(request, "/swarm/update"))

@@ -1,56 +1,119 @@
 """Request bodies checked against moby's own swagger definition (schema/README.md).
 
-How this works. The swagger 2.0 file is read once (`_spec`); an operation's body schema is
-its `body` parameter's `schema`, whose `#/definitions/X` references are rewritten to
-JSON-schema `#/$defs/X` so that `jsonschema` resolves them inside one document. Swagger's
-own keywords (`x-nullable`, `example`, `format: int64`) are ignored by the validator. A JSON
-`null` is Go's zero value for the daemon, so nulls are dropped before validation (docker/cli
-sends `"Labels": null` for a map it never filled). Pure: no I/O beyond reading the file.
+How this works. What validation reads of the swagger 2.0 file is extracted from it
+(`body_schemas`): the schema of each operation's `body` parameter and the definitions those
+reach (37 of 133), without swagger's annotations (`description`, `example`, `title`, `x-*`:
+the validator ignores them), and with `#/definitions/X` references rewritten to JSON-schema
+`#/$defs/X` so that `jsonschema` resolves them inside one document (`format: int64` is
+ignored by the validator). The extract is kept as a Python module, swagger_bodies.py
+(`python -m swarm.engineapi.schema` writes it; tests/unit/test_engineapi_schema.py checks it
+against the file): reading the 458 KB YAML file in the daemon left it 9 MiB larger for good,
+for 25 KB of schemas. yaml is not imported by the daemon, jsonschema at the first body
+checked (swarm/engineapi/lazy.py says why). A JSON `null` is Go's zero value for the
+daemon, so nulls are dropped before validation (docker/cli sends `"Labels": null` for a map
+it never filled). Pure.
 """
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import yaml
+if TYPE_CHECKING:
+    import jsonschema
 
 SWAGGER = os.path.join(os.path.dirname(__file__), "schema", "swagger-v1.50.yaml")
+# Schema keywords that only annotate (no validator reads them), and swagger's extensions (x-*).
+ANNOTATIONS = frozenset({"description", "example", "title"})
+# Keywords whose value maps names to schemas, and those whose value is a schema or a list of them.
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "definitions", "$defs"})
+_SUBSCHEMAS = frozenset({"items", "additionalProperties", "not", "allOf", "anyOf", "oneOf"})
 
 
 class BadBody(ValueError):
     """A body that does not match its swagger schema; the message names the field."""
 
 
-@functools.cache
-def _spec() -> dict:
+def load_swagger() -> dict:
+    """The swagger file, parsed (the generator's and the tests' input, not the daemon's)."""
+    import yaml
+
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(SWAGGER, encoding="utf-8") as f:
         return yaml.load(f, Loader=loader)
 
 
-def _to_defs(node: Any) -> Any:
+def bare(schema: Any) -> Any:
+    """`schema` without its annotations (ANNOTATIONS and x-* keywords), at every depth, and its
+    `#/definitions/X` references made `#/$defs/X`; property names are kept whatever they are."""
+    if isinstance(schema, list):
+        return [bare(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict = {}
+    for key, value in schema.items():
+        if key in ANNOTATIONS or key.startswith("x-"):
+            continue
+        if key in _NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: bare(s) for name, s in value.items()}
+        elif key in _SUBSCHEMAS:
+            out[key] = bare(value)
+        elif key == "$ref" and isinstance(value, str):
+            out[key] = value.replace("#/definitions/", "#/$defs/")
+        else:
+            out[key] = value                # enum, default, type, ...: values, not schemas
+    return out
+
+
+def _refs(node: Any) -> set[str]:
     if isinstance(node, dict):
-        return {k: (v.replace("#/definitions/", "#/$defs/") if k == "$ref" and isinstance(v, str) else _to_defs(v))
-                for k, v in node.items()}
+        found = {node["$ref"].rpartition("/")[2]} if isinstance(node.get("$ref"), str) else set()
+        return found.union(*(_refs(v) for k, v in node.items() if k != "$ref"))
     if isinstance(node, list):
-        return [_to_defs(v) for v in node]
-    return node
+        return set().union(*(_refs(v) for v in node))
+    return set()
 
 
-@functools.cache
-def _defs() -> dict:
-    return _to_defs(_spec()["definitions"])
+def body_schemas(spec: dict) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
+    """From a swagger 2.0 document: {(path, method): the body's schema} for every operation
+    with a `body` parameter, and the definitions those schemas reach (directly or through
+    other definitions), all `bare`."""
+    bodies = {}
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict):
+                continue                      # path-level "parameters"
+            for param in operation.get("parameters", ()):
+                if param.get("in") == "body":
+                    bodies[(path, method)] = bare(param["schema"])
+    definitions = spec["definitions"]
+    reached, todo = set(), set().union(*(_refs(s) for s in bodies.values()))
+    while todo:
+        name = todo.pop()
+        reached.add(name)
+        todo |= _refs(definitions[name]) - reached
+    return bodies, {name: bare(definitions[name]) for name in sorted(reached)}
+
+
+def render(bodies: dict[tuple[str, str], Any], defs: dict[str, Any]) -> str:
+    """The source of swagger_bodies.py for these schemas."""
+    import pprint
+
+    return (f'"""Generated by `python -m swarm.engineapi.schema` from schema/{os.path.basename(SWAGGER)}: '
+            'do not edit.\n\nThe body schemas of its operations and the definitions they reach, '
+            'without annotations (schema.py)."""\n'
+            f"BODIES = {pprint.pformat(bodies, width=120, sort_dicts=False)}\n\n"
+            f"DEFS = {pprint.pformat(defs, width=120, sort_dicts=False)}\n")
 
 
 @functools.cache
 def validator(path: str, method: str) -> jsonschema.Draft202012Validator:
     """The validator of the body of `method` `path` (a swagger path template: "/services/create")."""
-    params = _spec()["paths"][path][method]["parameters"]
-    body = next(p for p in params if p.get("in") == "body")
-    schema = dict(_to_defs(body["schema"]), **{"$defs": _defs()})
-    return jsonschema.Draft202012Validator(schema)
+    import jsonschema
+
+    from swarm.engineapi.swagger_bodies import BODIES, DEFS
+
+    return jsonschema.Draft202012Validator(dict(BODIES[(path, method)], **{"$defs": DEFS}))
 
 
 def without_nulls(value: Any) -> Any:
@@ -89,3 +152,15 @@ def check(path: str, method: str, body: Any) -> Any:
     if error.validator == "enum":
         raise BadBody(f"invalid JSON: {where} must be one of {', '.join(map(str, error.validator_value))}")
     raise BadBody(f"invalid JSON: {where}: {error.message[:200]}")
+
+
+def main() -> None:
+    """Write swagger_bodies.py from the swagger file."""
+    target = os.path.join(os.path.dirname(__file__), "swagger_bodies.py")
+    with open(target, "w", encoding="utf-8") as f:
+        f.write(render(*body_schemas(load_swagger())))
+    print(target)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,14 @@ at most MAX_CONNECTIONS are served at once (hypercorn has no cap): the accept lo
 slot before it accepts, so a client beyond the cap waits in the listen backlog (BACKLOG; then
 its connect fails with EAGAIN) until an idle connection times out, and the daemon's file
 descriptors never run out, whatever the clients do.
+
+Over TCP (`--docker-api tcp://ADDR:PORT`, swarm/engineapi/tls.py) the same app is served by the
+same loop, each accepted stream first wrapped in trio's SSLStream and taken through the TLS
+handshake here, bounded by HANDSHAKE_TIMEOUT: a client without a certificate from the operator's
+CA (or a plain HTTP one, which gets Go's one-line 400 as from dockerd) is refused at the handshake,
+logged at debug, and the listener goes on. The TCP listener has a cap of its own: clients that have
+not yet shown a certificate hold slots until their handshake ends, and they must never be able to
+take the local socket's slots from root.
 """
 from __future__ import annotations
 
@@ -16,19 +24,19 @@ import functools
 import logging
 import os
 import socket
+import ssl
 import stat
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState
-from hypercorn.utils import wrap_app
 
-from swarm.engineapi.app import EngineApp
+from swarm.engineapi.lazy import LazyApp
+from swarm.engineapi.tls import BadApiSetting, TcpApi, insecure_warning, server_context
 from swarm.rpc.messages import LOCAL_PEER
+
+if TYPE_CHECKING:
+    from hypercorn.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,9 @@ READ_TIMEOUT = 30       # seconds a started request may wait for its next bytes
 SOCKET_MODE = 0o660
 MAX_CONNECTIONS = 1024  # served at once; more wait in the backlog (dockerd has no cap: Go's fds are cheap)
 BACKLOG = 1024          # connections the kernel queues for us (capped by net.core.somaxconn)
+HANDSHAKE_TIMEOUT = 10.0  # seconds a TCP client has to finish its TLS handshake (it holds a slot meanwhile)
+# Go's net/http answer to plain HTTP on a TLS port: what the docker CLI shows when -H tcp:// lacks --tls
+PLAIN_HTTP_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 
 class CappedListener(trio.abc.Listener[trio.SocketStream]):
@@ -75,6 +86,8 @@ def bind_unix(path: str) -> socket.socket:
 
 
 def config_for() -> Config:
+    from hypercorn.config import Config
+
     config = Config()
     config.keep_alive_timeout = KEEP_ALIVE
     config.read_timeout = READ_TIMEOUT
@@ -93,27 +106,88 @@ async def serve_socket(app: Any, sock: socket.socket, path: str, *, max_connecti
                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve `app` on `sock` (bound at `path`, not listening yet), at most `max_connections`
     at once; the socket file goes at the end."""
-    config = config_for()
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    context = WorkerContext(None)
-    slots = trio.Semaphore(max_connections)
-
-    async def handle(stream: trio.SocketStream) -> None:
-        try:
-            await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
-        finally:
-            slots.release()
-
     try:
         sock.listen(BACKLOG)
-        listener = CappedListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), slots)
-        async with trio.open_nursery() as handlers:
-            task_status.started()
-            await trio.serve_listeners(handle, [listener], handler_nursery=handlers)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        await serve_listeners(app, [listener], trio.Semaphore(max_connections), task_status=task_status)
     finally:
         sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def hypercorn_handler(app: Any) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    """hypercorn's trio connection handler serving `app` on one stream. hypercorn is imported
+    here, when the first connection comes, not with this module (swarm/engineapi/lazy.py)."""
+    from hypercorn.trio.tcp_server import TCPServer
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+    from hypercorn.utils import wrap_app
+
+    config = config_for()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    context = WorkerContext(None)
+    return lambda stream: TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+
+
+async def serve_listeners(app: Any, listeners: list[trio.SocketListener], slots: trio.Semaphore,
+                          tls: ssl.SSLContext | None = None, *, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                          task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve `app` on `listeners` (listening already; closed at the end), as many streams at once
+    as `slots` allows; with `tls`, each stream is a TLS server stream once its handshake is done."""
+    serve_stream = functools.cache(functools.partial(hypercorn_handler, app))   # at the first connection
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            served: trio.abc.Stream | None = stream
+            if tls is not None:
+                served = await handshake(stream, tls, handshake_timeout)
+            if served is not None:
+                await serve_stream()(served)
+        finally:
+            slots.release()
+
+    async with trio.open_nursery() as handlers:
+        task_status.started()
+        await trio.serve_listeners(handle, [CappedListener(one, slots) for one in listeners],
+                                   handler_nursery=handlers)
+
+
+async def handshake(stream: trio.SocketStream, tls: ssl.SSLContext, timeout: float) -> trio.SSLStream | None:
+    """The server side of the TLS handshake on `stream`, within `timeout` seconds: the TLS stream,
+    or None when the client was refused (the stream is closed then; a refusal is the client's
+    business, so it is logged at debug only, as dockerd's http server does)."""
+    tls_stream = trio.SSLStream(stream, tls, server_side=True, https_compatible=True)
+    peer = peer_of(stream)
+    with trio.move_on_after(timeout) as waiting:
+        try:
+            await tls_stream.do_handshake()
+            return tls_stream
+        except trio.BrokenResourceError as exc:
+            reason = exc.__cause__ or exc
+            log.debug("Engine API: refused the TLS handshake of %s: %s", peer, reason)
+            # OpenSSL wrote its alert ("certificate required", "unknown ca") into the stream's
+            # outgoing buffer, which trio drops when the handshake breaks: send it, so the client
+            # says why (as it does against dockerd) instead of "EOF". trio has no public way to it.
+            outgoing = getattr(tls_stream, "_outgoing", None)
+            alert = outgoing.read() if isinstance(outgoing, ssl.MemoryBIO) else b""
+            if getattr(reason, "reason", None) == "HTTP_REQUEST":
+                alert = PLAIN_HTTP_ANSWER
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                if alert:
+                    await stream.send_all(alert)
+    if waiting.cancelled_caught:
+        log.debug("Engine API: %s did not finish its TLS handshake within %g s", peer, timeout)
+    await trio.aclose_forcefully(tls_stream)
+    return None
+
+
+def peer_of(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "a client that went away"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def host_facts() -> dict:
@@ -127,16 +201,52 @@ def host_facts() -> dict:
             "Architecture": uname.machine}
 
 
-async def serve_router(router: Any, path: str, role: Callable[[], str], *,
+def engine_app(router: Any, role: Callable[[], str]) -> Any:
+    """The Engine API's app over `router` (imported at its first request: see lazy.py)."""
+    from swarm.engineapi.app import EngineApp
+
+    return EngineApp(functools.partial(router.dispatch, LOCAL_PEER), role, host_facts())
+
+
+async def serve_router(router: Any, path: str, role: Callable[[], str], *, tcp: TcpApi | None = None,
                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """The daemon's hook: serve the Engine API over `router` (the daemon's local router, called
-    in process as the local peer) on `path`. `role()`: "manager" or "worker" now (the /_ping
-    Swarm header). A socket that cannot be made is logged, and the daemon goes on without it."""
-    app = EngineApp(functools.partial(router.dispatch, LOCAL_PEER), role, host_facts())
-    try:
-        sock = bind_unix(path)
-    except OSError as exc:
-        log.error("the Engine API is not served: cannot listen on %s: %s", path, exc)
+    in process as the local peer) on `path`, and on `tcp` if given. `role()`: "manager" or
+    "worker" now (the /_ping Swarm header). A socket that cannot be made (or TLS files that no
+    longer load) is logged, and the daemon goes on without it."""
+    app = LazyApp(functools.partial(engine_app, router, role))
+    async with trio.open_nursery() as nursery:
+        if tcp is not None:
+            await start_tcp(nursery, app, tcp)
+        try:
+            sock = bind_unix(path)
+        except OSError as exc:
+            log.error("the Engine API is not served: cannot listen on %s: %s", path, exc)
+        else:
+            await nursery.start(serve_socket, app, sock, path)
         task_status.started()
+
+
+async def serve_tcp(router: Any, role: Callable[[], str], tcp: TcpApi, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """serve_router's TCP listener alone: for a daemon that was given its setting after it
+    started (`swarm init --docker-api ...` on a running daemon outside any swarm)."""
+    app = LazyApp(functools.partial(engine_app, router, role))
+    async with trio.open_nursery() as nursery:
+        await start_tcp(nursery, app, tcp)
+        task_status.started()
+
+
+async def start_tcp(nursery: trio.Nursery, app: Any, tcp: TcpApi) -> None:
+    """Listen on `tcp` and serve `app` there in `nursery`; what fails is logged (the unix socket
+    is served all the same). Plain TCP is warned about at each start, as dockerd does."""
+    try:
+        tls = None if tcp.insecure else server_context(tcp)
+        listeners = await trio.open_tcp_listeners(tcp.port, host=tcp.host, backlog=BACKLOG)
+    except (OSError, BadApiSetting) as exc:
+        log.error("the Engine API is not served on %s: %s", tcp.addr, exc)
         return
-    await serve_socket(app, sock, path, task_status=task_status)
+    if tcp.insecure:
+        log.warning("%s", insecure_warning(tcp))
+    await nursery.start(serve_listeners, app, listeners, trio.Semaphore(MAX_CONNECTIONS), tls)
+    log.info("the Engine API is served on %s%s", tcp.addr, "" if tls is None else " (mutual TLS)")

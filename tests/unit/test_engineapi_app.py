@@ -64,7 +64,7 @@ async def test_endpoints_outside_swarm_mode_are_501_with_a_json_message():
                              ("GET", "/volumes"), ("GET", "/plugins")):
             r = await c.request(method, path)
             assert r.status_code == 501 and "serves swarm mode only" in r.json()["message"]
-        for method, path in (("POST", "/swarm/init"), ("POST", "/v1.50/swarm/leave")):
+        for method, path in (("GET", "/swarm/init"), ("PUT", "/v1.50/swarm/leave")):
             r = await c.request(method, path)
             assert r.status_code == 501 and "not served by this daemon yet" in r.json()["message"]
     assert api.calls == []
