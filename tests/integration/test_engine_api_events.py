@@ -7,7 +7,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tests.integration.test_engine_api import DOCKER, OLD_DOCKER, docker, one  # noqa: F401 (one: fixture)
+from tests.integration.test_engine_api import DOCKER, OLD_DOCKER, old_docker, docker, one  # noqa: F401 (one: fixture)
 
 
 def stream(node, *args, binary=None) -> subprocess.Popen:
@@ -75,7 +75,7 @@ def test_docker_events_streams_the_swarms_changes_filtered(one):
             proc.wait()
     # a bounded replay (--since/--until) with the default format ends by itself; the 20.10 client too
     until = f"{time.time():.9f}"
-    for binary in (None, OLD_DOCKER if os.path.exists(OLD_DOCKER) else None):
+    for binary in (None, OLD_DOCKER if old_docker() else None):
         out = docker(m1, "events", "--since", t0, "--until", until, "--filter", "type=secret", binary=binary,
                      timeout=20).stdout
         assert out.strip().endswith("(name=evs)") and " secret create " in out, out

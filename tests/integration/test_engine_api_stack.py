@@ -5,7 +5,7 @@ import json
 import os
 
 from swarm.lab.localcluster import eventually
-from tests.integration.test_engine_api import OLD_DOCKER, docker, one  # noqa: F401 (one: fixture)
+from tests.integration.test_engine_api import OLD_DOCKER, old_docker, docker, one  # noqa: F401 (one: fixture)
 
 PASSWORD = "hunter2"
 CONF = "key=value"
@@ -84,7 +84,7 @@ def test_stack_deploy_ls_services_ps_rm_with_the_docker_cli(one, tmp_path):
     # the secret and the config reached the tasks at their targets
     eventually(lambda: docker(m1, "service", "logs", "app_web").stdout.count(f"pw={PASSWORD} conf={CONF}") == 2,
                30, "both web tasks logging their secret and config")
-    if os.path.exists(OLD_DOCKER):          # Debian's docker.io 20.10 client (API 1.41)
+    if old_docker():          # Debian's docker.io 20.10 client (API 1.41)
         assert lines(docker(m1, "stack", "ls", binary=OLD_DOCKER))[1:] == ["app       2          Swarm"]
         assert sorted(lines(docker(m1, "stack", "services", "app", "--format", "{{.Name}}", binary=OLD_DOCKER))) \
             == ["app_web", "app_worker"]

@@ -138,3 +138,84 @@ def test_bad_swarm_requests_are_refused_as_dockerd_and_change_nothing(idle):
     assert docker_join(w1, token, m1).stdout == "This node joined a swarm as a worker.\n"
     log = open(os.path.join(w1.state_dir, "daemon.log")).read()
     assert "Traceback" not in log
+
+
+def test_docker_py_from_swarm_init_to_removal(idle, demo_tar):
+    """docker-py 7 alone: swarm init and join, a network, a secret, a config, a service using
+    the secret and the config, running on both nodes; then everything removed and both left."""
+    import docker as docker_py
+
+    swarm, m1, w1 = idle
+    manager = docker_py.DockerClient(base_url=f"unix://{m1.state_dir}/docker.sock", version="auto")
+    worker = docker_py.DockerClient(base_url=f"unix://{w1.state_dir}/docker.sock", version="auto")
+    try:
+        assert manager.info()["Swarm"]["LocalNodeState"] == "inactive"
+        port_args = data_path_port_args(os.environ.get("PYTEST_XDIST_WORKER", ""))
+        port = int(port_args[1]) if port_args else None
+        node_id = manager.swarm.init(advertise_addr=host(m1), listen_addr=m1.addr, data_path_port=port)
+        assert manager.info()["Swarm"]["NodeID"] == node_id
+        manager.swarm.reload()
+        token = manager.swarm.attrs["JoinTokens"]["Worker"]
+        assert worker.swarm.join(remote_addrs=[m1.addr], join_token=token, advertise_addr=host(w1),
+                                 listen_addr=w1.addr) is True
+        eventually(lambda: sorted(n.attrs["Status"]["State"] for n in manager.nodes.list()) == ["ready", "ready"],
+                   15, "both nodes ready")
+        for node in (m1, w1):
+            swarm.run(node, "image", "import", demo_tar, "demo:1")
+
+        net = manager.networks.create("pyback", driver="overlay", attachable=True)
+        secret = manager.secrets.create(name="pypw", data=b"hunter2")
+        config = manager.configs.create(name="pyconf", data=b"key=value")
+        types = docker_py.types
+        # Two loopback nodes share this machine's namespace, where a VXLAN device (an overlay
+        # network's, the ingress one's) exists once: tasks on overlay networks and published
+        # ports across nodes are the lab's (tests/integration/test_engine_api_lab.py).
+        spec = dict(name="pyweb", mode=types.ServiceMode("replicated", 2),
+                    secrets=[types.SecretReference(secret.id, "pypw")],
+                    configs=[types.ConfigReference(config.id, "pyconf", filename="/etc/app.conf")],
+                    maxreplicas=1)
+        command = ["sh", "-c", 'echo "pw=$(cat /run/secrets/pypw) conf=$(cat /etc/app.conf)"; exec sleep 1000']
+        # The managers learn a node's images from its next report: until then a create is refused.
+        service = eventually(lambda: _create(manager, command, spec), 30, "the service created")
+        eventually(lambda: sorted(t["NodeID"] for t in service.tasks(filters={"desired-state": "running"})
+                                  if t["Status"]["State"] == "running") ==
+                   sorted(n.id for n in manager.nodes.list()), 60, "a task running on each node")
+        got = manager.services.get("pyweb").attrs["Spec"]
+        assert got["TaskTemplate"]["Placement"]["MaxReplicas"] == 1
+        assert [s["SecretName"] for s in got["TaskTemplate"]["ContainerSpec"]["Secrets"]] == ["pypw"]
+        eventually(lambda: b"".join(service.logs(stdout=True)).count(b"pw=hunter2 conf=key=value") == 2, 30,
+                   "both tasks reading the secret and the config")
+
+        service.remove()
+        eventually(lambda: _gone(secret), 30, "the secret free to remove")
+        config.remove()
+        eventually(lambda: _gone(net), 30, "the network free to remove")
+        assert manager.services.list() == [] and manager.secrets.list() == [] and manager.configs.list() == []
+        assert worker.swarm.leave() is True
+        assert manager.swarm.leave(force=True) is True
+        assert manager.info()["Swarm"]["LocalNodeState"] == "inactive"
+        assert worker.info()["Swarm"]["LocalNodeState"] == "inactive"
+    finally:
+        manager.close()
+        worker.close()
+
+
+def _create(client, command, spec):
+    import docker as docker_py
+
+    try:
+        return client.services.create("demo:1", command, **spec)
+    except docker_py.errors.APIError as exc:
+        if "not found on any node" in str(exc):
+            return None
+        raise
+
+
+def _gone(obj) -> bool:
+    import docker as docker_py
+
+    try:
+        obj.remove()
+        return True
+    except docker_py.errors.APIError:
+        return False

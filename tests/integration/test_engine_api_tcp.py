@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from swarm.lab.localcluster import Swarm, data_path_port_args
-from tests.integration.test_engine_api import DOCKER, OLD_DOCKER
+from tests.integration.test_engine_api import DOCKER, OLD_DOCKER, old_docker
 from tests.unit.test_engineapi_tls import Pki
 
 PORT = 2376
@@ -66,7 +66,7 @@ def test_docker_cli_over_mutual_tls(swarm, tmp_path):
 
     served()
     assert docker(m1, host, "version", "--format", "{{.Server.APIVersion}}", tls=good).stdout.strip() == "1.50"
-    if os.path.exists(OLD_DOCKER):                      # Debian's docker.io 20.10 (API 1.41)
+    if old_docker():                      # Debian's docker.io 20.10 (API 1.41)
         served(OLD_DOCKER)
 
     # refused at the handshake: no client certificate, one from another CA, plain HTTP
