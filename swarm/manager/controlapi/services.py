@@ -219,13 +219,16 @@ class ServiceAPI:
     async def ls(self, params: dict) -> list[dict]:
         wanted = filters.from_params(params, filters.SERVICE_FILTERS)
         rows = []
+        by_service: dict[str, list[spec.Task]] = {}     # one pass over the tasks, not one per service
+        for t in self.tasks():
+            by_service.setdefault(t.service_id, []).append(t)
         for s in sorted(self.services().values(), key=lambda x: x.spec.name):
             if not filters.matches(wanted, filters.SERVICE_FILTERS, {"id": s.id, "name": s.spec.name,
                                                                      "label": s.spec.labels, "mode": s.spec.mode}):
                 continue
             ports = ", ".join(f"*:{p.published}->{p.target}/{p.protocol}" for p in s.ports)
             rows.append({"id": s.id, "name": s.spec.name, "mode": s.spec.mode,
-                         "replicas": replicas_column(s, self.tasks()), "image": listed_image(s.spec.container.image),
+                         "replicas": replicas_column(s, by_service.get(s.id, [])), "image": listed_image(s.spec.container.image),
                          "ports": ports})
         return rows
 
