@@ -129,6 +129,15 @@ def keep_docker_api(state_dir: str, setting: TcpApi | None) -> None:
             click.echo(f"WARNING: the Engine API will not be served on {kept.addr}: {exc.message}", err=True)
 
 
+def docker_api_param(setting: TcpApi | None) -> dict | None:
+    """The --docker-api setting as swarm.init/swarm.join params carry it (the daemon keeps it
+    with the node's state, before it starts the node)."""
+    if setting is None:
+        return None
+    return {"addr": setting.addr, "tlscacert": setting.tlscacert, "tlscert": setting.tlscert,
+            "tlskey": setting.tlskey, "insecure": setting.insecure}
+
+
 # -- swarm init / join / daemon ------------------------------------------------
 
 
@@ -203,8 +212,8 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
         state = daemon.call("swarm.init", {
             "advertise_addr": advertise_addr, "listen_addr": listen_addr, "hostname": hostname or default_hostname,
             "cert_expiry": cert_expiry, "heartbeat": dispatcher_heartbeat, "availability": availability,
-            "settings": settings, "insecure_registries": insecure_registries, "registry_mirrors": registry_mirrors},
-            timeout=SLOW_CALL_TIMEOUT)
+            "settings": settings, "insecure_registries": insecure_registries, "registry_mirrors": registry_mirrors,
+            "docker_api": docker_api_param(docker_api)}, timeout=SLOW_CALL_TIMEOUT)
     else:
         state = boot.init_state(state_dir=daemon.state_dir, advertise_addr=advertise_addr or "",
                                 listen_addr=listen_addr, hostname=hostname or default_hostname,
@@ -212,7 +221,7 @@ def init(daemon: LocalDaemon, advertise_addr: str | None, listen_addr: str | Non
                                 force_new_cluster=force_new_cluster, availability=availability, settings=settings,
                                 unlock_key=forced_key)
         keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
-    keep_docker_api(daemon.state_dir, docker_api)
+    keep_docker_api(daemon.state_dir, None if running else docker_api)   # the running daemon kept it
     say_defaults(None, default_hostname)
     click.echo(f"Swarm initialized: current node ({state['node_id']}) is now a manager.\n")
     unlock_key = state.get("unlock_key") or forced_key
@@ -258,12 +267,13 @@ def join(daemon: LocalDaemon, token: str, advertise_addr: str | None, listen_add
         joined = daemon.call("swarm.join", {
             "token": token, "remote_addr": remote_addr, "advertise_addr": advertise_addr,
             "listen_addr": listen_addr, "hostname": hostname, "insecure_registries": insecure_registries,
-            "registry_mirrors": registry_mirrors}, timeout=SLOW_CALL_TIMEOUT)
+            "registry_mirrors": registry_mirrors, "docker_api": docker_api_param(docker_api)},
+            timeout=SLOW_CALL_TIMEOUT)
     else:
         joined = boot.join_state(state_dir=daemon.state_dir, token=token, remote_addr=remote_addr,
                                  advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname)
         keep_registry_settings(daemon.state_dir, insecure_registries, registry_mirrors)
-    keep_docker_api(daemon.state_dir, docker_api)
+    keep_docker_api(daemon.state_dir, None if running else docker_api)   # the running daemon kept it
     say_defaults(joined["addr"] if advertise_addr is None else None, joined["hostname"] if hostname is None else None)
     if foreground:
         click.echo(f"This node joined a swarm as a {joined['role']}.")

@@ -36,11 +36,12 @@ import trio
 from swarm.api import model
 from swarm.api.errors import SwarmError
 from swarm.daemon import bootstrap
-from swarm.daemon.config import NodeConfig, Paths, save_registry_settings
+from swarm.daemon.config import NodeConfig, Paths, save_docker_api_settings, save_registry_settings
 from swarm.daemon.daemon import Daemon, clear_state
 from swarm.daemon.keys import REPLY_GRACE
 from swarm.engineapi import swarmops
 from swarm.engineapi.server import serve_router, serve_tcp
+from swarm.engineapi.tls import TcpApi, tcp_api
 from swarm.rpc.client import RPCClient
 from swarm.rpc.messages import LOCAL_PEER, Peer, RPCError
 from swarm.rpc.router import Router
@@ -168,16 +169,23 @@ class Host:
         registries = registry_params(params)
         async with self._changing:
             self._refuse_if_in_swarm()
-            state = await self._in_thread(self._write_init, kwargs, registries)
+            tcp = await self._in_thread(docker_api_param, params)
+            state = await self._in_thread(self._write_init, kwargs, registries, tcp)
             await self._start_node(state.get("unlock_key") or None, wait)
         return {"node_id": state["node_id"], "cluster_id": state["cluster_id"], "addr": state["addr"],
                 "unlock_key": state.get("unlock_key") or ""}
 
-    def _write_init(self, kwargs: dict, registries: dict) -> dict:
+    def _write_init(self, kwargs: dict, registries: dict, tcp: TcpApi | None) -> dict:
         state = bootstrap.init_state(self.paths.root, **kwargs)
+        self._keep_settings(registries, tcp)
+        return state
+
+    def _keep_settings(self, registries: dict, tcp: TcpApi | None) -> None:
+        """The node's registry and Engine API settings, kept with its state before it starts."""
         if registries:
             save_registry_settings(self.paths.root, registries.get("insecure"), registries.get("mirrors"))
-        return state
+        if tcp is not None:
+            save_docker_api_settings(self.paths.root, tcp)
 
     async def _swarm_join(self, peer: Peer, params: dict, *, wait: bool) -> dict:
         """Local API `swarm.join`: `swarm join` on this running daemon (docs/daemon-api.md)."""
@@ -185,6 +193,7 @@ class Host:
         registries = registry_params(params)
         async with self._changing:
             self._refuse_if_in_swarm()
+            tcp = await self._in_thread(docker_api_param, params)
             try:
                 joined = await bootstrap.join_node(self.paths.root, *args)
             except bootstrap.JoinError as exc:
@@ -192,9 +201,7 @@ class Host:
                 raise RPCError("unavailable" if exc.code == "unavailable" else "bad_request", exc.message) from None
             except SwarmError as exc:
                 raise RPCError("bad_request", exc.message) from None
-            if registries:
-                await trio.to_thread.run_sync(save_registry_settings, self.paths.root, registries.get("insecure"),
-                                              registries.get("mirrors"))
+            await trio.to_thread.run_sync(self._keep_settings, registries, tcp)
             await self._start_node(joined.get("unlock_key"), wait)
         return {"node_id": joined["node_id"], "role": joined["role"], "addr": joined["addr"],
                 "hostname": joined["hostname"]}
@@ -392,6 +399,19 @@ def registry_params(params: dict) -> dict:
                 raise RPCError("bad_request", f"{key} must be a list of strings")
             out[name] = value
     return out
+
+
+def docker_api_param(params: dict) -> TcpApi | None:
+    """The Engine API's TCP setting given with swarm.init/join, checked as the CLI's flags are
+    (its files loaded: it runs in a worker thread)."""
+    given = params.get("docker_api")
+    if given is None:
+        return None
+    if not isinstance(given, dict) or not isinstance(given.get("addr"), str) or not all(
+            isinstance(given.get(k, ""), str) for k in ("tlscacert", "tlscert", "tlskey")):
+        raise RPCError("bad_request", "docker_api must be a map of addr, tlscacert, tlscert, tlskey and insecure")
+    return tcp_api(given["addr"], given.get("tlscacert") or None, given.get("tlscert") or None,
+                   given.get("tlskey") or None, bool(given.get("insecure")))    # BadApiSetting: Host._in_thread
 
 
 def main(state_dir: str, *, memory_journal: bool = False, unlock_key: str | None = None) -> int:
