@@ -222,27 +222,36 @@ def swarm_view(info: dict, worker_token: str, manager_token: str) -> dict:
     return dict(_cluster(info), JoinTokens={"Worker": worker_token, "Manager": manager_token})
 
 
+def swarm_spec_settings(spec: Fields) -> dict[str, Any]:
+    """What a SwarmSpec sets here, read alike for /swarm/init and /swarm/update: the task history
+    limit, heartbeat, certificate expiry and autolock, each only when given; external CAs and a
+    default task log driver are refused. Name, Labels and Raft are the caller's (they differ)."""
+    settings: dict[str, Any] = {}
+    orch, disp, ca, enc = spec.sub("Orchestration"), spec.sub("Dispatcher"), spec.sub("CAConfig"), \
+        spec.sub("EncryptionConfig")
+    if orch.raw("TaskHistoryRetentionLimit") is not None:     # 0 (keep no ended task) is a value
+        settings["task_history_limit"] = orch.get("TaskHistoryRetentionLimit")
+    if disp.get("HeartbeatPeriod"):
+        settings["heartbeat"] = seconds(disp.get("HeartbeatPeriod"))
+    if ca.get("NodeCertExpiry"):
+        settings["cert_expiry"] = seconds(ca.get("NodeCertExpiry"))
+    for key in ("ExternalCAs", "SigningCACert", "SigningCAKey", "ForceRotate"):
+        ca.refuse(key)
+    if enc.has("AutoLockManagers"):
+        settings["autolock"] = bool(enc.get("AutoLockManagers"))
+    spec.sub("TaskDefaults").sub("LogDriver").refuse("Name")
+    return settings
+
+
 def swarm_update_params(body: dict) -> dict:
     """cluster.update params of a Docker SwarmSpec: what `swarm update` can change here."""
     f = Fields(body)
     f.ignore("Name", "Labels")            # a one-cluster daemon: its name is "default"
-    params: dict[str, Any] = {}
-    orch, disp, ca, enc = f.sub("Orchestration"), f.sub("Dispatcher"), f.sub("CAConfig"), f.sub("EncryptionConfig")
-    if orch.has("TaskHistoryRetentionLimit"):
-        params["task_history_limit"] = orch.get("TaskHistoryRetentionLimit")
-    if disp.get("HeartbeatPeriod"):
-        params["heartbeat"] = seconds(disp.get("HeartbeatPeriod"))
-    if ca.get("NodeCertExpiry"):
-        params["cert_expiry"] = seconds(ca.get("NodeCertExpiry"))
-    for key in ("ExternalCAs", "SigningCACert", "SigningCAKey", "ForceRotate"):
-        ca.refuse(key)
-    if enc.has("AutoLockManagers"):
-        params["autolock"] = bool(enc.get("AutoLockManagers"))
+    params = swarm_spec_settings(f)
     # Raft's ticks and snapshot settings are this daemon's own (pysyncobj's): what /swarm shows is
     # accepted back unchanged, so `docker swarm update` (which sends the whole spec) works.
     f.sub("Raft").ignore("SnapshotInterval", "KeepOldSnapshots", "LogEntriesForSlowFollowers", "ElectionTick",
                          "HeartbeatTick")
-    f.sub("TaskDefaults").sub("LogDriver").refuse("Name")
     f.done()
     return params
 

@@ -16,7 +16,6 @@ from swarm.api import model
 from swarm.engineapi import objects
 from swarm.engineapi.errors import EngineError
 from swarm.engineapi.fields import Fields
-from swarm.engineapi.services import seconds
 
 # dockerd's sentences (moby daemon/cluster/errors.go and helpers.go), with their statuses.
 NO_SWARM = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect this '
@@ -63,28 +62,17 @@ def _availability(f: Fields) -> str:
 
 def _spec_settings(spec: Fields) -> dict[str, Any]:
     """The cluster settings of a SwarmSpec sent with an init (zero: this daemon's default)."""
-    settings: dict[str, Any] = {}
     name = spec.get("Name", "")
     if name not in ("", "default"):
         raise EngineError(400, 'invalid Spec.Name: swarm spec must be named "default"')
     spec.refuse("Labels")
-    orch, disp, ca, enc = spec.sub("Orchestration"), spec.sub("Dispatcher"), spec.sub("CAConfig"), \
-        spec.sub("EncryptionConfig")
-    if orch.raw("TaskHistoryRetentionLimit") is not None:
-        settings["task_history_limit"] = orch.get("TaskHistoryRetentionLimit")
-    if disp.get("HeartbeatPeriod"):
-        settings["heartbeat"] = seconds(disp.get("HeartbeatPeriod"))
-    if ca.get("NodeCertExpiry"):
-        settings["cert_expiry"] = seconds(ca.get("NodeCertExpiry"))
-    for key in ("ExternalCAs", "SigningCACert", "SigningCAKey", "ForceRotate"):
-        ca.refuse(key)
-    if enc.get("AutoLockManagers"):
-        settings["autolock"] = True
+    settings = objects.swarm_spec_settings(spec)
+    if not settings.get("autolock"):
+        settings.pop("autolock", None)      # off is the default of an init
     # Raft's ticks and snapshots are this daemon's own: zero (what docker/cli sends) is accepted.
     raft = spec.sub("Raft")
     for key in ("SnapshotInterval", "KeepOldSnapshots", "LogEntriesForSlowFollowers", "ElectionTick", "HeartbeatTick"):
         raft.refuse(key)
-    spec.sub("TaskDefaults").sub("LogDriver").refuse("Name")
     return settings
 
 
