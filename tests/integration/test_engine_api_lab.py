@@ -19,6 +19,7 @@ import pytest
 from swarm.lab.localcluster import eventually
 from tests.integration.test_engine_api import OLD_DOCKER, docker, old_docker
 from tests.integration.test_networking import PY, ROOT, swarm
+from tests.integration.test_stack_lab import FETCH
 
 pytestmark = pytest.mark.xdist_group("netns")   # network namespaces: one worker (tests/conftest.py)
 
@@ -58,23 +59,8 @@ configs:
     file: ./app.conf
 """
 
-FETCH = """
-import json, sys, time, urllib.request
-out = {}
-for url in sys.argv[1:]:
-    for attempt in range(40):        # the mesh may still be programming
-        try:
-            out[url] = urllib.request.urlopen(url, timeout=2).read().decode().strip()
-            break
-        except OSError as exc:
-            out[url] = 'error: ' + str(exc)[:80]
-        time.sleep(0.5)
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture
-def lab(tmp_path, demo_tar):
+def lab():
     name = "d" + uuid.uuid4().hex[:6]
     try:
         swarm("lab", "up", "--nodes", "3", "--name", name, timeout=180)
