@@ -1,7 +1,9 @@
 """One `runc exec` (or crun exec) run from trio, with a deadline and bounded output.
 
 How this works. `run` starts the exec command in a session of its own with
-stdout and stderr on one pipe, reads that pipe into a buffer that keeps the
+stdout and stderr on one pipe (runc copies the process's two streams into it
+each on its own, so lines of one may pass lines of the other, as Docker's
+two streams do), reads that pipe into a buffer that keeps the
 first health.MAX_OUTPUT bytes and drains the rest (a chatty check never
 blocks on a full pipe), and waits for the command to end. runc gives the
 exec'd process a session (and process group) of its own and writes its host
