@@ -24,6 +24,15 @@ Every service is isolated: one whose allocation or plan fails gets the reason
 (in `RoundPlan.problems` and on its waiting tasks) and the round goes on for
 all the others. The plan holds full new values; the reconciler turns them
 into compare-and-set writes against the versions in the snapshot.
+
+When rounds are needed. A round is a pass over every task, so the reconciler
+runs one only when something it decides from has changed
+(`task_change_matters`: a task's status moving on between assigned and
+running, as the agents report it, changes nothing a round decides unless the
+task's service is being updated) or when the clock alone can change the plan
+(`RoundPlan.clock_driven`: a restart delay or an update's delay and monitor
+running out, a task still waiting for a node or an address, a service whose
+allocation failed).
 """
 from __future__ import annotations
 
@@ -36,7 +45,8 @@ from typing import Callable
 from overlay.errors import OverlayError
 from swarm.api import records, spec
 from swarm.manager.allocator import allocate_service, allocate_task, allocation_state
-from swarm.manager.orchestrator import HISTORY_LIMIT, reconcile, stopping_slots
+from swarm.manager.orchestrator import HISTORY_LIMIT, UNCLAIMED, reconcile, stopping_slots
+from swarm.manager.updater import IN_PROGRESS
 from swarm.manager.scheduler import NodeInfo, schedule
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,10 @@ class RoundPlan:
     ingress: dict[str, str] = field(default_factory=dict)     # node id -> its new ingress address
     problems: dict[str, str] = field(default_factory=dict)    # service id -> why it was not reconciled
     warnings: dict[str, str] = field(default_factory=dict)    # key -> a message to log once
+    # Whether a later round may decide differently with nothing but the clock moving on.
+    clock_driven: bool = False
+    # Services being updated or rolled back: any change of their tasks' status matters to them.
+    updating: frozenset[str] = frozenset()
 
     def empty(self) -> bool:
         return not (self.services or self.create or self.update or self.delete or self.ingress)
@@ -100,6 +114,35 @@ def _count(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{value!r} is not a resource amount")
     return value
+
+
+def task_change_matters(old: spec.Task | None, new: spec.Task | None, updating: frozenset[str]) -> bool:
+    """Whether a task going from `old` to `new` (None: absent) can change what a round decides.
+
+    Not when its status only moves on between the states an agent reports on its way to
+    running (assigned, accepted, preparing, starting, running: `running_at` is set on the
+    way), unless its service is being updated (the update supervisor waits for running
+    tasks). Anything else matters: a task created or deleted, waiting for a node, ended,
+    or changed in any other field."""
+    if old is None or new is None or new.service_id in updating:
+        return True
+    before, after = old.status.state, new.status.state
+    if before in UNCLAIMED or after in UNCLAIMED or spec.is_terminal(before) or spec.is_terminal(after):
+        return True
+    return dataclasses.replace(new, status=old.status, running_at=old.running_at) != old
+
+
+def _clock_driven(services: dict[str, spec.Service], tasks: dict[str, spec.Task], problems: dict[str, str],
+                  warnings: dict[str, str], updating: frozenset[str]) -> bool:
+    """Whether the next round may decide differently with only the clock moving on: a task
+    still waits (for its restart delay, a node, an address, its slot's old task), an update's
+    delay or monitor is running, a restart window may let a finished slot run again, or
+    something failed that a later round retries."""
+    if problems or warnings or updating:
+        return True
+    if any(s.spec.restart.window > 0 and s.spec.restart.max_attempts > 0 for s in services.values()):
+        return True
+    return any(t.desired_state == "running" and t.status.state in UNCLAIMED for t in tasks.values())
 
 
 def _why(exc: BaseException) -> str:
@@ -210,5 +253,9 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
 
     updates = tuple(new for tid, old in tasks.items()
                     if (new := current[tid]) != old and tid not in deletes)
+    final = {**services, **service_updates}
+    updating = frozenset(sid for sid, s in final.items()
+                         if s.update_status is not None and s.update_status.state in IN_PROGRESS)
     return RoundPlan(services=tuple(service_updates.values()), create=tuple(current[t.id] for t in created),
-                     update=updates, delete=tuple(deletes), ingress=ingress, problems=problems, warnings=warnings)
+                     update=updates, delete=tuple(deletes), ingress=ingress, problems=problems, warnings=warnings,
+                     clock_driven=_clock_driven(final, current, problems, warnings, updating), updating=updating)

@@ -1,9 +1,18 @@
 """The leader's reconcile loop: read the store once, plan, write once.
 
-How this works. `Reconciler.run` wakes on store events (services, tasks,
-nodes, networks) and at least every 200 ms (restart delays expire on the
-clock), and only acts while this manager is the acting (lease-fenced)
-leader. A round reads a `Snapshot` of the store, asks the pure planner for a
+How this works. `Reconciler.run` follows the store's events (services, tasks,
+nodes, networks, the cluster's settings) and runs a round only while this
+manager is the acting (lease-fenced) leader, and only when one can decide
+something: after an event that matters, at once when this manager becomes
+the leader, every 200 ms while the last plan said the clock alone may change
+it (restart delays, an update's delay and monitor, tasks still waiting), and
+as a backstop at least every few seconds (more, the longer a round takes).
+A round is a pass over every task, so this is what keeps 100,000 running
+tasks cheap: the agents' reports of a task moving on towards running are
+most of the writes, and they call for no round (`planner.task_change_matters`
+decides, from the task as the last round saw it and as it is now).
+
+A round reads a `Snapshot` of the store, asks the pure planner for a
 `RoundPlan` (`planner.plan_round`), and hands it to `apply`, the only place
 this module writes: the plan's values become compare-and-set writes against
 the snapshot's versions, committed in transactions small enough for the
@@ -28,17 +37,22 @@ from typing import Any
 import trio
 
 from raft.node import RaftUnavailable
-from raft.store import MAX_COMMAND, Op, TxnError
+from raft.store import MAX_COMMAND, Event, Op, TxnError
+from raft.watch import Resync
 from swarm.api import model, records, spec
 from swarm.api.errors import ApiError
 from swarm.ca import pki
 from swarm.manager.allocator import NETWORK
 from swarm.manager.membership import Manager
-from swarm.manager.planner import RoundPlan, Snapshot, network_record, plan_round
+from swarm.manager.planner import RoundPlan, Snapshot, network_record, plan_round, task_change_matters
 
 log = logging.getLogger(__name__)
 ROUND_PERIOD = 0.2
 DEBOUNCE = 0.01
+BACKSTOP_PERIOD = 5.0       # seconds between rounds at the least, whatever the events said...
+BACKSTOP_ROUNDS = 20        # ...and at least this many round durations (a round of 100,000 tasks is seconds)
+WATCH_BUFFER = 1_000_000    # events: a whole create of 100,000 tasks, with room (past it: a Resync)
+FOLLOW_SLICE = 0.01         # seconds of event handling between checkpoints
 MAX_TXN_OPS = 200
 MAX_TXN_BYTES = MAX_COMMAND // 2   # the store refuses a command past MAX_COMMAND; leave room for framing
 
@@ -99,36 +113,93 @@ class Reconciler:
         self.rng = random.Random(self.seed)
         self._dirty = trio.Event()
         self._problems: dict[str, str] = {}   # service id -> why its last round failed (logged once per change)
+        # The tasks as the last round saw them, then as the events since brought them (None:
+        # not followed yet, or lost track): what `task_change_matters` compares with.
+        self._seen: dict[str, tuple[spec.Task, int]] | None = None
+        self._clock_driven = True             # what the last round's plan said (True until one ran)
+        self._updating: frozenset[str] = frozenset()
+        self._backstop_at = 0.0               # monotonic time of the next round whatever happens
+        self.rounds = 0                       # rounds run (read by tests and benchmarks)
 
     async def run(self) -> None:
-        with self.m.raft.watch(kinds=[spec.SERVICE, spec.TASK, model.NODE, NETWORK]) as watch:
+        kinds = [spec.SERVICE, spec.TASK, model.NODE, NETWORK, model.CLUSTER]
+        with self.m.raft.watch(kinds=kinds, maxlen=WATCH_BUFFER) as watch:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._wake, watch)
+                nursery.start_soon(self._follow, watch)
+                was_leader = False
                 while True:
                     with trio.move_on_after(ROUND_PERIOD):
                         await self._dirty.wait()
+                    leader = self.m.raft.is_leader()
+                    due = (self._dirty.is_set() or not was_leader or self._clock_driven
+                           or time.monotonic() >= self._backstop_at)
+                    was_leader = leader
+                    if not leader or not due:
+                        if not leader:
+                            self._dirty = trio.Event()   # a new leader runs a round first thing anyway
+                        continue
                     self._dirty = trio.Event()
                     await trio.sleep(DEBOUNCE)  # let a burst of events settle into one round
-                    if self.m.raft.is_leader():
-                        try:
-                            await self.round()
-                        except (ApiError, RaftUnavailable) as exc:
-                            log.info("reconcile round failed (will retry): %s", getattr(exc, "message", exc))
-                        except Exception:  # a bug in one round must not take the manager down
-                            log.exception("reconcile round failed (will retry)")
+                    try:
+                        await self.round()
+                    except (ApiError, RaftUnavailable) as exc:
+                        self._clock_driven = True   # try again in a moment
+                        log.info("reconcile round failed (will retry): %s", getattr(exc, "message", exc))
+                    except Exception:  # a bug in one round must not take the manager down
+                        self._clock_driven = True
+                        log.exception("reconcile round failed (will retry)")
 
-    async def _wake(self, watch: Any) -> None:
-        async for _ in watch:
-            self._dirty.set()
+    async def _follow(self, watch: Any) -> None:
+        """Wake the loop for the events that can change a round's decisions."""
+        slice_end = time.monotonic() + FOLLOW_SLICE
+        async for item in watch:
+            if not isinstance(item, Event):     # a Resync or a change of leadership
+                if isinstance(item, Resync):
+                    self._seen = None
+                self._dirty.set()
+            elif item.kind != spec.TASK or self._task_changed(item.id):
+                self._dirty.set()
+            if time.monotonic() >= slice_end:   # a whole create's events must not hold the loop
+                await trio.sleep(0)
+                slice_end = time.monotonic() + FOLLOW_SLICE
+
+    def _task_changed(self, task_id: str) -> bool:
+        """Whether task `task_id`'s change since the last round saw it matters (it is then
+        seen as it is now). The store may be past the event: what matters is the difference
+        between what the last round decided from and now."""
+        seen = self._seen
+        if seen is None:
+            return True
+        rec = self.m.raft.get(spec.TASK, task_id)
+        before = seen.get(task_id)
+        if rec is None:
+            return seen.pop(task_id, None) is not None
+        if before is not None and before[1] == rec.version:
+            return False
+        try:
+            task = records.decode_one(task_id, rec, spec.task_from_dict)
+        except Exception:   # a bad record: the round skips it (and says so once)
+            seen.pop(task_id, None)
+            return True
+        seen[task_id] = (task, rec.version)
+        return task_change_matters(before[0] if before else None, task, self._updating)
 
     async def round(self) -> RoundPlan:
         """One pass over every service: read, plan, apply. Returns the plan it applied."""
+        started = time.monotonic()
         snapshot = read_snapshot(self.m.raft)
         now = time.time()
         seed = self.rng.getrandbits(64)
         log.debug("reconcile round at index %d, now %r, seed %d", self.m.raft.index, now, seed)
         plan = plan_round(snapshot, now, random.Random(seed), pki.new_id)
+        # Later events are weighed against what this round decided from (a copy: the
+        # snapshot stays as read while the plan is applied).
+        self._seen = dict(snapshot.tasks)
+        self._clock_driven, self._updating = plan.clock_driven, plan.updating
+        self.rounds += 1
         await self.apply(snapshot, plan)
+        took = time.monotonic() - started
+        self._backstop_at = time.monotonic() + max(BACKSTOP_PERIOD, BACKSTOP_ROUNDS * took)
         return plan
 
     async def apply(self, snapshot: Snapshot, plan: RoundPlan) -> None:

@@ -109,7 +109,7 @@ async def test_a_task_is_sent_once_placed_not_when_born_with_its_node(monkeypatc
     assert first.id in answer["task_ids"]
 
     later = time.time() + 60      # past the restart delay: placed, with its address on back
-    monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(time=lambda: later, monotonic=time.monotonic))
     await settle(reconciler)
     answer = await dispatcher.assigned(first.node_id, {"since": answer["index"], "wait": 0})
     (sent,) = [d for d in answer["changed"] if d["id"] == waiting.id]

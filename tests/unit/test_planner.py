@@ -256,3 +256,65 @@ def test_a_replicated_job_round_by_round_runs_two_at_a_time_until_five_completed
     tasks = [t for t, _ in snap.tasks.values()]
     assert sorted(t.slot for t in tasks if t.status.state == "complete") == [1, 2, 3, 4, 5]
     assert len(tasks) == 5 and all(t.job_iteration == 0 for t in tasks)
+
+
+# -- when a round is needed ---------------------------------------------------------------------------
+
+def settled(snap: Snapshot, rounds: int = 4) -> Snapshot:
+    for _ in range(rounds):
+        snap = applied(snap, plan(snap))
+    return snap
+
+
+def reported(snap: Snapshot, state: str) -> Snapshot:
+    """Every placed, live task reports `state` (as the dispatcher writes it)."""
+    tasks = {}
+    for tid, (t, v) in snap.tasks.items():
+        if t.node_id and not spec.is_terminal(t.status.state):
+            t = dataclasses.replace(t, status=spec.TaskStatus(state, state, "", NOW), running_at=NOW)
+        tasks[tid] = (t, v)
+    return dataclasses.replace(snap, tasks=tasks)
+
+
+def test_a_status_moving_on_towards_running_needs_no_round_but_an_end_or_a_change_does():
+    snap = settled(snapshot([service("web0000000000000000000000", "web", replicas=2)]))
+    task = next(t for t, _ in snap.tasks.values())
+    assert task.status.state == "assigned"
+    quiet = frozenset()
+    for state in ("accepted", "preparing", "starting", "running"):
+        moved = dataclasses.replace(task, status=spec.TaskStatus(state, state, "", NOW + 1), running_at=NOW + 1)
+        assert not planner.task_change_matters(task, moved, quiet)
+        assert planner.task_change_matters(task, moved, frozenset({task.service_id}))   # being updated
+        task = moved
+    for state in ("complete", "failed", "rejected", "shutdown", "orphaned"):
+        assert planner.task_change_matters(task, dataclasses.replace(task, status=spec.TaskStatus(state)), quiet)
+    assert planner.task_change_matters(task, dataclasses.replace(task, desired_state="shutdown"), quiet)
+    assert planner.task_change_matters(task, dataclasses.replace(task, node_id="n9"), quiet)
+    assert planner.task_change_matters(None, task, quiet) and planner.task_change_matters(task, None, quiet)
+    waiting = dataclasses.replace(task, status=spec.TaskStatus("pending", "waiting", "no node"))
+    assert planner.task_change_matters(waiting, dataclasses.replace(waiting, status=spec.TaskStatus("pending")),
+                                       quiet)
+
+
+def test_a_settled_service_is_not_clock_driven_but_a_restart_delay_an_update_or_a_wait_is():
+    web = service("web0000000000000000000000", "web", replicas=3, restart_delay=10.0)
+    snap = reported(settled(snapshot([web])), "running")
+    last = plan(snap)
+    assert last.empty() and not last.clock_driven and last.updating == frozenset()
+    # A task fails: its replacement waits out the restart delay, which only the clock ends.
+    tid, (task, v) = next(iter(snap.tasks.items()))
+    failed = dataclasses.replace(task, status=spec.TaskStatus("failed", "exit 1", "", NOW, 1))
+    snap = dataclasses.replace(snap, tasks={**snap.tasks, tid: (failed, v + 1)})
+    snap = applied(snap, plan(snap))
+    assert plan(snap).clock_driven
+    later = applied(snap, plan(snap, now=NOW + 11))
+    assert not plan(reported(later, "running"), now=NOW + 11).clock_driven
+    # A rolling update runs on the clock (delay, monitor) and watches its service's tasks.
+    updating = dataclasses.replace(web, spec_version=2, update_status=spec.UpdateStatus("updating", NOW, 0.0, ""))
+    snap = dataclasses.replace(later, services={web.id: (updating, 2)})
+    decided = plan(snap, now=NOW + 11)
+    assert decided.clock_driven and decided.updating == frozenset({web.id})
+    # More replicas than nodes can hold: the ones left waiting keep the clock running.
+    big = service("big0000000000000000000000", "big", replicas=5, reserve_cpu=3_000_000_000)
+    crowded = settled(snapshot([big]))
+    assert any(t.status.state == "pending" for t, _ in crowded.tasks.values()) and plan(crowded).clock_driven

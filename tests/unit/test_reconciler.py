@@ -5,8 +5,10 @@ defects 1-5 and 13). The planner's decisions alone: test_planner.py; the
 dispatcher's calls: test_dispatcher.py."""
 import dataclasses
 import datetime
+import time
 
 import pytest
+import trio
 
 from raft.memory import MemoryStore
 from raft.store import MAX_COMMAND, Op, pack_txn
@@ -228,3 +230,66 @@ async def test_ambiguous_service_names_are_an_error_not_the_first_match():
         api.find("web")
     assert api.find(twin.id).id == twin.id
 
+
+
+# -- when rounds run ---------------------------------------------------------------------------------
+
+async def until(predicate, timeout=5.0):
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def quiet(reconciler, period=0.6):
+    """Wait until no round has run for `period` seconds (the loop has settled)."""
+    while True:
+        before = reconciler.rounds
+        await trio.sleep(period)
+        if reconciler.rounds == before:
+            return
+
+
+async def test_agents_reports_on_the_way_to_running_cost_no_round_but_a_failure_and_its_delay_do():
+    store, _, reconciler, dispatcher, api = await cluster()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconciler.run)
+        await create(api, "web", replicas=3, restart_delay=1.0)
+        await until(lambda: sum(t.status.state == "assigned" for t in tasks_of(store, "web")) == 3)
+        await quiet(reconciler)
+        rounds = reconciler.rounds
+        for state in ("accepted", "preparing", "starting", "running"):
+            await report(dispatcher, store, state, "web")
+        await trio.sleep(1.0)
+        assert reconciler.rounds == rounds          # nothing to decide: no pass over the tasks
+        assert all(t.status.state == "running" for t in tasks_of(store, "web"))
+
+        # A task fails: that matters at once (a replacement, waiting out the restart delay)...
+        victim = tasks_of(store, "web")[0]
+        failed = spec.TaskStatus("failed", "exit 1", "task: non-zero exit (1)", time.time(), 1)
+        await dispatcher.status(victim.node_id, {"updates": [{"id": victim.id, "status": spec.to_dict(failed)}]})
+        await until(lambda: any(t.slot == victim.slot and t.status.state in ("new", "pending")
+                                for t in tasks_of(store, "web")), timeout=1.0)
+        # ...and the delay ends on the clock alone: no event, yet the replacement is placed.
+        await until(lambda: sum(t.status.state == "assigned" for t in tasks_of(store, "web")) == 1, timeout=3.0)
+        await report(dispatcher, store, "running", "web")
+        await quiet(reconciler)
+        rounds = reconciler.rounds
+        await trio.sleep(1.0)
+        assert reconciler.rounds == rounds
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_manager_that_becomes_the_leader_runs_a_round_at_once():
+    store, _, reconciler, dispatcher, api = await cluster()
+    # Raft's lease makes a manager the acting leader some time after the event says it leads:
+    # no event comes with that moment.
+    acting = False
+    store.is_leader = lambda: acting
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reconciler.run)
+        await create(api, "web", replicas=2)   # written while another manager led (and fell silent)
+        await trio.sleep(0.5)
+        assert reconciler.rounds == 0 and tasks_of(store, "web") == []
+        acting = True
+        await until(lambda: sum(t.status.state == "assigned" for t in tasks_of(store, "web")) == 2, timeout=1.0)
+        nursery.cancel_scope.cancel()
