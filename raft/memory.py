@@ -26,6 +26,8 @@ class Store(Protocol):
     def watch(self, kinds: Sequence[str] | None = None, maxlen: int = 4096) -> Watch: ...
     async def linearizable_read(self, timeout: float = 5.0) -> int: ...
     def is_leader(self) -> bool: ...
+    @property
+    def term(self) -> int: ...
 
 
 class MemoryStore:
@@ -63,6 +65,10 @@ class MemoryStore:
 
     def is_leader(self) -> bool:
         return self._leader
+
+    @property
+    def term(self) -> int:
+        return self._term
 
     def set_leader(self, acting: bool) -> None:
         if acting != self._leader:

@@ -531,6 +531,11 @@ class RaftNode:
         return self._acting and time.monotonic() < self._lease_until
 
     @property
+    def term(self) -> int:
+        """The Raft term as the trio side last heard of it."""
+        return self._term
+
+    @property
     def leader_id(self) -> str | None:
         return node_id_of(self._leader_name) if self._leader_name else None
 

@@ -36,6 +36,7 @@ from swarm.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 GRACE_PERIODS = 3
+LEASE_RECHECK = 0.25   # seconds between looks at a lapsed lease, for a node whose deadline passed
 WRITE_RETRIES = 20
 
 
@@ -408,10 +409,20 @@ class Manager:
             self._deadlines.clear()
 
     async def _deadline_passed(self, node_id: str) -> None:
-        if self.raft.is_leader():
+        """Mark the node down, when the lease allows. A lease that lapsed for a moment under
+        load comes back with no event (the tick thread may not even have seen it lapse), so
+        the node waits here, overdue, until it beats again, this leadership ends, or the lease
+        is back."""
+        term = self.raft.term
+        self._overdue.add(node_id)
+        while not self.raft.is_leader():
+            await trio.sleep(LEASE_RECHECK)
+            if node_id not in self._overdue:   # it beat again, or the leadership ended
+                return
+        # A new term (its event perhaps not handled yet) gives every node a full grace period.
+        if node_id in self._overdue and self.raft.term == term:
+            self._overdue.discard(node_id)
             await self._mark_down(node_id)
-        else:
-            self._overdue.add(node_id)  # decided when the lease is back, in the same term
 
     async def _mark_down(self, node_id: str) -> None:
         rec = self.raft.get(model.NODE, node_id)

@@ -12,6 +12,7 @@ from raft.store import Op
 from raft.watch import LeadershipChanged
 from swarm.api import model
 from swarm.api.errors import ApiError
+from swarm.manager import membership
 from swarm.manager.membership import GRACE_PERIODS, Deadlines, Manager
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -188,6 +189,26 @@ async def test_a_lease_lapse_in_the_same_term_keeps_the_deadlines(autojump_clock
         assert status(manager, "w2") == "ready"  # only an acting leader marks nodes down
         store.lapse(True)
         assert await downed(store, "w2") == start + 3.5  # at once when the lease is back
+        await trio.sleep(10)
+        assert status(manager, "w1") == "ready"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_lease_that_lapses_and_comes_back_unannounced_still_marks_the_silent_node_down(autojump_clock):
+    # Under load the tick thread may never see the lease lapse: is_leader() is false for a
+    # while (the lease ran out on the clock) and true again, with no event either way.
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        nursery.start_soon(manager.run_dispatcher)
+        nursery.start_soon(beat_every, manager, "w1", 0.5, start + 100)
+        await trio.sleep(2.9)
+        store._leader = False                  # w2's deadline (start + 3) passes in the lapse
+        await trio.sleep(1.0)
+        assert status(manager, "w2") == "ready"
+        store._leader = True
+        with trio.fail_after(30):
+            assert await downed(store, "w2") <= start + 3.9 + membership.LEASE_RECHECK
         await trio.sleep(10)
         assert status(manager, "w1") == "ready"
         nursery.cancel_scope.cancel()
