@@ -3,6 +3,13 @@
 Every link, address, route, FDB and neighbour change goes through pyroute2,
 on a netlink socket opened inside the named namespace;
 netlink errors are translated into `DatapathError` at this boundary.
+
+pyroute2 is imported by `iproute()` when a namespace is first worked on, not
+with this module (the daemon imports the overlay package at start): its
+package imports all of its ~240 modules (12 MiB RSS) whatever one takes from
+it, and a node whose tasks use no network never needs any of them. So
+handlers name the exception class as `except netlink_error() as exc:` (the
+expression is evaluated only when an exception reaches the handler).
 """
 
 from __future__ import annotations
@@ -11,20 +18,32 @@ import contextlib
 import errno
 import os
 import socket
-from typing import Any, Callable, Iterator
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from overlay.errors import DatapathError
 from overlay import netns as ns
 from overlay.netns import run_in
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute, NetlinkError
+
+
+def netlink_error() -> type[NetlinkError]:
+    """pyroute2's NetlinkError class (importing pyroute2 if nothing has yet)."""
+    # From the package, as every first import of pyroute2 here is: two threads importing it at
+    # once then both wait on the package's import lock first (a submodule named first would take
+    # its own lock before the package's, and the two could deadlock).
+    from pyroute2 import NetlinkError
+
+    return NetlinkError
 
 
 @contextlib.contextmanager
 def iproute(netns: str | None, what: str) -> Iterator[IPRoute]:
     """An IPRoute bound to `netns` (None: the caller's namespace); errors become DatapathError."""
     try:
+        from pyroute2 import IPRoute
+
         # The netlink socket is made by a thread that setns()-es into `netns`
         # (it stays bound there) and handed to pyroute2 by fd: no fork of
         # this (threaded) process, unlike IPRoute(netns=NAME).
@@ -41,7 +60,7 @@ def iproute(netns: str | None, what: str) -> Iterator[IPRoute]:
         raise DatapathError(f"Cannot open netlink in namespace {netns}: {exc}") from exc
     try:
         yield ipr
-    except NetlinkError as exc:
+    except netlink_error() as exc:
         where = netns or "this namespace"
         raise DatapathError(f"Failed to {what} in {where}: {exc.args[1] if len(exc.args) > 1 else exc}") from exc
     finally:
@@ -89,7 +108,7 @@ def ensure_address(ipr: IPRoute, index: int, address: str, prefixlen: int) -> No
     if not has_address(ipr, index, address, prefixlen):
         try:
             ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
-        except NetlinkError as exc:
+        except netlink_error() as exc:
             if exc.code != errno.EEXIST:  # already there: a dump we could not decode said otherwise
                 raise
 
@@ -101,7 +120,7 @@ def delete_link(ipr: IPRoute, ifname: str) -> bool:
         return False
     try:
         ipr.link("del", index=idx)
-    except NetlinkError as exc:
+    except netlink_error() as exc:
         if exc.code != errno.ENODEV:
             raise
         return False

@@ -12,6 +12,10 @@ namespace) is gone when the callable returns. Sockets keep the namespace they
 were created in, so a socket returned from `run_in` can be served from any
 thread. Tools (`nft`) run as `ip netns exec NAME ...` subprocesses.
 
+pyroute2 is imported where it is first used, not with this module: its
+package imports all of its ~240 modules (12 MiB) whatever one takes from it,
+and a node whose tasks use no network never needs any of them.
+
 Safety: helpers that change a namespace (sysctls, rulesets) refuse to touch
 the machine's initial namespace unless the caller says so explicitly; tests
 and labs only ever pass namespaces they created.
@@ -27,8 +31,6 @@ import socket
 import subprocess
 import threading
 from typing import Any, Callable, Sequence, TypeVar
-
-from pyroute2 import netns as _pr_netns
 
 from overlay.errors import DatapathError, InvalidRequest
 
@@ -76,8 +78,10 @@ def create(name: str) -> None:
         return
     if os.path.exists(ns_path(name)):
         os.unlink(ns_path(name))  # a stale mount point left by a crash
+    from pyroute2 import netns as pr_netns
+
     try:
-        _pr_netns.create(name)
+        pr_netns.create(name)
     except Exception as exc:  # pyroute2 reports child failures with varied types
         raise DatapathError(f"Could not create network namespace {name}: {exc}") from exc
 
@@ -90,8 +94,10 @@ def remove(name: str) -> None:
     """
     if not os.path.lexists(ns_path(name)):
         return
+    from pyroute2 import netns as pr_netns
+
     try:
-        _pr_netns.remove(name)
+        pr_netns.remove(name)
     except FileNotFoundError:
         pass
     except OSError as exc:

@@ -48,11 +48,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from overlay import netns as ns
 from overlay._rtnl import (building, delete_link, ensure_address, index_of, info_data, iproute, link_info,
-                           require_index)
+                           netlink_error, require_index)
 from overlay.errors import DatapathError, InvalidRequest
 from overlay.ipam import mac_for
 
@@ -282,7 +280,7 @@ class NetworkDatapath:
             for mac in plan.bridge_del:
                 try:
                     ipr.fdb("del", ifindex=vx, lladdr=mac, flags=NTF_MASTER)
-                except NetlinkError as exc:
+                except netlink_error() as exc:
                     if exc.code != errno.ENOENT:  # a learned entry may age out meanwhile
                         raise
             for mac, vtep in plan.fdb_del:
