@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,8 +284,67 @@ def service_from_dict(data: dict) -> Service:
     return _build(Service, data)
 
 
+# -- what the tasks of a service hold alike, decoded once ----------------------------------------
+# The tasks of a service carry equal container specs (about 2 KB typed each), equal service labels
+# and the same few short strings (ids of the service and node, state names). task_from_dict shares
+# them, so a typed task's own memory is its ids, status, slot and times. Sharing is safe because the
+# objects are frozen and nothing writes their dicts (dataclasses.replace builds new objects).
+#
+# A container spec is found by its encoding (the bytes of an equal map, keys in the same order):
+# equal bytes mean the very data the shared object was built from, so a hit gives what decoding
+# would. An entry lives as long as some object holds its spec (weak values): the table never
+# outgrows the specs in use.
+_shared_specs: weakref.WeakValueDictionary[bytes, ContainerSpec] = weakref.WeakValueDictionary()
+_shared_labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+_MAX_SHARED_LABELS = 4096        # label sets remembered (a dict holds no weak reference): then start over
+_WORDS = ("service_id", "service_name", "node_id", "desired_state")   # the task's repeated strings
+_STATUS_WORDS = ("state", "message", "health")                        # and its status's
+_MAX_WORD = 64                   # a longer string is not vocabulary: interning it would only cost
+_encode_key = msgspec.msgpack.Encoder().encode
+
+
+def _spec_key(container: Any) -> bytes | None:
+    if not isinstance(container, dict):
+        return None            # not a spec: decoding says what is wrong with it
+    try:
+        return _encode_key(container)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _interned(data: dict, names: tuple[str, ...]) -> dict:
+    out = dict(data)           # the caller's map stays as it was
+    for name in names:
+        value = out.get(name)
+        if type(value) is str and len(value) <= _MAX_WORD:
+            out[name] = sys.intern(value)
+    return out
+
+
 def task_from_dict(data: dict) -> Task:
-    return _build(Task, data)
+    """A task, checked field by field; what it holds alike with the tasks decoded before (its
+    container spec, service labels, ids and state names) is the same object as theirs."""
+    if not isinstance(data, dict):
+        return _build(Task, data)
+    data = _interned(data, _WORDS)
+    if isinstance(data.get("status"), dict):
+        data["status"] = _interned(data["status"], _STATUS_WORDS)
+    key = _spec_key(data.get("spec"))
+    shared = _shared_specs.get(key) if key is not None else None
+    if shared is not None:
+        data["spec"] = shared  # msgspec takes an instance of the field's type as it is
+    task = _build(Task, data)
+    if key is not None and shared is None:
+        _shared_specs[key] = task.spec
+    labels = tuple(task.service_labels.items())
+    same = _shared_labels.get(labels)
+    if same is None:
+        if len(_shared_labels) >= _MAX_SHARED_LABELS:
+            _shared_labels.clear()
+        _shared_labels[labels] = task.service_labels
+    elif same is not task.service_labels:
+        object.__setattr__(task, "service_labels", same)   # not yet seen by anyone: frozen for them
+    return task
 
 
 # -- limits of what a worker or a client may send ----------------------------------------------
