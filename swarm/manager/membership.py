@@ -36,6 +36,7 @@ from swarm.api.errors import ApiError
 
 log = logging.getLogger(__name__)
 GRACE_PERIODS = 3
+WATCH_BUFFER = 65_536   # node events: a few per node of a thousand-node cluster (past it: a Resync)
 LEASE_RECHECK = 0.25   # seconds between looks at a lapsed lease, for a node whose deadline passed
 WRITE_RETRIES = 20
 
@@ -360,7 +361,7 @@ class Manager:
         for a moment under load leaves them running (a node whose deadline
         passed meanwhile is marked down when the lease is back), a new term
         gives every node a full grace period again."""
-        with self.raft.watch(kinds=(model.NODE,)) as changes:
+        with self.raft.watch(kinds=(model.NODE,), maxlen=WATCH_BUFFER) as changes:
             async with trio.open_nursery() as nursery:
                 self._deadlines = Deadlines(nursery, self._deadline_passed)
                 self._roster = Roster(self.nodes())
@@ -372,6 +373,9 @@ class Manager:
                             self._leadership_changed(change, nursery)
                         elif isinstance(change, Resync):   # a snapshot installed, or this watch fell behind
                             self._roster = Roster(self.nodes())
+                            # What the watch dropped may have been a change of leadership: as it is now.
+                            self._leadership_changed(LeadershipChanged(self.raft.is_leader(), self.raft.term),
+                                                     nursery)
                         else:   # one node record: decode that one (the record as it now is)
                             rec = self.raft.get(model.NODE, change.id)
                             self._roster.apply(change.id, model.decode(rec.data) if rec is not None else None)
@@ -396,7 +400,7 @@ class Manager:
     def _lead(self) -> None:
         """A new leader has heard no heartbeats yet: everyone gets a full grace period."""
         assert self._deadlines is not None
-        self._leading, self._term = True, None
+        self._leading, self._term = True, self.raft.term
         self._overdue.clear()
         grace = self._grace()
         for node_id in self.raft.list(model.NODE):

@@ -214,6 +214,23 @@ async def test_a_lease_that_lapses_and_comes_back_unannounced_still_marks_the_si
         nursery.cancel_scope.cancel()
 
 
+async def test_a_change_of_leadership_lost_in_an_overflowing_watch_is_read_again(autojump_clock, monkeypatch):
+    monkeypatch.setattr(membership, "WATCH_BUFFER", 16)
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(manager.run_dispatcher)
+        await trio.sleep(2.0)                 # nobody beats: the deadlines are at 3 s
+        store.set_leader(False)               # another manager leads for a while, then this one again:
+        store.set_leader(True)                # a new term, whose deadlines start afresh...
+        node = manager.nodes()["m1"]
+        for i in range(20):                   # ...but its events are lost in a burst that overflows the watch
+            await store.commit([Op.update(model.NODE, "m1", model.encode(dict(node, labels={"n": str(i)})))])
+        elected = trio.current_time()
+        with trio.fail_after(30):
+            assert await downed(store, "w2") == elected + GRACE
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_dispatcher_of_a_follower_marks_nobody_down(autojump_clock):
     store, manager = await cluster()
     store.set_leader(False)
