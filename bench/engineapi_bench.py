@@ -4,6 +4,8 @@
     .venv/bin/python bench/engineapi_bench.py --sizes 1 10 --runs 1 --duration 2 --tasks 100   # a smoke run
     .venv/bin/python bench/engineapi_bench.py --profile 8            # and py-spy on our daemon
     .venv/bin/python bench/engineapi_bench.py --no-lists --poll-cli  # creates polled by `docker service ps`
+    git archive HEAD | tar -x -C /tmp/before                         # (an empty folder) an earlier tree, then
+    .venv/bin/python bench/engineapi_bench.py --no-create --baseline /tmp/before   # it measured beside ours
 
 Two single-node swarms side by side: ours (swarm.lab.localcluster: one daemon, manager and
 worker, real runc containers, its Engine API on STATE_DIR/docker.sock) and Docker's
@@ -36,6 +38,10 @@ would make Docker's agent ask a registry for every task).
    to 1.50), so both answer the same request. Sides alternate cell by cell, ROUNDS times.
    Beside requests/s and latency, each cell reads the daemon's own CPU (/proc, all threads)
    and gives CPU ms per request: the load other programs put on the machine does not blur it.
+   With --baseline TREE a third side, "before", is our daemon run from TREE (another checkout,
+   `git archive` of an earlier commit): a swarm of its own (its own address and data path
+   port), the same pending tasks, measured in the same cells: before and after in one run,
+   on the same machine load, each next to dockerd.
 3. --profile S: py-spy (raw, --nonblocking) samples our daemon for S seconds while one
    connection sends GET /tasks, then GET /services: the top functions, self and inclusive.
 
@@ -313,8 +319,9 @@ class Side:
 class Ours(Side):
     name = "ours"
 
-    def __init__(self, swarm: Swarm, node, base: str) -> None:
-        super().__init__(os.path.join(node.state_dir, "docker.sock"), "demo:1", os.path.join(base, "cli-ours"))
+    def __init__(self, swarm: Swarm, node, base: str, name: str = "ours") -> None:
+        self.name = name
+        super().__init__(os.path.join(node.state_dir, "docker.sock"), "demo:1", os.path.join(base, f"cli-{name}"))
         self.swarm, self.node = swarm, node
 
     def remove(self, name: str) -> None:
@@ -327,6 +334,28 @@ class Ours(Side):
     def daemon_pid(self) -> int:
         assert self.node.pid is not None, "our daemon is not running"
         return self.node.pid
+
+
+class TreeSwarm(Swarm):
+    """Swarm nodes whose CLI and daemon run from another tree (--baseline): `tree` on
+    PYTHONPATH and as the working directory, instead of this checkout."""
+
+    def __init__(self, base: str, tree: str, octet: int) -> None:
+        super().__init__(base)
+        self.tree = os.path.abspath(tree)
+        self.octet = octet
+
+    def run(self, node, *args: str, check: bool = True, timeout: float = 60,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=self.tree, SWARM_STATE_DIR=node.state_dir)
+        proc = subprocess.run([sys.executable, "-m", "swarm", *args], capture_output=True, text=True,
+                              env=env, timeout=timeout, cwd=self.tree, input=input)
+        if node.pid:
+            self.pids.add(node.pid)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{self.tree}: swarm {' '.join(args)} on {node.name} failed ({proc.returncode}): "
+                                 f"{proc.stderr}{proc.stdout}")
+        return proc
 
 
 class Docker(Side):
@@ -444,10 +473,12 @@ def list_bench(sides: list[Side], concurrencies: list[int], duration: float, rou
                              "daemon_cpu_ms_per_request": round(statistics.median(
                                  f["daemon_cpu_ms_per_request"] for f in figs), 3),
                              "body_bytes": figs[-1]["body_bytes"]}
-            row["rps_ours_over_dockerd"] = round(row["ours"]["rps"] / row["dockerd"]["rps"], 3)
-            row["p99_ours_over_dockerd"] = round(row["ours"]["p99_ms"] / row["dockerd"]["p99_ms"], 3)
-            row["cpu_per_request_ours_over_dockerd"] = round(
-                row["ours"]["daemon_cpu_ms_per_request"] / row["dockerd"]["daemon_cpu_ms_per_request"], 3)
+            pairs = [("ours", "dockerd")] + ([("before", "dockerd"), ("ours", "before")] if "before" in row else [])
+            for a, b in pairs:
+                row[f"rps_{a}_over_{b}"] = round(row[a]["rps"] / row[b]["rps"], 3)
+                row[f"p99_{a}_over_{b}"] = round(row[a]["p99_ms"] / row[b]["p99_ms"], 3)
+                row[f"cpu_per_request_{a}_over_{b}"] = round(
+                    row[a]["daemon_cpu_ms_per_request"] / row[b]["daemon_cpu_ms_per_request"], 3)
             out["summary"][f"{label} {c}"] = row
     return out
 
@@ -509,6 +540,8 @@ def main() -> int:
     ap.add_argument("--profile", type=float, default=0, help="seconds of py-spy on our daemon (GET /tasks)")
     ap.add_argument("--no-create", action="store_true", help="skip the create figures")
     ap.add_argument("--no-lists", action="store_true", help="skip the list figures")
+    ap.add_argument("--baseline", metavar="TREE",
+                    help="also measure the lists on our daemon run from TREE (an earlier tree): the side 'before'")
     ap.add_argument("--poll-cli", action="store_true",
                     help="poll the creates with `docker service ps` (a CLI start per poll) instead of GET /tasks")
     args = ap.parse_args()
@@ -535,6 +568,7 @@ def main() -> int:
     anchor = docker_anchor.Anchor(anchor_args("/tmp"), dockerd_bin, DOCKER_CLI)
     netns = f"swarm-eapi-anchor-{os.getpid()}"
     swarm = Swarm(os.path.join(base, "ours"))
+    baseline = TreeSwarm(os.path.join(base, "before"), args.baseline, swarm.octet % 249 + 2) if args.baseline else None
     status = 0
     try:
         m1 = swarm.init("m1")
@@ -553,6 +587,13 @@ def main() -> int:
         if not args.no_create:
             log("create: " + " ".join(map(str, args.sizes)) + f" replicas, {args.runs} rounds")
             out["create_to_running_s"] = create_bench(sides, args.sizes, args.runs, args.poll_cli)
+        if baseline is not None and not args.no_lists:
+            # a data path port of its own: two daemons of one machine's namespace cannot share one
+            b1 = baseline.init("b1", "--data-path-port", "4794")
+            baseline.run(b1, "image", "import", tar, "demo:1")
+            eventually(lambda: all(r["status"] == "ready" for r in baseline.ls(b1).values()), 30, "the baseline node ready")
+            sides = [ours, Ours(baseline, b1, base, "before"), theirs]
+            out["before"] = {"tree": baseline.tree}
         if not args.no_lists:
             log(f"list: {args.tasks} pending tasks in {args.services} services")
             out["pending"] = pending_tasks(sides, args.tasks, args.services)
@@ -566,11 +607,12 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            swarm.stop_all()
-            swarm.stop_containers()
-        except Exception as e:  # noqa: BLE001
-            out.setdefault("cleanup", []).append(f"ours: {type(e).__name__}: {e}")
+        for ours_swarm in (swarm, baseline) if baseline is not None else (swarm,):
+            try:
+                ours_swarm.stop_all()
+                ours_swarm.stop_containers()
+            except Exception as e:  # noqa: BLE001
+                out.setdefault("cleanup", []).append(f"ours ({ours_swarm.base}): {type(e).__name__}: {e}")
         try:
             anchor.cleanup()
         except Exception as e:  # noqa: BLE001

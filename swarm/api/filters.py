@@ -129,6 +129,8 @@ def _match_one(rule: str, actual: Any, values: Sequence[str]) -> bool:
 def matches(filters: Mapping[str, Sequence[str]], rules: Mapping[str, str], obj: Mapping[str, Any]) -> bool:
     """Does one object pass? `obj` gives each filter key's value(s) for it: a string, a set of
     strings (any may match: a node's ID and hostname for `node`), or a label dict."""
+    if not filters:
+        return True      # the usual listing, with no filter: no pass over the keys at all
     return all(_match_one(rules[key], obj.get(key), values) for key, values in filters.items())
 
 

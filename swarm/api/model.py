@@ -35,14 +35,31 @@ def timestamp(now: datetime.datetime) -> str:
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+_RFC3339_CACHE: dict[float, str] = {}
+_RFC3339_CACHE_MAX = 16384     # two times per task of a listing; cleared whole when full
+
+
 def rfc3339(seconds: float) -> str:
-    """`seconds` since the epoch as RFC 3339 in UTC with nanoseconds ("" for 0: never)."""
+    """`seconds` since the epoch as RFC 3339 in UTC with nanoseconds ("" for 0: never).
+
+    A task list formats two times per task, and they are the same floats from one request
+    to the next (a task's times change only when its state does): each is formatted once."""
+    text = _RFC3339_CACHE.get(seconds)
+    if text is None:
+        text = _format_rfc3339(seconds)
+        if len(_RFC3339_CACHE) >= _RFC3339_CACHE_MAX:
+            _RFC3339_CACHE.clear()
+        _RFC3339_CACHE[seconds] = text
+    return text
+
+
+def _format_rfc3339(seconds: float) -> str:
     if not seconds:
         return ""
-    ns = round(seconds * 1e9)
-    whole, frac = divmod(ns, 1_000_000_000)
-    day = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc)
-    return day.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    whole, frac = divmod(round(seconds * 1e9), 1_000_000_000)
+    d = datetime.datetime.fromtimestamp(whole, datetime.timezone.utc)
+    # %-formatting of the fields: half the cost of strftime
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%09dZ" % (d.year, d.month, d.day, d.hour, d.minute, d.second, frac)
 
 
 MAX_IMAGES = 10_000

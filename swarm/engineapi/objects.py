@@ -104,6 +104,12 @@ def node_update_params(body: dict, current: dict) -> tuple[dict, str | None]:
 # -- tasks ---------------------------------------------------------------------------------
 
 
+# Every field of a service.ps row that task_view reads: the key of a task's JSON in the
+# Engine API's cache of task lists (app.py; tests/unit/test_engineapi_jsonbody.py checks it).
+TASK_VIEW_FIELDS = ("id", "timestamp", "state", "message", "error", "exit_code", "created_at", "image",
+                    "service_id", "node_id", "desired_state", "slot", "job", "job_iteration")
+
+
 def task_view(t: dict) -> dict:
     """Docker's Task of a service.ps row."""
     status: dict[str, Any] = {"Timestamp": when(t.get("timestamp")), "State": t["state"],
