@@ -52,11 +52,21 @@ its full timeout. A packet too short for a header, or a response, is
 dropped; one with a header but a body dnspython cannot read (or not exactly
 one question) gets FORMERR, another opcode than QUERY NOTIMP; an error while
 handling one query never stops the server.
+
+dnspython is imported when a view is first compiled or a query first read, not with this
+module: every node imports this module at start (the agent reads resolv.conf
+with `host_upstreams`, its networking keeps `Records`), but only a node whose tasks are on
+a network serves DNS, and dnspython with its 60 modules is about 2 MiB of a node's memory.
+So the flags, codes and types below are the wire values themselves (dnspython's are int
+enums of the same values), and the functions that read, build or render messages import
+the parts of dnspython they use. On a node, the worker thread that opens the first task's
+DNS sockets imports them (`load_dnspython`, about 20 ms), so its trio loop never waits.
 """
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import importlib
 import ipaddress
 import logging
 import os
@@ -66,23 +76,17 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Mapping, NamedTuple, Sequence
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.opcode
-import dns.rcode
-import dns.rdataclass
-import dns.rdatatype
-import dns.rdtypes.ANY.PTR
-import dns.rdtypes.IN.A
-import dns.reversename
-import dns.rrset
 import trio
 
 from overlay.errors import DatapathError, InvalidRequest
+
+if TYPE_CHECKING:       # at run time each function imports what it uses (see the module docstring)
+    import dns.message
+    import dns.name
+    import dns.rdtypes.IN.A
+    import dns.rrset
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +98,13 @@ MAX_TCP = 64                # TCP connections per serve()
 TCP_IDLE = 10.0             # seconds a TCP client may sit between messages
 UDP_BATCH = 64              # datagrams handled per wake-up before letting other tasks run
 
-QR, AA, TC, RD, RA = dns.flags.QR, dns.flags.AA, dns.flags.TC, dns.flags.RD, dns.flags.RA
-NOERROR, FORMERR, SERVFAIL, NOTIMP = dns.rcode.NOERROR, dns.rcode.FORMERR, dns.rcode.SERVFAIL, dns.rcode.NOTIMP
-T_A, T_PTR, T_OPT, T_ANY = dns.rdatatype.A, dns.rdatatype.PTR, dns.rdatatype.OPT, dns.rdatatype.ANY
-C_IN = dns.rdataclass.IN
+# Header flags, rcodes, opcode, types and classes as on the wire (RFC 1035, 6891): equal to
+# dnspython's dns.flags.QR, dns.rcode.SERVFAIL, dns.rdatatype.A... without importing it.
+QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
+NOERROR, FORMERR, SERVFAIL, NOTIMP = 0, 1, 2, 4
+OPCODE_QUERY = 0
+T_A, T_PTR, T_OPT, T_ANY = 1, 12, 41, 255
+C_IN, C_ANY = 1, 255
 EDNS_PAYLOAD = 1232         # what we advertise and the most we send over UDP
 REPLY_CACHE = 1024          # replies remembered per view (a new view starts empty)
 
@@ -142,6 +149,10 @@ class Records:
 
     def view(self, network_ids: Iterable[str]) -> ResolverView:
         """The union over the given networks; unknown network ids contribute nothing."""
+        import dns.rdtypes.ANY.PTR
+        import dns.reversename
+        import dns.rrset
+
         names: dict[dns.name.Name, dict[str, dns.rrset.RRset]] = {}    # name -> address -> its rrset
         ptr: dict[dns.name.Name, dns.rrset.RRset] = {}
         a_records: dict[str, dns.rdtypes.IN.A.A] = {}        # each address checked and converted once
@@ -206,6 +217,9 @@ def _unusable(name: str, ips: Iterable[str]) -> str | None:
 
 
 def _a_record(ip: str) -> dns.rdtypes.IN.A.A:
+    import dns.exception
+    import dns.rdtypes.IN.A
+
     try:
         return dns.rdtypes.IN.A.A(C_IN, T_A, ip)
     except (ValueError, dns.exception.DNSException):
@@ -214,6 +228,9 @@ def _a_record(ip: str) -> dns.rdtypes.IN.A.A:
 
 def _name(text: str) -> dns.name.Name:
     """`text` as an absolute name, lower-cased (a PTR answer shows it); dots only separate labels."""
+    import dns.exception
+    import dns.name
+
     try:
         return dns.name.Name([*text.lower().rstrip(".").encode("ascii").split(b"."), b""])
     except (UnicodeError, dns.exception.DNSException):
@@ -238,16 +255,14 @@ A_RECORD_SIZE = 16                 # compressed owner name (2), type, class, TTL
 _A_RECORD_HEAD = b"\xc0\x0c\x00\x01"  # a pointer to the question's name (offset 12), type A
 
 
-# What dnspython raises on bytes that are not a DNS message (its FormError and
-# friends; ValueError from an rdata it cannot build).
-_UNREADABLE = (dns.exception.DNSException, ValueError)
-
-
 def _read(wire: bytes) -> dns.message.Message | None:
     """The message dnspython reads from `wire`, or None if it cannot."""
+    import dns.exception
+    import dns.message
+
     try:
         return dns.message.from_wire(wire, keyring=False, ignore_trailing=True)
-    except _UNREADABLE:
+    except (dns.exception.DNSException, ValueError):   # its FormError and friends; an rdata it cannot build
         return None
 
 
@@ -257,6 +272,9 @@ def _is_query(q: dns.message.Message | None) -> bool:
 
 def _error(query: bytes, q: dns.message.Message | None, rcode: int) -> bytes:
     """An error reply to `query`, which is at least a header; `q` is what dnspython read of it."""
+    import dns.message
+    import dns.opcode
+
     if _is_query(q):
         r = dns.message.make_response(q, recursion_available=True, our_payload=EDNS_PAYLOAD)
     else:                                   # nothing readable beyond the header: echo that
@@ -278,16 +296,17 @@ def answer(query: bytes, view: ResolverView, *, rng: random.Random, tcp: bool = 
     """Decide what to do with one query. Pure: no I/O, randomness only from rng."""
     if (hit := view.replies.get(query[2:])) is not None:
         return Answer(query[:2] + _shuffled(hit, rng), False, 65535 if tcp else hit.max_size)
+    import dns.message      # after the remembered replies: a hit does not pay even the import statement
     q = _read(query)
     if not _is_query(q):
         if len(query) >= 12 and not query[2] & 0x80:     # a header, and not a response
             return Answer(_error(query, q, FORMERR))
         return Answer()                                  # no header, or a response: drop
     limit = 65535 if tcp else min(max(512, q.payload), EDNS_PAYLOAD) if q.edns >= 0 else 512
-    if q.opcode() != dns.opcode.QUERY:
+    if q.opcode() != OPCODE_QUERY:
         return Answer(_error(query, q, NOTIMP))
     question = q.question[0]
-    if question.rdclass != C_IN and question.rdclass != dns.rdataclass.ANY:
+    if question.rdclass != C_IN and question.rdclass != C_ANY:
         return Answer(None, True, limit)
     qtype = question.rdtype
     records: Sequence[dns.rrset.RRset] = ()
@@ -339,6 +358,8 @@ def _render(r: dns.message.Message, limit: int) -> tuple[bytes, bool]:
     dnspython truncates by leaving out each rrset that does not fit whole; as every
     rrset here holds one record, the client gets all records that fit, in our order
     (want_shuffle=False: dnspython would otherwise shuffle with the global random)."""
+    import dns.exception
+
     try:
         return r.to_wire(max_size=limit, want_shuffle=False), False
     except dns.exception.TooBig:
@@ -371,9 +392,12 @@ def host_upstreams(path: str = "/etc/resolv.conf") -> list[Upstream]:
 
 def _matches(reply: bytes, sent: dns.message.Message) -> bool:
     """Whether dnspython reads `reply` as the response to `sent` (id, opcode and question)."""
+    import dns.exception
+    import dns.message
+
     try:
         return sent.is_response(dns.message.from_wire(reply, question_only=True))
-    except _UNREADABLE:
+    except (dns.exception.DNSException, ValueError):
         return False
 
 
@@ -581,6 +605,13 @@ def setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def load_dnspython() -> None:
+    """Import the parts of dnspython the server uses (some 20 ms the first time, nothing after):
+    blocking, for a worker thread, before the first view is compiled or query read."""
+    for name in ("dns.message", "dns.rdtypes.ANY.PTR", "dns.rdtypes.IN.A", "dns.reversename", "dns.rrset"):
+        importlib.import_module(name)
+
+
 def open_sockets_in_netns(netns: str, address: str = DNS_ADDRESS,
                           port: int = DNS_PORT) -> tuple[socket.socket, socket.socket]:
     """(UDP socket, listening TCP socket) bound to address:port inside the namespace.
@@ -589,8 +620,10 @@ def open_sockets_in_netns(netns: str, address: str = DNS_ADDRESS,
     stays in the namespace it was made in, so a dedicated thread (never a
     pooled one: a failed return would poison it) enters it, brings `lo` up,
     binds, and leaves; the calling thread never changes namespace. Blocking:
-    from trio, call it through trio.to_thread.run_sync.
+    from trio, call it through trio.to_thread.run_sync. The first call also imports
+    dnspython (`load_dnspython`).
     """
+    load_dnspython()
     result: list = []
 
     def work() -> None:

@@ -139,5 +139,7 @@ def test_the_installed_swarm_command_prints_its_help(venv, tmp_path):
 def test_the_checker_names_a_missing_dependency(venv, tmp_path):
     # dnspython uninstalled, as it was from a plain install when it sat in the test extra
     problems = check(venv, str(tmp_path), hide=("dns",))["problems"]
-    assert any(p.startswith("import overlay.dns: ModuleNotFoundError: No module named 'dns") for p in problems)
+    # overlay.dns imports dnspython where it first serves DNS, so the module itself
+    # imports; reading its import statements is what names the missing package.
+    assert not any(p.startswith("import overlay.dns:") for p in problems)
     assert any(p.startswith("overlay/dns.py:") and p.endswith("but dns is not installed") for p in problems)
