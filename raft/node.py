@@ -164,7 +164,7 @@ class RaftConfig:
     tls: TlsSettings
     peers: list[str] = field(default_factory=list)   # other members' names, for a first start
     bind_address: str | None = None
-    election_timeout: tuple[float, float] = (0.3, 0.6)
+    election_timeout: tuple[float, float] = (1.0, 2.0)
     append_period: float = 0.09
     compaction_entries: int = 20_000
     compaction_min_time: float = 600.0

@@ -10,7 +10,10 @@ as a backstop at least every few seconds (more, the longer a round takes).
 A round is a pass over every task, so this is what keeps 100,000 running
 tasks cheap: the agents' reports of a task moving on towards running are
 most of the writes, and they call for no round (`planner.task_change_matters`
-decides, from the task as the last round saw it and as it is now).
+decides, from the task as the last round saw it and as it is now). A burst
+of events waits as long as the last round took (up to a second) to become
+one round, so rounds take at most about half of the leader's time however
+many nodes join or leave at once.
 
 A round reads a `Snapshot` of the store, asks the pure planner for a
 `RoundPlan` (`planner.plan_round`), and hands it to `apply`, the only place
@@ -49,6 +52,7 @@ from swarm.manager.planner import RoundPlan, Snapshot, network_record, plan_roun
 log = logging.getLogger(__name__)
 ROUND_PERIOD = 0.2
 DEBOUNCE = 0.01
+MAX_SETTLE = 1.0            # seconds: the longest a burst of events waits for its round
 BACKSTOP_PERIOD = 5.0       # seconds between rounds at the least, whatever the events said...
 BACKSTOP_ROUNDS = 20        # ...and at least this many round durations (a round of 100,000 tasks is seconds)
 WATCH_BUFFER = 1_000_000    # events: a whole create of 100,000 tasks, with room (past it: a Resync)
@@ -119,6 +123,7 @@ class Reconciler:
         self._clock_driven = True             # what the last round's plan said (True until one ran)
         self._updating: frozenset[str] = frozenset()
         self._backstop_at = 0.0               # monotonic time of the next round whatever happens
+        self._took = 0.0                      # how long the last round took, in seconds
         self.rounds = 0                       # rounds run (read by tests and benchmarks)
 
     async def run(self) -> None:
@@ -139,7 +144,9 @@ class Reconciler:
                             self._dirty = trio.Event()   # a new leader runs a round first thing anyway
                         continue
                     self._dirty = trio.Event()
-                    await trio.sleep(DEBOUNCE)  # let a burst of events settle into one round
+                    # Let a burst of events settle into one round; as long as the last round took
+                    # (up to a second), so that rounds take at most about half of the leader's time.
+                    await trio.sleep(min(max(DEBOUNCE, self._took), MAX_SETTLE))
                     try:
                         await self.round()
                     except (ApiError, RaftUnavailable) as exc:
@@ -197,8 +204,11 @@ class Reconciler:
         self._seen = dict(snapshot.tasks)
         self._clock_driven, self._updating = plan.clock_driven, plan.updating
         self.rounds += 1
+        # The read and the plan are the round's own work (the apply mostly waits for Raft).
+        self._took = took = time.monotonic() - started
+        log.debug("reconcile round planned in %.3f s: %d tasks read, %d created, %d updated, %d deleted",
+                  took, len(snapshot.tasks), len(plan.create), len(plan.update), len(plan.delete))
         await self.apply(snapshot, plan)
-        took = time.monotonic() - started
         self._backstop_at = time.monotonic() + max(BACKSTOP_PERIOD, BACKSTOP_ROUNDS * took)
         return plan
 
