@@ -299,13 +299,15 @@ def test_collector_is_on_again_after_a_malformed_frame():
     assert gc.isenabled()
 
 
-def test_a_4_mib_frame_of_empty_containers_decodes_in_well_under_a_second():
+def test_a_4_mib_frame_of_empty_containers_decodes_in_linear_time():
     import time
 
+    # Two million objects: about 0.6 s of CPU here. A decoder that is worse than linear in them
+    # takes minutes; the bound leaves room for a loaded machine (CPU time still grows there).
     frame = frame_of(_array_of(b"\x91\x80", DEFAULT_MAX_FRAME))
-    started = time.process_time()  # CPU time: other processes on the machine do not count
+    started = time.process_time()  # CPU time: other processes on the machine count less
     FrameDecoder().feed(frame)
-    assert time.process_time() - started < 1.0
+    assert time.process_time() - started < 5.0
 
 
 def test_small_cap_bounds_the_objects_a_frame_can_become():
