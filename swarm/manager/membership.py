@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 GRACE_PERIODS = 3
 WATCH_BUFFER = 65_536   # node events: a few per node of a thousand-node cluster (past it: a Resync)
 LEASE_RECHECK = 0.25   # seconds between looks at a lapsed lease, for a node whose deadline passed
+STALL = 0.5            # seconds: a deadline seen this late means the loop could not read the beats
 WRITE_RETRIES = 20
 
 
@@ -294,12 +295,14 @@ class Manager:
         return list(self._manager_addrs[1])
 
     # -- dispatcher ----------------------------------------------------------------------
-    def _grace(self) -> float:
+    def _period(self) -> float:
         try:
-            period = self.cluster()["heartbeat"]
+            return self.cluster()["heartbeat"]
         except ApiError:
-            period = 1.0
-        return period * GRACE_PERIODS
+            return 1.0
+
+    def _grace(self) -> float:
+        return self._period() * GRACE_PERIODS
 
     def _beat(self, node_id: str, grace: float | None = None) -> None:
         """A sign of life from a node: its deadline moves a grace period ahead."""
@@ -412,11 +415,20 @@ class Manager:
         if self._deadlines is not None:
             self._deadlines.clear()
 
-    async def _deadline_passed(self, node_id: str) -> None:
+    async def _deadline_passed(self, node_id: str, late: float = 0.0) -> None:
         """Mark the node down, when the lease allows. A lease that lapsed for a moment under
         load comes back with no event (the tick thread may not even have seen it lapse), so
         the node waits here, overdue, until it beats again, this leadership ends, or the lease
-        is back."""
+        is back.
+
+        A deadline seen `late` (the loop was busy, a large plan say, while heartbeats waited
+        unread on their connections) first gives the node one more heartbeat period: its
+        beat may be among those waiting, and a node marked down has its tasks replaced."""
+        if late > STALL and self._deadlines is not None:
+            log.info("node %s's heartbeat deadline was seen %.1f s late: one more period to be heard",
+                     node_id, late)
+            self._deadlines.reset(node_id, self._period())
+            return
         term = self.raft.term
         self._overdue.add(node_id)
         while not self.raft.is_leader():
@@ -479,7 +491,7 @@ class Deadlines:
     (trio keeps deadlines ordered), held by a task that sleeps until it
     passes. Nothing looks at the nodes that are on time."""
 
-    def __init__(self, nursery: trio.Nursery, passed: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, nursery: trio.Nursery, passed: Callable[[str, float], Awaitable[None]]) -> None:
         self._nursery = nursery
         self._passed = passed
         self._scopes: dict[str, trio.CancelScope] = {}
@@ -510,4 +522,5 @@ class Deadlines:
             await trio.sleep_forever()
         if self._scopes.get(node_id) is scope:  # the deadline passed (it was not cleared)
             del self._scopes[node_id]
-            await self._passed(node_id)
+            # how much later than its deadline this runs: the loop was busy that long
+            await self._passed(node_id, max(0.0, trio.current_time() - scope.deadline))
