@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import random
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -39,6 +40,7 @@ GRACE_PERIODS = 3
 WATCH_BUFFER = 65_536   # node events: a few per node of a thousand-node cluster (past it: a Resync)
 LEASE_RECHECK = 0.25   # seconds between looks at a lapsed lease, for a node whose deadline passed
 STALL = 0.5            # seconds: a deadline seen this late means the loop could not read the beats
+LAG_PROBE = 0.25       # seconds between two looks at how late the loop runs
 WRITE_RETRIES = 20
 
 
@@ -58,6 +60,8 @@ class Manager:
         self._leading = False  # the deadlines are armed, for the leadership of Raft term _term
         self._term: int | None = None
         self._overdue: set[str] = set()  # deadlines that passed while the lease had lapsed
+        self._stalled_at = -math.inf      # trio time this loop was last seen too busy to read beats
+        self._probed_at = math.inf        # trio time the lag probe last ran (run_dispatcher starts it)
         self._manager_addrs: tuple[int, list[str]] | None = None   # (changed_at(NODE), the addresses)
         self._roster: Roster | None = None  # the managers' addresses, kept from node events by run_dispatcher
 
@@ -368,6 +372,8 @@ class Manager:
             async with trio.open_nursery() as nursery:
                 self._deadlines = Deadlines(nursery, self._deadline_passed)
                 self._roster = Roster(self.nodes())
+                self._probed_at = trio.current_time()
+                nursery.start_soon(self._watch_lag)
                 try:
                     if self.raft.is_leader():
                         self._lead()
@@ -415,18 +421,36 @@ class Manager:
         if self._deadlines is not None:
             self._deadlines.clear()
 
+    async def _watch_lag(self) -> None:
+        """Note when this loop is too busy to read heartbeats: a pass over its runnable tasks
+        (a thousand nodes' calls, a large plan) taking longer than STALL."""
+        while True:
+            self._probed_at = asked = trio.current_time()
+            await trio.sleep(LAG_PROBE)
+            if trio.current_time() - asked - LAG_PROBE > STALL:
+                self._stalled_at = trio.current_time()
+
+    def _too_busy(self) -> bool:
+        """Has this loop been too busy to read heartbeats within a grace period (or is it now:
+        the lag probe itself has not run for a while)?"""
+        now = trio.current_time()
+        return now - self._probed_at > LAG_PROBE + STALL or now - self._stalled_at < self._grace()
+
     async def _deadline_passed(self, node_id: str, late: float = 0.0) -> None:
         """Mark the node down, when the lease allows. A lease that lapsed for a moment under
         load comes back with no event (the tick thread may not even have seen it lapse), so
         the node waits here, overdue, until it beats again, this leadership ends, or the lease
         is back.
 
-        A deadline seen `late` (the loop was busy, a large plan say, while heartbeats waited
-        unread on their connections) first gives the node one more heartbeat period: its
-        beat may be among those waiting, and a node marked down has its tasks replaced."""
-        if late > STALL and self._deadlines is not None:
-            log.info("node %s's heartbeat deadline was seen %.1f s late: one more period to be heard",
-                     node_id, late)
+        A deadline seen `late`, or while this loop has lately been too busy (a large plan, a
+        thousand nodes' calls: heartbeats then wait unread on their connections), first gives
+        the node one more heartbeat period, and again until the loop has kept up for a grace
+        period: its beat may be among those waiting, and a node marked down has its tasks
+        replaced elsewhere, which would load the cluster more. A node that is really gone is
+        marked down a grace period after the loop keeps up again."""
+        if (late > STALL or self._too_busy()) and self._deadlines is not None:
+            log.info("node %s's heartbeat deadline passed while this manager was too busy to read beats "
+                     "(%.1f s late): one more period to be heard", node_id, late)
             self._deadlines.reset(node_id, self._period())
             return
         term = self.raft.term

@@ -253,10 +253,44 @@ async def test_a_deadline_seen_late_waits_a_period_for_the_beats_that_waited_mea
         time.sleep(1.5)                       # everyone's deadline passes while nothing runs
         await trio.sleep(0.05)                # the waiting beats are read...
         for node in ("m1", "w1"):
-            await manager.heartbeat(node, {})
-        with trio.fail_after(5):
+            nursery.start_soon(beat_every, manager, node, 0.1, trio.current_time() + 30)
+        with trio.fail_after(20):
             await downed(store, "w2")         # ...and the silent node is still found out
+        await trio.sleep(0.1)                 # note_downs has seen that write too
         assert downs == ["w2"]                # never the others, not even for a moment
+        nursery.cancel_scope.cancel()
+
+
+async def test_while_the_loop_cannot_keep_up_no_node_is_marked_down_and_after_it_the_silent_one_is():
+    # Real time: the loop is blocked again and again (a thousand nodes' calls, say), so that w1's
+    # beats, read between the stalls, come further apart than its grace period.
+    store, manager = await cluster()
+    await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))     # grace 0.6 s
+    downs = []
+
+    async def note_downs():
+        with store.watch([model.NODE]) as watch:
+            async for event in watch:
+                if model.decode(store.get(model.NODE, event.id).data)["status"] == "down":
+                    downs.append(event.id)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(note_downs)
+        nursery.start_soon(manager.run_dispatcher)
+        for _ in range(4):
+            for node in ("m1", "w1"):
+                await manager.heartbeat(node, {})
+            await trio.sleep(0.3)
+            time.sleep(0.8)                   # 1.1 s between beats: past the grace period
+        for node in ("m1", "w1"):
+            await manager.heartbeat(node, {})
+        assert downs == []
+        nursery.start_soon(beat_every, manager, "w1", 0.1, trio.current_time() + 30)
+        nursery.start_soon(beat_every, manager, "m1", 0.1, trio.current_time() + 30)
+        with trio.fail_after(20):
+            await downed(store, "w2")         # the loop keeps up again: the silent node is found out
+        await trio.sleep(0.1)
+        assert downs == ["w2"]
         nursery.cancel_scope.cancel()
 
 
