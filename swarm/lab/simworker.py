@@ -90,6 +90,7 @@ class Stats:
     """What the workers of one process did (for progress lines and tests)."""
 
     beats: int = 0
+    beaten: int = 0       # nodes that have had a heartbeat answered
     polls: int = 0
     reports: int = 0      # task status updates sent
     errors: int = 0
@@ -122,6 +123,7 @@ class SimWorker:
         self.ctx = pki.client_ssl_context(ident.cert_pem, ident.key_pem, ident.ca_pem)
         self.managers = list(ident.managers)
         self.leader: str | None = None
+        self.stats_beaten = False     # counted in stats.beaten
         self.period = 1.0
         self.since = 0
         self.tasks: dict[str, _Task] = {}
@@ -213,6 +215,9 @@ class SimWorker:
                 self._failed(f"heartbeat: {exc.message}")
                 await trio.sleep(self.period / 2)
                 continue
+            if not self.stats_beaten:
+                self.stats_beaten = True
+                self.stats.beaten += 1
             self.stats.beats += 1
             self.managers = list(answer["managers"]) or self.managers
             self.period = float(answer["period"])
@@ -357,7 +362,8 @@ async def _main(args: argparse.Namespace) -> None:
             await trio.sleep(args.progress)
             known = sum(1 for w in workers for t in w.tasks.values()
                         if t.desired == "running" and not spec.is_terminal(t.state))
-            print(json.dumps({"known": known, "running": stats.running, "errors": stats.errors}), flush=True)
+            print(json.dumps({"known": known, "running": stats.running, "errors": stats.errors,
+                              "beaten": stats.beaten}), flush=True)
             print(f"[{args.prefix}] known={known} running={stats.running} beats={stats.beats} polls={stats.polls} "
                   f"reports={stats.reports} errors={stats.errors} {stats.last_error[:120]}",
                   file=sys.stderr, flush=True)
