@@ -64,6 +64,14 @@ async def downed(store, node_id):
     return trio.current_time()
 
 
+async def note_downs(store, downs):
+    """Append the id of every node written with status down to `downs`."""
+    with store.watch([model.NODE]) as watch:
+        async for event in watch:
+            if model.decode(store.get(model.NODE, event.id).data)["status"] == "down":
+                downs.append(event.id)
+
+
 async def beat_every(manager, node_id, period, until):
     """Play a node's agent: a beat every `period` (a beat refused by a non-leader is lost)."""
     while trio.current_time() < until:
@@ -238,15 +246,8 @@ async def test_a_deadline_seen_late_waits_a_period_for_the_beats_that_waited_mea
     store, manager = await cluster()
     await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))     # grace 0.6 s
     downs = []
-
-    async def note_downs():
-        with store.watch([model.NODE]) as watch:
-            async for event in watch:
-                if model.decode(store.get(model.NODE, event.id).data)["status"] == "down":
-                    downs.append(event.id)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(note_downs)
+        nursery.start_soon(note_downs, store, downs)
         nursery.start_soon(manager.run_dispatcher)
         for node in ("m1", "w1", "w2"):
             await manager.heartbeat(node, {})
@@ -267,15 +268,8 @@ async def test_while_the_loop_cannot_keep_up_no_node_is_marked_down_and_after_it
     store, manager = await cluster()
     await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))     # grace 0.6 s
     downs = []
-
-    async def note_downs():
-        with store.watch([model.NODE]) as watch:
-            async for event in watch:
-                if model.decode(store.get(model.NODE, event.id).data)["status"] == "down":
-                    downs.append(event.id)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(note_downs)
+        nursery.start_soon(note_downs, store, downs)
         nursery.start_soon(manager.run_dispatcher)
         for _ in range(4):
             for node in ("m1", "w1"):
