@@ -77,7 +77,7 @@ BUILD_CHUNK = 500   # records decoded between two looks at the clock while the i
 class Dispatcher:
     def __init__(self, manager: Manager) -> None:
         self.m = manager
-        self.tasks_changed = trio.Event()
+        self._waiting: dict[str, trio.Event] = {}   # node id -> set when its next answer may differ
         self._placed: Placed | None = None   # the tasks by node: kept by run, else of the last poll's index
         self._running = False                # run keeps _placed up to date (once _built is set)
         self._built = trio.Event()
@@ -105,18 +105,19 @@ class Dispatcher:
                         # this watch fell behind: read it whole again; the old index answers meanwhile.
                         self._placed = await self._build()
                         mark = time.perf_counter()
+                        self._wake(None)
                     elif isinstance(item, Event) and item.index > placed.built_at:   # older: in the listing
                         # The record as it is now (perhaps newer than the event: an agent then
                         # sees the change twice, never misses it).
+                        touched: set[str] | None = None     # None: every node
                         if item.kind == spec.TASK:
-                            placed.apply(item.id, raft.get(spec.TASK, item.id), item.index)
+                            touched = placed.apply(item.id, raft.get(spec.TASK, item.id), item.index)
                         elif item.kind == model.NODE:
                             placed.node_changed(item.id, raft.get(model.NODE, item.id))
                         placed.index = max(placed.index, item.index)
+                        self._wake(touched)
                     else:
                         continue   # a change of leadership: any manager answers from its own store
-                    self.tasks_changed.set()
-                    self.tasks_changed = trio.Event()
                     if time.perf_counter() - mark > SLICE:
                         # A long burst of events (a 10,000-task transaction): let the others run.
                         # The events of one index arrive together, so the index a poll answers
@@ -128,6 +129,21 @@ class Dispatcher:
                         mark = time.perf_counter()
             finally:
                 self._running = False
+
+    def _wake(self, nodes: set[str] | None) -> None:
+        """Wake the long polls of `nodes` (None: every node's: a service, node or network
+        changed, or a task with network attachments, which every network view may hold). A
+        task's status moving on, which its agent reported itself, wakes no one: it is not
+        sent back (`seen_change`)."""
+        if nodes is None:
+            waiting, self._waiting = self._waiting, {}
+            for event in waiting.values():
+                event.set()
+            return
+        for node in nodes:
+            event = self._waiting.pop(node, None)
+            if event is not None:
+                event.set()
 
     async def _build(self) -> Placed:
         """The tasks grouped from a listing of the store, read in chunks with checkpoints
@@ -168,12 +184,21 @@ class Dispatcher:
                 await self._built.wait()
             if not self._built.is_set():
                 raise ApiError("unavailable", "this manager is still reading the tasks; retry")
-        if self._index() <= since:
-            with trio.move_on_after(wait):
-                await self.tasks_changed.wait()
-                await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
         placed = self.placed()
         delta = placed.delta(caller, since)
+        if self._running and not (delta.full or delta.changed or delta.removed) and wait > 0:
+            # Nothing new for this node: wait until something is (or the network views change).
+            event = self._waiting.setdefault(caller, trio.Event())
+            with trio.move_on_after(wait):
+                await event.wait()
+                await trio.sleep(ASSIGN_BATCH)  # let a burst of changes arrive together
+            placed = self.placed()
+            delta = placed.delta(caller, since)
+        elif not self._running and self._index() <= since and wait > 0:
+            with trio.move_on_after(wait):    # no index kept: nothing can say when it changes
+                await trio.sleep_forever()
+            placed = self.placed()
+            delta = placed.delta(caller, since)
         answer: dict[str, Any] = {"index": placed.index, "full": delta.full,
                                   "changed": [model.decode(data) for _, data in delta.changed],
                                   "network": netview.encode(self.network_view(caller))}
@@ -316,8 +341,10 @@ class Placed:
     nodes: dict[str, dict] | None = None                 # node records, kept one node event at a time
     _node_of: dict[str, str] = field(default_factory=dict)
 
-    def apply(self, task_id: str, rec: Any, index: int) -> None:
-        """Task `task_id`'s record is now `rec` (None: removed), as of store index `index`."""
+    def apply(self, task_id: str, rec: Any, index: int) -> set[str] | None:
+        """Task `task_id`'s record is now `rec` (None: removed), as of store index `index`.
+        Returns the nodes whose next answer changed, or None for every node (a task with
+        network attachments: it is in the network views)."""
         task = None
         if rec is not None:
             try:
@@ -327,12 +354,14 @@ class Placed:
                                                               f"(version {rec.version}): {exc}")
         if rec is None:
             records.forget(task_id, spec.task_from_dict)
-        self._put(task_id, task, rec.data if rec is not None else b"", index)
+        return self._put(task_id, task, rec.data if rec is not None else b"", index)
 
-    def _put(self, task_id: str, task: spec.Task | None, data: bytes, index: int) -> None:
-        self.networked.pop(task_id, None)
+    def _put(self, task_id: str, task: spec.Task | None, data: bytes, index: int) -> set[str] | None:
+        networked = self.networked.pop(task_id, None) is not None
         if task is not None and task.networks:
             self.networked[task_id] = task
+            networked = True
+        touched: set[str] = set()
         node = task.node_id if task is not None and spec.STATE_ORDER[task.status.state] >= ASSIGNED else ""
         old = self._node_of.get(task_id)
         if old is not None and old != node:
@@ -342,20 +371,22 @@ class Placed:
                 del self.by_node[old]
             del self._node_of[task_id]
             self.removed.setdefault(old, {})[task_id] = index
-        if not node:
-            return
-        assert task is not None
-        mine = self.by_node.setdefault(node, {})
-        before = mine.get(task_id)
-        if before is not None and not seen_change(before.task, task):
-            mine[task_id] = Entry(task, data, before.sent_at)   # in place: its order stays
-            return
-        mine.pop(task_id, None)
-        mine[task_id] = Entry(task, data, index)   # last: the order of sent_at
-        self._node_of[task_id] = node
-        gone = self.removed.get(node)
-        if gone is not None:
-            gone.pop(task_id, None)
+            touched.add(old)
+        if node:
+            assert task is not None
+            mine = self.by_node.setdefault(node, {})
+            before = mine.get(task_id)
+            if before is not None and not seen_change(before.task, task):
+                mine[task_id] = Entry(task, data, before.sent_at)   # in place: its order stays
+            else:
+                mine.pop(task_id, None)
+                mine[task_id] = Entry(task, data, index)   # last: the order of sent_at
+                self._node_of[task_id] = node
+                gone = self.removed.get(node)
+                if gone is not None:
+                    gone.pop(task_id, None)
+                touched.add(node)
+        return None if networked else touched
 
     def sort(self) -> None:
         """Order each node's tasks by sent_at (after a listing, read in no order)."""
