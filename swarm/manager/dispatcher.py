@@ -115,6 +115,8 @@ class Dispatcher:
                         elif item.kind == model.NODE:
                             placed.node_changed(item.id, raft.get(model.NODE, item.id))
                         placed.index = max(placed.index, item.index)
+                        if touched is None:
+                            placed.views_at = max(placed.views_at, item.index)
                         self._wake(touched)
                     else:
                         continue   # a change of leadership: any manager answers from its own store
@@ -164,6 +166,7 @@ class Dispatcher:
                 mark = time.perf_counter()
         placed.sort()
         placed.removed.clear()   # nothing was sent from this index yet
+        placed.views_at = placed.index   # read whole: any network view may differ from the last sent
         return placed
 
     async def assigned(self, caller: str, params: dict) -> dict:
@@ -186,8 +189,10 @@ class Dispatcher:
                 raise ApiError("unavailable", "this manager is still reading the tasks; retry")
         placed = self.placed()
         delta = placed.delta(caller, since)
-        if self._running and not (delta.full or delta.changed or delta.removed) and wait > 0:
-            # Nothing new for this node: wait until something is (or the network views change).
+        if self._running and not (delta.full or delta.changed or delta.removed or placed.views_at > since) \
+                and wait > 0:
+            # Nothing new for this node, nor for the network views since its last answer: wait
+            # until something is.
             event = self._waiting.setdefault(caller, trio.Event())
             with trio.move_on_after(wait):
                 await event.wait()
@@ -339,6 +344,7 @@ class Placed:
     seen: dict[str, int] = field(default_factory=dict)   # node -> its removals are forgotten up to here
     networked: dict[str, spec.Task] = field(default_factory=dict)
     nodes: dict[str, dict] | None = None                 # node records, kept one node event at a time
+    views_at: int = 0           # the last change that may have changed any node's network view
     _node_of: dict[str, str] = field(default_factory=dict)
 
     def apply(self, task_id: str, rec: Any, index: int) -> set[str] | None:

@@ -240,3 +240,38 @@ async def test_a_running_task_whose_health_changes_is_recorded_and_a_repeat_is_n
     await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
         "state": "running", "timestamp": 3.0, "health": "unhealthy"}}]})
     assert tasks_of(store, "web")[0].status.health == "unhealthy"
+
+
+async def test_a_poll_wakes_for_its_own_node_and_for_network_views_changed_since_its_last_answer():
+    store, manager, reconciler, dispatcher, api = await cluster()
+    front = (await NetworkAPI(manager).create({"name": "front"}))["id"]
+    await create(api, "plain", replicas=3)                       # no network: in no view
+    await create(api, "web", replicas=1, networks=[front])       # in the views of the nodes on front
+    await create(api, "peer", replicas=3, networks=[front])
+    await settle(reconciler)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dispatcher.run)
+        await trio.sleep(0.1)
+        plain = tasks_of(store, "plain")
+        node = plain[0].node_id
+        first = await dispatcher.assigned(node, {"since": 0, "wait": 0})
+        # Another node's plain task moving on changes nothing for this node: the poll waits.
+        other = next(t for t in plain if t.node_id != node)
+        await report(dispatcher, store, "running", "plain")
+        index = (await dispatcher.assigned(node, {"since": first["index"], "wait": 0}))["index"]
+        with trio.move_on_after(0.5) as waited:
+            await dispatcher.assigned(node, {"since": index, "wait": 5})
+        assert waited.cancelled_caught, f"woken by {other.id}'s report, which changes nothing here"
+        # A networked task running changes the network views: a poll from before that change
+        # answers at once, even when it arrives after the change (between two polls).
+        await report(dispatcher, store, "running", "web")
+        await trio.sleep(0.1)                 # the dispatcher has seen it before the poll comes
+        started = trio.current_time()
+        answer = await dispatcher.assigned(node, {"since": index, "wait": 5})
+        assert trio.current_time() - started < 0.5
+        [web] = tasks_of(store, "web")
+        table = {s.name: s for s in netview.decode(answer["network"]).services.get(front, ())}
+        if node in {t.node_id for t in tasks_of(store) if t.networks}:
+            assert table["web"].tasks == tuple(a.address.split("/")[0] for a in web.networks
+                                               if a.network_id == front)
+        nursery.cancel_scope.cancel()
