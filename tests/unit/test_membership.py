@@ -1,6 +1,7 @@
 """The manager against the in-memory store: one heartbeat deadline per node
 (exact virtual times with trio's MockClock), and the one compare-and-set
 retry helper."""
+import contextlib
 import datetime
 import random
 import time
@@ -70,6 +71,19 @@ async def note_downs(store, downs):
         async for event in watch:
             if model.decode(store.get(model.NODE, event.id).data)["status"] == "down":
                 downs.append(event.id)
+
+
+@contextlib.asynccontextmanager
+async def fast_beats():
+    """A cluster with a 0.2 s heartbeat (grace 0.6 s), its dispatcher running, and the list of
+    nodes written down as it happens (for the real-time tests of a busy loop)."""
+    store, manager = await cluster()
+    await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))
+    downs = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(note_downs, store, downs)
+        nursery.start_soon(manager.run_dispatcher)
+        yield store, manager, downs, nursery
 
 
 async def beat_every(manager, node_id, period, until):
@@ -243,12 +257,7 @@ async def test_a_change_of_leadership_lost_in_an_overflowing_watch_is_read_again
 async def test_a_deadline_seen_late_waits_a_period_for_the_beats_that_waited_meanwhile():
     # Real time: the loop is blocked (a large plan, say) past a node's deadline while its
     # beat waits to be read; the beat is handled a moment after the loop is free again.
-    store, manager = await cluster()
-    await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))     # grace 0.6 s
-    downs = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(note_downs, store, downs)
-        nursery.start_soon(manager.run_dispatcher)
+    async with fast_beats() as (store, manager, downs, nursery):
         for node in ("m1", "w1", "w2"):
             await manager.heartbeat(node, {})
         time.sleep(1.5)                       # everyone's deadline passes while nothing runs
@@ -265,12 +274,7 @@ async def test_a_deadline_seen_late_waits_a_period_for_the_beats_that_waited_mea
 async def test_while_the_loop_cannot_keep_up_no_node_is_marked_down_and_after_it_the_silent_one_is():
     # Real time: the loop is blocked again and again (a thousand nodes' calls, say), so that w1's
     # beats, read between the stalls, come further apart than its grace period.
-    store, manager = await cluster()
-    await manager.modify_cluster(lambda c: dict(c, heartbeat=0.2))     # grace 0.6 s
-    downs = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(note_downs, store, downs)
-        nursery.start_soon(manager.run_dispatcher)
+    async with fast_beats() as (store, manager, downs, nursery):
         for _ in range(4):
             for node in ("m1", "w1"):
                 await manager.heartbeat(node, {})
