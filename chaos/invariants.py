@@ -125,7 +125,7 @@ def slot_problems(tasks: Sequence[Mapping[str, Any]], running_containers: Mappin
     for slot in range(1, replicas + 1):
         n = len(by_slot.get(slot, []))
         if n != 1:
-            problems.append(f"slot {slot} has {n} running tasks")
+            problems.append(f"slot {slot} has {n} running tasks{_slot_evidence(tasks, slot)}")
     extra = sorted(s for s in by_slot if not (isinstance(s, int) and 1 <= s <= replicas))
     problems += [f"slot {s} (beyond {replicas} replicas) has a running task" for s in extra]
     containers: dict[Any, list[str]] = {}
@@ -144,6 +144,16 @@ def slot_problems(tasks: Sequence[Mapping[str, Any]], running_containers: Mappin
                 why = f" (its task {t['id'][:10]} runs on {t.get('node')} per the managers; the runtime: {said})"
             problems.append(f"slot {slot} has no running container{why}")
     return problems
+
+
+def _slot_evidence(tasks: Sequence[Mapping[str, Any]], slot: int) -> str:
+    """The slot's tasks as the managers list them (the last few), for a violation's evidence."""
+    rows = [t for t in tasks if t.get("slot") == slot][-4:]
+    if not rows:
+        return ""
+    said = [f"{str(t.get('id'))[:10]} on {t.get('node')}: desired {t.get('desired_state')}, state {t.get('state')}"
+            + (f", error {t.get('error')}" if t.get("error") else "") for t in rows]
+    return f" ({'; '.join(said)})"
 
 
 def converged(problems: Sequence[str], seconds: float | None, bound: float) -> Verdict:

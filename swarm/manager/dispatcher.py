@@ -269,17 +269,30 @@ class Dispatcher:
         now = time.time()
         todo = parse_status_updates(params, now)  # later reports of one task win
         applied = 0
+        # Whether this manager's store holds every commit: the acting leader's does (its lease
+        # says no other leader can have been elected), else a quorum round shows it when needed.
+        confirmed = self.m.raft.is_leader()
         for _ in range(10):
             ops = []
+            unsure = False
             for task_id, status in todo.items():
                 rec = self.m.raft.get(spec.TASK, task_id)
-                if rec is None:
-                    continue
-                try:
-                    task = spec.task_from_dict(model.decode(rec.data))
-                except spec.InvalidRecord:
-                    continue  # a record no one can act on; the reader logs it
-                if task.node_id != caller:
+                task = None
+                if rec is not None:
+                    try:
+                        task = spec.task_from_dict(model.decode(rec.data))
+                    except spec.InvalidRecord:
+                        continue  # a record no one can act on; the reader logs it
+                if task is None or task.node_id != caller:
+                    if not confirmed:
+                        # This store may lag the leader's (a follower, or a leader cut off from
+                        # the others): the task may be newer than it, or placed on this node
+                        # since. A report dropped on its word would be acknowledged, and the
+                        # task would stay in its last state for ever.
+                        unsure = True
+                        break
+                    if task is None:
+                        continue  # removed: nothing to report to
                     raise ApiError("forbidden", f"task {task_id} is not assigned to this node")
                 try:
                     advance(task.status.state, status.state)
@@ -290,6 +303,10 @@ class Dispatcher:
                         continue  # stale or duplicate report
                 ops.append(Op.update(spec.TASK, task_id, encode_task(with_status(task, status, now)),
                                      expect=rec.version))
+            if unsure:
+                await self._confirm_current()
+                confirmed = True
+                continue
             conflicted: set[str] = set()
             for batch in batches(ops, MAX_TXN_BYTES, MAX_TXN_OPS):
                 try:
@@ -307,6 +324,14 @@ class Dispatcher:
             todo = {k: v for k, v in todo.items() if k in conflicted}
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
         raise ApiError("unavailable", "task status kept conflicting; the agent retries")
+
+    async def _confirm_current(self) -> None:
+        """Wait until this manager's store holds every write committed so far (an empty
+        transaction through the log), or say "unavailable": the agent then retries."""
+        try:
+            await self.m.raft.linearizable_read(timeout=5.0)
+        except RaftUnavailable as exc:
+            raise ApiError("unavailable", f"cannot confirm the tasks are current here: {exc}") from None
 
 
 

@@ -98,7 +98,16 @@ def test_a_slot_running_twice_is_found_in_the_tasks_and_in_the_containers():
     problems = inv.slot_problems(tasks, {"h1": ["t1", "t3"], "h2": ["t2"]}, 2)
     assert problems == ["slot 2 runs 2 containers: t3 on h1, t2 on h2"]
     problems = inv.slot_problems([task("t1", 1), task("t2", 1)], {"h1": ["t1"]}, 1)
-    assert "slot 1 has 2 running tasks" in problems
+    assert "slot 1 has 2 running tasks (t1 on None: desired running, state running; t2 on None: desired running, " \
+           "state running)" in problems
+
+
+def test_a_slot_without_a_running_task_names_the_tasks_it_has():
+    rows = [dict(task("t1", 1, "shutdown", "running"), node="h2"),
+            dict(task("t2", 1, state="rejected"), node="h3", error="No such image: app:9")]
+    problems = inv.slot_problems(rows, {"h2": ["t1"]}, 1)
+    assert problems == ["slot 1 has 0 running tasks (t1 on h2: desired shutdown, state running; t2 on h3: desired "
+                        "running, state rejected, error No such image: app:9)"]
 
 
 def test_missing_slots_and_containers_are_problems():

@@ -8,6 +8,7 @@ import msgpack
 import pytest
 import trio
 
+from raft.node import RaftUnavailable
 from swarm.api import model, netview, spec
 from swarm.api.errors import ApiError
 from swarm.manager import reconciler as reconciler_module
@@ -54,6 +55,64 @@ async def test_a_timestamp_from_the_future_is_clamped_not_trusted():
     await dispatcher.status(task.node_id, {"updates": [
         {"id": task.id, "status": {"state": "running", "timestamp": 1e15}}]})
     assert tasks_of(store, "web")[0].status.timestamp < 1e10
+
+
+async def test_a_report_a_lagging_manager_cannot_place_is_applied_after_a_quorum_read_not_dropped(monkeypatch):
+    # A follower (or a leader cut off from the others) may not hold a task yet, or hold it on no
+    # node yet: acknowledging its report without applying it left the task "preparing" for ever.
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web", replicas=2)
+    await settle(reconciler)
+    lagging, placed_later = tasks_of(store, "web")
+    hidden = {lagging.id: None, placed_later.id: dataclasses.replace(placed_later, node_id="")}
+    real_get, reads = store.get, []
+
+    def get(kind, id):
+        if kind == spec.TASK and id in hidden:
+            older = hidden[id]
+            return None if older is None else dataclasses.replace(
+                real_get(kind, id), data=model.encode(spec.to_dict(older)))
+        return real_get(kind, id)
+
+    async def linearizable_read(timeout=5.0):
+        reads.append(timeout)
+        hidden.clear()   # caught up with the leader
+        return store.index
+
+    monkeypatch.setattr(store, "get", get)
+    monkeypatch.setattr(store, "linearizable_read", linearizable_read)
+    store.set_leader(False)
+    for task in (lagging, placed_later):
+        await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
+            "state": "accepted", "timestamp": 1.0}}]})
+    assert len(reads) == 1 and {t.status.state for t in tasks_of(store, "web")} == {"accepted"}
+    # Confirmed current, a task the store does not hold is gone, and one on another node is refused.
+    monkeypatch.setattr(store, "get", lambda kind, id: None if id == lagging.id else real_get(kind, id))
+    index = store.index
+    assert await dispatcher.status(lagging.node_id, {"updates": [{"id": lagging.id, "status": {
+        "state": "preparing", "timestamp": 2.0}}]}) == {"applied": 0}
+    with pytest.raises(ApiError, match="not assigned to this node"):
+        await dispatcher.status("someone-else", {"updates": [{"id": placed_later.id, "status": {
+            "state": "preparing", "timestamp": 2.0}}]})
+    assert len(reads) == 3 and store.index == index
+
+
+async def test_a_report_no_quorum_can_confirm_is_unavailable_so_the_agent_retries(monkeypatch):
+    store, _, reconciler, dispatcher, api = await cluster()
+    await create(api, "web")
+    await settle(reconciler)
+    task = tasks_of(store, "web")[0]
+    monkeypatch.setattr(store, "get", lambda kind, id: None)
+
+    async def no_quorum(timeout=5.0):
+        raise RaftUnavailable("no commit within 5 s (no quorum?); the outcome is unknown")
+
+    monkeypatch.setattr(store, "linearizable_read", no_quorum)
+    store.set_leader(False)
+    with pytest.raises(ApiError) as err:
+        await dispatcher.status(task.node_id, {"updates": [{"id": task.id, "status": {
+            "state": "accepted", "timestamp": 1.0}}]})
+    assert err.value.code == "unavailable"
 
 
 # -- tasks.assigned --------------------------------------------------------------------------------
