@@ -408,6 +408,8 @@ def main() -> None:
     parser.add_argument("--out", help="also write the JSON document to this file")
     args = parser.parse_args()
     sizes = parse_sizes(args.sizes) if args.sizes else [(args.nodes, args.tasks)]
+    # A kill (SIGTERM) unwinds as Ctrl-C does: the daemons and simulated workers started here stop.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     results = []
     with tempfile.TemporaryDirectory(prefix="swarm-scale-") as base:
         for i, (nodes, tasks) in enumerate(sizes):
