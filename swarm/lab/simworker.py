@@ -93,6 +93,7 @@ class Stats:
     beaten: int = 0       # nodes that have had a heartbeat answered
     polls: int = 0
     reports: int = 0      # task status updates sent
+    status_calls: int = 0  # the tasks.status calls that carried them
     errors: int = 0
     incremental: int = 0  # answers that carried only the changes
     running: int = 0      # tasks reported running and not stopped since
@@ -301,6 +302,7 @@ class SimWorker:
                 try:
                     await self._call("tasks.status", {"updates": updates}, 10.0)
                     self.stats.reports += len(updates)
+                    self.stats.status_calls += 1
                     break
                 except RPCError as exc:
                     self._failed(f"tasks.status: {exc.message}")
@@ -365,7 +367,7 @@ async def _main(args: argparse.Namespace) -> None:
             print(json.dumps({"known": known, "running": stats.running, "errors": stats.errors,
                               "beaten": stats.beaten}), flush=True)
             print(f"[{args.prefix}] known={known} running={stats.running} beats={stats.beats} polls={stats.polls} "
-                  f"reports={stats.reports} errors={stats.errors} {stats.last_error[:120]}",
+                  f"reports={stats.reports} status_calls={stats.status_calls} errors={stats.errors} {stats.last_error[:120]}",
                   file=sys.stderr, flush=True)
 
 

@@ -279,9 +279,9 @@ class Dispatcher:
                 rec = self.m.raft.get(spec.TASK, task_id)
                 task = None
                 if rec is not None:
-                    try:
-                        task = spec.task_from_dict(model.decode(rec.data))
-                    except spec.InvalidRecord:
+                    try:   # typed once per version: the index of assigned tasks typed it already
+                        task = records.decode_one(task_id, rec, spec.task_from_dict)
+                    except (ValueError, TypeError):
                         continue  # a record no one can act on; the reader logs it
                 if task is None or task.node_id != caller:
                     if not confirmed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 
 from swarm.api import spec
@@ -346,3 +347,30 @@ def test_bad_networks_and_aliases_are_refused_with_one_sentence(networks, messag
     with pytest.raises(ApiError, match=message) as err:
         spec_from_params({**BASE, "networks": networks})
     assert err.value.code == "bad_request" and "\n" not in err.value.message
+
+
+def _walked(obj):
+    """Plain data built field by field with dataclasses.fields, as spec.to_dict first did."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _walked(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_walked(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _walked(v) for k, v in obj.items()}
+    return obj
+
+
+def test_plain_data_has_every_field_also_of_objects_msgspec_built():
+    from swarm.api import model
+    service = spec.Service("s1", spec_from_params(FULL), 2, 1.0, 2.0, {"net1": "10.0.1.2/24"})
+    task = spec.Task("t1", "s1", "web", 3, "n1", "running", service.spec.container, 2,
+                     status=spec.TaskStatus("running", "started", "", 1.5, 0, "t1", health="healthy"),
+                     networks=(spec.Attachment("net1", "10.0.1.3/24"),), service_labels={"tier": "front"})
+    decoded = spec.task_from_dict(model.decode(model.encode(_walked(task))))
+    # Built by msgspec, a default is not in the instance's __dict__ (the class holds it).
+    mount = msgspec.convert({"type": "volume", "target": "/anon"}, spec.Mount)
+    assert "source" not in vars(mount) and mount == spec.Mount("volume", "/anon")
+    for obj in (service, task, decoded, mount, spec.TaskStatus()):
+        plain = spec.to_dict(obj)
+        assert plain == _walked(obj) and model.encode(plain) == model.encode(_walked(obj))
+    assert spec.to_dict(mount)["source"] == "" and decoded == task
