@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -270,6 +271,7 @@ def main() -> None:
     finally:
         swarm.stop_all()
         swarm.stop_containers()
+        shutil.rmtree(base, ignore_errors=True)   # the node's state, its image and the demo tarball
     print(json.dumps(result, indent=1))
 
 
