@@ -124,7 +124,7 @@ class SimWorker:
         self.ctx = pki.client_ssl_context(ident.cert_pem, ident.key_pem, ident.ca_pem)
         self.managers = list(ident.managers)
         self.leader: str | None = None
-        self.stats_beaten = False     # counted in stats.beaten
+        self.heard = False            # a heartbeat of this node was answered (counted in stats.beaten)
         self.period = 1.0
         self.since = 0
         self.tasks: dict[str, _Task] = {}
@@ -216,8 +216,8 @@ class SimWorker:
                 self._failed(f"heartbeat: {exc.message}")
                 await trio.sleep(self.period / 2)
                 continue
-            if not self.stats_beaten:
-                self.stats_beaten = True
+            if not self.heard:
+                self.heard = True
                 self.stats.beaten += 1
             self.stats.beats += 1
             self.managers = list(answer["managers"]) or self.managers

@@ -304,7 +304,7 @@ class Dispatcher:
                 ops.append(Op.update(spec.TASK, task_id, encode_task(with_status(task, status, now)),
                                      expect=rec.version))
             if unsure:
-                await self._confirm_current()
+                await self.m.confirm_current()
                 confirmed = True
                 continue
             conflicted: set[str] = set()
@@ -324,15 +324,6 @@ class Dispatcher:
             todo = {k: v for k, v in todo.items() if k in conflicted}
             await trio.sleep(0.01)  # the leader wrote one of these tasks meanwhile: read again
         raise ApiError("unavailable", "task status kept conflicting; the agent retries")
-
-    async def _confirm_current(self) -> None:
-        """Wait until this manager's store holds every write committed so far (an empty
-        transaction through the log), or say "unavailable": the agent then retries."""
-        try:
-            await self.m.raft.linearizable_read(timeout=5.0)
-        except RaftUnavailable as exc:
-            raise ApiError("unavailable", f"cannot confirm the tasks are current here: {exc}") from None
-
 
 
 @dataclass(frozen=True)

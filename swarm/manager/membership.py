@@ -113,6 +113,15 @@ class Manager:
             raise ApiError(result.error_code or "conflict", result.error)
         return result
 
+    async def confirm_current(self, timeout: float = 5.0) -> None:
+        """Wait until this manager's store holds every write committed so far (an empty
+        transaction through the log): a follower's store may lag the leader's. ApiError
+        "unavailable" when no quorum answers (the caller retries)."""
+        try:
+            await self.raft.linearizable_read(timeout=timeout)
+        except RaftUnavailable as exc:
+            raise ApiError("unavailable", f"cannot confirm this manager's store is current: {exc}") from None
+
     async def compare_and_set(self, kind: str, id: str, change: Callable[[Any], Any | None], *,
                               version: int | None = None, what: str = "",
                               decode: Callable[[bytes], Any] = model.decode,
