@@ -65,7 +65,8 @@ from swarm.runtime.base import ContainerRuntime
 log = logging.getLogger(__name__)
 # DEBUG lines "start path TASK STAGE WALLTIME" mark each task's way to running (bench/startpath.py reads them).
 STAGE_LOG = "start path %s %s %.6f"
-REPORT_BATCH_DELAY = 0.02
+RUNNING = spec.STATE_ORDER["running"]
+REPORT_BATCH_DELAY = reports.BATCH_DELAY   # with a few tasks on their way (reports.batch_delay)
 # Containers being prepared or started at once on this node: four per processor. A start
 # waits on the kernel and on runc's processes for most of its time, so one per processor
 # leaves them idle: on 2 processors 4 slots took 50 tasks to running in 2.6 s, 8 in 2.2 s;
@@ -396,7 +397,8 @@ class Agent:
             first = True
             while True:
                 try:
-                    answer = await self.call_manager("tasks.assigned", {"since": self.since, "wait": 1.0}, 7.0)
+                    answer = await self.call_manager("tasks.assigned", {"since": self.since, "wait": spec.POLL_WAIT},
+                                                    spec.POLL_WAIT + 5.0)
                 except Exception as exc:  # a manager may be down: try another shortly
                     log.info("could not fetch assignments: %s", exc)
                     await trio.sleep(0.5)
@@ -504,6 +506,10 @@ class Agent:
             await call(self.runtime.remove, task_id)
             await self.net.remove(task_id)
 
+    def _on_the_way(self) -> int:
+        """Tasks of this node that are assigned and not yet running."""
+        return sum(1 for c in self.controllers.values() if not c.done and spec.STATE_ORDER[c.state] < RUNNING)
+
     async def _reporter(self) -> None:
         """Report task states in tasks.status calls, in order, retried until accepted: one
         report per task and call, the furthest the manager can take (swarm.agent.reports)."""
@@ -511,7 +517,7 @@ class Agent:
         while True:
             if not pending:
                 pending.append(await self._report_inbox.receive())
-                await trio.sleep(REPORT_BATCH_DELAY)
+                await trio.sleep(reports.batch_delay(self._on_the_way()))
             while True:
                 try:
                     pending.append(self._report_inbox.receive_nowait())

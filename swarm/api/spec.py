@@ -368,6 +368,10 @@ def task_from_dict(data: dict) -> Task:
 MAX_ID = 64                 # node, task and service ids are 25 characters; leave room, refuse junk
 MAX_STATUS_TEXT = 4096      # a status message or error (the agent cuts longer ones)
 MAX_STATUS_BATCH = 1000     # task status updates in one tasks.status call
+# Seconds an agent's tasks.assigned long poll waits for a change (the dispatcher's most). Every
+# change wakes the polls it concerns, so a longer wait costs no latency; a poll whose wait ran out
+# is a call the leader serves for nothing (1,000 nodes polling every second kept it busy).
+POLL_WAIT = 5.0
 CLOCK_SKEW = 300.0          # seconds a worker's clock may run ahead before its timestamps are clamped
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 

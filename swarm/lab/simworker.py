@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from swarm.agent import reports
 from swarm.api import spec
 from swarm.ca import pki
 from swarm.daemon.bootstrap import _join_call
@@ -53,8 +54,8 @@ from swarm.rpc.messages import RPCError
 log = logging.getLogger(__name__)
 
 STEPS = ("preparing", "starting", "running")
-REPORT_BATCH_DELAY = 0.02   # as the agent's: a burst of reports goes in one call
-POLL_WAIT = 1.0             # what the agent asks the long poll to wait
+RUNNING = spec.STATE_ORDER["running"]
+POLL_WAIT = spec.POLL_WAIT  # as the agent's
 JOIN_CONCURRENCY = 6        # each join holds up to 2 unauthenticated connections (cap: 16 per address)
 PLATFORM = {"os": "linux", "architecture": "x86_64"}
 RESOURCES = {"nano_cpus": 64 * 1_000_000_000, "memory_bytes": 256 << 30}
@@ -96,6 +97,8 @@ class Stats:
     status_calls: int = 0  # the tasks.status calls that carried them
     errors: int = 0
     incremental: int = 0  # answers that carried only the changes
+    answered: int = 0     # answers that carried task records (the others: a poll's wait ran out)
+    received: int = 0     # task records those answers carried
     running: int = 0      # tasks reported running and not stopped since
     last_error: str = ""
 
@@ -227,7 +230,8 @@ class SimWorker:
     async def _assignments(self) -> None:
         while True:
             try:
-                answer = await self._call("tasks.assigned", {"since": self.since, "wait": POLL_WAIT}, 7.0)
+                answer = await self._call("tasks.assigned", {"since": self.since, "wait": POLL_WAIT},
+                                          POLL_WAIT + 5.0)
             except RPCError as exc:
                 self._failed(f"tasks.assigned: {exc.message}")
                 await trio.sleep(0.5)
@@ -237,6 +241,9 @@ class SimWorker:
 
     def _apply(self, answer: dict) -> None:
         self.since = answer["index"]
+        if answer["changed"]:
+            self.stats.answered += 1
+            self.stats.received += len(answer["changed"])
         fresh = []
         for data in answer["changed"]:
             task_id, desired = data["id"], data["desired_state"]
@@ -286,18 +293,22 @@ class SimWorker:
             self.reports.send_nowait((task_id, state))
 
     async def _reporter(self) -> None:
-        """Batch reports into tasks.status calls, in order, retried until accepted (as the agent's)."""
+        """Batch reports into tasks.status calls, in order, retried until accepted; the first
+        report of a call waits for others as the agent's does (`reports.batch_delay`)."""
         while True:
             batch = [await self._inbox.receive()]
-            await trio.sleep(REPORT_BATCH_DELAY)
+            on_the_way = sum(1 for t in self.tasks.values()
+                             if t.desired == "running" and spec.STATE_ORDER[t.state] < RUNNING)
+            await trio.sleep(reports.batch_delay(on_the_way))
             while len(batch) < spec.MAX_STATUS_BATCH:
                 try:
                     batch.append(self._inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
             now = time.time()
+            # One report per task, its latest (a simulated task only moves forward), as the agent's.
             updates = [{"id": task_id, "status": spec.to_dict(spec.TaskStatus(state, state, "", now))}
-                       for task_id, state in batch]
+                       for task_id, state in dict(batch).items()]
             while True:
                 try:
                     await self._call("tasks.status", {"updates": updates}, 10.0)
@@ -367,6 +378,7 @@ async def _main(args: argparse.Namespace) -> None:
             print(json.dumps({"known": known, "running": stats.running, "errors": stats.errors,
                               "beaten": stats.beaten}), flush=True)
             print(f"[{args.prefix}] known={known} running={stats.running} beats={stats.beats} polls={stats.polls} "
+                  f"answered={stats.answered} received={stats.received} "
                   f"reports={stats.reports} status_calls={stats.status_calls} errors={stats.errors} {stats.last_error[:120]}",
                   file=sys.stderr, flush=True)
 

@@ -66,7 +66,7 @@ ASSIGN_BATCH = 0.03
 # allocator given it its addresses). A global task is born with its node (a restarted one waits
 # out its restart delay unplaced): sent earlier, the agent would start it without its networks.
 ASSIGNED = spec.STATE_ORDER["assigned"]
-MAX_WAIT = 5.0
+MAX_WAIT = spec.POLL_WAIT
 # The longest the index keeps the trio thread without a checkpoint: the heartbeats, the polls
 # and the Raft thread (which shares the GIL) are served in between.
 SLICE = 0.01

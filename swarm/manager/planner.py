@@ -145,6 +145,10 @@ def _clock_driven(services: dict[str, spec.Service], tasks: dict[str, spec.Task]
     return any(t.desired_state == "running" and t.status.state in UNCLAIMED for t in tasks.values())
 
 
+def _node_of(task: spec.Task) -> str:
+    return task.node_id
+
+
 def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -256,6 +260,11 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
     final = {**services, **service_updates}
     updating = frozenset(sid for sid, s in final.items()
                          if s.update_status is not None and s.update_status.state in IN_PROGRESS)
-    return RoundPlan(services=tuple(service_updates.values()), create=tuple(current[t.id] for t in created),
+    # Each node's tasks are written together (a stable sort by node). Placement spreads a service
+    # over the nodes, so in placement order every transaction would carry one task for each of
+    # many nodes, and at 1,000 nodes every node would hear of its tasks one answer at a time.
+    create = sorted((current[t.id] for t in created), key=_node_of)
+    updates = tuple(sorted(updates, key=_node_of))
+    return RoundPlan(services=tuple(service_updates.values()), create=tuple(create),
                      update=updates, delete=tuple(deletes), ingress=ingress, problems=problems, warnings=warnings,
                      clock_driven=_clock_driven(final, current, problems, warnings, updating), updating=updating)

@@ -49,7 +49,13 @@ def ids(prefix="t"):
 
 
 def plan(snap, seed=7, now=NOW):
-    return plan_round(snap, now, random.Random(seed), ids())
+    counter = itertools.count(1)
+
+    def new_id() -> str:   # as pki.new_id: never an id the store already holds
+        while (tid := f"t{next(counter):06d}") in snap.tasks:
+            pass
+        return tid
+    return plan_round(snap, now, random.Random(seed), new_id)
 
 
 def applied(snap: Snapshot, p: RoundPlan) -> Snapshot:
@@ -105,7 +111,20 @@ def test_the_plan_is_decided_from_its_arguments_only():
     p = plan(snap, now=NOW + 100)
     assert repr(snap) == before                       # the snapshot is not changed
     assert {t.status.timestamp for t in p.create} == {NOW + 100}   # `now` is the clock
-    assert [t.id for t in p.create] == [f"t{i:06d}" for i in range(1, 48)]   # ids come from new_id
+    assert sorted(t.id for t in p.create) == [f"t{i:06d}" for i in range(1, 48)]   # ids come from new_id
+
+
+def test_a_node_s_new_tasks_are_written_together():
+    # Placement spreads the replicas over the nodes; the writes go node by node, so a
+    # transaction carries a few nodes' tasks and a node hears of them in one answer.
+    p = plan(snapshot([service("web0000000000000000000000", "web", replicas=9)]))
+    nodes = [t.node_id for t in p.create]
+    assert len(set(nodes)) > 1 and nodes == sorted(nodes)
+    placed = applied(snapshot([service("web0000000000000000000000", "web", replicas=9)]), p)
+    moved = plan(dataclasses.replace(placed, nodes={k: (dict(n, status="down"), v)
+                                                    for k, (n, v) in list(placed.nodes.items())[:1]}
+                                     | dict(list(placed.nodes.items())[1:])))
+    assert [t.node_id for t in moved.create] == sorted(t.node_id for t in moved.create)
 
 
 # -- isolation -----------------------------------------------------------------------------------------
