@@ -26,6 +26,7 @@ import trio.testing
 
 from swarm.agent.agent import (LB_DRAIN_DELAY, REPORT_BATCH_DELAY, START_CONCURRENCY, Agent, hosts_entries,
                                resolver_settings)
+from swarm.agent.reports import batch_delay
 from swarm.api import spec, taskstate
 from swarm.rpc.messages import RPCError
 from swarm.runtime.base import ContainerRuntime
@@ -386,6 +387,23 @@ async def test_at_most_start_concurrency_containers_are_prepared_or_started_at_o
         await manager.until(lambda: all(manager.states(f"t{i}")[-1:] == ["running"] for i in range(count)))
     assert runtime.peak["prepare"] == runtime.peak["start"] == START_CONCURRENCY
     assert all(reported(manager.states(f"t{i}"), STARTING) for i in range(count))
+
+
+@pytest.mark.trio
+async def test_a_node_given_many_tasks_at_once_waits_longer_for_its_first_report_call(clock) -> None:
+    for count in (1, 40):
+        runtime, manager = FakeRuntime(), FakeManager()
+        async with running_agent(runtime, manager):
+            t0 = trio.current_time()
+            for i in range(count):
+                manager.put(make_task(f"t{i}"))
+            await manager.until(lambda: all(manager.states(f"t{i}")[-1:] == ["running"] for i in range(count)))
+        first = min(at for at, _, _ in manager.reports)
+        # The poll answers at once and the tasks report at once: the first call leaves after the
+        # batch delay for as many tasks on their way (reports.batch_delay).
+        assert first - t0 == pytest.approx(batch_delay(count), abs=0.011)
+        if count > 1:   # and each task's states went in fewer reports than it has states
+            assert len(manager.reports) < 2 * count
 
 
 @pytest.mark.trio

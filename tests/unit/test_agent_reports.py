@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from swarm.agent.reports import next_call, reachable
+from swarm.agent.reports import BATCH_DELAY, MAX_BATCH_DELAY, batch_delay, next_call, reachable
 from swarm.api import spec
 from swarm.api.taskstate import can_advance
 from swarm.manager.dispatcher import parse_status_updates
@@ -111,3 +111,12 @@ def test_property_every_tasks_last_state_reaches_a_manager_that_applies_one_repo
                     manager[tid] = status.state
             sent.update({tid: (s.state, s.health) for tid, s in batch})
         assert manager == {tid: seq[-1] for tid, seq in made.items()}
+
+
+def test_a_call_waits_longer_for_more_reports_the_more_tasks_are_on_their_way() -> None:
+    # A few tasks starting: 20 ms, as ever (a small service's start is not held back).
+    assert batch_delay(0) == batch_delay(1) == batch_delay(10) == BATCH_DELAY
+    # A node given a hundred tasks at once: long enough for a task's states to pile up.
+    assert batch_delay(100) == 0.2
+    assert batch_delay(50) < batch_delay(100) < batch_delay(120)
+    assert batch_delay(10_000) == MAX_BATCH_DELAY
