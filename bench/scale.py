@@ -359,7 +359,10 @@ def failover(swarm: Swarm, managers: list[Node], leader: str, tasks: int, args: 
 def node_loss(managers: list[Node], lost: Sims, tasks: int, args: argparse.Namespace, sims: list[Sims],
               dead: set[str]) -> dict:
     live = [m for m in managers if m.name not in dead]
-    m = live[0]
+    # Counted on a follower, as the create: the checks below (`service ls`, `service ps` by node)
+    # are passes over every task, which at 100,000 tasks kept the leader from reading beats.
+    found = leader_of(live)
+    m = next((x for x in live if found is None or x.name != found[0].name), live[0])
     want = running(m)[1]
     say(f"node loss: kill -9 of the {len(lost.node_ids)} nodes of '{lost.prefix}'")
     t0 = time.monotonic()

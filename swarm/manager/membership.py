@@ -60,8 +60,9 @@ class Manager:
         self._leading = False  # the deadlines are armed, for the leadership of Raft term _term
         self._term: int | None = None
         self._overdue: set[str] = set()  # deadlines that passed while the lease had lapsed
-        self._stalled_at = -math.inf      # trio time this loop was last seen too busy to read beats
+        self._lag_total = 0.0             # seconds this loop has run late in all (the lag probe's account)
         self._probed_at = math.inf        # trio time the lag probe last ran (run_dispatcher starts it)
+        self._lag_at_beat: dict[str, float] = {}   # node id -> _lag_now() at its last beat (or leadership)
         self._manager_addrs: tuple[int, list[str]] | None = None   # (changed_at(NODE), the addresses)
         self._roster: Roster | None = None  # the managers' addresses, kept from node events by run_dispatcher
 
@@ -321,6 +322,7 @@ class Manager:
         """A sign of life from a node: its deadline moves a grace period ahead."""
         if self._deadlines is not None and self._leading:
             self._overdue.discard(node_id)
+            self._lag_at_beat[node_id] = self._lag_now()
             self._deadlines.reset(node_id, self._grace() if grace is None else grace)
 
     def leader_addr(self) -> str:
@@ -420,30 +422,29 @@ class Manager:
         assert self._deadlines is not None
         self._leading, self._term = True, self.raft.term
         self._overdue.clear()
-        grace = self._grace()
+        grace, lag = self._grace(), self._lag_now()
         for node_id in self.raft.list(model.NODE):
+            self._lag_at_beat[node_id] = lag
             self._deadlines.reset(node_id, grace)
 
     def _unlead(self) -> None:
         self._leading, self._term = False, None
         self._overdue.clear()
+        self._lag_at_beat.clear()
         if self._deadlines is not None:
             self._deadlines.clear()
 
     async def _watch_lag(self) -> None:
-        """Note when this loop is too busy to read heartbeats: a pass over its runnable tasks
-        (a thousand nodes' calls, a large plan) taking longer than STALL."""
+        """Keep the account of how late this loop runs: while it is late (a pass over its
+        runnable tasks taking long: a large plan, a thousand nodes' calls), beats wait unread."""
         while True:
             self._probed_at = asked = trio.current_time()
             await trio.sleep(LAG_PROBE)
-            if trio.current_time() - asked - LAG_PROBE > STALL:
-                self._stalled_at = trio.current_time()
+            self._lag_total += max(0.0, trio.current_time() - asked - LAG_PROBE)
 
-    def _too_busy(self) -> bool:
-        """Has this loop been too busy to read heartbeats within a grace period (or is it now:
-        the lag probe itself has not run for a while)?"""
-        now = trio.current_time()
-        return now - self._probed_at > LAG_PROBE + STALL or now - self._stalled_at < self._grace()
+    def _lag_now(self) -> float:
+        """Seconds this loop has run late in all, with a stall still under way (the probe waits too)."""
+        return self._lag_total + max(0.0, trio.current_time() - self._probed_at - LAG_PROBE)
 
     async def _deadline_passed(self, node_id: str, late: float = 0.0) -> None:
         """Mark the node down, when the lease allows. A lease that lapsed for a moment under
@@ -451,16 +452,18 @@ class Manager:
         the node waits here, overdue, until it beats again, this leadership ends, or the lease
         is back.
 
-        A deadline seen `late`, or while this loop has lately been too busy (a large plan, a
-        thousand nodes' calls: heartbeats then wait unread on their connections), first gives
-        the node one more heartbeat period, and again until the loop has kept up for a grace
-        period: its beat may be among those waiting, and a node marked down has its tasks
-        replaced elsewhere, which would load the cluster more. A node that is really gone is
-        marked down a grace period after the loop keeps up again."""
-        if (late > STALL or self._too_busy()) and self._deadlines is not None:
-            log.info("node %s's heartbeat deadline passed while this manager was too busy to read beats "
-                     "(%.1f s late): one more period to be heard", node_id, late)
-            self._deadlines.reset(node_id, self._period())
+        A node's grace period counts the time this loop could read its beats: the seconds the
+        loop ran late since the node's last beat (or since this leadership began), when more
+        than STALL, are given to the node again (heartbeats wait unread on their connections
+        meanwhile; a node marked down has its tasks replaced elsewhere, which would load the
+        cluster more). So a stall before a node's last beat delays nothing, and a node that
+        is really gone is marked down a grace period plus the loop's stalls after its last beat."""
+        owed = max(late, self._lag_now() - self._lag_at_beat.get(node_id, 0.0))
+        if owed > STALL and self._deadlines is not None:
+            log.info("node %s's heartbeat deadline passed after this manager ran %.1f s late since its last "
+                     "beat: that long again to be heard", node_id, owed)
+            self._lag_at_beat[node_id] = self._lag_now()
+            self._deadlines.reset(node_id, owed)
             return
         term = self.raft.term
         self._overdue.add(node_id)

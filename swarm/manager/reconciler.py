@@ -198,7 +198,10 @@ class Reconciler:
         now = time.time()
         seed = self.rng.getrandbits(64)
         log.debug("reconcile round at index %d, now %r, seed %d", self.m.raft.index, now, seed)
-        plan = plan_round(snapshot, now, random.Random(seed), pki.new_id)
+        # The plan is pure and reads only the snapshot, so it runs in a worker thread: at 100,000
+        # tasks it takes seconds, which in this thread would leave every node's calls (and its
+        # heartbeats: swarm.manager.membership counts the loop's lateness) unread meanwhile.
+        plan = await trio.to_thread.run_sync(plan_round, snapshot, now, random.Random(seed), pki.new_id)
         # Later events are weighed against what this round decided from (a copy: the
         # snapshot stays as read while the plan is applied).
         self._seen = dict(snapshot.tasks)

@@ -254,6 +254,29 @@ async def test_a_change_of_leadership_lost_in_an_overflowing_watch_is_read_again
         nursery.cancel_scope.cancel()
 
 
+async def test_a_stall_before_a_node_s_last_beat_delays_nothing_and_one_after_it_delays_by_its_length(autojump_clock):
+    # The lag probe's account is what the loop's stalls add up to; here they are written into
+    # it directly (the virtual clock cannot see a blocked loop).
+    store, manager = await cluster()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(manager.run_dispatcher)
+        await trio.sleep(0.1)
+        for node in ("m1", "w1"):
+            nursery.start_soon(beat_every, manager, node, PERIOD, trio.current_time() + 100)
+        manager._lag_total += 5.0            # the loop ran 5 s late (a large plan)...
+        await trio.sleep(0.5)
+        await manager.heartbeat("w2", {})   # ...before w2's last beat: w2 gets its grace period
+        beat = trio.current_time()
+        assert await downed(store, "w2") == pytest.approx(beat + GRACE)
+        await manager.heartbeat("w2", {})   # back, and silent again
+        beat = trio.current_time()
+        await trio.sleep(1.0)
+        manager._lag_total += 2.0            # 2 s of stalls after its beat are given back to it
+        assert await downed(store, "w2") == pytest.approx(beat + GRACE + 2.0)
+        assert status(manager, "w1") == "ready" and status(manager, "m1") == "ready"
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_deadline_seen_late_waits_a_period_for_the_beats_that_waited_meanwhile():
     # Real time: the loop is blocked (a large plan, say) past a node's deadline while its
     # beat waits to be read; the beat is handled a moment after the loop is free again.
