@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import trio
 
 from raft.node import RaftUnavailable
@@ -205,7 +206,8 @@ class Dispatcher:
             placed = self.placed()
             delta = placed.delta(caller, since)
         answer: dict[str, Any] = {"index": placed.index, "full": delta.full,
-                                  "changed": [model.decode(data) for _, data in delta.changed],
+                                  # the records as stored, copied into the answer's frame as they are
+                                  "changed": [msgspec.Raw(data) for _, data in delta.changed],
                                   "network": netview.encode(self.network_view(caller))}
         if delta.full:
             answer["task_ids"] = delta.task_ids

@@ -58,6 +58,7 @@ BACKSTOP_ROUNDS = 20        # ...and at least this many round durations (a round
 WATCH_BUFFER = 1_000_000    # events: a whole create of 100,000 tasks, with room (past it: a Resync)
 FOLLOW_SLICE = 0.01         # seconds of event handling between checkpoints
 MAX_TXN_OPS = 200
+THREAD_PLAN_TASKS = 5_000   # a round over this many tasks plans in a worker thread
 MAX_TXN_BYTES = MAX_COMMAND // 2   # the store refuses a command past MAX_COMMAND; leave room for framing
 
 
@@ -198,10 +199,14 @@ class Reconciler:
         now = time.time()
         seed = self.rng.getrandbits(64)
         log.debug("reconcile round at index %d, now %r, seed %d", self.m.raft.index, now, seed)
-        # The plan is pure and reads only the snapshot, so it runs in a worker thread: at 100,000
-        # tasks it takes seconds, which in this thread would leave every node's calls (and its
-        # heartbeats: swarm.manager.membership counts the loop's lateness) unread meanwhile.
-        plan = await trio.to_thread.run_sync(plan_round, snapshot, now, random.Random(seed), pki.new_id)
+        # The plan is pure and reads only the snapshot, so a large one runs in a worker thread: at
+        # 100,000 tasks it takes seconds, which in this thread would leave every node's calls (and
+        # their heartbeats: swarm.manager.membership counts the loop's lateness) unread meanwhile.
+        # A small one takes milliseconds, less than the hop to a thread.
+        if len(snapshot.tasks) >= THREAD_PLAN_TASKS:
+            plan = await trio.to_thread.run_sync(plan_round, snapshot, now, random.Random(seed), pki.new_id)
+        else:
+            plan = plan_round(snapshot, now, random.Random(seed), pki.new_id)
         # Later events are weighed against what this round decided from (a copy: the
         # snapshot stays as read while the plan is applied).
         self._seen = dict(snapshot.tasks)

@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame
+from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame, pack_with_raw
 from swarm.rpc.limits import (HANDSHAKE_TIMEOUT, MAX_DEADLINE, MAX_IN_FLIGHT, UNAUTHENTICATED, Admission,
                               StreamLimits, nofile_limit)
 from swarm.rpc.client import LOST
@@ -100,7 +100,7 @@ async def _serve_stream(router: Router, stream: trio.abc.Stream, peer: Peer, rem
         try:
             resp = await _answer(router, peer, req, max_deadline)
             try:
-                frame = encode_frame(resp, limits.max_frame)
+                frame = encode_frame(resp, limits.max_frame, pack_with_raw)   # a handler may answer with Raw parts
             except Exception as exc:  # unserialisable or oversized result
                 log.error("cannot encode the answer to %s for %s: %s", req["method"], remote, exc)
                 frame = encode_frame(error_answer(req["id"], "internal", f"the result of {req['method']} could not be encoded"))

@@ -15,6 +15,7 @@ from swarm.manager import reconciler as reconciler_module
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.dispatcher import build_network_view
 from tests.unit.test_reconciler import cluster, create, report, settle, tasks_of
+from raft.framing import pack_with_raw, unpack
 
 pytestmark = pytest.mark.trio
 
@@ -122,13 +123,13 @@ async def test_the_long_poll_waits_for_a_change_and_answers_at_once_after_one(au
     await create(api, "web", replicas=3)
     await settle(reconciler)
     node = tasks_of(store, "web")[0].node_id
-    first = await dispatcher.assigned(node, {"since": 0, "wait": 1.0})
+    first = await polled(dispatcher, node, {"since": 0, "wait": 1.0})
     mine = sorted(t.id for t in tasks_of(store, "web") if t.node_id == node)
     assert sorted(first["task_ids"]) == mine and sorted(d["id"] for d in first["changed"]) == mine
     assert first["index"] == store.index
     # nothing new: the poll waits its full time (capped at 5 s) and reports no change
     before = trio.current_time()
-    idle = await dispatcher.assigned(node, {"since": first["index"], "wait": 60})
+    idle = await polled(dispatcher, node, {"since": first["index"], "wait": 60})
     assert trio.current_time() - before == pytest.approx(5.0) and idle["changed"] == []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(dispatcher.run)
@@ -141,13 +142,13 @@ async def test_the_long_poll_waits_for_a_change_and_answers_at_once_after_one(au
 
         nursery.start_soon(stop_one)
         before = trio.current_time()
-        woken = await dispatcher.assigned(node, {"since": first["index"], "wait": 5})
+        woken = await polled(dispatcher, node, {"since": first["index"], "wait": 5})
         assert trio.current_time() - before < 1.0
         assert woken["changed"] and all(d["desired_state"] == "shutdown" for d in woken["changed"])
         nursery.cancel_scope.cancel()
     for params in ({"since": -1}, {"since": "0"}, {"since": True}, {"wait": 61}, {"wait": "1"}):
         with pytest.raises(ApiError, match="bad_request"):
-            await dispatcher.assigned(node, params)
+            await polled(dispatcher, node, params)
 
 
 async def test_a_task_is_sent_once_placed_not_when_born_with_its_node(monkeypatch):
@@ -163,14 +164,14 @@ async def test_a_task_is_sent_once_placed_not_when_born_with_its_node(monkeypatc
     await settle(reconciler)
     (waiting,) = [t for t in tasks_of(store, "agent") if t.node_id == first.node_id and t.id != first.id]
     assert waiting.status.state == "new" and waiting.networks == ()
-    answer = await dispatcher.assigned(first.node_id, {"since": 0, "wait": 0})
+    answer = await polled(dispatcher, first.node_id, {"since": 0, "wait": 0})
     assert waiting.id not in answer["task_ids"] and waiting.id not in [d["id"] for d in answer["changed"]]
     assert first.id in answer["task_ids"]
 
     later = time.time() + 60      # past the restart delay: placed, with its address on back
     monkeypatch.setattr(reconciler_module, "time", types.SimpleNamespace(time=lambda: later, monotonic=time.monotonic))
     await settle(reconciler)
-    answer = await dispatcher.assigned(first.node_id, {"since": answer["index"], "wait": 0})
+    answer = await polled(dispatcher, first.node_id, {"since": answer["index"], "wait": 0})
     (sent,) = [d for d in answer["changed"] if d["id"] == waiting.id]
     assert sent["status"]["state"] == "assigned" and [a["network_id"] for a in sent["networks"]] == [back["id"]]
 
@@ -239,7 +240,7 @@ async def test_a_service_alias_is_in_the_table_of_its_network_only():
 async def test_the_view_goes_over_the_wire_in_the_shape_agents_read():
     store, manager, reconciler, dispatcher, api, front = await networked_cluster()
     node = tasks_of(store, "web")[0].node_id
-    answer = await dispatcher.assigned(node, {"since": 0, "wait": 0})
+    answer = await polled(dispatcher, node, {"since": 0, "wait": 0})
     wire = msgpack.unpackb(msgpack.packb(answer["network"]), raw=False)
     assert set(wire) == {"networks", "peers", "services", "ingress_ip", "published", "data_path_port"}
     for net_id, net in wire["networks"].items():   # what agents read of a network record
@@ -313,20 +314,20 @@ async def test_a_poll_wakes_for_its_own_node_and_for_network_views_changed_since
         await trio.sleep(0.1)
         plain = tasks_of(store, "plain")
         node = plain[0].node_id
-        first = await dispatcher.assigned(node, {"since": 0, "wait": 0})
+        first = await polled(dispatcher, node, {"since": 0, "wait": 0})
         # Another node's plain task moving on changes nothing for this node: the poll waits.
         other = next(t for t in plain if t.node_id != node)
         await report(dispatcher, store, "running", "plain")
-        index = (await dispatcher.assigned(node, {"since": first["index"], "wait": 0}))["index"]
+        index = (await polled(dispatcher, node, {"since": first["index"], "wait": 0}))["index"]
         with trio.move_on_after(0.5) as waited:
-            await dispatcher.assigned(node, {"since": index, "wait": 5})
+            await polled(dispatcher, node, {"since": index, "wait": 5})
         assert waited.cancelled_caught, f"woken by {other.id}'s report, which changes nothing here"
         # A networked task running changes the network views: a poll from before that change
         # answers at once, even when it arrives after the change (between two polls).
         await report(dispatcher, store, "running", "web")
         await trio.sleep(0.1)                 # the dispatcher has seen it before the poll comes
         started = trio.current_time()
-        answer = await dispatcher.assigned(node, {"since": index, "wait": 5})
+        answer = await polled(dispatcher, node, {"since": index, "wait": 5})
         assert trio.current_time() - started < 0.5
         [web] = tasks_of(store, "web")
         table = {s.name: s for s in netview.decode(answer["network"]).services.get(front, ())}
@@ -334,3 +335,9 @@ async def test_a_poll_wakes_for_its_own_node_and_for_network_views_changed_since
             assert table["web"].tasks == tuple(a.address.split("/")[0] for a in web.networks
                                                if a.network_id == front)
         nursery.cancel_scope.cancel()
+
+
+async def polled(dispatcher, node, params):
+    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
+    in as the store holds them, msgspec.Raw)."""
+    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))

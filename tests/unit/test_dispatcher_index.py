@@ -13,6 +13,7 @@ from swarm.manager import dispatcher as dispatcher_module
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.dispatcher import Dispatcher, Placed, group_tasks
 from tests.unit.test_reconciler import NODES, cluster, create, report, settle
+from raft.framing import pack_with_raw, unpack
 
 
 class AgentView:
@@ -22,7 +23,7 @@ class AgentView:
         self.node, self.since, self.tasks, self.answers = node, 0, {}, []
 
     async def poll(self, dispatcher: Dispatcher) -> dict:
-        answer = await dispatcher.assigned(self.node, {"since": self.since, "wait": 0})
+        answer = await polled(dispatcher, self.node, {"since": self.since, "wait": 0})
         self.answers.append(answer)
         self.since = answer["index"]
         for data in answer["changed"]:
@@ -127,7 +128,7 @@ async def test_a_node_polling_from_before_what_the_index_remembers_gets_the_full
         await settle(reconciler)
         nursery.start_soon(kept.run)    # read whole now: it knows no removal from before
         await trio.testing.wait_all_tasks_blocked()
-        stale = await kept.assigned("n1", {"since": old, "wait": 0})
+        stale = await polled(kept, "n1", {"since": old, "wait": 0})
         assert stale["full"] and len(stale["task_ids"]) == 3
         agent = AgentView("n1")
         await agent.poll(kept)
@@ -143,7 +144,7 @@ async def test_a_node_polling_from_before_what_the_index_remembers_gets_the_full
         now = await agent.poll(kept)
         assert len(now["removed"]) == 2 and len(agent.tasks) == 1
         await agent.poll(kept)
-        assert (await kept.assigned("n1", {"since": again["index"], "wait": 0}))["full"]
+        assert (await polled(kept, "n1", {"since": again["index"], "wait": 0}))["full"]
         nursery.cancel_scope.cancel()
 
 
@@ -159,7 +160,7 @@ async def test_a_burst_of_events_lets_the_polls_run_and_never_shows_half_a_trans
 
         async def poller() -> None:
             while True:
-                full = await kept.assigned("n1", {"since": 0, "wait": 0})
+                full = await polled(kept, "n1", {"since": 0, "wait": 0})
                 answers.append((full["index"], len(full["task_ids"])))
                 await agent.poll(kept)
                 await trio.sleep(0)
@@ -306,7 +307,7 @@ async def test_a_change_of_leadership_costs_no_pass_over_the_tasks():
 
 
 async def total(dispatcher: Dispatcher) -> int:
-    answers = [await dispatcher.assigned(n, {"since": 0, "wait": 0}) for n in NODES]
+    answers = [await polled(dispatcher, n, {"since": 0, "wait": 0}) for n in NODES]
     return sum(len(a["task_ids"]) for a in answers)
 
 
@@ -324,3 +325,9 @@ def test_the_index_shares_its_typed_tasks_with_the_listings_and_forgets_deleted_
     assert "t0" in cache
     placed.apply("t0", None, 9)
     assert "t0" not in cache and "t0" not in placed.by_node["n1"]
+
+
+async def polled(dispatcher, node, params):
+    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
+    in as the store holds them, msgspec.Raw)."""
+    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))

@@ -293,3 +293,25 @@ async def test_a_manager_that_becomes_the_leader_runs_a_round_at_once():
         acting = True
         await until(lambda: sum(t.status.state == "assigned" for t in tasks_of(store, "web")) == 2, timeout=1.0)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_large_round_plans_in_a_worker_thread_and_decides_as_one_planned_here(monkeypatch):
+    import threading
+    from swarm.manager import planner, reconciler as reconciler_module
+    threads = []
+    real = planner.plan_round
+
+    def plan_round(*args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args)
+
+    monkeypatch.setattr(reconciler_module, "plan_round", plan_round)
+    plans = {}
+    for threshold in (1, 1_000_000):      # every round in a thread; every round here
+        monkeypatch.setattr(reconciler_module, "THREAD_PLAN_TASKS", threshold)
+        store, _, reconciler, _, api = await cluster()
+        await create(api, "web", replicas=6)
+        await settle(reconciler)
+        plans[threshold] = sorted((t.slot, t.node_id, t.status.state) for t in tasks_of(store, "web"))
+    assert False in threads and True in threads     # both ways were taken...
+    assert plans[1] == plans[1_000_000] and len(plans[1]) == 6   # ...to the same placement

@@ -29,6 +29,7 @@ from tests.unit.test_agent import STARTING, DEADLINE, PACE, FakeManager, FakeNet
 from tests.unit.test_cli import ok
 from tests.unit.test_cli_service import SID, ServiceFake
 from tests.unit.test_reconciler import cluster, settle, tasks_of
+from raft.framing import pack_with_raw, unpack
 
 DIGEST = "sha256:" + "ab" * 32
 NEWER = "sha256:" + "cd" * 32
@@ -192,7 +193,7 @@ async def test_the_dispatcher_sends_the_credentials_only_with_the_tasks_of_the_n
     await settle(reconciler)
     private = {t.id: t.node_id for t in tasks_of(store, "private")}
     for node in ("n1", "n2", "n3"):
-        answer = await dispatcher.assigned(node, {"since": 0, "wait": 0})
+        answer = await polled(dispatcher, node, {"since": 0, "wait": 0})
         mine = {tid for tid, nid in private.items() if nid == node}
         assert answer.get("auth", {}) == {tid: AUTH for tid in mine}
         assert AUTH not in repr(answer["changed"])      # the task records themselves never hold them
@@ -363,3 +364,9 @@ async def test_a_task_shut_down_while_its_image_is_pulled_stops_waiting_for_the_
         await manager.until_state("t1", "shutdown")
     assert reported(manager.states("t1"), ["accepted", "preparing", "shutdown"])
     assert not [op for op, tid in runtime.calls if tid == "t1"]
+
+
+async def polled(dispatcher, node, params):
+    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
+    in as the store holds them, msgspec.Raw)."""
+    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))

@@ -22,6 +22,7 @@ from swarm.manager.dispatcher import task_files
 from swarm.runtime.fake import FakeRuntime
 from tests.unit.test_agent import FakeManager, clock, make_task, run_to_running, running_agent  # noqa: F401
 from tests.unit.test_reconciler import NODES, cluster, create, report, settle, tasks_of
+from raft.framing import pack_with_raw, unpack
 
 VALUE = b"s3cr3t-Value-that-no-answer-may-carry"
 
@@ -200,19 +201,19 @@ async def test_only_the_node_running_a_task_that_uses_a_secret_receives_it():
     await create(services, "other", replicas=3)
     await settle(reconciler)
     [task] = tasks_of(store, "web")
-    answers = {node: await dispatcher.assigned(node, {"since": 0, "wait": 0}) for node in NODES}
+    answers = {node: await polled(dispatcher, node, {"since": 0, "wait": 0}) for node in NODES}
     runner = answers.pop(task.node_id)
     assert runner["secrets"] == {sid: base64.b64encode(VALUE).decode()}
     assert runner["configs"] == {cid: base64.b64encode(b"port=80\n").decode()}
     for node, answer in answers.items():
         assert "secrets" not in answer and not carries(answer, VALUE), node
     # a later answer without the task's change carries nothing; once it is terminal, nothing either
-    quiet = await dispatcher.assigned(task.node_id, {"since": runner["index"], "wait": 0})
+    quiet = await polled(dispatcher, task.node_id, {"since": runner["index"], "wait": 0})
     assert "secrets" not in quiet
     await services.rm({"refs": ["web"]})
     await settle(reconciler)
     await report(dispatcher, store, "shutdown", "web")
-    after = await dispatcher.assigned(task.node_id, {"since": 0, "wait": 0})
+    after = await polled(dispatcher, task.node_id, {"since": 0, "wait": 0})
     assert not carries(after, VALUE)
 
 
@@ -312,3 +313,9 @@ async def test_a_service_taking_a_secret_while_it_is_removed_wins_or_loses_whole
         await secret_api.rm({"refs": ["db_pw"]})
     assert raced and [r["name"] for r in await secret_api.ls({})] == ["db_pw"]
     assert services.find("web").spec.container.secrets[0].name == "db_pw"
+
+
+async def polled(dispatcher, node, params):
+    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
+    in as the store holds them, msgspec.Raw)."""
+    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))
