@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarm.api.reference import InvalidReference, Reference, parse_image
 from swarm.daemon.registry import BadAuth, NodeRegistry
-from swarm.registry import RegistryClient
+from swarm import registry as client_lib   # its client loaded at the first call (swarm/daemon/registry.py)
 from swarm.registry.errors import ImageNotFound, RegistryError, Unauthorized
 from swarm.registry.media import Index, Platform, parse_manifest
 from swarm.rpc.messages import Peer, RPCError
 
+if TYPE_CHECKING:
+    from swarm.registry import RegistryClient
+
 MAX_CONFIG_BYTES = 8 << 20      # an image configuration is a few KiB; a registry sending more is wrong
 
 # encoded auth ("" for the node's own credentials) -> a client of the node's registry settings
-ClientFor = Callable[[str], RegistryClient]
+ClientFor = Callable[[str], "RegistryClient"]
 
 
 def platform_view(p: Platform) -> dict[str, str]:
@@ -59,7 +62,7 @@ async def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
 
 def client_for(registry: NodeRegistry) -> ClientFor:
     """Clients with the node's registry settings; credentials as its pulls take them."""
-    return lambda auth: RegistryClient(registry.config, registry.credentials(auth))
+    return lambda auth: client_lib.RegistryClient(registry.config, registry.credentials(auth))
 
 
 def handler(client_for: ClientFor) -> Callable[[Peer, dict], Any]:

@@ -23,21 +23,27 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
+if TYPE_CHECKING:
+    from swarm.registry import LayerProgress, Puller, PullResult
+
 from swarm.api.reference import InvalidReference, Reference, parse_image
 from swarm.daemon.config import BadSetting, check_insecure_registry, check_mirror, check_server_host
-from swarm.registry import LayerProgress, Puller, PullResult, RegistryClient, RegistryConfig, push
+# The client and its HTTP stack (httpx, httpcore, h11, h2, anyio: about 5 MiB) are imported
+# at a node's first pull, push, login or image resolution, not at its start: a node whose
+# images are already here never loads them. swarm.registry's light parts are imported here.
+from swarm import registry as client_lib
 from swarm.registry import credentials as stored
-from swarm.registry.config import DEFAULT_INSECURE
+from swarm.registry.config import DEFAULT_INSECURE, RegistryConfig
 from swarm.registry.errors import RegistryError
 from swarm.runtime.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[LayerProgress], None]
+Progress = Callable[["LayerProgress"], None]
 Credentials = Callable[[str], "tuple[str, str] | None"]
 
 MAX_AUTH_CHARS = 16 << 10      # an encoded auth config is a few hundred bytes; refuse what is not
@@ -161,8 +167,16 @@ class NodeRegistry:
         self.config = config
         self.credentials_path = credentials_path
         self._transport = transport          # an httpx transport (unit tests: a fake registry)
-        self.puller = Puller(store, config, transport=transport, background=self._in_background)
+        self._puller: Puller | None = None
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def puller(self) -> Puller:
+        """The node's puller, made (and the client imported) when first needed."""
+        if self._puller is None:
+            self._puller = client_lib.Puller(self.store, self.config, transport=self._transport,
+                                             background=self._in_background)
+        return self._puller
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -247,7 +261,7 @@ class NodeRegistry:
         parsed = parse_image(ref)
         if parsed.digest:
             return parsed.familiar()
-        async with RegistryClient(self.config, self.credentials(auth), transport=self._transport) as client:  # type: ignore[arg-type]
+        async with client_lib.RegistryClient(self.config, self.credentials(auth), transport=self._transport) as client:  # type: ignore[arg-type]
             digest = await client.head_manifest(parsed)
         return parsed.with_digest(digest).familiar()
 
@@ -272,7 +286,7 @@ class NodeRegistry:
             if progress is not None and event.layer != config_short:
                 progress(event)
 
-        result = await push(parsed, source, self.config, self.credentials(auth), progress=layers_only,
+        result = await client_lib.push(parsed, source, self.config, self.credentials(auth), progress=layers_only,
                             transport=self._transport)
         await trio.to_thread.run_sync(self.store.add_digest, name, result.digest)
         return Pushed(parsed, result.digest, result.size, source.blobs[0].digest)
@@ -289,7 +303,7 @@ class NodeRegistry:
             raise BadAuth("Password is required")
         pair = (username, password)
         config = dataclasses.replace(self.config, mirrors=())     # the registry itself says yes, not a mirror
-        async with RegistryClient(config, lambda d: pair, transport=self._transport) as client:  # type: ignore[arg-type]
+        async with client_lib.RegistryClient(config, lambda d: pair, transport=self._transport) as client:  # type: ignore[arg-type]
             await client.ping(domain)
         await trio.to_thread.run_sync(stored.store, self.credentials_path, domain, username, password)
         return key

@@ -25,15 +25,17 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import trio
 
 from swarm.api.errors import SwarmError
 from swarm.daemon.registry import NodeRegistry, check_reference
-from swarm.registry import LayerProgress
 from swarm.rpc.messages import Peer, RPCError
 from swarm.rpc.router import Handler
+
+if TYPE_CHECKING:
+    from swarm.registry import LayerProgress
 
 log = logging.getLogger(__name__)
 

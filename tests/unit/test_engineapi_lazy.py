@@ -36,6 +36,16 @@ def test_the_daemon_imports_no_engine_api_stack():
     assert "swarm.engineapi.app" not in modules and "swarm.engineapi.schema" not in modules
 
 
+def test_the_daemon_imports_the_registry_client_at_its_first_use_not_at_its_start():
+    # A node whose images are all here never loads the client's HTTP stack (about 5 MiB).
+    modules = imported_by("import swarm.daemon.daemon, swarm.daemon.host, swarm.daemon.distribution, "
+                          "swarm.daemon.transfers")
+    assert "swarm.daemon.registry" in modules
+    stack = sorted(m for m in modules if m.split(".")[0] in ("httpx", "httpcore", "h2", "h11", "anyio"))
+    assert stack == ["httpx._main"]   # only the empty stand-in swarm.registry puts there
+    assert "swarm.registry.client" not in modules and "swarm.registry.pull" not in modules
+
+
 def test_the_registry_packages_light_parts_do_not_import_the_client():
     modules = imported_by("import swarm.registry.config, swarm.registry.errors, swarm.registry.media, "
                           "swarm.registry.credentials")
