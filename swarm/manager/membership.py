@@ -458,11 +458,12 @@ class Manager:
         meanwhile; a node marked down has its tasks replaced elsewhere, which would load the
         cluster more). So a stall before a node's last beat delays nothing, and a node that
         is really gone is marked down a grace period plus the loop's stalls after its last beat."""
-        owed = max(late, self._lag_now() - self._lag_at_beat.get(node_id, 0.0))
+        lag = self._lag_now()
+        owed = max(late, lag - self._lag_at_beat.get(node_id, lag))   # every deadline is set with its mark
         if owed > STALL and self._deadlines is not None:
             log.info("node %s's heartbeat deadline passed after this manager ran %.1f s late since its last "
                      "beat: that long again to be heard", node_id, owed)
-            self._lag_at_beat[node_id] = self._lag_now()
+            self._lag_at_beat[node_id] = lag
             self._deadlines.reset(node_id, owed)
             return
         term = self.raft.term
