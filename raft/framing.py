@@ -67,13 +67,6 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def pack_with_raw(obj: Any) -> bytes:
-    """As `pack` (the same bytes for plain data), and a `msgspec.Raw` part, msgpack already (a
-    record as the store holds it), goes in unchanged: no decode and encode again."""
-    import msgspec   # here: a CLI command frames its requests with msgpack alone, and starts faster
-    return msgspec.msgpack.encode(obj)
-
-
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     # gc.isenabled/enable are process-wide: only the caller that found the

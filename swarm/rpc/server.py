@@ -25,9 +25,10 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import trio
 
-from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame, pack_with_raw
+from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame
 from swarm.rpc.limits import (HANDSHAKE_TIMEOUT, MAX_DEADLINE, MAX_IN_FLIGHT, UNAUTHENTICATED, Admission,
                               StreamLimits, nofile_limit)
 from swarm.rpc.client import LOST
@@ -60,6 +61,13 @@ class _Throttled:
         log.warning(msg, *args)
         self._last, self._held = now, 0
 
+
+
+# Answers are packed by msgspec: the same bytes as msgpack for plain data, and a part that is
+# msgpack already (`msgspec.Raw`: a record as the store holds it) goes in unchanged, with no
+# decode and encode again. (A CLI command frames its requests with msgpack alone: this module
+# is the daemon's.)
+pack_answer = msgspec.msgpack.Encoder().encode
 
 
 async def _answer(router: Router, peer: Peer, req: dict, max_deadline: float) -> dict:
@@ -100,7 +108,7 @@ async def _serve_stream(router: Router, stream: trio.abc.Stream, peer: Peer, rem
         try:
             resp = await _answer(router, peer, req, max_deadline)
             try:
-                frame = encode_frame(resp, limits.max_frame, pack_with_raw)   # a handler may answer with Raw parts
+                frame = encode_frame(resp, limits.max_frame, pack_answer)
             except Exception as exc:  # unserialisable or oversized result
                 log.error("cannot encode the answer to %s for %s: %s", req["method"], remote, exc)
                 frame = encode_frame(error_answer(req["id"], "internal", f"the result of {req['method']} could not be encoded"))

@@ -15,7 +15,8 @@ from swarm.manager import reconciler as reconciler_module
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.dispatcher import build_network_view
 from tests.unit.test_reconciler import cluster, create, report, settle, tasks_of
-from raft.framing import pack_with_raw, unpack
+from raft.framing import unpack
+from swarm.rpc.server import pack_answer
 
 pytestmark = pytest.mark.trio
 
@@ -340,4 +341,4 @@ async def test_a_poll_wakes_for_its_own_node_and_for_network_views_changed_since
 async def polled(dispatcher, node, params):
     """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
     in as the store holds them, msgspec.Raw)."""
-    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))
+    return unpack(pack_answer(await dispatcher.assigned(node, params)))

@@ -13,7 +13,7 @@ from swarm.manager import dispatcher as dispatcher_module
 from swarm.manager.controlapi.networks import NetworkAPI
 from swarm.manager.dispatcher import Dispatcher, Placed, group_tasks
 from tests.unit.test_reconciler import NODES, cluster, create, report, settle
-from raft.framing import pack_with_raw, unpack
+from tests.unit.test_dispatcher import polled
 
 
 class AgentView:
@@ -326,8 +326,3 @@ def test_the_index_shares_its_typed_tasks_with_the_listings_and_forgets_deleted_
     placed.apply("t0", None, 9)
     assert "t0" not in cache and "t0" not in placed.by_node["n1"]
 
-
-async def polled(dispatcher, node, params):
-    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
-    in as the store holds them, msgspec.Raw)."""
-    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))

@@ -29,7 +29,7 @@ from tests.unit.test_agent import STARTING, DEADLINE, PACE, FakeManager, FakeNet
 from tests.unit.test_cli import ok
 from tests.unit.test_cli_service import SID, ServiceFake
 from tests.unit.test_reconciler import cluster, settle, tasks_of
-from raft.framing import pack_with_raw, unpack
+from tests.unit.test_dispatcher import polled
 
 DIGEST = "sha256:" + "ab" * 32
 NEWER = "sha256:" + "cd" * 32
@@ -365,8 +365,3 @@ async def test_a_task_shut_down_while_its_image_is_pulled_stops_waiting_for_the_
     assert reported(manager.states("t1"), ["accepted", "preparing", "shutdown"])
     assert not [op for op, tid in runtime.calls if tid == "t1"]
 
-
-async def polled(dispatcher, node, params):
-    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
-    in as the store holds them, msgspec.Raw)."""
-    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))

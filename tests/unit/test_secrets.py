@@ -22,7 +22,7 @@ from swarm.manager.dispatcher import task_files
 from swarm.runtime.fake import FakeRuntime
 from tests.unit.test_agent import FakeManager, clock, make_task, run_to_running, running_agent  # noqa: F401
 from tests.unit.test_reconciler import NODES, cluster, create, report, settle, tasks_of
-from raft.framing import pack_with_raw, unpack
+from tests.unit.test_dispatcher import polled
 
 VALUE = b"s3cr3t-Value-that-no-answer-may-carry"
 
@@ -314,8 +314,3 @@ async def test_a_service_taking_a_secret_while_it_is_removed_wins_or_loses_whole
     assert raced and [r["name"] for r in await secret_api.ls({})] == ["db_pw"]
     assert services.find("web").spec.container.secrets[0].name == "db_pw"
 
-
-async def polled(dispatcher, node, params):
-    """A tasks.assigned answer as the agent reads it: through the wire's encoding (records go
-    in as the store holds them, msgspec.Raw)."""
-    return unpack(pack_with_raw(await dispatcher.assigned(node, params)))
