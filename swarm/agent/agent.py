@@ -65,7 +65,6 @@ from swarm.runtime.base import ContainerRuntime
 log = logging.getLogger(__name__)
 # DEBUG lines "start path TASK STAGE WALLTIME" mark each task's way to running (bench/startpath.py reads them).
 STAGE_LOG = "start path %s %s %.6f"
-RUNNING = spec.STATE_ORDER["running"]
 REPORT_BATCH_DELAY = reports.BATCH_DELAY   # with a few tasks on their way (reports.batch_delay)
 # Containers being prepared or started at once on this node: four per processor. A start
 # waits on the kernel and on runc's processes for most of its time, so one per processor
@@ -506,10 +505,6 @@ class Agent:
             await call(self.runtime.remove, task_id)
             await self.net.remove(task_id)
 
-    def _on_the_way(self) -> int:
-        """Tasks of this node that are assigned and not yet running."""
-        return sum(1 for c in self.controllers.values() if not c.done and spec.STATE_ORDER[c.state] < RUNNING)
-
     async def _reporter(self) -> None:
         """Report task states in tasks.status calls, in order, retried until accepted: one
         report per task and call, the furthest the manager can take (swarm.agent.reports)."""
@@ -517,7 +512,8 @@ class Agent:
         while True:
             if not pending:
                 pending.append(await self._report_inbox.receive())
-                await trio.sleep(reports.batch_delay(self._on_the_way()))
+                live = (c.state for c in self.controllers.values() if not c.done)
+                await trio.sleep(reports.batch_delay(reports.on_the_way(live)))
             while True:
                 try:
                     pending.append(self._report_inbox.receive_nowait())

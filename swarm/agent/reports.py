@@ -23,7 +23,7 @@ of the leader's work. A node starting a few tasks is not held back.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from swarm.api import spec
 from swarm.api.taskstate import can_advance
@@ -31,6 +31,7 @@ from swarm.api.taskstate import can_advance
 BATCH_DELAY = 0.02           # seconds a call's first report waits for others...
 BATCH_DELAY_PER_TASK = 0.002  # ...per task of the node on its way to running...
 MAX_BATCH_DELAY = 0.25       # ...up to this
+RUNNING = spec.STATE_ORDER["running"]
 
 Before = tuple[str, str]                          # (state, health) of a task before a report
 Pending = tuple[str, spec.TaskStatus, Before]     # (task id, the report, the task's state before it)
@@ -40,6 +41,11 @@ def batch_delay(on_the_way: int) -> float:
     """Seconds a call's first report waits for more, with `on_the_way` of the node's tasks
     assigned and not yet running (20 ms up to ten such tasks, 0.2 s at a hundred)."""
     return min(MAX_BATCH_DELAY, max(BATCH_DELAY, BATCH_DELAY_PER_TASK * on_the_way))
+
+
+def on_the_way(states: Iterable[str]) -> int:
+    """How many of these task states are short of running (what `batch_delay` weighs)."""
+    return sum(1 for state in states if spec.STATE_ORDER[state] < RUNNING)
 
 
 def reachable(base: Before, status: spec.TaskStatus) -> bool:

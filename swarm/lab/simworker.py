@@ -54,7 +54,6 @@ from swarm.rpc.messages import RPCError
 log = logging.getLogger(__name__)
 
 STEPS = ("preparing", "starting", "running")
-RUNNING = spec.STATE_ORDER["running"]
 POLL_WAIT = spec.POLL_WAIT  # as the agent's
 JOIN_CONCURRENCY = 6        # each join holds up to 2 unauthenticated connections (cap: 16 per address)
 PLATFORM = {"os": "linux", "architecture": "x86_64"}
@@ -297,9 +296,8 @@ class SimWorker:
         report of a call waits for others as the agent's does (`reports.batch_delay`)."""
         while True:
             batch = [await self._inbox.receive()]
-            on_the_way = sum(1 for t in self.tasks.values()
-                             if t.desired == "running" and spec.STATE_ORDER[t.state] < RUNNING)
-            await trio.sleep(reports.batch_delay(on_the_way))
+            wanted = (t.state for t in self.tasks.values() if t.desired == "running")
+            await trio.sleep(reports.batch_delay(reports.on_the_way(wanted)))
             while len(batch) < spec.MAX_STATUS_BATCH:
                 try:
                     batch.append(self._inbox.receive_nowait())
