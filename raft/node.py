@@ -19,7 +19,7 @@ Leadership is fenced twice: pysyncobj steps down when it has not heard from a
 quorum within `leader_fallback` (we set it to the maximum election timeout,
 not its 30 s default), and `is_leader()` also requires a lease: a quorum
 answered within the minimum election timeout, measured on the monotonic
-clock, so a leader that was frozen (SIGSTOP) is not acting the moment it
+clock (`quorum_lease`: pysyncobj's clock is another one), so a leader that was frozen (SIGSTOP) is not acting the moment it
 wakes, even before its tick thread has run.
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ import trio
 import raft.inet_fix  # noqa: F401  (before pysyncobj: see there)
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.monotonic import monotonic as engine_clock
 from pysyncobj.node import TCPNode
 
 from raft import engine_hooks
@@ -108,6 +109,19 @@ def member_name(node_id: str, address: str) -> str:
 # A snapshot file: magic | crc32 of the body | body. The body is msgpack, sealed with the
 # cluster's data key (raft/cipher.py) under SEALED_SNAPSHOT_MAGIC. Every manager holds the same
 # key, so a snapshot the leader sends (the bytes of its file) opens on the follower.
+def quorum_lease(heard_at: Sequence[float], engine_now: float, local_now: float, timeout: float) -> float:
+    """Until when, on `time.monotonic()`, a leader may act: `timeout` after the latest time
+    by which a quorum had answered (`heard_at`: the other members' last answers; our own
+    vote counts). pysyncobj stamps answers on its own clock, CLOCK_MONOTONIC_RAW, which NTP
+    does not slew: it drifts from `time.monotonic()` (0.35 s in the first half hour of one
+    machine of this kind), so an answer's age is taken on its clock and the lease set on ours."""
+    needed = (len(heard_at) + 1) // 2  # answers needed besides our own vote
+    if not needed:
+        return local_now + timeout
+    heard = sorted(heard_at, reverse=True)[needed - 1]
+    return local_now + timeout - (engine_now - heard)
+
+
 def encode_snapshot(last: Sequence[Any], prev: Sequence[Any], members: list[str], state: dict,
                     cipher: DataCipher | None = None) -> bytes:
     body = msgpack.packb({"v": 1, "last": list(last), "prev": list(prev), "members": members, "state": state},
@@ -478,10 +492,8 @@ class RaftNode:
             noop = engine._SyncObj__noopIDx
             others = engine.otherNodes
             if noop is not None and engine.raftLastApplied >= noop:
-                responses = sorted((engine._SyncObj__lastResponseTime.get(n, 0.0) for n in others), reverse=True)
-                needed = (len(others) + 1) // 2  # answers needed besides our own vote
-                heard = responses[needed - 1] if needed else time.monotonic()
-                lease_until = heard + self.config.election_timeout[0]
+                lease_until = quorum_lease([engine._SyncObj__lastResponseTime.get(n, 0.0) for n in others],
+                                           engine_clock(), time.monotonic(), self.config.election_timeout[0])
         leader = engine._getLeader()
         leader_name = leader.id if leader else None
         term = engine.raftCurrentTerm
