@@ -13,7 +13,7 @@ import re
 import sys
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -255,6 +255,7 @@ class Task:
         return f"{self.service_name}.{self.slot if self.slot else self.node_id}"
 
 
+D = TypeVar("D")
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}   # dataclass -> its fields' names, looked up once
 
@@ -281,6 +282,27 @@ def to_dict(obj: Any) -> Any:
         _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(obj))
         return to_dict(obj)
     return obj
+
+
+_FIELD_SETS: dict[type, frozenset[str]] = {}
+
+
+def replace(obj: D, **changes: Any) -> D:
+    """`dataclasses.replace` for the dataclasses above, in a third of its time: a copy of `obj`'s
+    attributes with `changes` set, without running __init__ again (none of them has a
+    __post_init__ to run). A round replaces every task it places, twice: at 100,000 tasks,
+    seconds. An unknown field name is a TypeError, as there."""
+    kind = type(obj)
+    names = _FIELD_SETS.get(kind)
+    if names is None:
+        names = _FIELD_SETS[kind] = frozenset(f.name for f in dataclasses.fields(obj))
+    if not names.issuperset(changes):
+        raise TypeError(f"{kind.__name__} has no field {sorted(set(changes) - names)[0]!r}")
+    new = object.__new__(kind)
+    attrs = new.__dict__
+    attrs.update(obj.__dict__)
+    attrs.update(changes)
+    return new
 
 
 class InvalidRecord(ValueError):

@@ -130,4 +130,4 @@ def allocate_task(task: spec.Task, service: spec.Service | None, networks: dict[
     for net_id in service_networks(service, networks):
         prefix = ipaddress.ip_network(networks[net_id]["subnet"]).prefixlen
         atts.append(spec.Attachment(net_id, f"{alloc.allocate_address(net_id)}/{prefix}"))
-    return dataclasses.replace(task, networks=tuple(atts))
+    return spec.replace(task, networks=tuple(atts))

@@ -462,7 +462,7 @@ def seen_change(old: spec.Task, new: spec.Task) -> bool:
     status the agent reported itself is not sent back."""
     if spec.is_terminal(new.status.state) and not spec.is_terminal(old.status.state):
         return True
-    return dataclasses.replace(new, status=old.status, running_at=old.running_at) != old
+    return spec.replace(new, status=old.status, running_at=old.running_at) != old
 
 
 def group_tasks(index: int, listing: dict[str, Any]) -> Placed:
@@ -505,8 +505,8 @@ def with_status(task: spec.Task, status: spec.TaskStatus, now: float) -> spec.Ta
     """`task` with a reported status; its first `running` report sets running_at (the
     manager's clock, as the update supervisor's `now`: its monitor and delay count from it)."""
     if status.state == "running" and not task.running_at:
-        return dataclasses.replace(task, status=status, running_at=now)
-    return dataclasses.replace(task, status=status)
+        return spec.replace(task, status=status, running_at=now)
+    return spec.replace(task, status=status)
 
 
 def parse_status_updates(params: dict, now: float) -> dict[str, spec.TaskStatus]:

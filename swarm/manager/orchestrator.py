@@ -51,13 +51,12 @@ earlier iteration are stopped. Jobs have no rolling update.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from swarm.manager import updater
 from swarm.manager.scheduler import ConstraintError, NodeInfo, node_matches, placement_rules
-from swarm.api.spec import JOB_MODES, STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
+from swarm.api.spec import replace as replaced, JOB_MODES, STATE_ORDER, RestartPolicy, Service, Task, TaskStatus, is_terminal
 
 HISTORY_LIMIT = 5
 ENDED = frozenset({"complete", "failed", "rejected"})   # ended on its own: the restart policy decides
@@ -148,9 +147,9 @@ class _Plan:
         t = self.update.get(t.id, t)
         if t.desired_state in ("shutdown", "remove"):
             return
-        new = dataclasses.replace(t, desired_state="shutdown")
+        new = replaced(t, desired_state="shutdown")
         if t.status.state in UNCLAIMED:
-            new = dataclasses.replace(new, status=TaskStatus("shutdown", why, timestamp=self.now))
+            new = replaced(new, status=TaskStatus("shutdown", why, timestamp=self.now))
         self.update[t.id] = new
 
     def new_task(self, slot: int, node_id: str = "", attempt: int = 0, not_before: float = 0.0) -> Task:

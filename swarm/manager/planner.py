@@ -36,7 +36,6 @@ allocation failed).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
@@ -129,7 +128,7 @@ def task_change_matters(old: spec.Task | None, new: spec.Task | None, updating: 
     before, after = old.status.state, new.status.state
     if before in UNCLAIMED or after in UNCLAIMED or spec.is_terminal(before) or spec.is_terminal(after):
         return True
-    return dataclasses.replace(new, status=old.status, running_at=old.running_at) != old
+    return spec.replace(new, status=old.status, running_at=old.running_at) != old
 
 
 def _clock_driven(services: dict[str, spec.Service], tasks: dict[str, spec.Task], problems: dict[str, str],
@@ -182,7 +181,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
     for tid, task in tasks.items():
         node = nodes.get(task.node_id)
         if task.node_id and (node is None or node.get("status") == "down") and not spec.is_terminal(task.status.state):
-            changed[tid] = dataclasses.replace(task, desired_state="shutdown", status=spec.TaskStatus(
+            changed[tid] = spec.replace(task, desired_state="shutdown", status=spec.TaskStatus(
                 "orphaned", "the task's node is down", "node is down", now, None, task.status.container_id))
 
     # 3. The orchestrator, one service at a time (sorted: a replay makes the same ids in the same order).
@@ -206,7 +205,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
         for task in plan.update:
             base = changed.get(task.id)
             # keep the orphaned status decided above; take the plan's desired state
-            changed[task.id] = dataclasses.replace(task, status=base.status) if base else task
+            changed[task.id] = spec.replace(task, status=base.status) if base else task
         for task_id in plan.delete:
             if task_id in tasks:
                 deletes[task_id] = None
@@ -233,7 +232,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
         except (OverlayError, ValueError, KeyError) as exc:
             unplaced[task.id] = f"cannot allocate the task's network addresses: {_why(exc)}"
             continue
-        current[task.id] = dataclasses.replace(
+        current[task.id] = spec.replace(
             placed, node_id=placement.assignments[task.id],
             status=spec.TaskStatus("assigned", "scheduler assigned task to node", "", now))
     for task in waiting:
@@ -241,7 +240,7 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
             continue  # placed above
         reason = problems.get(task.service_id) or unplaced.get(task.id, "")
         if task.status.state == "new" or task.status.err != reason:
-            current[task.id] = dataclasses.replace(
+            current[task.id] = spec.replace(
                 task, status=spec.TaskStatus("pending", "waiting for a suitable node", reason, now))
 
     # 5. Each node's ingress sandbox needs an address on the ingress network.
