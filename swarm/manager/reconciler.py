@@ -61,6 +61,7 @@ WATCH_BUFFER = 1_000_000    # events: a whole create of 100,000 tasks, with room
 FOLLOW_SLICE = 0.01         # seconds of event handling between checkpoints
 MAX_TXN_OPS = 200
 THREAD_PLAN_TASKS = 5_000   # a round over this many tasks plans in a worker thread
+SLOW_ROUND = 1.0            # seconds: a round planned for longer is logged (at INFO)
 MAX_TXN_BYTES = MAX_COMMAND // 2   # the store refuses a command past MAX_COMMAND; leave room for framing
 
 
@@ -103,6 +104,15 @@ def encode_task(task: spec.Task) -> bytes:
         value = getattr(task, name)
         record[name] = held[1] if name == "spec" else value if type(value) in _SCALARS else spec.to_dict(value)
     return _PACK(record)
+
+
+def round_size(snapshot: Snapshot) -> int:
+    """About how many tasks a round over `snapshot` handles: those it holds, and those its
+    services ask for (a new service of 100,000 replicas has no task yet, and its round is
+    the largest of all)."""
+    wanted = sum(s.spec.replicas if s.spec.mode in ("replicated", "replicated-job") else len(snapshot.nodes)
+                 for s, _ in snapshot.services.values())
+    return len(snapshot.tasks) + wanted
 
 
 def read_snapshot(store: Any) -> Snapshot:
@@ -227,8 +237,12 @@ class Reconciler:
         # 100,000 tasks it takes seconds, which in this thread would leave every node's calls (and
         # their heartbeats: swarm.manager.membership counts the loop's lateness) unread meanwhile.
         # A small one takes milliseconds, less than the hop to a thread.
-        if len(snapshot.tasks) >= THREAD_PLAN_TASKS:
-            plan = await trio.to_thread.run_sync(plan_round, snapshot, now, random.Random(seed), pki.new_id)
+        ops: list[Op] | None = None
+        if round_size(snapshot) >= THREAD_PLAN_TASKS:
+            def decide() -> tuple[RoundPlan, list[Op]]:   # and its records' encoding, seconds as well
+                decided = plan_round(snapshot, now, random.Random(seed), pki.new_id)
+                return decided, plan_ops(snapshot, decided)
+            plan, ops = await trio.to_thread.run_sync(decide)
         else:
             plan = plan_round(snapshot, now, random.Random(seed), pki.new_id)
         # Later events are weighed against what this round decided from (a copy: the
@@ -240,20 +254,24 @@ class Reconciler:
         self._took = took = time.monotonic() - started
         log.debug("reconcile round planned in %.3f s: %d tasks read, %d created, %d updated, %d deleted",
                   took, len(snapshot.tasks), len(plan.create), len(plan.update), len(plan.delete))
-        await self.apply(snapshot, plan)
+        await self.apply(snapshot, plan, ops)
+        if took >= SLOW_ROUND:
+            log.info("reconcile round over %d tasks: planned in %.1f s, its writes committed %.1f s later",
+                     len(snapshot.tasks), took, time.monotonic() - started - took)
         self._backstop_at = time.monotonic() + max(BACKSTOP_PERIOD, BACKSTOP_ROUNDS * took)
         return plan
 
-    async def apply(self, snapshot: Snapshot, plan: RoundPlan) -> None:
+    async def apply(self, snapshot: Snapshot, plan: RoundPlan, ops: list[Op] | None = None) -> None:
         """The single write point: log what the plan says is wrong, then commit its changes
         in transactions small enough for the store, by bytes as well as by count. The
         writes are independent compare-and-sets, so one batch that conflicts or fails
-        does not hold back the others."""
+        does not hold back the others. `ops`: the plan's writes, when they were made already
+        (`plan_ops`, in the worker thread of a large round)."""
         for sid in sorted(set(self._problems) | set(plan.problems)):
             self._note(sid, plan.problems.get(sid))
         for key, message in plan.warnings.items():
             records.warn_once(key, message)
-        for batch in batches(plan_ops(snapshot, plan), MAX_TXN_BYTES, MAX_TXN_OPS):
+        for batch in batches(plan_ops(snapshot, plan) if ops is None else ops, MAX_TXN_BYTES, MAX_TXN_OPS):
             try:
                 result = await self.m.raft.commit(batch)
             except TxnError as exc:

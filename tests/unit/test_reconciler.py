@@ -315,3 +315,27 @@ async def test_a_large_round_plans_in_a_worker_thread_and_decides_as_one_planned
         plans[threshold] = sorted((t.slot, t.node_id, t.status.state) for t in tasks_of(store, "web"))
     assert False in threads and True in threads     # both ways were taken...
     assert plans[1] == plans[1_000_000] and len(plans[1]) == 6   # ...to the same placement
+
+
+async def test_a_new_service_s_replicas_count_towards_a_round_s_size(monkeypatch):
+    # A create of 100,000 replicas has no task yet: its round is the largest of all, and plans
+    # (and encodes its records) in the worker thread.
+    import threading
+    from swarm.manager import planner, reconciler as reconciler_module
+    where = []
+    real = reconciler_module.plan_ops
+
+    def plan_ops(*args):
+        where.append(threading.current_thread() is threading.main_thread())
+        return real(*args)
+
+    monkeypatch.setattr(reconciler_module, "plan_ops", plan_ops)
+    monkeypatch.setattr(reconciler_module, "THREAD_PLAN_TASKS", 6)
+    store, _, reconciler, _, api = await cluster()
+    await create(api, "web", replicas=6)
+    snap = reconciler_module.read_snapshot(store)
+    assert snap.tasks == {} and reconciler_module.round_size(snap) == 6
+    await settle(reconciler)
+    assert where[0] is False                  # the first round: in the thread
+    assert len(tasks_of(store, "web")) == 6
+    assert reconciler_module.round_size(planner.Snapshot(services=snap.services, tasks={}, nodes={"n": ({}, 1)})) == 6
