@@ -139,3 +139,24 @@ def test_the_local_params_are_checked_before_any_file_is_written():
     assert registry_params({"insecure_registries": ["r:5000"]}) == {"insecure": ["r:5000"]}
     with pytest.raises(RPCError, match="registry_mirrors must be a list"):
         registry_params({"registry_mirrors": "http://m"})
+
+
+def test_the_daemon_collects_garbage_less_often_than_cpython_s_default(monkeypatch, tmp_path):
+    # Set first thing in main (here the daemon stops right after: no nftables).
+    import gc
+    import overlay.lb
+    from swarm.api.errors import SwarmError
+
+    def no_nftables() -> None:
+        raise OSError("nft: not found")
+
+    monkeypatch.setattr(overlay.lb, "check_nftables", no_nftables)
+    default = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with pytest.raises(SwarmError, match="nftables is required"):
+            host_module.main(str(tmp_path))
+        assert gc.get_threshold() == host_module.GC_THRESHOLDS
+        assert host_module.GC_THRESHOLDS[0] > 700 and host_module.GC_THRESHOLDS[2] > 10
+    finally:
+        gc.set_threshold(*default)
