@@ -24,7 +24,6 @@ inactive again and the caller gets the reason.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import os
 import signal
@@ -36,7 +35,7 @@ import trio
 
 from swarm.api import model
 from swarm.api.errors import SwarmError
-from swarm.daemon import bootstrap
+from swarm.daemon import bootstrap, collector
 from swarm.daemon.config import NodeConfig, Paths, save_docker_api_settings, save_registry_settings
 from swarm.daemon.daemon import Daemon, clear_state
 from swarm.daemon.keys import REPLY_GRACE
@@ -55,12 +54,6 @@ LEAVE_TIMEOUT = 50.0     # seconds a leave through the Engine API waits for the 
 # The local API's answer, outside any swarm, to what needs one (the Engine API's is dockerd's).
 NOT_IN_SWARM = ('this node is not part of a swarm: run "swarm init" or "swarm join" (its daemon is running '
                 "and waits for one of them)")
-# CPython's collector runs a young pass every 700 allocations and a full pass (over every
-# object) as the long-lived ones grow by a quarter: on a manager holding 100,000 tasks, millions
-# of objects, that was a third of the leader's CPU during a create (bench/scale.py, 1,000 nodes:
-# 65.7 s of CPU and 85 s to converge, 37.4 s and 54 s with these). The records are acyclic and
-# freed by their reference counts; only cycles wait longer for the collector.
-GC_THRESHOLDS = (10_000, 50, 100)
 SETTINGS = ("default_addr_pools", "default_addr_pool_mask_length", "data_path_port", "task_history_limit", "autolock")
 
 
@@ -425,7 +418,7 @@ def main(state_dir: str, *, memory_journal: bool = False, unlock_key: str | None
     logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from overlay.lb import check_nftables
-    gc.set_threshold(*GC_THRESHOLDS)
+    collector.tune()   # before the first allocation that matters
 
     try:
         check_nftables()  # the VIP and ingress load balancers are nftables rules

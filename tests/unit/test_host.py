@@ -7,7 +7,7 @@ import os
 import pytest
 import trio
 
-from swarm.daemon import bootstrap, host as host_module
+from swarm.daemon import bootstrap, collector, host as host_module
 from swarm.daemon.host import Host, init_kwargs, join_args, registry_params
 from swarm.engineapi import swarmops
 from swarm.rpc.messages import RPCError
@@ -156,7 +156,7 @@ def test_the_daemon_collects_garbage_less_often_than_cpython_s_default(monkeypat
         gc.set_threshold(700, 10, 10)
         with pytest.raises(SwarmError, match="nftables is required"):
             host_module.main(str(tmp_path))
-        assert gc.get_threshold() == host_module.GC_THRESHOLDS
-        assert host_module.GC_THRESHOLDS[0] > 700 and host_module.GC_THRESHOLDS[2] > 10
+        assert gc.get_threshold() == collector.THRESHOLDS
+        assert collector.THRESHOLDS[0] > 700 and collector.THRESHOLDS[2] > 10
     finally:
         gc.set_threshold(*default)
