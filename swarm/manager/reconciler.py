@@ -238,7 +238,8 @@ class Reconciler:
         # their heartbeats: swarm.manager.membership counts the loop's lateness) unread meanwhile.
         # A small one takes milliseconds, less than the hop to a thread.
         ops: list[Op] | None = None
-        if round_size(snapshot) >= THREAD_PLAN_TASKS:
+        size = round_size(snapshot)
+        if size >= THREAD_PLAN_TASKS:
             def decide() -> tuple[RoundPlan, list[Op]]:   # and its records' encoding, seconds as well
                 decided = plan_round(snapshot, now, random.Random(seed), pki.new_id)
                 return decided, plan_ops(snapshot, decided)
@@ -256,8 +257,8 @@ class Reconciler:
                   took, len(snapshot.tasks), len(plan.create), len(plan.update), len(plan.delete))
         await self.apply(snapshot, plan, ops)
         if took >= SLOW_ROUND:
-            log.info("reconcile round over %d tasks: planned in %.1f s, its writes committed %.1f s later",
-                     len(snapshot.tasks), took, time.monotonic() - started - took)
+            log.info("reconcile round over about %d tasks: planned in %.1f s, its writes committed %.1f s later",
+                     size, took, time.monotonic() - started - took)
         self._backstop_at = time.monotonic() + max(BACKSTOP_PERIOD, BACKSTOP_ROUNDS * took)
         return plan
 
