@@ -295,17 +295,24 @@ async def test_a_manager_that_becomes_the_leader_runs_a_round_at_once():
         nursery.cancel_scope.cancel()
 
 
-async def test_a_large_round_plans_in_a_worker_thread_and_decides_as_one_planned_here(monkeypatch):
+def threads_of(monkeypatch, name: str) -> list[bool]:
+    """Where each call of the reconciler's `name` ran: True in the main (trio) thread."""
     import threading
-    from swarm.manager import planner, reconciler as reconciler_module
-    threads = []
-    real = planner.plan_round
+    from swarm.manager import reconciler as reconciler_module
+    where: list[bool] = []
+    real = getattr(reconciler_module, name)
 
-    def plan_round(*args):
-        threads.append(threading.current_thread() is threading.main_thread())
+    def recorded(*args):
+        where.append(threading.current_thread() is threading.main_thread())
         return real(*args)
 
-    monkeypatch.setattr(reconciler_module, "plan_round", plan_round)
+    monkeypatch.setattr(reconciler_module, name, recorded)
+    return where
+
+
+async def test_a_large_round_plans_in_a_worker_thread_and_decides_as_one_planned_here(monkeypatch):
+    from swarm.manager import reconciler as reconciler_module
+    threads = threads_of(monkeypatch, "plan_round")
     plans = {}
     for threshold in (1, 1_000_000):      # every round in a thread; every round here
         monkeypatch.setattr(reconciler_module, "THREAD_PLAN_TASKS", threshold)
@@ -320,16 +327,8 @@ async def test_a_large_round_plans_in_a_worker_thread_and_decides_as_one_planned
 async def test_a_new_service_s_replicas_count_towards_a_round_s_size(monkeypatch):
     # A create of 100,000 replicas has no task yet: its round is the largest of all, and plans
     # (and encodes its records) in the worker thread.
-    import threading
     from swarm.manager import planner, reconciler as reconciler_module
-    where = []
-    real = reconciler_module.plan_ops
-
-    def plan_ops(*args):
-        where.append(threading.current_thread() is threading.main_thread())
-        return real(*args)
-
-    monkeypatch.setattr(reconciler_module, "plan_ops", plan_ops)
+    where = threads_of(monkeypatch, "plan_ops")
     monkeypatch.setattr(reconciler_module, "THREAD_PLAN_TASKS", 6)
     store, _, reconciler, _, api = await cluster()
     await create(api, "web", replicas=6)
