@@ -726,8 +726,14 @@ async def test_accept_pauses_without_descriptors_logs_once_and_resumes(open_port
         await trio.sleep(0.6)  # several accept attempts, all EMFILE
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    paused = [w for w in warnings_of(caplog) if "no descriptor for a new connection" in w]
-    assert len(paused) == 1
+    # Said once per pause, not at every attempt (one each 0.1 s). Another part of this process
+    # may free a descriptor meanwhile (a collected socket): the server then accepts once, says
+    # so, and pauses again, so a pause is never said twice in a row.
+    said = [w for w in warnings_of(caplog)
+            if "no descriptor for a new connection" in w or "accepting connections again" in w]
+    paused = [w for w in said if "no descriptor" in w]
+    assert paused and said[0] in paused
+    assert all(not ("no descriptor" in a and "no descriptor" in b) for a, b in zip(said, said[1:]))
     await assert_good_client_works(open_port, creds)
     assert any("accepting connections again" in w for w in warnings_of(caplog))
     for sock in socks:
