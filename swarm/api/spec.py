@@ -305,6 +305,34 @@ def replace(obj: D, **changes: Any) -> D:
     return new
 
 
+# -- a task's record, encoded ---------------------------------------------------------------------
+# msgspec writes plain data as msgpack.packb does (swarm.api.model.encode), and a msgspec.Raw as is.
+_pack = msgspec.msgpack.Encoder().encode
+_MAX_SPEC_RECORDS = 1024
+# id(container spec) -> (that spec, its encoding). A container spec is most of a task's record
+# (nine tenths of the time to encode one), and tasks share them: those a round creates for a
+# service, and those decoded from the store (task_from_dict). Each entry holds its spec, so the
+# id is not reused while the entry is here.
+_spec_records: dict[int, tuple[ContainerSpec, msgspec.Raw]] = {}
+_TASK_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Task))
+
+
+def encode_task(task: Task) -> bytes:
+    """A task's record: the bytes of `model.encode(to_dict(task))`, with its container spec
+    encoded once for every task that holds the same spec object (each status report and each
+    new task is encoded: thousands a second at scale)."""
+    held = _spec_records.get(id(task.spec))
+    if held is None:
+        if len(_spec_records) >= _MAX_SPEC_RECORDS:
+            _spec_records.clear()
+        held = _spec_records[id(task.spec)] = (task.spec, msgspec.Raw(_pack(to_dict(task.spec))))
+    record = {}
+    for name in _TASK_FIELD_NAMES:   # in the fields' order, as to_dict: the same bytes
+        value = getattr(task, name)
+        record[name] = held[1] if name == "spec" else value if type(value) in _SCALARS else to_dict(value)
+    return _pack(record)
+
+
 class InvalidRecord(ValueError):
     """Data that does not decode into the object model; the message names the field."""
 
@@ -339,14 +367,13 @@ _MAX_SHARED_LABELS = 4096        # label sets remembered (a dict holds no weak r
 _WORDS = ("service_id", "service_name", "node_id", "desired_state")   # the task's repeated strings
 _STATUS_WORDS = ("state", "message", "health")                        # and its status's
 _MAX_WORD = 64                   # a longer string is not vocabulary: interning it would only cost
-_encode_key = msgspec.msgpack.Encoder().encode
 
 
 def _spec_key(container: Any) -> bytes | None:
     if not isinstance(container, dict):
         return None            # not a spec: decoding says what is wrong with it
     try:
-        return _encode_key(container)
+        return _pack(container)
     except (TypeError, ValueError, OverflowError):
         return None
 

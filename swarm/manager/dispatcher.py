@@ -60,7 +60,7 @@ from swarm.manager.allocator import NETWORK
 from swarm.manager.controlapi.secrets import objects, read_value
 from swarm.manager.membership import Manager
 from swarm.manager.planner import ingress_id, network_record
-from swarm.manager.reconciler import MAX_TXN_BYTES, MAX_TXN_OPS, batches, encode_task
+from swarm.manager.reconciler import MAX_TXN_BYTES, MAX_TXN_OPS, batches
 
 ASSIGN_BATCH = 0.03
 # As swarmkit's dispatcher: a task is the node's once the scheduler has assigned it (and the
@@ -303,7 +303,7 @@ class Dispatcher:
                     # be recorded: an unhealthy task leaves the load balancers at once.
                     if not (status.state == task.status.state == "running" and status.health != task.status.health):
                         continue  # stale or duplicate report
-                ops.append(Op.update(spec.TASK, task_id, encode_task(with_status(task, status, now)),
+                ops.append(Op.update(spec.TASK, task_id, spec.encode_task(with_status(task, status, now)),
                                      expect=rec.version))
             if unsure:
                 await self.m.confirm_current()

@@ -31,14 +31,12 @@ dispatcher's (`swarm.manager.dispatcher`).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
 import time
 from typing import Any
 
-import msgspec
 import trio
 
 from raft.node import RaftUnavailable
@@ -80,32 +78,6 @@ def batches(ops: list[Op], max_bytes: int, max_ops: int) -> list[list[Op]]:
     return out
 
 
-_PACK = msgspec.msgpack.Encoder().encode   # plain data as msgpack.packb writes it, msgspec.Raw as is
-_TASK_FIELDS = tuple(f.name for f in dataclasses.fields(spec.Task))
-_MAX_SPECS = 1024
-_SCALARS = (str, int, float)
-# id(container spec) -> (that spec, its encoding). A container spec is most of a task's record
-# (nine tenths of the time to encode one), and tasks share them: those a round creates for a
-# service, and those decoded from the store (spec.task_from_dict). Each entry holds its spec,
-# so the id is not reused while the entry is here.
-_spec_records: dict[int, tuple[spec.ContainerSpec, msgspec.Raw]] = {}
-
-
-def encode_task(task: spec.Task) -> bytes:
-    """A task's record: the bytes of `model.encode(spec.to_dict(task))`, with its container
-    spec encoded once for every task that holds the same spec object."""
-    held = _spec_records.get(id(task.spec))
-    if held is None or held[0] is not task.spec:
-        if len(_spec_records) >= _MAX_SPECS:
-            _spec_records.clear()
-        held = _spec_records[id(task.spec)] = (task.spec, msgspec.Raw(model.encode(spec.to_dict(task.spec))))
-    record = {}
-    for name in _TASK_FIELDS:   # in the fields' order, as to_dict: the same bytes
-        value = getattr(task, name)
-        record[name] = held[1] if name == "spec" else value if type(value) in _SCALARS else spec.to_dict(value)
-    return _PACK(record)
-
-
 def round_size(snapshot: Snapshot) -> int:
     """About how many tasks a round over `snapshot` handles: those it holds, and those its
     services ask for (a new service of 100,000 replicas has no task yet, and its round is
@@ -135,8 +107,8 @@ def plan_ops(snapshot: Snapshot, plan: RoundPlan) -> list[Op]:
     """A plan as compare-and-set writes against the versions it was decided from, in plan order."""
     ops = [Op.update(spec.SERVICE, s.id, model.encode(spec.to_dict(s)), expect=snapshot.services[s.id][1])
            for s in plan.services]
-    ops += [Op.create(spec.TASK, t.id, encode_task(t)) for t in plan.create]
-    ops += [Op.update(spec.TASK, t.id, encode_task(t), expect=snapshot.tasks[t.id][1]) for t in plan.update]
+    ops += [Op.create(spec.TASK, t.id, spec.encode_task(t)) for t in plan.create]
+    ops += [Op.update(spec.TASK, t.id, spec.encode_task(t), expect=snapshot.tasks[t.id][1]) for t in plan.update]
     ops += [Op.delete(spec.TASK, tid, expect=snapshot.tasks[tid][1]) for tid in plan.delete]
     for nid, ip in plan.ingress.items():
         node, version = snapshot.nodes[nid]

@@ -7,8 +7,6 @@ import dataclasses
 import pytest
 
 from swarm.api import model, spec
-from swarm.manager import reconciler
-from swarm.manager.reconciler import encode_task
 from tests.unit.test_task_memory import NOW, running_tasks, service
 
 
@@ -33,14 +31,14 @@ def varied_tasks() -> list[spec.Task]:
 
 def test_a_task_s_record_is_the_plain_encoding_byte_for_byte():
     for task in varied_tasks():
-        assert encode_task(task) == plain(task)
-        assert spec.task_from_dict(model.decode(encode_task(task))) == task
+        assert spec.encode_task(task) == plain(task)
+        assert spec.task_from_dict(model.decode(spec.encode_task(task))) == task
 
 
 def test_a_container_spec_shared_by_many_tasks_is_encoded_once(monkeypatch):
     tasks = running_tasks(service(50), nodes=5)
     assert len({id(t.spec) for t in tasks}) == 1      # a round's tasks for a service share it
-    reconciler._spec_records.clear()
+    spec._spec_records.clear()
     encoded = []
     real = spec.to_dict
 
@@ -50,7 +48,7 @@ def test_a_container_spec_shared_by_many_tasks_is_encoded_once(monkeypatch):
         return real(obj)
 
     monkeypatch.setattr(spec, "to_dict", counting)
-    records = [encode_task(t) for t in tasks]
+    records = [spec.encode_task(t) for t in tasks]
     assert len(encoded) == 1
     monkeypatch.setattr(spec, "to_dict", real)
     assert records == [plain(t) for t in tasks]
@@ -58,19 +56,19 @@ def test_a_container_spec_shared_by_many_tasks_is_encoded_once(monkeypatch):
 
 def test_a_spec_changed_in_a_copy_is_encoded_as_it_now_is():
     task = running_tasks(service(1), nodes=1)[0]
-    encode_task(task)
+    spec.encode_task(task)
     other = dataclasses.replace(task, spec=dataclasses.replace(task.spec, hostname="elsewhere"))
-    assert model.decode(encode_task(other))["spec"]["hostname"] == "elsewhere"
-    assert encode_task(other) == plain(other)
+    assert model.decode(spec.encode_task(other))["spec"]["hostname"] == "elsewhere"
+    assert spec.encode_task(other) == plain(other)
 
 
 def test_the_remembered_specs_are_bounded(monkeypatch):
-    monkeypatch.setattr(reconciler, "_MAX_SPECS", 4)
+    monkeypatch.setattr(spec, "_MAX_SPEC_RECORDS", 4)
     task = running_tasks(service(1), nodes=1)[0]
     for i in range(10):
         copy = dataclasses.replace(task, spec=dataclasses.replace(task.spec, hostname=f"h{i}"))
-        assert encode_task(copy) == plain(copy)
-        assert len(reconciler._spec_records) <= 4
+        assert spec.encode_task(copy) == plain(copy)
+        assert len(spec._spec_records) <= 4
 
 
 def test_replace_makes_what_dataclasses_replace_makes():
@@ -80,7 +78,7 @@ def test_replace_makes_what_dataclasses_replace_makes():
         copy = spec.replace(task, attempt=task.attempt + 1)
         assert copy.attempt == task.attempt + 1 and copy.running_at == task.running_at
         assert copy is not task and task.attempt != copy.attempt   # the original is left as it was
-        assert encode_task(copy) == plain(dataclasses.replace(task, attempt=task.attempt + 1))
+        assert spec.encode_task(copy) == plain(dataclasses.replace(task, attempt=task.attempt + 1))
     assert spec.replace(spec.TaskStatus(), state="running") == spec.TaskStatus(state="running")
 
 

@@ -16,7 +16,6 @@ from raft.store import Op, RecordStore
 from swarm.api import model, records, spec
 from swarm.manager import orchestrator
 from swarm.manager.controlapi.specparams import spec_from_params
-from swarm.manager.reconciler import encode_task
 from swarm.manager.scheduler import NodeInfo
 
 NOW = 1_700_000_000.0
@@ -43,7 +42,7 @@ def running_tasks(svc: spec.Service, nodes: int) -> list[spec.Task]:
 
 def stored(tasks: list[spec.Task]) -> RecordStore:
     store = RecordStore()
-    store.apply([Op.create(spec.TASK, t.id, encode_task(t)) for t in tasks], 1)
+    store.apply([Op.create(spec.TASK, t.id, spec.encode_task(t)) for t in tasks], 1)
     return store
 
 
@@ -75,36 +74,36 @@ def test_decoded_tasks_equal_what_was_encoded_and_leave_the_callers_map_alone():
     svc = service(50)
     tasks = running_tasks(svc, nodes=3)
     for t in tasks:
-        data = model.decode(encode_task(t))
-        kept = model.decode(encode_task(t))
+        data = model.decode(spec.encode_task(t))
+        kept = model.decode(spec.encode_task(t))
         typed = spec.task_from_dict(data)
         assert typed == t and spec.to_dict(typed) == spec.to_dict(t)
         assert data == kept
-    assert spec.task_from_dict(model.decode(encode_task(tasks[0]))).spec == svc.spec.container
+    assert spec.task_from_dict(model.decode(spec.encode_task(tasks[0]))).spec == svc.spec.container
 
 
 def test_tasks_of_different_specs_keep_their_own_spec():
     """An update's tasks (a new image) next to the old ones: equal bytes only are shared."""
     old, new = service(3), service(3, version=2, image="nginx:1.26")
-    typed = [spec.task_from_dict(model.decode(encode_task(t)))
+    typed = [spec.task_from_dict(model.decode(spec.encode_task(t)))
              for t in running_tasks(old, nodes=1) + running_tasks(new, nodes=1)]
     assert [t.spec.image for t in typed] == ["nginx:1.25"] * 3 + ["nginx:1.26"] * 3
     assert typed[0].spec is typed[2].spec and typed[3].spec is typed[5].spec
     assert typed[0].spec != typed[3].spec
     # The same values of another type (an int where the spec has a float) decode as before.
-    data = model.decode(encode_task(running_tasks(old, nodes=1)[0]))
+    data = model.decode(spec.encode_task(running_tasks(old, nodes=1)[0]))
     data["spec"]["stop_grace_period"] = 10
     assert spec.task_from_dict(data).spec.stop_grace_period == 10
 
 
 def test_a_bad_record_still_raises_with_its_field_when_its_spec_is_shared():
     good = running_tasks(service(2), nodes=1)
-    spec.task_from_dict(model.decode(encode_task(good[0])))       # its spec is in the table now
-    bad = model.decode(encode_task(good[1]))
+    spec.task_from_dict(model.decode(spec.encode_task(good[0])))       # its spec is in the table now
+    bad = model.decode(spec.encode_task(good[1]))
     bad["slot"] = "one"
     with pytest.raises(spec.InvalidRecord, match=r"\$\.slot"):
         spec.task_from_dict(bad)
-    bad = model.decode(encode_task(good[1]))
+    bad = model.decode(spec.encode_task(good[1]))
     bad["spec"]["image"] = 7
     with pytest.raises(spec.InvalidRecord, match=r"\$\.spec\.image"):
         spec.task_from_dict(bad)
@@ -128,7 +127,7 @@ def test_decode_all_skips_a_bad_task_with_its_warning_and_keeps_the_rest(caplog)
 
 def test_the_table_of_specs_keeps_no_spec_alive():
     """A spec leaves the table with its last task: a manager's table is the specs in use."""
-    typed = [spec.task_from_dict(model.decode(encode_task(t)))
+    typed = [spec.task_from_dict(model.decode(spec.encode_task(t)))
              for t in running_tasks(service(2, image="busybox:gone"), nodes=1)]
     assert any(s.image == "busybox:gone" for s in spec._shared_specs.values())
     del typed
