@@ -225,6 +225,8 @@ def _classify(service: Service, key: int | str, ts: list[Task], nodes: dict[str,
               plan: _Plan, pairs: bool = False) -> _Slot | None:
     """One slot's (global: one node's) state, shutting down what cannot stay; None if free.
     `pairs`: a start-first update's pair may stay (not for jobs)."""
+    if len(ts) == 1 and is_live(ts[0]) and not node_trouble(ts[0], nodes):
+        return _Slot("live", ts[0], key)   # most slots, every round: one task, running where it is
     live = [t for t in ts if is_live(t)]
     if live:
         keep = max(live, key=lambda t: _preference(service, t))

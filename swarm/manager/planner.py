@@ -46,7 +46,7 @@ from swarm.api import records, spec
 from swarm.manager.allocator import allocate_service, allocate_task, allocation_state
 from swarm.manager.orchestrator import HISTORY_LIMIT, UNCLAIMED, reconcile, stopping_slots
 from swarm.manager.updater import IN_PROGRESS
-from swarm.manager.scheduler import NodeInfo, schedule
+from swarm.manager.scheduler import NodeInfo, SchedulePlan, schedule
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,11 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
                and t.not_before <= now and (t.service_id, t.slot or t.node_id) not in stopping
                and (not t.node_id or t.slot == 0)]
     pending = [t for t in waiting if t.service_id not in problems]
-    # Everything still holding a node's resources counts, also tasks that are stopping.
-    live = [t for t in current.values() if t.node_id and not spec.is_terminal(t.status.state)]
-    placement = schedule(pending, infos, live, services, rng)
+    placement = SchedulePlan({}, {})
+    if pending:   # else the scheduler's pass over every task would place nothing
+        # Everything still holding a node's resources counts, also tasks that are stopping.
+        live = [t for t in current.values() if t.node_id and not spec.is_terminal(t.status.state)]
+        placement = schedule(pending, infos, live, services, rng)
     unplaced = dict(placement.unplaced)
     for task in pending:
         if task.id not in placement.assignments:
@@ -254,8 +256,8 @@ def plan_round(snapshot: Snapshot, now: float, rng: random.Random, new_id: Calla
                 except OverlayError as exc:
                     warnings[f"ingress {nid}"] = f"node {nid} gets no ingress address: {exc}"
 
-    updates = tuple(new for tid, old in tasks.items()
-                    if (new := current[tid]) != old and tid not in deletes)
+    updates = tuple(new for tid, old in tasks.items()   # `is not` first: most tasks are left as they were
+                    if (new := current[tid]) is not old and new != old and tid not in deletes)
     final = {**services, **service_updates}
     updating = frozenset(sid for sid, s in final.items()
                          if s.update_status is not None and s.update_status.state in IN_PROGRESS)

@@ -120,6 +120,8 @@ def decide(service: Service, slots: Sequence[SlotView], tasks: Sequence[Task], n
     if status is not None and status.state in PAUSED:
         return Decision(retire=retire)
     dirty = [v for v in slots if v.old is not None and v.new is None]
+    if not dirty and status is None:
+        return Decision(retire=retire)     # never updated, nothing to update (the test below, in short)
     # A slot whose replacement ended is done for the update (the restart policy has it now, as
     # SwarmKit's worker moves on once its task fails); the others are busy until theirs runs.
     ended = {_key(t) for t in tasks if t.spec_version == service.spec_version and t.status.state in ENDED
