@@ -35,7 +35,7 @@ import trio
 
 from swarm.api import model
 from swarm.api.errors import SwarmError
-from swarm.daemon import bootstrap, collector
+from swarm.daemon import bootstrap, interpreter
 from swarm.daemon.config import NodeConfig, Paths, save_docker_api_settings, save_registry_settings
 from swarm.daemon.daemon import Daemon, clear_state
 from swarm.daemon.keys import REPLY_GRACE
@@ -418,7 +418,7 @@ def main(state_dir: str, *, memory_journal: bool = False, unlock_key: str | None
     logging.basicConfig(level=os.environ.get("SWARM_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from overlay.lb import check_nftables
-    collector.tune()   # before the first allocation that matters
+    interpreter.tune()   # before the first allocation that matters
 
     try:
         check_nftables()  # the VIP and ingress load balancers are nftables rules

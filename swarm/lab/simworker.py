@@ -46,7 +46,7 @@ import trio
 from swarm.agent import reports
 from swarm.api import spec
 from swarm.ca import pki
-from swarm.daemon import collector
+from swarm.daemon import interpreter
 from swarm.daemon.bootstrap import _join_call
 from swarm.daemon.config import split_addr
 from swarm.rpc.client import RPCClient
@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the first loopback source address to use (127.1.0.1 + FIRST): give each process its own")
     parser.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines on stderr")
     args = parser.parse_args(argv)
-    collector.tune()   # as the node daemons these workers stand in for
+    interpreter.tune()   # as the node daemons these workers stand in for
     if args.count < 1 or args.delay < 0:
         parser.error("--count must be at least 1 and --delay not negative")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
