@@ -58,6 +58,7 @@ BACKSTOP_ROUNDS = 20        # ...and at least this many round durations (a round
 WATCH_BUFFER = 1_000_000    # events: a whole create of 100,000 tasks, with room (past it: a Resync)
 FOLLOW_SLICE = 0.01         # seconds of event handling between checkpoints
 MAX_TXN_OPS = 200
+COMMITS_IN_FLIGHT = 4       # a large plan's transactions in Raft at once
 THREAD_PLAN_TASKS = 5_000   # a round over this many tasks plans in a worker thread
 SLOW_ROUND = 1.0            # seconds: a round planned for longer is logged (at INFO)
 MAX_TXN_BYTES = MAX_COMMAND // 2   # the store refuses a command past MAX_COMMAND; leave room for framing
@@ -244,20 +245,48 @@ class Reconciler:
             self._note(sid, plan.problems.get(sid))
         for key, message in plan.warnings.items():
             records.warn_once(key, message)
-        for batch in batches(plan_ops(snapshot, plan) if ops is None else ops, MAX_TXN_BYTES, MAX_TXN_OPS):
+        todo = batches(plan_ops(snapshot, plan) if ops is None else ops, MAX_TXN_BYTES, MAX_TXN_OPS)
+        if len(todo) <= 1:
+            for batch in todo:
+                await self._commit(batch)
+            return
+        # A large plan's transactions are independent: a few in Raft at once, so that the
+        # followers append one while the leader prepares the next (one after another, a
+        # 100,000-task create spent most of its time waiting for each commit in turn).
+        slots = trio.CapacityLimiter(COMMITS_IN_FLIGHT)
+        lost: list[RaftUnavailable] = []
+
+        async def commit(batch: list[Op], slot: object) -> None:
             try:
-                result = await self.m.raft.commit(batch)
-            except TxnError as exc:
-                records.warn_once(f"txn {batch[0].kind}/{batch[0].id}", f"a reconcile write was refused: {exc}")
-                continue
-            if not result.ok:
-                log.debug("reconcile batch conflicted (%s); next round retries", result.error)
-                self._dirty.set()
-            elif log.isEnabledFor(logging.DEBUG):   # a task's way to running, for bench/startpath.py
-                done = time.time()
-                for op in batch:
-                    if op.kind == spec.TASK:
-                        log.debug("start path %s committed %.6f", op.id, done)
+                await self._commit(batch)
+            except RaftUnavailable as exc:   # leadership lost: the other writes would fail too
+                lost.append(exc)
+                nursery.cancel_scope.cancel()
+            finally:
+                slots.release_on_behalf_of(slot)
+
+        async with trio.open_nursery() as nursery:
+            for batch in todo:
+                slot = object()
+                await slots.acquire_on_behalf_of(slot)
+                nursery.start_soon(commit, batch, slot)
+        if lost:
+            raise lost[0]
+
+    async def _commit(self, batch: list[Op]) -> None:
+        try:
+            result = await self.m.raft.commit(batch)
+        except TxnError as exc:
+            records.warn_once(f"txn {batch[0].kind}/{batch[0].id}", f"a reconcile write was refused: {exc}")
+            return
+        if not result.ok:
+            log.debug("reconcile batch conflicted (%s); next round retries", result.error)
+            self._dirty.set()
+        elif log.isEnabledFor(logging.DEBUG):   # a task's way to running, for bench/startpath.py
+            done = time.time()
+            for op in batch:
+                if op.kind == spec.TASK:
+                    log.debug("start path %s committed %.6f", op.id, done)
 
     def _note(self, service_id: str, problem: str | None) -> None:
         """Log a service's problem once per change, not once per round."""

@@ -15,7 +15,8 @@ from raft.store import MAX_COMMAND, Op, pack_txn
 from swarm.api import model, records, spec
 from swarm.manager.dispatcher import Dispatcher
 from swarm.manager.planner import node_infos
-from swarm.manager.reconciler import Reconciler, batches
+from raft.node import RaftUnavailable
+from swarm.manager.reconciler import COMMITS_IN_FLIGHT, Reconciler, batches
 from swarm.manager.membership import Manager
 from swarm.manager.allocator import INGRESS_SUBNET, NETWORK, new_network
 from swarm.api.errors import ApiError
@@ -338,3 +339,49 @@ async def test_a_new_service_s_replicas_count_towards_a_round_s_size(monkeypatch
     assert where[0] is False                  # the first round: in the thread
     assert len(tasks_of(store, "web")) == 6
     assert reconciler_module.round_size(planner.Snapshot(services=snap.services, tasks={}, nodes={"n": ({}, 1)})) == 6
+
+
+def counting_commits(monkeypatch, store, fail_at=None):
+    """store.commit, slowed down and counted: how many run at once at most, and how many began.
+    `fail_at`: the call (from 1) that finds the leadership lost."""
+    real = store.commit
+    seen = {"now": 0, "most": 0, "began": 0}
+
+    async def commit(ops, *args, **kwargs):
+        seen["began"] += 1
+        call = seen["began"]
+        seen["now"] += 1
+        seen["most"] = max(seen["most"], seen["now"])
+        try:
+            await trio.sleep(0.01 if call != fail_at else 0.001)
+            if call == fail_at:
+                raise RaftUnavailable("not the leader any more")
+            return await real(ops, *args, **kwargs)
+        finally:
+            seen["now"] -= 1
+
+    monkeypatch.setattr(store, "commit", commit)
+    return seen
+
+
+async def test_a_large_plan_s_transactions_are_in_raft_a_few_at_once(monkeypatch):
+    store, _, reconciler, _, api = await cluster()
+    await create(api, "web", replicas=600)
+    seen = counting_commits(monkeypatch, store)
+    await reconciler.round()
+    assert seen["began"] > 2 * COMMITS_IN_FLIGHT   # the plan's transactions (by bytes: about 35 tasks each)
+    assert seen["most"] == COMMITS_IN_FLIGHT > 1   # neither one after another nor all at once
+    assert len(tasks_of(store, "web")) == 600
+
+
+async def test_a_plan_s_writes_stop_at_a_lost_leadership_and_the_round_says_so(monkeypatch):
+    store, _, reconciler, _, api = await cluster()
+    await create(api, "web", replicas=600)
+    seen = counting_commits(monkeypatch, store, fail_at=2)
+    with pytest.raises(RaftUnavailable):      # itself, as the loop retries it: not in a group
+        await reconciler.round()
+    assert seen["began"] <= 2 + COMMITS_IN_FLIGHT   # the writes after the failure were not sent
+    assert len(tasks_of(store, "web")) < 600
+    monkeypatch.undo()
+    await settle(reconciler, rounds=2)        # the next rounds write what is missing
+    assert len(tasks_of(store, "web")) == 600
