@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from swarm.api import model, spec
+from raft.store import Record
+from swarm.api import model, records, spec
 from tests.unit.test_task_memory import NOW, running_tasks, service
 
 
@@ -88,3 +89,57 @@ def test_replace_refuses_a_field_the_class_does_not_have():
         spec.replace(task, node="n1")
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.replace(task, node_id="n1").node_id = "n2"   # still frozen
+
+
+# -- a task's record read back from its bytes --------------------------------------------------
+
+def test_a_record_read_from_its_bytes_is_what_decoding_its_map_gives():
+    for task in varied_tasks():
+        record = spec.encode_task(task)
+        assert spec.task_from_record(record) == spec.task_from_dict(model.decode(record)) == task
+    partial = model.decode(plain(varied_tasks()[0]))
+    for name in ("attempt", "not_before", "networks"):   # a record of an older version lacks them
+        del partial[name]
+    assert spec.task_from_record(model.encode(partial)) == spec.task_from_dict(partial)
+
+
+def test_a_record_read_from_its_bytes_shares_its_spec_with_the_tasks_read_before():
+    tasks = varied_tasks()
+    kept = [spec.task_from_dict(model.decode(plain(tasks[0]))), spec.task_from_record(plain(tasks[1]))]
+    assert kept[1].spec is kept[0].spec
+    assert spec.task_from_record(plain(tasks[2])).spec is kept[0].spec
+    assert kept[1].service_id is kept[0].service_id     # its ids and state names too
+
+
+def test_bad_bytes_raise_invalid_record_with_the_field_as_a_bad_map_does():
+    good = model.decode(plain(varied_tasks()[0]))
+    kept = spec.task_from_record(plain(varied_tasks()[0]))   # its spec is in the table now
+    cases = {
+        b"\xc1junk": "invalid task record",                 # not msgpack
+        model.encode("a string"): "invalid task record",     # not a map
+        model.encode(dict(good, slot="one")): r"\$\.slot",
+        model.encode(dict(good, spec=dict(good["spec"], image=7))): r"\$\.spec\.image",
+        model.encode(dict(good, spec=["not", "a", "map"])): r"\$\.spec",
+        model.encode(dict(good, id=b"bytes")): r"\$\.id",
+    }
+    for record, reason in cases.items():
+        with pytest.raises(spec.InvalidRecord, match=reason):
+            spec.task_from_record(record)
+    bad_text = plain(varied_tasks()[0]).replace(good["service_name"].encode(), b"\xff" * len(good["service_name"]))
+    with pytest.raises(ValueError):                         # not UTF-8: refused, never a crash
+        spec.task_from_record(bad_text)
+    assert kept.spec.image     # the shared spec was left as it was
+
+
+def test_the_store_s_readers_type_tasks_from_their_bytes(monkeypatch):
+    tasks = varied_tasks()
+    listing = {t.id: Record(1, plain(t)) for t in tasks}
+    read = []
+    real = spec.task_from_record
+    monkeypatch.setattr(records, "_FROM_BYTES", {spec.task_from_dict: lambda data: read.append(data) or real(data)})
+    typed = records.decode_all(listing, spec.task_from_dict)
+    assert {k: t for k, (t, _) in typed.items()} == {t.id: t for t in tasks}
+    assert len(read) == len(tasks)
+    records.forget(tasks[0].id, spec.task_from_dict)
+    assert records.decode_one(tasks[0].id, Record(2, plain(tasks[0])), spec.task_from_dict) == tasks[0]
+    assert len(read) == len(tasks) + 1
