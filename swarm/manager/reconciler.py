@@ -20,7 +20,8 @@ A round reads a `Snapshot` of the store, asks the pure planner for a
 this module writes: the plan's values become compare-and-set writes against
 the snapshot's versions, committed in transactions small enough for the
 store (`batches`), a few of them in Raft at once (`COMMITS_IN_FLIGHT`). A
-conflict means someone wrote in between: the next round sees it. A service's problem is logged once per change, not per round.
+conflict means someone wrote in between: the next round sees it. A
+service's problem is logged once per change, not per round.
 
 Randomness is seeded: the reconciler logs its seed, and each round draws its
 own seed from it (logged at debug level), so a round's plan can be replayed
