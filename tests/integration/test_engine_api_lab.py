@@ -128,10 +128,13 @@ def test_docker_cli_from_swarm_init_to_stack_rm_on_a_lab(lab, tmp_path, demo_tar
     eventually(lambda: sorted(lines(docker(h1, "stack", "services", "app", "--format",
                                            "{{.Name}} {{.Replicas}} {{.Ports}}"))) ==
                ["app_web 3/3 (max 1 per node) *:18090->80/tcp", "app_worker 1/1"], 90, "the stack running")
-    # one web task on each node (max 1 per node, 3 running), each Running
+    # one web task on each node (max 1 per node, 3 running), each Running. A task that ended
+    # (rejected under load, once in CI) keeps desired state running here until its slot's history
+    # is trimmed, where Docker's restart sets it to shutdown: it is left out, its error shown.
     rows = lines(docker(h1, "service", "ps", "app_web", "--filter", "desired-state=running",
-                        "--format", "{{.CurrentState}}"))
-    assert len(rows) == 3 and all(r.startswith("Running") for r in rows), rows
+                        "--format", "{{.CurrentState}} | {{.Error}}"))
+    current = [r for r in rows if not r.startswith(("Rejected", "Failed", "Complete", "Shutdown"))]
+    assert len(current) == 3 and all(r.startswith("Running") for r in current), rows
     eventually(lambda: docker(h1, "service", "logs", "app_web").stdout.count(f"pw={PASSWORD} conf={CONF}") == 3,
                30, "every web task reading its secret and config")
 
