@@ -31,7 +31,7 @@ import trio
 from raft.framing import DEFAULT_MAX_FRAME, FrameDecoder, FrameError, encode_frame
 from swarm.rpc.limits import (HANDSHAKE_TIMEOUT, MAX_DEADLINE, MAX_IN_FLIGHT, UNAUTHENTICATED, Admission,
                               StreamLimits, nofile_limit)
-from swarm.rpc.client import LOST
+from swarm.rpc.client import LOST, send_in_pieces
 from swarm.rpc.messages import LOCAL_PEER, RECV_SIZE, BadMessage, Peer, RPCError, as_peer, cause_of, error_answer, \
     is_int
 from swarm.rpc.router import Router
@@ -114,7 +114,7 @@ async def _serve_stream(router: Router, stream: trio.abc.Stream, peer: Peer, rem
                 frame = encode_frame(error_answer(req["id"], "internal", f"the result of {req['method']} could not be encoded"))
             with trio.move_on_after(limits.send_timeout) as sending:
                 async with send_lock:
-                    await stream.send_all(frame)
+                    await send_in_pieces(stream, frame)
             if sending.cancelled_caught:
                 # A peer that does not read its answers would hold this call (and its slot) forever.
                 log.warning("closing the connection from %s: it did not read an answer within %g s",

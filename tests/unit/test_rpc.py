@@ -738,3 +738,33 @@ async def test_accept_pauses_without_descriptors_logs_once_and_resumes(open_port
     assert any("accepting connections again" in w for w in warnings_of(caplog))
     for sock in socks:
         sock.close()
+
+
+class _Recorder(trio.abc.SendStream):
+    """A send stream that keeps what each send_all was given."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send_all(self, data) -> None:
+        self.sent.append(bytes(data))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.trio
+async def test_a_large_frame_goes_to_the_stream_in_pieces_of_a_tls_record_at_most():
+    # trio's SSLStream keeps a buffer the size of the largest send_all for the connection's life.
+    from swarm.rpc.client import SEND_PIECE, send_in_pieces
+    stream = _Recorder()
+    data = os.urandom(3 * SEND_PIECE + 5)
+    await send_in_pieces(stream, data)
+    assert b"".join(stream.sent) == data
+    assert [len(p) for p in stream.sent] == [SEND_PIECE] * 3 + [5]
+    stream = _Recorder()
+    await send_in_pieces(stream, b"small")
+    assert stream.sent == [b"small"]
