@@ -247,10 +247,6 @@ class Reconciler:
         for key, message in plan.warnings.items():
             records.warn_once(key, message)
         todo = batches(plan_ops(snapshot, plan) if ops is None else ops, MAX_TXN_BYTES, MAX_TXN_OPS)
-        if len(todo) <= 1:
-            for batch in todo:
-                await self._commit(batch)
-            return
         # A large plan's transactions are independent: a few in Raft at once, so that the
         # followers append one while the leader prepares the next (one after another, a
         # 100,000-task create spent most of its time waiting for each commit in turn).

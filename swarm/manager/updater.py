@@ -121,14 +121,14 @@ def decide(service: Service, slots: Sequence[SlotView], tasks: Sequence[Task], n
         return Decision(retire=retire)
     dirty = [v for v in slots if v.old is not None and v.new is None]
     if not dirty and status is None:
-        return Decision(retire=retire)     # never updated, nothing to update (the test below, in short)
+        return Decision(retire=retire)     # no update: tasks starting after a create or a restart
     # A slot whose replacement ended is done for the update (the restart policy has it now, as
     # SwarmKit's worker moves on once its task fails); the others are busy until theirs runs.
     ended = {_key(t) for t in tasks if t.spec_version == service.spec_version and t.status.state in ENDED
              and (status is None or t.created_at >= status.started_at)}
     pending = [v for v in slots if v.new is not None and v.new.status.state != "running" and v.key not in ended]
-    if not dirty and (status is None or not pending and status.state not in IN_PROGRESS):
-        return Decision(retire=retire)     # no update: tasks starting after a create or a restart
+    if not dirty and not pending and status.state not in IN_PROGRESS:
+        return Decision(retire=retire)     # the update is over
     new_status = None
     if status is None:     # old tasks with no update recorded (a record from before UpdateStatus): start one
         status = new_status = UpdateStatus("updating", now, 0.0, UPDATE_STARTED)

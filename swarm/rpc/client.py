@@ -37,9 +37,6 @@ SEND_PIECE = 16 * 1024
 
 async def send_in_pieces(stream: trio.abc.SendStream, data: bytes) -> None:
     """`stream.send_all(data)`, in pieces of at most SEND_PIECE bytes."""
-    if len(data) <= SEND_PIECE:
-        await stream.send_all(data)
-        return
     view = memoryview(data)
     for start in range(0, len(view), SEND_PIECE):
         await stream.send_all(view[start:start + SEND_PIECE])
